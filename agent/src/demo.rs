@@ -1,0 +1,220 @@
+//! `homelab-agent demo`: the real deploy cycle in a sandbox directory. A local git
+//! repository holds a sample nixpkgs-free flake (the fake NixOS of [`crate::fake_system`]);
+//! the agent polls it, builds with the real `nix`, switches a sandbox "current system",
+//! sets a sandbox profile with `nix-env`, runs a health check and rolls back a bad commit.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::commands;
+use crate::config::{self, Settings};
+use crate::fake_system::{self, Host};
+use crate::state::Store;
+use crate::status::{self, Status};
+
+pub async fn run(keep: bool) -> u8 {
+    match demo(keep).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: demo: {e:#}");
+            crate::exit::FAILED
+        }
+    }
+}
+
+async fn demo(keep: bool) -> anyhow::Result<u8> {
+    require_tools()?;
+    let sandbox = tempfile::Builder::new()
+        .prefix("homelab-agent-demo-")
+        .tempdir()?;
+    let root = sandbox.path().to_path_buf();
+    prepare_nix_env(&root);
+    let repo = root.join("homelab");
+    let fake = root.join("machine");
+    std::fs::create_dir_all(&repo)?;
+    std::fs::create_dir_all(fake.join("run"))?;
+    let settings = write_config(&root, &repo, &fake)?;
+
+    let mut pi1 = Host::new("pi1");
+    let pi2 = Host::new("pi2");
+    git(&repo, &["init", "-q", "-b", "main"])?;
+
+    banner(
+        1,
+        "first deploy: the repository has a configuration for pi1 (this machine) and pi2",
+    );
+    pi1.content = "v1".into();
+    commit(&repo, &fake, &[&pi1, &pi2], "pi1: first configuration")?;
+    step(&settings).await;
+
+    banner(
+        2,
+        "poll again with nothing new: one round trip to the remote, no fetch, no build",
+    );
+    step(&settings).await;
+
+    banner(
+        3,
+        "push a change to pi1: built, activated, health-checked, new generation",
+    );
+    pi1.content = "v2".into();
+    commit(&repo, &fake, &[&pi1, &pi2], "pi1: enable grafana")?;
+    step(&settings).await;
+
+    banner(
+        4,
+        "push a change that only touches pi2: same system for pi1, nothing switched",
+    );
+    let mut pi2b = pi2.clone();
+    pi2b.content = "pi2 only".into();
+    commit(&repo, &fake, &[&pi1, &pi2b], "pi2: add a backup job")?;
+    step(&settings).await;
+
+    banner(
+        5,
+        "push a commit whose health check fails: activated, checked, rolled back",
+    );
+    let mut broken = pi1.clone();
+    broken.content = "v3".into();
+    broken.healthy = false;
+    commit(&repo, &fake, &[&broken, &pi2b], "pi1: break the web server")?;
+    step(&settings).await;
+
+    banner(
+        6,
+        "poll again: the bad commit is remembered and not retried",
+    );
+    step(&settings).await;
+
+    banner(7, "history");
+    let state = Store::new(&settings.paths.state_dir).peek()?;
+    status::write_history_human(status::history(&state, 20), &mut std::io::stdout())?;
+
+    println!();
+    if keep {
+        let kept = sandbox.keep();
+        println!("sandbox kept at {}", kept.display());
+        println!(
+            "try: homelab-agent --config {}/config.toml status",
+            kept.display()
+        );
+    } else {
+        println!("done; the sandbox was removed (use `homelab-agent demo --keep` to explore it)");
+    }
+    Ok(crate::exit::OK)
+}
+
+async fn step(settings: &Settings) {
+    let code = commands::cycle(settings).await;
+    println!("\n$ homelab-agent run --once   # exit code {code}");
+    let (state, _) = status::load_state(&settings.paths.state_dir);
+    println!("$ homelab-agent status");
+    let _ = Status::gather(settings, &state).write_human(&mut std::io::stdout());
+}
+
+fn banner(n: u32, text: &str) {
+    println!("\n==== {n}. {text}");
+}
+
+fn require_tools() -> anyhow::Result<()> {
+    for (tool, hint) in [
+        ("nix", "install Nix: on Debian/Ubuntu `sudo apt-get install nix-bin` (or see https://nixos.org/download)"),
+        ("nix-env", "it comes with Nix: `sudo apt-get install nix-bin`"),
+        ("git", "`sudo apt-get install git`"),
+    ] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            anyhow::bail!("`{tool}` not found on PATH\nhint: {hint}");
+        }
+    }
+    Ok(())
+}
+
+/// The sample flake needs no substituter and a builder that can run /bin/sh; settings
+/// for this process and its children only, appended to whatever the user has.
+fn prepare_nix_env(root: &Path) {
+    let mut extra = String::from("substituters =\nsandbox = false\n");
+    let daemon = Path::new("/nix/var/nix/daemon-socket/socket").exists();
+    if nix::unistd::Uid::effective().is_root() && !daemon {
+        extra.push_str("build-users-group =\n");
+    }
+    let current = std::env::var("NIX_CONFIG").unwrap_or_default();
+    // SAFETY: single-threaded at this point of the demo; only our children read it.
+    unsafe { std::env::set_var("NIX_CONFIG", format!("{current}\n{extra}")) };
+    let _ = root;
+}
+
+fn write_config(root: &Path, repo: &Path, fake: &Path) -> anyhow::Result<Settings> {
+    let current = fake.join("run/current-system");
+    let text = format!(
+        r#"# Written by `homelab-agent demo`.
+[source]
+url = "{repo}"
+branch = "main"
+
+[host]
+name = "pi1"
+
+[paths]
+state_dir = "{root}/state"
+runtime_dir = "{root}/runtime"
+profile = "{root}/profiles/system"
+current_system = "{current}"
+booted_system = "{fake}/run/booted-system"
+
+[activation]
+mode = "direct"
+
+[health]
+settle = "0s"
+timeout = "3s"
+interval = "1s"
+
+[[health.checks]]
+name = "web server answers"
+type = "command"
+command = ["/bin/sh", "-c", "test -e {current}/healthy"]
+timeout = "5s"
+"#,
+        repo = repo.display(),
+        root = root.display(),
+        fake = fake.display(),
+        current = current.display(),
+    );
+    let file = root.join("config.toml");
+    std::fs::write(&file, text)?;
+    std::fs::create_dir_all(root.join("profiles"))?;
+    config::load(&file).map_err(Into::into)
+}
+
+fn commit(repo: &Path, fake: &Path, hosts: &[&Host], message: &str) -> anyhow::Result<()> {
+    let hosts: Vec<Host> = hosts.iter().map(|h| (*h).clone()).collect();
+    fake_system::write(repo, fake, &hosts)?;
+    git(repo, &["add", "-A"])?;
+    git(
+        repo,
+        &[
+            "-c",
+            "user.name=demo",
+            "-c",
+            "user.email=demo@example.org",
+            "commit",
+            "-q",
+            "-m",
+            message,
+        ],
+    )?;
+    println!("$ git commit -m {message:?} && git push");
+    Ok(())
+}
+
+fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}

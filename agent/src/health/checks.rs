@@ -1,0 +1,215 @@
+//! The check kinds. Each returns a [`Verdict`] within its own timeout.
+
+use std::time::Duration;
+
+use super::{Context, Verdict};
+use crate::config::{Check, CheckKind};
+use crate::process::{Cmd, CmdError};
+
+pub async fn run(check: &Check, ctx: &Context<'_>) -> Verdict {
+    match &check.kind {
+        CheckKind::Command { command } => command_check(command, check.timeout).await,
+        CheckKind::Tcp { address } => tcp_check(address, check.timeout).await,
+        CheckKind::Http {
+            url,
+            expect_status,
+            body_contains,
+            insecure_tls,
+        } => {
+            http_check(
+                url,
+                *expect_status,
+                body_contains.as_deref(),
+                *insecure_tls,
+                check.timeout,
+            )
+            .await
+        }
+        CheckKind::Systemd {
+            units,
+            no_failed_units,
+        } => {
+            systemd_check(
+                &ctx.settings.paths.systemctl,
+                units,
+                *no_failed_units,
+                check.timeout,
+            )
+            .await
+        }
+        CheckKind::Remote => remote_check(ctx, check.timeout).await,
+    }
+}
+
+async fn command_check(argv: &[String], timeout: Duration) -> Verdict {
+    let cmd = Cmd::new(&argv[0]).args(&argv[1..]).timeout(timeout);
+    match cmd.run().await {
+        Ok(done) if done.status.success() => Verdict::Healthy("exit 0".into()),
+        Ok(done) => Verdict::Unhealthy(format!("{}{}", done.status, last_line(&done.stderr_tail))),
+        Err(CmdError::TimedOut { after, .. }) => Verdict::Unhealthy(format!(
+            "no answer within {}",
+            humantime::format_duration(after)
+        )),
+        Err(e) => Verdict::CannotRun(e.to_string()),
+    }
+}
+
+async fn tcp_check(address: &str, timeout: Duration) -> Verdict {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_)) => Verdict::Healthy(format!("connected to {address}")),
+        Ok(Err(e)) => Verdict::Unhealthy(format!("cannot connect to {address}: {e}")),
+        Err(_) => Verdict::Unhealthy(format!(
+            "no connection to {address} within {}",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+async fn http_check(
+    url: &str,
+    expect: Option<u16>,
+    body_contains: Option<&str>,
+    insecure: bool,
+    timeout: Duration,
+) -> Verdict {
+    let client = match reqwest::Client::builder()
+        .timeout(timeout)
+        .danger_accept_invalid_certs(insecure)
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return Verdict::CannotRun(format!("cannot build an HTTP client: {e}")),
+    };
+    let response = match client.get(url).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_builder() => return Verdict::CannotRun(format!("unusable URL {url}: {e}")),
+        Err(e) if e.is_timeout() => {
+            return Verdict::Unhealthy(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            ))
+        }
+        Err(e) => return Verdict::Unhealthy(format!("request failed: {}", error_chain(&e))),
+    };
+    let status = response.status().as_u16();
+    let status_ok = match expect {
+        Some(want) => status == want,
+        None => (200..300).contains(&status),
+    };
+    if !status_ok {
+        let want = expect.map_or("2xx".to_string(), |w| w.to_string());
+        return Verdict::Unhealthy(format!("got HTTP {status}, expected {want}"));
+    }
+    let Some(needle) = body_contains else {
+        return Verdict::Healthy(format!("HTTP {status}"));
+    };
+    match response.text().await {
+        Ok(body) if body.contains(needle) => {
+            Verdict::Healthy(format!("HTTP {status}, body contains {needle:?}"))
+        }
+        Ok(_) => Verdict::Unhealthy(format!(
+            "HTTP {status}, but the body does not contain {needle:?}"
+        )),
+        Err(e) => Verdict::Unhealthy(format!("HTTP {status}, body unreadable: {e}")),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn systemd_check(
+    systemctl: &std::path::Path,
+    units: &[String],
+    no_failed: bool,
+    timeout: Duration,
+) -> Verdict {
+    if !units.is_empty() {
+        // One `is-active` call answers for all units, one state per line, in order.
+        let cmd = Cmd::new(systemctl)
+            .arg("is-active")
+            .arg("--")
+            .args(units)
+            .timeout(timeout)
+            .capture_stdout();
+        let done = match cmd.run().await {
+            Ok(done) => done,
+            Err(CmdError::TimedOut { .. }) => {
+                return Verdict::Unhealthy("systemctl did not answer in time".into())
+            }
+            Err(e) => return Verdict::CannotRun(e.to_string()),
+        };
+        let states: Vec<&str> = done.stdout.lines().collect();
+        let bad: Vec<String> = units
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| states.get(*i).copied() != Some("active"))
+            .map(|(i, u)| format!("{u} is {}", states.get(i).copied().unwrap_or("unknown")))
+            .collect();
+        if !bad.is_empty() {
+            return Verdict::Unhealthy(bad.join(", "));
+        }
+    }
+    if no_failed {
+        let cmd = Cmd::new(systemctl)
+            .args([
+                "list-units",
+                "--state=failed",
+                "--no-legend",
+                "--plain",
+                "--full",
+            ])
+            .timeout(timeout)
+            .capture_stdout();
+        match cmd.run_ok().await {
+            Ok(done) => {
+                let failed: Vec<&str> = done
+                    .stdout
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().next())
+                    .collect();
+                if !failed.is_empty() {
+                    return Verdict::Unhealthy(format!("failed units: {}", failed.join(", ")));
+                }
+            }
+            Err(CmdError::NotFound { program }) => {
+                return Verdict::CannotRun(format!("{program} not found"))
+            }
+            Err(e) => return Verdict::Unhealthy(e.to_string()),
+        }
+    }
+    Verdict::Healthy(format!(
+        "{} active{}",
+        units.join(", "),
+        if no_failed { ", no failed units" } else { "" }
+    ))
+}
+
+async fn remote_check(ctx: &Context<'_>, timeout: Duration) -> Verdict {
+    let source = &ctx.settings.source;
+    match crate::source::remote_head(source, timeout).await {
+        Ok(_) => Verdict::Healthy(format!("{} reachable", source.url.redacted())),
+        Err(e) => Verdict::Unhealthy(
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("unreachable")
+                .to_string(),
+        ),
+    }
+}
+
+fn last_line(text: &str) -> String {
+    match text.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(l) => format!(": {}", l.chars().take(300).collect::<String>()),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,143 @@
+//! Health checks: is the system we just activated fit to become the boot default?
+//!
+//! A check answers with a [`Verdict`]: healthy, unhealthy (it ran and said no), or could
+//! not run (missing binary, unusable URL): the outer/inner distinction an operator needs.
+//! [`wait_until_healthy`] applies the policy: settle, then rounds until every check passes
+//! `consecutive` rounds in a row, or the deadline ends. "Could not run" fails at once: it
+//! will not fix itself, and it never counts as a pass.
+
+mod checks;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::config::{Check, HealthSettings, Settings};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", content = "detail", rename_all = "kebab-case")]
+pub enum Verdict {
+    Healthy(String),
+    Unhealthy(String),
+    CannotRun(String),
+}
+
+impl Verdict {
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, Verdict::Healthy(_))
+    }
+    pub fn detail(&self) -> &str {
+        match self {
+            Verdict::Healthy(d) | Verdict::Unhealthy(d) | Verdict::CannotRun(d) => d,
+        }
+    }
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Healthy(_) => "healthy",
+            Verdict::Unhealthy(_) => "UNHEALTHY",
+            Verdict::CannotRun(_) => "COULD NOT RUN",
+        }
+    }
+}
+
+/// One check's result in a round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// The outcome of [`wait_until_healthy`].
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub healthy: bool,
+    pub rounds: u32,
+    /// The last round's results.
+    pub results: Vec<CheckResult>,
+}
+
+impl Report {
+    /// The first failing check, as "name: what it saw", for status and history.
+    pub fn failure(&self) -> Option<String> {
+        self.results
+            .iter()
+            .find(|r| !r.verdict.is_healthy())
+            .map(|r| {
+                format!(
+                    "{}: {} ({})",
+                    r.name,
+                    r.verdict.detail(),
+                    r.verdict.label().to_lowercase()
+                )
+            })
+    }
+}
+
+/// Everything a check needs from outside itself.
+pub struct Context<'a> {
+    pub settings: &'a Settings,
+}
+
+/// Runs every check once, one after the other (each bounded by its own timeout).
+pub async fn run_round(checks: &[Check], ctx: &Context<'_>) -> Vec<CheckResult> {
+    let mut results = Vec::with_capacity(checks.len());
+    for check in checks {
+        let verdict = checks::run(check, ctx).await;
+        log::debug!(
+            "health check {}: {} {}",
+            check.name,
+            verdict.label(),
+            verdict.detail()
+        );
+        results.push(CheckResult {
+            name: check.name.clone(),
+            verdict,
+        });
+    }
+    results
+}
+
+/// Settle, then check in rounds until healthy or out of time.
+pub async fn wait_until_healthy(policy: &HealthSettings, ctx: &Context<'_>) -> Report {
+    if policy.checks.is_empty() {
+        return Report {
+            healthy: true,
+            rounds: 0,
+            results: Vec::new(),
+        };
+    }
+    tokio::time::sleep(policy.settle).await;
+    // Monotonic: a clock jump (NTP on an RTC-less Pi) cannot shorten or stretch this.
+    let deadline = Instant::now() + policy.timeout;
+    let mut passes = 0;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let results = run_round(&policy.checks, ctx).await;
+        let cannot_run = results
+            .iter()
+            .any(|r| matches!(r.verdict, Verdict::CannotRun(_)));
+        if results.iter().all(|r| r.verdict.is_healthy()) {
+            passes += 1;
+            if passes >= policy.consecutive {
+                return Report {
+                    healthy: true,
+                    rounds,
+                    results,
+                };
+            }
+        } else {
+            passes = 0;
+        }
+        let next = Instant::now() + policy.interval;
+        if cannot_run || next >= deadline {
+            return Report {
+                healthy: false,
+                rounds,
+                results,
+            };
+        }
+        crate::notify::status(&format!("health: round {rounds} not yet healthy, retrying"));
+        tokio::time::sleep_until(next).await;
+    }
+}

@@ -1,0 +1,63 @@
+//! homelab-agent: a pull-based upgrade agent for NixOS machines.
+//!
+//! Where things live:
+//!
+//! | module          | owns                                                              |
+//! |-----------------|-------------------------------------------------------------------|
+//! | [`config`]      | the TOML file → validated [`config::Settings`]                    |
+//! | [`source`]      | the git remote: cheap poll, fetch into a bare cache, ssh pinning  |
+//! | [`nix`]         | `nix build` of this host's toplevel                               |
+//! | [`system`]      | the system profile, `switch-to-configuration`, reboot-required    |
+//! | [`health`]      | health checks and the wait-until-healthy policy                   |
+//! | [`deploy`]      | **the deploy cycle**, rollback and crash recovery, in one place   |
+//! | [`state`]       | the durable state file: intent, history, bad commits              |
+//! | [`runtime`]     | volatile facts (last poll) kept off the SD card                   |
+//! | [`status`]      | `status` / `history` view model and rendering                     |
+//! | [`commands`]    | one function per CLI command, returning an exit code              |
+//! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
+//! | [`demo`], [`fake_system`] | the sandboxed walkthrough and the fake NixOS it uses    |
+
+pub mod commands;
+pub mod config;
+pub mod demo;
+pub mod deploy;
+pub mod fake_system;
+pub mod health;
+pub mod lock;
+pub mod logging;
+pub mod nix;
+pub mod notify;
+pub mod process;
+pub mod runtime;
+pub mod source;
+pub mod state;
+pub mod status;
+pub mod system;
+
+/// Exit codes (README "Exit codes").
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const ROLLBACK_FAILED: u8 = 3;
+    pub const LOCKED: u8 = 4;
+    pub const TRANSIENT: u8 = 75;
+    pub const CONFIG: u8 = 78;
+}
+
+/// Test-only kill points. Built with the `failpoints` feature, the agent SIGKILLs itself
+/// at a point named in `HOMELAB_AGENT_FAILPOINTS` (comma-separated), so the tests can
+/// check recovery from a kill at exactly that step. Without the feature: nothing.
+pub fn failpoint(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if let Ok(list) = std::env::var("HOMELAB_AGENT_FAILPOINTS") {
+        if list.split(',').any(|n| n.trim() == name) {
+            eprintln!("failpoint {name}: killing myself");
+            let _ = ::nix::sys::signal::kill(
+                ::nix::unistd::getpid(),
+                ::nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}

@@ -1,0 +1,393 @@
+//! The one door for external commands: an argument vector (never a shell string), logged
+//! at debug in copy-pasteable form, a deadline after which the command *and every process
+//! it started* is killed, stderr streamed to the debug log with its last lines kept for
+//! the error message.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+
+/// How many stderr lines are kept for an error message.
+const TAIL_LINES: usize = 25;
+/// Grace between SIGTERM and SIGKILL when a deadline passes.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+/// Captured stdout is parsed (JSON); more than this is not a sane answer.
+const MAX_STDOUT: u64 = 4 << 20;
+
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    timeout: Duration,
+    capture_stdout: bool,
+}
+
+/// A command that ran to its end (whatever its exit status).
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr_tail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error("{program} not found (is it installed and on PATH?)")]
+    NotFound { program: String },
+    #[error("could not start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{program} timed out after {}; it and its children were stopped{}", humantime::format_duration(*after), indent(stderr_tail))]
+    TimedOut {
+        program: String,
+        after: Duration,
+        stderr_tail: String,
+    },
+    #[error("{program} failed ({status}){}", indent(stderr_tail))]
+    Failed {
+        program: String,
+        status: ExitStatus,
+        stderr_tail: String,
+    },
+}
+
+impl CmdError {
+    pub fn stderr_tail(&self) -> &str {
+        match self {
+            CmdError::TimedOut { stderr_tail, .. } | CmdError::Failed { stderr_tail, .. } => {
+                stderr_tail
+            }
+            _ => "",
+        }
+    }
+}
+
+fn indent(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!(
+            ":\n{}",
+            tail.trim_end()
+                .lines()
+                .map(|l| format!("    {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<OsStr>) -> Cmd {
+        Cmd {
+            program: program.as_ref().to_os_string(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            timeout: Duration::from_secs(600),
+            capture_stdout: false,
+        }
+    }
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
+        self.args.push(a.as_ref().to_os_string());
+        self
+    }
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Cmd {
+        self.envs
+            .push((k.as_ref().to_os_string(), v.as_ref().to_os_string()));
+        self
+    }
+    pub fn timeout(mut self, t: Duration) -> Cmd {
+        self.timeout = t;
+        self
+    }
+    pub fn capture_stdout(mut self) -> Cmd {
+        self.capture_stdout = true;
+        self
+    }
+    pub fn program_name(&self) -> String {
+        self.program.to_string_lossy().into_owned()
+    }
+    pub fn argv(&self) -> Vec<String> {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The command as a shell line a person can paste (for logs only; never executed).
+    pub fn display(&self) -> String {
+        self.argv()
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Runs to the end or the deadline. A non-zero exit is `Ok` here: see [`Cmd::run_ok`].
+    pub async fn run(&self) -> Result<Finished, CmdError> {
+        let program = self.program_name();
+        log::debug!("running: {}", self.display());
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(if self.capture_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(Stdio::piped())
+            // Its own process group, so a deadline can stop everything it started.
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => CmdError::NotFound {
+                program: program.clone(),
+            },
+            _ => CmdError::Spawn {
+                program: program.clone(),
+                source,
+            },
+        })?;
+        let pid = child.id().map(|p| Pid::from_raw(p as i32));
+        let stderr = tokio::spawn(read_tail(child.stderr.take(), program.clone()));
+        let stdout = tokio::spawn(read_stdout(child.stdout.take()));
+
+        let status = match tokio::time::timeout(self.timeout, child.wait()).await {
+            Ok(status) => status.map_err(|source| CmdError::Spawn {
+                program: program.clone(),
+                source,
+            })?,
+            Err(_) => {
+                if let Some(pid) = pid {
+                    kill_tree(pid).await;
+                }
+                let _ = child.wait().await;
+                let stderr_tail = stderr.await.unwrap_or_default();
+                return Err(CmdError::TimedOut {
+                    program,
+                    after: self.timeout,
+                    stderr_tail,
+                });
+            }
+        };
+        Ok(Finished {
+            status,
+            stdout: stdout.await.unwrap_or_default(),
+            stderr_tail: stderr.await.unwrap_or_default(),
+        })
+    }
+
+    /// Runs, and turns a non-zero exit into [`CmdError::Failed`].
+    pub async fn run_ok(&self) -> Result<Finished, CmdError> {
+        let done = self.run().await?;
+        if done.status.success() {
+            Ok(done)
+        } else {
+            Err(CmdError::Failed {
+                program: self.program_name(),
+                status: done.status,
+                stderr_tail: done.stderr_tail,
+            })
+        }
+    }
+}
+
+async fn read_tail(stream: Option<impl AsyncRead + Unpin>, program: String) -> String {
+    let Some(stream) = stream else {
+        return String::new();
+    };
+    let mut lines = BufReader::new(stream).lines();
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    while let Ok(Some(line)) = lines.next_line().await {
+        log::debug!("{program}: {line}");
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        // Bound each kept line too: a single huge line must not bloat status.
+        tail.push_back(line.chars().take(400).collect());
+    }
+    tail.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+async fn read_stdout(stream: Option<impl AsyncRead + Unpin>) -> String {
+    let Some(stream) = stream else {
+        return String::new();
+    };
+    let mut buf = Vec::new();
+    let _ = stream.take(MAX_STDOUT).read_to_end(&mut buf).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Stops a process and everything below it: SIGTERM (nix then stops its own builders),
+/// a grace period, then SIGKILL for whatever is left. Descendants are found through
+/// /proc because nix's builders call setsid() and leave the process group.
+pub async fn kill_tree(root: Pid) {
+    let mut doomed = descendants(root);
+    doomed.push(root);
+    let _ = killpg(root, Signal::SIGTERM);
+    for pid in &doomed {
+        let _ = kill(*pid, Signal::SIGTERM);
+    }
+    let deadline = tokio::time::Instant::now() + KILL_GRACE;
+    while tokio::time::Instant::now() < deadline && doomed.iter().any(|p| alive(*p)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Re-read: new builders may have started during the grace period.
+    doomed.extend(descendants(root));
+    let _ = killpg(root, Signal::SIGKILL);
+    for pid in &doomed {
+        let _ = kill(*pid, Signal::SIGKILL);
+    }
+}
+
+fn alive(pid: Pid) -> bool {
+    // A zombie still "exists"; read its state so reaped-but-unwaited children count as dead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next()),
+            Some("Z")
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Every process whose parent chain leads to `root`, from a /proc snapshot.
+pub fn descendants(root: Pid) -> Vec<Pid> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some(ppid) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| parse_ppid(&s))
+        {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut queue = vec![root.as_raw()];
+    while let Some(p) = queue.pop() {
+        for &c in children.get(&p).into_iter().flatten() {
+            found.push(Pid::from_raw(c));
+            queue.push(c);
+        }
+    }
+    found
+}
+
+/// The parent pid from `/proc/PID/stat` ("pid (comm) state ppid ..."; comm may hold spaces).
+fn parse_ppid(stat: &str) -> Option<i32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Quotes one argument for display in a POSIX shell.
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./=:@%+,".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_is_copy_pasteable() {
+        assert_eq!(shell_quote("nix"), "nix");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(
+            shell_quote("x#nixosConfigurations.\"pi\""),
+            "'x#nixosConfigurations.\"pi\"'"
+        );
+    }
+
+    #[test]
+    fn ppid_parsing_survives_odd_names() {
+        assert_eq!(parse_ppid("42 (a) b) S 7 42 42 0"), Some(7));
+        assert_eq!(parse_ppid("garbage"), None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn failure_keeps_stderr_tail() {
+        let err = Cmd::new("/bin/sh")
+            .args(["-c", "echo one >&2; echo two >&2; exit 3"])
+            .run_ok()
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("exit status: 3"), "{text}");
+        assert!(text.contains("one") && text.contains("two"), "{text}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn missing_program_is_named() {
+        let err = Cmd::new("/nonexistent/prog").run().await.unwrap_err();
+        assert!(matches!(err, CmdError::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/prog not found"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn timeout_kills_grandchildren_in_new_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        // The grandchild escapes the process group with setsid, as nix's builders do.
+        let script = format!(
+            "setsid sh -c 'echo $$ > {}; exec sleep 600' & wait",
+            pidfile.display()
+        );
+        let err = Cmd::new("/bin/sh")
+            .args(["-c", &script])
+            .timeout(Duration::from_millis(500))
+            .run()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CmdError::TimedOut { .. }), "{err}");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !alive(Pid::from_raw(pid)),
+            "grandchild {pid} survived the deadline"
+        );
+    }
+}

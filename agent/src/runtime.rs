@@ -1,0 +1,42 @@
+//! Volatile facts kept in the runtime directory (a tmpfs under systemd): the last poll
+//! and when the next one is due. A poll that finds nothing new writes only here, never
+//! to the SD card.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub const FILE: &str = "last-poll.json";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LastPoll {
+    pub at: String,
+    pub outcome: String,
+    pub commit: Option<String>,
+    pub error: Option<String>,
+    pub phase: Option<String>,
+    /// When the daemon loop polls next (RFC 3339), if running as a loop.
+    pub next_poll: Option<String>,
+}
+
+pub fn read(dir: &Path) -> Option<LastPoll> {
+    serde_json::from_slice(&std::fs::read(dir.join(FILE)).ok()?).ok()
+}
+
+pub fn write(dir: &Path, poll: &LastPoll) {
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        crate::state::write_atomic(&dir.join(FILE), &serde_json::to_vec(poll)?)
+    };
+    if let Err(e) = write() {
+        // Only the freshness of `status` suffers; never fail a run for it.
+        log::warn!("cannot write {}: {e}", dir.join(FILE).display());
+    }
+}
+
+pub fn set_next_poll(dir: &Path, at: std::time::SystemTime) {
+    let mut poll = read(dir).unwrap_or_default();
+    poll.next_poll = Some(humantime::format_rfc3339_seconds(at).to_string());
+    write(dir, &poll);
+}
