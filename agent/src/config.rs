@@ -277,13 +277,25 @@ pub fn parse(file: &Path, text: &str) -> Result<Settings, ConfigError> {
 /// `[table]` it sits in (found from the error's position).
 fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message();
-    let field = match msg.split('`').nth(1) {
-        Some(k) if msg.contains("unknown field") || msg.contains("missing field") => k,
-        _ => return "(syntax)".into(),
-    };
     let Some(span) = e.span() else {
-        return field.to_string();
+        return "(syntax)".into();
     };
+    let field = match msg.split('`').nth(1) {
+        Some(k) if msg.contains("unknown field") || msg.contains("missing field") => k.to_string(),
+        // A bad value: the key is what stands before `=` on the value's line.
+        _ => {
+            let line_start = text[..span.start.min(text.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            match text[line_start..].split_once('=') {
+                Some((key, _)) if !key.contains('\n') && !key.trim().is_empty() => {
+                    key.trim().to_string()
+                }
+                _ => return "(syntax)".into(),
+            }
+        }
+    };
+    let field = field.as_str();
     // Errors inside an array-of-tables entry point at its `[[header]]` line: include it.
     let line_end = text[span.start.min(text.len())..]
         .find('\n')
@@ -715,7 +727,9 @@ mod tests {
             ("[source]\nurl = \"/r\"\nbranchh = \"main\"\n", "source.branchh"),
             ("[source]\nurl = \"/r\"\n[bogus]\n", "bogus"),
             ("[host]\nname = \"pi1\"\n", "source.url"),
-            ("[source]\nurl = 3\n", "(syntax)"),
+            ("[source]\nurl = 3\n", "source.url"),
+            ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[health]\nconsecutive = \"two\"\n", "health.consecutive"),
+            ("[source\nurl = 3\n", "(syntax)"),
             ("[source]\nurl = \"/r\"\nbranch = \"x&rev=0000\"\n", "source.branch"),
             ("[source]\nurl = \"/r\"\nbranch = \"--upload-pack=touch\"\n", "source.branch"),
             ("[source]\nurl = \"/r\"\n[host]\nname = \"a.b\"\n", "host.name"),

@@ -225,7 +225,7 @@ impl Agent {
             state.last_handled = Some(fetched.commit.clone());
         }
         log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{message}");
-        state.push_run(run);
+        self.record(state, run);
         self.store.save(state)?;
         let _ = std::fs::remove_file(&out_link);
         Ok(None)
@@ -245,7 +245,7 @@ impl Agent {
         );
         let mut run = self.run_record(Outcome::Unchanged, Some(fetched), started);
         run.system = Some(system.display().to_string());
-        state.push_run(run);
+        self.record(state, run);
         state.last_handled = Some(fetched.commit.clone());
         state.retries = None;
         if let Some(d) = state
@@ -259,10 +259,6 @@ impl Agent {
         }
         self.store.save(state)?;
         let _ = std::fs::remove_file(self.candidate_root());
-        runtime::write(
-            &self.settings.paths.runtime_dir,
-            &poll(Outcome::Unchanged, Some(&fetched.commit), None, None),
-        );
         Ok(Exit::Ok)
     }
 
@@ -381,7 +377,7 @@ impl Agent {
         run.system = Some(system.display().to_string());
         run.generation = Some(generation);
         run.checks = report.results;
-        state.push_run(run);
+        self.record(state, run);
         state.deployed = Some(Deployed {
             commit: Some(fetched.commit.clone()),
             subject: Some(fetched.subject.clone()),
@@ -398,10 +394,6 @@ impl Agent {
             commit = fetched.commit.as_str(), system = system.display().to_string().as_str(),
             generation = generation, message_id = message_id::DEPLOYED;
             "deployed {} ({}) as generation {generation}", short(&fetched.commit), fetched.subject
-        );
-        runtime::write(
-            &self.settings.paths.runtime_dir,
-            &poll(Outcome::Deployed, Some(&fetched.commit), None, None),
         );
         Ok(Exit::Ok)
     }
@@ -465,22 +457,13 @@ impl Agent {
             }
         };
         run.error = Some(error.clone());
-        state.push_run(run);
+        self.record(state, run);
         state.mark_bad(&fetched.commit, failure.phase, &error);
         state.last_handled = Some(fetched.commit.clone());
         state.intent = None;
         state.retries = None;
         self.store.save(state)?;
         let _ = std::fs::remove_file(self.candidate_root());
-        runtime::write(
-            &self.settings.paths.runtime_dir,
-            &poll(
-                Outcome::Failed,
-                Some(&fetched.commit),
-                Some(error),
-                Some(failure.phase),
-            ),
-        );
         Ok(exit)
     }
 
@@ -520,7 +503,7 @@ impl Agent {
             run.phase = Some(Phase::Rollback);
             run.system = Some(pending.system.clone());
             run.rolled_back = Some(true);
-            state.push_run(run);
+            self.record(state, run);
             self.store.save(state)?;
         }
         let Some(intent) = state.intent.clone() else {
@@ -565,7 +548,7 @@ impl Agent {
             });
             state.intent = None;
             run.error = Some(format!("interrupted; recovery failed: {e:#}"));
-            state.push_run(run);
+            self.record(state, run);
             self.store.save(state)?;
             return Ok(Some(Exit::RollbackFailed));
         }
@@ -599,7 +582,7 @@ impl Agent {
             }
         }
         state.intent = None;
-        state.push_run(run);
+        self.record(state, run);
         self.store.save(state)?;
         Ok(None)
     }
@@ -724,7 +707,7 @@ impl Agent {
             }
         }
         run.duration_ms = started.elapsed().as_millis() as u64;
-        state.push_run(run);
+        self.record(&mut state, run);
         state.intent = None;
         self.store.save(&state)?;
         Ok(exit)
@@ -740,6 +723,20 @@ impl Agent {
         state.last_handled = None;
         self.store.save(&state)?;
         Ok(forgotten)
+    }
+
+    /// Adds a run to history and makes it the last poll too, so `status` shows it.
+    fn record(&self, state: &mut State, run: Run) {
+        let poll = LastPoll {
+            at: run.at.clone(),
+            outcome: run.outcome.as_str().into(),
+            commit: run.commit.clone(),
+            error: run.error.clone(),
+            phase: run.phase.map(|p| p.as_str().to_string()),
+            next_poll: None,
+        };
+        runtime::write(&self.settings.paths.runtime_dir, &poll);
+        state.push_run(run);
     }
 
     fn run_record(&self, outcome: Outcome, fetched: Option<&Fetched>, started: Instant) -> Run {

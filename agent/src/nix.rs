@@ -148,23 +148,14 @@ fn classify(attribute: &str, stderr: &str) -> BuildError {
     }
 }
 
-/// From the first `error:` line on, at most 15 lines: enough to act on, small for status.
+/// The last 15 lines of nix's stderr without warnings: the builder's last log lines
+/// (printed before the error with `--print-build-logs`) and the error itself.
 fn error_excerpt(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with("error:"))
-        .unwrap_or(0);
-    let tail: Vec<&str> = lines[start..]
-        .iter()
-        .copied()
-        .filter(|l| !l.trim().is_empty())
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("warning:"))
         .collect();
-    let kept = if tail.len() > 15 {
-        &tail[tail.len() - 15..]
-    } else {
-        &tail[..]
-    };
+    let kept = &lines[lines.len().saturating_sub(15)..];
     kept.iter()
         .map(|l| format!("  {}", l.trim_end()))
         .collect::<Vec<_>>()

@@ -295,7 +295,7 @@ pub fn write_history_human(runs: &[Run], out: &mut impl Write) -> io::Result<()>
     Ok(())
 }
 
-pub fn history<'a>(state: &'a State, limit: usize) -> &'a [Run] {
+pub fn history(state: &State, limit: usize) -> &[Run] {
     &state.history[..state.history.len().min(limit)]
 }
 
@@ -322,14 +322,16 @@ mod tests {
     }
 
     fn fixture_state() -> State {
-        let mut s = State::default();
-        s.deployed = Some(Deployed {
-            commit: Some("1111111111111111111111111111111111111111".into()),
-            subject: Some("add grafana".into()),
-            system: "/nix/store/aaa-nixos-system-pi1".into(),
-            generation: Some(7),
-            at: "2026-11-24T10:00:00Z".into(),
-        });
+        let mut s = State {
+            deployed: Some(Deployed {
+                commit: Some("1111111111111111111111111111111111111111".into()),
+                subject: Some("add grafana".into()),
+                system: "/nix/store/aaa-nixos-system-pi1".into(),
+                generation: Some(7),
+                at: "2026-11-24T10:00:00Z".into(),
+            }),
+            ..State::default()
+        };
         let mut run = Run::new(Outcome::Failed);
         run.at = "2026-11-24T11:00:00Z".into();
         run.commit = Some("2222222222222222222222222222222222222222".into());

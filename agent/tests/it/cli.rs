@@ -1,0 +1,247 @@
+//! Bad input: each case checks the exit code and that the message names what is wrong
+//! and where. Plus the lock and an unreachable remote.
+
+use std::process::Command;
+
+use crate::support::{nix_available, Harness, BIN};
+
+fn config_check(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains(&*file.display().to_string()),
+        "message does not name the file: {stderr}"
+    );
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+const BASE: &str =
+    "[source]\nurl = \"https://git.example.org/me/homelab.git\"\n[host]\nname = \"pi1\"\n";
+
+#[test]
+fn bad_configs_are_refused_with_file_key_and_reason() {
+    let cases: &[(&str, &[&str])] = &[
+        ("[source]\nurl = \"/r\"\nurll = \"x\"\n[host]\nname = \"pi1\"\n", &["source.urll", "unknown field `urll`", "line 3"]),
+        (&format!("{BASE}[build]\ntimeout = 5\n"), &["build.timeout", "invalid type"]),
+        (&format!("{BASE}[build]\ntimeout = \"soon\"\n"), &["build.timeout", "invalid duration \"soon\""]),
+        ("[source]\nurl = \"ext::sh -c touch% /tmp/pwned\"\n[host]\nname = \"pi1\"\n", &["source.url", "spaces"]),
+        ("[source]\nurl = \"ftp://host/x.git\"\n[host]\nname = \"pi1\"\n", &["source.url", "unsupported transport \"ftp\""]),
+        ("[source]\nurl = \"ssh://-oProxyCommand=touch/x\"\n[host]\nname = \"pi1\"\n", &["source.url", "starts with '-'"]),
+        ("[source]\nurl = \"/r\"\nbranch = \"x&rev=0000000000000000000000000000000000000000\"\n[host]\nname = \"pi1\"\n", &["source.branch", "invalid branch name"]),
+        ("[source]\nurl = \"/r\"\nbranch = \"--upload-pack=touch\"\n[host]\nname = \"pi1\"\n", &["source.branch", "invalid branch name"]),
+        ("[source]\nurl = \"/r\"\nbranch = \"--upload-pack\"\n[host]\nname = \"pi1\"\n", &["source.branch", "must not start with '-'"]),
+        ("[source]\nurl = \"/r\"\n[host]\nname = \"a.b\"\n", &["host.name", "invalid host name \"a.b\""]),
+        ("[source]\nurl = \"/r\"\n[host]\nname = \"${x}\"\n", &["host.name", "invalid host name"]),
+        (&format!("{BASE}[[health.checks]]\ntype = \"command\"\ncommand = []\n"), &["health.checks[0].command", "non-empty argument vector"]),
+        (&format!("{BASE}[[health.checks]]\ntype = \"http\"\nurl = \"localhost:80\"\n"), &["health.checks[0].url", "not an http:// or https:// URL"]),
+        (&format!("{BASE}[[health.checks]]\ntype = \"systemd\"\n"), &["health.checks[0].units", "at least one unit"]),
+        (&format!("{BASE}[[health.checks]]\ntype = \"dns\"\n"), &["health.checks", "unknown variant `dns`"]),
+        ("[host]\nname = \"pi1\"\n", &["source.url", "missing"]),
+    ];
+    for (text, needles) in cases {
+        let (code, stderr) = config_check(text);
+        assert_eq!(
+            code, 78,
+            "config {text:?} should be refused with 78: {stderr}"
+        );
+        for n in *needles {
+            assert!(
+                stderr.contains(n),
+                "for {text:?}: message lacks {n:?}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn missing_config_file_says_how_to_point_at_one() {
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/agent.toml", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/agent.toml")
+            && stderr.contains("cannot read")
+            && stderr.contains("--config"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_from_environment_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, BASE).unwrap();
+    let out = Command::new(BIN)
+        .env("HOMELAB_AGENT_CONFIG", &file)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(": OK") && stdout.contains("host: pi1"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn hostile_branch_never_reaches_git_or_nix() {
+    if !nix_available() {
+        return;
+    }
+    let h = Harness::new();
+    let canary = h.path("pwned");
+    let config = h.config_text().replace(
+        "branch = \"main\"",
+        &format!("branch = \"--upload-pack=touch {}\"", canary.display()),
+    );
+    std::fs::write(h.path("config.toml"), config).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(h.path("config.toml"))
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!canary.exists());
+    assert_eq!(h.nix_calls(), 0);
+}
+
+#[test]
+fn unreachable_remote_is_transient_and_touches_nothing() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.bootstrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    h.url = format!("git://127.0.0.1:{port}/homelab.git");
+    let calls = h.nix_calls();
+    let before = h.state_snapshot();
+    let run = h.run_once();
+    run.expect(75);
+    assert!(
+        run.stderr()
+            .contains(&format!("cannot reach git://127.0.0.1:{port}/homelab.git")),
+        "{}",
+        run.stderr()
+    );
+    assert!(run.stderr().contains("hint:"), "{}", run.stderr());
+    assert_eq!(h.nix_calls(), calls);
+    assert!(h.stc_log().is_empty());
+    assert_eq!(
+        h.state_snapshot(),
+        before,
+        "a failed poll must not write to the state dir"
+    );
+    let s = h.status();
+    assert_eq!(s["last_run"]["outcome"], "failed");
+    assert_eq!(s["last_run"]["phase"], "fetch");
+}
+
+#[test]
+fn missing_branch_is_a_clear_error() {
+    if !nix_available() {
+        return;
+    }
+    let h = Harness::new();
+    h.commit("first");
+    let config = h
+        .config_text()
+        .replace("branch = \"main\"", "branch = \"production\"");
+    std::fs::write(h.path("config.toml"), config).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(h.path("config.toml"))
+        .args(["run", "--once"])
+        .env("NIX_CONFIG", crate::support::NIX_CONFIG)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("branch 'production' not found")
+            && stderr.contains("hint: check [source] branch"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_second_run_is_refused_while_the_lock_is_held() {
+    if !nix_available() {
+        return;
+    }
+    let h = Harness::new();
+    h.commit("first");
+    let held = homelab_agent::lock::acquire(&h.path("runtime")).unwrap();
+    let run = h.run_once();
+    run.expect(4);
+    assert!(
+        run.stderr().contains("another homelab-agent run holds"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr()
+            .contains(&format!("pid {}", std::process::id())),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(h.nix_calls(), 0);
+    drop(held);
+    h.run_once().expect(0);
+}
+
+#[test]
+fn concurrent_runs_one_proceeds() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.host("pi1").build = "build-sleep:2".into();
+    h.commit("slowish");
+    let config = h.config_path();
+    let spawn = || h.command(&["run", "--once"]).spawn().unwrap();
+    let mut children: Vec<_> = (0..4).map(|_| spawn()).collect();
+    let codes: Vec<i32> = children
+        .iter_mut()
+        .map(|c| c.wait().unwrap().code().unwrap_or(-1))
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == 0).count(),
+        1,
+        "exactly one run proceeds: {codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| **c == 4).count(),
+        3,
+        "the others are refused: {codes:?}"
+    );
+    assert_eq!(h.nix_builds(), 1);
+    let _ = config;
+}

@@ -1,0 +1,8 @@
+//! One integration-test binary: the real `homelab-agent` against real git and real nix.
+//! See support/mod.rs for the harness.
+
+mod cli;
+mod deploy;
+mod killpoints;
+mod safety;
+mod support;
