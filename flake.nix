@@ -1,0 +1,89 @@
+{
+  description = "homelab-agent: pull-based upgrades for NixOS machines, Raspberry Pis first";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+
+  outputs =
+    { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+      forAllSystems = f: lib.genAttrs systems (system: f system nixpkgs.legacyPackages.${system});
+
+      provisioning = self.nixosConfigurations.provisioning;
+    in
+    {
+      overlays.default = final: _prev: {
+        homelab-agent = final.callPackage ./pkgs/homelab-agent.nix { };
+      };
+
+      packages = forAllSystems (
+        system: pkgs:
+        {
+          homelab-agent = pkgs.callPackage ./pkgs/homelab-agent.nix { };
+          default = self.packages.${system}.homelab-agent;
+        }
+        // lib.optionalAttrs (system == "aarch64-linux") {
+          sd-image = provisioning.config.system.build.sdImage;
+        }
+        // lib.optionalAttrs (system == "x86_64-linux") {
+          # The same image cross-compiled on x86_64: no emulation, no aarch64 builder.
+          sd-image-cross =
+            (provisioning.extendModules {
+              modules = [ { nixpkgs.buildPlatform = "x86_64-linux"; } ];
+            }).config.system.build.sdImage;
+        }
+      );
+
+      nixosModules = {
+        homelab-agent = ./modules/homelab-agent;
+        default = self.nixosModules.homelab-agent;
+        # Stamps systems built from this repository; a homelab flake uses lib.versionModule.
+        version = import ./modules/version.nix self;
+        provisioning = ./modules/provisioning.nix;
+      };
+
+      lib.versionModule = import ./modules/version.nix;
+
+      nixosConfigurations.provisioning = lib.nixosSystem {
+        modules = [
+          self.nixosModules.provisioning
+          self.nixosModules.version
+          ./modules/provisioning-example.nix
+        ];
+      };
+
+      checks = forAllSystems (
+        system: pkgs: import ./tests/nix/checks.nix { inherit system pkgs self nixpkgs; }
+      );
+
+      devShells = forAllSystems (
+        system: pkgs: {
+          default = pkgs.mkShell {
+            inputsFrom = [ self.packages.${system}.homelab-agent ];
+            packages = with pkgs; [
+              clippy
+              rustfmt
+              rust-analyzer
+              nixfmt-tree
+            ];
+          };
+        }
+      );
+
+      formatter = forAllSystems (_system: pkgs: pkgs.nixfmt-tree);
+
+      templates.default = {
+        path = ./templates/default;
+        description = "A homelab flake: one Raspberry Pi deployed by homelab-agent";
+        welcomeText = ''
+          Next: set your repository URL and SSH key in flake.nix, push this repository,
+          build the SD card image and flash it.
+          See docs/nixos.md in homelab-agent.
+        '';
+      };
+    };
+}

@@ -1,0 +1,70 @@
+# The first system of a Raspberry Pi (3, 4, CM4, Zero 2; aarch64): nixpkgs' SD card image,
+# reachable over SSH with keys only, and the agent already pointed at the homelab
+# repository, so that a freshly flashed Pi fetches and switches to its real configuration
+# (nixosConfigurations.<networking.hostName>) on first boot.
+#
+# Set networking.hostName, services.homelab-agent.repository.url and
+# homelab.provisioning.authorizedKeys; build config.system.build.sdImage (docs/nixos.md).
+# A host's real configuration can import this module too: it then boots exactly like the
+# image, and its first deployment has next to nothing to build.
+{
+  config,
+  lib,
+  modulesPath,
+  ...
+}:
+let
+  cfg = config.homelab.provisioning;
+in
+{
+  imports = [
+    (modulesPath + "/installer/sd-card/sd-image-aarch64.nix")
+    ./homelab-agent
+  ];
+
+  options.homelab.provisioning = {
+    authorizedKeys = lib.mkOption {
+      type = lib.types.listOf lib.types.singleLineStr;
+      default = [ ];
+      example = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI... me@laptop" ];
+      description = ''
+        SSH public keys allowed to log in as root. Passwords are disabled, so with no key
+        nobody can log in until the agent has deployed a configuration that adds one.
+      '';
+    };
+  };
+
+  config = {
+    warnings =
+      lib.optional (cfg.authorizedKeys == [ ])
+        "homelab.provisioning.authorizedKeys is empty: nobody can log in over SSH until the agent has deployed your real configuration."
+      ++ lib.optional (config.networking.hostName == "nixos")
+        ''networking.hostName is still "nixos": the agent will deploy nixosConfigurations."nixos". Set it to this machine's name.'';
+
+    services.openssh = {
+      enable = true;
+      settings = {
+        PasswordAuthentication = false;
+        KbdInteractiveAuthentication = false;
+        PermitRootLogin = "prohibit-password";
+      };
+    };
+    users.users.root.openssh.authorizedKeys.keys = cfg.authorizedKeys;
+
+    services.homelab-agent = {
+      enable = true;
+      # The image has one job: fetching the real configuration. Start soon after boot.
+      bootDelay = lib.mkDefault "1min";
+    };
+
+    # For whoever logs in to look around; the agent passes these flags itself.
+    nix.settings.experimental-features = [
+      "nix-command"
+      "flakes"
+    ];
+
+    # A fresh image is a first installation: the release it is built from is its state
+    # version. A real configuration sets its own.
+    system.stateVersion = lib.mkDefault lib.trivial.release;
+  };
+}

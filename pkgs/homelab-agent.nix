@@ -1,0 +1,59 @@
+{
+  lib,
+  rustPlatform,
+  pkg-config,
+  openssl,
+  zlib,
+  git,
+}:
+let
+  manifest = lib.importTOML ../agent/Cargo.toml;
+  workspace = lib.importTOML ../Cargo.toml;
+  # `version.workspace = true` reads the version from the workspace manifest.
+  version =
+    if builtins.isString manifest.package.version then
+      manifest.package.version
+    else
+      workspace.workspace.package.version;
+in
+rustPlatform.buildRustPackage {
+  pname = "homelab-agent";
+  inherit version;
+
+  # Only what the crate is built from: editing a module, a doc or a Nix test does not
+  # rebuild the agent.
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../Cargo.toml
+      ../Cargo.lock
+      ../agent
+    ];
+  };
+
+  cargoLock.lockFile = ../Cargo.lock;
+
+  nativeBuildInputs = [ pkg-config ];
+  # git2 (https and ssh) and reqwest (native-tls) link OpenSSL, found with pkg-config.
+  # libgit2 and libssh2 are compiled from the sources bundled in their -sys crates,
+  # pinned by Cargo.lock: libgit2-sys only accepts a system libgit2 of one exact minor
+  # version, so LIBGIT2_NO_VENDOR would tie the build to whatever nixpkgs ships.
+  buildInputs = [
+    openssl
+    zlib
+  ];
+
+  # The integration tests drive real git repositories; those that need nix or sshd skip
+  # themselves in the build sandbox (HOMELAB_TEST_REQUIRE_ALL is not set here).
+  nativeCheckInputs = [ git ];
+  preCheck = ''
+    export HOME=$(mktemp -d)
+  '';
+
+  meta = {
+    description = manifest.package.description or "Pull-based upgrade agent for NixOS machines";
+    license = lib.licenses.mit;
+    mainProgram = "homelab-agent";
+    platforms = lib.platforms.linux;
+  };
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The Nix side's checks that run without nixpkgs, a Nix daemon or KVM (Nix 2.8 is enough):
+#
+#   1. every tracked or untracked .nix file parses (nix-instantiate --parse);
+#   2. with nixpkgs' lib (tests/nix/lib/nixpkgs-lib.sh says where it is looked for):
+#      the module evaluation test (tests/nix/eval.nix, reported by lib/eval-report.py,
+#      which runs `homelab-agent config check` on the generated configs when the binary
+#      ${HOMELAB_AGENT_BIN:-target/debug/homelab-agent} exists), and docs/options.md
+#      being up to date (tests/nix/gen-options-doc.sh regenerates it).
+#
+# The builds, the real-NixOS evaluation and the VM tests are the flake's checks:
+# `nix flake check` on x86_64-linux with KVM.
+#
+# Last line: "nix-checks: N passed, N failed[, N skipped]"; the exit status is non-zero
+# when anything failed.
+set -u -o pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root" || exit 2
+
+passed=0
+failed=0
+skipped=0
+pass() {
+  passed=$((passed + 1))
+  echo "ok    $*"
+}
+fail() {
+  failed=$((failed + 1))
+  echo "FAIL  $*"
+}
+skip() {
+  skipped=$((skipped + 1))
+  echo "skip  $*"
+}
+
+work=$(mktemp -d)
+NIXPKGS_LIB_TMP=
+cleanup() {
+  rm -rf "$work"
+  [ -z "$NIXPKGS_LIB_TMP" ] || rm -rf "$NIXPKGS_LIB_TMP"
+}
+trap cleanup EXIT
+
+# 1. Parse.
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  mapfile -d '' files < <(git ls-files -z --cached --others --exclude-standard -- '*.nix')
+else # a copy without .git (e.g. a source tarball)
+  mapfile -d '' files < <(find . -name '*.nix' -not -path './target/*' -not -path '*/.git/*' -print0 | sort -z)
+fi
+[ "${#files[@]}" -gt 0 ] || fail "parse: no .nix file found"
+for f in "${files[@]}"; do
+  [ -f "$f" ] || continue # deleted in the work tree
+  if out=$(nix-instantiate --parse "$f" 2>&1 >/dev/null); then
+    pass "parse: $f"
+  else
+    fail "parse: $f"
+    echo "$out" | sed 's/^/      /'
+  fi
+done
+
+# 2. Evaluate, with nixpkgs' lib.
+. tests/nix/lib/nixpkgs-lib.sh
+find_nixpkgs_lib "$root"
+case $? in
+  0)
+    echo "nixpkgs lib: $NIXPKGS_LIB_DIR"
+    ;;
+  2)
+    fail "module evaluation: NIXPKGS_LIB is set but unusable"
+    NIXPKGS_LIB_DIR=
+    ;;
+  *)
+    echo "module evaluation: skipped (set NIXPKGS_LIB=/path/to/nixpkgs or nixpkgs.lib to run it)"
+    skip "module evaluation"
+    skip "options document freshness"
+    NIXPKGS_LIB_DIR=
+    ;;
+esac
+
+if [ -n "$NIXPKGS_LIB_DIR" ] && ! command -v python3 >/dev/null; then
+  fail "module evaluation: python3 is needed to read its results"
+  NIXPKGS_LIB_DIR=
+fi
+
+if [ -n "$NIXPKGS_LIB_DIR" ]; then
+  if nix-instantiate --eval --strict --json tests/nix/eval.nix \
+    --argstr nixpkgsLib "$NIXPKGS_LIB_DIR" >"$work/eval.json" 2>"$work/eval.err"; then
+    agent=${HOMELAB_AGENT_BIN:-target/debug/homelab-agent}
+    if [ -x "$agent" ]; then
+      agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
+    else
+      echo "agent config check: skipped ($agent not built; set HOMELAB_AGENT_BIN or run cargo build)"
+      agent=
+    fi
+    python3 tests/nix/lib/eval-report.py "$work/eval.json" "$agent" >"$work/report" 2>&1
+    while IFS= read -r line; do
+      case $line in
+        "ok    "*) pass "${line#ok    }" ;;
+        "FAIL  "*) fail "${line#FAIL  }" ;;
+        "skip  "*) skip "${line#skip  }" ;;
+        "counts "*) ;;
+        *) echo "      $line" ;;
+      esac
+    done <"$work/report"
+    grep -q '^counts ' "$work/report" || fail "module evaluation: eval-report.py did not finish"
+  else
+    fail "module evaluation: tests/nix/eval.nix does not evaluate"
+    sed 's/^/      /' "$work/eval.err"
+  fi
+
+  if nix-instantiate --eval --strict --json tests/nix/options-doc.nix \
+    --argstr nixpkgsLib "$NIXPKGS_LIB_DIR" 2>"$work/doc.err" |
+    python3 -c 'import json, sys; sys.stdout.write(json.load(sys.stdin))' >"$work/options.md"; then
+    if diff -u docs/options.md "$work/options.md" >"$work/doc.diff" 2>&1; then
+      pass "docs/options.md is up to date"
+    else
+      fail "docs/options.md is stale: run bash tests/nix/gen-options-doc.sh"
+      head -n 40 "$work/doc.diff" | sed 's/^/      /'
+    fi
+  else
+    fail "options document: tests/nix/options-doc.nix does not evaluate"
+    sed 's/^/      /' "$work/doc.err"
+  fi
+fi
+
+summary="nix-checks: $passed passed, $failed failed"
+[ "$skipped" -eq 0 ] || summary="$summary, $skipped skipped"
+echo "$summary"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,440 @@
+# The module evaluation test: our modules evaluated with nixpkgs' lib.evalModules against
+# stub NixOS options (stubs/nixos.nix) and a stub pkgs (stubs/pkgs.nix). Needs only
+# nixpkgs' lib, so it runs with Nix 2.8 and no nixpkgs:
+#
+#   nix-instantiate --eval --strict --json tests/nix/eval.nix --argstr nixpkgsLib /path/to/lib
+#
+# Returns { results = [ { name; ok; detail; } ]; configs = { <case> = { toml; value; }; };
+# rejected = { <case> = { toml; key; }; }; }. tests/nix/check.sh counts the results, reads
+# each TOML back to compare with its value, and runs `homelab-agent config check` on it:
+# `configs` must be accepted, `rejected` refused with exit 78 naming `key`.
+{
+  nixpkgsLib ? null,
+  lib ? import (/. + nixpkgsLib),
+}:
+let
+  inherit (builtins) toJSON tryEval deepSeq;
+
+  pkgs = import ./stubs/pkgs.nix { inherit lib; };
+  toTOML = import ./lib/toml.nix { inherit lib; };
+  fake = name: "${builtins.storeDir}/00000000000000000000000000000000-${name}";
+
+  evalWith =
+    modules:
+    (lib.evalModules {
+      modules = [
+        ./stubs/nixos.nix
+        { _module.args.pkgs = pkgs; }
+      ]
+      ++ modules;
+      specialArgs.modulesPath = ./stubs/modules;
+    }).config;
+
+  # One configuration of the agent module, and what a test looks at.
+  agent =
+    config:
+    let
+      c = evalWith [
+        ../../modules/homelab-agent
+        config
+      ];
+    in
+    {
+      inherit c;
+      failed = map (a: a.message) (lib.filter (a: !a.assertion) c.assertions);
+      unit = c.systemd.services.homelab-agent;
+      timer = c.systemd.timers.homelab-agent;
+      toml = c.environment.etc."homelab-agent/config.toml".source.value;
+    };
+
+  # A value, or a marker when evaluating it throws, so that one broken case is one failure.
+  attempt =
+    v:
+    let
+      r = tryEval (deepSeq v v);
+    in
+    if r.success then r.value else "<evaluation failed>";
+
+  expect = name: actual: expected: {
+    inherit name;
+    ok = attempt actual == expected;
+    detail = "expected ${toJSON expected}, got ${toJSON (attempt actual)}";
+  };
+
+  # The configuration must be refused: a failed assertion whose message contains `fragment`.
+  expectAssertion =
+    name: config: fragment:
+    let
+      failed = attempt (agent config).failed;
+    in
+    {
+      inherit name;
+      ok = builtins.isList failed && lib.any (lib.hasInfix fragment) failed;
+      detail = "expected a failed assertion mentioning ${toJSON fragment}, got ${toJSON failed}";
+    };
+
+  # The configuration must not evaluate at all (a type error).
+  expectTypeError = name: config: {
+    inherit name;
+    ok =
+      let
+        a = agent config;
+      in
+      !(tryEval (deepSeq [ a.toml a.unit a.timer ] true)).success;
+    detail = "expected a type error, but it evaluated";
+  };
+
+  url = "https://git.example.org/me/homelab.git";
+  base = extra: {
+    networking.hostName = "pi1";
+    services.homelab-agent = {
+      enable = true;
+      repository.url = url;
+    }
+    // extra;
+  };
+
+  minimal = agent (base { });
+
+  full = agent {
+    networking.hostName = "pi1";
+    services.homelab-agent = {
+      enable = true;
+      repository = {
+        url = "git@git.example.org:me/homelab.git";
+        branch = "production";
+      };
+      host = "garage-pi";
+      interval = "10min";
+      randomizedDelay = "30s";
+      bootDelay = "5min";
+      auth = {
+        sshKeyFile = "/run/keys/deploy";
+        knownHosts = "git.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample";
+      };
+      build.timeout = "3h";
+      health = {
+        settle = "5s";
+        timeout = "2min";
+        checks = [
+          { systemd.units = [ "sshd.service" ]; }
+          {
+            systemd = {
+              noFailedUnits = true;
+              name = "nothing failed";
+            };
+          }
+          {
+            http = {
+              url = "http://127.0.0.1:8080/health";
+              expectStatus = 200;
+              bodyContains = "ok";
+              timeout = "3s";
+            };
+          }
+          { tcp.address = "127.0.0.1:22"; }
+          { command.command = [ "/run/current-system/sw/bin/true" ]; }
+          { remote = { }; }
+        ];
+      };
+      settings = {
+        build.max_jobs = 2;
+        activation.timeout = "30m";
+        health.consecutive = 2;
+      };
+    };
+  };
+
+  fullToml = {
+    source = {
+      url = "git@git.example.org:me/homelab.git";
+      branch = "production";
+      ssh_key_file = "/run/keys/deploy";
+      known_hosts_file = fake "homelab-agent-known-hosts";
+    };
+    host.name = "garage-pi";
+    build = {
+      timeout = "3h";
+      max_jobs = 2;
+    };
+    activation.timeout = "30m";
+    health = {
+      settle = "5s";
+      timeout = "2min";
+      consecutive = 2;
+      checks = [
+        {
+          type = "systemd";
+          units = [ "sshd.service" ];
+        }
+        {
+          type = "systemd";
+          no_failed_units = true;
+          name = "nothing failed";
+        }
+        {
+          type = "http";
+          url = "http://127.0.0.1:8080/health";
+          expect_status = 200;
+          body_contains = "ok";
+          timeout = "3s";
+        }
+        {
+          type = "tcp";
+          address = "127.0.0.1:22";
+        }
+        {
+          type = "command";
+          command = [ "/run/current-system/sw/bin/true" ];
+        }
+        { type = "remote"; }
+      ];
+    };
+  };
+
+  # Given only through `settings`, the URL satisfies the module too.
+  viaSettings = agent {
+    networking.hostName = "pi1";
+    services.homelab-agent = {
+      enable = true;
+      settings.source.url = "file:///srv/git/homelab.git";
+    };
+  };
+
+  withToken = agent (base {
+    auth.tokenFile = "/run/keys/git-token";
+    auth.knownHostsFile = "/etc/ssh/extra_known_hosts";
+  });
+
+  disabled = evalWith [
+    ../../modules/homelab-agent
+    { services.homelab-agent.repository.url = url; }
+  ];
+
+  version = self: (evalWith [ (import ../../modules/version.nix self) ]).system.configurationRevision;
+
+  provisioning =
+    keys:
+    let
+      c = evalWith [
+        ../../modules/provisioning.nix
+        {
+          networking.hostName = "pi1";
+          services.homelab-agent.repository.url = url;
+          homelab.provisioning.authorizedKeys = keys;
+        }
+      ];
+    in
+    c;
+  provisioned = provisioning [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample me@laptop" ];
+
+  results = [
+    # What an unset option leaves out, the agent defaults: only url and host are written.
+    (expect "minimal: config holds only url and host" minimal.toml {
+      source.url = url;
+      host.name = "pi1";
+    })
+    (expect "minimal: no failed assertion" minimal.failed [ ])
+    (expect "unit: ExecStart runs one cycle with the /etc config" minimal.unit.serviceConfig.ExecStart
+      "${fake "homelab-agent"}/bin/homelab-agent --config /etc/homelab-agent/config.toml run --once"
+    )
+    (expect "unit: config file in /etc" (toString
+      minimal.c.environment.etc."homelab-agent/config.toml".source
+    ) (fake "homelab-agent.toml"))
+    (expect "unit: not restarted by the switch it runs" minimal.unit.restartIfChanged false)
+    (expect "unit: not stopped by the switch it runs" minimal.unit.stopIfChanged false)
+    (expect "unit: not stopped when removed" minimal.unit.unitConfig.X-StopOnRemoval false)
+    (expect "unit: oneshot" minimal.unit.serviceConfig.Type "oneshot")
+    (expect "unit: bad config (78) is not restarted" (lib.elem "78" (
+      lib.splitString " " minimal.unit.serviceConfig.RestartPreventExitStatus
+    )) true)
+    (expect "unit: a rolled-back deployment (1) is not restarted" (lib.elem "1" (
+      lib.splitString " " minimal.unit.serviceConfig.RestartPreventExitStatus
+    )) true)
+    (expect "unit: restarts other failures" minimal.unit.serviceConfig.Restart "on-failure")
+    (expect "unit: sd_notify STATUS accepted" minimal.unit.serviceConfig.NotifyAccess "main")
+    (expect "unit: state and runtime directories" {
+      inherit (minimal.unit.serviceConfig) StateDirectory RuntimeDirectory RuntimeDirectoryPreserve;
+    } {
+      StateDirectory = "homelab-agent";
+      RuntimeDirectory = "homelab-agent";
+      RuntimeDirectoryPreserve = "yes";
+    })
+    (expect "unit: waits for the network" {
+      inherit (minimal.unit) after wants;
+    } {
+      after = [ "network-online.target" ];
+      wants = [ "network-online.target" ];
+    })
+    (expect "unit: nix, git, ssh and systemd on PATH" (map toString minimal.unit.path) (
+      map fake [
+        "nix"
+        "git"
+        "openssh"
+        "systemd"
+      ]
+    ))
+    (expect "unit: start timeout above build, activation and health defaults"
+      minimal.unit.serviceConfig.TimeoutStartSec
+      "2h 15min 15min 10s 5min 30min"
+    )
+    (expect "unit: start timeout follows the configured limits" full.unit.serviceConfig.TimeoutStartSec
+      "3h 30m 30m 5s 2min 30min"
+    )
+    (expect "unit: HOME for nix" minimal.unit.environment.HOME "/root")
+    (expect "package installed for `homelab-agent status`" (map toString
+      minimal.c.environment.systemPackages
+    ) [ (fake "homelab-agent") ])
+    (expect "timer: defaults" minimal.timer.timerConfig {
+      OnBootSec = "2min";
+      OnUnitInactiveSec = "5min";
+      RandomizedDelaySec = "1min";
+      AccuracySec = "1s";
+    })
+    (expect "timer: started at boot" minimal.timer.wantedBy [ "timers.target" ])
+    (expect "timer: interval and delays from the options" full.timer.timerConfig {
+      OnBootSec = "5min";
+      OnUnitInactiveSec = "10min";
+      RandomizedDelaySec = "30s";
+      AccuracySec = "1s";
+    })
+    (expect "full: every option in its key, checks in snake_case, settings merged" full.toml fullToml)
+    (expect "full: no failed assertion" full.failed [ ])
+    (expect "known hosts lines written to a file" full.c.environment.etc."homelab-agent/config.toml".source.value.source.known_hosts_file
+      (fake "homelab-agent-known-hosts")
+    )
+    (expect "settings alone may give the URL" viaSettings.toml {
+      source.url = "file:///srv/git/homelab.git";
+      host.name = "pi1";
+    })
+    (expect "settings alone may give the URL: no failed assertion" viaSettings.failed [ ])
+    (expect "token and known hosts file" withToken.toml.source {
+      inherit url;
+      token_file = "/run/keys/git-token";
+      known_hosts_file = "/etc/ssh/extra_known_hosts";
+    })
+    (expect "disabled: no unit, no timer, no file" {
+      services = disabled.systemd.services ? homelab-agent;
+      timers = disabled.systemd.timers ? homelab-agent;
+      etc = disabled.environment.etc ? "homelab-agent/config.toml";
+    } {
+      services = false;
+      timers = false;
+      etc = false;
+    })
+
+    (expectAssertion "refused: empty repository.url" {
+      networking.hostName = "pi1";
+      services.homelab-agent.enable = true;
+    } "repository.url is empty")
+    (expectAssertion "refused: knownHosts and knownHostsFile" (base {
+      auth.knownHosts = "git.example.org ssh-ed25519 AAAA";
+      auth.knownHostsFile = "/etc/ssh/ssh_known_hosts";
+    }) "are both set")
+    (expectAssertion "refused: scp-style URL without a key" (base {
+      repository.url = "git@github.com:me/homelab.git";
+    }) "is an SSH URL but no key is set")
+    (expectAssertion "refused: ssh:// URL without a key" (base {
+      repository.url = "ssh://git@git.example.org/me/homelab.git";
+    }) "set services.homelab-agent.auth.sshKeyFile")
+    (expectAssertion "refused: no host name" {
+      networking.hostName = "";
+      services.homelab-agent = {
+        enable = true;
+        repository.url = url;
+      };
+    } "not a valid host name")
+    (expectAssertion "refused: dotted host name" (base { host = "pi1.lan"; }) "not a valid host name")
+    (expectAssertion "refused: token with an ssh URL" (base {
+      repository.url = "ssh://git@git.example.org/me/homelab.git";
+      auth.sshKeyFile = "/run/keys/deploy";
+      auth.tokenFile = "/run/keys/git-token";
+    }) "only used with https:// URLs")
+    (expectAssertion "refused: systemd check without units" (base {
+      health.checks = [ { systemd = { }; } ];
+    }) "a systemd check needs units")
+
+    (expectTypeError "type error: duration in words" (base { interval = "soon"; }))
+    (expectTypeError "type error: duration in months (ambiguous)" (base { interval = "1M"; }))
+    (expectTypeError "type error: key in the Nix store" (base {
+      auth.sshKeyFile = "/nix/store/00000000000000000000000000000000-key";
+    }))
+    (expectTypeError "type error: relative key path" (base { auth.sshKeyFile = "keys/deploy"; }))
+    (expectTypeError "type error: check with two kinds" (base {
+      health.checks = [
+        {
+          tcp.address = "127.0.0.1:22";
+          remote = { };
+        }
+      ];
+    }))
+    (expectTypeError "type error: unknown check kind" (base { health.checks = [ { ping = { }; } ]; }))
+    (expectTypeError "type error: unknown field of a check" (base {
+      health.checks = [ { tcp.port = 22; } ];
+    }))
+    (expectTypeError "type error: http check with an ftp URL" (base {
+      health.checks = [ { http.url = "ftp://example.org/"; } ];
+    }))
+    (expectTypeError "type error: null in settings" (base { settings.build.timeout = null; }))
+
+    (expect "version: rev" (version { rev = "0123abc"; }) "0123abc")
+    (expect "version: dirtyRev" (version { dirtyRev = "0123abc-dirty"; }) "0123abc-dirty")
+    (expect "version: none" (version { }) null)
+
+    (expect "provisioning: key-only ssh" provisioned.services.openssh {
+      enable = true;
+      settings = {
+        PasswordAuthentication = false;
+        KbdInteractiveAuthentication = false;
+        PermitRootLogin = "prohibit-password";
+      };
+    })
+    (expect "provisioning: root keys" provisioned.users.users.root.openssh.authorizedKeys.keys [
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample me@laptop"
+    ])
+    (expect "provisioning: agent enabled for this host" provisioned.environment.etc."homelab-agent/config.toml".source.value
+      {
+        source.url = url;
+        host.name = "pi1";
+      }
+    )
+    (expect "provisioning: first poll a minute after boot" provisioned.systemd.timers.homelab-agent.timerConfig.OnBootSec
+      "1min"
+    )
+    (expect "provisioning: no warning" provisioned.warnings [ ])
+    (expect "provisioning: warns without keys" (lib.length (provisioning [ ]).warnings) 1)
+  ];
+
+  # Configurations the agent must accept (`config check` exits 0) ...
+  configs = lib.mapAttrs (_: value: {
+    inherit value;
+    toml = toTOML value;
+  }) {
+    minimal = minimal.toml;
+    full = full.toml;
+    via-settings = viaSettings.toml;
+    with-token = withToken.toml;
+    provisioning = provisioned.environment.etc."homelab-agent/config.toml".source.value;
+  };
+
+  # ... and ones that only the agent can refuse (exit 78, naming the key).
+  rejected =
+    lib.mapAttrs
+      (_: r: {
+        inherit (r) key;
+        toml = toTOML (agent (base { settings = r.settings; })).toml;
+      })
+      {
+        bad-duration = {
+          settings.build.timeout = "soon";
+          key = "build.timeout";
+        };
+        unknown-key = {
+          settings.source.mirror = "https://example.org/x.git";
+          key = "source.mirror";
+        };
+      };
+in
+{
+  inherit results configs rejected;
+}
