@@ -432,3 +432,38 @@ fn retry_forgets_a_bad_commit() {
         "retry should build the head again"
     );
 }
+
+#[test]
+fn hanging_rollback_ends_within_its_deadline_and_is_reported() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    let (_, old) = h.bootstrap();
+    h.activation_timeout = "2s".into();
+    std::fs::write(h.fake.join("faults").join(base(&old)), "sleep:659").unwrap();
+    bad_commit(&mut h, |x| x.healthy = false);
+    let run = h.run_once();
+    run.expect(3);
+    assert!(
+        run.elapsed < Duration::from_secs(25),
+        "took {:?}",
+        run.elapsed
+    );
+    assert!(
+        run.stderr().contains("timed out after 2s"),
+        "{}",
+        run.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        processes_matching("sleep 659").is_empty(),
+        "hung rollback left running"
+    );
+    assert_eq!(
+        h.profile_generation(),
+        Some(1),
+        "the boot default stays the verified generation"
+    );
+    assert!(h.status()["needs_attention"].is_string());
+}
