@@ -110,21 +110,27 @@ fn jitter(max: Duration) -> Duration {
     Duration::from_millis((max.as_millis() * nanos / 1_000_000_000) as u64)
 }
 
-pub fn status(config: Option<&Path>, json: bool) -> u8 {
-    let settings = match settings(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+/// For the read-only commands: an unreadable state file is a warning, not an error.
+fn settings_and_state(config: Option<&Path>) -> Result<(Settings, crate::state::State), u8> {
+    let settings = settings(config)?;
     let (state, problem) = status::load_state(&settings.paths.state_dir);
     if let Some(p) = &problem {
         eprintln!("warning: {p}");
     }
+    Ok((settings, state))
+}
+
+pub fn status(config: Option<&Path>, json: bool) -> u8 {
+    let (settings, state) = match settings_and_state(config) {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
     let view = Status::gather(&settings, &state);
     let mut out = std::io::stdout().lock();
-    let result = if !json {
-        view.write_human(&mut out)
-    } else {
+    let result = if json {
         view.write_json(&mut out)
+    } else {
+        view.write_human(&mut out)
     };
     match result {
         Ok(()) => exit::OK,
@@ -133,14 +139,10 @@ pub fn status(config: Option<&Path>, json: bool) -> u8 {
 }
 
 pub fn history(config: Option<&Path>, json: bool, limit: usize) -> u8 {
-    let settings = match settings(config) {
-        Ok(s) => s,
+    let (_, state) = match settings_and_state(config) {
+        Ok(both) => both,
         Err(code) => return code,
     };
-    let (state, problem) = status::load_state(&settings.paths.state_dir);
-    if let Some(p) = &problem {
-        eprintln!("warning: {p}");
-    }
     let runs = status::history(&state, limit);
     let mut out = std::io::stdout().lock();
     let result = if json {

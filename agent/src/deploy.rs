@@ -294,89 +294,21 @@ impl Agent {
         self.store.save(state)?;
         crate::failpoint("after_intent");
 
-        notify::status(&format!("activating {}", short(&fetched.commit)));
-        if let Err(e) = self.switcher.run(system, Action::Test).await {
-            let failure = Failure {
-                phase: Phase::Activate,
-                error: e.to_string(),
-                checks: Vec::new(),
+        let (generation, checks) =
+            match self.switch_check_commit(state, &mut intent, system).await? {
+                Ok(done) => done,
+                Err(failure) => {
+                    let previous = previous_system.as_deref();
+                    return self
+                        .roll_back(state, fetched, system, previous, failure, started)
+                        .await;
+                }
             };
-            return self
-                .roll_back(
-                    state,
-                    fetched,
-                    system,
-                    previous_system.as_deref(),
-                    failure,
-                    started,
-                )
-                .await;
-        }
-        crate::failpoint("after_activate");
-
-        intent.step = Step::Checking;
-        state.intent = Some(intent.clone());
-        self.store.save(state)?;
-        notify::status(&format!("checking health of {}", short(&fetched.commit)));
-        let report = health::wait_until_healthy(
-            &self.settings.health,
-            &health::Context {
-                settings: &self.settings,
-            },
-        )
-        .await;
-        crate::failpoint("after_health");
-        if !report.healthy {
-            let error = format!(
-                "health check failed: {}",
-                report.failure().unwrap_or_default()
-            );
-            let failure = Failure {
-                phase: Phase::Health,
-                error,
-                checks: report.results,
-            };
-            return self
-                .roll_back(
-                    state,
-                    fetched,
-                    system,
-                    previous_system.as_deref(),
-                    failure,
-                    started,
-                )
-                .await;
-        }
-
-        intent.step = Step::Committing;
-        state.intent = Some(intent);
-        self.store.save(state)?;
-        crate::failpoint("before_profile_set");
-        let generation = match self.commit(system).await {
-            Ok(g) => g,
-            Err(e) => {
-                let failure = Failure {
-                    phase: Phase::Commit,
-                    error: format!("{e:#}"),
-                    checks: report.results,
-                };
-                return self
-                    .roll_back(
-                        state,
-                        fetched,
-                        system,
-                        previous_system.as_deref(),
-                        failure,
-                        started,
-                    )
-                    .await;
-            }
-        };
 
         let mut run = self.run_record(Outcome::Deployed, Some(fetched), started);
         run.system = Some(system.display().to_string());
         run.generation = Some(generation);
-        run.checks = report.results;
+        run.checks = checks;
         self.record(state, run);
         state.deployed = Some(Deployed {
             commit: Some(fetched.commit.clone()),
@@ -396,6 +328,61 @@ impl Agent {
             "deployed {} ({}) as generation {generation}", short(&fetched.commit), fetched.subject
         );
         Ok(Exit::Ok)
+    }
+
+    /// Steps 8-10: `switch-to-configuration test`, health checks, commit. The outer error
+    /// is the agent's own (state not writable); the inner one is the system's failure,
+    /// to be rolled back. Each step is recorded in the intent before it starts.
+    async fn switch_check_commit(
+        &self,
+        state: &mut State,
+        intent: &mut Intent,
+        system: &Path,
+    ) -> anyhow::Result<Result<(u32, Vec<health::CheckResult>), Failure>> {
+        let commit = short(intent.commit.as_deref().unwrap_or_default()).to_string();
+        notify::status(&format!("activating {commit}"));
+        if let Err(e) = self.switcher.run(system, Action::Test).await {
+            return Ok(Err(Failure {
+                phase: Phase::Activate,
+                error: e.to_string(),
+                checks: Vec::new(),
+            }));
+        }
+        crate::failpoint("after_activate");
+
+        intent.step = Step::Checking;
+        state.intent = Some(intent.clone());
+        self.store.save(state)?;
+        notify::status(&format!("checking health of {commit}"));
+        let context = health::Context {
+            settings: &self.settings,
+        };
+        let report = health::wait_until_healthy(&self.settings.health, &context).await;
+        crate::failpoint("after_health");
+        if !report.healthy {
+            let error = format!(
+                "health check failed: {}",
+                report.failure().unwrap_or_default()
+            );
+            return Ok(Err(Failure {
+                phase: Phase::Health,
+                error,
+                checks: report.results,
+            }));
+        }
+
+        intent.step = Step::Committing;
+        state.intent = Some(intent.clone());
+        self.store.save(state)?;
+        crate::failpoint("before_profile_set");
+        match self.commit(system).await {
+            Ok(generation) => Ok(Ok((generation, report.results))),
+            Err(e) => Ok(Err(Failure {
+                phase: Phase::Commit,
+                error: format!("{e:#}"),
+                checks: report.results,
+            })),
+        }
     }
 
     /// Healthy: the new system becomes a profile generation and the boot default.
