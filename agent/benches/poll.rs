@@ -7,6 +7,7 @@
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,6 +64,8 @@ fn main() {
         .arg(format!("--base-path={}", served.display()))
         .arg(&served)
         .stderr(Stdio::null())
+        // `git daemon` runs `git-daemon` as a child: stop the whole group at the end.
+        .process_group(0)
         .spawn()
         .expect("git daemon");
     let url = format!("git://127.0.0.1:{port}/homelab.git");
@@ -126,7 +129,10 @@ fn main() {
     let agent_times = time(ROUNDS, poll);
     let git_times = time(ROUNDS, ls_remote);
     let after = snapshot(&state);
-    let _ = daemon.kill();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     let _ = daemon.wait();
 
     let (a, g) = (median(&agent_times), median(&git_times));

@@ -3,6 +3,8 @@
 
 mod cli;
 mod deploy;
+mod http_checks;
 mod killpoints;
 mod safety;
 mod support;
+mod transports;

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -67,6 +69,8 @@ pub struct Harness {
     pub health_timeout: String,
     /// Extra lines in the [health] table (e.g. `consecutive = 2`).
     pub health_extra: String,
+    /// Extra lines inside the [source] table (token_file, ssh_key_file, ...).
+    pub source_extra: String,
     /// `[paths] systemctl`, for the systemd check shim.
     pub systemctl: Option<PathBuf>,
 }
@@ -116,6 +120,7 @@ impl Harness {
             health_timeout: "3s".into(),
             health_extra: String::new(),
             systemctl: None,
+            source_extra: String::new(),
         }
     }
 
@@ -164,7 +169,7 @@ impl Harness {
             )
         });
         format!(
-            "[source]\nurl = \"{url}\"\nbranch = \"main\"\n\n[host]\nname = \"pi1\"\n\n[paths]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/runtime\"\nprofile = \"{d}/profiles/system\"\ncurrent_system = \"{cur}\"\nbooted_system = \"{fake}/run/booted-system\"\n{sc}\n[build]\ntimeout = \"{bt}\"\n\n[activation]\nmode = \"direct\"\ntimeout = \"{at}\"\n\n[health]\nsettle = \"0s\"\ntimeout = \"{ht}\"\ninterval = \"200ms\"\n{he}\n{checks}\n{extra}",
+            "[source]\nurl = \"{url}\"\nbranch = \"main\"\n{se}\n[host]\nname = \"pi1\"\n\n[paths]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/runtime\"\nprofile = \"{d}/profiles/system\"\ncurrent_system = \"{cur}\"\nbooted_system = \"{fake}/run/booted-system\"\n{sc}\n[build]\ntimeout = \"{bt}\"\n\n[activation]\nmode = \"direct\"\ntimeout = \"{at}\"\n\n[health]\nsettle = \"0s\"\ntimeout = \"{ht}\"\ninterval = \"200ms\"\n{he}\n{checks}\n{extra}",
             url = self.url,
             cur = self.current_system_link().display(),
             fake = self.fake.display(),
@@ -173,6 +178,7 @@ impl Harness {
             at = self.activation_timeout,
             ht = self.health_timeout,
             he = self.health_extra,
+            se = self.source_extra,
             sc = self.systemctl.as_ref().map(|p| format!("systemctl = \"{}\"\n", p.display())).unwrap_or_default(),
         )
     }
