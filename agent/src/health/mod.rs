@@ -114,6 +114,7 @@ pub async fn wait_until_healthy(policy: &HealthSettings, ctx: &Context<'_>) -> R
     loop {
         rounds += 1;
         let results = run_round(&policy.checks, ctx).await;
+        crate::failpoint("mid_health");
         let cannot_run = results
             .iter()
             .any(|r| matches!(r.verdict, Verdict::CannotRun(_)));

@@ -2,7 +2,7 @@
 //! and the fetch of one branch into the agent's own bare cache repository. No work tree
 //! is ever checked out, so no hook or filter from the repository runs here.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,9 @@ pub struct Remote<'a> {
     settings: &'a SourceSettings,
     token: Option<String>,
     deadline: Duration,
+    /// Why our host-key check refused the server: libgit2 may replace the callback's
+    /// error with its own vaguer text, so the reason is kept here.
+    host_key_refusal: RefCell<Option<String>>,
 }
 
 impl<'a> Remote<'a> {
@@ -92,6 +95,7 @@ impl<'a> Remote<'a> {
             settings,
             token,
             deadline,
+            host_key_refusal: RefCell::new(None),
         })
     }
 
@@ -177,17 +181,15 @@ impl<'a> Remote<'a> {
             };
             let name = known_hosts::host_name(settings.url.host(), settings.url.port());
             let file = &settings.known_hosts_file;
-            match known_hosts::check(file, &name, kind.name(), key)
-                .map_err(|e| git2::Error::from_str(&e))?
-            {
-                known_hosts::Verdict::Trusted => Ok(CertificateCheckStatus::CertificateOk),
-                verdict => Err(git2::Error::from_str(&host_key_message(
-                    verdict,
-                    &name,
-                    kind.name(),
-                    file,
-                ))),
-            }
+            let refusal = match known_hosts::check(file, &name, kind.name(), key) {
+                Ok(known_hosts::Verdict::Trusted) => {
+                    return Ok(CertificateCheckStatus::CertificateOk)
+                }
+                Ok(verdict) => host_key_message(verdict, &name, kind.name(), file),
+                Err(e) => e,
+            };
+            *self.host_key_refusal.borrow_mut() = Some(refusal.clone());
+            Err(git2::Error::from_str(&refusal))
         });
         let deadline = self.deadline;
         cb.transfer_progress(move |_| started.elapsed() < deadline);
@@ -237,8 +239,15 @@ impl<'a> Remote<'a> {
                 after: self.deadline,
             };
         }
+        if let Some(refusal) = self.host_key_refusal.borrow_mut().take() {
+            return SourceError::HostKey {
+                url,
+                message: refusal,
+            };
+        }
         let lower = message.to_lowercase();
-        if message.contains("host key") || lower.contains("known_hosts") {
+        if lower.contains("host key") || lower.contains("hostkey") || lower.contains("known_hosts")
+        {
             return SourceError::HostKey { url, message };
         }
         if e.code() == git2::ErrorCode::Auth

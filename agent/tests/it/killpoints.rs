@@ -65,6 +65,7 @@ fn killed_before_the_profile_moves_is_undone_then_redeployed() {
         "after_intent",
         "before_switch",
         "after_activate",
+        "mid_health",
         "after_health",
         "before_profile_set",
     ] {

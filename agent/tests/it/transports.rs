@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::support::servers::{
     bare_clone, push, ssh_keygen, sshd_available, GitDaemon, GitHttp, Sshd,
 };
-use crate::support::{nix_available, require, Harness};
+use crate::support::{nix_available, require_that, Harness};
 
 /// A harness whose repository is also served as a bare `srv/homelab.git`.
 fn served() -> (Harness, PathBuf) {
@@ -130,7 +130,7 @@ fn ssh_setup(h: &mut Harness, bare: &Path) -> Sshd {
 }
 
 fn ssh_ready() -> bool {
-    nix_available() && require("ssh-keygen") && (sshd_available() || require("/usr/sbin/sshd"))
+    nix_available() && require_that("sshd and ssh-keygen (openssh-server)", sshd_available())
 }
 
 #[test]

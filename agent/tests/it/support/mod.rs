@@ -30,11 +30,17 @@ pub fn require(tool: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    require_that(tool, ok)
+}
+
+/// Skips (returns false) when a prerequisite is missing, or fails the test when
+/// HOMELAB_TEST_REQUIRE_ALL=1.
+pub fn require_that(what: &str, ok: bool) -> bool {
     if !ok {
         if std::env::var("HOMELAB_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-            panic!("{tool} is required (HOMELAB_TEST_REQUIRE_ALL=1) but not runnable");
+            panic!("{what} is required (HOMELAB_TEST_REQUIRE_ALL=1) but not available");
         }
-        eprintln!("SKIPPED: {tool} not available");
+        eprintln!("SKIPPED: {what} not available");
     }
     ok
 }

@@ -425,6 +425,7 @@ fn answer(stream: &TcpStream, entry: &str) {
 // ---- sshd -------------------------------------------------------------------------------
 
 pub fn sshd_available() -> bool {
+    // ssh-keygen has no --version: that it starts at all is the test.
     Path::new("/usr/sbin/sshd").exists() && Command::new("ssh-keygen").arg("-?").output().is_ok()
 }
 
