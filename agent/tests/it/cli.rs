@@ -225,7 +225,6 @@ fn concurrent_runs_one_proceeds() {
     let mut h = Harness::new();
     h.host("pi1").build = "build-sleep:2".into();
     h.commit("slowish");
-    let config = h.config_path();
     let spawn = || h.command(&["run", "--once"]).spawn().unwrap();
     let mut children: Vec<_> = (0..4).map(|_| spawn()).collect();
     let codes: Vec<i32> = children
@@ -243,5 +242,4 @@ fn concurrent_runs_one_proceeds() {
         "the others are refused: {codes:?}"
     );
     assert_eq!(h.nix_builds(), 1);
-    let _ = config;
 }

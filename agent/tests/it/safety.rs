@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{base, nix_available, processes_matching, Harness};
+use crate::support::{assert_no_process, base, nix_available, Harness};
 
 /// After a failed deployment: the previous system is live and is the boot default, the
 /// activation log is exactly `new test, old test`, and the failure is recorded.
@@ -165,10 +165,7 @@ fn hanging_command_check_ends_within_its_deadline() {
             .contains("no answer within 1s"),
         "{s}"
     );
-    assert!(
-        processes_matching("sleep 641").is_empty(),
-        "hung check left running"
-    );
+    assert_no_process("sleep 641", "the hung check");
 }
 
 #[test]
@@ -215,11 +212,7 @@ fn activation_hang_is_stopped_and_rolled_back() {
             .contains("timed out after 2s"),
         "{s}"
     );
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        processes_matching("sleep 653").is_empty(),
-        "hung activation left running"
-    );
+    assert_no_process("sleep 653", "the hung activation");
 }
 
 #[test]
@@ -455,11 +448,7 @@ fn hanging_rollback_ends_within_its_deadline_and_is_reported() {
         "{}",
         run.stderr()
     );
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        processes_matching("sleep 659").is_empty(),
-        "hung rollback left running"
-    );
+    assert_no_process("sleep 659", "the hung rollback");
     assert_eq!(
         h.profile_generation(),
         Some(1),

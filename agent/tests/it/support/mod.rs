@@ -189,9 +189,11 @@ impl Harness {
         )
     }
 
+    /// Writes the config from the fields. Atomically: agents started a moment earlier may
+    /// be reading it (the concurrency tests), and must never see half a file.
     pub fn config_path(&self) -> PathBuf {
         let path = self.path("config.toml");
-        std::fs::write(&path, self.config_text()).unwrap();
+        homelab_agent::state::write_atomic(&path, self.config_text().as_bytes()).unwrap();
         path
     }
 
@@ -379,17 +381,7 @@ impl Run {
 }
 
 pub fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    git_out(dir, args);
 }
 
 pub fn git_out(dir: &Path, args: &[&str]) -> String {
@@ -410,6 +402,14 @@ pub fn git_out(dir: &Path, args: &[&str]) -> String {
 /// Store path basename, for comparing with [`Harness::stc_log`].
 pub fn base(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// Asserts that no process whose command line contains `needle` is left (after a short
+/// grace for the kernel to reap what was just killed).
+pub fn assert_no_process(needle: &str, what: &str) {
+    std::thread::sleep(Duration::from_millis(200));
+    let left = processes_matching(needle);
+    assert!(left.is_empty(), "{what} left running: {left:?}");
 }
 
 /// Processes whose command line contains `needle` (orphan detection).
