@@ -10,6 +10,7 @@
 //! | [`system`]      | the system profile, `switch-to-configuration`, reboot-required    |
 //! | [`health`]      | health checks and the wait-until-healthy policy                   |
 //! | [`deploy`]      | **the deploy cycle**, rollback and crash recovery, in one place   |
+//! | [`failure`]     | the failure taxonomy: transient, environment, configuration, commit |
 //! | [`state`]       | the durable state file: intent, history, bad commits              |
 //! | [`runtime`]     | volatile facts (last poll) kept off the SD card                   |
 //! | [`status`]      | `status` / `history` view model and rendering                     |
@@ -22,6 +23,7 @@ pub mod config;
 pub mod demo;
 pub mod deploy;
 pub mod fake_system;
+pub mod failure;
 pub mod health;
 pub mod lock;
 pub mod logging;
@@ -40,6 +42,8 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     pub const ROLLBACK_FAILED: u8 = 3;
     pub const LOCKED: u8 = 4;
+    /// This machine is the problem (nix missing, disk full, permissions): not the commit.
+    pub const ENVIRONMENT: u8 = 71;
     pub const TRANSIENT: u8 = 75;
     pub const CONFIG: u8 = 78;
 }
