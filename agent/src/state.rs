@@ -85,6 +85,10 @@ pub struct Intent {
     pub previous_system: String,
     pub previous_generation: Option<u32>,
     pub started_at: String,
+    /// The tag every `switch-to-configuration` of this intent carries (its environment,
+    /// its transient unit): how the next run finds an activation that outlived us.
+    #[serde(default)]
+    pub activation: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +104,10 @@ pub struct BadCommit {
     pub at: String,
     pub phase: Phase,
     pub error: String,
+    /// The system it built, if it got that far: a live system that is one of these was
+    /// never verified, and reconciling restores the profile's generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +233,17 @@ impl State {
     }
 
     pub fn mark_bad(&mut self, commit: &str, phase: Phase, error: &str) {
+        self.mark_bad_system(commit, phase, error, None);
+    }
+
+    /// [`State::mark_bad`], remembering the system the commit built.
+    pub fn mark_bad_system(
+        &mut self,
+        commit: &str,
+        phase: Phase,
+        error: &str,
+        system: Option<&str>,
+    ) {
         self.bad_commits.retain(|b| b.commit != commit);
         self.bad_commits.insert(
             0,
@@ -233,6 +252,7 @@ impl State {
                 at: now(),
                 phase,
                 error: error.chars().take(2000).collect(),
+                system: system.map(str::to_string),
             },
         );
         self.bad_commits.truncate(BAD_LIMIT);
