@@ -5,6 +5,7 @@ mod cli;
 mod deploy;
 mod http_checks;
 mod killpoints;
+mod orphans;
 mod safety;
 mod support;
 mod transports;
