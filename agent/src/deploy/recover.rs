@@ -32,6 +32,19 @@ impl Agent {
 
     async fn retry_pending_rollback(&self, state: &mut State) -> Option<Exit> {
         let pending = state.rollback_pending.clone()?;
+        // Healed meanwhile (a reboot into the boot default, an operator's switch): done.
+        let target = Path::new(&pending.system);
+        let machine = &self.doors.machine;
+        if machine.current_system().as_deref() == Some(target)
+            && machine.profile().is_none_or(|g| g.system == target)
+        {
+            log::info!(
+                "{} is live again: the pending rollback is no longer needed",
+                pending.system
+            );
+            state.rollback_pending = None;
+            return self.save(state).err().map(|f| self.stop_run(f));
+        }
         log::warn!(
             "retrying the rollback to {} that failed at {}",
             pending.system,

@@ -621,3 +621,18 @@ async fn a_kill_after_the_profile_moved_finishes_the_commit() {
     assert_eq!(b.w().current, Some(sys("s1")));
     assert_eq!(b.state().deployed.unwrap().system, "/sys/s1");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_rollback_healed_by_a_reboot_is_forgotten() {
+    let b = Bench::new();
+    b.w().unhealthy.insert(sys("s1"));
+    b.w().failing_switches.insert((sys("s0"), "test"));
+    b.push("c1", Ok(sys("s1")));
+    assert_eq!(b.run().await, Some(Exit::RollbackFailed));
+    // A reboot boots the profile's generation, which never moved.
+    b.w().current = Some(sys("s0"));
+    b.w().calls.clear();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert!(b.switches().is_empty(), "{:?}", b.switches());
+    b.assert_consistent();
+}
