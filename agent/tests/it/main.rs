@@ -6,5 +6,6 @@ mod deploy;
 mod http_checks;
 mod killpoints;
 mod safety;
+mod state_damage;
 mod support;
 mod transports;
