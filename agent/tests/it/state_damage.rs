@@ -217,7 +217,7 @@ fn every_truncation_and_a_thousand_bit_flips_of_a_real_state_keep_the_bad_commit
     let mut cases: Vec<(String, Vec<u8>)> = (0..real.len())
         .map(|cut| (format!("cut at {cut}"), real[..cut].to_vec()))
         .collect();
-    let mut seed = 0x5EED_0F_BAD_C0DE_u64;
+    let mut seed = 0x5EED_0BAD_C0DE_0001_u64;
     for _ in 0..1000 {
         let bit = (next(&mut seed) % (real.len() as u64 * 8)) as usize;
         let mut flipped = real.clone();
@@ -333,4 +333,28 @@ fn an_unreadable_state_is_named_not_moved() {
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
     assert_eq!(std::fs::read(&state).unwrap(), before);
     assert!(h.status()["state_damage"].is_null());
+}
+
+#[test]
+fn retry_forgets_the_bad_commit_in_both_records() {
+    if !nix_available() {
+        return;
+    }
+    let (h, bad) = with_a_bad_commit();
+    let run = h.agent(&["retry"]);
+    run.expect(0);
+    assert!(run.stdout().contains(&bad[..8]), "{}", run.stdout());
+    let record = std::fs::read_to_string(h.path(&format!("state/{MEMORY_FILE}"))).unwrap();
+    assert!(
+        !record.contains(&bad),
+        "retry left the commit in {MEMORY_FILE}: {record}"
+    );
+    // Damage after a retry must not bring the forgotten commit back: it is tried again.
+    std::fs::write(h.path("state/state.json"), "[]").unwrap();
+    let builds = h.nix_builds();
+    h.run_once().expect(1);
+    assert!(h.nix_builds() > builds, "the retried commit was not built");
+    let s = h.status();
+    assert_eq!(s["last_run"]["commit"], bad.as_str());
+    assert_eq!(s["last_run"]["outcome"], "failed");
 }
