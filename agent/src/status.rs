@@ -205,12 +205,25 @@ impl Status {
         if let Some(i) = &self.in_progress {
             writeln!(out, "in progress: {i}")?;
         }
-        if let Some(d) = self.state_damage.as_ref().filter(|d| d.pending) {
-            writeln!(
-                out,
-                "note:       the state is damaged ({}); the next run moves it aside and keeps the bad commits",
-                d.reason
-            )?;
+        if let Some(d) = &self.state_damage {
+            if d.pending {
+                writeln!(
+                    out,
+                    "note:       the state is damaged ({}); the next run moves it aside and keeps the bad commits",
+                    d.reason
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "note:       the state was found damaged at {} ({}){}; bad commits kept, history restarted",
+                    d.at,
+                    d.reason,
+                    d.kept_as
+                        .as_ref()
+                        .map(|k| format!("; moved to {k}"))
+                        .unwrap_or_default()
+                )?;
+            }
         } else if let Some(r) = &self.state_recovered_from {
             writeln!(
                 out,

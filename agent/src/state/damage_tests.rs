@@ -57,8 +57,16 @@ fn realistic(store: &Store) -> State {
     state
 }
 
+/// A scratch directory, in memory where there is a tmpfs: thousands of fsyncs otherwise.
+fn scratch() -> tempfile::TempDir {
+    match Path::new("/dev/shm").is_dir() {
+        true => tempfile::tempdir_in("/dev/shm").unwrap(),
+        false => tempfile::tempdir().unwrap(),
+    }
+}
+
 fn setup() -> (tempfile::TempDir, Store, Vec<u8>) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let store = Store::new(dir.path());
     realistic(&store);
     let bytes = std::fs::read(store.path()).unwrap();
@@ -134,7 +142,7 @@ fn run_cases(file: &'static str, cases: Vec<(String, Vec<u8>)>) {
         .map(|f| (f.to_string(), std::fs::read(dir.path().join(f)).unwrap()))
         .collect();
     drop(store);
-    let work = tempfile::tempdir().unwrap();
+    let work = scratch();
     let path = work.path().to_path_buf();
     let total = cases.len();
     let (panics, failures) = within(120, move || {

@@ -163,6 +163,29 @@ pub fn move_aside(path: &Path) -> io::Result<PathBuf> {
     Ok(aside)
 }
 
+/// Deletes temp files of `name` left by a writer killed mid-write (the caller holds the
+/// run lock, so no write of `name` is in flight). Reads the directory, writes nothing
+/// when there is nothing to delete.
+pub fn remove_stale_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let ours = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix));
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+            log::debug!(
+                "removing {} left by an interrupted write",
+                e.path().display()
+            );
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Deletes all but the newest [`KEEP_DAMAGED`] damaged copies (regular files and symlinks
 /// only: a directory someone put there is theirs to remove).
 fn prune(dir: &Path, prefix: &str, keep: &Path) {
@@ -287,6 +310,30 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         assert!(std::fs::symlink_metadata(&target).unwrap().is_file());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            ".state.json.tmp-1-0",
+            ".state.json.tmp-2-7",
+            "state.json",
+            ".other.tmp-1-0",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink("/dev/null", dir.path().join(".state.json.tmp-3-0")).unwrap();
+        remove_stale_temps(dir.path(), "state.json");
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [".other.tmp-1-0", ".state.json.tmp-3-0", "state.json"]
+        );
     }
 
     #[test]

@@ -107,6 +107,9 @@ impl Store {
     /// reported until the next damage. Writes nothing when both records are sound.
     pub fn load(&self) -> anyhow::Result<State> {
         self.ensure_dir()?;
+        for name in [FILE, memory::FILE] {
+            file::remove_stale_temps(&self.dir, name);
+        }
         let found = self.assess()?;
         let reasons = found.reasons();
         let mut state = found.state;

@@ -171,6 +171,12 @@ fn damaged_or_lost_state_never_reactivates_the_bad_commit() {
             );
             assert_eq!(s["state_recovered_from"], d["kept_as"], "{name}");
         }
+        let human = bounded(h.command(&["status"]), Duration::from_secs(20)).stdout();
+        assert!(
+            human.contains("note:       the state was found damaged at ")
+                && human.contains("bad commits kept"),
+            "{name}: {human}"
+        );
         assert!(
             std::fs::symlink_metadata(&state).unwrap().is_file(),
             "{name}: state.json not rewritten"
@@ -227,7 +233,11 @@ fn every_truncation_and_a_thousand_bit_flips_of_a_real_state_keep_the_bad_commit
 
     // Every case through the agent's own loader, as `run` loads: on a thread, so a hang
     // fails the test; panics counted.
-    let scratch = tempfile::tempdir().unwrap();
+    // In memory where there is a tmpfs: thousands of fsyncs otherwise.
+    let scratch = match Path::new("/dev/shm").is_dir() {
+        true => tempfile::tempdir_in("/dev/shm").unwrap(),
+        false => tempfile::tempdir().unwrap(),
+    };
     let dir = scratch.path().to_path_buf();
     let bad_id = bad.clone();
     let cases_for_thread = cases.clone();
