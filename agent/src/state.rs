@@ -1,13 +1,13 @@
 //! What the agent remembers, under the state directory.
 //!
-//! `state.json` holds everything; `bad-commits.json` ([`memory`]) holds again what must
+//! `state.json` holds everything; `bad-commits.json` (`memory.rs`) holds again what must
 //! never be forgotten, the commits known bad for this host, so that losing or damaging
 //! `state.json` never re-activates one. Both are written atomically (temp file, fsync,
-//! rename, fsync of the directory) and sealed with a checksum ([`format`]); they are read
+//! rename, fsync of the directory) and sealed with a checksum (`format.rs`); they are read
 //! only as bounded regular files, never through a symlink, never from a FIFO or device
-//! ([`file`]). Readable by everyone (no secret is ever stored), so `homelab-agent status`
-//! works for any user. A damaged file is moved aside, never deleted; the run goes on from
-//! what is known and [`State::damage`] says what happened.
+//! (`file.rs`). Readable by everyone (no secret is ever stored), so `homelab-agent status`
+//! works for any user. A damaged file is moved aside (the newest few copies are kept);
+//! the run goes on from what is known and [`State::damage`] says what happened.
 
 mod file;
 mod format;
@@ -64,8 +64,8 @@ pub struct Damage {
     pub at: String,
     /// What was wrong, per file (`state.json: checksum mismatch (...)`).
     pub reason: String,
-    /// Where the damaged `state.json` was moved (it is never deleted); none when it was
-    /// missing, or when a read-only command found it.
+    /// Where the damaged `state.json` was moved (not deleted; the newest few copies are
+    /// kept); none when it was missing, or when a read-only command found it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_as: Option<String>,
     /// Found by a read-only command (`status`, `history`): still in place, the next `run`

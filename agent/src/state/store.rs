@@ -101,7 +101,7 @@ impl Store {
         Ok(state)
     }
 
-    /// Reads the state for a run. A damaged file is moved aside (never deleted), the run
+    /// Reads the state for a run. A damaged file is moved aside (not deleted), the run
     /// goes on from what is known (the bad-commit record keeps the bad commits), and the
     /// state says so in [`State::damage`]; that recovery is saved at once, so it is
     /// reported until the next damage. Writes nothing when both records are sound.
@@ -126,8 +126,10 @@ impl Store {
         if reasons.is_empty() {
             // The first load after an upgrade from a version without the record.
             let memory = Memory::of(&state);
-            if self.on_disk().is_none() && !memory.is_empty() {
+            let mut on_disk = self.on_disk();
+            if on_disk.is_none() && !memory.is_empty() {
                 self.write_memory(&memory)?;
+                *on_disk = Some(memory);
             }
             return Ok(state);
         }
