@@ -11,6 +11,8 @@ use super::{BadCommit, Interruption, State, BAD_LIMIT};
 
 pub const FILE: &str = "bad-commits.json";
 
+/// Version 1 for as long as possible: an older agent (after a downgrade) reads only the
+/// version it knows, and a record it cannot read forgets the bad commits.
 pub const RULES: Rules = Rules {
     what: "bad-commit record",
     version: 1,

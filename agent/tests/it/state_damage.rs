@@ -131,6 +131,17 @@ fn damaged_or_lost_state_never_reactivates_the_bad_commit() {
         );
         assert_eq!(s["bad_commit"]["commit"], bad.as_str(), "{name}");
 
+        let history = bounded(
+            h.command(&["history", "--json", "--limit", "5"]),
+            Duration::from_secs(20),
+        );
+        history.expect(0);
+        assert!(
+            history.stderr().contains("is damaged"),
+            "{name}: {}",
+            history.stderr()
+        );
+
         // A run: the bad head is skipped, not built, not activated.
         let run = bounded(h.command(&["run", "--once"]), Duration::from_secs(60));
         run.expect(0);
