@@ -25,12 +25,7 @@ fn report(e: &anyhow::Error) -> u8 {
 }
 
 fn exit_code(exit: Exit) -> u8 {
-    match exit {
-        Exit::Ok => exit::OK,
-        Exit::Failed => exit::FAILED,
-        Exit::RollbackFailed => exit::ROLLBACK_FAILED,
-        Exit::Transient => exit::TRANSIENT,
-    }
+    exit.code()
 }
 
 /// Runs `f` under the run lock; a held lock is its own exit code.

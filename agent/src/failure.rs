@@ -63,6 +63,41 @@ impl Kind {
     }
 }
 
+/// A classified failure of one step: what went wrong (a message that names the operation
+/// and its subject) and whose fault it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: Kind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A failure to read or write the agent's own files (state, cache, gcroots): the
+    /// kind follows the OS error found in the chain (disk full, read-only, permissions).
+    pub fn storage(e: &anyhow::Error) -> Failure {
+        let kind = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<std::io::Error>())
+            .map_or(Kind::Environment, io_kind);
+        Failure::new(kind, format!("{e:#}"))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
 /// The kind of a local I/O error (state, cache, gcroots): by its OS error code.
 pub fn io_kind(e: &std::io::Error) -> Kind {
     use nix::errno::Errno;
@@ -89,9 +124,7 @@ pub fn io_kind(e: &std::io::Error) -> Kind {
             | Errno::EPIPE,
         ) => Kind::Transient,
         _ => match e.kind() {
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionRefused => {
-                Kind::Transient
-            }
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionRefused => Kind::Transient,
             _ => Kind::Environment,
         },
     }
@@ -113,8 +146,14 @@ mod tests {
     fn io_errors_classify_by_os_code() {
         let e = |code| std::io::Error::from_raw_os_error(code);
         assert_eq!(io_kind(&e(libc_enospc())), Kind::Environment);
-        assert_eq!(io_kind(&e(nix::errno::Errno::EROFS as i32)), Kind::Environment);
-        assert_eq!(io_kind(&e(nix::errno::Errno::EACCES as i32)), Kind::Environment);
+        assert_eq!(
+            io_kind(&e(nix::errno::Errno::EROFS as i32)),
+            Kind::Environment
+        );
+        assert_eq!(
+            io_kind(&e(nix::errno::Errno::EACCES as i32)),
+            Kind::Environment
+        );
         assert_eq!(
             io_kind(&e(nix::errno::Errno::ECONNREFUSED as i32)),
             Kind::Transient

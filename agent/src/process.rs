@@ -303,6 +303,25 @@ pub fn descendants(root: Pid) -> Vec<Pid> {
     found
 }
 
+/// Every process (but this one) whose environment holds exactly `entry` (`NAME=value`):
+/// how an activation left running by a killed agent is found again.
+pub fn tagged(entry: &str) -> Vec<Pid> {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me && alive(Pid::from_raw(pid)))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == entry.as_bytes()))
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
 /// The parent pid from `/proc/PID/stat` ("pid (comm) state ppid ..."; comm may hold spaces).
 fn parse_ppid(stat: &str) -> Option<i32> {
     let (_, rest) = stat.rsplit_once(')')?;
@@ -361,6 +380,22 @@ mod tests {
         let err = Cmd::new("/nonexistent/prog").run().await.unwrap_err();
         assert!(matches!(err, CmdError::NotFound { .. }), "{err}");
         assert!(err.to_string().contains("/nonexistent/prog not found"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn tagged_processes_are_found_by_their_environment() {
+        let tag = format!("HOMELAB_AGENT_TEST_TAG={}", std::process::id());
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .env("HOMELAB_AGENT_TEST_TAG", std::process::id().to_string())
+            .spawn()
+            .unwrap();
+        let found = tagged(&tag);
+        assert_eq!(found, vec![Pid::from_raw(child.id() as i32)]);
+        assert!(tagged(&format!("{tag}0")).is_empty(), "prefix matched");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(tagged(&tag).is_empty());
     }
 
     #[tokio::test(flavor = "current_thread")]

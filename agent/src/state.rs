@@ -114,6 +114,10 @@ pub struct Intent {
     pub previous_system: String,
     pub previous_generation: Option<u32>,
     pub started_at: String,
+    /// The tag every `switch-to-configuration` of this intent carries (its environment,
+    /// its transient unit): how the next run finds an activation that outlived us.
+    #[serde(default)]
+    pub activation: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,10 +8,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{ActivationMode, ActivationSettings};
-use crate::process::{Cmd, CmdError};
+use crate::failure::Kind;
+use crate::process::{self, Cmd, CmdError};
 
 /// The transient unit's name: fixed, so a second activation cannot start beside a stuck one.
 pub const UNIT: &str = "homelab-agent-switch";
+/// Every activation carries its tag in this environment variable (its own, and inherited
+/// by everything it starts), so a later run can find it after the agent was killed.
+pub const TAG_VAR: &str = "HOMELAB_AGENT_ACTIVATION";
+/// How long an activation left by a killed run may take to end by itself before it is
+/// stopped (at most the activation timeout).
+const LEFTOVER_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -51,6 +58,19 @@ pub enum SwitchError {
         system: String,
         message: String,
     },
+    #[error("an activation left by an interrupted run ({tag}) is still running and could not be stopped: {message}\nhint: stop it by hand (`systemctl stop {UNIT}`, or kill the process tree of switch-to-configuration), then run again")]
+    Leftover { tag: String, message: String },
+}
+
+impl SwitchError {
+    /// A switch that failed or hung is the system's fault (the commit's, when it is new);
+    /// one that could not even start, or a leftover that will not stop, is this machine's.
+    pub fn kind(&self) -> Kind {
+        match self {
+            SwitchError::Failed { .. } | SwitchError::TimedOut { .. } => Kind::Commit,
+            SwitchError::Other { .. } | SwitchError::Leftover { .. } => Kind::Environment,
+        }
+    }
 }
 
 /// NixOS's documented exit codes of switch-to-configuration.
@@ -104,27 +124,29 @@ impl Switcher {
         }
     }
 
-    /// The argument vector for one activation.
-    pub fn command(&self, system: &Path, action: Action) -> Cmd {
+    /// The argument vector for one activation, tagged `tag` (see [`TAG_VAR`]).
+    pub fn command(&self, system: &Path, action: Action, tag: &str) -> Cmd {
         let stc = system.join("bin/switch-to-configuration");
         let cmd = if self.via_systemd {
             Cmd::new(&self.systemd_run)
                 .arg(format!("--unit={UNIT}"))
                 .args(["--collect", "--wait", "--quiet", "--service-type=exec"])
-                .args(["--setenv=NIXOS_INSTALL_BOOTLOADER=", "--"])
+                .arg("--setenv=NIXOS_INSTALL_BOOTLOADER=")
+                .arg(format!("--setenv={TAG_VAR}={tag}"))
+                .arg("--")
                 .arg(stc)
                 .arg(action.as_str())
         } else {
-            Cmd::new(stc).arg(action.as_str())
+            Cmd::new(stc).arg(action.as_str()).env(TAG_VAR, tag)
         };
         cmd.timeout(self.timeout)
     }
 
-    pub async fn run(&self, system: &Path, action: Action) -> Result<(), SwitchError> {
+    pub async fn run(&self, system: &Path, action: Action, tag: &str) -> Result<(), SwitchError> {
         let name = system.display().to_string();
         let act = action.as_str();
         crate::failpoint("before_switch");
-        match self.command(system, action).run().await {
+        match self.command(system, action, tag).run().await {
             Ok(done) if done.status.success() => Ok(()),
             Ok(done) => Err(SwitchError::Failed {
                 action: act,
@@ -156,6 +178,77 @@ impl Switcher {
     }
 }
 
+impl Switcher {
+    /// Makes sure no activation tagged `tag` (left by a killed run) is still running:
+    /// waits for it to end by itself for a short grace, then stops it. Under systemd it
+    /// lives in the transient unit; in direct mode it is found by its tag in /proc.
+    pub async fn settle_leftover(&self, tag: &str) -> Result<(), SwitchError> {
+        let grace = LEFTOVER_GRACE.min(self.timeout);
+        let deadline = tokio::time::Instant::now() + grace;
+        let leftover = |e: String| SwitchError::Leftover {
+            tag: tag.to_string(),
+            message: e,
+        };
+        if self.via_systemd {
+            while self.unit_running().await? && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            if self.unit_running().await? {
+                log::warn!("stopping {UNIT}, left running by an interrupted run");
+                Cmd::new(&self.systemctl)
+                    .args(["stop", UNIT])
+                    .timeout(Duration::from_secs(90))
+                    .run_ok()
+                    .await
+                    .map_err(|e| leftover(e.to_string()))?;
+            }
+            // A failed unit that was not collected would block the name.
+            let _ = Cmd::new(&self.systemctl)
+                .args(["reset-failed", UNIT])
+                .timeout(Duration::from_secs(30))
+                .run()
+                .await;
+            return Ok(());
+        }
+        let needle = format!("{TAG_VAR}={tag}");
+        while !process::tagged(&needle).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let left = process::tagged(&needle);
+        if !left.is_empty() {
+            log::warn!(
+                "stopping {} process(es) of an activation left by an interrupted run",
+                left.len()
+            );
+            for pid in left {
+                process::kill_tree(pid).await;
+            }
+            if !process::tagged(&needle).is_empty() {
+                return Err(leftover("processes survived SIGKILL".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the transient activation unit is loaded and not yet finished.
+    async fn unit_running(&self) -> Result<bool, SwitchError> {
+        let done = Cmd::new(&self.systemctl)
+            .args(["show", "--property=ActiveState", "--value", UNIT])
+            .capture_stdout()
+            .timeout(Duration::from_secs(30))
+            .run_ok()
+            .await
+            .map_err(|e| SwitchError::Leftover {
+                tag: UNIT.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(matches!(
+            done.stdout.trim(),
+            "active" | "activating" | "deactivating" | "reloading"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,11 +265,12 @@ mod tests {
             Path::new("systemctl"),
         );
         let argv = sw
-            .command(Path::new("/nix/store/abc-nixos-system"), Action::Test)
+            .command(Path::new("/nix/store/abc-nixos-system"), Action::Test, "t1")
             .argv();
         assert_eq!(argv[0], "/run/current-system/sw/bin/systemd-run");
         assert_eq!(argv[1], "--unit=homelab-agent-switch");
         assert!(argv.contains(&"--wait".to_string()) && argv.contains(&"--collect".to_string()));
+        assert!(argv.contains(&"--setenv=HOMELAB_AGENT_ACTIVATION=t1".to_string()));
         let dashdash = argv.iter().position(|a| a == "--").unwrap();
         assert_eq!(
             &argv[dashdash + 1..],
@@ -194,8 +288,11 @@ mod tests {
             timeout: Duration::from_secs(60),
         };
         let sw = Switcher::new(&s, Path::new("systemd-run"), Path::new("systemctl"));
-        let argv = sw.command(Path::new("/nix/store/abc"), Action::Boot).argv();
-        assert_eq!(argv, ["/nix/store/abc/bin/switch-to-configuration", "boot"]);
+        let cmd = sw.command(Path::new("/nix/store/abc"), Action::Boot, "t1");
+        assert_eq!(
+            cmd.argv(),
+            ["/nix/store/abc/bin/switch-to-configuration", "boot"]
+        );
     }
 
     #[test]

@@ -182,7 +182,8 @@ fn missing_branch_is_a_clear_error() {
         .env("NIX_CONFIG", crate::support::NIX_CONFIG)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // A branch the remote lacks is the configuration's problem (exit 78), not the network's.
+    assert_eq!(out.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("branch 'production' not found")

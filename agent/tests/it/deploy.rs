@@ -180,12 +180,29 @@ fn missing_host_is_named() {
     h.hosts.retain(|x| x.name != "pi1");
     h.host("other");
     h.commit("pi1 removed");
-    assert_build_failure(
-        &h,
-        &[
-            "the flake has no nixosConfigurations.\"pi1\"",
-            "check [host] name",
-        ],
+    let builds = h.nix_builds();
+    // The agent's configuration names a host the flake lacks: not the commit's fault.
+    let run = h.run_once();
+    run.expect(78);
+    for n in [
+        "the flake has no nixosConfigurations.\"pi1\"",
+        "check [host] name",
+    ] {
+        assert!(
+            run.stderr().contains(n),
+            "stderr lacks {n:?}: {}",
+            run.stderr()
+        );
+    }
+    let s = h.status();
+    assert_eq!(s["last_run"]["phase"], "build");
+    assert!(s["bad_commit"].is_null(), "the commit was blamed: {s}");
+    assert!(h.stc_log().is_empty(), "a failed build must not activate");
+    h.run_once().expect(78);
+    assert_eq!(
+        h.nix_builds(),
+        builds + 2,
+        "not retried after a configuration error"
     );
 }
 
@@ -212,7 +229,8 @@ fn build_timeout_kills_the_builders() {
     h.build_timeout = "2s".into();
     h.commit("slow build");
     let run = h.run_once();
-    run.expect(1);
+    // A timeout says nothing about the commit: transient, retried next run.
+    run.expect(75);
     assert!(
         run.stderr().contains("build timed out after 2s"),
         "{}",

@@ -89,7 +89,7 @@ fn wrong_or_missing_token_is_an_authentication_error() {
     let server = GitHttp::start(&h.path("srv"), Some("right"));
     h.url = server.url("homelab.git");
     let run = h.run_once();
-    run.expect(1);
+    run.expect(78); // credentials and host keys are configuration
     assert!(
         run.stderr().contains("authentication to")
             && run.stderr().contains("set [source] token_file"),
@@ -100,7 +100,7 @@ fn wrong_or_missing_token_is_an_authentication_error() {
     std::fs::write(h.path("token"), "wrong").unwrap();
     h.source_extra = format!("token_file = \"{}\"\n", h.path("token").display());
     let run = h.run_once();
-    run.expect(1);
+    run.expect(78); // credentials and host keys are configuration
     assert!(
         run.stderr().contains("authentication to")
             && run.stderr().contains("hint: check [source] token_file"),
@@ -160,7 +160,7 @@ fn ssh_wrong_key_unknown_and_changed_host_keys_are_refused() {
         &other.display().to_string(),
     );
     let run = h.run_once();
-    run.expect(1);
+    run.expect(78); // credentials and host keys are configuration
     assert!(
         run.stderr().contains("authentication to"),
         "{}",
@@ -172,7 +172,7 @@ fn ssh_wrong_key_unknown_and_changed_host_keys_are_refused() {
     // Unknown host: never accepted on first use.
     std::fs::write(h.path("known_hosts"), "").unwrap();
     let run = h.run_once();
-    run.expect(1);
+    run.expect(78); // credentials and host keys are configuration
     assert!(
         run.stderr().contains("ssh host key of") && run.stderr().contains("unknown host key"),
         "{}",
@@ -188,7 +188,7 @@ fn ssh_wrong_key_unknown_and_changed_host_keys_are_refused() {
     )
     .unwrap();
     let run = h.run_once();
-    run.expect(1);
+    run.expect(78); // credentials and host keys are configuration
     assert!(run.stderr().contains("does NOT match"), "{}", run.stderr());
     assert_eq!(
         h.nix_calls(),
@@ -280,7 +280,7 @@ fn a_secret_token_never_reaches_output_status_or_state() {
         "http://user:{wrong}@127.0.0.1:{}/homelab.git",
         server.port()
     );
-    run(&h, 1);
+    run(&h, 78);
     // (d) unreachable, with the canary in the URL.
     h.url = format!(
         "http://user:{canary}@127.0.0.1:{}/homelab.git",

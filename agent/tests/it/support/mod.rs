@@ -19,7 +19,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_homelab-agent");
 
 /// NIX_CONFIG for root without a daemon, and no substituter (no network here).
 pub const NIX_CONFIG: &str =
-    "experimental-features = nix-command flakes\nsandbox = false\nsubstituters =\n";
+    "experimental-features = nix-command flakes\nsandbox = false\nsubstituters =\nbuild-users-group =\n";
 
 /// True when the real `nix` can run. With HOMELAB_TEST_REQUIRE_ALL=1 (the project's test
 /// command sets it) a missing prerequisite fails the test instead of skipping it.

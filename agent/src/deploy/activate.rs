@@ -1,0 +1,212 @@
+//! The activation protocol (design.md), the one way the agent changes the running system.
+//! Deploy, operator rollback and crash recovery all go through it:
+//!
+//! ```text
+//! intent (durable) → switch test → settle + health → profile --set + switch boot
+//!                        └──────── any failure ─────────→ restore the previous system
+//! ```
+//!
+//! Only the first write (the intent) must succeed before anything is touched; after
+//! that, a failing state write never stops the way back: the intent already on disk
+//! tells the next run to bring the machine back to the profile's generation.
+
+use std::path::{Path, PathBuf};
+
+use crate::failure::{Failure, Kind};
+use crate::health::CheckResult;
+use crate::notify;
+use crate::state::{self, Intent, IntentKind, Phase, State, Step};
+use crate::system::switch::Action;
+
+use super::{short, Agent};
+
+/// What to activate, and what to come back to.
+pub struct Plan<'a> {
+    pub kind: IntentKind,
+    pub commit: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub target: &'a Path,
+    /// The system to restore on failure (the profile's generation, or what runs now).
+    pub previous: Option<PathBuf>,
+    pub previous_generation: Option<u32>,
+}
+
+/// Why an activation did not end healthy.
+#[derive(Debug, Clone)]
+pub struct StepFailure {
+    pub phase: Phase,
+    pub failure: Failure,
+    pub checks: Vec<CheckResult>,
+}
+
+/// How the protocol ended. The caller records it (`record.rs`).
+#[derive(Debug)]
+pub enum Ending {
+    /// Healthy; now the profile's generation `generation` and the boot default.
+    Committed {
+        generation: u32,
+        checks: Vec<CheckResult>,
+    },
+    /// Failed; the previous system is live again (or there was none to go back to).
+    RolledBack {
+        failed: StepFailure,
+        restored: Option<PathBuf>,
+    },
+    /// Failed, and the way back failed too: the machine needs attention.
+    RollbackFailed {
+        failed: StepFailure,
+        rollback: Failure,
+        target: PathBuf,
+    },
+}
+
+/// A fresh tag for one intent's activations.
+fn new_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{}-{nanos:x}", std::process::id())
+}
+
+impl Agent {
+    /// Runs the protocol for `plan`. `Err` only when the intent could not be written:
+    /// then nothing was touched.
+    pub(super) async fn activate(
+        &self,
+        state: &mut State,
+        plan: Plan<'_>,
+    ) -> Result<Ending, Failure> {
+        let mut intent = Intent {
+            kind: plan.kind,
+            step: Step::Activating,
+            commit: plan.commit.map(str::to_string),
+            subject: plan.subject.map(str::to_string),
+            system: plan.target.display().to_string(),
+            previous_system: plan
+                .previous
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            previous_generation: plan.previous_generation,
+            started_at: state::now(),
+            activation: new_tag(),
+        };
+        state.intent = Some(intent.clone());
+        self.save(state)?;
+        crate::failpoint("after_intent");
+
+        let failed = match self
+            .test_check_commit(state, &mut intent, plan.target)
+            .await
+        {
+            Ok((generation, checks)) => return Ok(Ending::Committed { generation, checks }),
+            Err(failed) => failed,
+        };
+        log::error!(
+            commit = plan.commit.unwrap_or_default(), message_id = crate::logging::message_id::FAILED;
+            "activating {}: {}", plan.target.display(), failed.failure
+        );
+        let Some(previous) = plan.previous else {
+            return Ok(Ending::RolledBack {
+                failed,
+                restored: None,
+            });
+        };
+        intent.step = Step::RollingBack;
+        state.intent = Some(intent.clone());
+        let _ = self.save(state); // the intent on disk already says "bring it back"
+        notify::status(&format!("rolling back to {}", previous.display()));
+        match self.restore(&previous, &intent.activation).await {
+            Ok(()) => Ok(Ending::RolledBack {
+                failed,
+                restored: Some(previous),
+            }),
+            Err(rollback) => Ok(Ending::RollbackFailed {
+                failed,
+                rollback,
+                target: previous,
+            }),
+        }
+    }
+
+    /// `switch-to-configuration test`, health checks, commit; each step noted in the
+    /// intent before it starts.
+    async fn test_check_commit(
+        &self,
+        state: &mut State,
+        intent: &mut Intent,
+        target: &Path,
+    ) -> Result<(u32, Vec<CheckResult>), StepFailure> {
+        let what = intent
+            .commit
+            .as_deref()
+            .map_or_else(|| target.display().to_string(), |c| short(c).to_string());
+        let fail = |phase, failure, checks| StepFailure {
+            phase,
+            failure,
+            checks,
+        };
+        let machine = &self.doors.machine;
+
+        notify::status(&format!("activating {what}"));
+        machine
+            .switch(target, Action::Test, &intent.activation)
+            .await
+            .map_err(|f| fail(Phase::Activate, f, Vec::new()))?;
+        crate::failpoint("after_activate");
+
+        intent.step = Step::Checking;
+        state.intent = Some(intent.clone());
+        self.save(state)
+            .map_err(|f| fail(Phase::Activate, f, Vec::new()))?;
+        notify::status(&format!("checking health of {what}"));
+        let report = self.doors.health.wait_until_healthy().await;
+        crate::failpoint("after_health");
+        if !report.healthy {
+            let message = format!(
+                "health check failed: {}",
+                report.failure().unwrap_or_default()
+            );
+            return Err(fail(
+                Phase::Health,
+                Failure::new(Kind::Commit, message),
+                report.results,
+            ));
+        }
+
+        intent.step = Step::Committing;
+        state.intent = Some(intent.clone());
+        self.save(state)
+            .map_err(|f| fail(Phase::Commit, f, report.results.clone()))?;
+        notify::status(&format!("making {what} the boot default"));
+        crate::failpoint("before_profile_set");
+        let generation = machine
+            .set_profile(target)
+            .await
+            .map_err(|f| fail(Phase::Commit, f, report.results.clone()))?;
+        crate::failpoint("after_profile_set");
+        machine
+            .switch(target, Action::Boot, &intent.activation)
+            .await
+            .map_err(|f| fail(Phase::Commit, f, report.results.clone()))?;
+        crate::failpoint("after_boot");
+        Ok((generation, report.results))
+    }
+
+    /// Makes `target` the live system and the profile's current generation again.
+    /// Idempotent: safe to repeat after a kill at any point.
+    pub(super) async fn restore(&self, target: &Path, tag: &str) -> Result<(), Failure> {
+        let machine = &self.doors.machine;
+        let profile_moved = machine.profile().is_some_and(|g| g.system != target);
+        if profile_moved {
+            machine.set_profile(target).await?;
+        }
+        crate::failpoint("mid_rollback");
+        machine.switch(target, Action::Test, tag).await?;
+        if profile_moved {
+            machine.switch(target, Action::Boot, tag).await?;
+        }
+        Ok(())
+    }
+}

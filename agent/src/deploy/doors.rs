@@ -1,0 +1,261 @@
+//! The doors: every side effect of the deploy cycle goes through one of these traits, so
+//! the cycle can run against fakes (unit tests, `deploy::tests`) and against the real
+//! git, nix, profile and `switch-to-configuration` (the [`Real`] implementations here).
+//!
+//! Every door answers with a classified [`Failure`]: the cycle decides what to do from
+//! its [`Kind`](crate::failure::Kind), never from its words.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::failure::{Failure, Kind};
+use crate::health;
+use crate::nix::{self, BuildRequest};
+use crate::source::{self, Fetched};
+use crate::system::{self, profile, profile::Generation, switch::Action, switch::Switcher};
+
+/// A future borrowed from its door (the agent runs on one thread: no `Send` needed).
+pub type Fut<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// The user's repository.
+pub trait Source {
+    /// The branch head on the remote: one round trip, nothing written.
+    fn head(&self) -> Fut<'_, Result<String, Failure>>;
+    /// Fetches the branch into the agent's cache; what was fetched is what gets built.
+    fn fetch(&self) -> Fut<'_, Result<Fetched, Failure>>;
+}
+
+/// `nix build` of this host's toplevel, rooted against garbage collection.
+pub trait Builder {
+    fn build<'a>(&'a self, commit: &'a str) -> Fut<'a, Result<PathBuf, Failure>>;
+    /// Drops the candidate's GC root once the run is recorded.
+    fn release(&self);
+}
+
+/// The machine: its live system, its profile, and `switch-to-configuration`.
+pub trait Machine {
+    /// What runs now (`/run/current-system`), resolved. A readlink, no process.
+    fn current_system(&self) -> Option<PathBuf>;
+    /// The profile's current generation (the boot default). Readlinks, no process.
+    fn profile(&self) -> Option<Generation>;
+    /// The newest generation before the current one (what an operator rollback targets).
+    fn previous_generation(&self) -> Option<Generation>;
+    /// Makes `system` the profile's current generation; returns its number.
+    fn set_profile<'a>(&'a self, system: &'a Path) -> Fut<'a, Result<u32, Failure>>;
+    /// `system/bin/switch-to-configuration action`, tagged with `activation` so that a
+    /// later run can find it if this one is killed while it runs.
+    fn switch<'a>(
+        &'a self,
+        system: &'a Path,
+        action: Action,
+        activation: &'a str,
+    ) -> Fut<'a, Result<(), Failure>>;
+    /// An activation tagged `activation` that may have outlived a killed run: waits for it
+    /// to end (up to a grace period), then stops it. Returns once none is running.
+    fn settle_activation<'a>(&'a self, activation: &'a str) -> Fut<'a, Result<(), Failure>>;
+}
+
+/// The health checks, against whatever system is live now.
+pub trait Health {
+    fn wait_until_healthy(&self) -> Fut<'_, health::Report>;
+}
+
+/// All four, as the cycle holds them.
+pub struct Doors {
+    pub source: Box<dyn Source>,
+    pub builder: Box<dyn Builder>,
+    pub machine: Box<dyn Machine>,
+    pub health: Box<dyn Health>,
+}
+
+impl Doors {
+    pub fn real(settings: &Settings) -> Doors {
+        let real = std::rc::Rc::new(Real::new(settings.clone()));
+        Doors {
+            source: Box::new(real.clone()),
+            builder: Box::new(real.clone()),
+            machine: Box::new(real.clone()),
+            health: Box::new(real),
+        }
+    }
+}
+
+/// The real doors: git2, `nix build`, `nix-env -p`, `switch-to-configuration`.
+pub struct Real {
+    settings: Settings,
+    switcher: Switcher,
+}
+
+impl Real {
+    pub fn new(settings: Settings) -> Real {
+        let p = &settings.paths;
+        let switcher = Switcher::new(&settings.activation, &p.systemd_run, &p.systemctl);
+        Real { settings, switcher }
+    }
+
+    fn cache_repo(&self) -> PathBuf {
+        self.settings.paths.state_dir.join("cache.git")
+    }
+
+    fn candidate_root(&self) -> PathBuf {
+        self.settings.paths.state_dir.join("gcroots/candidate")
+    }
+
+    fn git_deadline(&self) -> Duration {
+        Duration::from_secs(300)
+    }
+}
+
+// Until source and nix classify their own errors (issue 9): a stop-gap by type.
+trait Blame {
+    fn kind(&self) -> Kind;
+}
+impl Blame for source::SourceError {
+    fn kind(&self) -> Kind {
+        if self.is_transient() {
+            Kind::Transient
+        } else {
+            Kind::Configuration
+        }
+    }
+}
+impl Blame for nix::BuildError {
+    fn kind(&self) -> Kind {
+        match self {
+            nix::BuildError::Eval(_) | nix::BuildError::Failed(_) => Kind::Commit,
+            nix::BuildError::HostMissing { .. } => Kind::Configuration,
+            nix::BuildError::TimedOut { .. } => Kind::Transient,
+            nix::BuildError::DiskFull(_) | nix::BuildError::Nix(_) => Kind::Environment,
+        }
+    }
+}
+
+fn source_failure(e: source::SourceError) -> Failure {
+    Failure::new(e.kind(), e.to_string())
+}
+
+impl Source for std::rc::Rc<Real> {
+    fn head(&self) -> Fut<'_, Result<String, Failure>> {
+        Box::pin(async move {
+            source::remote_head(&self.settings.source, self.git_deadline())
+                .await
+                .map_err(source_failure)
+        })
+    }
+
+    fn fetch(&self) -> Fut<'_, Result<Fetched, Failure>> {
+        Box::pin(async move {
+            source::fetch(
+                &self.settings.source,
+                self.cache_repo(),
+                self.git_deadline(),
+            )
+            .await
+            .map_err(source_failure)
+        })
+    }
+}
+
+impl Builder for std::rc::Rc<Real> {
+    fn build<'a>(&'a self, commit: &'a str) -> Fut<'a, Result<PathBuf, Failure>> {
+        Box::pin(async move {
+            let out_link = self.candidate_root();
+            if let Some(dir) = out_link.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Failure::new(
+                        crate::failure::io_kind(&e),
+                        format!("creating {}: {e}", dir.display()),
+                    )
+                })?;
+            }
+            let cache = self.cache_repo();
+            let request = BuildRequest {
+                cache: &cache,
+                commit,
+                attribute: &self.settings.attribute,
+                out_link: &out_link,
+                settings: &self.settings.build,
+            };
+            crate::failpoint("before_build");
+            let system = nix::build(&request)
+                .await
+                .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
+            // A toplevel that cannot be activated is the commit's fault, found before
+            // anything is touched.
+            if !system.join("bin/switch-to-configuration").exists() {
+                return Err(Failure::new(
+                    Kind::Commit,
+                    format!(
+                        "{} has no bin/switch-to-configuration: not a NixOS system\nhint: check [host] attribute; it must name a system.build.toplevel",
+                        system.display()
+                    ),
+                ));
+            }
+            Ok(system)
+        })
+    }
+
+    fn release(&self) {
+        let _ = std::fs::remove_file(self.candidate_root());
+    }
+}
+
+impl Machine for std::rc::Rc<Real> {
+    fn current_system(&self) -> Option<PathBuf> {
+        system::resolve(&self.settings.paths.current_system)
+    }
+
+    fn profile(&self) -> Option<Generation> {
+        profile::current(&self.settings.paths.profile)
+    }
+
+    fn previous_generation(&self) -> Option<Generation> {
+        profile::previous(&self.settings.paths.profile)
+    }
+
+    fn set_profile<'a>(&'a self, system: &'a Path) -> Fut<'a, Result<u32, Failure>> {
+        Box::pin(async move {
+            profile::set(&self.settings.paths.profile, system)
+                .await
+                .map(|g| g.number)
+                .map_err(|e| Failure::new(Kind::Environment, format!("{e:#}")))
+        })
+    }
+
+    fn switch<'a>(
+        &'a self,
+        system: &'a Path,
+        action: Action,
+        activation: &'a str,
+    ) -> Fut<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            self.switcher
+                .run(system, action, activation)
+                .await
+                .map_err(|e| Failure::new(e.kind(), e.to_string()))
+        })
+    }
+
+    fn settle_activation<'a>(&'a self, activation: &'a str) -> Fut<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            self.switcher
+                .settle_leftover(activation)
+                .await
+                .map_err(|e| Failure::new(e.kind(), e.to_string()))
+        })
+    }
+}
+
+impl Health for std::rc::Rc<Real> {
+    fn wait_until_healthy(&self) -> Fut<'_, health::Report> {
+        Box::pin(async move {
+            let context = health::Context {
+                settings: &self.settings,
+            };
+            health::wait_until_healthy(&self.settings.health, &context).await
+        })
+    }
+}

@@ -1,0 +1,251 @@
+//! Recording what a run did: one [`Agent::finish`] for every outcome that is history
+//! (one durable write), and [`Agent::note_poll`] for what is only news (the runtime
+//! directory, a tmpfs: a poll that learns nothing never writes to the SD card).
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::failure::{Failure, Kind};
+use crate::logging::message_id;
+use crate::runtime::{self, LastPoll};
+use crate::source::Fetched;
+use crate::state::{self, Deployed, Outcome, Phase, RollbackPending, Run, State};
+
+use super::activate::Ending;
+use super::{short, Agent, Exit};
+
+impl Agent {
+    pub(super) fn save(&self, state: &State) -> Result<(), Failure> {
+        self.store.save(state).map_err(|e| Failure::storage(&e))
+    }
+
+    /// Adds `run` to history, makes it what `status` shows, and saves: the one write
+    /// that ends every recorded run.
+    pub(super) fn finish(&self, state: &mut State, run: Run) -> Result<(), Failure> {
+        self.note_poll(
+            run.outcome,
+            run.commit.as_deref(),
+            run.error.as_deref(),
+            run.phase,
+        );
+        state.push_run(run);
+        self.save(state)
+    }
+
+    /// What `status` shows as the last run, without touching the state file.
+    pub(super) fn note_poll(
+        &self,
+        outcome: Outcome,
+        commit: Option<&str>,
+        error: Option<&str>,
+        phase: Option<Phase>,
+    ) {
+        let poll = LastPoll {
+            at: state::now(),
+            outcome: outcome.as_str().into(),
+            commit: commit.map(str::to_string),
+            error: error.map(str::to_string),
+            phase: phase.map(|p| p.as_str().to_string()),
+            next_poll: None,
+        };
+        runtime::write(&self.settings.paths.runtime_dir, &poll);
+    }
+
+    /// A failure before anything was built or touched that says nothing about the commit
+    /// (network, this machine, the configuration): news, not history.
+    pub(super) fn not_tried(&self, head: Option<&str>, phase: Phase, f: Failure) -> Exit {
+        // The kind's general hint, unless the error already says what to do.
+        match f.message.contains("\nhint:") {
+            true => log::error!(message_id = message_id::FAILED; "{f}"),
+            false => log::error!(message_id = message_id::FAILED; "{f}\nhint: {}", f.kind.hint()),
+        }
+        self.note_poll(Outcome::Failed, head, Some(&f.message), Some(phase));
+        Exit::Failed(f.kind)
+    }
+
+    /// The build failed. Only a failure of the commit itself marks it bad; any other is
+    /// retried by the next run.
+    pub(super) fn build_failed(
+        &self,
+        state: &mut State,
+        fetched: &Fetched,
+        f: Failure,
+        started: Instant,
+    ) -> Exit {
+        self.doors.builder.release();
+        let message = format!(
+            "building {} for {}: {f}",
+            short(&fetched.commit),
+            self.settings.host
+        );
+        if !f.kind.blames_commit() {
+            return self.not_tried(
+                Some(&fetched.commit),
+                Phase::Build,
+                Failure::new(f.kind, message),
+            );
+        }
+        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{message}");
+        let mut run = self.run_record(Outcome::Failed, fetched, started);
+        run.phase = Some(Phase::Build);
+        run.error = Some(message.clone());
+        state.mark_bad(&fetched.commit, Phase::Build, &message);
+        state.last_handled = Some(fetched.commit.clone());
+        match self.finish(state, run) {
+            Ok(()) => Exit::Failed(Kind::Commit),
+            Err(f) => self.stop_run(f),
+        }
+    }
+
+    pub(super) fn record_unchanged(
+        &self,
+        state: &mut State,
+        fetched: &Fetched,
+        system: &Path,
+        started: Instant,
+    ) -> Exit {
+        log::info!(
+            "{} builds the running system {}: nothing to switch",
+            short(&fetched.commit),
+            system.display()
+        );
+        self.doors.builder.release();
+        let mut run = self.run_record(Outcome::Unchanged, fetched, started);
+        run.system = Some(system.display().to_string());
+        state.last_handled = Some(fetched.commit.clone());
+        if let Some(d) = state
+            .deployed
+            .as_mut()
+            .filter(|d| Path::new(&d.system) == system)
+        {
+            // The running system is also what this newer commit describes.
+            d.commit = Some(fetched.commit.clone());
+            d.subject = Some(fetched.subject.clone());
+        }
+        match self.finish(state, run) {
+            Ok(()) => Exit::Ok,
+            Err(f) => self.stop_run(f),
+        }
+    }
+
+    /// Records how a deployment's activation ended.
+    pub(super) fn record_deploy(
+        &self,
+        state: &mut State,
+        fetched: &Fetched,
+        system: &Path,
+        ending: Ending,
+        started: Instant,
+    ) -> Exit {
+        self.doors.builder.release();
+        let shown = system.display().to_string();
+        let mut run = self.run_record(Outcome::Deployed, fetched, started);
+        run.system = Some(shown.clone());
+        state.intent = None;
+        state.last_handled = Some(fetched.commit.clone());
+        let exit = match ending {
+            Ending::Committed { generation, checks } => {
+                run.generation = Some(generation);
+                run.checks = checks;
+                state.deployed = Some(Deployed {
+                    commit: Some(fetched.commit.clone()),
+                    subject: Some(fetched.subject.clone()),
+                    system: shown.clone(),
+                    generation: Some(generation),
+                    at: state::now(),
+                });
+                log::info!(
+                    commit = fetched.commit.as_str(), system = shown.as_str(),
+                    generation = generation, message_id = message_id::DEPLOYED;
+                    "deployed {} ({}) as generation {generation}", short(&fetched.commit), fetched.subject
+                );
+                Exit::Ok
+            }
+            Ending::RolledBack { failed, restored } => {
+                run.outcome = Outcome::Failed;
+                run.phase = Some(failed.phase);
+                run.checks = failed.checks;
+                run.rolled_back = Some(restored.is_some());
+                let mut error = failed.failure.message.clone();
+                match &restored {
+                    Some(p) => {
+                        log::warn!(message_id = message_id::ROLLED_BACK; "rolled back to {}", p.display())
+                    }
+                    None => error.push_str("\n(no previous system to roll back to)"),
+                }
+                run.error = Some(error.clone());
+                self.blame(
+                    state,
+                    fetched,
+                    &failed.failure,
+                    failed.phase,
+                    &error,
+                    &shown,
+                );
+                Exit::Failed(failed.failure.kind)
+            }
+            Ending::RollbackFailed {
+                failed,
+                rollback,
+                target,
+            } => {
+                run.outcome = Outcome::Failed;
+                run.phase = Some(failed.phase);
+                run.checks = failed.checks;
+                run.rolled_back = Some(false);
+                log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED: {rollback}");
+                let error = format!(
+                    "{}\nthen the rollback to {} failed too: {rollback}\nhint: the boot default is still the previous generation (a reboot returns to it); the next run retries the rollback",
+                    failed.failure,
+                    target.display()
+                );
+                state.rollback_pending = Some(RollbackPending {
+                    system: target.display().to_string(),
+                    reason: rollback.message.clone(),
+                    since: state::now(),
+                });
+                run.error = Some(error.clone());
+                self.blame(
+                    state,
+                    fetched,
+                    &failed.failure,
+                    failed.phase,
+                    &error,
+                    &shown,
+                );
+                Exit::RollbackFailed
+            }
+        };
+        state.retries = None;
+        match self.finish(state, run) {
+            Ok(()) => exit,
+            Err(f) => self.stop_run(f),
+        }
+    }
+
+    /// Remembers the commit as bad when the failure is its own; otherwise the next run
+    /// tries it again.
+    fn blame(
+        &self,
+        state: &mut State,
+        fetched: &Fetched,
+        failure: &Failure,
+        phase: Phase,
+        error: &str,
+        system: &str,
+    ) {
+        if failure.kind.blames_commit() {
+            state.mark_bad_system(&fetched.commit, phase, error, Some(system));
+        } else {
+            state.last_handled = None;
+        }
+    }
+
+    fn run_record(&self, outcome: Outcome, fetched: &Fetched, started: Instant) -> Run {
+        let mut run = Run::new(outcome);
+        run.commit = Some(fetched.commit.clone());
+        run.subject = Some(fetched.subject.clone());
+        run.duration_ms = started.elapsed().as_millis() as u64;
+        run
+    }
+}

@@ -1,0 +1,623 @@
+//! The cycle against fakes: every outcome and every kill point, in milliseconds.
+//!
+//! A [`World`] is the fake machine and remote, shared by the doors and kept across
+//! agents, so a test can "kill" an agent at a step (its future is dropped where the fake
+//! blocks) and start a new one on the same machine and state directory. An activation
+//! that a kill interrupts goes on as an orphan: it completes when recovery settles it, or
+//! else *after* recovery's own switch (the race that leaves an unchecked system live).
+//! The real-parts tests in `agent/tests/it` prove the same behaviour with git and nix.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use tokio::sync::Notify;
+
+use super::doors::{Builder, Doors, Fut, Health, Machine, Source};
+use super::{Agent, Exit};
+use crate::failure::{Failure, Kind};
+use crate::health::{CheckResult, Report, Verdict};
+use crate::source::Fetched;
+use crate::state::{Outcome, Step, Store};
+use crate::system::profile::Generation;
+use crate::system::switch::Action;
+
+#[derive(Default)]
+struct World {
+    head: Option<String>,
+    head_failure: Option<Failure>,
+    /// commit → what building it gives.
+    builds: Vec<(String, Result<PathBuf, Failure>)>,
+    current: Option<PathBuf>,
+    /// Generation n is `generations[n - 1]`.
+    generations: Vec<PathBuf>,
+    profile: Option<u32>,
+    /// "test /sys/a", "boot /sys/a", "set /sys/a", "build c1", "fetch", "head".
+    calls: Vec<String>,
+    failing_switches: HashSet<(PathBuf, &'static str)>,
+    unhealthy: HashSet<PathBuf>,
+    /// Kill the agent when this call is made ("test /sys/a", "health", ...); once
+    /// unless `die_always`.
+    die_at: Option<String>,
+    die_always: bool,
+    /// An activation that outlived its killed agent.
+    orphan: Option<PathBuf>,
+    settled: u32,
+}
+
+struct Fake {
+    world: RefCell<World>,
+    died: Notify,
+}
+
+type F = Rc<Fake>;
+
+impl Fake {
+    /// Records the call; `true` when the agent dies here.
+    fn call(&self, what: String) -> bool {
+        let mut w = self.world.borrow_mut();
+        w.calls.push(what.clone());
+        if w.die_at.as_deref() == Some(&what) {
+            if !w.die_always {
+                w.die_at = None;
+            }
+            drop(w);
+            self.died.notify_one();
+            return true;
+        }
+        false
+    }
+}
+
+fn dead<'a, T: 'a>() -> Fut<'a, T> {
+    Box::pin(std::future::pending())
+}
+
+impl Source for F {
+    fn head(&self) -> Fut<'_, Result<String, Failure>> {
+        self.call("head".into());
+        let w = self.world.borrow();
+        let r = match &w.head_failure {
+            Some(f) => Err(f.clone()),
+            None => Ok(w.head.clone().expect("test sets a head")),
+        };
+        Box::pin(async move { r })
+    }
+    fn fetch(&self) -> Fut<'_, Result<Fetched, Failure>> {
+        self.call("fetch".into());
+        let commit = self.world.borrow().head.clone().unwrap();
+        Box::pin(async move {
+            Ok(Fetched {
+                subject: format!("subject of {commit}"),
+                time: 0,
+                commit,
+            })
+        })
+    }
+}
+
+impl Builder for F {
+    fn build<'a>(&'a self, commit: &'a str) -> Fut<'a, Result<PathBuf, Failure>> {
+        if self.call(format!("build {commit}")) {
+            return dead();
+        }
+        let w = self.world.borrow();
+        let r = w
+            .builds
+            .iter()
+            .find(|(c, _)| c == commit)
+            .map(|(_, r)| r.clone())
+            .expect("test defines the build");
+        Box::pin(async move { r })
+    }
+    fn release(&self) {}
+}
+
+impl Machine for F {
+    fn current_system(&self) -> Option<PathBuf> {
+        self.world.borrow().current.clone()
+    }
+    fn profile(&self) -> Option<Generation> {
+        let w = self.world.borrow();
+        let n = w.profile?;
+        Some(Generation {
+            number: n,
+            system: w.generations[n as usize - 1].clone(),
+        })
+    }
+    fn previous_generation(&self) -> Option<Generation> {
+        let now = self.profile()?;
+        let w = self.world.borrow();
+        (1..now.number).rev().find_map(|n| {
+            let system = w.generations[n as usize - 1].clone();
+            (system != now.system).then_some(Generation { number: n, system })
+        })
+    }
+    fn set_profile<'a>(&'a self, system: &'a Path) -> Fut<'a, Result<u32, Failure>> {
+        if self.call(format!("set {}", system.display())) {
+            return dead();
+        }
+        let mut w = self.world.borrow_mut();
+        let same = w
+            .profile
+            .is_some_and(|n| w.generations[n as usize - 1] == system);
+        if !same {
+            w.generations.push(system.to_path_buf());
+            w.profile = Some(w.generations.len() as u32);
+        }
+        let n = w.profile.unwrap();
+        Box::pin(async move { Ok(n) })
+    }
+    fn switch<'a>(
+        &'a self,
+        system: &'a Path,
+        action: Action,
+        _tag: &'a str,
+    ) -> Fut<'a, Result<(), Failure>> {
+        let what = format!("{} {}", action.as_str(), system.display());
+        if self.call(what) {
+            if action == Action::Test {
+                self.world.borrow_mut().orphan = Some(system.to_path_buf());
+            }
+            return dead();
+        }
+        let mut w = self.world.borrow_mut();
+        let result = if w
+            .failing_switches
+            .contains(&(system.to_path_buf(), action.as_str()))
+        {
+            Err(Failure::new(
+                Kind::Commit,
+                format!("switch {what} failed", what = action.as_str()),
+            ))
+        } else {
+            if action == Action::Test {
+                w.current = Some(system.to_path_buf());
+            }
+            Ok(())
+        };
+        // An orphan nobody waited for finishes after us: the race recovery must prevent.
+        if let Some(orphan) = w.orphan.take() {
+            w.current = Some(orphan);
+        }
+        Box::pin(async move { result })
+    }
+    fn settle_activation<'a>(&'a self, _tag: &'a str) -> Fut<'a, Result<(), Failure>> {
+        let mut w = self.world.borrow_mut();
+        w.settled += 1;
+        if let Some(orphan) = w.orphan.take() {
+            w.current = Some(orphan); // waited for it to end
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Health for F {
+    fn wait_until_healthy(&self) -> Fut<'_, Report> {
+        if self.call("health".into()) {
+            return dead();
+        }
+        let w = self.world.borrow();
+        let healthy = w.current.as_ref().is_some_and(|c| !w.unhealthy.contains(c));
+        let verdict = if healthy {
+            Verdict::Healthy("ok".into())
+        } else {
+            Verdict::Unhealthy("web: status 500".into())
+        };
+        Box::pin(async move {
+            Report {
+                healthy,
+                rounds: 1,
+                results: vec![CheckResult {
+                    name: "web".into(),
+                    verdict,
+                }],
+            }
+        })
+    }
+}
+
+/// A machine running `/sys/s0` as generation 1, and a state directory.
+struct Bench {
+    fake: F,
+    dir: tempfile::TempDir,
+}
+
+fn sys(name: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/{name}"))
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let world = World {
+            current: Some(sys("s0")),
+            generations: vec![sys("s0")],
+            profile: Some(1),
+            ..World::default()
+        };
+        Bench {
+            fake: Rc::new(Fake {
+                world: RefCell::new(world),
+                died: Notify::new(),
+            }),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn agent(&self) -> Agent {
+        let d = self.dir.path().display();
+        let text = format!(
+            "[source]\nurl = \"file:///srv/homelab\"\nbranch = \"main\"\n[host]\nname = \"pi1\"\n[paths]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/run\"\nprofile = \"{d}/profile\"\ncurrent_system = \"{d}/current\"\nbooted_system = \"{d}/booted\"\n"
+        );
+        let settings = crate::config::parse(Path::new("test.toml"), &text).unwrap();
+        let doors = Doors {
+            source: Box::new(self.fake.clone()),
+            builder: Box::new(self.fake.clone()),
+            machine: Box::new(self.fake.clone()),
+            health: Box::new(self.fake.clone()),
+        };
+        Agent::with_doors(settings, doors)
+    }
+
+    fn push(&self, commit: &str, builds: Result<PathBuf, Failure>) {
+        let mut w = self.fake.world.borrow_mut();
+        w.head = Some(commit.into());
+        w.builds.push((commit.into(), builds));
+    }
+
+    /// One `run --once`; `None` when the agent was killed on the way.
+    async fn run(&self) -> Option<Exit> {
+        let agent = self.agent();
+        tokio::select! {
+            exit = agent.run_once() => Some(exit.unwrap()),
+            _ = self.fake.died.notified() => None,
+        }
+    }
+
+    fn w(&self) -> std::cell::RefMut<'_, World> {
+        self.fake.world.borrow_mut()
+    }
+
+    fn switches(&self) -> Vec<String> {
+        let w = self.fake.world.borrow();
+        w.calls
+            .iter()
+            .filter(|c| c.starts_with("test ") || c.starts_with("boot "))
+            .cloned()
+            .collect()
+    }
+
+    fn state(&self) -> crate::state::State {
+        Store::new(&self.dir.path().join("state")).load().unwrap()
+    }
+
+    fn state_bytes(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.path().join("state/state.json")).ok()
+    }
+
+    /// I1: what runs is what the profile says, and nothing is left half-done.
+    fn assert_consistent(&self) {
+        let w = self.fake.world.borrow();
+        let profile = w.generations[w.profile.unwrap() as usize - 1].clone();
+        assert_eq!(
+            w.current.as_ref(),
+            Some(&profile),
+            "live system is not the profile's; calls: {:?}",
+            w.calls
+        );
+        assert!(w.orphan.is_none(), "an activation is still running");
+        drop(w);
+        let state = self.state();
+        assert!(state.intent.is_none(), "intent left: {:?}", state.intent);
+        assert!(state.rollback_pending.is_none());
+    }
+}
+
+fn commit_failure(what: &str) -> Failure {
+    Failure::new(Kind::Commit, what)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn deploys_a_healthy_commit_and_makes_it_the_boot_default() {
+    let b = Bench::new();
+    b.push("c1", Ok(sys("s1")));
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.switches(), ["test /sys/s1", "boot /sys/s1"]);
+    assert_eq!(b.w().profile, Some(2));
+    b.assert_consistent();
+    let state = b.state();
+    assert_eq!(state.deployed.unwrap().generation, Some(2));
+    assert_eq!(state.history[0].outcome, Outcome::Deployed);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_poll_with_nothing_new_builds_nothing_and_writes_nothing() {
+    let b = Bench::new();
+    b.push("c1", Ok(sys("s1")));
+    b.run().await;
+    let before = b.state_bytes();
+    b.w().calls.clear();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.w().calls, ["head"]);
+    assert_eq!(b.state_bytes(), before, "the state file was written");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_same_system_is_unchanged_and_switches_nothing() {
+    let b = Bench::new();
+    b.push("c1", Ok(sys("s0")));
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert!(b.switches().is_empty());
+    assert_eq!(b.state().history[0].outcome, Outcome::Unchanged);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unhealthy_commit_is_rolled_back_and_not_retried() {
+    let b = Bench::new();
+    b.w().unhealthy.insert(sys("s1"));
+    b.push("c1", Ok(sys("s1")));
+    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Commit)));
+    assert_eq!(b.switches(), ["test /sys/s1", "test /sys/s0"]);
+    b.assert_consistent();
+    assert_eq!(b.w().profile, Some(1), "the profile moved");
+    let state = b.state();
+    assert!(state.bad("c1").is_some());
+    assert_eq!(state.history[0].rolled_back, Some(true));
+    b.w().calls.clear();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.w().calls, ["head"], "a bad commit was tried again");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_activation_is_rolled_back() {
+    let b = Bench::new();
+    b.w().failing_switches.insert((sys("s1"), "test"));
+    b.push("c1", Ok(sys("s1")));
+    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Commit)));
+    assert_eq!(b.switches(), ["test /sys/s1", "test /sys/s0"]);
+    b.assert_consistent();
+    assert!(b.state().bad("c1").is_some());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_boot_entry_restores_the_profile() {
+    let b = Bench::new();
+    b.w().failing_switches.insert((sys("s1"), "boot"));
+    b.push("c1", Ok(sys("s1")));
+    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Commit)));
+    assert_eq!(
+        b.switches(),
+        [
+            "test /sys/s1",
+            "boot /sys/s1",
+            "test /sys/s0",
+            "boot /sys/s0"
+        ]
+    );
+    b.assert_consistent();
+    let w = b.w();
+    assert_eq!(w.generations[w.profile.unwrap() as usize - 1], sys("s0"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn only_a_failure_of_the_commit_marks_it_bad() {
+    for (kind, code) in [
+        (Kind::Environment, crate::exit::ENVIRONMENT),
+        (Kind::Transient, crate::exit::TRANSIENT),
+        (Kind::Configuration, crate::exit::CONFIG),
+    ] {
+        let b = Bench::new();
+        b.push("c1", Err(Failure::new(kind, "nix not found")));
+        let before = b.state_bytes();
+        let exit = b.run().await.unwrap();
+        assert_eq!(exit, Exit::Failed(kind));
+        assert_eq!(exit.code(), code);
+        assert!(b.state().bad("c1").is_none(), "{kind:?} blamed the commit");
+        assert_eq!(b.state_bytes(), before, "{kind:?} wrote history");
+        b.run().await;
+        let builds = b.w().calls.iter().filter(|c| *c == "build c1").count();
+        assert_eq!(builds, 2, "{kind:?}: not retried");
+    }
+    let b = Bench::new();
+    b.push("c1", Err(commit_failure("evaluation failed")));
+    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Commit)));
+    assert!(b.state().bad("c1").is_some());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unreachable_remote_is_transient_and_touches_nothing() {
+    let b = Bench::new();
+    b.w().head_failure = Some(Failure::new(Kind::Transient, "cannot reach"));
+    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Transient)));
+    assert!(b.state_bytes().is_none());
+    assert_eq!(b.w().calls, ["head"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_rollback_is_retried_first_by_the_next_run() {
+    let b = Bench::new();
+    b.w().unhealthy.insert(sys("s1"));
+    b.w().failing_switches.insert((sys("s0"), "test"));
+    b.push("c1", Ok(sys("s1")));
+    assert_eq!(b.run().await, Some(Exit::RollbackFailed));
+    assert!(b.state().rollback_pending.is_some());
+    assert_eq!(b.run().await, Some(Exit::RollbackFailed));
+    b.w().failing_switches.clear();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    b.assert_consistent();
+}
+
+/// Every step of a deployment at which the agent can die: (step, healthy?).
+const KILL_POINTS: &[(&str, bool)] = &[
+    ("build c1", true),
+    ("test /sys/s1", true),
+    ("health", true),
+    ("set /sys/s1", true),
+    ("boot /sys/s1", true),
+    ("build c1", false),
+    ("test /sys/s1", false),
+    ("health", false),
+    // Mid rollback: the way back is interrupted.
+    ("test /sys/s0", false),
+];
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_kill_at_any_step_ends_on_the_profiles_system() {
+    for &(point, healthy) in KILL_POINTS {
+        {
+            let b = Bench::new();
+            if !healthy {
+                b.w().unhealthy.insert(sys("s1"));
+            }
+            b.w().die_at = Some(point.to_string());
+            b.push("c1", Ok(sys("s1")));
+            assert_eq!(b.run().await, None, "{point}: did not die");
+            let exit = b.run().await.expect("the second run finishes");
+            b.assert_consistent();
+            let state = b.state();
+            let deployed = b.w().generations.last() == Some(&sys("s1"));
+            // Committed only if the checks passed; a failed commit is remembered.
+            if deployed {
+                assert!(
+                    healthy,
+                    "{point}: an unhealthy system became the boot default"
+                );
+            }
+            assert!(
+                state
+                    .history
+                    .iter()
+                    .any(|r| r.outcome == Outcome::Interrupted)
+                    || point == "build c1",
+                "{point}: interruption not recorded"
+            );
+            if !healthy {
+                assert_eq!(exit, Exit::Failed(Kind::Commit), "{point}");
+                assert!(state.bad("c1").is_some(), "{point}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_orphaned_activation_is_settled_before_recovery() {
+    let b = Bench::new();
+    b.w().unhealthy.insert(sys("s1"));
+    b.w().die_at = Some("test /sys/s1".into());
+    b.push("c1", Ok(sys("s1")));
+    assert_eq!(b.run().await, None);
+    assert!(b.w().orphan.is_some());
+    b.run().await.unwrap();
+    assert!(b.w().settled >= 1, "recovery did not wait for the orphan");
+    b.assert_consistent();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_configuration_that_kills_the_agent_is_activated_at_most_twice() {
+    let b = Bench::new();
+    {
+        let mut w = b.w();
+        w.die_at = Some("test /sys/s1".into());
+        w.die_always = true;
+    }
+    b.push("c1", Ok(sys("s1")));
+    let mut ends = Vec::new();
+    for _ in 0..6 {
+        ends.push(b.run().await);
+    }
+    let activations = b.switches().iter().filter(|s| *s == "test /sys/s1").count();
+    assert_eq!(activations, 2, "switches: {:?}", b.switches());
+    b.assert_consistent();
+    let state = b.state();
+    let bad = state.bad("c1").expect("marked bad");
+    assert!(bad.error.contains("interrupted 2 times"), "{}", bad.error);
+    assert!(bad.error.contains("hint:"), "{}", bad.error);
+    assert_eq!(ends.last(), Some(&Some(Exit::Ok)), "{ends:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_interruption_is_counted_before_anything_can_fail() {
+    let b = Bench::new();
+    {
+        let mut w = b.w();
+        w.die_at = Some("test /sys/s1".into());
+        w.die_always = true;
+        // Recovery's own switch back fails: the count must still have moved.
+        w.failing_switches.insert((sys("s0"), "test"));
+    }
+    b.push("c1", Ok(sys("s1")));
+    assert_eq!(b.run().await, None);
+    assert_eq!(b.run().await, Some(Exit::RollbackFailed));
+    assert_eq!(b.state().interruptions[0].count, 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unverified_system_found_live_is_replaced_by_the_profiles() {
+    let b = Bench::new();
+    b.w().unhealthy.insert(sys("s1"));
+    b.push("c1", Ok(sys("s1")));
+    b.run().await;
+    // Something switched the bad system in after its run ended.
+    b.w().current = Some(sys("s1"));
+    b.w().calls.clear();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.switches(), ["test /sys/s0"]);
+    b.assert_consistent();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_manual_switch_is_drift_and_left_alone() {
+    let b = Bench::new();
+    b.push("c1", Ok(sys("s1")));
+    b.run().await;
+    b.w().current = Some(sys("by-hand"));
+    b.w().calls.clear();
+    let before = b.state_bytes();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.w().calls, ["head"], "drift must not switch anything");
+    assert_eq!(b.state_bytes(), before);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn operator_rollback_uses_the_same_protocol() {
+    let b = Bench::new();
+    b.push("c1", Ok(sys("s1")));
+    b.run().await;
+    b.w().calls.clear();
+    let exit = b.agent().rollback().await.unwrap();
+    assert_eq!(exit, Exit::Ok);
+    assert_eq!(b.switches(), ["test /sys/s0", "boot /sys/s0"]);
+    assert!(b.w().calls.contains(&"health".to_string()));
+    b.assert_consistent();
+    assert_eq!(b.state().history[0].outcome, Outcome::RolledBack);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unhealthy_operator_rollback_returns_to_where_it_was() {
+    let b = Bench::new();
+    b.push("c1", Ok(sys("s1")));
+    b.run().await;
+    b.w().unhealthy.insert(sys("s0"));
+    let exit = b.agent().rollback().await.unwrap();
+    assert_eq!(exit, Exit::Failed(Kind::Commit));
+    b.assert_consistent();
+    assert_eq!(b.w().current, Some(sys("s1")));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_kill_after_the_profile_moved_finishes_the_commit() {
+    let b = Bench::new();
+    b.w().die_at = Some("boot /sys/s1".into());
+    b.push("c1", Ok(sys("s1")));
+    assert_eq!(b.run().await, None);
+    let state = b.state();
+    assert_eq!(
+        state.intent.as_ref().map(|i| i.step),
+        Some(Step::Committing)
+    );
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    b.assert_consistent();
+    assert_eq!(b.w().current, Some(sys("s1")));
+    assert_eq!(b.state().deployed.unwrap().system, "/sys/s1");
+}
