@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use homelab_agent::state::{Store, MEMORY_FILE};
+use homelab_agent::state::{Phase, Store, MEMORY_FILE};
 use serde_json::Value;
 
-use crate::support::{nix_available, Harness, Run};
+use crate::support::{nix_available, require, Harness, Run};
 
 /// A machine on a good generation 1 whose next commit failed its health check, was
 /// rolled back and is remembered as bad. Returns the harness and the bad commit.
@@ -319,25 +319,38 @@ fn every_truncation_and_a_thousand_bit_flips_of_a_real_state_keep_the_bad_commit
 
 #[test]
 fn an_unreadable_state_is_named_not_moved() {
-    if !nix_available() {
+    if !require("git") {
         return;
     }
-    let (h, _) = with_a_bad_commit();
-    let state = h.path("state/state.json");
+    let h = Harness::new();
+    let store = Store::new(&h.path("state"));
+    let mut remembered = store.load().unwrap();
+    remembered.mark_bad(&"b".repeat(40), Phase::Build, "failed");
+    store.save(&remembered).unwrap();
+    let state = store.path();
     let before = std::fs::read(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut cmd = h.command(&["status", "--json"]);
     if nix::unistd::geteuid().is_root() {
-        // Root reads any file: ask as nobody, who may walk to the file but not read it.
-        for dir in [
-            h.dir.path().to_path_buf(),
-            h.path("state"),
-            h.path("runtime"),
-        ] {
+        // Root reads any file: ask as nobody, who may walk to the file but not read it,
+        // with a copy of the binary nobody can run wherever the checkout is.
+        for dir in [h.dir.path().to_path_buf(), h.path("state")] {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
+        let copy = h.path("homelab-agent");
+        std::fs::copy(crate::support::BIN, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut as_nobody = Command::new(&copy);
+        as_nobody.args(cmd.get_args());
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(value) => as_nobody.env(key, value),
+                None => as_nobody.env_remove(key),
+            };
+        }
         use std::os::unix::process::CommandExt;
-        cmd.uid(65534).gid(65534);
+        as_nobody.uid(65534).gid(65534);
+        cmd = as_nobody;
     } else {
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o000)).unwrap();
     }
@@ -353,7 +366,10 @@ fn an_unreadable_state_is_named_not_moved() {
     // Not damage: nothing is moved aside, the file is as it was.
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
     assert_eq!(std::fs::read(&state).unwrap(), before);
-    assert!(h.status()["state_damage"].is_null());
+    assert_eq!(std::fs::read_dir(h.path("state")).unwrap().count(), 2);
+    let (s, _) = status_json(&h);
+    assert!(s["state_damage"].is_null(), "{s}");
+    assert_eq!(s["bad_commit"]["commit"], "b".repeat(40));
 }
 
 #[test]
