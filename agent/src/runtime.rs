@@ -20,8 +20,13 @@ pub struct LastPoll {
     pub next_poll: Option<String>,
 }
 
+/// Bounded, regular files only (a FIFO or a link to a device there must not hang or
+/// flood `status`); anything unreadable is simply no last poll.
 pub fn read(dir: &Path) -> Option<LastPoll> {
-    serde_json::from_slice(&std::fs::read(dir.join(FILE)).ok()?).ok()
+    match crate::state::read_bounded(&dir.join(FILE), 64 << 10) {
+        Ok(crate::state::Found::File(bytes)) => serde_json::from_slice(&bytes).ok(),
+        _ => None,
+    }
 }
 
 pub fn write(dir: &Path, poll: &LastPoll) {
@@ -39,4 +44,29 @@ pub fn set_next_poll(dir: &Path, at: std::time::SystemTime) {
     let mut poll = read(dir).unwrap_or_default();
     poll.next_poll = Some(humantime::format_rfc3339_seconds(at).to_string());
     write(dir, &poll);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_or_device_link_is_no_last_poll_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        assert!(read(dir.path()).is_none());
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        assert!(read(dir.path()).is_none());
+        std::fs::remove_file(&path).unwrap();
+        write(
+            dir.path(),
+            &LastPoll {
+                outcome: "up-to-date".into(),
+                ..LastPoll::default()
+            },
+        );
+        assert_eq!(read(dir.path()).unwrap().outcome, "up-to-date");
+    }
 }

@@ -1,25 +1,34 @@
-//! What the agent remembers, in one JSON file under the state directory.
+//! What the agent remembers, under the state directory.
 //!
-//! Written atomically (temp file, fsync, rename, fsync of the directory), so a power cut
-//! leaves the old or the new file, never half of one. Readable by everyone (no secret is
-//! ever stored), so `homelab-agent status` works for any user. A file that cannot be read
-//! is moved aside and the agent starts over from what the machine itself says.
+//! `state.json` holds everything; `bad-commits.json` (`memory.rs`) holds again what must
+//! never be forgotten, the commits known bad for this host, so that losing or damaging
+//! `state.json` never re-activates one. Both are written atomically (temp file, fsync,
+//! rename, fsync of the directory) and sealed with a checksum (`format.rs`); they are read
+//! only as bounded regular files, never through a symlink, never from a FIFO or device
+//! (`file.rs`). Readable by everyone (no secret is ever stored), so `homelab-agent status`
+//! works for any user. A damaged file is moved aside (the newest few copies are kept);
+//! the run goes on from what is known and [`State::damage`] says what happened.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+mod file;
+mod format;
+mod memory;
+mod store;
+
+pub use file::{read_bounded, write_atomic, Found, MAX_SIZE};
+pub use memory::FILE as MEMORY_FILE;
+pub use store::Store;
 
 use serde::{Deserialize, Serialize};
 
 use crate::health::CheckResult;
 
 pub const FILE: &str = "state.json";
-const VERSION: u32 = 1;
+/// 2: sealed with a checksum line (1 had none and is still read).
+pub const VERSION: u32 = 2;
 /// Runs kept in history.
 pub const HISTORY_LIMIT: usize = 100;
 /// Bad commits remembered.
-const BAD_LIMIT: usize = 20;
+pub(crate) const BAD_LIMIT: usize = 20;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -41,8 +50,28 @@ pub struct State {
     pub retries: Option<Retry>,
     /// Newest first.
     pub history: Vec<Run>,
-    /// Set when the state file was unreadable and moved aside.
+    /// Where the last damaged state file was moved (see `damage`).
     pub recovered_from: Option<String>,
+    /// The last time a state record was found damaged or lost, and what was done: kept
+    /// until the next damage, so `status` can say the state was recovered.
+    pub damage: Option<Damage>,
+}
+
+/// A damaged or lost state record, as a load found it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Damage {
+    /// When it was found (RFC 3339).
+    pub at: String,
+    /// What was wrong, per file (`state.json: checksum mismatch (...)`).
+    pub reason: String,
+    /// Where the damaged `state.json` was moved (not deleted; the newest few copies are
+    /// kept); none when it was missing, or when a read-only command found it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_as: Option<String>,
+    /// Found by a read-only command (`status`, `history`): still in place, the next `run`
+    /// moves it aside.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,131 +308,8 @@ impl State {
     }
 }
 
-/// The state file of a state directory.
-pub struct Store {
-    dir: PathBuf,
-}
-
-impl Store {
-    pub fn new(dir: &Path) -> Store {
-        Store {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    pub fn path(&self) -> PathBuf {
-        self.dir.join(FILE)
-    }
-
-    /// Reads the state without changing anything on disk (for `status`, `history`).
-    pub fn peek(&self) -> anyhow::Result<State> {
-        match std::fs::read(self.path()) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} is unreadable ({e}); the next `run` moves it aside and starts over",
-                    self.path().display()
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
-                version: VERSION,
-                ..State::default()
-            }),
-            Err(e) => Err(anyhow::anyhow!(
-                "cannot read {}: {e}",
-                self.path().display()
-            )),
-        }
-    }
-
-    /// Reads the state for a run: an unreadable file is moved aside (never deleted) and a
-    /// fresh state is returned with `recovered_from` naming where the old one went.
-    pub fn load(&self) -> anyhow::Result<State> {
-        self.ensure_dir()?;
-        let path = self.path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(State {
-                    version: VERSION,
-                    ..State::default()
-                })
-            }
-            Err(e) => anyhow::bail!(
-                "cannot read {}: {e}\nhint: check permissions of the state directory",
-                path.display()
-            ),
-        };
-        match serde_json::from_slice::<State>(&bytes) {
-            Ok(state) if state.version <= VERSION => Ok(state),
-            result => {
-                let why = match result {
-                    Err(e) => e.to_string(),
-                    Ok(s) => format!("written by a newer agent (state version {})", s.version),
-                };
-                let aside = self
-                    .dir
-                    .join(format!("{FILE}.corrupt-{}", std::process::id()));
-                std::fs::rename(&path, &aside).map_err(|e| {
-                    anyhow::anyhow!("moving unreadable {} aside: {e}", path.display())
-                })?;
-                log::warn!(
-                    "state file {} unreadable ({why}); moved to {} and starting over",
-                    path.display(),
-                    aside.display()
-                );
-                Ok(State {
-                    version: VERSION,
-                    recovered_from: Some(aside.display().to_string()),
-                    ..State::default()
-                })
-            }
-        }
-    }
-
-    /// Replaces the state file atomically and durably.
-    pub fn save(&self, state: &State) -> anyhow::Result<()> {
-        self.ensure_dir()?;
-        let mut state = state.clone();
-        state.version = VERSION;
-        let bytes = serde_json::to_vec_pretty(&state)?;
-        write_atomic(&self.path(), &bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "writing {}: {e}\nhint: is the disk full or read-only?",
-                self.path().display()
-            )
-        })
-    }
-
-    fn ensure_dir(&self) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| anyhow::anyhow!("creating state directory {}: {e}", self.dir.display()))
-    }
-}
-
-/// temp file in the same directory → write → fsync → rename over → fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            // Never follow a planted symlink.
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
+#[cfg(test)]
+mod damage_tests;
 
 #[cfg(test)]
 mod tests {
@@ -426,47 +332,13 @@ mod tests {
             back.history[0].commit.as_deref(),
             Some(&*format!("c{}", HISTORY_LIMIT + 4))
         );
-        // No temp file left behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path())
+        // No temp file left behind; the bad-commit record beside the state.
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
-            .map(|e| e.unwrap().file_name())
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names, [std::ffi::OsString::from(FILE)]);
-    }
-
-    #[test]
-    fn every_truncation_is_recovered_not_fatal() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path());
-        let mut state = State::default();
-        state.mark_bad("abc", Phase::Health, "boom");
-        state.push_run(Run::new(Outcome::Failed));
-        store.save(&state).unwrap();
-        let full = std::fs::read(store.path()).unwrap();
-        for cut in (0..full.len() - 1).step_by(7) {
-            std::fs::write(store.path(), &full[..cut]).unwrap();
-            let loaded = store.load().unwrap();
-            assert!(loaded.recovered_from.is_some(), "cut at {cut} not detected");
-            assert!(
-                !store.path().exists(),
-                "unreadable file was not moved aside"
-            );
-            assert!(Path::new(loaded.recovered_from.as_ref().unwrap()).exists());
-        }
-    }
-
-    #[test]
-    fn symlinked_temp_file_is_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, "keep").unwrap();
-        let target = dir.path().join(FILE);
-        let tmp = dir
-            .path()
-            .join(format!(".{FILE}.tmp-{}", std::process::id()));
-        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
-        assert!(write_atomic(&target, b"{}").is_err());
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        names.sort();
+        assert_eq!(names, [MEMORY_FILE, FILE]);
     }
 
     #[test]

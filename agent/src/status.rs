@@ -31,6 +31,8 @@ pub struct Status {
     /// A run is in progress, or was killed (its intent is still on disk).
     pub in_progress: Option<String>,
     pub state_recovered_from: Option<String>,
+    /// The state was found damaged or lost: when, why, where the damaged file went.
+    pub state_damage: Option<state::Damage>,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,6 +107,7 @@ impl Status {
                 .to_lowercase()
             }),
             state_recovered_from: state.recovered_from.clone(),
+            state_damage: state.damage.clone(),
         }
     }
 
@@ -202,7 +205,26 @@ impl Status {
         if let Some(i) = &self.in_progress {
             writeln!(out, "in progress: {i}")?;
         }
-        if let Some(r) = &self.state_recovered_from {
+        if let Some(d) = &self.state_damage {
+            if d.pending {
+                writeln!(
+                    out,
+                    "note:       the state is damaged ({}); the next run moves it aside and keeps the bad commits",
+                    d.reason
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "note:       the state was found damaged at {} ({}){}; bad commits kept, history restarted",
+                    d.at,
+                    d.reason,
+                    d.kept_as
+                        .as_ref()
+                        .map(|k| format!("; moved to {k}"))
+                        .unwrap_or_default()
+                )?;
+            }
+        } else if let Some(r) = &self.state_recovered_from {
             writeln!(
                 out,
                 "note:       the state file was unreadable and moved to {r}; history restarted"
@@ -302,8 +324,17 @@ pub fn history(state: &State, limit: usize) -> &[Run] {
 /// For `status` without a readable state file.
 pub fn load_state(state_dir: &Path) -> (State, Option<String>) {
     match state::Store::new(state_dir).peek() {
-        Ok(s) => (s, None),
-        Err(e) => (State::default(), Some(e.to_string())),
+        Ok(s) => {
+            let problem = s.damage.as_ref().filter(|d| d.pending).map(|d| {
+                format!(
+                    "the state in {} is damaged: {}",
+                    state_dir.display(),
+                    d.reason
+                )
+            });
+            (s, problem)
+        }
+        Err(e) => (State::default(), Some(format!("{e:#}"))),
     }
 }
 

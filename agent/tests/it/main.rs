@@ -7,5 +7,6 @@ mod http_checks;
 mod killpoints;
 mod orphans;
 mod safety;
+mod state_damage;
 mod support;
 mod transports;
