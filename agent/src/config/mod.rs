@@ -1,0 +1,337 @@
+//! Configuration: the TOML file as written ([`raw`]: every field optional, unknown keys
+//! rejected), then defaults and bounds ([`bounds`]: they live here and nowhere else), then
+//! validated [`Settings`] with real types ([`validate`]). Every error is one line naming
+//! the file, the key path and the line ([`locate`]).
+
+mod bounds;
+mod locate;
+mod names;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::source::url::RemoteUrl;
+pub use bounds::DurationKey;
+pub use names::{default_attribute, validate_branch, validate_host};
+use raw::RawConfig;
+use validate::Validator;
+
+/// Where the config is read from when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/homelab-agent/config.toml";
+/// Overrides [`DEFAULT_PATH`].
+pub const ENV_VAR: &str = "HOMELAB_AGENT_CONFIG";
+
+/// A config error: which file, which key (a path such as `health.checks[0].timeout`),
+/// what is wrong with it, and on which line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {key}: {message}{}", file.display(), line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub message: String,
+    pub line: Option<usize>,
+}
+
+/// The validated settings every other module works from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub file: PathBuf,
+    pub source: SourceSettings,
+    pub host: String,
+    /// The flake attribute that is built, e.g. `nixosConfigurations."pi1".config.system.build.toplevel`.
+    pub attribute: String,
+    pub paths: Paths,
+    pub build: BuildSettings,
+    pub activation: ActivationSettings,
+    pub health: HealthSettings,
+    pub run: RunSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub url: RemoteUrl,
+    pub branch: String,
+    pub ssh_key_file: Option<PathBuf>,
+    pub known_hosts_file: PathBuf,
+    pub token_file: Option<PathBuf>,
+    /// Deadline of one poll or fetch (`[source] timeout`), connection included.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub state_dir: PathBuf,
+    pub profile: PathBuf,
+    pub current_system: PathBuf,
+    pub booted_system: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub systemctl: PathBuf,
+    pub systemd_run: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    pub timeout: Duration,
+    pub max_jobs: Option<u32>,
+    pub cores: Option<u32>,
+    pub extra_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActivationMode {
+    /// `systemd-run` when systemd is PID 1, directly otherwise.
+    Auto,
+    Direct,
+    SystemdRun,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActivationSettings {
+    pub mode: ActivationMode,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    pub settle: Duration,
+    pub timeout: Duration,
+    pub interval: Duration,
+    pub consecutive: u32,
+    pub checks: Vec<Check>,
+}
+
+/// One configured health check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub timeout: Duration,
+    pub kind: CheckKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    Systemd {
+        units: Vec<String>,
+        no_failed_units: bool,
+    },
+    Http {
+        url: String,
+        expect_status: Option<u16>,
+        body_contains: Option<String>,
+        insecure_tls: bool,
+    },
+    Tcp {
+        address: String,
+    },
+    Command {
+        command: Vec<String>,
+    },
+    Remote,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub interval: Duration,
+    pub jitter: Duration,
+}
+
+// ---- loading ---------------------------------------------------------------------------
+
+/// The config path: `--config`, else `$HOMELAB_AGENT_CONFIG`, else the default.
+pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
+    if let Some(p) = cli {
+        return p.to_path_buf();
+    }
+    match std::env::var_os(ENV_VAR) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+/// Reads, parses and validates the config file.
+pub fn load(file: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        key: "(file)".into(),
+        message: format!(
+            "cannot read: {e}\nhint: pass --config PATH or set {ENV_VAR}; `homelab-agent config check` validates a file"
+        ),
+        line: None,
+    })?;
+    parse(file, &text)
+}
+
+/// Parses and validates config text; `file` is only used in error messages.
+pub fn parse(file: &Path, text: &str) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        key: toml_error_key(text, &e),
+        message: e.message().trim().replace('\n', " "),
+        line: e.span().map(|s| locate::line_at(text, s.start)),
+    })?;
+    Validator { file }.settings(raw).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        line: locate::line_of(text, &e.key),
+        key: e.key,
+        message: e.message,
+    })
+}
+
+/// The key a toml error is about: the field serde names in backticks, prefixed with the
+/// `[table]` it sits in (found from the error's position).
+fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message();
+    let Some(span) = e.span() else {
+        return "(syntax)".into();
+    };
+    let field = match msg.split('`').nth(1) {
+        Some(k) if msg.contains("unknown field") || msg.contains("missing field") => k.to_string(),
+        // A bad value: the key is what stands before `=` on the value's line.
+        _ => {
+            let line_start = text[..span.start.min(text.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            match text[line_start..].split_once('=') {
+                Some((key, _)) if !key.contains('\n') && !key.trim().is_empty() => {
+                    key.trim().to_string()
+                }
+                _ => return "(syntax)".into(),
+            }
+        }
+    };
+    let field = field.as_str();
+    // Errors inside an array-of-tables entry point at its `[[header]]` line: include it.
+    let line_end = text[span.start.min(text.len())..]
+        .find('\n')
+        .map_or(text.len(), |i| span.start + i);
+    let table = text[..line_end]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    match table {
+        Some(t) if t != field => format!("{t}.{field}"),
+        _ => field.to_string(),
+    }
+}
+
+/// For `config check`: a short summary of what was understood.
+pub fn summary(s: &Settings) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        (
+            "source",
+            format!("{} (branch {})", s.source.url.redacted(), s.source.branch),
+        ),
+        ("host", s.host.clone()),
+        ("attribute", s.attribute.clone()),
+        ("state_dir", s.paths.state_dir.display().to_string()),
+        ("health checks", s.health.checks.len().to_string()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Settings, ConfigError> {
+        parse(Path::new("/etc/test.toml"), text)
+    }
+
+    const MINIMAL: &str =
+        "[source]\nurl = \"https://git.example.org/me/homelab.git\"\n[host]\nname = \"pi1\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let s = parse_str(MINIMAL).unwrap();
+        assert_eq!(s.source.branch, "main");
+        assert_eq!(
+            s.attribute,
+            "nixosConfigurations.\"pi1\".config.system.build.toplevel"
+        );
+        assert_eq!(
+            s.paths.profile,
+            PathBuf::from("/nix/var/nix/profiles/system")
+        );
+        assert_eq!(s.build.timeout, Duration::from_secs(7200));
+        assert_eq!(s.health.settle, Duration::from_secs(10));
+        assert_eq!(s.activation.mode, ActivationMode::Auto);
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[source]\nurl = \"/r\"\nbranchh = \"main\"\n", "source.branchh"),
+            ("[source]\nurl = \"/r\"\n[bogus]\n", "bogus"),
+            ("[host]\nname = \"pi1\"\n", "source.url"),
+            ("[source]\nurl = 3\n", "source.url"),
+            ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[health]\nconsecutive = \"two\"\n", "health.consecutive"),
+            ("[source\nurl = 3\n", "(syntax)"),
+            ("[source]\nurl = \"/r\"\nbranch = \"x&rev=0000\"\n", "source.branch"),
+            ("[source]\nurl = \"/r\"\nbranch = \"--upload-pack=touch\"\n", "source.branch"),
+            ("[source]\nurl = \"/r\"\n[host]\nname = \"a.b\"\n", "host.name"),
+            ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[build]\ntimeout = \"soon\"\n", "build.timeout"),
+            ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[paths]\nstate_dir = \"rel\"\n", "paths.state_dir"),
+            ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[[health.checks]]\ntype = \"command\"\ncommand = []\n", "health.checks[0].command"),
+            ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[[health.checks]]\ntype = \"http\"\nurl = \"ftp://x\"\n", "health.checks[0].url"),
+            ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[[health.checks]]\ntype = \"tcp\"\naddress = \"nope\"\n", "health.checks[0].address"),
+            ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[[health.checks]]\ntype = \"tcp\"\naddress = \"a:1\"\nport = 2\n", "health.checks.port"),
+            ("[source]\nurl = \"ext::sh -c touch% /tmp/pwned\"\n", "source.url"),
+            ("[source]\nurl = \"http://git.example.org/r.git\"\ntoken_file = \"/k\"\n", "source.token_file"),
+        ];
+        for (text, key) in cases {
+            let err = parse_str(text).expect_err(text);
+            assert_eq!(&err.key, key, "for {text:?}: {err}");
+            assert!(err.to_string().starts_with("/etc/test.toml: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_message_names_key_and_line() {
+        let err = parse_str("[source]\nurl = \"/r\"\nurll = \"x\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("unknown field `urll`"), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+    }
+
+    #[test]
+    fn checks_parse_with_defaults() {
+        let text = format!(
+            "{MINIMAL}[health]\nsettle = \"0s\"\n[[health.checks]]\ntype = \"http\"\nurl = \"http://127.0.0.1:8080/health\"\n\
+             [[health.checks]]\ntype = \"systemd\"\nunits = [\"sshd.service\"]\n[[health.checks]]\ntype = \"remote\"\n"
+        );
+        let s = parse_str(&text).unwrap();
+        assert_eq!(s.health.checks.len(), 3);
+        assert_eq!(s.health.checks[0].name, "http http://127.0.0.1:8080/health");
+        assert_eq!(s.health.checks[0].timeout, Duration::from_secs(10));
+        assert_eq!(s.health.checks[2].kind, CheckKind::Remote);
+    }
+
+    #[test]
+    fn branch_allow_list() {
+        for good in ["main", "release/2026.11", "feature_x-1"] {
+            assert!(validate_branch(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "-x", "a b", "x&rev=1", "a..b", "a//b", "x.lock", "ü", "a?b", "a#b", "/a", "a/",
+        ] {
+            assert!(validate_branch(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_allow_list() {
+        for good in ["pi1", "Pi-2", "a_b"] {
+            assert!(validate_host(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a.b", "\"", "${x}", "-a", "../x", &"a".repeat(64)] {
+            assert!(validate_host(bad).is_err(), "{bad}");
+        }
+    }
+}
