@@ -7,49 +7,19 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use git2::{
-    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, FetchOptions,
-    RemoteCallbacks, Repository,
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass, ErrorCode,
+    FetchOptions, RemoteCallbacks,
 };
+use nix::errno::Errno;
 
-use super::known_hosts;
+use super::error::SourceError;
 use super::url::Scheme;
+use super::{cache, known_hosts};
 use crate::config::SourceSettings;
 
 /// The ref in the cache repository that holds the fetched head. Nix builds from
 /// `?ref=<this>&rev=<sha>`: nothing from the user's branch name reaches the flake URL.
 pub const CANDIDATE_REF: &str = "refs/heads/homelab-agent/candidate";
-
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("cannot reach {url}: {message}\nhint: check the network and that the git server is up; the next run retries")]
-    Unreachable { url: String, message: String },
-    #[error("{url}: timed out after {}\nhint: the server or network is slow or stuck; the next run retries", humantime::format_duration(*after))]
-    TimedOut { url: String, after: Duration },
-    #[error("authentication to {url} failed: {message}")]
-    Auth { url: String, message: String },
-    #[error("ssh host key of {url} rejected: {message}")]
-    HostKey { url: String, message: String },
-    #[error(
-        "branch '{branch}' not found on {url}\nhint: check [source] branch, or push the branch"
-    )]
-    BranchNotFound { url: String, branch: String },
-    #[error("{what} ({url}): {message}")]
-    Other {
-        what: &'static str,
-        url: String,
-        message: String,
-    },
-}
-
-impl SourceError {
-    /// Worth retrying soon without anyone changing anything.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            SourceError::Unreachable { .. } | SourceError::TimedOut { .. }
-        )
-    }
-}
 
 /// What a fetch brought: the commit that will be built.
 #[derive(Debug, Clone)]
@@ -77,6 +47,9 @@ pub struct Remote<'a> {
     /// Why our host-key check refused the server: libgit2 may replace the callback's
     /// error with its own vaguer text, so the reason is kept here.
     host_key_refusal: RefCell<Option<String>>,
+    /// Why our credential callback gave up (no credential configured, or the one we gave
+    /// was rejected): an authentication failure, whatever libgit2 then reports.
+    credential_refusal: RefCell<Option<String>>,
 }
 
 impl<'a> Remote<'a> {
@@ -85,17 +58,26 @@ impl<'a> Remote<'a> {
         deadline: Duration,
     ) -> Result<Remote<'a>, SourceError> {
         let token = match &settings.token_file {
-            Some(path) => Some(read_secret(path).map_err(|message| SourceError::Auth {
-                url: settings.url.redacted().into(),
-                message,
+            Some(path) => Some(read_secret(path).map_err(|source| SourceError::SecretFile {
+                key: "token_file",
+                path: path.clone(),
+                source,
             })?),
             None => settings.url.embedded_secret().map(str::to_string),
         };
+        if let Some(path) = &settings.ssh_key_file {
+            std::fs::metadata(path).map_err(|source| SourceError::SecretFile {
+                key: "ssh_key_file",
+                path: path.clone(),
+                source,
+            })?;
+        }
         Ok(Remote {
             settings,
             token,
             deadline,
             host_key_refusal: RefCell::new(None),
+            credential_refusal: RefCell::new(None),
         })
     }
 
@@ -103,9 +85,38 @@ impl<'a> Remote<'a> {
         self.settings.url.redacted().to_string()
     }
 
+    /// A local repository (`file://`, a path) is looked at before libgit2 is: a missing
+    /// one is a configuration error naming the path, never "cannot reach".
+    fn check_local_repository(&self) -> Result<(), SourceError> {
+        let Some(path) = self.settings.url.local_path() else {
+            return Ok(());
+        };
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(SourceError::RepoMissing {
+                path: path.to_path_buf(),
+                problem: "is not a directory",
+            }),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(Errno::ENOTDIR as i32) =>
+            {
+                Err(SourceError::RepoMissing {
+                    path: path.to_path_buf(),
+                    problem: "does not exist",
+                })
+            }
+            Err(source) => Err(SourceError::RepoUnreadable {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
     /// The commit the watched branch points at: one round trip, nothing fetched or written.
     pub fn head(&self) -> Result<String, SourceError> {
         let started = Instant::now();
+        self.check_local_repository()?;
         let mut remote = git2::Remote::create_detached(self.settings.url.for_git())
             .map_err(|e| self.classify(e, "reading remote", started))?;
         let tries = Cell::new(0);
@@ -127,12 +138,32 @@ impl<'a> Remote<'a> {
             })
     }
 
-    /// Fetches the watched branch into the bare cache repository at `cache` and returns the
-    /// commit now at [`CANDIDATE_REF`].
-    pub fn fetch(&self, cache: &Path) -> Result<Fetched, SourceError> {
+    /// Fetches the watched branch into the bare cache repository at `cache`, returns the
+    /// commit now at [`CANDIDATE_REF`], and keeps the cache bounded ([`cache::prune`]).
+    pub fn fetch(&self, cache_path: &Path) -> Result<Fetched, SourceError> {
         let started = Instant::now();
-        let repo = open_cache(cache)
-            .map_err(|e| self.classify(e, "opening the cache repository", started))?;
+        self.check_local_repository()?;
+        let cache_error = |doing, source| SourceError::Cache {
+            path: cache_path.to_path_buf(),
+            doing,
+            source,
+        };
+        let repo = cache::open(cache_path).map_err(|e| match e {
+            cache::CacheError::Io(doing, source) => cache_error(doing, source),
+            cache::CacheError::Git(e) => match cache::probe(cache_path) {
+                Err(source) => cache_error("creating", source),
+                Ok(()) => SourceError::Internal {
+                    url: self.url(),
+                    message: format!(
+                        "cannot create the git cache {}: {}",
+                        cache_path.display(),
+                        e.message()
+                    ),
+                },
+            },
+        })?;
+        // A disk that is full or read-only is found before the network is touched.
+        cache::probe(cache_path).map_err(|source| cache_error("preparing", source))?;
         let mut remote = repo
             .remote_anonymous(self.settings.url.for_git())
             .map_err(|e| self.classify(e, "reading remote", started))?;
@@ -141,9 +172,13 @@ impl<'a> Remote<'a> {
         options.remote_callbacks(self.callbacks(&tries, started));
         options.download_tags(AutotagOption::None);
         let refspec = format!("+refs/heads/{}:{CANDIDATE_REF}", self.settings.branch);
-        remote
-            .fetch(&[&refspec], Some(&mut options), None)
-            .map_err(|e| self.classify(e, "fetching", started))?;
+        if let Err(e) = remote.fetch(&[&refspec], Some(&mut options), None) {
+            // The OS error code of the failing call, read before anything else can
+            // overwrite it: ENOSPC or EROFS from writing the pack means this machine.
+            let errno = std::io::Error::last_os_error();
+            return Err(self.classify_fetch(e, errno, cache_path, started));
+        }
+        drop(remote);
         let oid = repo
             .refname_to_id(CANDIDATE_REF)
             .map_err(|_| SourceError::BranchNotFound {
@@ -153,11 +188,23 @@ impl<'a> Remote<'a> {
         let commit = repo
             .find_commit(oid)
             .map_err(|e| self.classify(e, "reading the fetched commit", started))?;
-        Ok(Fetched {
+        let fetched = Fetched {
             commit: oid.to_string(),
             subject: commit.summary().unwrap_or("").chars().take(200).collect(),
             time: commit.time().seconds(),
-        })
+        };
+        drop(commit);
+        // Pruning never fails a fetch: the commit is there; the next fetch tries again.
+        match cache::prune(&repo) {
+            Ok(p) if p.repacked => log::info!("git cache {} repacked", cache_path.display()),
+            Ok(_) => {}
+            Err(e) => log::warn!(
+                "pruning the git cache {}: {}",
+                cache_path.display(),
+                e.message()
+            ),
+        }
+        Ok(fetched)
     }
 
     fn callbacks<'c>(&'c self, tries: &'c Cell<u32>, started: Instant) -> RemoteCallbacks<'c> {
@@ -166,10 +213,15 @@ impl<'a> Remote<'a> {
         cb.credentials(move |_url, user_from_url, allowed| {
             // libgit2 asks again after a rejected credential: answer once, then give up.
             tries.set(tries.get() + 1);
-            if tries.get() > 1 {
-                return Err(git2::Error::from_str("credentials rejected by the server"));
+            let answer = if tries.get() > 1 {
+                Err(git2::Error::from_str("credentials rejected by the server"))
+            } else {
+                self.credential(user_from_url, allowed)
+            };
+            if let Err(e) = &answer {
+                *self.credential_refusal.borrow_mut() = Some(e.message().to_string());
             }
-            self.credential(user_from_url, allowed)
+            answer
         });
         cb.certificate_check(move |cert, _host| {
             let Some(hostkey) = cert.as_hostkey() else {
@@ -226,67 +278,98 @@ impl<'a> Remote<'a> {
         ))
     }
 
-    /// Turns a libgit2 error into one an operator can act on, without leaking the token.
-    fn classify(&self, e: git2::Error, what: &'static str, started: Instant) -> SourceError {
-        let url = self.url();
-        let mut message = e.message().to_string();
-        if let Some(token) = self.token.as_deref().filter(|t| !t.is_empty()) {
-            message = message.replace(token, "***");
+    /// A failed fetch: this machine (the cache's disk, by OS error code or a probe of
+    /// the cache's filesystem) before the remote.
+    fn classify_fetch(
+        &self,
+        e: git2::Error,
+        errno: std::io::Error,
+        cache_path: &Path,
+        started: Instant,
+    ) -> SourceError {
+        if let Some(known) = self.classify_known(&e, started) {
+            return known;
         }
+        let local = match errno.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::ENOSPC | Errno::EDQUOT | Errno::EROFS | Errno::EIO) => Some(errno),
+            _ => cache::probe(cache_path).err(),
+        };
+        if let Some(source) = local {
+            return SourceError::Cache {
+                path: cache_path.to_path_buf(),
+                doing: "fetching into",
+                source,
+            };
+        }
+        self.classify(e, "fetching", started)
+    }
+
+    /// What our own callbacks and the clock already decided: the deadline passed, the
+    /// host key or the credentials were refused.
+    fn classify_known(&self, e: &git2::Error, started: Instant) -> Option<SourceError> {
+        let url = self.url();
         if started.elapsed() >= self.deadline {
-            return SourceError::TimedOut {
+            return Some(SourceError::TimedOut {
                 url,
                 after: self.deadline,
-            };
+            });
         }
         if let Some(refusal) = self.host_key_refusal.borrow_mut().take() {
-            return SourceError::HostKey {
+            return Some(SourceError::HostKey {
                 url,
                 message: refusal,
-            };
+            });
         }
-        let lower = message.to_lowercase();
-        if lower.contains("host key") || lower.contains("hostkey") || lower.contains("known_hosts")
-        {
-            return SourceError::HostKey { url, message };
-        }
-        if e.code() == git2::ErrorCode::Auth
-            || e.class() == git2::ErrorClass::Callback && lower.contains("credential")
-            || lower.contains("authentication")
-            || lower.contains("credentials")
-            || lower.contains("401")
-            || lower.contains("403")
-        {
+        let refused = self.credential_refusal.borrow_mut().take();
+        if refused.is_some() || e.code() == ErrorCode::Auth {
             let hint = match self.settings.url.scheme() {
-                Scheme::Ssh => "hint: check [source] ssh_key_file and that its public key is allowed on the server",
-                _ => "hint: check [source] token_file (a token with read access to the repository)",
+                Scheme::Ssh => {
+                    "check [source] ssh_key_file and that its public key is allowed on the server"
+                }
+                _ => "check [source] token_file (a token with read access to the repository)",
             };
-            return SourceError::Auth {
+            return Some(SourceError::Auth {
                 url,
-                message: format!("{message}\n{hint}"),
-            };
+                message: refused.unwrap_or_else(|| self.redact(e.message())),
+                hint,
+            });
         }
-        let network = matches!(
-            e.class(),
-            git2::ErrorClass::Net | git2::ErrorClass::Os | git2::ErrorClass::Ssh
-        ) || lower.contains("connect")
-            || lower.contains("resolve")
-            || lower.contains("timed out")
-            || lower.contains("early eof");
-        if network {
-            return SourceError::Unreachable { url, message };
+        None
+    }
+
+    /// Turns a libgit2 error into one an operator can act on, by its code and class,
+    /// without leaking the token.
+    fn classify(&self, e: git2::Error, what: &'static str, started: Instant) -> SourceError {
+        if let Some(known) = self.classify_known(&e, started) {
+            return known;
         }
-        if lower.contains("could not find repository")
-            || lower.contains("not found")
-            || lower.contains("not a git repository")
-        {
-            return SourceError::Other {
-                what,
-                url,
-                message: format!("{message}\nhint: check [source] url"),
-            };
+        let url = self.url();
+        let message = self.redact(e.message());
+        if let Some(path) = self.settings.url.local_path() {
+            // The path exists (checked first): libgit2 found no repository in it.
+            if e.code() == ErrorCode::NotFound || e.class() == ErrorClass::Repository {
+                return SourceError::RepoMissing {
+                    path: path.to_path_buf(),
+                    problem: "is not a git repository",
+                };
+            }
         }
-        SourceError::Other { what, url, message }
+        match e.class() {
+            // Sockets, name resolution, TLS (a certificate not yet valid: a Pi without a
+            // real-time clock before NTP), ssh session set-up.
+            ErrorClass::Net | ErrorClass::Os | ErrorClass::Ssl | ErrorClass::Ssh => {
+                SourceError::Unreachable { url, message }
+            }
+            _ if e.code() == ErrorCode::Certificate => SourceError::Unreachable { url, message },
+            _ => SourceError::Remote { url, what, message },
+        }
+    }
+
+    fn redact(&self, message: &str) -> String {
+        match self.token.as_deref().filter(|t| !t.is_empty()) {
+            Some(token) => message.replace(token, "***"),
+            None => message.to_string(),
+        }
     }
 }
 
@@ -307,22 +390,16 @@ fn host_key_message(verdict: known_hosts::Verdict, name: &str, kind: &str, file:
     }
 }
 
-/// Opens the bare cache repository, creating it on first use.
-fn open_cache(path: &Path) -> Result<Repository, git2::Error> {
-    match Repository::open_bare(path) {
-        Ok(repo) => Ok(repo),
-        Err(_) if !path.exists() => Repository::init_bare(path),
-        Err(e) => Err(e),
-    }
-}
-
-/// Reads a secret from a file, trimmed; errors never contain the content.
-pub fn read_secret(path: &PathBuf) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// Reads a secret from a file, trimmed; errors never contain the content. An empty
+/// file is `InvalidData`.
+pub fn read_secret(path: &PathBuf) -> Result<String, std::io::Error> {
+    let text = std::fs::read_to_string(path)?;
     let token = text.trim().to_string();
     if token.is_empty() {
-        return Err(format!("{} is empty", path.display()));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is empty",
+        ));
     }
     Ok(token)
 }

@@ -215,6 +215,13 @@ impl RemoteUrl {
     pub fn embedded_secret(&self) -> Option<&str> {
         self.password.as_deref()
     }
+    /// The path of a local repository (`file://` or a plain path), `None` for a remote.
+    pub fn local_path(&self) -> Option<&std::path::Path> {
+        match self.scheme {
+            Scheme::File => self.clean.strip_prefix("file://").map(std::path::Path::new),
+            _ => None,
+        }
+    }
     pub fn is_http(&self) -> bool {
         matches!(self.scheme, Scheme::Https | Scheme::Http)
     }
@@ -258,7 +265,9 @@ fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
     let port = match port {
         Some(p) => Some(
             p.parse::<u16>()
-                .map_err(|_| format!("invalid port {p:?}"))?,
+                .ok()
+                .filter(|&n| n != 0)
+                .ok_or_else(|| format!("invalid port {p:?} (1 to 65535)"))?,
         ),
         None => None,
     };
@@ -339,6 +348,7 @@ mod tests {
             ("relative/path", "not a URL"),
             ("https://host", "no repository path"),
             ("https://host:99999/x", "invalid port"),
+            ("git://host:0/x", "invalid port"),
             ("file://relative", "absolute path"),
         ];
         for (text, needle) in cases {

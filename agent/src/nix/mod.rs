@@ -5,12 +5,24 @@
 //! Only flags that both Nix 2.8 and 2.18+ accept. The output is rooted with `--out-link`
 //! from the moment it exists, so a garbage collection cannot delete it before activation.
 
+pub mod failure;
+
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::Duration;
+
+use nix::errno::Errno;
 
 use crate::config::BuildSettings;
 use crate::process::{Cmd, CmdError};
 use crate::source::git::CANDIDATE_REF;
+pub use failure::BuildError;
+
+/// Where the store is (its filesystem is checked after a failed build).
+const STORE_DIR: &str = "/nix/store";
+/// How long the follow-up "which hosts are there" evaluation may take.
+const HOST_NAMES_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
 pub struct BuildRequest<'a> {
@@ -21,32 +33,6 @@ pub struct BuildRequest<'a> {
     /// GC root for the result.
     pub out_link: &'a Path,
     pub settings: &'a BuildSettings,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("evaluation failed:\n{0}\nhint: fix the Nix error in your flake and push")]
-    Eval(String),
-    #[error("the flake has no {attribute}:\n{message}\nhint: check [host] name, or add this host to nixosConfigurations")]
-    HostMissing { attribute: String, message: String },
-    #[error("build failed:\n{0}")]
-    Failed(String),
-    #[error("build timed out after {} (limit: [build] timeout); nix and its builders were stopped", humantime::format_duration(*after))]
-    TimedOut { after: Duration },
-    #[error("out of disk space while building:\n{0}\nhint: free space, e.g. `nix-collect-garbage --delete-older-than 30d`")]
-    DiskFull(String),
-    #[error("{0}")]
-    Nix(String),
-}
-
-impl BuildError {
-    /// Failures that say nothing about the commit: retried rather than remembered as bad.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            BuildError::TimedOut { .. } | BuildError::DiskFull(_) | BuildError::Nix(_)
-        )
-    }
 }
 
 /// `git+file://<cache>?ref=<agent ref>&rev=<sha>#<attribute>`: always a pinned revision of
@@ -87,7 +73,7 @@ pub fn build_args(req: &BuildRequest) -> Vec<String> {
 pub async fn build(req: &BuildRequest<'_>) -> Result<PathBuf, BuildError> {
     let path = req.cache.display().to_string();
     if path.contains(['?', '#', '%', ' ']) {
-        return Err(BuildError::Nix(format!(
+        return Err(BuildError::BadPath(format!(
             "the state directory {path:?} contains a character that cannot go into a flake URL"
         )));
     }
@@ -96,16 +82,102 @@ pub async fn build(req: &BuildRequest<'_>) -> Result<PathBuf, BuildError> {
         .timeout(req.settings.timeout)
         .capture_stdout();
     match cmd.run().await {
-        Ok(done) if done.status.success() => {
-            parse_build_json(&done.stdout).map_err(BuildError::Nix)
-        }
-        Ok(done) => Err(classify(req.attribute, &done.stderr_tail)),
+        Ok(done) if done.status.success() => parse_build_json(&done.stdout)
+            .map_err(|m| BuildError::Machine(format!("unexpected output from nix: {m}"), None)),
+        Ok(done) => Err(classify(req, &done.status, &done.stderr_tail).await),
         Err(CmdError::TimedOut { after, .. }) => Err(BuildError::TimedOut { after }),
-        Err(e @ CmdError::NotFound { .. }) => Err(BuildError::Nix(format!(
-            "{e}\nhint: install Nix (Debian/Ubuntu: apt-get install nix-bin)"
-        ))),
-        Err(e) => Err(BuildError::Nix(e.to_string())),
+        Err(e @ CmdError::NotFound { .. }) => Err(BuildError::NixMissing(e.to_string())),
+        Err(CmdError::Spawn { program, source }) => Err(BuildError::Machine(
+            format!("could not start {program}: {source}"),
+            Some(source),
+        )),
+        Err(e) => Err(BuildError::Machine(e.to_string(), None)),
     }
+}
+
+/// Why `nix build` failed: by type first, text last (see [`failure`]).
+async fn classify(req: &BuildRequest<'_>, status: &ExitStatus, stderr: &str) -> BuildError {
+    let excerpt = error_excerpt(stderr);
+    if let Some(signal) = status.signal() {
+        return BuildError::Machine(
+            format!("nix was killed by signal {signal} (out of memory?):\n{excerpt}"),
+            None,
+        );
+    }
+    let gcroots = req.out_link.parent().unwrap_or(Path::new("/"));
+    if let Some(io) = failure::filesystem_problem(&[Path::new(STORE_DIR), gcroots]) {
+        return match io.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::ENOSPC) => BuildError::DiskFull(excerpt),
+            _ => BuildError::Machine(
+                format!("the nix store or {}: {io}", gcroots.display()),
+                Some(io),
+            ),
+        };
+    }
+    if failure::is_build_failure_code(status.code()) {
+        return BuildError::Failed(excerpt);
+    }
+    match failure::reported_errno(stderr) {
+        Some(Errno::ENOSPC | Errno::EDQUOT) => return BuildError::DiskFull(excerpt),
+        Some(e) => return BuildError::Machine(excerpt, Some(e.into())),
+        None => {}
+    }
+    if let Some(host) = host_of(req.attribute) {
+        if let Ok(names) = host_names(req).await {
+            if !names.iter().any(|n| n == host) {
+                return BuildError::HostMissing {
+                    attribute: req.attribute.to_string(),
+                    host: host.to_string(),
+                    message: format!("  the flake's nixosConfigurations: {}", names.join(", ")),
+                };
+            }
+        }
+    } else if stderr.contains("does not provide attribute") {
+        // An overridden [host] attribute: nix's own words are all there is.
+        return BuildError::HostMissing {
+            attribute: req.attribute.to_string(),
+            host: String::new(),
+            message: excerpt,
+        };
+    }
+    failure::from_text(stderr, excerpt)
+}
+
+/// The host of the default attribute `nixosConfigurations."<host>".…`.
+fn host_of(attribute: &str) -> Option<&str> {
+    let rest = attribute.strip_prefix("nixosConfigurations.\"")?;
+    let (host, _) = rest.split_once('"')?;
+    Some(host)
+}
+
+/// The names in the flake's `nixosConfigurations`, as JSON from `nix eval` (cheap: only
+/// the attribute set's names are evaluated). Only asked after a failed build.
+async fn host_names(req: &BuildRequest<'_>) -> Result<Vec<String>, String> {
+    let flake = format!(
+        "git+file://{}?ref={CANDIDATE_REF}&rev={}#nixosConfigurations",
+        req.cache.display(),
+        req.commit
+    );
+    let done = Cmd::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "eval",
+            "--json",
+            "--no-write-lock-file",
+            &flake,
+            "--apply",
+            "builtins.attrNames",
+        ])
+        .timeout(req.settings.timeout.min(HOST_NAMES_TIMEOUT))
+        .capture_stdout()
+        .run()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !done.status.success() {
+        return Err(done.stderr_tail);
+    }
+    serde_json::from_str(done.stdout.trim()).map_err(|e| e.to_string())
 }
 
 /// The `out` path from `nix build --json`: `[{"drvPath": …, "outputs": {"out": …}}]`.
@@ -124,28 +196,6 @@ pub fn parse_build_json(stdout: &str) -> Result<PathBuf, String> {
                 truncate(stdout, 300)
             )
         })
-}
-
-/// Tells a failed build's kind from nix's stderr (its exit code is 1 for all of them).
-fn classify(attribute: &str, stderr: &str) -> BuildError {
-    let excerpt = error_excerpt(stderr);
-    if stderr.contains("does not provide attribute") {
-        BuildError::HostMissing {
-            attribute: attribute.to_string(),
-            message: excerpt,
-        }
-    } else if stderr.contains("No space left on device") {
-        BuildError::DiskFull(excerpt)
-    } else if stderr.contains("builder for")
-        || stderr.contains("build of")
-        || stderr.contains("dependencies couldn't be built")
-    {
-        BuildError::Failed(excerpt)
-    } else if stderr.contains("error:") {
-        BuildError::Eval(excerpt)
-    } else {
-        BuildError::Nix(format!("nix build failed:\n{excerpt}"))
-    }
 }
 
 /// The last 15 lines of nix's stderr without warnings: the builder's last log lines
@@ -234,32 +284,11 @@ mod tests {
     }
 
     #[test]
-    fn classifies_nix_errors() {
-        let attr = "nixosConfigurations.\"x\".config.system.build.toplevel";
-        assert!(matches!(
-            classify(
-                attr,
-                "error: flake 'git+file://c' does not provide attribute 'x'"
-            ),
-            BuildError::HostMissing { .. }
-        ));
-        assert!(matches!(
-            classify(
-                attr,
-                "error: builder for '/nix/store/a.drv' failed with exit code 3;"
-            ),
-            BuildError::Failed(_)
-        ));
-        assert!(matches!(
-            classify(attr, "error: writing to file: No space left on device"),
-            BuildError::DiskFull(_)
-        ));
-        assert!(
-            matches!(classify(attr, "warning: x\nerror: deliberate eval error"), BuildError::Eval(ref m) if m.contains("deliberate") && !m.contains("warning"))
+    fn host_of_the_default_attribute() {
+        assert_eq!(
+            host_of("nixosConfigurations.\"pi1\".config.system.build.toplevel"),
+            Some("pi1")
         );
-        assert!(matches!(
-            classify(attr, "Segmentation fault"),
-            BuildError::Nix(_)
-        ));
+        assert_eq!(host_of("packages.x86_64-linux.default"), None);
     }
 }

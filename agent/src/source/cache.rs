@@ -1,0 +1,285 @@
+//! The agent's own bare git cache (`<state_dir>/cache.git`): opened or (re)created,
+//! checked for a writable disk with typed OS errors, and kept bounded.
+//!
+//! Bound: after every fetch only [`CANDIDATE_REF`] is kept; when the cache holds more
+//! than [`MAX_PACKS`] pack files or [`MAX_LOOSE`] loose objects, everything reachable from
+//! that ref is written into one new pack and every other pack and loose object is
+//! deleted. So the cache holds at most the branch's history plus [`MAX_PACKS`] small
+//! packs, however many commits it has seen (each fetch adds about one pack).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use git2::{Oid, Repository};
+
+use super::git::CANDIDATE_REF;
+
+/// More pack files than this triggers a repack.
+pub const MAX_PACKS: usize = 32;
+/// More loose objects than this triggers a repack.
+pub const MAX_LOOSE: usize = 2000;
+/// Less free space than this on the cache's filesystem is "disk full" before we start.
+pub const MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// Opens the bare cache, creating it on first use, and recreating it when it is not a
+/// usable repository (it only ever holds copies of remote data).
+pub fn open(path: &Path) -> Result<Repository, CacheError> {
+    std::fs::create_dir_all(path).map_err(|e| CacheError::Io("creating", e))?;
+    if let Ok(repo) = Repository::open_bare(path) {
+        return Ok(repo);
+    }
+    clear(path).map_err(|e| CacheError::Io("resetting", e))?;
+    Repository::init_bare(path).map_err(CacheError::Git)
+}
+
+#[derive(Debug)]
+pub enum CacheError {
+    Io(&'static str, std::io::Error),
+    Git(git2::Error),
+}
+
+/// Whether the cache's filesystem can take a write: read-only and (nearly) full disks
+/// from `statvfs`, permissions and the rest from a real small write. The error carries
+/// the OS error code, so [`crate::failure::io_kind`] classifies it.
+pub fn probe(path: &Path) -> Result<(), std::io::Error> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let dir = if path.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new("/"))
+    };
+    let stat = statvfs(dir).map_err(std::io::Error::from)?;
+    if stat.flags().contains(FsFlags::ST_RDONLY) {
+        return Err(nix::errno::Errno::EROFS.into());
+    }
+    // The casts are for 32-bit targets (armv7 Pis), where these are 32-bit.
+    #[allow(clippy::unnecessary_cast)]
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    if free < MIN_FREE_BYTES {
+        return Err(nix::errno::Errno::ENOSPC.into());
+    }
+    let probe = dir.join(".homelab-agent-probe");
+    let result = (|| {
+        let mut f = std::fs::File::create(&probe)?;
+        f.write_all(&[0u8; 4096])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    result
+}
+
+/// Removes everything inside `dir` (the directory itself may be a mount point).
+fn clear(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// What [`prune`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub refs_deleted: usize,
+    pub repacked: bool,
+}
+
+/// Keeps the cache bounded: drops every ref but ours, and repacks when packs or loose
+/// objects pass their bound. Errors leave the cache usable (the new pack is complete
+/// before anything old is deleted).
+pub fn prune(repo: &Repository) -> Result<Pruned, git2::Error> {
+    let mut pruned = Pruned::default();
+    let names: Vec<String> = repo
+        .references()?
+        .filter_map(|r| r.ok()?.name().map(str::to_string))
+        .filter(|n| n != CANDIDATE_REF)
+        .collect();
+    for name in names {
+        if let Ok(mut r) = repo.find_reference(&name) {
+            r.delete()?;
+            pruned.refs_deleted += 1;
+        }
+    }
+    let objects = repo.path().join("objects");
+    let (packs, loose) = count_objects(&objects);
+    if packs > MAX_PACKS || loose > MAX_LOOSE {
+        let head = repo.refname_to_id(CANDIDATE_REF)?;
+        repack(repo, head, &objects)?;
+        pruned.repacked = true;
+    }
+    Ok(pruned)
+}
+
+/// Pack files and loose objects under `objects/`.
+pub fn count_objects(objects: &Path) -> (usize, usize) {
+    let packs = std::fs::read_dir(objects.join("pack"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+                .count()
+        })
+        .unwrap_or(0);
+    let loose = loose_dirs(objects)
+        .iter()
+        .map(|d| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0))
+        .sum();
+    (packs, loose)
+}
+
+fn loose_dirs(objects: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(objects)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.len() == 2 && n.chars().all(|c| c.is_ascii_hexdigit()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Everything reachable from `head` into one new pack, then every other pack and loose
+/// object deleted.
+fn repack(repo: &Repository, head: Oid, objects: &Path) -> Result<(), git2::Error> {
+    let mut walk = repo.revwalk()?;
+    walk.push(head)?;
+    let mut builder = repo.packbuilder()?;
+    builder.insert_walk(&mut walk)?;
+    let pack_dir = objects.join("pack");
+    builder.write(&pack_dir, 0o444)?;
+    let keep = builder
+        .name()
+        .map(|n| format!("pack-{n}"))
+        .ok_or_else(|| git2::Error::from_str("the new pack has no name"))?;
+    if !pack_dir.join(format!("{keep}.pack")).is_file()
+        || !pack_dir.join(format!("{keep}.idx")).is_file()
+    {
+        return Err(git2::Error::from_str("the new pack was not written"));
+    }
+    for entry in std::fs::read_dir(&pack_dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if stem.starts_with("pack-") && stem != keep {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    for dir in loose_dirs(objects) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    }
+
+    #[test]
+    fn a_damaged_cache_is_recreated_and_an_empty_dir_initialised() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache.git");
+        std::fs::create_dir_all(&cache).unwrap();
+        open(&cache).unwrap();
+        std::fs::write(cache.join("HEAD"), "garbage").unwrap();
+        std::fs::remove_dir_all(cache.join("objects")).unwrap();
+        let repo = open(&cache).unwrap();
+        assert!(repo.is_bare());
+    }
+
+    #[test]
+    fn probe_passes_on_a_writable_dir_and_fails_on_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        probe(dir.path()).unwrap();
+        assert!(!dir.path().join(".homelab-agent-probe").exists());
+        let err = probe(&dir.path().join("no/such")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    /// Thousands of commits, simulated by fetching after each of many commits: the
+    /// cache's pack count and loose objects stay under their bounds, only our ref is left,
+    /// and the whole history is still there.
+    #[test]
+    fn the_cache_stays_bounded_over_many_fetches() {
+        if Command::new("git").arg("--version").output().is_err() {
+            panic!("git is required for this test");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        let cache = dir.path().join("cache.git");
+        let url = format!("file://{}", work.display());
+        let commits = MAX_PACKS * 2 + 5;
+        let mut repacks = 0;
+        for i in 0..commits {
+            std::fs::write(work.join("f"), format!("{i}\n")).unwrap();
+            git(&work, &["add", "f"]);
+            git(&work, &["commit", "-q", "-m", &format!("c{i}")]);
+            // Other refs the server has must not accumulate in the cache.
+            git(&work, &["tag", "-f", &format!("t{i}")]);
+            let repo = open(&cache).unwrap();
+            let mut remote = repo.remote_anonymous(&url).unwrap();
+            remote
+                .fetch(
+                    &[
+                        &format!("+refs/heads/main:{CANDIDATE_REF}"),
+                        "+refs/tags/*:refs/tags/*",
+                    ],
+                    None,
+                    None,
+                )
+                .unwrap();
+            drop(remote);
+            let pruned = prune(&repo).unwrap();
+            assert!(pruned.refs_deleted >= 1, "{pruned:?}");
+            repacks += pruned.repacked as usize;
+            let (packs, loose) = count_objects(&cache.join("objects"));
+            assert!(packs <= MAX_PACKS + 1, "{packs} packs after {i} fetches");
+            assert!(loose <= MAX_LOOSE, "{loose} loose objects");
+        }
+        assert!(repacks >= 1, "never repacked");
+        let repo = open(&cache).unwrap();
+        let refs: Vec<String> = repo
+            .references()
+            .unwrap()
+            .flatten()
+            .filter_map(|r| r.name().map(str::to_string))
+            .collect();
+        assert_eq!(refs, vec![CANDIDATE_REF.to_string()]);
+        let mut walk = repo.revwalk().unwrap();
+        walk.push(repo.refname_to_id(CANDIDATE_REF).unwrap())
+            .unwrap();
+        let mut n = 0;
+        for oid in walk {
+            let commit = repo.find_commit(oid.unwrap()).unwrap();
+            commit.tree().unwrap().get_name("f").unwrap();
+            n += 1;
+        }
+        assert_eq!(n, commits, "history lost by the repack");
+    }
+}

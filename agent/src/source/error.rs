@@ -1,0 +1,227 @@
+//! What can go wrong talking to the remote or writing the cache, and whose problem it is
+//! ([`Kind`]). The variant is chosen from types and codes (libgit2's error code and class,
+//! the OS error code, our own callbacks' refusals, the local repository's metadata), never
+//! from the words of a message; the message and hint then follow from the variant, so a
+//! missing repository never says "check the network".
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::failure::{io_kind, Kind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The remote refused, reset or could not be reached (network, DNS, TLS).
+    #[error("cannot reach {url}: {message}\nhint: check the network and that the git server is up; the next run retries")]
+    Unreachable { url: String, message: String },
+    /// The deadline (`[source] timeout`, or a check's timeout) passed.
+    #[error("{url}: timed out after {}\nhint: the server or network is slow or stuck ([source] timeout); the next run retries", humantime::format_duration(*after))]
+    TimedOut { url: String, after: Duration },
+    /// The remote answered, but not with what git expects (a protocol error, an HTTP
+    /// status other than 401, a truncated pack): not this machine's fault.
+    #[error("{url}: {what} failed: {message}\nhint: the server answered but the transfer failed; the next run retries")]
+    Remote {
+        url: String,
+        what: &'static str,
+        message: String,
+    },
+    /// The server refused our credentials, or we have none it accepts.
+    #[error("authentication to {url} failed: {message}\nhint: {hint}")]
+    Auth {
+        url: String,
+        message: String,
+        hint: &'static str,
+    },
+    /// Our known_hosts check refused the server's ssh host key.
+    #[error("ssh host key of {url} rejected: {message}")]
+    HostKey { url: String, message: String },
+    #[error(
+        "branch '{branch}' not found on {url}\nhint: check [source] branch, or push the branch"
+    )]
+    BranchNotFound { url: String, branch: String },
+    /// `[source] token_file` or `ssh_key_file` cannot be read (or the token file is empty).
+    #[error("cannot read [source] {key} {}: {source}\nhint: check [source] {key}", path.display())]
+    SecretFile {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A local repository (`file://` or a path) that is not there or is no repository.
+    #[error("the repository {} {problem}\nhint: check [source] url (it names a local path: {})", path.display(), path.display())]
+    RepoMissing {
+        path: PathBuf,
+        problem: &'static str,
+    },
+    /// A local repository we may not read (permissions, I/O error).
+    #[error("cannot read the repository {}: {source}\nhint: fix this machine: the agent (root) must be able to read it", path.display())]
+    RepoUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The agent's own cache (`<state_dir>/cache.git`) cannot be written: disk full,
+    /// read-only, permissions. Nothing to do with the remote.
+    #[error("{doing} the git cache {}: {source}\nhint: fix this machine (free space, a writable state_dir); the commit is not blamed", path.display())]
+    Cache {
+        path: PathBuf,
+        doing: &'static str,
+        source: std::io::Error,
+    },
+    /// A previous fetch that missed its deadline still holds the cache (its libgit2 call
+    /// is stuck in a socket read); it ends at libgit2's own socket timeout.
+    #[error("the git cache {} is still held by an earlier fetch that timed out\nhint: the next run retries", path.display())]
+    CacheBusy { path: PathBuf },
+    /// The git worker thread could not be started or died.
+    #[error("git ({url}): {message}")]
+    Internal { url: String, message: String },
+}
+
+impl SourceError {
+    /// Whose problem it is; exit code, retry and blame follow from it.
+    pub fn kind(&self) -> Kind {
+        match self {
+            SourceError::Unreachable { .. }
+            | SourceError::TimedOut { .. }
+            | SourceError::Remote { .. }
+            | SourceError::CacheBusy { .. } => Kind::Transient,
+            SourceError::Auth { .. }
+            | SourceError::HostKey { .. }
+            | SourceError::BranchNotFound { .. }
+            | SourceError::RepoMissing { .. } => Kind::Configuration,
+            SourceError::SecretFile { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                Kind::Configuration
+            }
+            SourceError::SecretFile { source, .. }
+            | SourceError::RepoUnreadable { source, .. }
+            | SourceError::Cache { source, .. } => {
+                match io_kind(source) {
+                    // A local file is never "the network": whatever the code, it is this machine.
+                    Kind::Transient => Kind::Environment,
+                    k => k,
+                }
+            }
+            SourceError::Internal { .. } => Kind::Environment,
+        }
+    }
+
+    /// Worth retrying soon without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        self.kind() == Kind::Transient
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+
+    fn io(e: Errno) -> std::io::Error {
+        std::io::Error::from_raw_os_error(e as i32)
+    }
+
+    #[test]
+    fn kinds_and_messages_agree() {
+        let url = || "git://127.0.0.1:1/h.git".to_string();
+        let cases: Vec<(SourceError, Kind, &str, &str)> = vec![
+            (
+                SourceError::Unreachable {
+                    url: url(),
+                    message: "failed to connect".into(),
+                },
+                Kind::Transient,
+                "check the network",
+                "",
+            ),
+            (
+                SourceError::TimedOut {
+                    url: url(),
+                    after: Duration::from_secs(2),
+                },
+                Kind::Transient,
+                "timed out after 2s",
+                "",
+            ),
+            (
+                SourceError::RepoMissing {
+                    path: "/no/such/path".into(),
+                    problem: "does not exist",
+                },
+                Kind::Configuration,
+                "/no/such/path does not exist",
+                "network",
+            ),
+            (
+                SourceError::Cache {
+                    path: "/var/lib/homelab-agent/cache.git".into(),
+                    doing: "fetching into",
+                    source: io(Errno::ENOSPC),
+                },
+                Kind::Environment,
+                "cache.git",
+                "cannot reach",
+            ),
+            (
+                SourceError::Cache {
+                    path: "/c".into(),
+                    doing: "fetching into",
+                    source: io(Errno::EROFS),
+                },
+                Kind::Environment,
+                "free space",
+                "network",
+            ),
+            (
+                SourceError::Auth {
+                    url: url(),
+                    message: "401".into(),
+                    hint: "check [source] token_file",
+                },
+                Kind::Configuration,
+                "hint: check [source] token_file",
+                "network",
+            ),
+            (
+                SourceError::HostKey {
+                    url: url(),
+                    message: "unknown".into(),
+                },
+                Kind::Configuration,
+                "ssh host key",
+                "network",
+            ),
+            (
+                SourceError::BranchNotFound {
+                    url: url(),
+                    branch: "main".into(),
+                },
+                Kind::Configuration,
+                "[source] branch",
+                "network",
+            ),
+        ];
+        for (e, kind, has, lacks) in cases {
+            assert_eq!(e.kind(), kind, "{e}");
+            let text = e.to_string();
+            assert!(text.contains(has), "{text:?} lacks {has:?}");
+            assert!(
+                lacks.is_empty() || !text.contains(lacks),
+                "{text:?} has {lacks:?}"
+            );
+            assert_eq!(e.is_transient(), kind == Kind::Transient);
+        }
+    }
+
+    #[test]
+    fn a_local_file_error_is_never_transient() {
+        let e = SourceError::Cache {
+            path: "/c".into(),
+            doing: "fetching into",
+            source: io(Errno::EPIPE),
+        };
+        assert_eq!(e.kind(), Kind::Environment);
+    }
+}
