@@ -105,31 +105,7 @@ impl Real {
     }
 
     fn git_deadline(&self) -> Duration {
-        Duration::from_secs(300)
-    }
-}
-
-// Until source and nix classify their own errors (issue 9): a stop-gap by type.
-trait Blame {
-    fn kind(&self) -> Kind;
-}
-impl Blame for source::SourceError {
-    fn kind(&self) -> Kind {
-        if self.is_transient() {
-            Kind::Transient
-        } else {
-            Kind::Configuration
-        }
-    }
-}
-impl Blame for nix::BuildError {
-    fn kind(&self) -> Kind {
-        match self {
-            nix::BuildError::Eval(_) | nix::BuildError::Failed(_) => Kind::Commit,
-            nix::BuildError::HostMissing { .. } => Kind::Configuration,
-            nix::BuildError::TimedOut { .. } => Kind::Transient,
-            nix::BuildError::DiskFull(_) | nix::BuildError::Nix(_) => Kind::Environment,
-        }
+        self.settings.source.timeout
     }
 }
 
