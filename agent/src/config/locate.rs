@@ -25,6 +25,55 @@ pub fn line_of(text: &str, key_path: &str) -> Option<usize> {
     offset.map(|o| line_at(text, o))
 }
 
+/// The key path (`health.checks[1].expect_status`) of the deepest key or value whose
+/// span holds `offset`: what a serde error at that offset is about.
+pub fn path_at(text: &str, offset: usize) -> Option<String> {
+    let doc = ImDocument::parse(text).ok()?;
+    let mut path = String::new();
+    descend(doc.as_table(), offset, &mut path).then_some(path)
+}
+
+fn descend(table: &toml_edit::Table, offset: usize, path: &mut String) -> bool {
+    for (key, item) in table.iter() {
+        let Some((k, _)) = table.get_key_value(key) else {
+            continue;
+        };
+        let holds = |span: Option<std::ops::Range<usize>>| {
+            span.is_some_and(|s| s.start <= offset && offset < s.end.max(s.start + 1))
+        };
+        let mut here = path.clone();
+        if !here.is_empty() {
+            here.push('.');
+        }
+        here.push_str(key);
+        let found = match item {
+            Item::Table(t) => {
+                let mut p = here.clone();
+                descend(t, offset, &mut p).then_some(p)
+            }
+            Item::ArrayOfTables(a) => a.iter().enumerate().find_map(|(i, t)| {
+                let mut p = format!("{here}[{i}]");
+                (descend(t, offset, &mut p) || holds(t.span())).then_some(p)
+            }),
+            Item::Value(toml_edit::Value::InlineTable(t)) => {
+                let t = t.clone().into_table();
+                let mut p = here.clone();
+                descend(&t, offset, &mut p).then_some(p)
+            }
+            _ => None,
+        };
+        if let Some(p) = found {
+            *path = p;
+            return true;
+        }
+        if holds(k.span()) || holds(span_of(item)) {
+            *path = here;
+            return true;
+        }
+    }
+    false
+}
+
 /// The 1-based line of a byte offset.
 pub fn line_at(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
@@ -96,6 +145,19 @@ mod tests {
         let text = "source.url = \"/r\"\nhealth = { settle = \"1y\" }\n";
         assert_eq!(line_of(text, "source.url"), Some(1));
         assert_eq!(line_of(text, "health.settle"), Some(2));
+    }
+
+    #[test]
+    fn finds_the_key_path_at_an_offset() {
+        let at = |needle: &str| path_at(TEXT, TEXT.find(needle).unwrap());
+        assert_eq!(at("\"/r\"").as_deref(), Some("source.url"));
+        assert_eq!(at("settle").as_deref(), Some("health.settle"));
+        assert_eq!(at("\"a:1\"").as_deref(), Some("health.checks[0].address"));
+        assert_eq!(at("\"0s\"").as_deref(), Some("health.checks[1].timeout"));
+        assert_eq!(
+            at("command = []").as_deref(),
+            Some("health.checks[1].command")
+        );
     }
 
     #[test]

@@ -183,42 +183,24 @@ pub fn parse(file: &Path, text: &str) -> Result<Settings, ConfigError> {
     })
 }
 
-/// The key a toml error is about: the field serde names in backticks, prefixed with the
-/// `[table]` it sits in (found from the error's position).
+/// The key path a toml error is about: the key or value at the error's position (from
+/// `toml_edit`'s spans), completed by the field serde names when one is missing or unknown.
 fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message();
     let Some(span) = e.span() else {
         return "(syntax)".into();
     };
-    let field = match msg.split('`').nth(1) {
-        Some(k) if msg.contains("unknown field") || msg.contains("missing field") => k.to_string(),
-        // A bad value: the key is what stands before `=` on the value's line.
-        _ => {
-            let line_start = text[..span.start.min(text.len())]
-                .rfind('\n')
-                .map_or(0, |i| i + 1);
-            match text[line_start..].split_once('=') {
-                Some((key, _)) if !key.contains('\n') && !key.trim().is_empty() => {
-                    key.trim().to_string()
-                }
-                _ => return "(syntax)".into(),
-            }
-        }
-    };
-    let field = field.as_str();
-    // Errors inside an array-of-tables entry point at its `[[header]]` line: include it.
-    let line_end = text[span.start.min(text.len())..]
-        .find('\n')
-        .map_or(text.len(), |i| span.start + i);
-    let table = text[..line_end]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-    match table {
-        Some(t) if t != field => format!("{t}.{field}"),
-        _ => field.to_string(),
+    // Inside a tagged check serde reports the table's position, not the field's: the
+    // field it names completes the path.
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|p| e.message().strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    match (locate::path_at(text, span.start), named) {
+        (Some(path), Some(field)) if path == field || path.ends_with(&format!(".{field}")) => path,
+        (Some(path), Some(field)) => format!("{path}.{field}"),
+        (Some(path), None) => path,
+        (None, Some(field)) => field.to_string(),
+        (None, None) => "(syntax)".into(),
     }
 }
 
@@ -281,7 +263,7 @@ mod tests {
             ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[[health.checks]]\ntype = \"command\"\ncommand = []\n", "health.checks[0].command"),
             ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[[health.checks]]\ntype = \"http\"\nurl = \"ftp://x\"\n", "health.checks[0].url"),
             ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[[health.checks]]\ntype = \"tcp\"\naddress = \"nope\"\n", "health.checks[0].address"),
-            ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[[health.checks]]\ntype = \"tcp\"\naddress = \"a:1\"\nport = 2\n", "health.checks.port"),
+            ("[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[[health.checks]]\ntype = \"tcp\"\naddress = \"a:1\"\nport = 2\n", "health.checks[0].port"),
             ("[source]\nurl = \"ext::sh -c touch% /tmp/pwned\"\n", "source.url"),
             ("[source]\nurl = \"http://git.example.org/r.git\"\ntoken_file = \"/k\"\n", "source.token_file"),
         ];

@@ -75,40 +75,40 @@ pub(super) struct RawHealth {
     pub(super) checks: Vec<RawCheck>,
 }
 
+/// One `[[health.checks]]` entry: one flat table (not a serde-tagged enum, whose
+/// buffering loses the position of a bad value), checked per `type` by the validator.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub(super) enum RawCheck {
-    Systemd {
-        name: Option<String>,
-        timeout: Option<String>,
-        #[serde(default)]
-        units: Vec<String>,
-        #[serde(default)]
-        no_failed_units: bool,
-    },
-    Http {
-        name: Option<String>,
-        timeout: Option<String>,
-        url: String,
-        expect_status: Option<u16>,
-        body_contains: Option<String>,
-        #[serde(default)]
-        insecure_tls: bool,
-    },
-    Tcp {
-        name: Option<String>,
-        timeout: Option<String>,
-        address: String,
-    },
-    Command {
-        name: Option<String>,
-        timeout: Option<String>,
-        command: Vec<String>,
-    },
-    Remote {
-        name: Option<String>,
-        timeout: Option<String>,
-    },
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCheck {
+    #[serde(rename = "type")]
+    pub(super) kind: String,
+    pub(super) name: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) units: Option<Vec<String>>,
+    pub(super) no_failed_units: Option<bool>,
+    pub(super) url: Option<String>,
+    pub(super) expect_status: Option<u16>,
+    pub(super) body_contains: Option<String>,
+    pub(super) insecure_tls: Option<bool>,
+    pub(super) address: Option<String>,
+    pub(super) command: Option<Vec<String>>,
+}
+
+impl RawCheck {
+    /// The fields that are set, by name, except `type`, `name` and `timeout`.
+    pub(super) fn specific_fields(&self) -> Vec<&'static str> {
+        let set = [
+            ("units", self.units.is_some()),
+            ("no_failed_units", self.no_failed_units.is_some()),
+            ("url", self.url.is_some()),
+            ("expect_status", self.expect_status.is_some()),
+            ("body_contains", self.body_contains.is_some()),
+            ("insecure_tls", self.insecure_tls.is_some()),
+            ("address", self.address.is_some()),
+            ("command", self.command.is_some()),
+        ];
+        set.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -263,13 +263,45 @@ impl Validator<'_> {
 
     fn check(&self, index: usize, raw: RawCheck) -> Result<Check> {
         let key = |field: &str| format!("health.checks[{index}].{field}");
-        let (name, timeout, default_timeout, kind) = match raw {
-            RawCheck::Systemd {
-                name,
-                timeout,
-                units,
-                no_failed_units,
-            } => {
+        let allowed: &[&str] = match raw.kind.as_str() {
+            "systemd" => &["units", "no_failed_units"],
+            "http" => &["url", "expect_status", "body_contains", "insecure_tls"],
+            "tcp" => &["address"],
+            "command" => &["command"],
+            "remote" => &[],
+            other => {
+                return Err(err(
+                    &key("type"),
+                    format!("unknown variant `{other}`, expected one of `systemd`, `http`, `tcp`, `command`, `remote`"),
+                ))
+            }
+        };
+        if let Some(extra) = raw
+            .specific_fields()
+            .into_iter()
+            .find(|f| !allowed.contains(f))
+        {
+            return Err(err(
+                &key(extra),
+                format!(
+                    "not a field of a check of type \"{}\" (it takes: {})",
+                    raw.kind,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        let required = |field: &str, value: Option<String>| {
+            value.ok_or_else(|| {
+                err(
+                    &key(field),
+                    format!("missing: a check of type \"{}\" needs {field}", raw.kind),
+                )
+            })
+        };
+        let (name, default_timeout, kind) = match raw.kind.as_str() {
+            "systemd" => {
+                let units = raw.units.clone().unwrap_or_default();
+                let no_failed_units = raw.no_failed_units.unwrap_or(false);
                 if units.is_empty() && !no_failed_units {
                     return Err(err(
                         &key("units"),
@@ -287,22 +319,16 @@ impl Validator<'_> {
                     units,
                     no_failed_units,
                 };
-                (name.unwrap_or(auto), timeout, "10s", kind)
+                (raw.name.clone().unwrap_or(auto), "10s", kind)
             }
-            RawCheck::Http {
-                name,
-                timeout,
-                url,
-                expect_status,
-                body_contains,
-                insecure_tls,
-            } => {
+            "http" => {
+                let url = required("url", raw.url.clone())?;
                 http_url(&url).map_err(|m| err(&key("url"), m))?;
-                if let Some(s) = expect_status {
+                if let Some(s) = raw.expect_status {
                     bounds::check_number(&bounds::HTTP_STATUS, s)
                         .map_err(|m| err(&key("expect_status"), format!("{m} (an HTTP status)")))?;
                 }
-                if let Some(b) = &body_contains {
+                if let Some(b) = &raw.body_contains {
                     if b.is_empty() || b.len() > bounds::MAX_ARG_LEN {
                         return Err(err(
                             &key("body_contains"),
@@ -313,31 +339,24 @@ impl Validator<'_> {
                 let auto = format!("http {url}");
                 let kind = CheckKind::Http {
                     url,
-                    expect_status,
-                    body_contains,
-                    insecure_tls,
+                    expect_status: raw.expect_status,
+                    body_contains: raw.body_contains.clone(),
+                    insecure_tls: raw.insecure_tls.unwrap_or(false),
                 };
-                (name.unwrap_or(auto), timeout, "10s", kind)
+                (raw.name.clone().unwrap_or(auto), "10s", kind)
             }
-            RawCheck::Tcp {
-                name,
-                timeout,
-                address,
-            } => {
+            "tcp" => {
+                let address = required("address", raw.address.clone())?;
                 tcp_address(&address).map_err(|m| err(&key("address"), m))?;
                 let auto = format!("tcp {address}");
                 (
-                    name.unwrap_or(auto),
-                    timeout,
+                    raw.name.clone().unwrap_or(auto),
                     "5s",
                     CheckKind::Tcp { address },
                 )
             }
-            RawCheck::Command {
-                name,
-                timeout,
-                command,
-            } => {
+            "command" => {
+                let command = raw.command.clone().unwrap_or_default();
                 if command.first().is_none_or(|p| p.is_empty()) {
                     return Err(err(
                         &key("command"),
@@ -347,19 +366,18 @@ impl Validator<'_> {
                 arguments(&key("command"), &command, false)?;
                 let auto = format!("command {}", command[0]);
                 (
-                    name.unwrap_or(auto),
-                    timeout,
+                    raw.name.clone().unwrap_or(auto),
                     "30s",
                     CheckKind::Command { command },
                 )
             }
-            RawCheck::Remote { name, timeout } => (
-                name.unwrap_or_else(|| "remote".into()),
-                timeout,
+            _ => (
+                raw.name.clone().unwrap_or_else(|| "remote".into()),
                 "30s",
                 CheckKind::Remote,
             ),
         };
+        let timeout = raw.timeout;
         if name.is_empty() || name.len() > 200 {
             return Err(err(&key("name"), "must be 1 to 200 characters"));
         }

@@ -2,6 +2,7 @@
 //! See support/mod.rs for the harness.
 
 mod cli;
+mod config_bounds;
 mod deploy;
 mod http_checks;
 mod killpoints;
