@@ -50,6 +50,10 @@ pub struct Remote<'a> {
     /// Why our credential callback gave up (no credential configured, or the one we gave
     /// was rejected): an authentication failure, whatever libgit2 then reports.
     credential_refusal: RefCell<Option<String>>,
+    /// Set once pack data arrives: from then on an OS-class error is a local file's
+    /// (libgit2 reports socket failures after connecting as `Net`, and a failed connect
+    /// as `Os`, so the class alone does not tell).
+    receiving: Cell<bool>,
 }
 
 impl<'a> Remote<'a> {
@@ -78,6 +82,7 @@ impl<'a> Remote<'a> {
             deadline,
             host_key_refusal: RefCell::new(None),
             credential_refusal: RefCell::new(None),
+            receiving: Cell::new(false),
         })
     }
 
@@ -244,7 +249,10 @@ impl<'a> Remote<'a> {
             Err(git2::Error::from_str(&refusal))
         });
         let deadline = self.deadline;
-        cb.transfer_progress(move |_| started.elapsed() < deadline);
+        cb.transfer_progress(move |_| {
+            self.receiving.set(true);
+            started.elapsed() < deadline
+        });
         cb.sideband_progress(move |_| started.elapsed() < deadline);
         cb
     }
@@ -290,10 +298,22 @@ impl<'a> Remote<'a> {
         if let Some(known) = self.classify_known(&e, started) {
             return known;
         }
-        let local = match errno.raw_os_error().map(Errno::from_raw) {
+        // The OS error code, when libgit2 left it: ENOSPC or EROFS from writing the pack.
+        let mut local = match errno.raw_os_error().map(Errno::from_raw) {
             Some(Errno::ENOSPC | Errno::EDQUOT | Errno::EROFS | Errno::EIO) => Some(errno),
             _ => cache::probe(cache_path).err(),
         };
+        // An OS-class error once data flows (or from the local transport, which has no
+        // socket) is a file's: the cache's. A pack that filled the disk is deleted before
+        // libgit2 returns, so the probe finds room again; libgit2's message keeps the
+        // OS's reason.
+        let file_side = self.receiving.get() || self.settings.url.local_path().is_some();
+        if local.is_none()
+            && file_side
+            && matches!(e.class(), ErrorClass::Os | ErrorClass::Filesystem)
+        {
+            local = Some(std::io::Error::other(self.redact(e.message())));
+        }
         if let Some(source) = local {
             return SourceError::Cache {
                 path: cache_path.to_path_buf(),

@@ -289,3 +289,229 @@ fn a_secret_token_never_reaches_output_status_or_state() {
     run(&h, 75);
     assert_no_canary(&h, &canary, &outputs);
 }
+
+// ---- failures of the source, each with its kind's exit code and message -----------------
+
+/// A server that accepts connections and never answers (a remote gone silent). Holds
+/// every connection until dropped.
+struct BlackHole {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BlackHole {
+    fn start() -> BlackHole {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(c) = conn {
+                    held.push(c);
+                }
+            }
+        });
+        BlackHole { port, stop }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// The poll against a silent git:// server ends at `[source] timeout` (plus a little),
+/// and the process exits then (before the fix it waited for the stuck libgit2 thread,
+/// holding the run lock for libgit2's 60 s socket timeout).
+#[test]
+fn a_silent_git_server_ends_the_run_at_its_deadline_and_frees_the_lock() {
+    let hole = BlackHole::start();
+    let mut h = Harness::new();
+    h.url = format!("git://127.0.0.1:{}/homelab.git", hole.port);
+    h.source_extra = "timeout = \"2s\"\n".into();
+    let run = h.run_once();
+    run.expect(75);
+    assert!(
+        run.stderr().contains("timed out after 2s") && run.stderr().contains("[source] timeout"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.elapsed < std::time::Duration::from_secs(6),
+        "a 2 s deadline took {:?}",
+        run.elapsed
+    );
+    // The lock is free at once: the next run is not refused (4), it times out too.
+    let again = h.run_once();
+    again.expect(75);
+}
+
+/// The `remote` health check against a silent remote ends at its own timeout, and so
+/// does the process (`homelab-agent check` runs the checks now).
+#[test]
+fn a_remote_check_against_a_silent_remote_ends_at_its_timeout() {
+    let hole = BlackHole::start();
+    let mut h = Harness::new();
+    h.url = format!("git://127.0.0.1:{}/homelab.git", hole.port);
+    h.checks = Some("[[health.checks]]\ntype = \"remote\"\ntimeout = \"2s\"\n".into());
+    let run = h.agent(&["check"]);
+    run.expect(1);
+    assert!(
+        run.elapsed < std::time::Duration::from_secs(6),
+        "a 2 s check took {:?}",
+        run.elapsed
+    );
+    assert!(
+        run.stdout().contains("timed out after 2s") || run.stderr().contains("timed out after 2s"),
+        "{}{}",
+        run.stdout(),
+        run.stderr()
+    );
+}
+
+/// A local repository that is not there is the configuration's problem (78), and the
+/// message names the path instead of blaming the network.
+#[test]
+fn a_missing_local_repository_is_a_configuration_error_naming_the_path() {
+    let mut h = Harness::new();
+    let not_a_repo = h.path("not-a-repo");
+    std::fs::create_dir_all(&not_a_repo).unwrap();
+    for (url, path, problem) in [
+        (
+            "file:///no/such/path".to_string(),
+            "/no/such/path".to_string(),
+            "does not exist",
+        ),
+        (
+            "/no/such/path2".to_string(),
+            "/no/such/path2".to_string(),
+            "does not exist",
+        ),
+        (
+            not_a_repo.display().to_string(),
+            not_a_repo.display().to_string(),
+            "is not a git repository",
+        ),
+    ] {
+        h.url = url.clone();
+        let run = h.run_once();
+        run.expect(78);
+        let err = run.stderr();
+        assert!(
+            err.contains(&format!("{path} {problem}")) && err.contains("check [source] url"),
+            "{url}: {err}"
+        );
+        assert!(
+            !err.contains("check the network") && !err.contains("cannot reach"),
+            "{url}: {err}"
+        );
+    }
+}
+
+/// `unshare -m` works here (root, mount namespaces): needed to give the cache a tiny or
+/// read-only filesystem of its own.
+fn can_unshare_mounts() -> bool {
+    std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `run --once` with `<state>/cache.git` on its own tmpfs of `size`, mounted by
+/// `setup` (a shell snippet; `$C` is the cache dir) in a private mount namespace.
+fn run_with_cache_on_tmpfs(h: &Harness, size: &str, setup: &str) -> crate::support::Run {
+    let cache = h.path("state/cache.git");
+    std::fs::create_dir_all(&cache).unwrap();
+    let agent = h.command(&["run", "--once"]);
+    let script = format!(
+        "C=\"$1\"; shift; mount -t tmpfs -o size={size} tmpfs \"$C\" && {setup} exec \"$@\""
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(&cache)
+        .arg(agent.get_program())
+        .args(agent.get_args());
+    for (k, v) in agent.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let started = std::time::Instant::now();
+    let output = cmd.output().unwrap();
+    crate::support::Run {
+        output,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// A repository bigger than the cache's disk: the fetch fails with ENOSPC, which is this
+/// machine's problem (71), not "cannot reach" (75) and not the commit's.
+#[test]
+fn a_full_disk_during_fetch_is_an_environment_error() {
+    if !require_that("unshare -m (root, mount namespaces)", can_unshare_mounts()) {
+        return;
+    }
+    let mut h = Harness::new();
+    // 4 MiB that do not compress, for a 2 MiB cache: more than the 1 MiB the agent
+    // wants free before it starts, so the pack itself fills the disk mid-fetch.
+    let mut noise = vec![0u8; 4 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(h.repo.join("noise.bin"), &noise).unwrap();
+    h.host("pi1").content = "v1".into();
+    h.commit("big");
+    // Over the local transport (no socket) and over git:// (the pack arrives on a socket).
+    let srv = h.path("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    bare_clone(&h.repo, &srv, "homelab.git");
+    let daemon = GitDaemon::start(&srv);
+    for url in [h.repo.display().to_string(), daemon.url("homelab.git")] {
+        h.url = url.clone();
+        let run = run_with_cache_on_tmpfs(&h, "2m", "");
+        let err = run.stderr();
+        eprintln!("{err}");
+        assert_eq!(run.code(), 71, "{url}: {err}");
+        assert!(
+            err.contains("fetching into the git cache")
+                && err.contains("cache.git")
+                && err.contains("free space"),
+            "{url}: {err}"
+        );
+        assert!(!err.contains("cannot reach"), "{url}: {err}");
+    }
+    assert_eq!(h.nix_calls(), 0);
+}
+
+/// A read-only cache filesystem is found before the network is touched: 71.
+#[test]
+fn a_read_only_cache_is_an_environment_error() {
+    if !require_that("unshare -m (root, mount namespaces)", can_unshare_mounts()) {
+        return;
+    }
+    let mut h = Harness::new();
+    h.host("pi1").content = "v1".into();
+    h.commit("first");
+    let run = run_with_cache_on_tmpfs(&h, "4m", "mount -o remount,ro \"$C\" &&");
+    let err = run.stderr();
+    eprintln!("{err}");
+    assert_eq!(run.code(), 71, "{err}");
+    assert!(
+        err.contains("cache.git") && err.contains("Read-only"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot reach"), "{err}");
+}
