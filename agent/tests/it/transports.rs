@@ -515,3 +515,33 @@ fn a_read_only_cache_is_an_environment_error() {
     );
     assert!(!err.contains("cannot reach"), "{err}");
 }
+
+/// `nix` missing from PATH is this machine's problem: exit 71 every run, the commit is
+/// never blamed, and once nix is back the same commit deploys.
+#[test]
+fn nix_missing_is_an_environment_error_and_never_blames_the_commit() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.host("pi1").content = "v1".into();
+    h.commit("first");
+    h.env.push(("PATH".into(), "/nonexistent".into()));
+    for _ in 0..4 {
+        let run = h.run_once();
+        run.expect(71);
+        let err = run.stderr();
+        assert!(
+            err.contains("nix not found")
+                && err.contains("install Nix")
+                && err.contains("not blamed"),
+            "{err}"
+        );
+        assert!(!err.contains("push a fix"), "{err}");
+    }
+    let s = h.status();
+    assert!(s["bad_commit"].is_null(), "the commit was blamed: {s}");
+    h.env.clear();
+    h.run_once().expect(0);
+    assert_eq!(h.status()["last_run"]["outcome"], "deployed");
+}
