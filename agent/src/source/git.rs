@@ -423,3 +423,125 @@ pub fn read_secret(path: &PathBuf) -> Result<String, std::io::Error> {
     }
     Ok(token)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failure::Kind;
+    use git2::{Error, ErrorClass as Class, ErrorCode as Code};
+
+    fn settings(url: &str) -> SourceSettings {
+        let text = format!("[source]\nurl = \"{url}\"\n[host]\nname = \"pi1\"\n");
+        crate::config::parse(Path::new("/t.toml"), &text)
+            .unwrap()
+            .source
+    }
+
+    fn classify(url: &str, e: Error) -> SourceError {
+        let s = settings(url);
+        let r = Remote::new(&s, Duration::from_secs(60)).unwrap();
+        r.classify(e, "fetching", Instant::now())
+    }
+
+    #[test]
+    fn remote_errors_are_classified_by_code_and_class() {
+        let net = "git://127.0.0.1:9/h.git";
+        let cases = [
+            (
+                net,
+                Error::new(Code::Auth, Class::Http, "x"),
+                Kind::Configuration,
+            ),
+            (
+                net,
+                Error::new(Code::GenericError, Class::Net, "x"),
+                Kind::Transient,
+            ),
+            (
+                net,
+                Error::new(Code::GenericError, Class::Os, "x"),
+                Kind::Transient,
+            ),
+            (
+                net,
+                Error::new(Code::Certificate, Class::Ssl, "x"),
+                Kind::Transient,
+            ),
+            (
+                net,
+                Error::new(Code::GenericError, Class::Http, "x"),
+                Kind::Transient,
+            ),
+            (
+                "/tmp",
+                Error::new(Code::NotFound, Class::Repository, "x"),
+                Kind::Configuration,
+            ),
+        ];
+        for (url, e, kind) in cases {
+            let shown = format!("{:?}/{:?}", e.code(), e.class());
+            let got = classify(url, e);
+            assert_eq!(got.kind(), kind, "{url} {shown}: {got}");
+        }
+    }
+
+    #[test]
+    fn an_os_error_after_data_arrived_is_the_cache_not_the_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings("git://127.0.0.1:9/h.git");
+        let r = Remote::new(&s, Duration::from_secs(60)).unwrap();
+        let os = || Error::new(Code::GenericError, Class::Os, "cannot extend packfile");
+        let no_errno = || std::io::Error::from_raw_os_error(0);
+        // Before any data: a failed connect.
+        let e = r.classify_fetch(os(), no_errno(), dir.path(), Instant::now());
+        assert_eq!(e.kind(), Kind::Transient, "{e}");
+        r.receiving.set(true);
+        let e = r.classify_fetch(os(), no_errno(), dir.path(), Instant::now());
+        assert!(matches!(e, SourceError::Cache { .. }), "{e}");
+        assert_eq!(e.kind(), Kind::Environment);
+        // ENOSPC left by libgit2 decides at once, whatever the class.
+        r.receiving.set(false);
+        let e = r.classify_fetch(
+            Error::new(Code::GenericError, Class::Odb, "x"),
+            std::io::Error::from_raw_os_error(Errno::ENOSPC as i32),
+            dir.path(),
+            Instant::now(),
+        );
+        assert_eq!(e.kind(), Kind::Environment, "{e}");
+    }
+
+    #[test]
+    fn a_passed_deadline_is_a_timeout_whatever_libgit2_says() {
+        let s = settings("git://127.0.0.1:9/h.git");
+        let r = Remote::new(&s, Duration::from_millis(1)).unwrap();
+        let started = Instant::now() - Duration::from_secs(1);
+        let e = r.classify(Error::new(Code::Auth, Class::Http, "x"), "x", started);
+        assert!(matches!(e, SourceError::TimedOut { .. }), "{e}");
+    }
+
+    #[test]
+    fn missing_secret_files_are_configuration_errors() {
+        let mut s = settings("https://git.example.org/h.git");
+        s.token_file = Some("/no/such/token".into());
+        let e = Remote::new(&s, Duration::from_secs(1)).err().unwrap();
+        assert_eq!(e.kind(), Kind::Configuration, "{e}");
+        assert!(e.to_string().contains("/no/such/token"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("t");
+        std::fs::write(&empty, "\n").unwrap();
+        s.token_file = Some(empty);
+        let e = Remote::new(&s, Duration::from_secs(1)).err().unwrap();
+        assert_eq!(e.kind(), Kind::Configuration, "{e}");
+    }
+
+    #[test]
+    fn a_missing_local_repository_names_its_path() {
+        let s = settings("file:///no/such/path");
+        let r = Remote::new(&s, Duration::from_secs(1)).unwrap();
+        let e = r.head().unwrap_err();
+        assert_eq!(e.kind(), Kind::Configuration);
+        let text = e.to_string();
+        assert!(text.contains("/no/such/path does not exist"), "{text}");
+        assert!(!text.contains("network"), "{text}");
+    }
+}
