@@ -31,7 +31,7 @@ pub const MIN_FREE_BYTES: u64 = 16 << 20;
 pub enum BuildError {
     #[error("evaluation failed:\n{0}\nhint: fix the Nix error in your flake and push")]
     Eval(String),
-    #[error("the flake has no {attribute}:\n{message}\nhint: check [host] name (\"{host}\"), or add this host to nixosConfigurations")]
+    #[error("{}", host_missing(attribute, host, message))]
     HostMissing {
         attribute: String,
         host: String,
@@ -74,6 +74,15 @@ impl BuildError {
     pub fn is_transient(&self) -> bool {
         self.kind() == Kind::Transient
     }
+}
+
+fn host_missing(attribute: &str, host: &str, message: &str) -> String {
+    let hint = if host.is_empty() {
+        "hint: check [host] attribute".to_string()
+    } else {
+        format!("hint: check [host] name (\"{host}\"), or add this host to nixosConfigurations")
+    };
+    format!("the flake has no {attribute}:\n{message}\n{hint}")
 }
 
 /// What the filesystems under the store and the GC root say, by `statvfs`.

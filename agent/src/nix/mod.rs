@@ -122,22 +122,26 @@ async fn classify(req: &BuildRequest<'_>, status: &ExitStatus, stderr: &str) -> 
         Some(e) => return BuildError::Machine(excerpt, Some(e.into())),
         None => {}
     }
-    if let Some(host) = host_of(req.attribute) {
-        if let Ok(names) = host_names(req).await {
-            if !names.iter().any(|n| n == host) {
-                return BuildError::HostMissing {
-                    attribute: req.attribute.to_string(),
-                    host: host.to_string(),
-                    message: format!("  the flake's nixosConfigurations: {}", names.join(", ")),
-                };
-            }
-        }
-    } else if stderr.contains("does not provide attribute") {
-        // An overridden [host] attribute: nix's own words are all there is.
+    // Whether the host exists, by asking nix for the names (JSON). Only when that answer
+    // is not available (an overridden attribute, a flake that does not evaluate) are nix's
+    // own words used.
+    let host = host_of(req.attribute);
+    let names = match host {
+        Some(_) => host_names(req).await.ok(),
+        None => None,
+    };
+    let missing = match (host, &names) {
+        (Some(h), Some(names)) => !names.iter().any(|n| n == h),
+        _ => stderr.contains("does not provide attribute"),
+    };
+    if missing {
         return BuildError::HostMissing {
             attribute: req.attribute.to_string(),
-            host: String::new(),
-            message: excerpt,
+            host: host.unwrap_or_default().to_string(),
+            message: match names {
+                Some(names) => format!("  the flake's nixosConfigurations: {}", names.join(", ")),
+                None => excerpt,
+            },
         };
     }
     failure::from_text(stderr, excerpt)
