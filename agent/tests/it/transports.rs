@@ -425,15 +425,13 @@ fn can_unshare_mounts() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Runs `run --once` with `<state>/cache.git` on its own tmpfs of `size`, mounted by
-/// `setup` (a shell snippet; `$C` is the cache dir) in a private mount namespace.
-fn run_with_cache_on_tmpfs(h: &Harness, size: &str, setup: &str) -> crate::support::Run {
+/// Runs `run --once` in a private mount namespace after `setup` (a shell snippet ending
+/// in `&&`; `$C` is `<state>/cache.git`, created first).
+fn run_in_mount_namespace(h: &Harness, setup: &str) -> crate::support::Run {
     let cache = h.path("state/cache.git");
     std::fs::create_dir_all(&cache).unwrap();
     let agent = h.command(&["run", "--once"]);
-    let script = format!(
-        "C=\"$1\"; shift; mount -t tmpfs -o size={size} tmpfs \"$C\" && {setup} exec \"$@\""
-    );
+    let script = format!("C=\"$1\"; shift; {setup} exec \"$@\"");
     let mut cmd = std::process::Command::new("unshare");
     cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
         .arg(&cache)
@@ -451,6 +449,14 @@ fn run_with_cache_on_tmpfs(h: &Harness, size: &str, setup: &str) -> crate::suppo
         output,
         elapsed: started.elapsed(),
     }
+}
+
+/// `run --once` with `<state>/cache.git` on its own tmpfs of `size`, then `more`.
+fn run_with_cache_on_tmpfs(h: &Harness, size: &str, more: &str) -> crate::support::Run {
+    run_in_mount_namespace(
+        h,
+        &format!("mount -t tmpfs -o size={size} tmpfs \"$C\" && {more}"),
+    )
 }
 
 /// A repository bigger than the cache's disk: the fetch fails with ENOSPC, which is this
@@ -544,4 +550,52 @@ fn nix_missing_is_an_environment_error_and_never_blames_the_commit() {
     h.env.clear();
     h.run_once().expect(0);
     assert_eq!(h.status()["last_run"]["outcome"], "deployed");
+}
+
+/// A build that fails on a machine whose store is (nearly) full is this machine's problem
+/// (71, found by `statvfs` of the store), not the commit's; with room again, the same
+/// failure is the commit's (1). The store is a copy on a small tmpfs in a private mount
+/// namespace, so the real one is never touched.
+#[test]
+fn a_failed_build_on_a_full_store_is_an_environment_error() {
+    if !nix_available()
+        || !require_that("unshare -m (root, mount namespaces)", can_unshare_mounts())
+    {
+        return;
+    }
+    let mut h = Harness::new();
+    h.host("pi1").build = "build-exit:3".into();
+    h.commit("does not build");
+    let du = std::process::Command::new("du")
+        .args(["-sk", "/nix"])
+        .output()
+        .unwrap();
+    let used_kib: u64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du -sk /nix");
+    // Copied with room to spare, then shrunk to about 8 MiB free: less than the 16 MiB
+    // the agent calls full.
+    let store = h.path("nixfs");
+    std::fs::create_dir_all(&store).unwrap();
+    let setup = format!(
+        "mount -t tmpfs -o size={big}k tmpfs {s} && cp -a /nix/. {s}/ && \
+         used=$(df -k --output=used {s} | tail -n 1) && \
+         mount -o remount,size=$((used + 8192))k {s} && mount --bind {s} /nix &&",
+        big = used_kib + 64 * 1024,
+        s = store.display()
+    );
+    let run = run_in_mount_namespace(&h, &setup);
+    let err = run.stderr();
+    assert_eq!(run.code(), 71, "{err}");
+    assert!(
+        err.contains("out of disk space") && err.contains("not blamed"),
+        "{err}"
+    );
+    assert!(h.status()["bad_commit"].is_null());
+    // The real store has room: the same failure is the commit's.
+    let run = h.run_once();
+    run.expect(1);
+    assert!(run.stderr().contains("build failed"), "{}", run.stderr());
 }
