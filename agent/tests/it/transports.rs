@@ -459,6 +459,19 @@ fn run_with_cache_on_tmpfs(h: &Harness, size: &str, more: &str) -> crate::suppor
     )
 }
 
+/// `len` bytes that do not compress.
+fn noise(len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in out.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    out
+}
+
 /// A repository bigger than the cache's disk: the fetch fails with ENOSPC, which is this
 /// machine's problem (71), not "cannot reach" (75) and not the commit's.
 #[test]
@@ -469,15 +482,7 @@ fn a_full_disk_during_fetch_is_an_environment_error() {
     let mut h = Harness::new();
     // 4 MiB that do not compress, for a 2 MiB cache: more than the 1 MiB the agent
     // wants free before it starts, so the pack itself fills the disk mid-fetch.
-    let mut noise = vec![0u8; 4 << 20];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for b in noise.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    std::fs::write(h.repo.join("noise.bin"), &noise).unwrap();
+    std::fs::write(h.repo.join("noise.bin"), noise(4 << 20)).unwrap();
     h.host("pi1").content = "v1".into();
     h.commit("big");
     // Over the local transport (no socket) and over git:// (the pack arrives on a socket).
@@ -552,10 +557,34 @@ fn nix_missing_is_an_environment_error_and_never_blames_the_commit() {
     assert_eq!(h.status()["last_run"]["outcome"], "deployed");
 }
 
+/// Runs `run --once` with the nix store copied onto a tmpfs with `free_kib` left, in a
+/// private mount namespace (the real store is never touched).
+fn run_with_small_store(h: &Harness, free_kib: u64) -> crate::support::Run {
+    let du = std::process::Command::new("du")
+        .args(["-sk", "/nix"])
+        .output()
+        .unwrap();
+    let used_kib: u64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du -sk /nix");
+    // Copied with room to spare, then shrunk to what is used plus `free_kib`.
+    let store = h.path("nixfs");
+    std::fs::create_dir_all(&store).unwrap();
+    let setup = format!(
+        "mount -t tmpfs -o size={big}k tmpfs {s} && cp -a /nix/. {s}/ && \
+         used=$(df -k --output=used {s} | tail -n 1) && \
+         mount -o remount,size=$((used + {free_kib}))k {s} && mount --bind {s} /nix &&",
+        big = used_kib + 64 * 1024,
+        s = store.display()
+    );
+    run_in_mount_namespace(h, &setup)
+}
+
 /// A build that fails on a machine whose store is (nearly) full is this machine's problem
 /// (71, found by `statvfs` of the store), not the commit's; with room again, the same
-/// failure is the commit's (1). The store is a copy on a small tmpfs in a private mount
-/// namespace, so the real one is never touched.
+/// failure is the commit's (1).
 #[test]
 fn a_failed_build_on_a_full_store_is_an_environment_error() {
     if !nix_available()
@@ -566,27 +595,8 @@ fn a_failed_build_on_a_full_store_is_an_environment_error() {
     let mut h = Harness::new();
     h.host("pi1").build = "build-exit:3".into();
     h.commit("does not build");
-    let du = std::process::Command::new("du")
-        .args(["-sk", "/nix"])
-        .output()
-        .unwrap();
-    let used_kib: u64 = String::from_utf8_lossy(&du.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("du -sk /nix");
-    // Copied with room to spare, then shrunk to about 8 MiB free: less than the 16 MiB
-    // the agent calls full.
-    let store = h.path("nixfs");
-    std::fs::create_dir_all(&store).unwrap();
-    let setup = format!(
-        "mount -t tmpfs -o size={big}k tmpfs {s} && cp -a /nix/. {s}/ && \
-         used=$(df -k --output=used {s} | tail -n 1) && \
-         mount -o remount,size=$((used + 8192))k {s} && mount --bind {s} /nix &&",
-        big = used_kib + 64 * 1024,
-        s = store.display()
-    );
-    let run = run_in_mount_namespace(&h, &setup);
+    // About 8 MiB free: less than the 16 MiB the agent calls full.
+    let run = run_with_small_store(&h, 8 * 1024);
     let err = run.stderr();
     assert_eq!(run.code(), 71, "{err}");
     assert!(
@@ -598,4 +608,28 @@ fn a_failed_build_on_a_full_store_is_an_environment_error() {
     let run = h.run_once();
     run.expect(1);
     assert!(run.stderr().contains("build failed"), "{}", run.stderr());
+}
+
+/// A commit bigger than the store's free space: nix fails with ENOSPC while copying the
+/// source into the store, then frees it, so `statvfs` sees room again; the agent still
+/// calls it disk full (71, nix's report of the OS error), and the commit deploys once
+/// there is room.
+#[test]
+fn running_out_of_store_space_mid_build_is_an_environment_error() {
+    if !nix_available()
+        || !require_that("unshare -m (root, mount namespaces)", can_unshare_mounts())
+    {
+        return;
+    }
+    let mut h = Harness::new();
+    std::fs::write(h.repo.join("noise.bin"), noise(40 << 20)).unwrap();
+    h.host("pi1").content = "v1".into();
+    h.commit("big");
+    // 24 MiB free: above the agent's 16 MiB threshold, below the 40 MiB source.
+    let run = run_with_small_store(&h, 24 * 1024);
+    let err = run.stderr();
+    assert_eq!(run.code(), 71, "{err}");
+    assert!(err.contains("out of disk space"), "{err}");
+    assert!(h.status()["bad_commit"].is_null());
+    h.run_once().expect(0);
 }
