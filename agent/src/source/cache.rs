@@ -281,5 +281,13 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, commits, "history lost by the repack");
+        // git itself (what nix uses to read the cache) finds the repacked cache sound.
+        let fsck = Command::new("git")
+            .arg("--git-dir")
+            .arg(&cache)
+            .args(["fsck", "--strict", "--no-dangling"])
+            .output()
+            .unwrap();
+        assert!(fsck.status.success(), "git fsck: {fsck:?}");
     }
 }
