@@ -8,7 +8,9 @@
 //! caller gets [`SourceError::TimedOut`] at once and the thread is abandoned. Nothing
 //! ever joins it (not tokio's runtime shutdown either, as it would a `spawn_blocking`
 //! task), so the process exits, and releases the run lock, on time; the thread dies
-//! with the process.
+//! with the process. In the daemon (`run` without `--once`) an abandoned thread ends by
+//! itself at libgit2's socket timeouts (15 s connect, 60 s read), so with polls at least
+//! 10 s apart only a handful can exist at once.
 
 pub mod cache;
 pub mod error;
