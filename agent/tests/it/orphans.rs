@@ -241,6 +241,11 @@ fn kill_rounds(seed: u64, rounds: u64) -> u64 {
     let mut h = Harness::new();
     h.bootstrap();
     h.activation_timeout = "20s".into();
+    // How long one whole deployment takes here and now: kills land uniformly within it.
+    h.host("pi1").content = "calibration".into();
+    h.host("pi1").mode = "sleep:0.5".into();
+    h.commit("calibration");
+    let span = h.run_once().expect(0).elapsed.as_millis().max(200) as u64;
     let (k, v) = marker(&h);
     let entry = format!("{k}={v}");
     let watch = OverlapWatch::start(entry.clone());
@@ -255,7 +260,7 @@ fn kill_rounds(seed: u64, rounds: u64) -> u64 {
         h.commit(&format!("round {round}"));
         let agent = spawn_run(&h);
         let pid = Pid::from_raw(agent.id() as i32);
-        std::thread::sleep(Duration::from_millis(rng.below(1200)));
+        std::thread::sleep(Duration::from_millis(rng.below(span)));
         let how = rng.below(3) as usize;
         kinds[how] += 1;
         match how {
@@ -309,7 +314,7 @@ fn kill_rounds(seed: u64, rounds: u64) -> u64 {
     let left = processes_matching(&base(&h.path("")));
     assert!(left.is_empty(), "left running: {left:?}");
     eprintln!(
-        "seed {seed}: kills: agent alone {}, process group {}, whole tree {}; {orphaned} left an activation running",
+        "seed {seed}: kills within {span} ms: agent alone {}, process group {}, whole tree {}; {orphaned} left an activation running",
         kinds[0], kinds[1], kinds[2]
     );
     orphaned
