@@ -89,9 +89,7 @@ pub fn io_kind(e: &std::io::Error) -> Kind {
             | Errno::EPIPE,
         ) => Kind::Transient,
         _ => match e.kind() {
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionRefused => {
-                Kind::Transient
-            }
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionRefused => Kind::Transient,
             _ => Kind::Environment,
         },
     }
@@ -113,8 +111,14 @@ mod tests {
     fn io_errors_classify_by_os_code() {
         let e = |code| std::io::Error::from_raw_os_error(code);
         assert_eq!(io_kind(&e(libc_enospc())), Kind::Environment);
-        assert_eq!(io_kind(&e(nix::errno::Errno::EROFS as i32)), Kind::Environment);
-        assert_eq!(io_kind(&e(nix::errno::Errno::EACCES as i32)), Kind::Environment);
+        assert_eq!(
+            io_kind(&e(nix::errno::Errno::EROFS as i32)),
+            Kind::Environment
+        );
+        assert_eq!(
+            io_kind(&e(nix::errno::Errno::EACCES as i32)),
+            Kind::Environment
+        );
         assert_eq!(
             io_kind(&e(nix::errno::Errno::ECONNREFUSED as i32)),
             Kind::Transient
