@@ -9,9 +9,10 @@
 # Returns 1 when neither is there, 2 when $NIXPKGS_LIB is set but unusable (the caller
 # says so; with HOMELAB_TEST_REQUIRE_ALL=1 check.sh fails either way).
 # NIXPKGS_LIB_TMP is kept for callers that clean it up; nothing is extracted any more.
+# shellcheck disable=SC2034 # both are read by the caller
 find_nixpkgs_lib() {
   local root=$1 dir
-  NIXPKGS_LIB_DIR= NIXPKGS_LIB_TMP=
+  NIXPKGS_LIB_DIR='' NIXPKGS_LIB_TMP=
   if [ -n "${NIXPKGS_LIB:-}" ]; then
     dir=$(cd "$NIXPKGS_LIB" 2>/dev/null && pwd) || {
       echo "NIXPKGS_LIB=$NIXPKGS_LIB: no such directory" >&2
