@@ -28,7 +28,7 @@ async fn demo(keep: bool) -> anyhow::Result<u8> {
         .prefix("homelab-agent-demo-")
         .tempdir()?;
     let root = sandbox.path().to_path_buf();
-    prepare_nix_env(&root);
+    prepare_nix_env();
     let repo = root.join("homelab");
     let fake = root.join("machine");
     std::fs::create_dir_all(&repo)?;
@@ -117,30 +117,35 @@ fn banner(n: u32, text: &str) {
 }
 
 fn require_tools() -> anyhow::Result<()> {
-    for (tool, hint) in [
-        ("nix", "install Nix: on Debian/Ubuntu `sudo apt-get install nix-bin` (or see https://nixos.org/download)"),
-        ("nix-env", "it comes with Nix: `sudo apt-get install nix-bin`"),
-        ("git", "`sudo apt-get install git`"),
-    ] {
+    const HINT: &str = "from the checkout, run `tests/demo` (it installs what is missing when run \
+         as root, or prints the one command to run), or `sudo tests/setup`";
+    for tool in ["nix", "nix-env", "git"] {
         if Command::new(tool).arg("--version").output().is_err() {
-            anyhow::bail!("`{tool}` not found on PATH\nhint: {hint}");
+            anyhow::bail!("`{tool}` not found on PATH\nhint: {HINT}");
         }
     }
     Ok(())
 }
 
-/// The sample flake needs no substituter and a builder that can run /bin/sh; settings
-/// for this process and its children only, appended to whatever the user has.
-fn prepare_nix_env(root: &Path) {
-    let mut extra = String::from("substituters =\nsandbox = false\n");
-    let daemon = Path::new("/nix/var/nix/daemon-socket/socket").exists();
-    if nix::unistd::Uid::effective().is_root() && !daemon {
+/// Every Nix setting the demo relies on, for this process and its children only, after
+/// whatever the user has (later lines win), so nothing depends on /etc/nix/nix.conf: the
+/// sample flake needs no substituter and a builder that can run /bin/sh; root builds
+/// without build users (Debian's nix-bin creates no `nixbld` group).
+fn nix_settings(root_user: bool) -> String {
+    let mut extra = String::from(
+        "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false\n",
+    );
+    if root_user {
         extra.push_str("build-users-group =\n");
     }
+    extra
+}
+
+fn prepare_nix_env() {
+    let extra = nix_settings(nix::unistd::Uid::effective().is_root());
     let current = std::env::var("NIX_CONFIG").unwrap_or_default();
     // SAFETY: single-threaded at this point of the demo; only our children read it.
     unsafe { std::env::set_var("NIX_CONFIG", format!("{current}\n{extra}")) };
-    let _ = root;
 }
 
 fn write_config(root: &Path, repo: &Path, fake: &Path) -> anyhow::Result<Settings> {
@@ -217,4 +222,27 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nix_settings;
+
+    #[test]
+    fn nix_settings_state_everything_the_demo_relies_on() {
+        let root = nix_settings(true);
+        for line in [
+            "experimental-features = nix-command flakes",
+            "substituters =",
+            "sandbox = false",
+            "build-users-group =",
+        ] {
+            assert!(
+                root.lines().any(|l| l == line),
+                "{line:?} missing in {root:?}"
+            );
+        }
+        // A user goes through the daemon, whose build users are its own business.
+        assert!(!nix_settings(false).contains("build-users-group"));
+    }
 }

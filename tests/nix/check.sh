@@ -2,7 +2,8 @@
 # The Nix side's checks that run without nixpkgs, a Nix daemon or KVM (Nix 2.8 is enough):
 #
 #   1. every tracked or untracked .nix file parses (nix-instantiate --parse);
-#   2. with nixpkgs' lib (tests/nix/lib/nixpkgs-lib.sh says where it is looked for):
+#   2. with nixpkgs' lib ($NIXPKGS_LIB, else ../shared/nixpkgs-lib beside the checkout;
+#      tests/nix/lib/nixpkgs-lib.sh):
 #      the module evaluation test (tests/nix/eval.nix, reported by lib/eval-report.py,
 #      which runs `homelab-agent config check` on the generated configs when the binary
 #      ${HOMELAB_AGENT_BIN:-target/debug/homelab-agent} exists), and docs/options.md
@@ -12,7 +13,11 @@
 # `nix flake check` on x86_64-linux with KVM.
 #
 # Last line: "nix-checks: N passed, N failed[, N skipped]"; the exit status is non-zero
-# when anything failed.
+# when anything failed. With HOMELAB_TEST_REQUIRE_ALL=1 (tests/run, CI) a check that
+# cannot run (no nixpkgs lib, no agent binary, no tomllib) fails instead of skipping.
+#
+# Every Nix setting used is stated here (NIX_CONFIG, after the caller's), so nothing
+# depends on /etc/nix/nix.conf or a nixbld group.
 set -u -o pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -30,9 +35,17 @@ fail() {
   echo "FAIL  $*"
 }
 skip() {
+  if [ "${HOMELAB_TEST_REQUIRE_ALL:-}" = 1 ]; then
+    fail "$* (skipped, but HOMELAB_TEST_REQUIRE_ALL=1 requires it)"
+    return
+  fi
   skipped=$((skipped + 1))
   echo "skip  $*"
 }
+
+nix_settings=$'experimental-features = nix-command flakes\nsandbox = false\nsubstituters ='
+[ "$(id -u)" -ne 0 ] || nix_settings+=$'\nbuild-users-group ='
+export NIX_CONFIG="${NIX_CONFIG:+$NIX_CONFIG$'\n'}$nix_settings"
 
 work=$(mktemp -d)
 NIXPKGS_LIB_TMP=
@@ -67,11 +80,11 @@ case $? in
     echo "nixpkgs lib: $NIXPKGS_LIB_DIR"
     ;;
   2)
-    fail "module evaluation: NIXPKGS_LIB is set but unusable"
+    fail "module evaluation: nixpkgs' lib is unusable (see above)"
     NIXPKGS_LIB_DIR=
     ;;
   *)
-    echo "module evaluation: skipped (set NIXPKGS_LIB=/path/to/nixpkgs or nixpkgs.lib to run it)"
+    echo "module evaluation: nixpkgs' lib not found (set NIXPKGS_LIB=/path/to/nixpkgs/lib, or keep ../shared/nixpkgs-lib beside the checkout)"
     skip "module evaluation"
     skip "options document freshness"
     NIXPKGS_LIB_DIR=
@@ -90,7 +103,7 @@ if [ -n "$NIXPKGS_LIB_DIR" ]; then
     if [ -x "$agent" ]; then
       agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
     else
-      echo "agent config check: skipped ($agent not built; set HOMELAB_AGENT_BIN or run cargo build)"
+      echo "agent config check: $agent not built (set HOMELAB_AGENT_BIN or run cargo build)"
       agent=
     fi
     python3 tests/nix/lib/eval-report.py "$work/eval.json" "$agent" >"$work/report" 2>&1

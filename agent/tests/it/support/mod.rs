@@ -17,9 +17,13 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_homelab-agent");
 
-/// NIX_CONFIG for root without a daemon, and no substituter (no network here).
-pub const NIX_CONFIG: &str =
-    "experimental-features = nix-command flakes\nsandbox = false\nsubstituters =\nbuild-users-group =\n";
+/// Every Nix setting the tests rely on, so that none comes from the machine
+/// (`/etc/nix/nix.conf`, a `nixbld` group): flakes on; the fake system's `/bin/sh`
+/// builder needs no sandbox; root builds without build users (Debian's nix-bin creates no
+/// `nixbld` group; through a daemon the setting is the daemon's and ignored); no
+/// substituter (no network here). `tests/run` points NIX_CONF_DIR at an empty directory.
+pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsandbox = false\n\
+     build-users-group =\nsubstituters =\n";
 
 /// True when the real `nix` can run. With HOMELAB_TEST_REQUIRE_ALL=1 (the project's test
 /// command sets it) a missing prerequisite fails the test instead of skipping it.
