@@ -43,6 +43,23 @@ pub struct State {
     pub history: Vec<Run>,
     /// Set when the state file was unreadable and moved aside.
     pub recovered_from: Option<String>,
+    /// Set by an operator's `rollback`: `run` polls but does not deploy until `resume`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<Pinned>,
+}
+
+/// The machine held on a system by the operator (`rollback`), until `resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pinned {
+    /// When (RFC 3339).
+    pub since: String,
+    /// The system it is held on, and its generation.
+    pub system: String,
+    pub generation: Option<u32>,
+    /// What it was rolled back from.
+    pub from_system: String,
+    pub from_commit: Option<String>,
+    pub from_generation: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +150,8 @@ pub enum Outcome {
     Interrupted,
     /// An operator's `homelab-agent rollback` that succeeded.
     RolledBack,
+    /// A poll while pinned: the head is seen, not deployed (news only, never history).
+    Pinned,
 }
 
 impl Outcome {
@@ -145,6 +164,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Interrupted => "interrupted",
             Outcome::RolledBack => "rolled-back",
+            Outcome::Pinned => "pinned",
         }
     }
 }
