@@ -7,5 +7,6 @@ mod http_checks;
 mod killpoints;
 mod orphans;
 mod safety;
+mod status;
 mod support;
 mod transports;
