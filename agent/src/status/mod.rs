@@ -381,7 +381,7 @@ fn attention(f: &Facts, running: bool) -> Vec<Attention> {
         out.push(Attention {
             kind: AttentionKind::RollbackFailed,
             message: format!(
-                "rollback failed: returning to {} failed ({}); {live} is still live",
+                "rollback to {} failed ({}); {live} is still live",
                 f.profile
                     .as_ref()
                     .filter(|g| g.system.display().to_string() == r.system)
@@ -525,7 +525,7 @@ fn summary(
                 ),
                 Some(h) if h.status == HeadStatus::Bad => (
                     format!(
-                        "branch head {} failed: not retried until the branch moves",
+                        "branch head {} is a known-bad commit",
                         crate::deploy::short(&h.commit)
                     ),
                     Some(crate::failure::Kind::Commit.hint().into()),

@@ -384,7 +384,10 @@ fn rollback_failed_leads_with_the_reboot_hint() {
         .find(|(n, _)| *n == "rollback-failed")
         .unwrap();
     let text = human(f);
-    assert!(text.starts_with("ATTENTION:  rollback failed"), "{text}");
+    assert!(
+        text.starts_with("ATTENTION:  rollback to generation 7 failed"),
+        "{text}"
+    );
     assert!(
         text.lines()
             .nth(1)
