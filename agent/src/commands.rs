@@ -281,7 +281,8 @@ pub fn retry(config: Option<&Path>) -> u8 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match Agent::new(settings).retry() {
+    let state_dir = settings.paths.state_dir.clone();
+    let code = match Agent::new(settings).retry() {
         Ok(forgotten) if forgotten.is_empty() => {
             println!("no failed commit remembered; the next run polls as usual");
             exit::OK
@@ -295,7 +296,11 @@ pub fn retry(config: Option<&Path>) -> u8 {
             exit::OK
         }
         Err(e) => report_state(&e),
+    };
+    if code == exit::OK && status::load_state(&state_dir).0.pinned.is_some() {
+        println!("note: the machine is pinned by `rollback`: nothing is deployed until `homelab-agent resume`");
     }
+    code
 }
 
 pub fn config_check(config: Option<&Path>, json: bool) -> u8 {

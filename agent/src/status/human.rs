@@ -57,8 +57,7 @@ impl Status {
         let lost = self
             .attention
             .iter()
-            .any(|a| a.kind == AttentionKind::StateLost)
-            && self.state == Label::Unknown;
+            .any(|a| a.kind == AttentionKind::StateLost);
         match &d.commit {
             Some(c) => writeln!(
                 out,
@@ -73,7 +72,7 @@ impl Status {
                     .map(|a| format!(" ({a})"))
                     .unwrap_or_default()
             )?,
-            None if lost => writeln!(out, "deployed:   unknown (the state file is unreadable)")?,
+            None if lost => writeln!(out, "deployed:   unknown (the state was lost)")?,
             None => writeln!(out, "deployed:   nothing yet by homelab-agent")?,
         }
         if let Some(g) = self.profile_generation.or(d.generation) {
@@ -112,7 +111,7 @@ impl Status {
                 .unwrap_or_default();
             writeln!(
                 out,
-                "bad commit: {} failed in {}{when}: not retried until the branch moves",
+                "bad commit: {} failed in {}{when}",
                 short(&b.commit),
                 b.phase.as_str(),
             )?;

@@ -243,7 +243,11 @@ impl Status {
         let bad_commit = head
             .as_ref()
             .filter(|h| h.status == HeadStatus::Bad)
-            .and_then(|h| state.bad(&h.commit).cloned());
+            .and_then(|h| state.bad(&h.commit).cloned())
+            .map(|mut b| {
+                b.error = without_hint(&b.error);
+                b
+            });
         let attention = attention(&f, running.is_some());
         let mut last_run = last_run(state.history.first(), f.poll.as_ref());
         // A recorded failure of a commit no longer remembered as bad (`retry` forgot it):
@@ -275,7 +279,8 @@ impl Status {
             Label::NeedsAttention
         } else if state.pinned.is_some() {
             Label::Pinned
-        } else if last_run.outcome.as_deref() == Some("failed") {
+        } else if last_run.outcome.as_deref() == Some("failed") || bad_commit.is_some() {
+            // The last run failed, or the branch head is a commit that failed here.
             Label::Failed
         } else {
             Label::Idle
@@ -359,6 +364,9 @@ fn head(state: &State, poll: Option<&LastPoll>) -> Option<HeadView> {
         HeadStatus::PinnedPast
     } else if state.bad(&commit).is_some() {
         HeadStatus::Bad
+    } else if state.last_handled.as_deref() == Some(commit.as_str()) {
+        // Handled and not bad: deployed, or it builds the running system (unchanged).
+        HeadStatus::Deployed
     } else {
         HeadStatus::Pending
     };
@@ -506,29 +514,31 @@ fn summary(
                 .unwrap_or_else(|| "a run is in progress".into()),
             None,
         ),
-        Label::Failed => (
-            format!(
-                "the last run failed{}",
-                last.phase
-                    .as_deref()
-                    .map(|p| format!(" in {p}"))
-                    .unwrap_or_default()
+        Label::Failed => match head {
+            Some(h) if h.status == HeadStatus::Bad => (
+                format!(
+                    "branch head {} failed here and is not retried until the branch moves",
+                    crate::deploy::short(&h.commit)
+                ),
+                Some(crate::failure::Kind::Commit.hint().into()),
             ),
-            last.hint.clone(),
-        ),
+            _ => (
+                format!(
+                    "the last run failed{}",
+                    last.phase
+                        .as_deref()
+                        .map(|p| format!(" in {p}"))
+                        .unwrap_or_default()
+                ),
+                last.hint.clone(),
+            ),
+        },
         Label::Idle => {
             let _ = f;
             match head {
                 Some(h) if h.status == HeadStatus::Deployed => (
                     format!("up to date at {}", crate::deploy::short(&h.commit)),
                     None,
-                ),
-                Some(h) if h.status == HeadStatus::Bad => (
-                    format!(
-                        "branch head {} is a known-bad commit",
-                        crate::deploy::short(&h.commit)
-                    ),
-                    Some(crate::failure::Kind::Commit.hint().into()),
                 ),
                 Some(h) => (
                     format!(

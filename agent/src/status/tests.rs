@@ -88,8 +88,12 @@ fn bad_commit() -> Facts {
         verdict: Verdict::Unhealthy("got HTTP 500, expected 2xx".into()),
     }];
     f.state.push_run(run);
-    f.state
-        .mark_bad_system(C2, Phase::Health, "health check failed", Some(S2));
+    f.state.mark_bad_system(
+        C2,
+        Phase::Health,
+        "health check failed\nhint: push a fix, or run `homelab-agent retry` to try this commit again",
+        Some(S2),
+    );
     f.state.bad_commits[0].at = "2026-11-24T11:00:00Z".into();
     f.state.last_handled = Some(C2.into());
     f.poll = poll("2026-11-24T11:59:00Z", "skipped", C2);
@@ -170,6 +174,16 @@ fn named() -> Vec<(&'static str, Facts)> {
         }
     };
 
+    let mut drift = deployed();
+    drift.current_system = Some("/nix/store/ccc-nixos-system-by-hand".into());
+
+    let mut recovered = deployed();
+    recovered.state = State {
+        recovered_from: Some("/var/lib/homelab-agent/state.json.corrupt-812".into()),
+        last_handled: Some(C1.into()),
+        ..State::default()
+    };
+
     vec![
         ("never-deployed", never),
         ("deployed", deployed()),
@@ -179,6 +193,8 @@ fn named() -> Vec<(&'static str, Facts)> {
         ("pinned", pinned),
         ("rollback-failed", rollback_failed),
         ("state-lost", lost),
+        ("drift", drift),
+        ("state-recovered", recovered),
     ]
 }
 
@@ -226,10 +242,12 @@ fn each_situation_has_its_state() {
         ("deployed", "idle"),
         ("running", "running"),
         ("failed", "failed"),
-        ("bad-commit", "idle"),
+        ("bad-commit", "failed"),
         ("pinned", "pinned"),
         ("rollback-failed", "needs-attention"),
         ("state-lost", "unknown"),
+        ("drift", "needs-attention"),
+        ("state-recovered", "idle"),
     ];
     for ((name, facts), (wname, state)) in named().into_iter().zip(want) {
         assert_eq!(name, wname);
@@ -451,4 +469,32 @@ fn relative_times() {
     assert_eq!(at("2026-11-22T12:00:00Z"), "2d ago");
     assert_eq!(at("2026-11-24T12:04:00Z"), "in 4m");
     assert!(relative("yesterday", now()).is_none());
+}
+
+/// Drift leads: the live system is not the boot default, and the agent leaves it alone.
+#[test]
+fn drift_leads_and_marks_the_system() {
+    let (_, f) = named().into_iter().find(|(n, _)| *n == "drift").unwrap();
+    let text = human(f.clone());
+    assert!(text.starts_with("ATTENTION:  drift:"), "{text}");
+    assert!(
+        text.contains("by-hand  <- live, NOT the boot default"),
+        "{text}"
+    );
+    assert_eq!(
+        Status::from_facts(&settings(), f).exit_code(),
+        crate::exit::ROLLBACK_FAILED
+    );
+}
+
+/// A state file moved aside by a run is said, first, with where it went.
+#[test]
+fn lost_state_is_said_first() {
+    let (_, f) = named()
+        .into_iter()
+        .find(|(n, _)| *n == "state-recovered")
+        .unwrap();
+    let v = json(f.clone());
+    assert_eq!(v["attention"][0]["kind"], "state-lost");
+    assert!(human(f).starts_with("ATTENTION:  state was lost"));
 }
