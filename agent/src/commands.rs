@@ -194,20 +194,10 @@ pub async fn check(config: Option<&Path>, json: bool) -> u8 {
     let healthy = results.iter().all(|r| r.verdict.is_healthy());
     let mut out = std::io::stdout().lock();
     let printed = if json {
-        let checks: Vec<serde_json::Value> = results
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "name": r.name,
-                    "healthy": r.verdict.is_healthy(),
-                    "verdict": r.verdict.label().to_lowercase(),
-                    "detail": r.verdict.detail(),
-                })
-            })
-            .collect();
+        // Each check as history shows it: {"name", "verdict", "detail"}.
         write_json(
             &mut out,
-            &serde_json::json!({ "healthy": healthy, "checks": checks }),
+            &serde_json::json!({ "healthy": healthy, "checks": results }),
         )
     } else if results.is_empty() {
         writeln!(

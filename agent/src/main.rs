@@ -93,7 +93,7 @@ enum Command {
         after_help = "Exit codes:\n  0   every check healthy (or none configured)\n  1   a check is not healthy\n  78  invalid configuration"
     )]
     Check {
-        /// Machine-readable output: {"healthy": bool, "checks": [{"name", "verdict", "detail"}]}
+        /// Machine-readable output: {"healthy": bool, "checks": [{"name", "verdict": healthy | unhealthy | cannot-run, "detail"}]}
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -327,9 +327,22 @@ fn json_on_check_and_config_check() {
         "[source]\nurl = \"https://git.example.org/me/homelab.git\"\n[host]\nname = \"pi1\"\n",
     )
     .unwrap();
+    // A closed port: one unhealthy check, in JSON, exit 1.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &file,
+        format!("[source]\nurl = \"https://git.example.org/me/homelab.git\"\n[host]\nname = \"pi1\"\n[[health.checks]]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
     let out = bin(&["--config", f, "check", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
-    assert!(v["healthy"].is_boolean(), "{v}");
-    assert!(v["checks"].is_array(), "{v}");
+    assert_eq!(v["healthy"], false, "{v}");
+    assert_eq!(v["checks"][0]["verdict"], "unhealthy", "{v}");
+    assert!(v["checks"][0]["detail"].is_string(), "{v}");
 }
