@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{nix_available, require, Harness, BIN};
+use crate::support::{base, nix_available, require, Harness, BIN};
 
 /// Item 1: a rollback pins; a newer commit is polled, not deployed; `resume` unpins.
 #[test]
@@ -345,4 +345,77 @@ fn json_on_check_and_config_check() {
     assert_eq!(v["healthy"], false, "{v}");
     assert_eq!(v["checks"][0]["verdict"], "unhealthy", "{v}");
     assert!(v["checks"][0]["detail"].is_string(), "{v}");
+}
+
+/// Item 4: a failed rollback leads the human output, with the hint that helps (a reboot),
+/// marks the live system, and `status` exits 3.
+#[test]
+fn a_failed_rollback_leads_with_the_reboot_hint() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    let (_, old) = h.bootstrap();
+    std::fs::write(h.fake.join("faults").join(base(&old)), "exit:1").unwrap();
+    h.host("pi1").content = "next".into();
+    h.host("pi1").healthy = false;
+    h.commit("next");
+    h.run_once().expect(3);
+    let run = h.agent(&["status"]);
+    assert_eq!(run.code(), 3, "{}", run.stderr());
+    let human = run.stdout();
+    let mut lines = human.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("ATTENTION:  rollback to generation 1 failed"),
+        "{human}"
+    );
+    assert!(
+        lines.next().unwrap().contains("a reboot returns to it"),
+        "{human}"
+    );
+    assert!(!human.contains("homelab-agent retry"), "{human}");
+    assert!(human.contains("<- live, NOT the boot default"), "{human}");
+    assert_eq!(h.status()["state"], "needs-attention");
+}
+
+/// Item 5: no bad-commit line after a newer commit deployed, nor right after `retry`.
+#[test]
+fn no_stale_bad_commit_line() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.bootstrap();
+    h.host("pi1").content = "broken".into();
+    h.host("pi1").healthy = false;
+    let bad = h.commit("broken");
+    h.run_once().expect(1);
+    let human = h.agent(&["status"]).stdout();
+    assert!(human.contains("bad commit: "), "{human}");
+    assert_eq!(h.status()["head"]["status"], "bad");
+
+    h.agent(&["retry"]).expect(0);
+    let human = h.agent(&["status"]).stdout();
+    assert!(!human.contains("bad commit"), "after retry:\n{human}");
+    assert!(
+        !human.contains("homelab-agent retry"),
+        "after retry:\n{human}"
+    );
+    assert_eq!(h.status()["head"]["status"], "pending");
+    h.run_once().expect(1);
+    assert_eq!(h.status()["bad_commit"]["commit"], bad.as_str());
+
+    h.host("pi1").content = "fixed".into();
+    h.host("pi1").healthy = true;
+    h.commit("fixed");
+    h.run_once().expect(0);
+    let human = h.agent(&["status"]).stdout();
+    assert!(!human.contains("bad commit"), "after a fix:\n{human}");
+    let s = h.status();
+    assert!(s["bad_commit"].is_null(), "{s}");
+    assert_eq!(s["state"], "idle");
+    assert_eq!(s["head"]["status"], "deployed");
 }
