@@ -1,6 +1,8 @@
 {
   lib,
+  stdenv,
   rustPlatform,
+  installShellFiles,
   pkg-config,
   openssl,
   zlib,
@@ -33,7 +35,10 @@ rustPlatform.buildRustPackage {
 
   cargoLock.lockFile = ../Cargo.lock;
 
-  nativeBuildInputs = [ pkg-config ];
+  nativeBuildInputs = [
+    pkg-config
+    installShellFiles
+  ];
   # git2 (https and ssh) and reqwest (native-tls) link OpenSSL, found with pkg-config.
   # libgit2 and libssh2 are compiled from the sources bundled in their -sys crates,
   # pinned by Cargo.lock: libgit2-sys only accepts a system libgit2 of one exact minor
@@ -48,6 +53,18 @@ rustPlatform.buildRustPackage {
   nativeCheckInputs = [ git ];
   preCheck = ''
     export HOME=$(mktemp -d)
+  '';
+
+  # Completions and the man page come from the binary's own clap definitions
+  # (`homelab-agent completions <shell>`, `homelab-agent man`), so they never disagree
+  # with `--help`. Skipped when cross-compiling (the binary cannot run on the builder).
+  postInstall = lib.optionalString (stdenv.buildPlatform.canExecute stdenv.hostPlatform) ''
+    installShellCompletion --cmd homelab-agent \
+      --bash <($out/bin/homelab-agent completions bash) \
+      --fish <($out/bin/homelab-agent completions fish) \
+      --zsh <($out/bin/homelab-agent completions zsh)
+    $out/bin/homelab-agent man > homelab-agent.1
+    installManPage homelab-agent.1
   '';
 
   meta = {

@@ -1,6 +1,7 @@
 //! One function per CLI command. Each prints what a person needs and returns the exit
 //! code (see [`crate::exit`]); errors are printed once, with their whole chain.
 
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -34,21 +35,38 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Exit>>,
 {
-    let _lock = match lock::acquire(&settings.paths.runtime_dir) {
+    let _lock = match take_lock(settings) {
         Ok(l) => l,
-        Err(e @ LockError::Held { .. }) => {
-            eprintln!("error: {e}");
-            return exit::LOCKED;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::FAILED;
-        }
+        Err(code) => return code,
     };
+    // From here on the phase sent as STATUS= is also what `status` shows.
+    crate::notify::progress_to(&settings.paths.runtime_dir);
     match f().await {
         Ok(exit) => exit_code(exit),
         Err(e) => report(&e),
     }
+}
+
+/// The run lock, or the exit code: 4 only when another run holds it (a permission
+/// problem is this machine's, 71, and says to use sudo).
+fn take_lock(settings: &Settings) -> Result<lock::RunLock, u8> {
+    lock::acquire(&settings.paths.runtime_dir).map_err(|e: LockError| {
+        eprintln!("error: {e}");
+        e.exit_code()
+    })
+}
+
+/// A state file the agent cannot write because this is not root: say to use sudo.
+fn report_state(e: &anyhow::Error) -> u8 {
+    let denied = e
+        .chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
+    if denied {
+        eprintln!("error: {e:#}\nhint: needs root: run with sudo");
+        return exit::ENVIRONMENT;
+    }
+    report(e)
 }
 
 /// One cycle under the lock.
@@ -105,50 +123,45 @@ fn jitter(max: Duration) -> Duration {
     Duration::from_millis((max.as_millis() * nanos / 1_000_000_000) as u64)
 }
 
-/// For the read-only commands: an unreadable state file is a warning, not an error.
-fn settings_and_state(config: Option<&Path>) -> Result<(Settings, crate::state::State), u8> {
-    let settings = settings(config)?;
-    let (state, problem) = status::load_state(&settings.paths.state_dir);
-    if let Some(p) = &problem {
-        eprintln!("warning: {p}");
-    }
-    Ok((settings, state))
-}
-
+/// `status`: the view model, as JSON or for a terminal; the exit code follows its state
+/// (README "Commands and exit codes").
 pub fn status(config: Option<&Path>, json: bool) -> u8 {
-    let (settings, state) = match settings_and_state(config) {
-        Ok(both) => both,
+    let settings = match settings(config) {
+        Ok(s) => s,
         Err(code) => return code,
     };
-    let view = Status::gather(&settings, &state);
+    let view = Status::from_facts(&settings, status::Facts::read(&settings));
     let mut out = std::io::stdout().lock();
     let result = if json {
         view.write_json(&mut out)
     } else {
-        view.write_human(&mut out)
+        view.write_human(&mut out, SystemTime::now())
     };
     match result {
-        Ok(()) => exit::OK,
+        Ok(()) => view.exit_code(),
         Err(e) => report(&e.into()),
     }
 }
 
+/// `history`: an unreadable state file is an error (71), never "no runs recorded yet".
 pub fn history(config: Option<&Path>, json: bool, limit: usize) -> u8 {
-    let (_, state) = match settings_and_state(config) {
-        Ok(both) => both,
+    let settings = match settings(config) {
+        Ok(s) => s,
         Err(code) => return code,
     };
+    let (state, problem) = status::load_state(&settings.paths.state_dir);
+    if let Some(p) = problem {
+        eprintln!("error: {p}");
+        return exit::ENVIRONMENT;
+    }
     let runs = status::history(&state, limit);
     let mut out = std::io::stdout().lock();
     let result = if json {
-        serde_json::to_writer_pretty(&mut out, runs)
-            .map_err(std::io::Error::from)
-            .and_then(|_| {
-                use std::io::Write;
-                writeln!(out)
-            })
+        write_json(&mut out, &runs)
+    } else if runs.is_empty() {
+        writeln!(out, "no runs recorded yet")
     } else {
-        status::write_history_human(runs, &mut out)
+        status::write_history_human(runs, &mut out, SystemTime::now())
     };
     match result {
         Ok(()) => exit::OK,
@@ -156,38 +169,57 @@ pub fn history(config: Option<&Path>, json: bool, limit: usize) -> u8 {
     }
 }
 
-pub async fn check(config: Option<&Path>) -> u8 {
+fn write_json(out: &mut impl Write, value: &impl serde::Serialize) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)
+}
+
+pub async fn check(config: Option<&Path>, json: bool) -> u8 {
     let settings = match settings(config) {
         Ok(s) => s,
         Err(code) => return code,
     };
     crate::source::git::init_timeouts();
-    if settings.health.checks.is_empty() {
-        println!(
+    let results = if settings.health.checks.is_empty() {
+        Vec::new()
+    } else {
+        health::run_round(
+            &settings.health.checks,
+            &health::Context {
+                settings: &settings,
+            },
+        )
+        .await
+    };
+    let healthy = results.iter().all(|r| r.verdict.is_healthy());
+    let mut out = std::io::stdout().lock();
+    let printed = if json {
+        // Each check as history shows it: {"name", "verdict", "detail"}.
+        write_json(
+            &mut out,
+            &serde_json::json!({ "healthy": healthy, "checks": results }),
+        )
+    } else if results.is_empty() {
+        writeln!(
+            out,
             "no health checks configured ([[health.checks]] in {})",
             settings.file.display()
-        );
-        return exit::OK;
-    }
-    let results = health::run_round(
-        &settings.health.checks,
-        &health::Context {
-            settings: &settings,
-        },
-    )
-    .await;
-    for r in &results {
-        println!(
-            "{:<14} {}: {}",
-            r.verdict.label(),
-            r.name,
-            r.verdict.detail()
-        );
-    }
-    if results.iter().all(|r| r.verdict.is_healthy()) {
-        exit::OK
+        )
     } else {
-        exit::FAILED
+        results.iter().try_for_each(|r| {
+            writeln!(
+                out,
+                "{:<14} {}: {}",
+                r.verdict.label(),
+                r.name,
+                r.verdict.detail()
+            )
+        })
+    };
+    match (printed, healthy) {
+        (Err(e), _) => report(&e.into()),
+        (Ok(()), true) => exit::OK,
+        (Ok(()), false) => exit::FAILED,
     }
 }
 
@@ -201,19 +233,46 @@ pub async fn rollback(config: Option<&Path>) -> u8 {
     locked(&settings, || agent.rollback()).await
 }
 
+/// `resume`: unpin after a `rollback`.
+pub fn resume(config: Option<&Path>) -> u8 {
+    let settings = match settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let _lock = match take_lock(&settings) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match Agent::new(settings).resume() {
+        Ok(None) => {
+            println!("not pinned; the next run follows the branch as usual");
+            exit::OK
+        }
+        Ok(Some(pin)) => {
+            println!(
+                "unpinned (pinned to {} since {}); the next run follows the branch head again",
+                pin.generation
+                    .map(|g| format!("generation {g}"))
+                    .unwrap_or(pin.system),
+                pin.since
+            );
+            exit::OK
+        }
+        Err(e) => report_state(&e),
+    }
+}
+
 pub fn retry(config: Option<&Path>) -> u8 {
     let settings = match settings(config) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let _lock = match lock::acquire(&settings.paths.runtime_dir) {
+    let _lock = match take_lock(&settings) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::LOCKED;
-        }
+        Err(code) => return code,
     };
-    match Agent::new(settings).retry() {
+    let state_dir = settings.paths.state_dir.clone();
+    let code = match Agent::new(settings).retry() {
         Ok(forgotten) if forgotten.is_empty() => {
             println!("no failed commit remembered; the next run polls as usual");
             exit::OK
@@ -226,23 +285,52 @@ pub fn retry(config: Option<&Path>) -> u8 {
             );
             exit::OK
         }
-        Err(e) => report(&e),
+        Err(e) => report_state(&e),
+    };
+    if code == exit::OK && status::load_state(&state_dir).0.pinned.is_some() {
+        println!("note: the machine is pinned by `rollback`: nothing is deployed until `homelab-agent resume`");
     }
+    code
 }
 
-pub fn config_check(config: Option<&Path>) -> u8 {
+pub fn config_check(config: Option<&Path>, json: bool) -> u8 {
     let file = config::resolve_path(config);
-    match config::load(&file) {
+    let loaded = config::load(&file);
+    let code = if loaded.is_ok() {
+        exit::OK
+    } else {
+        exit::CONFIG
+    };
+    if json {
+        let (error, summary) = match &loaded {
+            Ok(s) => (
+                None,
+                config::summary(s)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.to_string())))
+                    .collect(),
+            ),
+            Err(e) => (Some(e.to_string()), serde_json::Map::new()),
+        };
+        let value = serde_json::json!({
+            "file": file.display().to_string(),
+            "ok": loaded.is_ok(),
+            "error": error,
+            "summary": summary,
+        });
+        return match write_json(&mut std::io::stdout().lock(), &value) {
+            Ok(()) => code,
+            Err(e) => report(&e.into()),
+        };
+    }
+    match loaded {
         Ok(s) => {
             println!("{}: OK", file.display());
             for (k, v) in config::summary(&s) {
                 println!("  {k}: {v}");
             }
-            exit::OK
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::CONFIG
-        }
+        Err(e) => eprintln!("error: {e}"),
     }
+    code
 }

@@ -88,7 +88,11 @@ async fn demo(keep: bool) -> anyhow::Result<u8> {
 
     banner(7, "history");
     let state = Store::new(&settings.paths.state_dir).peek()?;
-    status::write_history_human(status::history(&state, 20), &mut std::io::stdout())?;
+    status::write_history_human(
+        status::history(&state, 20),
+        &mut std::io::stdout(),
+        std::time::SystemTime::now(),
+    )?;
 
     println!();
     if keep {
@@ -109,7 +113,8 @@ async fn step(settings: &Settings) {
     println!("\n$ homelab-agent run --once   # exit code {code}");
     let (state, _) = status::load_state(&settings.paths.state_dir);
     println!("$ homelab-agent status");
-    let _ = Status::gather(settings, &state).write_human(&mut std::io::stdout());
+    let _ = Status::gather(settings, &state)
+        .write_human(&mut std::io::stdout(), std::time::SystemTime::now());
 }
 
 fn banner(n: u32, text: &str) {

@@ -13,6 +13,9 @@ pub const FILE: &str = "lock";
 pub enum LockError {
     #[error("another homelab-agent run holds {} (pid {})\nhint: wait for it to finish; `homelab-agent status` shows what it is doing", path.display(), holder.map_or("unknown".to_string(), |p| p.to_string()))]
     Held { path: PathBuf, holder: Option<u32> },
+    /// Not root (or not the agent's user): the message says to use sudo, not an errno.
+    #[error("cannot open lock file {}: permission denied\nhint: needs root: run with sudo", path.display())]
+    Permission { path: PathBuf },
     #[error("cannot open lock file {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -27,9 +30,12 @@ pub struct RunLock {
 
 pub fn acquire(dir: &Path) -> Result<RunLock, LockError> {
     let path = dir.join(FILE);
-    let io = |source| LockError::Io {
-        path: path.clone(),
-        source,
+    let io = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::PermissionDenied => LockError::Permission { path: path.clone() },
+        _ => LockError::Io {
+            path: path.clone(),
+            source,
+        },
     };
     std::fs::create_dir_all(dir).map_err(io)?;
     let file = OpenOptions::new()
@@ -58,6 +64,48 @@ pub fn acquire(dir: &Path) -> Result<RunLock, LockError> {
     }
 }
 
+impl LockError {
+    /// The exit code a command ends with when it cannot take the lock: only a lock held
+    /// by another run is [`crate::exit::LOCKED`]; permissions are this machine's problem.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LockError::Held { .. } => crate::exit::LOCKED,
+            LockError::Permission { .. } | LockError::Io { .. } => crate::exit::ENVIRONMENT,
+        }
+    }
+}
+
+/// Whether a run holds the lock, asked without taking it for long and without creating
+/// anything (so any user can ask: `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// No run holds it (or no run ever took it).
+    Free,
+    /// A run is in progress: its pid, if it wrote one.
+    Held(Option<u32>),
+    /// Could not tell (the lock file is unreadable).
+    Unknown,
+}
+
+pub fn probe(dir: &Path) -> Probe {
+    let path = dir.join(FILE);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Probe::Free,
+        Err(_) => return Probe::Unknown,
+    };
+    // A shared lock on a read-only descriptor: refused while a run holds it exclusively.
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_released_on_drop) => Probe::Free,
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            Probe::Held(text.trim().parse().ok())
+        }
+        Err(_) => Probe::Unknown,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +122,31 @@ mod tests {
         );
         drop(held);
         assert!(acquire(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn probe_tells_a_running_agent_from_a_dead_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(probe(dir.path()), Probe::Free, "no lock file yet");
+        assert!(
+            !dir.path().join(FILE).exists(),
+            "probing created the lock file"
+        );
+        let held = acquire(dir.path()).unwrap();
+        assert_eq!(probe(dir.path()), Probe::Held(Some(std::process::id())));
+        // Probing does not take the lock from its holder.
+        assert!(acquire(dir.path()).is_err());
+        drop(held);
+        assert_eq!(probe(dir.path()), Probe::Free);
+    }
+
+    #[test]
+    fn permission_denied_says_sudo_and_is_not_lock_held() {
+        let e = LockError::Permission {
+            path: PathBuf::from("/run/homelab-agent/lock"),
+        };
+        assert!(e.to_string().contains("run with sudo"), "{e}");
+        assert!(!e.to_string().contains("os error"), "{e}");
+        assert_ne!(e.exit_code(), crate::exit::LOCKED);
     }
 }

@@ -11,14 +11,36 @@ pub mod message_id {
     pub const ROLLBACK_FAILED: &str = "5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b34";
 }
 
-pub fn init() {
-    let level = match std::env::var("HOMELAB_AGENT_LOG").as_deref() {
-        Ok("error") => LevelFilter::Error,
-        Ok("warn") => LevelFilter::Warn,
-        Ok("debug") => LevelFilter::Debug,
-        Ok("trace") => LevelFilter::Trace,
-        _ => LevelFilter::Info,
+/// Installs the logger; returns a problem to print when `HOMELAB_AGENT_LOG` has a value
+/// it does not know (then the level is info).
+pub fn init() -> Option<String> {
+    let value = std::env::var("HOMELAB_AGENT_LOG").ok();
+    let (level, problem) = level(value.as_deref());
+    install(level);
+    problem
+}
+
+/// The level `HOMELAB_AGENT_LOG` names, and what is wrong with it.
+pub fn level(value: Option<&str>) -> (LevelFilter, Option<String>) {
+    let level = match value.map(str::trim) {
+        None | Some("") | Some("info") => LevelFilter::Info,
+        Some("error") => LevelFilter::Error,
+        Some("warn") => LevelFilter::Warn,
+        Some("debug") => LevelFilter::Debug,
+        Some("trace") => LevelFilter::Trace,
+        Some(other) => {
+            return (
+                LevelFilter::Info,
+                Some(format!(
+                    "HOMELAB_AGENT_LOG={other:?} is not a log level; using info\nhint: one of error, warn, info, debug, trace"
+                )),
+            )
+        }
     };
+    (level, None)
+}
+
+fn install(level: LevelFilter) {
     let journal = systemd_journal_logger::connected_to_journal()
         .then(|| systemd_journal_logger::JournalLog::new().ok())
         .flatten();
@@ -50,4 +72,22 @@ impl Log for Stderr {
         eprintln!("{prefix}{}", record.args());
     }
     fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_level_is_reported_not_silently_info() {
+        let (level, problem) = level(Some("verbose"));
+        assert_eq!(level, LevelFilter::Info);
+        let problem = problem.expect("verbose must be reported");
+        assert!(
+            problem.contains("\"verbose\" is not a log level"),
+            "{problem}"
+        );
+        assert_eq!(super::level(Some("debug")), (LevelFilter::Debug, None));
+        assert_eq!(super::level(None), (LevelFilter::Info, None));
+    }
 }

@@ -1,73 +1,195 @@
 //! The `homelab-agent` binary: parse the command line, set up logging and the runtime,
 //! hand over to the library, turn the result into an exit code.
+//!
+//! Completions and the man page are generated from these clap definitions at run time
+//! (`homelab-agent completions <shell>`, `homelab-agent man`): one source of truth, no
+//! build script, and the Nix package installs their output.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use homelab_agent::commands;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   ok: up to date, unchanged, deployed, a known-bad head skipped, pinned
+  1   failed, including a deployment that was rolled back
+  2   bad command line
+  3   the rollback failed, or (status) the machine needs attention
+  4   another run holds the lock
+  71  this machine is the problem (permissions: use sudo; disk full; nix missing),
+      or (status, history) the state file cannot be read
+  75  transient failure (remote unreachable, timeout): the next run retries
+  78  invalid configuration
+
+Environment:
+  HOMELAB_AGENT_CONFIG  config file when --config is not given
+  HOMELAB_AGENT_LOG     error | warn | info (default) | debug | trace";
 
 #[derive(Parser)]
 #[command(
     name = "homelab-agent",
     version,
-    about = "Pull-based upgrade agent for NixOS machines"
+    about = "Pull-based upgrade agent for NixOS machines",
+    long_about = "Pull-based upgrade agent for NixOS machines: polls a git flake repository, \
+builds this host's system, activates it, runs health checks, then makes it the boot \
+default or rolls back.",
+    after_help = EXIT_CODES
 )]
 struct Cli {
-    /// Config file [default: $HOMELAB_AGENT_CONFIG or /etc/homelab-agent/config.toml]
-    #[arg(long, global = true, value_name = "PATH")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Args, Clone, Default)]
+struct ConfigArg {
+    /// Config file [default: $HOMELAB_AGENT_CONFIG, else /etc/homelab-agent/config.toml]
+    #[arg(long = "config", value_name = "PATH")]
+    path: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Poll, and deploy a new commit if there is one (--once: one cycle, as the timer does)
+    /// Poll, and deploy a new commit if there is one; a loop unless --once
+    #[command(after_help = EXIT_CODES)]
     Run {
+        /// One cycle, then exit (what the systemd timer runs); without it, poll every
+        /// [run] interval plus jitter until SIGTERM
         #[arg(long)]
         once: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
-    /// What is deployed and what happened last
+    /// What runs, the branch head, what the agent is doing, what needs attention
+    #[command(
+        after_help = "Exit codes:\n  0   idle, running, pinned or failed (the last run failed; see `last run`)\n  3   needs attention: a rollback failed, a run was interrupted, or the live system is not the boot default\n  71  the state file cannot be read (what runs is still shown, from the system links)\n  78  invalid configuration"
+    )]
     Status {
+        /// Machine-readable output (schema_version, state, head, ...; README "Status and history")
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Past runs, newest first
+    #[command(
+        after_help = "Exit codes:\n  0   ok (also with no runs recorded yet)\n  2   bad command line (--limit 0)\n  71  the state file cannot be read\n  78  invalid configuration"
+    )]
     History {
+        /// Machine-readable output: a JSON array of runs, newest first
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value_t = 20)]
+        /// Show at most N runs (1 or more; the last 100 are kept)
+        #[arg(long, value_name = "N", default_value_t = 20, value_parser = limit)]
         limit: usize,
+        #[command(flatten)]
+        config: ConfigArg,
     },
-    /// Run the health checks now, against the current system
-    Check,
+    /// Run the health checks now, against the current system, and print each verdict
+    #[command(
+        after_help = "Exit codes:\n  0   every check healthy (or none configured)\n  1   a check is not healthy\n  78  invalid configuration"
+    )]
+    Check {
+        /// Machine-readable output: {"healthy": bool, "checks": [{"name", "verdict": healthy | unhealthy | cannot-run, "detail"}]}
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Go back to the previous generation (same protocol: test, health checks, commit)
-    Rollback,
+    /// and pin the machine there until `resume`
+    #[command(after_help = EXIT_CODES)]
+    Rollback {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Unpin after a `rollback`: the next run follows the branch head again
+    #[command(
+        after_help = "Exit codes:\n  0   unpinned (or was not pinned)\n  4   another run holds the lock\n  71  cannot take the lock or write the state (not root? use sudo)\n  78  invalid configuration"
+    )]
+    Resume {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Forget failed commits so the next run tries the branch head again
-    Retry,
+    #[command(
+        after_help = "Exit codes:\n  0   done\n  4   another run holds the lock\n  71  cannot take the lock or write the state (not root? use sudo)\n  78  invalid configuration"
+    )]
+    Retry {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Configuration commands
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// A sandboxed walkthrough: a local repo, a sample flake, real deploys
+    /// A sandboxed walkthrough: a local repo, a sample flake, real deploys (uses no config
+    /// file: it writes its own in the sandbox)
     Demo {
         /// Keep the sandbox directory afterwards
         #[arg(long)]
         keep: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout
+    Man,
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate the config and say what is wrong where
-    Check,
+    #[command(
+        after_help = "Exit codes:\n  0   valid\n  78  invalid (each problem with its file, line and key)"
+    )]
+    Check {
+        /// Machine-readable output: {"file", "ok", "error", "summary"}
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// `history --limit`: a count of runs to show, 1 or more.
+fn limit(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("0 shows nothing: give 1 or more (the last 100 runs are kept)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("not a count of runs: give 1 or more".into()),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    homelab_agent::logging::init();
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "homelab-agent", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(Cli::command());
+            return match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing the man page: {e}");
+                    ExitCode::from(homelab_agent::exit::FAILED)
+                }
+            };
+        }
+        _ => {}
+    }
+    if let Some(problem) = homelab_agent::logging::init() {
+        eprintln!("warning: {problem}");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -78,20 +200,73 @@ fn main() -> ExitCode {
             return ExitCode::from(homelab_agent::exit::FAILED);
         }
     };
-    let config = cli.config.as_deref();
+    let top = cli.config.path;
+    // `--config` before or after the command name.
+    let pick = |c: ConfigArg| c.path.or_else(|| top.clone());
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Run { once } => commands::run(config, once).await,
-            Command::Status { json } => commands::status(config, json),
-            Command::History { json, limit } => commands::history(config, json, limit),
-            Command::Check => commands::check(config).await,
-            Command::Rollback => commands::rollback(config).await,
-            Command::Retry => commands::retry(config),
+            Command::Run { once, config } => commands::run(pick(config).as_deref(), once).await,
+            Command::Status { json, config } => commands::status(pick(config).as_deref(), json),
+            Command::History {
+                json,
+                limit,
+                config,
+            } => commands::history(pick(config).as_deref(), json, limit),
+            Command::Check { json, config } => {
+                commands::check(pick(config).as_deref(), json).await
+            }
+            Command::Rollback { config } => commands::rollback(pick(config).as_deref()).await,
+            Command::Resume { config } => commands::resume(pick(config).as_deref()),
+            Command::Retry { config } => commands::retry(pick(config).as_deref()),
             Command::Config {
-                command: ConfigCommand::Check,
-            } => commands::config_check(config),
-            Command::Demo { keep } => homelab_agent::demo::run(keep).await,
+                command: ConfigCommand::Check { json, config },
+            } => commands::config_check(pick(config).as_deref(), json),
+            Command::Demo { keep } => match top {
+                Some(_) => {
+                    eprintln!("error: `demo` uses no config file (it writes its own in its sandbox); drop --config");
+                    2 // a bad command line, as clap exits
+                }
+                None => homelab_agent::demo::run(keep).await,
+            },
+            Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         }
     });
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                if arg.is_positional() || ["help", "version"].contains(&arg.get_id().as_str()) {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some_and(|h| !h.to_string().is_empty()),
+                    "{path} --{} has no help",
+                    arg.get_id()
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        walk(&Cli::command(), "homelab-agent");
+    }
+
+    #[test]
+    fn demo_does_not_offer_config() {
+        let cmd = Cli::command();
+        let demo = cmd.find_subcommand("demo").unwrap();
+        assert!(demo.get_arguments().all(|a| a.get_id() != "path"));
+    }
 }

@@ -1,5 +1,5 @@
-//! Volatile facts kept in the runtime directory (a tmpfs under systemd): the last poll
-//! and when the next one is due. A poll that finds nothing new writes only here, never
+//! Volatile facts kept in the runtime directory (a tmpfs under systemd): the last poll,
+//! when the next one is due, and what a run is doing now (its phase). A poll that finds nothing new writes only here, never
 //! to the SD card.
 
 use std::path::Path;
@@ -7,6 +7,37 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub const FILE: &str = "last-poll.json";
+pub const PROGRESS_FILE: &str = "progress.json";
+
+/// What the run holding the lock is doing: the text it last sent as `STATUS=`. Only
+/// meaningful while the lock is held (`status` probes it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Progress {
+    pub phase: String,
+    /// When this phase began (RFC 3339).
+    pub since: String,
+    pub pid: u32,
+}
+
+pub fn read_progress(dir: &Path) -> Option<Progress> {
+    serde_json::from_slice(&std::fs::read(dir.join(PROGRESS_FILE)).ok()?).ok()
+}
+
+pub fn write_progress(dir: &Path, phase: &str) {
+    let progress = Progress {
+        phase: phase.to_string(),
+        since: crate::state::now(),
+        pid: std::process::id(),
+    };
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        crate::state::write_atomic(&dir.join(PROGRESS_FILE), &serde_json::to_vec(&progress)?)
+    };
+    if let Err(e) = write() {
+        log::debug!("cannot write {}: {e}", dir.join(PROGRESS_FILE).display());
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]

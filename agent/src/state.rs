@@ -55,6 +55,9 @@ pub struct State {
     /// The last time a state record was found damaged or lost, and what was done: kept
     /// until the next damage, so `status` can say the state was recovered.
     pub damage: Option<Damage>,
+    /// Set by an operator's `rollback`: `run` polls but does not deploy until `resume`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<Pinned>,
 }
 
 /// A damaged or lost state record, as a load found it.
@@ -72,6 +75,20 @@ pub struct Damage {
     /// moves it aside.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+}
+
+/// The machine held on a system by the operator (`rollback`), until `resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pinned {
+    /// When (RFC 3339).
+    pub since: String,
+    /// The system it is held on, and its generation.
+    pub system: String,
+    pub generation: Option<u32>,
+    /// What it was rolled back from.
+    pub from_system: String,
+    pub from_commit: Option<String>,
+    pub from_generation: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +179,8 @@ pub enum Outcome {
     Interrupted,
     /// An operator's `homelab-agent rollback` that succeeded.
     RolledBack,
+    /// A poll while pinned: the head is seen, not deployed (news only, never history).
+    Pinned,
 }
 
 impl Outcome {
@@ -174,6 +193,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Interrupted => "interrupted",
             Outcome::RolledBack => "rolled-back",
+            Outcome::Pinned => "pinned",
         }
     }
 }

@@ -30,7 +30,7 @@ use std::time::Instant;
 use crate::config::Settings;
 use crate::failure::Kind;
 use crate::notify;
-use crate::state::{IntentKind, Outcome, Phase, Run, State, Store};
+use crate::state::{IntentKind, Outcome, Phase, Pinned, Run, State, Store};
 
 use activate::{Ending, Plan};
 pub use doors::Doors;
@@ -89,6 +89,17 @@ impl Agent {
             Ok(head) => head,
             Err(f) => return Ok(self.not_tried(None, Phase::Fetch, f)),
         };
+        if let Some(pin) = &state.pinned {
+            // Pinned by the operator: the head is news, never deployed, never history.
+            log::info!(
+                "pinned to {} since {} (by `homelab-agent rollback`); branch head {} not deployed\nhint: `homelab-agent resume` follows the branch again",
+                pin.system,
+                pin.since,
+                short(&head)
+            );
+            self.note_poll(Outcome::Pinned, Some(&head), None, None);
+            return Ok(Exit::Ok);
+        }
         if let Some(exit) = self.nothing_to_do(&state, &head) {
             return Ok(exit);
         }
@@ -189,6 +200,7 @@ impl Agent {
             target.system.display()
         );
         let shown = target.system.display().to_string();
+        let from_commit = state.deployed.as_ref().and_then(|d| d.commit.clone());
         let commit = state
             .history
             .iter()
@@ -220,6 +232,14 @@ impl Agent {
                     system: shown.clone(),
                     generation: Some(generation),
                     at: crate::state::now(),
+                });
+                state.pinned = Some(Pinned {
+                    since: crate::state::now(),
+                    system: shown.clone(),
+                    generation: Some(generation),
+                    from_system: current.system.display().to_string(),
+                    from_commit,
+                    from_generation: Some(current.number),
                 });
                 log::info!(message_id = crate::logging::message_id::ROLLED_BACK; "rolled back to {shown} as generation {generation}");
                 Exit::Ok
@@ -260,6 +280,20 @@ impl Agent {
             Ok(()) => exit,
             Err(f) => self.stop_run(f),
         })
+    }
+
+    /// `homelab-agent resume`: unpin after a `rollback`; the next run follows the branch
+    /// head again (and may redeploy the commit that was rolled back from). `None` when the
+    /// machine was not pinned.
+    pub fn resume(&self) -> anyhow::Result<Option<Pinned>> {
+        let mut state = self.store.load()?;
+        let Some(pin) = state.pinned.take() else {
+            return Ok(None);
+        };
+        // The head seen while pinned was never tried: the next run looks at it afresh.
+        state.last_handled = None;
+        self.store.save(&state)?;
+        Ok(Some(pin))
     }
 
     /// `homelab-agent retry`: forget that the current head failed, so the next run tries it.

@@ -636,3 +636,65 @@ async fn a_failed_rollback_healed_by_a_reboot_is_forgotten() {
     assert!(b.switches().is_empty(), "{:?}", b.switches());
     b.assert_consistent();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_operator_rollback_pins_until_resume() {
+    let b = Bench::new();
+    b.push("c1", Ok(sys("s1")));
+    b.run().await;
+    assert_eq!(b.agent().rollback().await.unwrap(), Exit::Ok);
+    let pin = b.state().pinned.expect("rollback pins the machine");
+    assert_eq!(pin.system, "/sys/s0");
+    assert_eq!(pin.from_system, "/sys/s1");
+    assert_eq!(pin.from_commit.as_deref(), Some("c1"));
+    assert_eq!(pin.from_generation, Some(2));
+
+    // A newer commit: polled, not deployed, not history, no state write.
+    b.push("c2", Ok(sys("s2")));
+    b.w().calls.clear();
+    let before = b.state_bytes();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.w().calls, ["head"], "a pinned machine fetched or built");
+    assert_eq!(
+        b.state_bytes(),
+        before,
+        "a pinned poll wrote the state file"
+    );
+    let poll = crate::runtime::read(&b.dir.path().join("run")).unwrap();
+    assert_eq!(poll.outcome, "pinned");
+    assert_eq!(poll.commit.as_deref(), Some("c2"));
+    assert_eq!(b.w().current, Some(sys("s0")));
+
+    // resume: the next run follows the branch.
+    let was = b.agent().resume().unwrap().expect("it was pinned");
+    assert_eq!(was, pin);
+    assert!(b.state().pinned.is_none());
+    assert_eq!(b.agent().resume().unwrap(), None, "resume twice");
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.w().current, Some(sys("s2")));
+    b.assert_consistent();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn resume_redeploys_the_head_that_was_rolled_back_from() {
+    let b = Bench::new();
+    b.push("c1", Ok(sys("s1")));
+    b.run().await;
+    b.agent().rollback().await.unwrap();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.w().current, Some(sys("s0")), "pinned, yet deployed");
+    b.agent().resume().unwrap();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.w().current, Some(sys("s1")));
+    assert_eq!(b.state().deployed.unwrap().commit.as_deref(), Some("c1"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_operator_rollback_does_not_pin() {
+    let b = Bench::new();
+    b.push("c1", Ok(sys("s1")));
+    b.run().await;
+    b.w().unhealthy.insert(sys("s0"));
+    b.agent().rollback().await.unwrap();
+    assert!(b.state().pinned.is_none());
+}

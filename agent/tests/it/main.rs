@@ -9,5 +9,6 @@ mod killpoints;
 mod orphans;
 mod safety;
 mod state_damage;
+mod status;
 mod support;
 mod transports;

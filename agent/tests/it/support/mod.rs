@@ -236,7 +236,13 @@ impl Harness {
 
     pub fn status(&self) -> Value {
         let run = self.agent(&["status", "--json"]);
-        assert_eq!(run.code(), 0, "status failed: {}", run.stderr());
+        // 3: needs attention, 71: state unreadable (README); the JSON is printed in all.
+        assert!(
+            [0, 3, 71].contains(&run.code()),
+            "status failed ({}): {}",
+            run.code(),
+            run.stderr()
+        );
         serde_json::from_str(&run.stdout())
             .unwrap_or_else(|e| panic!("status --json: {e}\n{}", run.stdout()))
     }

@@ -1,0 +1,252 @@
+//! `status` and `history` for a terminal: what needs a person first, each with one hint,
+//! then the facts; times relative to `now` ("3m ago"), never a stale line.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::time::{Duration, SystemTime};
+
+use super::{AttentionKind, HeadStatus, Label, Status};
+use crate::deploy::short;
+use crate::state::Run;
+
+impl Status {
+    pub fn write_human(&self, out: &mut impl Write, now: SystemTime) -> io::Result<()> {
+        let mut hints = Hints::default();
+        for a in &self.attention {
+            let label = match a.kind {
+                AttentionKind::Pinned => "PINNED:",
+                _ => "ATTENTION:",
+            };
+            let since = a
+                .since
+                .as_deref()
+                .and_then(|s| relative(s, now))
+                .map(|s| format!(" (since {s})"))
+                .unwrap_or_default();
+            writeln!(out, "{label:<12}{}{since}", a.message)?;
+            hints.write(out, &a.hint)?;
+        }
+        match self.state {
+            Label::Idle | Label::Running | Label::Failed => {
+                writeln!(out, "state:      {}: {}", self.state.as_str(), self.message)?
+            }
+            _ => writeln!(out, "state:      {}", self.state.as_str())?,
+        }
+        writeln!(out, "host:       {}", self.host)?;
+        writeln!(
+            out,
+            "source:     {} (branch {})",
+            self.source.url, self.source.branch
+        )?;
+        if let Some(h) = &self.head {
+            let status = match h.status {
+                HeadStatus::Deployed => "deployed",
+                HeadStatus::Pending => "not deployed yet",
+                HeadStatus::Bad => "failed, not retried",
+                HeadStatus::PinnedPast => "not deployed (pinned)",
+            };
+            let seen = h
+                .seen_at
+                .as_deref()
+                .and_then(|s| relative(s, now))
+                .map(|s| format!(" (seen {s})"))
+                .unwrap_or_default();
+            writeln!(out, "head:       {} {status}{seen}", short(&h.commit))?;
+        }
+        let d = &self.deployed;
+        let lost = self
+            .attention
+            .iter()
+            .any(|a| a.kind == AttentionKind::StateLost);
+        match &d.commit {
+            Some(c) => writeln!(
+                out,
+                "deployed:   {}{}{}",
+                short(c),
+                d.subject
+                    .as_deref()
+                    .map(|s| format!(" {s}"))
+                    .unwrap_or_default(),
+                d.at.as_deref()
+                    .and_then(|a| relative(a, now))
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default()
+            )?,
+            None if lost => writeln!(out, "deployed:   unknown (the state was lost)")?,
+            None => writeln!(out, "deployed:   nothing yet by homelab-agent")?,
+        }
+        if let Some(g) = self.profile_generation.or(d.generation) {
+            writeln!(out, "generation: {g} (boot default)")?;
+        }
+        if let Some(s) = self.current_system.as_ref().or(d.system.as_ref()) {
+            let mark = if self
+                .attention
+                .iter()
+                .any(|a| matches!(a.kind, AttentionKind::RollbackFailed | AttentionKind::Drift))
+            {
+                "  <- live, NOT the boot default"
+            } else {
+                ""
+            };
+            writeln!(out, "system:     {s}{mark}")?;
+        }
+        if let Some(r) = &self.running {
+            let pid = r.pid.map(|p| format!("pid {p}: ")).unwrap_or_default();
+            let since = r
+                .since
+                .as_deref()
+                .and_then(|s| relative(s, now))
+                .map(|s| format!(" (since {s})"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "running:    {pid}{}{since}",
+                r.phase.as_deref().unwrap_or("a run is in progress")
+            )?;
+        }
+        self.write_last_run(out, now, &mut hints)?;
+        if let Some(b) = &self.bad_commit {
+            let when = relative(&b.at, now)
+                .map(|a| format!(" ({a})"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "bad commit: {} failed in {}{when}",
+                short(&b.commit),
+                b.phase.as_str(),
+            )?;
+            if self.state != Label::NeedsAttention {
+                hints.write(out, crate::failure::Kind::Commit.hint())?;
+            }
+        }
+        match self.reboot_required {
+            Some(true) => writeln!(
+                out,
+                "reboot:     REQUIRED (kernel, initrd or modules differ from the booted system)"
+            )?,
+            Some(false) => writeln!(out, "reboot:     not required")?,
+            None => writeln!(out, "reboot:     unknown (no booted system link)")?,
+        }
+        if let Some(n) = self.next_poll.as_deref().and_then(|n| relative(n, now)) {
+            writeln!(out, "next poll:  {n}")?;
+        }
+        Ok(())
+    }
+
+    fn write_last_run(
+        &self,
+        out: &mut impl Write,
+        now: SystemTime,
+        hints: &mut Hints,
+    ) -> io::Result<()> {
+        let r = &self.last_run;
+        let Some(outcome) = &r.outcome else {
+            return match self.state {
+                Label::Unknown => writeln!(out, "last run:   unknown"),
+                _ => writeln!(out, "last run:   none yet"),
+            };
+        };
+        let commit = r
+            .commit
+            .as_deref()
+            .map(|c| format!(" {}", short(c)))
+            .unwrap_or_default();
+        let phase = r
+            .phase
+            .as_deref()
+            .map(|p| format!(" in {p}"))
+            .unwrap_or_default();
+        let back = match r.rolled_back {
+            Some(true) => ", rolled back to the previous system",
+            Some(false) if outcome == "failed" => ", NOT rolled back",
+            _ => "",
+        };
+        let when =
+            r.at.as_deref()
+                .and_then(|a| relative(a, now))
+                .map(|a| format!(" ({a})"))
+                .unwrap_or_default();
+        writeln!(out, "last run:   {outcome}{commit}{phase}{back}{when}")?;
+        if let Some(check) = &r.failed_check {
+            writeln!(out, "  failing check: {check}")?;
+        }
+        if let Some(e) = &r.error {
+            for line in e.lines().take(6) {
+                writeln!(out, "  {line}")?;
+            }
+        }
+        // A bad head's hint is on its own line below; a rollback's is in ATTENTION.
+        let bad_last = self.bad_commit.is_some()
+            && self.bad_commit.as_ref().map(|b| &b.commit) == r.commit.as_ref();
+        if let (Some(h), false) = (&r.hint, bad_last || self.state == Label::NeedsAttention) {
+            hints.write(out, h)?;
+        }
+        Ok(())
+    }
+}
+
+/// Each hint once.
+#[derive(Default)]
+struct Hints(HashSet<String>);
+
+impl Hints {
+    fn write(&mut self, out: &mut impl Write, hint: &str) -> io::Result<()> {
+        if self.0.insert(hint.to_string()) {
+            writeln!(out, "  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// "3m ago" or "in 4m", from an RFC 3339 time; `None` if it does not parse.
+pub fn relative(at: &str, now: SystemTime) -> Option<String> {
+    let t = humantime::parse_rfc3339_weak(at).ok()?;
+    Some(match now.duration_since(t) {
+        Ok(ago) => format!("{} ago", span(ago)),
+        Err(e) => format!("in {}", span(e.duration())),
+    })
+}
+
+/// One unit, two for hours and days: "45s", "3m", "2h 5m", "3d 4h".
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 if s % 3600 / 60 == 0 => format!("{}h", s / 3600),
+        3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ if s % 86400 / 3600 == 0 => format!("{}d", s / 86400),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// `history`: newest first, times relative to `now`.
+pub fn write_history_human(runs: &[Run], out: &mut impl Write, now: SystemTime) -> io::Result<()> {
+    for r in runs {
+        let commit = r.commit.as_deref().map(short).unwrap_or("-");
+        let phase = r
+            .phase
+            .map(|p| format!(" ({})", p.as_str()))
+            .unwrap_or_default();
+        let gen = r
+            .generation
+            .map(|g| format!(" gen {g}"))
+            .unwrap_or_default();
+        let back = if r.rolled_back == Some(true) {
+            " rolled back"
+        } else {
+            ""
+        };
+        let when = relative(&r.at, now).unwrap_or_else(|| r.at.clone());
+        writeln!(
+            out,
+            "{when:>12}  {:<11} {commit:<8} {}{phase}{gen}{back}",
+            r.outcome.as_str(),
+            r.subject.as_deref().unwrap_or("")
+        )?;
+        if let Some(e) = &r.error {
+            writeln!(out, "    {}", e.lines().next().unwrap_or(""))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,416 @@
+//! `homelab-agent status` and `history`: one typed view model ([`Status`]), built from
+//! [`Facts`] (the state file, the volatile last poll and progress, the run lock, and the
+//! live system links: ground truth over memory), rendered as JSON (stable keys,
+//! design.md "Status contract") or as text for a terminal (`human.rs`).
+//!
+//! | file           | owns                                                      |
+//! |----------------|-----------------------------------------------------------|
+//! | `mod.rs`       | the facts, the view model and its JSON                    |
+//! | `attention.rs` | what needs a person, where the head stands, the summary   |
+//! | `human.rs`     | the terminal rendering: attention first, relative times   |
+//! | `tests.rs`     | fixture states rendered and compared with `fixtures/*.txt` |
+
+mod attention;
+mod human;
+#[cfg(test)]
+mod tests;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::lock::{self, Probe};
+use crate::runtime::{self, LastPoll, Progress};
+use crate::state::{self, BadCommit, Pinned, Run, State};
+use crate::system;
+
+pub use human::{relative, write_history_human};
+
+use attention::{attention, head, hint_of, step_words, summary, without_hint};
+
+/// Bumped when a key changes meaning; keys are only ever added (design.md).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Everything `status` reads, gathered once; the view is a pure function of it.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub state: State,
+    /// The state file could not be read or parsed: what it was.
+    pub state_problem: Option<String>,
+    pub poll: Option<LastPoll>,
+    pub progress: Option<Progress>,
+    pub lock: Option<Probe>,
+    pub current_system: Option<PathBuf>,
+    pub booted_system: Option<PathBuf>,
+    pub reboot_required: Option<bool>,
+    pub profile: Option<system::profile::Generation>,
+}
+
+impl Facts {
+    pub fn read(settings: &Settings) -> Facts {
+        let p = &settings.paths;
+        let (state, state_problem) = load_state(&p.state_dir);
+        Facts {
+            state,
+            state_problem,
+            poll: runtime::read(&p.runtime_dir),
+            progress: runtime::read_progress(&p.runtime_dir),
+            lock: Some(lock::probe(&p.runtime_dir)),
+            current_system: system::resolve(&p.current_system),
+            booted_system: system::resolve(&p.booted_system),
+            reboot_required: system::reboot_required(&p.booted_system, &p.current_system),
+            profile: system::profile::current(&p.profile),
+        }
+    }
+}
+
+/// The one word a monitor needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Label {
+    Idle,
+    Running,
+    Pinned,
+    Failed,
+    NeedsAttention,
+    Unknown,
+}
+
+impl Label {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Idle => "idle",
+            Label::Running => "running",
+            Label::Pinned => "pinned",
+            Label::Failed => "failed",
+            Label::NeedsAttention => "needs-attention",
+            Label::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub schema_version: u32,
+    pub state: Label,
+    /// One line: what the machine is doing or what is wrong.
+    pub message: String,
+    /// What to do about it, if anything.
+    pub hint: Option<String>,
+    /// What needs a person, most urgent first (human output leads with these).
+    pub attention: Vec<Attention>,
+    pub host: String,
+    pub source: SourceView,
+    /// The branch head last seen, and where it stands.
+    pub head: Option<HeadView>,
+    pub deployed: DeployedView,
+    pub last_run: LastRunView,
+    /// The run in progress (the lock is held), and its phase.
+    pub running: Option<RunningView>,
+    pub pinned: Option<Pinned>,
+    pub current_system: Option<String>,
+    pub booted_system: Option<String>,
+    pub reboot_required: Option<bool>,
+    pub profile_generation: Option<u32>,
+    pub next_poll: Option<String>,
+    /// The branch head's failure, when the head is a commit known bad (never a stale one).
+    pub bad_commit: Option<BadCommit>,
+    /// A rollback that failed: the machine needs a look (message; the hint is in
+    /// `attention`).
+    pub needs_attention: Option<String>,
+    /// A run in progress, or killed (its intent is still on disk).
+    pub in_progress: Option<String>,
+    pub state_recovered_from: Option<String>,
+    /// The state was found damaged or lost: when, why, where the damaged file went.
+    pub state_damage: Option<state::Damage>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttentionKind {
+    RollbackFailed,
+    Interrupted,
+    Drift,
+    StateLost,
+    Pinned,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attention {
+    pub kind: AttentionKind,
+    pub message: String,
+    pub hint: String,
+    /// Since when (RFC 3339), if known.
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceView {
+    pub url: String,
+    pub branch: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadStatus {
+    /// What runs.
+    Deployed,
+    /// Not deployed yet: the next run tries it.
+    Pending,
+    /// Failed for this host; not retried until the branch moves (or `retry`).
+    Bad,
+    /// The machine is pinned by `rollback`: the head is not deployed until `resume`.
+    PinnedPast,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeadView {
+    pub commit: String,
+    /// When the agent last saw it (RFC 3339), if since boot.
+    pub seen_at: Option<String>,
+    pub status: HeadStatus,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct DeployedView {
+    pub commit: Option<String>,
+    pub subject: Option<String>,
+    pub system: Option<String>,
+    pub generation: Option<u32>,
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct LastRunView {
+    pub at: Option<String>,
+    pub outcome: Option<String>,
+    pub commit: Option<String>,
+    pub phase: Option<String>,
+    /// What went wrong (without the hint).
+    pub error: Option<String>,
+    pub hint: Option<String>,
+    pub rolled_back: Option<bool>,
+    pub failed_check: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunningView {
+    pub pid: Option<u32>,
+    /// What it is doing (the text it sent as `STATUS=`).
+    pub phase: Option<String>,
+    pub since: Option<String>,
+}
+
+impl Status {
+    /// Reads everything from disk and the lock, then builds the view.
+    pub fn gather(settings: &Settings, state: &State) -> Status {
+        let mut facts = Facts::read(settings);
+        facts.state = state.clone();
+        Status::from_facts(settings, facts)
+    }
+
+    pub fn from_facts(settings: &Settings, f: Facts) -> Status {
+        let state = &f.state;
+        let current = f.current_system.as_ref().map(|c| c.display().to_string());
+        let deployed = match &state.deployed {
+            Some(d) => DeployedView {
+                commit: d.commit.clone(),
+                subject: d.subject.clone(),
+                system: Some(d.system.clone()),
+                generation: d.generation,
+                at: Some(d.at.clone()),
+            },
+            None => DeployedView {
+                system: current.clone(),
+                generation: f.profile.as_ref().map(|g| g.number),
+                ..Default::default()
+            },
+        };
+        let running = match &f.lock {
+            Some(Probe::Held(pid)) => Some(RunningView {
+                pid: *pid,
+                // The progress file is the holder's only if the pids agree.
+                phase: f
+                    .progress
+                    .as_ref()
+                    .filter(|p| pid.is_none_or(|pid| pid == p.pid))
+                    .map(|p| p.phase.clone()),
+                since: f
+                    .progress
+                    .as_ref()
+                    .filter(|p| pid.is_none_or(|pid| pid == p.pid))
+                    .map(|p| p.since.clone()),
+            }),
+            _ => None,
+        };
+        let head = head(state, f.poll.as_ref());
+        let bad_commit = head
+            .as_ref()
+            .filter(|h| h.status == HeadStatus::Bad)
+            .and_then(|h| state.bad(&h.commit).cloned())
+            .map(|mut b| {
+                b.error = without_hint(&b.error);
+                b
+            });
+        let attention = attention(&f, running.is_some());
+        let mut last_run = last_run(state.history.first(), f.poll.as_ref());
+        // A recorded failure of a commit no longer remembered as bad (`retry` forgot it):
+        // its "run retry" hint is stale.
+        let recorded = state.history.first().map(|r| &r.at) == last_run.at.as_ref();
+        if recorded
+            && last_run
+                .commit
+                .as_deref()
+                .is_some_and(|c| state.bad(c).is_none())
+            && last_run
+                .hint
+                .as_deref()
+                .is_some_and(|h| h.contains("retry"))
+        {
+            last_run.hint = None;
+        }
+
+        let label = if f.state_problem.is_some() {
+            Label::Unknown
+        } else if running.is_some() {
+            Label::Running
+        } else if attention.iter().any(|a| {
+            matches!(
+                a.kind,
+                AttentionKind::RollbackFailed | AttentionKind::Drift | AttentionKind::Interrupted
+            )
+        }) {
+            Label::NeedsAttention
+        } else if state.pinned.is_some() {
+            Label::Pinned
+        } else if last_run.outcome.as_deref() == Some("failed") || bad_commit.is_some() {
+            // The last run failed, or the branch head is a commit that failed here.
+            Label::Failed
+        } else {
+            Label::Idle
+        };
+        let (message, hint) = summary(label, &f, &attention, &running, &last_run, &head);
+
+        Status {
+            schema_version: SCHEMA_VERSION,
+            state: label,
+            message,
+            hint,
+            host: settings.host.clone(),
+            source: SourceView {
+                url: settings.source.url.redacted().into(),
+                branch: settings.source.branch.clone(),
+            },
+            head,
+            deployed,
+            last_run,
+            in_progress: match (&running, &state.intent) {
+                (Some(r), _) => Some(r.phase.clone().unwrap_or_else(|| "running".into())),
+                (None, Some(i)) => Some(format!(
+                    "interrupted while {} {}",
+                    step_words(i.step),
+                    i.system
+                )),
+                (None, None) => None,
+            },
+            running,
+            pinned: state.pinned.clone(),
+            current_system: current,
+            booted_system: f.booted_system.as_ref().map(|b| b.display().to_string()),
+            reboot_required: f.reboot_required,
+            profile_generation: f.profile.as_ref().map(|g| g.number),
+            next_poll: f.poll.as_ref().and_then(|p| p.next_poll.clone()),
+            bad_commit,
+            needs_attention: attention
+                .iter()
+                .find(|a| a.kind == AttentionKind::RollbackFailed)
+                .map(|a| a.message.clone()),
+            state_recovered_from: state.recovered_from.clone(),
+            state_damage: state.damage.clone(),
+            attention,
+        }
+    }
+
+    /// `status` exits 0 unless the machine needs a person (3) or the state file cannot be
+    /// read (71); README "Commands and exit codes".
+    pub fn exit_code(&self) -> u8 {
+        match self.state {
+            Label::NeedsAttention => crate::exit::ROLLBACK_FAILED,
+            Label::Unknown => crate::exit::ENVIRONMENT,
+            _ => crate::exit::OK,
+        }
+    }
+
+    pub fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self)?;
+        writeln!(out)
+    }
+}
+
+/// The newer of the last recorded run and the last (volatile) poll.
+fn last_run(run: Option<&Run>, poll: Option<&LastPoll>) -> LastRunView {
+    let from_run = |r: &Run| LastRunView {
+        at: Some(r.at.clone()),
+        outcome: Some(r.outcome.as_str().into()),
+        commit: r.commit.clone(),
+        phase: r.phase.map(|p| p.as_str().to_string()),
+        error: r.error.as_deref().map(without_hint),
+        hint: r.error.as_deref().and_then(hint_of),
+        rolled_back: r.rolled_back,
+        failed_check: r
+            .checks
+            .iter()
+            .find(|c| !c.verdict.is_healthy())
+            .map(|c| format!("{}: {}", c.name, c.verdict.detail())),
+    };
+    let from_poll = |p: &LastPoll| LastRunView {
+        at: Some(p.at.clone()),
+        outcome: Some(p.outcome.clone()),
+        commit: p.commit.clone(),
+        phase: p.phase.clone(),
+        error: p.error.as_deref().map(without_hint),
+        hint: p.error.as_deref().and_then(hint_of),
+        ..Default::default()
+    };
+    match (run, poll) {
+        // The poll is written at the end of every run, so it is never older; prefer the
+        // recorded run (it has the checks and rollback) when both tell of the same thing.
+        // RFC 3339 UTC strings of one format compare in time order.
+        (Some(r), Some(p))
+            if p.at >= r.at && (p.outcome != r.outcome.as_str() || p.commit != r.commit) =>
+        {
+            from_poll(p)
+        }
+        (Some(r), _) => from_run(r),
+        (None, Some(p)) => from_poll(p),
+        (None, None) => LastRunView::default(),
+    }
+}
+
+/// `history`: newest first, at most `limit` runs.
+pub fn history(state: &State, limit: usize) -> &[Run] {
+    &state.history[..state.history.len().min(limit)]
+}
+
+/// The state for `status` and `history`, read without changing anything; the problem, if
+/// it cannot be read (a permission problem says to use sudo).
+pub fn load_state(state_dir: &Path) -> (State, Option<String>) {
+    let store = state::Store::new(state_dir);
+    if let Err(e) = std::fs::File::open(store.path()) {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            return (
+                State::default(),
+                Some(format!(
+                    "cannot read {}: permission denied\nhint: needs root: run with sudo",
+                    store.path().display()
+                )),
+            );
+        }
+    }
+    match store.peek() {
+        Ok(s) => (s, None),
+        Err(e) => (State::default(), Some(format!("{e:#}"))),
+    }
+}

@@ -1,0 +1,500 @@
+//! The view model from fixture states, and the human output compared with
+//! `fixtures/<name>.txt` (times fixed). `HOMELAB_UPDATE_FIXTURES=1 cargo test --lib
+//! status::` rewrites the files; review the diff.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::*;
+use crate::health::{CheckResult, Verdict};
+use crate::state::{Deployed, Intent, IntentKind, Outcome, Phase, RollbackPending, Step};
+use crate::system::profile::Generation;
+
+const C1: &str = "1111111111111111111111111111111111111111";
+const C2: &str = "2222222222222222222222222222222222222222";
+const S1: &str = "/nix/store/aaa-nixos-system-pi1";
+const S2: &str = "/nix/store/bbb-nixos-system-pi1";
+
+fn now() -> SystemTime {
+    humantime::parse_rfc3339("2026-11-24T12:00:00Z").unwrap()
+}
+
+fn settings() -> Settings {
+    crate::config::parse(
+        Path::new("/t.toml"),
+        "[source]\nurl = \"https://tok@git.example.org/h.git\"\n[host]\nname = \"pi1\"\n[paths]\ncurrent_system = \"/nonexistent/c\"\nbooted_system = \"/nonexistent/b\"\nruntime_dir = \"/nonexistent/r\"\nprofile = \"/nonexistent/p\"\n",
+    )
+    .unwrap()
+}
+
+fn gen(n: u32, system: &str) -> Option<Generation> {
+    Some(Generation {
+        number: n,
+        system: PathBuf::from(system),
+    })
+}
+
+fn poll(at: &str, outcome: &str, commit: &str) -> Option<LastPoll> {
+    Some(LastPoll {
+        at: at.into(),
+        outcome: outcome.into(),
+        commit: Some(commit.into()),
+        next_poll: Some("2026-11-24T12:04:00Z".into()),
+        ..Default::default()
+    })
+}
+
+/// Deployed C1 as generation 7 two hours ago; polled a minute ago.
+fn deployed() -> Facts {
+    let mut state = State {
+        deployed: Some(Deployed {
+            commit: Some(C1.into()),
+            subject: Some("add grafana".into()),
+            system: S1.into(),
+            generation: Some(7),
+            at: "2026-11-24T10:00:00Z".into(),
+        }),
+        last_handled: Some(C1.into()),
+        ..State::default()
+    };
+    let mut run = Run::new(Outcome::Deployed);
+    run.at = "2026-11-24T10:00:00Z".into();
+    run.commit = Some(C1.into());
+    run.generation = Some(7);
+    state.push_run(run);
+    Facts {
+        state,
+        poll: poll("2026-11-24T11:59:00Z", "up-to-date", C1),
+        lock: Some(Probe::Free),
+        current_system: Some(S1.into()),
+        booted_system: Some(S1.into()),
+        reboot_required: Some(false),
+        profile: gen(7, S1),
+        ..Facts::default()
+    }
+}
+
+/// C2 failed its health check an hour ago and was rolled back; it is the head.
+fn bad_commit() -> Facts {
+    let mut f = deployed();
+    let mut run = Run::new(Outcome::Failed);
+    run.at = "2026-11-24T11:00:00Z".into();
+    run.commit = Some(C2.into());
+    run.phase = Some(Phase::Health);
+    run.rolled_back = Some(true);
+    run.error = Some("health check failed: http http://127.0.0.1:8080/health: got HTTP 500, expected 2xx\nhint: push a fix, or run `homelab-agent retry` to try this commit again".into());
+    run.checks = vec![CheckResult {
+        name: "http http://127.0.0.1:8080/health".into(),
+        verdict: Verdict::Unhealthy("got HTTP 500, expected 2xx".into()),
+    }];
+    f.state.push_run(run);
+    f.state.mark_bad_system(
+        C2,
+        Phase::Health,
+        "health check failed\nhint: push a fix, or run `homelab-agent retry` to try this commit again",
+        Some(S2),
+    );
+    f.state.bad_commits[0].at = "2026-11-24T11:00:00Z".into();
+    f.state.last_handled = Some(C2.into());
+    f.poll = poll("2026-11-24T11:59:00Z", "skipped", C2);
+    f
+}
+
+fn named() -> Vec<(&'static str, Facts)> {
+    let never = Facts {
+        lock: Some(Probe::Free),
+        current_system: Some("/nix/store/zzz-nixos-system-installer".into()),
+        booted_system: Some("/nix/store/zzz-nixos-system-installer".into()),
+        reboot_required: Some(false),
+        profile: gen(1, "/nix/store/zzz-nixos-system-installer"),
+        ..Facts::default()
+    };
+
+    let mut running = deployed();
+    running.lock = Some(Probe::Held(Some(4242)));
+    running.poll = poll("2026-11-24T11:50:00Z", "up-to-date", C1);
+    running.progress = Some(Progress {
+        phase: "building 22222222 for pi1".into(),
+        since: "2026-11-24T11:58:00Z".into(),
+        pid: 4242,
+    });
+
+    // A transient failure: not the commit's fault, retried.
+    let mut failed = deployed();
+    failed.poll = Some(LastPoll {
+        at: "2026-11-24T11:59:30Z".into(),
+        outcome: "failed".into(),
+        commit: Some(C2.into()),
+        phase: Some("fetch".into()),
+        error: Some("fetching from https://***@git.example.org/h.git: connection refused\nhint: nothing to do if it passes: the next run tries again".into()),
+        next_poll: None,
+    });
+
+    let mut pinned = deployed();
+    pinned.state.deployed = Some(Deployed {
+        commit: Some(C1.into()),
+        subject: None,
+        system: S1.into(),
+        generation: Some(9),
+        at: "2026-11-24T11:30:00Z".into(),
+    });
+    pinned.profile = gen(9, S1);
+    pinned.state.pinned = Some(Pinned {
+        since: "2026-11-24T11:30:00Z".into(),
+        system: S1.into(),
+        generation: Some(9),
+        from_system: S2.into(),
+        from_commit: Some(C2.into()),
+        from_generation: Some(8),
+    });
+    let mut run = Run::new(Outcome::RolledBack);
+    run.at = "2026-11-24T11:30:00Z".into();
+    run.commit = Some(C1.into());
+    run.generation = Some(9);
+    pinned.state.push_run(run);
+    pinned.poll = poll("2026-11-24T11:59:00Z", "pinned", C2);
+
+    let mut rollback_failed = bad_commit();
+    rollback_failed.current_system = Some(S2.into());
+    rollback_failed.state.rollback_pending = Some(RollbackPending {
+        system: S1.into(),
+        reason: "switch-to-configuration test exited with 1".into(),
+        since: "2026-11-24T11:00:00Z".into(),
+    });
+    rollback_failed.state.history[0].rolled_back = Some(false);
+    rollback_failed.state.history[0].error = Some(format!("health check failed: http http://127.0.0.1:8080/health: got HTTP 500, expected 2xx\nthen the rollback to {S1} failed too: switch-to-configuration test exited with 1\nhint: the boot default is still the previous generation (a reboot returns to it); the next run retries the rollback"));
+    rollback_failed.poll = None;
+
+    let lost = Facts {
+        state_problem: Some("/var/lib/homelab-agent/state.json is unreadable (EOF while parsing an object at line 3 column 0); the next `run` moves it aside and starts over".into()),
+        ..Facts {
+            state: State::default(),
+            poll: None,
+            ..deployed()
+        }
+    };
+
+    let mut drift = deployed();
+    drift.current_system = Some("/nix/store/ccc-nixos-system-by-hand".into());
+
+    let mut recovered = deployed();
+    recovered.state = State {
+        recovered_from: Some("/var/lib/homelab-agent/state.json.corrupt-812".into()),
+        last_handled: Some(C1.into()),
+        ..State::default()
+    };
+
+    vec![
+        ("never-deployed", never),
+        ("deployed", deployed()),
+        ("running", running),
+        ("failed", failed),
+        ("bad-commit", bad_commit()),
+        ("pinned", pinned),
+        ("rollback-failed", rollback_failed),
+        ("state-lost", lost),
+        ("drift", drift),
+        ("state-recovered", recovered),
+    ]
+}
+
+fn human(f: Facts) -> String {
+    let mut out = Vec::new();
+    Status::from_facts(&settings(), f)
+        .write_human(&mut out, now())
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn json(f: Facts) -> serde_json::Value {
+    let mut out = Vec::new();
+    Status::from_facts(&settings(), f)
+        .write_json(&mut out)
+        .unwrap();
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn human_output_matches_the_fixtures() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/status/fixtures");
+    let update = std::env::var_os("HOMELAB_UPDATE_FIXTURES").is_some();
+    let mut wrong = Vec::new();
+    for (name, facts) in named() {
+        let text = human(facts);
+        let path = dir.join(format!("{name}.txt"));
+        if update {
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let want =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if text != want {
+            wrong.push(format!("--- {name}: want\n{want}--- got\n{text}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn each_situation_has_its_state() {
+    let want = [
+        ("never-deployed", "idle"),
+        ("deployed", "idle"),
+        ("running", "running"),
+        ("failed", "failed"),
+        ("bad-commit", "failed"),
+        ("pinned", "pinned"),
+        ("rollback-failed", "needs-attention"),
+        ("state-lost", "unknown"),
+        ("drift", "needs-attention"),
+        ("state-recovered", "idle"),
+    ];
+    for ((name, facts), (wname, state)) in named().into_iter().zip(want) {
+        assert_eq!(name, wname);
+        let v = json(facts);
+        assert_eq!(v["state"], state, "{name}");
+        assert_eq!(v["schema_version"], SCHEMA_VERSION, "{name}");
+    }
+}
+
+#[test]
+fn json_has_the_contract_keys_and_no_secret() {
+    let mut out = Vec::new();
+    Status::from_facts(&settings(), bad_commit())
+        .write_json(&mut out)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    for key in [
+        "schema_version",
+        "state",
+        "message",
+        "hint",
+        "head",
+        "host",
+        "booted_system",
+        "reboot_required",
+        "current_system",
+        "profile_generation",
+        "next_poll",
+        "bad_commit",
+        "needs_attention",
+        "in_progress",
+        "state_recovered_from",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    for key in ["commit", "subject", "system", "generation", "at"] {
+        assert!(v["deployed"].get(key).is_some(), "missing deployed.{key}");
+    }
+    for key in [
+        "at",
+        "outcome",
+        "commit",
+        "phase",
+        "error",
+        "rolled_back",
+        "failed_check",
+    ] {
+        assert!(v["last_run"].get(key).is_some(), "missing last_run.{key}");
+    }
+    assert_eq!(v["source"]["url"], "https://***@git.example.org/h.git");
+    assert_eq!(v["last_run"]["outcome"], "skipped");
+    assert_eq!(v["head"]["commit"], C2);
+    assert_eq!(v["head"]["status"], "bad");
+    assert_eq!(v["bad_commit"]["commit"], C2);
+    assert!(!String::from_utf8(out).unwrap().contains("tok@"));
+}
+
+#[test]
+fn json_fields_carry_no_hints_and_rfc3339_times() {
+    for (name, facts) in named() {
+        let v = json(facts);
+        let text = v.to_string();
+        assert!(
+            !text.contains("hint:"),
+            "{name}: a hint inside a field: {text}"
+        );
+        for t in [
+            &v["deployed"]["at"],
+            &v["last_run"]["at"],
+            &v["head"]["seen_at"],
+        ] {
+            if let Some(t) = t.as_str() {
+                assert!(humantime::parse_rfc3339(t).is_ok(), "{name}: {t}");
+            }
+        }
+    }
+}
+
+/// Issue 10, item 1: after `rollback`, status says pinned, from what, and how to leave.
+#[test]
+fn a_pinned_machine_says_so_and_how_to_resume() {
+    let (_, pinned) = named().into_iter().find(|(n, _)| *n == "pinned").unwrap();
+    let v = json(pinned.clone());
+    assert_eq!(v["state"], "pinned");
+    assert_eq!(v["head"]["status"], "pinned-past");
+    assert_eq!(v["pinned"]["from_commit"], C2);
+    assert!(v["hint"].as_str().unwrap().contains("homelab-agent resume"));
+    let text = human(pinned);
+    assert!(text.starts_with("PINNED:"), "{text}");
+}
+
+/// Item 2: a running agent shows its phase; an intent with a free lock is interrupted,
+/// and no time is lowercased.
+#[test]
+fn running_and_interrupted_are_told_apart() {
+    let mut f = deployed();
+    f.state.intent = Some(Intent {
+        kind: IntentKind::Deploy,
+        step: Step::Checking,
+        commit: Some(C2.into()),
+        subject: None,
+        system: S2.into(),
+        previous_system: S1.into(),
+        previous_generation: Some(7),
+        started_at: "2026-11-24T11:58:00Z".into(),
+        activation: "t".into(),
+    });
+    let dead = json(f.clone());
+    assert_eq!(dead["state"], "needs-attention");
+    assert_eq!(dead["attention"][0]["kind"], "interrupted");
+    assert!(!dead.to_string().contains("t11:58:00z"), "{dead}");
+    f.lock = Some(Probe::Held(Some(7)));
+    f.progress = Some(Progress {
+        phase: "checking health of 22222222".into(),
+        since: "2026-11-24T11:58:30Z".into(),
+        pid: 7,
+    });
+    let live = json(f.clone());
+    assert_eq!(live["state"], "running");
+    assert_eq!(live["running"]["phase"], "checking health of 22222222");
+    assert!(human(f).contains("running:    pid 7: checking health of 22222222 (since 1m ago)"));
+}
+
+/// Item 5: no bad-commit line once a newer commit is deployed, or after `retry`.
+#[test]
+fn no_stale_bad_commit_line() {
+    let mut newer = bad_commit();
+    newer.state.deployed.as_mut().unwrap().commit =
+        Some("3333333333333333333333333333333333333333".into());
+    newer.poll = poll(
+        "2026-11-24T11:59:00Z",
+        "up-to-date",
+        "3333333333333333333333333333333333333333",
+    );
+    let text = human(newer);
+    assert!(!text.contains("bad commit"), "{text}");
+
+    let mut retried = bad_commit();
+    retried.state.bad_commits.clear();
+    retried.state.last_handled = None;
+    retried.poll = None;
+    let text = human(retried);
+    assert!(!text.contains("bad commit"), "{text}");
+    assert!(!text.contains("retry"), "a retry hint after retry:\n{text}");
+}
+
+/// Item 4: rollback failed leads, with the reboot hint, never "run retry".
+#[test]
+fn rollback_failed_leads_with_the_reboot_hint() {
+    let (_, f) = named()
+        .into_iter()
+        .find(|(n, _)| *n == "rollback-failed")
+        .unwrap();
+    let text = human(f);
+    assert!(
+        text.starts_with("ATTENTION:  rollback to generation 7 failed"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .contains("a reboot returns to it"),
+        "{text}"
+    );
+    assert!(!text.contains("homelab-agent retry"), "{text}");
+    assert!(
+        text.contains(&format!("system:     {S2}  <- live, NOT the boot default")),
+        "{text}"
+    );
+}
+
+#[test]
+fn each_hint_is_printed_once() {
+    for (name, facts) in named() {
+        let text = human(facts);
+        let hints: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("hint:"))
+            .collect();
+        let mut unique = hints.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(hints.len(), unique.len(), "{name}:\n{text}");
+    }
+}
+
+#[test]
+fn newer_poll_wins_over_recorded_run() {
+    let mut run = Run::new(Outcome::Deployed);
+    run.at = "2026-11-24T10:00:00Z".into();
+    let newer = LastPoll {
+        at: "2026-11-24T10:05:00Z".into(),
+        outcome: "up-to-date".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        last_run(Some(&run), Some(&newer)).outcome.as_deref(),
+        Some("up-to-date")
+    );
+    let old = LastPoll {
+        at: "2026-11-24T09:00:00Z".into(),
+        outcome: "up-to-date".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        last_run(Some(&run), Some(&old)).outcome.as_deref(),
+        Some("deployed")
+    );
+}
+
+#[test]
+fn relative_times() {
+    let at = |s: &str| relative(s, now()).unwrap();
+    assert_eq!(at("2026-11-24T11:59:57Z"), "3s ago");
+    assert_eq!(at("2026-11-24T11:57:00Z"), "3m ago");
+    assert_eq!(at("2026-11-24T10:00:00Z"), "2h ago");
+    assert_eq!(at("2026-11-24T09:55:00Z"), "2h 5m ago");
+    assert_eq!(at("2026-11-22T12:00:00Z"), "2d ago");
+    assert_eq!(at("2026-11-24T12:04:00Z"), "in 4m");
+    assert!(relative("yesterday", now()).is_none());
+}
+
+/// Drift leads: the live system is not the boot default, and the agent leaves it alone.
+#[test]
+fn drift_leads_and_marks_the_system() {
+    let (_, f) = named().into_iter().find(|(n, _)| *n == "drift").unwrap();
+    let text = human(f.clone());
+    assert!(text.starts_with("ATTENTION:  drift:"), "{text}");
+    assert!(
+        text.contains("by-hand  <- live, NOT the boot default"),
+        "{text}"
+    );
+    assert_eq!(
+        Status::from_facts(&settings(), f).exit_code(),
+        crate::exit::ROLLBACK_FAILED
+    );
+}
+
+/// A state file moved aside by a run is said, first, with where it went.
+#[test]
+fn lost_state_is_said_first() {
+    let (_, f) = named()
+        .into_iter()
+        .find(|(n, _)| *n == "state-recovered")
+        .unwrap();
+    let v = json(f.clone());
+    assert_eq!(v["attention"][0]["kind"], "state-lost");
+    assert!(human(f).starts_with("ATTENTION:  state was lost"));
+}
