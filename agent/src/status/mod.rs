@@ -398,19 +398,34 @@ pub fn history(state: &State, limit: usize) -> &[Run] {
 /// it cannot be read (a permission problem says to use sudo).
 pub fn load_state(state_dir: &Path) -> (State, Option<String>) {
     let store = state::Store::new(state_dir);
-    if let Err(e) = std::fs::File::open(store.path()) {
-        if e.kind() == io::ErrorKind::PermissionDenied {
-            return (
-                State::default(),
-                Some(format!(
+    match store.peek() {
+        // Damaged: what is still known (the bad commits, from their own record) is
+        // shown, but the state is unknown until the next run moves the file aside.
+        Ok(s) => {
+            let problem = s.damage.as_ref().filter(|d| d.pending).map(|d| {
+                format!(
+                    "the state in {} is damaged: {}\nhint: the next `run` moves it aside and starts over; bad commits are kept (bad-commits.json)",
+                    state_dir.display(),
+                    d.reason
+                )
+            });
+            (s, problem)
+        }
+        Err(e) => {
+            // Not damage: the file is there but this user may not read it.
+            let denied = e
+                .chain()
+                .filter_map(|c| c.downcast_ref::<io::Error>())
+                .any(|io| io.kind() == io::ErrorKind::PermissionDenied);
+            let problem = if denied {
+                format!(
                     "cannot read {}: permission denied\nhint: needs root: run with sudo",
                     store.path().display()
-                )),
-            );
+                )
+            } else {
+                format!("{e:#}")
+            };
+            (State::default(), Some(problem))
         }
-    }
-    match store.peek() {
-        Ok(s) => (s, None),
-        Err(e) => (State::default(), Some(format!("{e:#}"))),
     }
 }
