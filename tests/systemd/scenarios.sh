@@ -339,16 +339,17 @@ after_kill() {
   fi
 }
 
-group_kill_points() {
+# kill_points POINT...: one deployment per point (agent/src/lib.rs failpoint()), each run
+# SIGKILLing itself there, then restarted by systemd.
+kill_points() {
   if [[ $FAILPOINTS == 0 ]]; then
-    skip "kill points: $BIN was built without --features failpoints"
+    skip "kill points $*: $BIN was built without --features failpoints"
     return
   fi
   boot run || return
-  local point n=1 prev v c healthy expect
+  local point prev v c healthy expect
   prev=$(deploy_first v0)
-  for point in before_build after_intent before_switch after_activate mid_health after_health \
-    before_profile_set after_profile_set after_boot mid_rollback; do
+  for point in "$@"; do
     healthy=true expect=deployed
     [[ $point == mid_rollback ]] && healthy=false expect=rolled-back
     c=$(g cursor)
@@ -363,32 +364,47 @@ group_kill_points() {
   done
 }
 
-# External kills while a phase is slow: `systemctl kill --signal=SIGKILL` (every process
-# of the unit) and an OOM-style SIGKILL of the main process alone, logged first as a marker.
-group_kill_external() {
+group_kill_points_1() { kill_points before_build after_intent before_switch after_activate mid_health; }
+group_kill_points_2() { kill_points after_health before_profile_set after_profile_set after_boot mid_rollback; }
+
+# kill_external HOW: the agent killed from outside while a phase is slow. HOW is
+# systemctl-kill (`systemctl kill --signal=SIGKILL`: every process of the unit) or oom (an
+# OOM-style SIGKILL of the main process alone, a marker logged first).
+kill_external() {
   boot run || return
-  local how phase prev v c wait_for mode build
+  local how=$1 phase prev v c wait_for mode build
   prev=$(deploy_first v0)
-  for how in systemctl-kill oom; do
-    for phase in building activating checking; do
-      mode=ok build=ok
-      case $phase in
-      building) build=build-sleep:3 wait_for='^building' ;;
-      activating) mode=sleep:3 wait_for='^activating' ;;
-      checking) g "echo 3 > $FAKE/slow"; wait_for='^checking health' ;;
-      esac
-      c=$(g cursor)
-      v=$(g "commit $how-$phase $mode $build")
-      g "systemctl start --no-block $SERVICE; wait_status '$wait_for' || exit
-        if [ $how = oom ]; then pid=\$(prop '' MainPID)
-          logger -t hla-test \"OOM-style kill of the main process \$pid while $phase\"; kill -KILL \$pid
-        else systemctl kill --signal=SIGKILL $SERVICE; fi
-        wait_killed; rm -f $FAKE/slow; wait_restarts '$c' 1 && settle 90" >/dev/null 2>&1
-      after_kill "kill: $how while $phase, restarted by systemd -> deployed$([[ $phase == activating ]] && echo ' (B1: the killed run'"'"'s switch unit is still running)')" \
-        "$v" "$prev" deployed "$c"
-      prev=$(g current)
-    done
+  for phase in building activating checking; do
+    mode=ok build=ok
+    case $phase in
+    building) build=build-sleep:3 wait_for='^building' ;;
+    activating) mode=sleep:3 wait_for='^activating' ;;
+    checking) g "echo 3 > $FAKE/slow"; wait_for='^checking health' ;;
+    esac
+    c=$(g cursor)
+    v=$(g "commit $how-$phase $mode $build")
+    g "systemctl start --no-block $SERVICE; wait_status '$wait_for' || exit
+      if [ $how = oom ]; then pid=\$(prop '' MainPID)
+        logger -t hla-test \"OOM-style kill of the main process \$pid while $phase\"; kill -KILL \$pid
+      else systemctl kill --signal=SIGKILL $SERVICE; fi
+      wait_killed; rm -f $FAKE/slow; wait_restarts '$c' 1 && settle 90" >/dev/null 2>&1
+    after_kill "kill: $how while $phase, restarted by systemd -> deployed$([[ $phase == activating ]] && echo ' (B1: the killed run'"'"'s switch unit is still running)')" \
+      "$v" "$prev" deployed "$c"
+    prev=$(g current)
   done
+}
+group_kill_systemctl() { kill_external systemctl-kill; }
+group_kill_oom() {
+  kill_external oom || return
+  local c v prev
+  prev=$(g current)
+  # The activation itself SIGKILLs the agent that started it (the fake's kill-agent-once,
+  # which finds the agent behind systemd-run): restarted, recovered, deployed.
+  c=$(g cursor)
+  v=$(g "commit kill-agent-once kill-agent-once")
+  g "systemctl start --no-block $SERVICE; wait_killed; wait_restarts '$c' 1 && settle 90" >/dev/null 2>&1
+  after_kill "kill: the activation SIGKILLs the agent (not PID 1) behind systemd-run, restarted by systemd -> deployed" \
+    "$v" "$prev" deployed "$c"
 }
 
 # ---- B1: an activation that restarts, stops or kills the agent's unit --------------------------
