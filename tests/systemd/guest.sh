@@ -1,8 +1,8 @@
 # Guest side of tests/systemd/run: sourced by bash inside a real-systemd container.
 #
 # What the host binds read-only: the agent at /usr/local/bin/homelab-agent, the fake NixOS
-# flake (agent/fixtures/fake-system) at $FIXTURE, this directory at $TESTS, and the unit
-# files and config rendered from the NixOS module (units.nix) at $UNITS/<variant>/.
+# flake (agent/fixtures/fake-system) at $FIXTURE, this directory at /usr/local/share/hla-tests,
+# and the unit files and config rendered from the NixOS module (units.nix) at $UNITS/<variant>/.
 #
 # The fake machine: /srv/homelab is the git repository the agent polls (host pi1);
 # switch-to-configuration logs every call to $FAKE/stc.log, dumps its environment into
@@ -12,7 +12,6 @@ set -u
 FAKE=/var/lib/fake-machine
 REPO=/srv/homelab
 FIXTURE=/usr/local/share/fake-system
-TESTS=/usr/local/share/hla-tests
 UNITS=/usr/local/share/hla-units
 SERVICE=homelab-agent.service
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154 # work, FAKE, SERVICE, BIN, FAILPOINTS: set by ./run
 # Scenario groups of tests/systemd/run (sourced there). Each group_X boots its own
 # container (`boot VARIANT`), drives the agent through systemd inside it (`g SCRIPT` runs
 # SCRIPT there with guest.sh's helpers), and reports one line per scenario with `check`.
@@ -115,7 +116,7 @@ group_notify() {
 
 group_journal() {
   boot run || return
-  local c0 c1 c2 v1 v2 v3 sys1 out1 out3 j props
+  local c0 c1 c2 v1 v2 sys1 out1 out3 j props
   c0=$(g cursor)
   v1=$(g 'commit v1')
   g "systemctl start $SERVICE"
@@ -134,7 +135,7 @@ group_journal() {
   # An unhealthy commit whose rollback fails too: exit 3, restarted by systemd; the
   # restart retries the rollback, which then succeeds.
   c2=$(g cursor)
-  v3=$(g "echo exit:1 > $FAKE/faults/\$(basename $sys1); commit v3 ok ok false")
+  g "echo exit:1 > $FAKE/faults/\$(basename $sys1); commit v3 ok ok false" >/dev/null
   out3=$(g "systemctl start --no-block $SERVICE
     for i in \$(seq 300); do [ \"\$(prop '' ExecMainStatus)\" = 3 ] && break; sleep 0.05; done
     rm -f $FAKE/faults/\$(basename $sys1)
@@ -212,14 +213,15 @@ group_exit_codes() {
 
 group_checks() {
   boot run || return
-  local sys1 state v out detail props expect
+  local sys1 state v out detail props expect outcome
   sys1=$(deploy_first v1)
   for state in failed missing flapping active; do
+    outcome="rolled back"
     case $state in
     failed) expect="probe.service is failed" ;;
     missing) expect="probe.service is inactive" ;;
     flapping) expect="probe.service is activating" ;;
-    active) expect="sshd.service, probe.service active" ;;
+    active) expect="sshd.service, probe.service active" outcome=deployed ;;
     esac
     v=$(g "probe $state; sleep 1; commit $state")
     out=$(g "systemctl start $SERVICE; echo \"start exit \$?\"; echo \"live: \$(current)\"")
@@ -236,7 +238,7 @@ group_checks() {
     else
       has "start exit 1" "$out" && has "live: $sys1" "$out"
     fi && grep -qF "$expect" <<<"$detail"
-    check "systemd check: probe.service $state as systemd reports it -> $(if [[ $state == active ]]; then echo deployed; else echo "rolled back"; fi) ($expect)" $? \
+    check "systemd check: probe.service $state as systemd reports it -> $outcome ($expect)" $? \
       "$(printf '%s\n' "$out" "probe.service: $props" "check detail: $detail")"
   done
 }
