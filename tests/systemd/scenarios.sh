@@ -442,7 +442,7 @@ b1() {
   alerts=$(q --lines "len([e for e in d if e.get('MESSAGE_ID') == '$ID_ROLLBACK_FAILED'])" <<<"$j")
   ((settled)) && [[ $switches -le 2 ]] && has "switches to v2: $switches" "$out" &&
     has "live: $prev" "$out" && [[ $alerts == 0 ]] &&
-    q '"interrupt" in d["bad_commit"]["error"] or "stop" in d["bad_commit"]["error"]' <<<"$st" | grep -qx true
+    q 'any(w in d["bad_commit"]["error"] for w in ("interrupt", "stop", "restart", "kill"))' <<<"$st" | grep -qx true
   check "B1: the activation runs 'systemctl $verb $SERVICE': at most 2 switches, remembered bad with the reason, previous system live, no ROLLBACK FAILED" $? \
     "$(printf '%s\n' "settled: $settled, switches to v2: $switches, ROLLBACK_FAILED alerts: $alerts" "$out" "status: $st" "journal:" \
       "$(q --lines "'\n'.join(e.get('SYSLOG_IDENTIFIER', '') + ': ' + e['MESSAGE'] for e in d if e.get('SYSLOG_IDENTIFIER') in ('systemd', 'homelab-agent') and 'homelab-agent' in e.get('UNIT', e.get('_SYSTEMD_UNIT', '')))" <<<"$j" | tail -n 40)")"
