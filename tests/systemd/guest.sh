@@ -35,7 +35,10 @@ probe() {
   case $1 in
   active) printf '[Service]\nExecStart=/bin/sleep infinity\n' ;;
   failed) printf '[Service]\nExecStart=/bin/false\n' ;;
-  flapping) printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/false\nRestart=always\nRestartSec=300ms\n' ;;
+  # Crash-looping on a program that cannot start (Type=exec: never active in between). A
+  # Type=simple unit crash-looping on /bin/false is active for an instant every cycle, and a
+  # single is-active sample can catch that instant.
+  flapping) printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nType=exec\nExecStart=/nonexistent/probe\nRestart=always\nRestartSec=300ms\n' ;;
   missing) ;;
   esac >"$FAKE/probe.service"
   [ "$1" = missing ] || cp "$FAKE/probe.service" /etc/systemd/system/probe.service
