@@ -94,7 +94,7 @@ group_activation() {
 
 group_notify() {
   boot run || return
-  local v2 out
+  local v2 v3 out
   deploy_first v1 >/dev/null
   # Each phase made slow enough to be seen: the build, the activation, the health check.
   v2=$(g "echo 3 > $FAKE/slow; commit v2 sleep:3 build-sleep:3")
@@ -110,6 +110,20 @@ group_notify() {
   grep -Eq "building ${v2:0:8} for pi1\|(.*\|)?activating ${v2:0:8}\|(.*\|)?checking health of ${v2:0:8}\|" <<<"$seq" &&
     has success "$out"
   check "notify: STATUS= (systemctl show -p StatusText) names each phase in turn: building, activating, checking health" $? "$out"
+
+  # An unhealthy system: the health rounds that fail show in STATUS= too.
+  v3=$(g "commit v3 ok ok false")
+  out=$(g "systemctl start --no-block $SERVICE; last=
+    for i in \$(seq 800); do
+      s=\$(prop '' StatusText)
+      [ \"\$s\" != \"\$last\" ] && echo \"status: \$s\" && last=\$s
+      case \$(prop '' ActiveState) in inactive | failed) break ;; esac
+      sleep 0.03
+    done; prop '' Result")
+  # ("checking health of" may last less than a sample: the first round fails at once.)
+  grep -q "^status: activating ${v3:0:8}" <<<"$out" &&
+    [[ $(grep -c '^status: health: round [0-9]* not yet healthy, retrying' <<<"$out") -ge 2 ]] && has exit-code "$out"
+  check "notify: STATUS= shows the failing health rounds of an unhealthy system before it is rolled back" $? "$out"
 }
 
 # ---- MESSAGE_IDs and exit codes 0, 1 and 3 --------------------------------------------------
@@ -407,6 +421,17 @@ group_kill_oom() {
   v=$(g "commit kill-agent-once kill-agent-once")
   g "systemctl start --no-block $SERVICE; wait_killed; wait_restarts '$c' 1 && settle 90" >/dev/null 2>&1
   after_kill "kill: the activation SIGKILLs the agent (not PID 1) behind systemd-run, restarted by systemd -> deployed" \
+    "$v" "$prev" deployed "$c"
+  # Activation as the agent's child ([activation] mode = "direct"): the main process
+  # killed mid-activation; systemd stops the rest of the unit (the orphaned switch) before
+  # it restarts the agent.
+  prev=$(g current)
+  c=$(g cursor)
+  v=$(g "install -m 0644 \$UNITS/direct/config.toml /etc/homelab-agent/config.toml; commit oom-direct sleep:3")
+  g "systemctl start --no-block $SERVICE; wait_status '^activating' || exit
+    logger -t hla-test \"OOM-style kill of the main process while activating directly\"; kill -KILL \$(prop '' MainPID)
+    wait_killed; wait_restarts '$c' 1 && settle 90" >/dev/null 2>&1
+  after_kill "kill: oom while activating in direct mode, the orphaned switch stopped by systemd, restarted -> deployed" \
     "$v" "$prev" deployed "$c"
 }
 
