@@ -94,7 +94,7 @@ group_activation() {
 
 group_notify() {
   boot run || return
-  local v2 v3 out
+  local v2 out
   deploy_first v1 >/dev/null
   # Each phase made slow enough to be seen: the build, the activation, the health check.
   v2=$(g "echo 3 > $FAKE/slow; commit v2 sleep:3 build-sleep:3")
@@ -112,7 +112,7 @@ group_notify() {
   check "notify: STATUS= (systemctl show -p StatusText) names each phase in turn: building, activating, checking health" $? "$out"
 
   # An unhealthy system: the health rounds that fail show in STATUS= too.
-  v3=$(g "commit v3 ok ok false")
+  g "commit v3 ok ok false" >/dev/null
   out=$(g "systemctl start --no-block $SERVICE; last=
     for i in \$(seq 800); do
       s=\$(prop '' StatusText)
