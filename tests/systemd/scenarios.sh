@@ -245,7 +245,7 @@ group_checks() {
     case $state in
     failed) has ActiveState=failed "$props" && has Result=exit-code "$props" ;;
     missing) has LoadState=not-found "$props" ;;
-    flapping) has ActiveState=activating "$props" && has SubState=auto-restart "$props" &&
+    flapping) has ActiveState=activating "$props" && grep -Eqx 'SubState=(auto-restart|start)' <<<"$props" &&
       [[ $(sed -n 's/^NRestarts=//p' <<<"$props") -ge 3 ]] ;;
     active) has ActiveState=active "$props" ;;
     esac && if [[ $state == active ]]; then
