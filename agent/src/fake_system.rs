@@ -13,7 +13,10 @@ pub const STC: &str = include_str!("../fixtures/fake-system/switch-to-configurat
 
 /// One host of the fake flake. `mode` is baked into its switch-to-configuration (`ok`,
 /// `exit:N`, `hang`, `sleep:S`, `kill-agent-once`, `kill-agent-always`,
-/// `fail-unless:PATH`); `build` is `ok`, `eval-throw`, `build-exit:N` or `build-sleep:S`.
+/// `fail-unless:PATH`, `hook:PATH`, and for the `test` action only `restart-unit:UNIT`,
+/// `stop-unit:UNIT`, `kill-unit:UNIT`); `build` is `ok`, `eval-throw`, `build-exit:N` or
+/// `build-sleep:S`. The `kill-agent-*` modes SIGKILL the agent that started the
+/// activation, found whether it runs the switch directly or through `systemd-run`.
 #[derive(Debug, Clone)]
 pub struct Host {
     pub name: String,

@@ -18,6 +18,10 @@ const TAIL_LINES: usize = 25;
 const KILL_GRACE: Duration = Duration::from_secs(3);
 /// Captured stdout is parsed (JSON); more than this is not a sane answer.
 const MAX_STDOUT: u64 = 4 << 20;
+/// Variables systemd gives the agent alone. With `NOTIFY_SOCKET` a child could send
+/// `STATUS=` or `READY=1` in the agent's name (`NotifyAccess=main` drops it, with a
+/// warning in the journal; `all` would take it).
+const NOT_INHERITED: &[&str] = &["NOTIFY_SOCKET"];
 
 #[derive(Debug, Clone)]
 pub struct Cmd {
@@ -145,6 +149,9 @@ impl Cmd {
         let program = self.program_name();
         log::debug!("running: {}", self.display());
         let mut command = tokio::process::Command::new(&self.program);
+        for name in NOT_INHERITED {
+            command.env_remove(name);
+        }
         command
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
@@ -373,6 +380,21 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("exit status: 3"), "{text}");
         assert!(text.contains("one") && text.contains("two"), "{text}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn children_do_not_inherit_the_notify_socket() {
+        // Only this test sets it; a STATUS= another test sends goes nowhere.
+        std::env::set_var("NOTIFY_SOCKET", "/nonexistent/notify-socket-of-the-test");
+        let done = Cmd::new("/bin/sh")
+            .args(["-c", "echo \"${NOTIFY_SOCKET-unset} ${KEPT-unset}\""])
+            .env("KEPT", "kept")
+            .capture_stdout()
+            .run_ok()
+            .await
+            .unwrap();
+        std::env::remove_var("NOTIFY_SOCKET");
+        assert_eq!(done.stdout.trim(), "unset kept");
     }
 
     #[tokio::test(flavor = "current_thread")]
