@@ -293,29 +293,33 @@ pub fn retry(config: Option<&Path>) -> u8 {
     code
 }
 
-pub fn config_check(config: Option<&Path>, json: bool) -> u8 {
+pub fn config_check(config: Option<&Path>, json: bool, files: bool) -> u8 {
     let file = config::resolve_path(config);
-    let loaded = config::load(&file);
-    let code = if loaded.is_ok() {
-        exit::OK
-    } else {
-        exit::CONFIG
+    // Every problem, one line each: the first that stops parsing, or every file the
+    // valid config names that is missing or unreadable.
+    let (settings, errors) = match config::load(&file) {
+        Ok(s) => {
+            let errors = match (files, std::fs::read_to_string(&file)) {
+                (true, Ok(text)) => config::files::check(&s, &text),
+                _ => Vec::new(),
+            };
+            (Some(s), errors)
+        }
+        Err(e) => (None, vec![e]),
     };
+    let ok = errors.is_empty();
+    let code = if ok { exit::OK } else { exit::CONFIG };
     if json {
-        let (error, summary) = match &loaded {
-            Ok(s) => (
-                None,
-                config::summary(s)
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.to_string())))
-                    .collect(),
-            ),
-            Err(e) => (Some(e.to_string()), serde_json::Map::new()),
-        };
+        let summary: serde_json::Map<String, serde_json::Value> = settings
+            .iter()
+            .flat_map(config::summary)
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+            .collect();
         let value = serde_json::json!({
             "file": file.display().to_string(),
-            "ok": loaded.is_ok(),
-            "error": error,
+            "ok": ok,
+            "error": errors.first().map(|e| e.to_string()),
+            "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             "summary": summary,
         });
         return match write_json(&mut std::io::stdout().lock(), &value) {
@@ -323,14 +327,18 @@ pub fn config_check(config: Option<&Path>, json: bool) -> u8 {
             Err(e) => report(&e.into()),
         };
     }
-    match loaded {
-        Ok(s) => {
+    match settings.filter(|_| ok) {
+        Some(s) => {
             println!("{}: OK", file.display());
             for (k, v) in config::summary(&s) {
                 println!("  {k}: {v}");
             }
         }
-        Err(e) => eprintln!("error: {e}"),
+        None => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+        }
     }
     code
 }

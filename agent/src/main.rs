@@ -150,9 +150,13 @@ enum ConfigCommand {
         after_help = "Exit codes:\n  0   valid\n  78  invalid (each problem with its file, line and key)"
     )]
     Check {
-        /// Machine-readable output: {"file", "ok", "error", "summary"}
+        /// Machine-readable output: {"file", "ok", "error", "errors", "summary"}
         #[arg(long)]
         json: bool,
+        /// Skip checking that the files it names (keys, token, known_hosts, check
+        /// commands) exist and are readable: for a config validated off the machine
+        #[arg(long)]
+        no_file_checks: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -219,8 +223,13 @@ fn main() -> ExitCode {
             Command::Resume { config } => commands::resume(pick(config).as_deref()),
             Command::Retry { config } => commands::retry(pick(config).as_deref()),
             Command::Config {
-                command: ConfigCommand::Check { json, config },
-            } => commands::config_check(pick(config).as_deref(), json),
+                command:
+                    ConfigCommand::Check {
+                        json,
+                        no_file_checks,
+                        config,
+                    },
+            } => commands::config_check(pick(config).as_deref(), json, !no_file_checks),
             Command::Demo { keep } => match top {
                 Some(_) => {
                     eprintln!("error: `demo` uses no config file (it writes its own in its sandbox); drop --config");

@@ -4,6 +4,7 @@
 //! the file, the key path and the line ([`locate`]).
 
 mod bounds;
+pub mod files;
 mod locate;
 mod names;
 mod raw;

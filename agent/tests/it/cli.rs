@@ -15,7 +15,8 @@ fn config_check(text: &str) -> (i32, String) {
         .args(["config", "check"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(
         stderr.contains(&*file.display().to_string()),
         "message does not name the file: {stderr}"
@@ -59,6 +60,46 @@ fn bad_configs_are_refused_with_file_key_and_reason() {
             );
         }
     }
+}
+
+/// `config check` on the machine: every file the config names must be there and readable.
+#[test]
+fn config_check_names_every_missing_file_with_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("deploy_key");
+    std::fs::write(&key, "not really a key").unwrap();
+    let text = format!(
+        "[source]\nurl = \"ssh://git@git.example.org/me/homelab.git\"\nssh_key_file = \"{}\"\nknown_hosts_file = \"{}\"\n[host]\nname = \"pi1\"\n[[health.checks]]\ntype = \"command\"\ncommand = [\"/no/such/check\"]\n",
+        key.display(),
+        dir.path().join("known_hosts").display()
+    );
+    let (code, stderr) = config_check(&text);
+    assert_eq!(code, 78, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].contains(": source.known_hosts_file: ")
+            && lines[0].contains("known_hosts does not exist (line 4)"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains(": health.checks[0].command: /no/such/check does not exist (line 9)"),
+        "{stderr}"
+    );
+    // With the files in place, and with the file checks off, it is valid.
+    std::fs::write(dir.path().join("known_hosts"), "").unwrap();
+    let fixed = text.replace("/no/such/check", "/bin/true");
+    let (code, stderr) = config_check(&fixed);
+    assert_eq!(code, 0, "{stderr}");
+    let file = dir.path().join("off.toml");
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .args(["config", "check", "--no-file-checks"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]
