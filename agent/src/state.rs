@@ -166,6 +166,12 @@ pub struct Interruption {
 pub struct Retry {
     pub commit: String,
     pub count: u32,
+    /// The kind of the last failure (not the commit's: those mark it bad instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::failure::Kind>,
+    /// Not built again before this time (RFC 3339): a backoff that doubles per failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

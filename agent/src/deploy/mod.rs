@@ -165,7 +165,7 @@ impl Agent {
             self.note_poll(Outcome::UpToDate, Some(head), None, None);
             return Some(Exit::Ok);
         }
-        None
+        self.waiting(state, head)
     }
 
     // ---- operator commands -----------------------------------------------------------

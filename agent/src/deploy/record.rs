@@ -3,13 +3,13 @@
 //! directory, a tmpfs: a poll that learns nothing never writes to the SD card).
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::failure::{Failure, Kind};
 use crate::logging::message_id;
 use crate::runtime::{self, LastPoll};
 use crate::source::Fetched;
-use crate::state::{self, Deployed, Outcome, Phase, RollbackPending, Run, State};
+use crate::state::{self, Deployed, Outcome, Phase, Retry, RollbackPending, Run, State};
 
 use super::activate::Ending;
 use super::{short, Agent, Exit};
@@ -79,6 +79,29 @@ impl Agent {
             self.settings.host
         );
         if !f.kind.blames_commit() {
+            // Not the commit's fault, but a build is the costliest thing a Pi does: the
+            // same commit waits longer after each such failure (`retry` ends the wait).
+            let count = match &state.retries {
+                Some(r) if r.commit == fetched.commit => r.count + 1,
+                _ => 1,
+            };
+            let wait = backoff(count);
+            state.retries = Some(Retry {
+                commit: fetched.commit.clone(),
+                count,
+                kind: Some(f.kind),
+                not_before: Some(
+                    humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string(),
+                ),
+            });
+            if let Err(e) = self.save(state) {
+                return self.stop_run(e);
+            }
+            let message = format!(
+                "{message}\n(failed {count} time{s} without blaming the commit; not built again for {})",
+                humantime::format_duration(wait),
+                s = if count == 1 { "" } else { "s" }
+            );
             return self.not_tried(
                 Some(&fetched.commit),
                 Phase::Build,
@@ -97,6 +120,34 @@ impl Agent {
         }
     }
 
+    /// A build of `head` is still waiting out its backoff: news only, and the same kind
+    /// of failure as the one that started the wait (so systemd still shows it).
+    pub(super) fn waiting(&self, state: &State, head: &str) -> Option<Exit> {
+        let r = state.retries.as_ref().filter(|r| r.commit == head)?;
+        let until = humantime::parse_rfc3339(r.not_before.as_deref()?).ok()?;
+        let left = until.duration_since(SystemTime::now()).ok()?;
+        // A clock that jumped back must not stretch the wait past its longest.
+        if left > MAX_BACKOFF {
+            return None;
+        }
+        let kind = r.kind.unwrap_or(Kind::Transient);
+        let message = format!(
+            "the build of {} failed {} time(s) ({}); next try in {}\nhint: `homelab-agent retry` tries now",
+            short(head),
+            r.count,
+            kind.as_str(),
+            humantime::format_duration(Duration::from_secs(left.as_secs()))
+        );
+        log::info!("{}", message.lines().next().unwrap_or_default());
+        self.note_poll(
+            Outcome::Failed,
+            Some(head),
+            Some(&message),
+            Some(Phase::Build),
+        );
+        Some(Exit::Failed(kind))
+    }
+
     pub(super) fn record_unchanged(
         &self,
         state: &mut State,
@@ -113,6 +164,7 @@ impl Agent {
         let mut run = self.run_record(Outcome::Unchanged, fetched, started);
         run.system = Some(system.display().to_string());
         state.last_handled = Some(fetched.commit.clone());
+        state.retries = None;
         if let Some(d) = state
             .deployed
             .as_mut()
@@ -248,4 +300,14 @@ impl Agent {
         run.duration_ms = started.elapsed().as_millis() as u64;
         run
     }
+}
+
+/// The longest a build waits after failures that blame nothing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+
+/// 10 minutes after the first failure, doubling, at most [`MAX_BACKOFF`].
+pub fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_secs(600);
+    base.saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF)
 }

@@ -409,20 +409,43 @@ async fn only_a_failure_of_the_commit_marks_it_bad() {
     ] {
         let b = Bench::new();
         b.push("c1", Err(Failure::new(kind, "nix not found")));
-        let before = b.state_bytes();
         let exit = b.run().await.unwrap();
         assert_eq!(exit, Exit::Failed(kind));
         assert_eq!(exit.code(), code);
-        assert!(b.state().bad("c1").is_none(), "{kind:?} blamed the commit");
-        assert_eq!(b.state_bytes(), before, "{kind:?} wrote history");
+        let state = b.state();
+        assert!(state.bad("c1").is_none(), "{kind:?} blamed the commit");
+        assert!(state.history.is_empty(), "{kind:?} wrote history");
+        // Backing off: the next poll does not build again, and says the same.
+        assert_eq!(b.run().await, Some(Exit::Failed(kind)));
+        let builds = || b.w().calls.iter().filter(|c| *c == "build c1").count();
+        assert_eq!(builds(), 1, "{kind:?}: rebuilt during the backoff");
+        // `retry` ends the wait.
+        b.agent().retry().unwrap();
         b.run().await;
-        let builds = b.w().calls.iter().filter(|c| *c == "build c1").count();
-        assert_eq!(builds, 2, "{kind:?}: not retried");
+        assert_eq!(builds(), 2, "{kind:?}: not retried after `retry`");
     }
     let b = Bench::new();
     b.push("c1", Err(commit_failure("evaluation failed")));
     assert_eq!(b.run().await, Some(Exit::Failed(Kind::Commit)));
     assert!(b.state().bad("c1").is_some());
+}
+
+#[test]
+fn the_backoff_doubles_up_to_six_hours() {
+    use super::record::backoff;
+    let minutes: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs() / 60).collect();
+    assert_eq!(minutes, [10, 20, 40, 80, 160, 320, 360, 360]);
+    assert_eq!(backoff(u32::MAX).as_secs(), 6 * 3600);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_new_commit_is_built_at_once_despite_an_older_ones_backoff() {
+    let b = Bench::new();
+    b.push("c1", Err(Failure::new(Kind::Transient, "build timed out")));
+    b.run().await;
+    b.push("c2", Ok(sys("s2")));
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert!(b.state().retries.is_none());
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -198,11 +198,18 @@ fn missing_host_is_named() {
     assert_eq!(s["last_run"]["phase"], "build");
     assert!(s["bad_commit"].is_null(), "the commit was blamed: {s}");
     assert!(h.stc_log().is_empty(), "a failed build must not activate");
+    // Not rebuilt at every poll: a backoff, said as such, with the same exit.
+    let run = h.run_once();
+    run.expect(78);
+    assert!(run.stderr().contains("next try in"), "{}", run.stderr());
+    assert_eq!(h.nix_builds(), builds + 1, "rebuilt during the backoff");
+    // `retry` ends the wait.
+    h.agent(&["retry"]).expect(0);
     h.run_once().expect(78);
     assert_eq!(
         h.nix_builds(),
         builds + 2,
-        "not retried after a configuration error"
+        "not retried after a configuration error and `retry`"
     );
 }
 

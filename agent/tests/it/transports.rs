@@ -538,21 +538,28 @@ fn nix_missing_is_an_environment_error_and_never_blames_the_commit() {
     h.host("pi1").content = "v1".into();
     h.commit("first");
     h.env.push(("PATH".into(), "/nonexistent".into()));
-    for _ in 0..4 {
+    for round in 0..4 {
         let run = h.run_once();
         run.expect(71);
         let err = run.stderr();
-        assert!(
-            err.contains("nix not found")
-                && err.contains("install Nix")
-                && err.contains("not blamed"),
-            "{err}"
-        );
+        if round == 0 {
+            assert!(
+                err.contains("nix not found")
+                    && err.contains("install Nix")
+                    && err.contains("not blamed"),
+                "{err}"
+            );
+        } else {
+            // Backing off: not built again, still 71, saying when it tries next.
+            assert!(err.contains("(environment); next try in"), "{err}");
+        }
         assert!(!err.contains("push a fix"), "{err}");
     }
     let s = h.status();
     assert!(s["bad_commit"].is_null(), "the commit was blamed: {s}");
     h.env.clear();
+    // The operator fixed the machine: `retry` tries now.
+    h.agent(&["retry"]).expect(0);
     h.run_once().expect(0);
     assert_eq!(h.status()["last_run"]["outcome"], "deployed");
 }
@@ -590,7 +597,9 @@ fn a_failed_build_on_a_full_store_is_an_environment_error() {
         "{err}"
     );
     assert!(h.status()["bad_commit"].is_null());
-    // The real store has room: the same failure is the commit's.
+    // The real store has room (and `retry` ends the backoff): the same failure is the
+    // commit's.
+    h.agent(&["retry"]).expect(0);
     let run = h.run_once();
     run.expect(1);
     assert!(run.stderr().contains("build failed"), "{}", run.stderr());
@@ -621,5 +630,6 @@ fn running_out_of_store_space_mid_build_is_an_environment_error() {
         "{err}"
     );
     assert!(h.status()["bad_commit"].is_null());
+    h.agent(&["retry"]).expect(0);
     h.run_once().expect(0);
 }
