@@ -206,6 +206,16 @@ let
     auth.knownHostsFile = "/etc/ssh/extra_known_hosts";
   });
 
+  withEnv = agent {
+    imports = [ (base { }) ];
+    nix.envVars = {
+      NIX_SSHOPTS = "-o ServerAliveInterval=10";
+      GIT_ASKPASS = "/run/keys/askpass";
+      HOME = "/var/empty"; # the unit's own HOME wins
+    };
+    networking.proxy.envVars.http_proxy = "http://proxy.lan:3128";
+  };
+
   disabled = evalWith [
     ../../modules/homelab-agent
     { services.homelab-agent.repository.url = url; }
@@ -255,8 +265,11 @@ let
     (expect "unit: sd_notify STATUS accepted" minimal.unit.serviceConfig.NotifyAccess "main")
     (expect "unit: state and runtime directories" {
       inherit (minimal.unit.serviceConfig) StateDirectory RuntimeDirectory RuntimeDirectoryPreserve;
+      StateDirectoryMode = minimal.unit.serviceConfig.StateDirectoryMode or null;
     } {
       StateDirectory = "homelab-agent";
+      # It holds a mirror of the homelab repository, which may be private.
+      StateDirectoryMode = "0700";
       RuntimeDirectory = "homelab-agent";
       RuntimeDirectoryPreserve = "yes";
     })
@@ -282,6 +295,14 @@ let
       "3h 30m 30m 5s 2min 30min"
     )
     (expect "unit: HOME for nix" minimal.unit.environment.HOME "/root")
+    (expect "unit: nix.envVars and the proxy reach nix, as for system.autoUpgrade" withEnv.unit.environment
+      {
+        NIX_SSHOPTS = "-o ServerAliveInterval=10";
+        GIT_ASKPASS = "/run/keys/askpass";
+        http_proxy = "http://proxy.lan:3128";
+        HOME = "/root";
+      }
+    )
     (expect "package installed for `homelab-agent status`" (map toString
       minimal.c.environment.systemPackages
     ) [ (fake "homelab-agent") ])

@@ -51,6 +51,7 @@ in
 
     nix.package = opt types.package pkgs.nix;
     nix.settings = attrs;
+    nix.envVars = attrs;
     programs.ssh.package = opt types.package pkgs.openssh;
     systemd.package = opt types.package pkgs.systemd;
 
