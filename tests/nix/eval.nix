@@ -422,6 +422,13 @@ let
     (expect "provisioning: first poll a minute after boot" provisioned.systemd.timers.homelab-agent.timerConfig.OnBootSec
       "1min"
     )
+    (expect "provisioning: a real host gets the SD card layout, not the installer profile (ZFS, tools)"
+      (lib.sort lib.lessThan provisioned.testStub.imported)
+      [
+        "installer/sd-card/sd-image-aarch64.nix"
+        "installer/sd-card/sd-image.nix"
+      ]
+    )
     (expect "provisioning: no warning" provisioned.warnings [ ])
     (expect "provisioning: warns without keys" (lib.length (provisioning [ ]).warnings) 1)
   ];

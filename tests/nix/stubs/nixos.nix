@@ -65,5 +65,10 @@ in
     users.users = attrs;
     system.stateVersion = opt types.str "";
     system.configurationRevision = opt (types.nullOr types.str) null;
+
+    # Not NixOS: which stub of nixpkgs' modules (stubs/modules) a configuration imports.
+    testStub.imported = opt (types.listOf types.str) [ ] // {
+      internal = true;
+    };
   };
 }
