@@ -38,12 +38,15 @@
         }
       );
 
+      # Modules, not bare paths, which `nix flake check` refuses before Nix 2.1x ("module
+      # must be a function or an attribute set"). Each imports its file, so a configuration
+      # that imports two of them (provisioning holds homelab-agent) gets each file once.
       nixosModules = {
-        homelab-agent = ./modules/homelab-agent;
+        homelab-agent.imports = [ ./modules/homelab-agent ];
         default = self.nixosModules.homelab-agent;
         # Stamps systems built from this repository; a homelab flake uses lib.versionModule.
         version = import ./modules/version.nix self;
-        provisioning = ./modules/provisioning.nix;
+        provisioning.imports = [ ./modules/provisioning.nix ];
       };
 
       lib.versionModule = import ./modules/version.nix;
