@@ -101,7 +101,8 @@ if [ -n "$NIXPKGS_LIB_DIR" ] && ! command -v python3 >/dev/null; then
 fi
 
 if [ -n "$NIXPKGS_LIB_DIR" ]; then
-  if nix-instantiate --eval --strict --json tests/nix/eval.nix \
+  # --read-write-mode: the documented examples are written to the store (builtins.toFile).
+  if nix-instantiate --eval --strict --json --read-write-mode tests/nix/eval.nix \
     --argstr nixpkgsLib "$NIXPKGS_LIB_DIR" >"$work/eval.json" 2>"$work/eval.err"; then
     agent=${HOMELAB_AGENT_BIN:-target/debug/homelab-agent}
     if [ -x "$agent" ]; then

@@ -238,7 +238,88 @@ let
     c;
   provisioned = provisioning [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample me@laptop" ];
 
-  results = [
+  # This repository's flake, its nixpkgs input replaced by the stand-in (the real lib, stub
+  # NixOS options): what a homelab flake gets as its homelab-agent input.
+  standIn = import ./stand-in/nixpkgs.nix { inherit lib; };
+  homelabAgent = (import ../../flake.nix).outputs {
+    self = homelabAgent // {
+      outPath = "/homelab-agent-stand-in";
+    };
+    nixpkgs = standIn;
+  };
+
+  # A homelab flake's outputs, with the stand-in nixpkgs and this homelab-agent.
+  homelab =
+    flake:
+    let
+      outputs = flake.outputs {
+        self = outputs // {
+          rev = "0123abc";
+        };
+        nixpkgs = standIn;
+        homelab-agent = homelabAgent;
+      };
+    in
+    outputs;
+
+  # The documented one-file homelab flake, as the document shows it: its ```nix block that
+  # is a flake (starts with `inputs`).
+  docExample =
+    file:
+    let
+      blocks = map (b: lib.head (lib.splitString "\n```" b)) (
+        lib.tail (lib.splitString "```nix\n" (builtins.readFile file))
+      );
+      flakes = lib.filter (lib.hasPrefix "{\n  inputs") blocks;
+    in
+    if lib.length flakes != 1 then
+      throw "${toString file}: expected one ```nix block holding a flake, found ${toString (lib.length flakes)}"
+    else
+      import (builtins.toFile "homelab-example-flake.nix" (lib.head flakes));
+
+  served = import ./lib/served.nix { inherit lib; };
+
+  # What a homelab flake's pi1 must be: it evaluates, its checks have something to check,
+  # it is stamped with the commit, and its SD image is an output.
+  examples =
+    lib.concatMap
+      (
+        { name, flake }:
+        let
+          outputs = homelab flake;
+          inherit (outputs.nixosConfigurations.pi1) config;
+        in
+        [
+          (expect "${name}: pi1 has no failed assertion" (map (a: a.message) (
+            lib.filter (a: !a.assertion) config.assertions
+          )) [ ])
+          (expect "${name}: pi1 has a system (config.system.build.toplevel)"
+            config.system.build.toplevel.name
+            "nixos-system-pi1"
+          )
+          (expect "${name}: every health check of pi1 is served by what pi1 enables" (served config) [ ])
+          (expect "${name}: pi1 names its commit" config.system.configurationRevision "0123abc")
+          (expect "${name}: pi1's SD image is an output" outputs.packages.aarch64-linux.sd-image-pi1.name
+            "sd-image"
+          )
+        ]
+      )
+      [
+        {
+          name = "docs/nixos.md example";
+          flake = docExample ../../docs/nixos.md;
+        }
+        {
+          name = "README example";
+          flake = docExample ../../README.md;
+        }
+        {
+          name = "template";
+          flake = import ../../templates/default/flake.nix;
+        }
+      ];
+
+  results = examples ++ [
     # What an unset option leaves out, the agent defaults: only url and host are written.
     (expect "minimal: config holds only url and host" minimal.toml {
       source.url = url;
