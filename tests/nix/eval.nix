@@ -319,7 +319,50 @@ let
         }
       ];
 
-  results = examples ++ [
+  # What the documents must say where a newcomer follows them step by step.
+  has = name: text: fragments: {
+    inherit name;
+    ok = lib.all (f: lib.hasInfix f text) fragments;
+    detail = "missing: ${toJSON (lib.filter (f: !lib.hasInfix f text) fragments)}";
+  };
+  nixosDoc = builtins.readFile ../../docs/nixos.md;
+  # From the remote builder's step to the next one.
+  builderRecipe = lib.head (
+    lib.splitString "3. **Cross-compilation**" (
+      lib.last (lib.splitString "2. **A remote aarch64 builder**" nixosDoc)
+    )
+  );
+  inherit (homelabAgent.templates.default) welcomeText;
+  documents = [
+    (has "template welcome text: commit flake.lock, and why" welcomeText [
+      "nix flake lock"
+      "git add flake.lock"
+      "--no-write-lock-file"
+      "configurationRevision"
+    ])
+    (has "template welcome text: the homelab-agent input is a placeholder" welcomeText [
+      "`github:homelab-agent/homelab-agent` is a placeholder"
+    ])
+    (has "template flake.nix: the homelab-agent input is a placeholder"
+      (builtins.readFile ../../templates/default/flake.nix)
+      [ "A placeholder: replace it" ]
+    )
+    (has "docs/nixos.md: commit flake.lock, and why" nixosDoc [
+      "### Commit flake.lock"
+      "nix flake lock"
+      "--no-write-lock-file"
+      "configurationRevision"
+      "is a\n  placeholder"
+    ])
+    (has "docs/nixos.md: the remote builder needs a trusted user and root's SSH key" builderRecipe [
+      "trusted-users"
+      "as root"
+      "/root/.ssh/"
+      "nix.buildMachines"
+    ])
+  ];
+
+  results = examples ++ documents ++ [
     # What an unset option leaves out, the agent defaults: only url and host are written.
     (expect "minimal: config holds only url and host" minimal.toml {
       source.url = url;
