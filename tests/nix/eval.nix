@@ -354,6 +354,14 @@ let
       "configurationRevision"
       "is a\n  placeholder"
     ])
+    (has "README: commit flake.lock; the input is a placeholder; the remote builder's trust"
+      (builtins.readFile ../../README.md)
+      [
+        "commit `flake.lock`"
+        "# a placeholder: where you get homelab-agent from"
+        "the daemon ignores `--builders` from\nusers it does not trust, and connects as root"
+      ]
+    )
     (has "docs/nixos.md: the remote builder needs a trusted user and root's SSH key" builderRecipe [
       "trusted-users"
       "as root"
