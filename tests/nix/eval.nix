@@ -2,7 +2,13 @@
 # stub NixOS options (stubs/nixos.nix) and a stub pkgs (stubs/pkgs.nix). Needs only
 # nixpkgs' lib, so it runs with Nix 2.8 and no nixpkgs:
 #
-#   nix-instantiate --eval --strict --json tests/nix/eval.nix --argstr nixpkgsLib /path/to/lib
+#   nix-instantiate --eval --strict --json --read-write-mode tests/nix/eval.nix \
+#     --argstr nixpkgsLib /path/to/lib
+#
+# (--read-write-mode: the documented examples are read from docs/nixos.md and README.md
+# and written to the store with builtins.toFile, to be imported.) Besides the modules, it
+# evaluates those examples and the template through this repository's flake.nix with a
+# stand-in nixpkgs (stand-in/nixpkgs.nix), and checks what the documents tell a newcomer.
 #
 # Returns { results = [ { name; ok; detail; } ]; configs = { <case> = { toml; value; }; };
 # rejected = { <case> = { toml; key; }; }; }. tests/nix/check.sh counts the results, reads
