@@ -11,7 +11,8 @@
 #
 #   3. `nix flake check --no-build` on a copy of the repository with the nixpkgs input
 #      replaced by a stand-in (tests/nix/stand-in: the real lib, stub NixOS options, empty
-#      derivations): the outputs' shape as this Nix checks it.
+#      derivations): the outputs' shape as this Nix checks it; and the same for the
+#      template, with that copy as its homelab-agent input.
 #
 # The builds, the real-NixOS evaluation and the VM tests are the flake's checks:
 # `nix flake check` on x86_64-linux with KVM.
@@ -168,7 +169,18 @@ if [ -n "$NIXPKGS_LIB_DIR" ]; then
     pass "nix flake check --no-build (nixpkgs: stand-in with the real lib; $(nix --version))"
   else
     fail "nix flake check --no-build (nixpkgs: stand-in with the real lib; $(nix --version))"
-    echo "$out" | grep -v '^warning: \|^• \|^    .path:' | tail -n 20 | sed 's/^/      /'
+    echo "$out" | grep -v '^warning: \|^• \|^    .path:\|^ *follows ' | tail -n 20 | sed 's/^/      /'
+  fi
+  # The template as `nix flake init -t` gives it, with that copy as its homelab-agent.
+  if [ -d "$work/src/templates/default" ] &&
+    out=$(nix flake check --no-build --no-write-lock-file \
+      --override-input nixpkgs "path:$work/stand-in" \
+      --override-input homelab-agent "path:$work/src" \
+      "path:$work/src/templates/default" 2>&1); then
+    pass "template: nix flake check --no-build (nixpkgs: stand-in; homelab-agent: this repository)"
+  else
+    fail "template: nix flake check --no-build (nixpkgs: stand-in; homelab-agent: this repository)"
+    echo "$out" | grep -v '^warning: \|^• \|^    .path:\|^ *follows ' | tail -n 20 | sed 's/^/      /'
   fi
 fi
 
