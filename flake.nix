@@ -38,12 +38,15 @@
         }
       );
 
+      # Modules, not bare paths, which `nix flake check` refuses before Nix 2.1x ("module
+      # must be a function or an attribute set"). Each imports its file, so a configuration
+      # that imports two of them (provisioning holds homelab-agent) gets each file once.
       nixosModules = {
-        homelab-agent = ./modules/homelab-agent;
+        homelab-agent.imports = [ ./modules/homelab-agent ];
         default = self.nixosModules.homelab-agent;
         # Stamps systems built from this repository; a homelab flake uses lib.versionModule.
         version = import ./modules/version.nix self;
-        provisioning = ./modules/provisioning.nix;
+        provisioning.imports = [ ./modules/provisioning.nix ];
       };
 
       lib.versionModule = import ./modules/version.nix;
@@ -80,9 +83,24 @@
         path = ./templates/default;
         description = "A homelab flake: one Raspberry Pi deployed by homelab-agent";
         welcomeText = ''
-          Next: set your repository URL and SSH key in flake.nix, push this repository,
-          build the SD card image and flash it.
-          See docs/nixos.md in homelab-agent.
+          # A homelab flake, deployed by homelab-agent
+
+          Next, in flake.nix:
+
+          1. Point the `homelab-agent` input at where you get homelab-agent from (its git
+             URL or your fork): `github:homelab-agent/homelab-agent` is a placeholder.
+          2. Set `repository` (where you will push this repository) and `authorizedKeys`.
+
+          Then lock the inputs and commit, flake.lock included:
+
+              git init && git add -A && nix flake lock && git add flake.lock
+              git commit -m "homelab: pi1"
+
+          The agent builds with --no-write-lock-file: without a committed flake.lock each
+          Pi locks the inputs to whatever is newest (not what you tested or flashed), and
+          the commit is not stamped (`nixos-version --json` has no configurationRevision).
+
+          Push, build the SD card image and flash it: docs/nixos.md in homelab-agent.
         '';
       };
     };

@@ -21,6 +21,11 @@ in
     (modulesPath + "/installer/sd-card/sd-image-aarch64.nix")
     ./homelab-agent
   ];
+  # sd-image-aarch64.nix also brings the installer's base profile (ZFS and a dozen file
+  # systems, disk and rescue tools), which a Pi running its own configuration has no use
+  # for, and which breaks the build ("zfs-kernel is broken") as soon as a host picks another
+  # boot.kernelPackages. The image is the host's configuration, so it goes for both.
+  disabledModules = [ (modulesPath + "/profiles/base.nix") ];
 
   options.homelab.provisioning = {
     authorizedKeys = lib.mkOption {

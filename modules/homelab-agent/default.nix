@@ -137,7 +137,10 @@ in
         config.programs.ssh.package
         config.systemd.package
       ];
-      environment = config.networking.proxy.envVars // {
+      # What nixpkgs' own upgrade service (system.autoUpgrade) passes to nix: the agent runs
+      # `nix build` itself, as root, so the daemon's settings (nix.envVars) and the proxy
+      # must reach its fetches too.
+      environment = config.nix.envVars // config.networking.proxy.envVars // {
         # nix keeps its caches and user config there, as for nixos-rebuild.
         HOME = "/root";
       };
@@ -148,6 +151,8 @@ in
         # The agent reports its phase with sd_notify STATUS= (`systemctl status homelab-agent`).
         NotifyAccess = "main";
         StateDirectory = "homelab-agent";
+        # The mirror of the homelab repository, which may be private: root only.
+        StateDirectoryMode = "0700";
         # Last-poll data lives in /run (not on the SD card) and must survive between runs.
         RuntimeDirectory = "homelab-agent";
         RuntimeDirectoryPreserve = "yes";

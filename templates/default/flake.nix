@@ -3,7 +3,8 @@
 
   inputs = {
     nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
-    # Where you get homelab-agent from: its git URL or a fork.
+    # A placeholder: replace it with where you get homelab-agent from (its git URL or a
+    # fork), then `nix flake lock` and commit flake.lock (the agent never writes it).
     homelab-agent.url = "github:homelab-agent/homelab-agent";
     homelab-agent.inputs.nixpkgs.follows = "nixpkgs";
   };

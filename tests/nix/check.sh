@@ -9,6 +9,11 @@
 #      ${HOMELAB_AGENT_BIN:-target/debug/homelab-agent} exists), and docs/options.md
 #      being up to date (tests/nix/gen-options-doc.sh regenerates it).
 #
+#   3. `nix flake check --no-build` on a copy of the repository with the nixpkgs input
+#      replaced by a stand-in (tests/nix/stand-in: the real lib, stub NixOS options, empty
+#      derivations): the outputs' shape as this Nix checks it; and the same for the
+#      template, with that copy as its homelab-agent input.
+#
 # The builds, the real-NixOS evaluation and the VM tests are the flake's checks:
 # `nix flake check` on x86_64-linux with KVM.
 #
@@ -97,7 +102,8 @@ if [ -n "$NIXPKGS_LIB_DIR" ] && ! command -v python3 >/dev/null; then
 fi
 
 if [ -n "$NIXPKGS_LIB_DIR" ]; then
-  if nix-instantiate --eval --strict --json tests/nix/eval.nix \
+  # --read-write-mode: the documented examples are written to the store (builtins.toFile).
+  if nix-instantiate --eval --strict --json --read-write-mode tests/nix/eval.nix \
     --argstr nixpkgsLib "$NIXPKGS_LIB_DIR" >"$work/eval.json" 2>"$work/eval.err"; then
     agent=${HOMELAB_AGENT_BIN:-target/debug/homelab-agent}
     if [ -x "$agent" ]; then
@@ -134,6 +140,47 @@ if [ -n "$NIXPKGS_LIB_DIR" ]; then
   else
     fail "options document: tests/nix/options-doc.nix does not evaluate"
     sed 's/^/      /' "$work/doc.err"
+  fi
+fi
+
+# 3. `nix flake check --no-build` on a copy of this repository (the files git tracks or
+# would track), with the nixpkgs input replaced by the stand-in of tests/nix/stand-in:
+# nixpkgs' real lib, stub NixOS options, empty derivations. It checks what `nix flake
+# check` checks of each output's shape on this Nix (modules are modules, configurations
+# have a toplevel derivation, overlays, templates, packages and checks evaluate to
+# derivations), not what the derivations build: the flake's checks on real nixpkgs do.
+if [ -n "$NIXPKGS_LIB_DIR" ]; then
+  flake_check() {
+    mkdir -p "$work/stand-in" "$work/src" &&
+      cp -r "$NIXPKGS_LIB_DIR" "$work/stand-in/lib" &&
+      cp tests/nix/stand-in/flake.nix tests/nix/stand-in/nixpkgs.nix "$work/stand-in/" &&
+      cp -r tests/nix/stubs "$work/stand-in/stubs" || return 1
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+      git ls-files -z --cached --others --exclude-standard |
+        while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done |
+        tar --null -T - -cf - | tar -xf - -C "$work/src" || return 1
+    else
+      tar --exclude=./target --exclude=./.git -cf - . | tar -xf - -C "$work/src" || return 1
+    fi
+    nix flake check --no-build --no-write-lock-file \
+      --override-input nixpkgs "path:$work/stand-in" "path:$work/src"
+  }
+  if out=$(flake_check 2>&1); then
+    pass "nix flake check --no-build (nixpkgs: stand-in with the real lib; $(nix --version))"
+  else
+    fail "nix flake check --no-build (nixpkgs: stand-in with the real lib; $(nix --version))"
+    echo "$out" | grep -v '^warning: \|^• \|^    .path:\|^ *follows ' | tail -n 20 | sed 's/^/      /'
+  fi
+  # The template as `nix flake init -t` gives it, with that copy as its homelab-agent.
+  if [ -d "$work/src/templates/default" ] &&
+    out=$(nix flake check --no-build --no-write-lock-file \
+      --override-input nixpkgs "path:$work/stand-in" \
+      --override-input homelab-agent "path:$work/src" \
+      "path:$work/src/templates/default" 2>&1); then
+    pass "template: nix flake check --no-build (nixpkgs: stand-in; homelab-agent: this repository)"
+  else
+    fail "template: nix flake check --no-build (nixpkgs: stand-in; homelab-agent: this repository)"
+    echo "$out" | grep -v '^warning: \|^• \|^    .path:\|^ *follows ' | tail -n 20 | sed 's/^/      /'
   fi
 fi
 

@@ -2,7 +2,13 @@
 # stub NixOS options (stubs/nixos.nix) and a stub pkgs (stubs/pkgs.nix). Needs only
 # nixpkgs' lib, so it runs with Nix 2.8 and no nixpkgs:
 #
-#   nix-instantiate --eval --strict --json tests/nix/eval.nix --argstr nixpkgsLib /path/to/lib
+#   nix-instantiate --eval --strict --json --read-write-mode tests/nix/eval.nix \
+#     --argstr nixpkgsLib /path/to/lib
+#
+# (--read-write-mode: the documented examples are read from docs/nixos.md and README.md
+# and written to the store with builtins.toFile, to be imported.) Besides the modules, it
+# evaluates those examples and the template through this repository's flake.nix with a
+# stand-in nixpkgs (stand-in/nixpkgs.nix), and checks what the documents tell a newcomer.
 #
 # Returns { results = [ { name; ok; detail; } ]; configs = { <case> = { toml; value; }; };
 # rejected = { <case> = { toml; key; }; }; }. tests/nix/check.sh counts the results, reads
@@ -206,6 +212,16 @@ let
     auth.knownHostsFile = "/etc/ssh/extra_known_hosts";
   });
 
+  withEnv = agent {
+    imports = [ (base { }) ];
+    nix.envVars = {
+      NIX_SSHOPTS = "-o ServerAliveInterval=10";
+      GIT_ASKPASS = "/run/keys/askpass";
+      HOME = "/var/empty"; # the unit's own HOME wins
+    };
+    networking.proxy.envVars.http_proxy = "http://proxy.lan:3128";
+  };
+
   disabled = evalWith [
     ../../modules/homelab-agent
     { services.homelab-agent.repository.url = url; }
@@ -228,7 +244,139 @@ let
     c;
   provisioned = provisioning [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample me@laptop" ];
 
-  results = [
+  # This repository's flake, its nixpkgs input replaced by the stand-in (the real lib, stub
+  # NixOS options): what a homelab flake gets as its homelab-agent input.
+  standIn = import ./stand-in/nixpkgs.nix { inherit lib; };
+  homelabAgent = (import ../../flake.nix).outputs {
+    self = homelabAgent // {
+      outPath = "/homelab-agent-stand-in";
+    };
+    nixpkgs = standIn;
+  };
+
+  # A homelab flake's outputs, with the stand-in nixpkgs and this homelab-agent.
+  homelab =
+    flake:
+    let
+      outputs = flake.outputs {
+        self = outputs // {
+          rev = "0123abc";
+        };
+        nixpkgs = standIn;
+        homelab-agent = homelabAgent;
+      };
+    in
+    outputs;
+
+  # The documented one-file homelab flake, as the document shows it: its ```nix block that
+  # is a flake (starts with `inputs`).
+  docExample =
+    file:
+    let
+      blocks = map (b: lib.head (lib.splitString "\n```" b)) (
+        lib.tail (lib.splitString "```nix\n" (builtins.readFile file))
+      );
+      flakes = lib.filter (lib.hasPrefix "{\n  inputs") blocks;
+    in
+    if lib.length flakes != 1 then
+      throw "${toString file}: expected one ```nix block holding a flake, found ${toString (lib.length flakes)}"
+    else
+      import (builtins.toFile "homelab-example-flake.nix" (lib.head flakes));
+
+  served = import ./lib/served.nix { inherit lib; };
+
+  # What a homelab flake's pi1 must be: it evaluates, its checks have something to check,
+  # it is stamped with the commit, and its SD image is an output.
+  examples =
+    lib.concatMap
+      (
+        { name, flake }:
+        let
+          outputs = homelab flake;
+          inherit (outputs.nixosConfigurations.pi1) config;
+        in
+        [
+          (expect "${name}: pi1 has no failed assertion" (map (a: a.message) (
+            lib.filter (a: !a.assertion) config.assertions
+          )) [ ])
+          (expect "${name}: pi1 has a system (config.system.build.toplevel)"
+            config.system.build.toplevel.name
+            "nixos-system-pi1"
+          )
+          (expect "${name}: every health check of pi1 is served by what pi1 enables" (served config) [ ])
+          (expect "${name}: pi1 names its commit" config.system.configurationRevision "0123abc")
+          (expect "${name}: pi1's SD image is an output" outputs.packages.aarch64-linux.sd-image-pi1.name
+            "sd-image"
+          )
+        ]
+      )
+      [
+        {
+          name = "docs/nixos.md example";
+          flake = docExample ../../docs/nixos.md;
+        }
+        {
+          name = "README example";
+          flake = docExample ../../README.md;
+        }
+        {
+          name = "template";
+          flake = import ../../templates/default/flake.nix;
+        }
+      ];
+
+  # What the documents must say where a newcomer follows them step by step.
+  has = name: text: fragments: {
+    inherit name;
+    ok = lib.all (f: lib.hasInfix f text) fragments;
+    detail = "missing: ${toJSON (lib.filter (f: !lib.hasInfix f text) fragments)}";
+  };
+  nixosDoc = builtins.readFile ../../docs/nixos.md;
+  # From the remote builder's step to the next one.
+  builderRecipe = lib.head (
+    lib.splitString "3. **Cross-compilation**" (
+      lib.last (lib.splitString "2. **A remote aarch64 builder**" nixosDoc)
+    )
+  );
+  inherit (homelabAgent.templates.default) welcomeText;
+  documents = [
+    (has "template welcome text: commit flake.lock, and why" welcomeText [
+      "nix flake lock"
+      "git add flake.lock"
+      "--no-write-lock-file"
+      "configurationRevision"
+    ])
+    (has "template welcome text: the homelab-agent input is a placeholder" welcomeText [
+      "`github:homelab-agent/homelab-agent` is a placeholder"
+    ])
+    (has "template flake.nix: the homelab-agent input is a placeholder"
+      (builtins.readFile ../../templates/default/flake.nix)
+      [ "A placeholder: replace it" ]
+    )
+    (has "docs/nixos.md: commit flake.lock, and why" nixosDoc [
+      "### Commit flake.lock"
+      "nix flake lock"
+      "--no-write-lock-file"
+      "configurationRevision"
+      "is a\n  placeholder"
+    ])
+    (has "README: commit flake.lock; the input is a placeholder; the remote builder's trust"
+      (builtins.readFile ../../README.md)
+      [
+        "commit `flake.lock`"
+        "# a placeholder: where you get homelab-agent from"
+        "the daemon ignores `--builders` from\nusers it does not trust, and connects as root"
+      ]
+    )
+    (has "docs/nixos.md: the remote builder needs a trusted user and root's SSH key" builderRecipe [
+      "trusted-users"
+      "as root"
+      "/root/.ssh/"
+      "nix.buildMachines"
+    ])
+  ];
+
+  results = examples ++ documents ++ [
     # What an unset option leaves out, the agent defaults: only url and host are written.
     (expect "minimal: config holds only url and host" minimal.toml {
       source.url = url;
@@ -255,8 +403,11 @@ let
     (expect "unit: sd_notify STATUS accepted" minimal.unit.serviceConfig.NotifyAccess "main")
     (expect "unit: state and runtime directories" {
       inherit (minimal.unit.serviceConfig) StateDirectory RuntimeDirectory RuntimeDirectoryPreserve;
+      StateDirectoryMode = minimal.unit.serviceConfig.StateDirectoryMode or null;
     } {
       StateDirectory = "homelab-agent";
+      # It holds a mirror of the homelab repository, which may be private.
+      StateDirectoryMode = "0700";
       RuntimeDirectory = "homelab-agent";
       RuntimeDirectoryPreserve = "yes";
     })
@@ -282,6 +433,14 @@ let
       "3h 30m 30m 5s 2min 30min"
     )
     (expect "unit: HOME for nix" minimal.unit.environment.HOME "/root")
+    (expect "unit: nix.envVars and the proxy reach nix, as for system.autoUpgrade" withEnv.unit.environment
+      {
+        NIX_SSHOPTS = "-o ServerAliveInterval=10";
+        GIT_ASKPASS = "/run/keys/askpass";
+        http_proxy = "http://proxy.lan:3128";
+        HOME = "/root";
+      }
+    )
     (expect "package installed for `homelab-agent status`" (map toString
       minimal.c.environment.systemPackages
     ) [ (fake "homelab-agent") ])
@@ -400,6 +559,13 @@ let
     )
     (expect "provisioning: first poll a minute after boot" provisioned.systemd.timers.homelab-agent.timerConfig.OnBootSec
       "1min"
+    )
+    (expect "provisioning: a real host gets the SD card layout, not the installer profile (ZFS, tools)"
+      (lib.sort lib.lessThan provisioned.testStub.imported)
+      [
+        "installer/sd-card/sd-image-aarch64.nix"
+        "installer/sd-card/sd-image.nix"
+      ]
     )
     (expect "provisioning: no warning" provisioned.warnings [ ])
     (expect "provisioning: warns without keys" (lib.length (provisioning [ ]).warnings) 1)

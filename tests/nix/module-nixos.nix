@@ -55,6 +55,7 @@ pkgs.runCommand "homelab-agent-module-nixos" { nativeBuildInputs = [ agent ]; } 
   ${expectLine service "RestartPreventExitStatus=1 2 4 78"}
   ${expectLine service "NotifyAccess=main"}
   ${expectLine service "RuntimeDirectoryPreserve=yes"}
+  ${expectLine service "StateDirectoryMode=0700"}
   ${expectLine service "TimeoutStartSec=1h 15min 15min 10s 5min 30min"}
   ${expectLine timer "OnUnitInactiveSec=5min"}
   ${expectLine timer "RandomizedDelaySec=1min"}

@@ -29,11 +29,12 @@ group_units_timer() {
   local shown verify props out c v1 j
   shown=$(g "systemctl cat --no-pager $SERVICE homelab-agent.timer | grep -v '^# /'")
   verify=$(g 'systemd-analyze verify /etc/systemd/system/homelab-agent.service /etc/systemd/system/homelab-agent.timer 2>&1; echo "exit $?"')
-  props=$(g "systemctl show -p Type -p NotifyAccess -p Restart -p RestartPreventExitStatus -p RestartUSec -p Environment -p StateDirectory -p RuntimeDirectory -p RuntimeDirectoryPreserve -p ExecStart -p After -p Wants $SERVICE")
+  props=$(g "systemctl show -p Type -p NotifyAccess -p Restart -p RestartPreventExitStatus -p RestartUSec -p Environment -p StateDirectory -p StateDirectoryMode -p RuntimeDirectory -p RuntimeDirectoryPreserve -p ExecStart -p After -p Wants $SERVICE")
   [[ $shown == "$(cat "$work/units/timer/homelab-agent.service"; echo; cat "$work/units/timer/homelab-agent.timer")" ]] &&
     [[ $verify == "exit 0" ]] && has Type=oneshot "$props" && has NotifyAccess=main "$props" &&
     has Restart=on-failure "$props" && has "RestartPreventExitStatus=1 2 4 78" "$props" &&
-    has StateDirectory=homelab-agent "$props" && has RuntimeDirectory=homelab-agent "$props" &&
+    has StateDirectory=homelab-agent "$props" && has StateDirectoryMode=0700 "$props" &&
+    has RuntimeDirectory=homelab-agent "$props" &&
     has RuntimeDirectoryPreserve=yes "$props" &&
     grep -q '^Environment=HOME=/root PATH=/usr/bin:' <<<"$props" &&
     grep -qF 'argv[]=/usr/local/bin/homelab-agent --config /etc/homelab-agent/config.toml run --once ;' <<<"$props" &&

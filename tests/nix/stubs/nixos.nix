@@ -51,6 +51,7 @@ in
 
     nix.package = opt types.package pkgs.nix;
     nix.settings = attrs;
+    nix.envVars = attrs;
     programs.ssh.package = opt types.package pkgs.openssh;
     systemd.package = opt types.package pkgs.systemd;
 
@@ -61,8 +62,23 @@ in
     systemd.timers = opt (types.attrsOf timer) { };
 
     services.openssh = attrs;
+    services.nginx = attrs;
+    networking.firewall.allowedTCPPorts = opt (types.listOf types.port) [ ];
+    hardware.enableRedistributableFirmware = opt types.bool false;
+    nix.gc = attrs;
+    nixpkgs.hostPlatform = opt (types.nullOr types.str) null;
+    nixpkgs.buildPlatform = opt (types.nullOr types.str) null;
+    nixpkgs.overlays = opt (types.listOf types.anything) [ ];
+    boot.loader.grub.enable = opt types.bool true;
+    fileSystems = attrs;
+    system.build = opt (types.lazyAttrsOf types.unspecified) { };
     users.users = attrs;
     system.stateVersion = opt types.str "";
     system.configurationRevision = opt (types.nullOr types.str) null;
+
+    # Not NixOS: which stub of nixpkgs' modules (stubs/modules) a configuration imports.
+    testStub.imported = opt (types.listOf types.str) [ ] // {
+      internal = true;
+    };
   };
 }
