@@ -195,6 +195,8 @@ impl Agent {
         run.system = Some(shown.clone());
         state.intent = None;
         state.last_handled = Some(fetched.commit.clone());
+        // The failure, if any, decides below whether the commit is blamed.
+        let mut failure = None;
         let exit = match ending {
             Ending::Committed { generation, checks } => {
                 run.generation = Some(generation);
@@ -225,16 +227,10 @@ impl Agent {
                     }
                     None => error.push_str("\n(no previous system to roll back to)"),
                 }
-                run.error = Some(error.clone());
-                self.blame(
-                    state,
-                    fetched,
-                    &failed.failure,
-                    failed.phase,
-                    &error,
-                    &shown,
-                );
-                Exit::Failed(failed.failure.kind)
+                run.error = Some(error);
+                let exit = Exit::Failed(failed.failure.kind);
+                failure = Some(failed.failure);
+                exit
             }
             Ending::RollbackFailed {
                 failed,
@@ -256,18 +252,15 @@ impl Agent {
                     reason: rollback.message.clone(),
                     since: state::now(),
                 });
-                run.error = Some(error.clone());
-                self.blame(
-                    state,
-                    fetched,
-                    &failed.failure,
-                    failed.phase,
-                    &error,
-                    &shown,
-                );
+                run.error = Some(error);
+                failure = Some(failed.failure);
                 Exit::RollbackFailed
             }
         };
+        if let (Some(f), Some(phase)) = (&failure, run.phase) {
+            let error = run.error.clone().unwrap_or_default();
+            self.blame(state, fetched, f, phase, &error, &shown);
+        }
         state.retries = None;
         match self.finish(state, run) {
             Ok(()) => exit,
