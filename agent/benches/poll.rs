@@ -1,7 +1,10 @@
 //! The cost of a poll that finds nothing new, measured against the floor: `git ls-remote`
-//! of the same ref from the same server (git daemon on loopback). Also counts the nix
-//! processes the polls spawned, the bytes they wrote under the state directory, and the
-//! agent's peak memory. A measurement, not a test: it asserts nothing about time.
+//! of the same ref from the same server (git daemon on loopback), in paired rounds: wall
+//! time and CPU time (user + sys of the process, from its rusage). Also counts the nix
+//! processes the polls spawned, the bytes they changed under the state directory and
+//! wrote to storage (`/proc/<pid>/io` write_bytes), and the resident memory of the daemon
+//! (`run` without `--once`) after 100 polls (each asked for with SIGUSR1). A
+//! measurement, not a test: it asserts nothing about time.
 //!
 //! Run: `cargo bench --bench poll` (needs git; nix is not needed: a poll must not use it).
 
@@ -76,7 +79,7 @@ fn main() {
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(
         state.join("state.json"),
-        format!("{{\"version\":1,\"last_handled\":\"{head}\"}}"),
+        format!("{{\"version\":1,\"bad_commits\":[],\"last_handled\":\"{head}\"}}"),
     )
     .unwrap();
     let shim = root.join("shim");
@@ -107,63 +110,208 @@ fn main() {
 
     let agent = env!("CARGO_BIN_EXE_homelab-agent");
     let poll = || {
-        let status = Command::new(agent)
-            .arg("--config")
+        let mut c = Command::new(agent);
+        c.arg("--config")
             .arg(&config)
             .args(["run", "--once"])
             .env("PATH", &path)
-            .env("HOMELAB_AGENT_LOG", "warn")
-            .status()
-            .unwrap();
-        assert!(status.success(), "the poll failed");
+            .env("HOMELAB_AGENT_LOG", "warn");
+        c
     };
     let ls_remote = || {
-        let out = Command::new("git")
-            .args(["ls-remote", &url, "refs/heads/main"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        let mut c = Command::new("git");
+        c.args(["ls-remote", &url, "refs/heads/main"]);
+        c
     };
-    poll();
-    ls_remote();
-    let agent_times = time(ROUNDS, poll);
-    let git_times = time(ROUNDS, ls_remote);
+    measure(poll());
+    measure(ls_remote());
+    // Paired: each round runs the agent, then `git ls-remote`, so both see the same
+    // machine load.
+    let (mut agent_runs, mut git_runs) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        agent_runs.push(measure(poll()));
+        git_runs.push(measure(ls_remote()));
+    }
     let after = snapshot(&state);
+    let rss = daemon_rss(agent, root, &url, &state, &path);
     let _ = nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(daemon.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
     );
     let _ = daemon.wait();
 
-    let (a, g) = (median(&agent_times), median(&git_times));
     let nix_calls = std::fs::read_to_string(&counter)
         .map(|s| s.lines().count())
         .unwrap_or(0);
-    let written: u64 = after
+    let changed: u64 = after
         .iter()
         .filter(|f| !before.contains(f))
-        .map(|f| f.1)
-        .sum();
-    println!("no-change poll, {ROUNDS} rounds each, git daemon on loopback");
-    println!("  homelab-agent run --once   median {:>7.2} ms", ms(a));
-    println!("  git ls-remote (same ref)   median {:>7.2} ms", ms(g));
+        .map(|f| f.1.max(1))
+        .sum::<u64>()
+        + before.iter().filter(|f| !after.contains(f)).count() as u64;
+    let storage: u64 = agent_runs.iter().map(|r| r.write_bytes).sum();
+    let median_of = |runs: &[Sample], f: fn(&Sample) -> Duration| {
+        median(&runs.iter().map(f).collect::<Vec<_>>())
+    };
+    let (aw, ac) = (
+        median_of(&agent_runs, |r| r.wall),
+        median_of(&agent_runs, |r| r.cpu),
+    );
+    let (gw, gc) = (
+        median_of(&git_runs, |r| r.wall),
+        median_of(&git_runs, |r| r.cpu),
+    );
+    println!("no-change poll, {ROUNDS} paired rounds, git daemon on loopback (medians)");
+    println!("                               wall ms   cpu ms (user+sys)");
     println!(
-        "  ratio agent / ls-remote    {:.2}",
-        a.as_secs_f64() / g.as_secs_f64()
+        "  homelab-agent run --once   {:>8.2} {:>8.2}",
+        ms(aw),
+        ms(ac)
+    );
+    println!(
+        "  git ls-remote (same ref)   {:>8.2} {:>8.2}",
+        ms(gw),
+        ms(gc)
+    );
+    println!(
+        "  ratio agent / ls-remote    {:>8.2} {:>8.2}",
+        aw.as_secs_f64() / gw.as_secs_f64(),
+        ac.as_secs_f64() / gc.as_secs_f64().max(1e-6)
     );
     println!("  nix processes spawned      {nix_calls}");
-    println!("  bytes written to state dir {written}");
-    println!("  agent peak RSS             {} KiB", peak_child_rss_kib());
+    println!("  state dir bytes changed    {changed}");
+    println!("  agent storage write_bytes  {storage} (sum over all polls, /proc/<pid>/io)");
+    match rss {
+        Some((rss, hwm)) => println!(
+            "  daemon RSS after {DAEMON_POLLS} polls   {:.1} MiB (peak {:.1} MiB)",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        ),
+        None => println!("  daemon RSS after {DAEMON_POLLS} polls   unknown (see above)"),
+    }
+    println!("  targets: cpu <= 10 ms, wall ratio <= 1.00, 0 nix, 0 bytes, RSS <= 8 MiB");
 }
 
-fn time(n: usize, f: impl Fn()) -> Vec<Duration> {
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
+const DAEMON_POLLS: usize = 100;
+
+/// One finished process: wall time, its CPU (user + sys, from the rusage of waited-for
+/// children) and the bytes it caused to be written to storage.
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+    write_bytes: u64,
+}
+
+fn children_cpu() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    tv(u.user_time()) + tv(u.system_time())
+}
+
+fn measure(mut command: Command) -> Sample {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    command.stdout(Stdio::null());
+    let cpu = children_cpu();
+    let t = Instant::now();
+    let mut child = command.spawn().expect("spawn");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Exited but not reaped: its /proc/<pid>/io still holds the totals.
+    waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).expect("waitid");
+    let wall = t.elapsed();
+    let write_bytes = io_write_bytes(child.id());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{command:?} failed");
+    Sample {
+        wall,
+        cpu: children_cpu() - cpu,
+        write_bytes,
+    }
+}
+
+fn io_write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| {
+                    l.strip_prefix("write_bytes:")
+                        .map(|v| v.trim().parse().ok())
+                })
+                .flatten()
         })
-        .collect()
+        .unwrap_or(0)
+}
+
+/// `run` without `--once`, told to poll now by SIGUSR1 [`DAEMON_POLLS`] times: its
+/// resident and peak memory (KiB) afterwards.
+fn daemon_rss(agent: &str, root: &Path, url: &str, state: &Path, path: &str) -> Option<(u64, u64)> {
+    let runtime = root.join("daemon-runtime");
+    let config = root.join("daemon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{url}\"\n[host]\nname = \"pi1\"\n[run]\ninterval = \"1h\"\njitter = \"0s\"\n[paths]\nstate_dir = \"{s}\"\nruntime_dir = \"{r}\"\nprofile = \"{d}/profile\"\ncurrent_system = \"{d}/current\"\nbooted_system = \"{d}/booted\"\n",
+            s = state.display(),
+            r = runtime.display(),
+            d = root.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(agent)
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("PATH", path)
+        .env("HOMELAB_AGENT_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the daemon");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let last_poll = runtime.join("last-poll.json");
+    let mut seen = wait_cycle(&last_poll, None);
+    for _ in 0..DAEMON_POLLS {
+        if seen.is_none() {
+            break;
+        }
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+        seen = wait_cycle(&last_poll, seen);
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+    };
+    let found = match seen {
+        Some(_) => field("VmRSS:").zip(field("VmHWM:")),
+        None => {
+            eprintln!("the daemon did not finish a cycle in time");
+            None
+        }
+    };
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+    found
+}
+
+/// Waits until the daemon finished a cycle after `since`: last-poll.json rewritten, with
+/// the next poll time (written last in a cycle). The file's mtime, or None on a timeout.
+fn wait_cycle(file: &Path, since: Option<std::time::SystemTime>) -> Option<std::time::SystemTime> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(m) = std::fs::metadata(file).and_then(|m| m.modified()) {
+            let done = std::fs::read_to_string(file).is_ok_and(|t| t.contains("\"next_poll\":\""));
+            if Some(m) != since && done {
+                return Some(m);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
 }
 
 fn median(v: &[Duration]) -> Duration {
@@ -174,15 +322,6 @@ fn median(v: &[Duration]) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// Largest resident set of any child waited for so far (the agent's runs dominate: git
-/// ls-remote is smaller). Linux reports KiB.
-fn peak_child_rss_kib() -> i64 {
-    use nix::sys::resource::{getrusage, UsageWho};
-    getrusage(UsageWho::RUSAGE_CHILDREN)
-        .map(|u| u.max_rss())
-        .unwrap_or(-1)
 }
 
 /// (path, size, mtime) of every file under `dir`.

@@ -41,10 +41,13 @@ where
     };
     // From here on the phase sent as STATUS= is also what `status` shows.
     crate::notify::progress_to(&settings.paths.runtime_dir);
-    match f().await {
+    let code = match f().await {
         Ok(exit) => exit_code(exit),
         Err(e) => report(&e),
-    }
+    };
+    // After the run is saved; bounded by the receivers' timeouts.
+    crate::announce::send_queued(settings).await;
+    code
 }
 
 /// The run lock, or the exit code: 4 only when another run holds it (a permission
@@ -71,7 +74,7 @@ fn report_state(e: &anyhow::Error) -> u8 {
 
 /// One cycle under the lock.
 pub async fn cycle(settings: &Settings) -> u8 {
-    crate::source::git::init_timeouts();
+    crate::source::tls::init_git(settings.source.url.scheme());
     let agent = Agent::new(settings.clone());
     locked(settings, || agent.run_once()).await
 }
@@ -89,11 +92,13 @@ pub async fn run(config: Option<&Path>, once: bool) -> u8 {
 
 /// `run` without `--once`: cycles at `[run] interval` plus a random jitter, until
 /// SIGTERM or SIGINT (never in the middle of a cycle's bookkeeping: between cycles).
+/// SIGUSR1 polls at once (`homelab-agent trigger`'s signal for a daemon).
 async fn daemon(settings: &Settings) -> u8 {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut now)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
     ) else {
         eprintln!("error: cannot install signal handlers");
         return exit::FAILED;
@@ -110,6 +115,7 @@ async fn daemon(settings: &Settings) -> u8 {
             _ = tokio::time::sleep(wait) => {}
             _ = term.recv() => return exit::OK,
             _ = int.recv() => return exit::OK,
+            _ = now.recv() => log::info!("SIGUSR1: polling now"),
         }
     }
 }
@@ -179,7 +185,7 @@ pub async fn check(config: Option<&Path>, json: bool) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    crate::source::git::init_timeouts();
+    crate::source::tls::init_git(settings.source.url.scheme());
     let results = if settings.health.checks.is_empty() {
         Vec::new()
     } else {
@@ -228,7 +234,7 @@ pub async fn rollback(config: Option<&Path>) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    crate::source::git::init_timeouts();
+    crate::source::tls::init_git(settings.source.url.scheme());
     let agent = Agent::new(settings.clone());
     locked(&settings, || agent.rollback()).await
 }

@@ -18,6 +18,7 @@
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
 //! | [`demo`], [`fake_system`] | the sandboxed walkthrough and the fake NixOS it uses    |
 
+pub mod announce;
 pub mod commands;
 pub mod config;
 pub mod demo;

@@ -3,6 +3,7 @@
 //! validated [`Settings`] with real types ([`validate`]). Every error is one line naming
 //! the file, the key path and the line ([`locate`]).
 
+pub mod announce;
 mod bounds;
 pub mod files;
 mod locate;
@@ -51,6 +52,8 @@ pub struct Settings {
     pub activation: ActivationSettings,
     pub health: HealthSettings,
     pub run: RunSettings,
+    /// `[notify]`: webhooks and hook commands told about recorded runs.
+    pub notify: announce::NotifySettings,
 }
 
 #[derive(Debug, Clone)]

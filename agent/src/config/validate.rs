@@ -19,7 +19,7 @@ pub(super) struct KeyError {
     pub message: String,
 }
 
-fn err(key: &str, message: impl Into<String>) -> KeyError {
+pub(super) fn err(key: &str, message: impl Into<String>) -> KeyError {
     KeyError {
         key: key.to_string(),
         message: message.into(),
@@ -34,7 +34,12 @@ pub(super) struct Validator<'a> {
 
 impl Validator<'_> {
     /// A duration key: parsed with humantime, then checked against its bounds.
-    fn duration(&self, key: &str, value: Option<&str>, spec: &DurationKey) -> Result<Duration> {
+    pub(super) fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        spec: &DurationKey,
+    ) -> Result<Duration> {
         self.duration_or(key, value, spec.default, spec)
     }
 
@@ -89,6 +94,7 @@ impl Validator<'_> {
                 )?,
             },
             health: self.health(raw.health)?,
+            notify: self.notify(raw.notify)?,
             run: RunSettings {
                 interval: self.duration(
                     "run.interval",

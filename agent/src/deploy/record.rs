@@ -28,6 +28,7 @@ impl Agent {
             run.error.as_deref(),
             run.phase,
         );
+        crate::announce::queue(&self.settings, &run, state);
         state.push_run(run);
         self.save(state)
     }

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod error;
 pub mod git;
 pub mod known_hosts;
+pub mod tls;
 pub mod url;
 
 use std::path::PathBuf;

@@ -1,0 +1,176 @@
+//! Telling people about a recorded run: `[[notify.webhooks]]` (ntfy or JSON posts) and
+//! `[[notify.commands]]` (hook commands with the outcome in their environment).
+//!
+//! The run is saved first: [`queue`] only keeps the event (called where a run is
+//! recorded), and [`send_queued`] delivers it after the cycle, every receiver at once,
+//! each under its own short timeout. A receiver that is down, slow or failing is logged
+//! as a warning and changes nothing else: not the exit code, not the state. A poll that
+//! records nothing (up to date, skipped, a network failure) notifies nobody.
+//!
+//! (Not [`crate::notify`], which is systemd's sd_notify `STATUS=`.)
+
+mod hook;
+mod webhook;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::announce::{NotifySettings, EVENTS};
+use crate::config::Settings;
+use crate::state::{Outcome, Run, State};
+
+/// The version of the JSON document (docs/contract-extensions.md); only keys are added.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What happened, as receivers see it: the JSON body of a `json` webhook, the text of
+/// an `ntfy` one, and the variables of a hook command.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub schema: &'static str,
+    pub version: u32,
+    /// One of the recorded outcomes: deployed, unchanged, failed, rolled-back, interrupted.
+    pub outcome: &'static str,
+    /// A rollback failed or a run was interrupted: a person must look.
+    pub needs_attention: bool,
+    pub host: String,
+    pub at: String,
+    pub commit: Option<String>,
+    pub subject: Option<String>,
+    pub generation: Option<u32>,
+    pub system: Option<String>,
+    pub phase: Option<&'static str>,
+    /// Whether a failed deployment was rolled back (absent when nothing was activated).
+    pub rolled_back: Option<bool>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    /// One line for people: what the other fields say.
+    pub message: String,
+}
+
+impl Event {
+    pub fn of(run: &Run, host: &str, state: &State) -> Event {
+        let needs_attention =
+            state.rollback_pending.is_some() || run.outcome == Outcome::Interrupted;
+        let mut event = Event {
+            schema: "homelab-agent.notification",
+            version: SCHEMA_VERSION,
+            outcome: run.outcome.as_str(),
+            needs_attention,
+            host: host.to_string(),
+            at: run.at.clone(),
+            commit: run.commit.clone(),
+            subject: run.subject.clone(),
+            generation: run.generation,
+            system: run.system.clone(),
+            phase: run.phase.map(|p| p.as_str()),
+            rolled_back: run.rolled_back,
+            error: run.error.clone(),
+            duration_ms: run.duration_ms,
+            message: String::new(),
+        };
+        event.message = event.summary();
+        event
+    }
+
+    /// Whether a receiver listening for `on` hears this event.
+    pub fn matches(&self, on: &[String]) -> bool {
+        on.iter()
+            .any(|e| e == self.outcome || (self.needs_attention && e == "needs-attention"))
+    }
+
+    fn summary(&self) -> String {
+        let commit = self
+            .commit
+            .as_deref()
+            .map(|c| format!(" {}", &c[..c.len().min(12)]))
+            .unwrap_or_default();
+        let subject = self
+            .subject
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        let mut text = match self.outcome {
+            "deployed" => format!("{}: deployed{commit}{subject}", self.host),
+            "unchanged" => format!("{}: built{commit}{subject}, same system", self.host),
+            "rolled-back" => format!("{}: rolled back by the operator", self.host),
+            "interrupted" => format!("{}: a run was interrupted", self.host),
+            _ => format!(
+                "{}: failed{commit}{subject}{}",
+                self.host,
+                self.phase.map(|p| format!(" in {p}")).unwrap_or_default()
+            ),
+        };
+        if let Some(g) = self.generation {
+            text.push_str(&format!(" as generation {g}"));
+        }
+        match self.rolled_back {
+            Some(true) => text.push_str("; rolled back"),
+            Some(false) if self.needs_attention => text.push_str("; ROLLBACK FAILED"),
+            _ => {}
+        }
+        if let Some(first) = self.error.as_deref().and_then(|e| e.lines().next()) {
+            text.push_str(": ");
+            text.push_str(first);
+        }
+        text
+    }
+}
+
+static QUEUED: Mutex<Vec<Event>> = Mutex::new(Vec::new());
+
+/// Keeps the event of a run being recorded, for [`send_queued`]; nothing when no
+/// receiver is configured.
+pub fn queue(settings: &Settings, run: &Run, state: &State) {
+    if settings.notify.is_empty() {
+        return;
+    }
+    let event = Event::of(run, &settings.host, state);
+    debug_assert!(EVENTS.contains(&event.outcome));
+    QUEUED.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+}
+
+/// Delivers what [`queue`] kept. Returns when every receiver answered or timed out:
+/// never later than the longest configured timeout (plus a moment to stop a command).
+pub async fn send_queued(settings: &Settings) {
+    let events = std::mem::take(&mut *QUEUED.lock().unwrap_or_else(|p| p.into_inner()));
+    for event in events {
+        send(&settings.notify, &event).await;
+    }
+}
+
+/// Every receiver that listens for `event`, at once.
+pub async fn send(notify: &NotifySettings, event: &Event) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, w) in notify.webhooks.iter().enumerate() {
+        if event.matches(&w.on) {
+            let (w, event) = (w.clone(), event.clone());
+            tasks.spawn(async move { webhook::deliver(i, &w, &event).await });
+        }
+    }
+    for (i, h) in notify.commands.iter().enumerate() {
+        if event.matches(&h.on) {
+            let (h, event) = (h.clone(), event.clone());
+            tasks.spawn(async move { hook::run(i, &h, &event).await });
+        }
+    }
+    let longest = notify
+        .webhooks
+        .iter()
+        .map(|w| w.timeout)
+        .chain(notify.commands.iter().map(|h| h.timeout))
+        .max()
+        .unwrap_or_default();
+    // Each receiver has its own timeout; this one only guards against a bug there.
+    let all = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(longest + Duration::from_secs(5), all)
+        .await
+        .is_err()
+    {
+        log::warn!("notifications: gave up waiting for the receivers");
+    }
+}
+
+#[cfg(test)]
+mod tests;

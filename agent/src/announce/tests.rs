@@ -1,0 +1,107 @@
+use super::*;
+use crate::state::{Phase, RollbackPending};
+
+fn run(outcome: Outcome) -> Run {
+    let mut run = Run::new(outcome);
+    run.commit = Some("0123456789abcdef0123456789abcdef01234567".into());
+    run.subject = Some("bump nixpkgs".into());
+    run
+}
+
+#[test]
+fn a_deployment_says_what_where_and_which_generation() {
+    let mut r = run(Outcome::Deployed);
+    r.generation = Some(7);
+    let e = Event::of(&r, "pi1", &State::default());
+    assert_eq!(
+        e.message,
+        "pi1: deployed 0123456789ab (bump nixpkgs) as generation 7"
+    );
+    assert!(!e.needs_attention);
+    assert!(e.matches(&["deployed".into()]));
+    assert!(!e.matches(&["failed".into(), "needs-attention".into()]));
+}
+
+#[test]
+fn a_failed_rollback_needs_attention() {
+    let mut r = run(Outcome::Failed);
+    r.phase = Some(Phase::Health);
+    r.rolled_back = Some(false);
+    r.error = Some("unit nginx failed\nmore".into());
+    let state = State {
+        rollback_pending: Some(RollbackPending {
+            system: "/nix/store/x".into(),
+            reason: "r".into(),
+            since: "t".into(),
+        }),
+        ..State::default()
+    };
+    let e = Event::of(&r, "pi1", &state);
+    assert!(e.needs_attention);
+    assert!(e.matches(&["needs-attention".into()]));
+    assert!(e.matches(&["failed".into()]));
+    assert_eq!(
+        e.message,
+        "pi1: failed 0123456789ab (bump nixpkgs) in health; ROLLBACK FAILED: unit nginx failed"
+    );
+}
+
+#[test]
+fn the_json_document_is_versioned_and_complete() {
+    let e = Event::of(&run(Outcome::Deployed), "pi1", &State::default());
+    let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+    assert_eq!(v["schema"], "homelab-agent.notification");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["outcome"], "deployed");
+    for key in [
+        "needs_attention",
+        "host",
+        "at",
+        "commit",
+        "subject",
+        "generation",
+        "system",
+        "phase",
+        "rolled_back",
+        "error",
+        "duration_ms",
+        "message",
+    ] {
+        assert!(v.get(key).is_some(), "{key} missing");
+    }
+}
+
+#[test]
+fn a_headers_file_is_name_value_lines_and_a_bad_line_is_named() {
+    let ok = webhook::parse_headers("# comment\n\nX-Token: s3cret\nCache: no\n").unwrap();
+    assert_eq!(ok.len(), 2);
+    assert_eq!(ok[0].0.as_str(), "x-token");
+    assert!(ok[0].1.is_sensitive());
+    assert_eq!(webhook::parse_headers("X-A: 1\nno colon here\n"), Err(2));
+    assert_eq!(webhook::parse_headers("bad name: 1\n"), Err(1));
+}
+
+#[test]
+fn only_the_host_of_a_webhook_is_ever_logged() {
+    assert_eq!(
+        webhook::host_of("https://ntfy.sh/secret-topic?x=1"),
+        "ntfy.sh"
+    );
+    assert_eq!(webhook::host_of("http://127.0.0.1:9/x"), "127.0.0.1:9");
+}
+
+#[test]
+fn a_hook_gets_the_outcome_in_its_environment() {
+    let mut r = run(Outcome::Deployed);
+    r.generation = Some(3);
+    let env = hook::environment(&Event::of(&r, "pi1", &State::default()));
+    let get = |k: &str| env.iter().find(|(n, _)| *n == k).unwrap().1.clone();
+    assert_eq!(get("HOMELAB_AGENT_OUTCOME"), "deployed");
+    assert_eq!(get("HOMELAB_AGENT_HOST"), "pi1");
+    assert_eq!(get("HOMELAB_AGENT_GENERATION"), "3");
+    assert_eq!(
+        get("HOMELAB_AGENT_COMMIT"),
+        "0123456789abcdef0123456789abcdef01234567"
+    );
+    assert!(get("HOMELAB_AGENT_MESSAGE").starts_with("pi1: deployed"));
+}
