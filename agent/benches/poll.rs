@@ -77,11 +77,13 @@ fn main() {
     // A machine that already handled `head`; nix is a shim that counts its calls.
     let state = root.join("state");
     std::fs::create_dir_all(&state).unwrap();
-    std::fs::write(
-        state.join("state.json"),
-        format!("{{\"version\":1,\"bad_commits\":[],\"last_handled\":\"{head}\"}}"),
-    )
-    .unwrap();
+    // Written by the agent's own store, so the format is always the current one.
+    homelab_agent::state::Store::new(&state)
+        .save(&homelab_agent::state::State {
+            last_handled: Some(head.clone()),
+            ..Default::default()
+        })
+        .expect("write the state");
     let shim = root.join("shim");
     std::fs::create_dir_all(&shim).unwrap();
     let counter = root.join("nix-calls");

@@ -6,6 +6,7 @@ mod config_bounds;
 mod deploy;
 mod http_checks;
 mod killpoints;
+mod notifications;
 mod orphans;
 mod safety;
 mod state_damage;
