@@ -348,3 +348,11 @@ pub fn config_check(config: Option<&Path>, json: bool, files: bool) -> u8 {
     }
     code
 }
+
+/// `trigger`: start the agent's unit now (deploy on push).
+pub async fn trigger(config: Option<&Path>, unit: &str) -> u8 {
+    match settings(config) {
+        Ok(s) => crate::trigger::run(&s, unit).await,
+        Err(code) => code,
+    }
+}

@@ -36,6 +36,7 @@ pub mod source;
 pub mod state;
 pub mod status;
 pub mod system;
+pub mod trigger;
 
 /// Exit codes (README "Exit codes").
 pub mod exit {

@@ -122,6 +122,18 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Deploy on push: start the agent's unit now (systemctl start --no-block) and return
+    /// at once; the forced command of a restricted SSH key (README "Deploy on push")
+    #[command(
+        after_help = "Exit codes:\n  0   the unit was started (its run logs to the journal)\n  1   systemctl failed (not root? unit not installed?)\n  71  systemctl not found\n  78  invalid configuration"
+    )]
+    Trigger {
+        /// The systemd unit to start
+        #[arg(long, value_name = "UNIT", default_value = homelab_agent::trigger::UNIT)]
+        unit: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Configuration commands
     Config {
         #[command(subcommand)]
@@ -222,6 +234,9 @@ fn main() -> ExitCode {
             Command::Rollback { config } => commands::rollback(pick(config).as_deref()).await,
             Command::Resume { config } => commands::resume(pick(config).as_deref()),
             Command::Retry { config } => commands::retry(pick(config).as_deref()),
+            Command::Trigger { unit, config } => {
+                commands::trigger(pick(config).as_deref(), &unit).await
+            }
             Command::Config {
                 command:
                     ConfigCommand::Check {

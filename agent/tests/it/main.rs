@@ -8,6 +8,7 @@ mod http_checks;
 mod killpoints;
 mod notifications;
 mod orphans;
+mod push_trigger;
 mod safety;
 mod state_damage;
 mod status;
