@@ -93,13 +93,23 @@ fn main() {
     )
     .unwrap();
     std::fs::set_permissions(shim.join("nix"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The runtime directory on a tmpfs, as /run is under systemd: what a poll writes
+    // there (last-poll.json) never reaches storage, and write_bytes counts storage.
+    let volatile = tempfile::Builder::new()
+        .tempdir_in(if Path::new("/dev/shm").is_dir() {
+            "/dev/shm"
+        } else {
+            "/tmp"
+        })
+        .expect("tempdir for the runtime directory");
     let config = root.join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "[source]\nurl = \"{url}\"\n[host]\nname = \"pi1\"\n[paths]\nstate_dir = \"{s}\"\nruntime_dir = \"{r}/runtime\"\nprofile = \"{r}/profile\"\ncurrent_system = \"{r}/current\"\nbooted_system = \"{r}/booted\"\n",
+            "[source]\nurl = \"{url}\"\n[host]\nname = \"pi1\"\n[paths]\nstate_dir = \"{s}\"\nruntime_dir = \"{rt}\"\nprofile = \"{r}/profile\"\ncurrent_system = \"{r}/current\"\nbooted_system = \"{r}/booted\"\n",
             s = state.display(),
-            r = root.display()
+            r = root.display(),
+            rt = volatile.path().join("runtime").display(),
         ),
     )
     .unwrap();
@@ -135,7 +145,7 @@ fn main() {
         git_runs.push(measure(ls_remote()));
     }
     let after = snapshot(&state);
-    let rss = daemon_rss(agent, root, &url, &state, &path);
+    let rss = daemon_rss(agent, root, volatile.path(), &url, &state, &path);
     let _ = nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(daemon.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -184,10 +194,12 @@ fn main() {
     println!("  state dir bytes changed    {changed}");
     println!("  agent storage write_bytes  {storage} (sum over all polls, /proc/<pid>/io)");
     match rss {
-        Some((rss, hwm)) => println!(
-            "  daemon RSS after {DAEMON_POLLS} polls   {:.1} MiB (peak {:.1} MiB)",
-            rss as f64 / 1024.0,
-            hwm as f64 / 1024.0
+        Some([rss, hwm, anon, file]) => println!(
+            "  daemon RSS after {DAEMON_POLLS} polls   {:.1} MiB (peak {:.1} MiB; anonymous {:.1} MiB, file-backed {:.1} MiB)",
+            mib(rss),
+            mib(hwm),
+            mib(anon),
+            mib(file)
         ),
         None => println!("  daemon RSS after {DAEMON_POLLS} polls   unknown (see above)"),
     }
@@ -249,8 +261,15 @@ fn io_write_bytes(pid: u32) -> u64 {
 
 /// `run` without `--once`, told to poll now by SIGUSR1 [`DAEMON_POLLS`] times: its
 /// resident and peak memory (KiB) afterwards.
-fn daemon_rss(agent: &str, root: &Path, url: &str, state: &Path, path: &str) -> Option<(u64, u64)> {
-    let runtime = root.join("daemon-runtime");
+fn daemon_rss(
+    agent: &str,
+    root: &Path,
+    volatile: &Path,
+    url: &str,
+    state: &Path,
+    path: &str,
+) -> Option<[u64; 4]> {
+    let runtime = volatile.join("daemon-runtime");
     let config = root.join("daemon.toml");
     std::fs::write(
         &config,
@@ -289,7 +308,15 @@ fn daemon_rss(agent: &str, root: &Path, url: &str, state: &Path, path: &str) -> 
         })
     };
     let found = match seen {
-        Some(_) => field("VmRSS:").zip(field("VmHWM:")),
+        Some(_) => match (
+            field("VmRSS:"),
+            field("VmHWM:"),
+            field("RssAnon:"),
+            field("RssFile:"),
+        ) {
+            (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
+            _ => None,
+        },
         None => {
             eprintln!("the daemon did not finish a cycle in time");
             None
@@ -320,6 +347,10 @@ fn median(v: &[Duration]) -> Duration {
     let mut v = v.to_vec();
     v.sort();
     v[v.len() / 2]
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 fn ms(d: Duration) -> f64 {

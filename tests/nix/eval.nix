@@ -482,6 +482,16 @@ let
       etc = false;
     })
 
+    (expect "push: a trigger key may only run homelab-agent trigger"
+      (agent (base { trigger.authorizedKeys = [ "ssh-ed25519 AAAAC3Nza git-server" ]; }))
+      .c.users.users.root.openssh.authorizedKeys.keys
+      [
+        ''command="${(agent (base { })).c.services.homelab-agent.package}/bin/homelab-agent --config /etc/homelab-agent/config.toml trigger",restrict ssh-ed25519 AAAAC3Nza git-server''
+      ]
+    )
+    (expectAssertion "refused: a trigger key with options of its own" (base {
+      trigger.authorizedKeys = [ ''command="/bin/sh" ssh-ed25519 AAAA x'' ];
+    }) "is not a bare public key")
     (expectAssertion "refused: empty repository.url" {
       networking.hostName = "pi1";
       services.homelab-agent.enable = true;
@@ -580,6 +590,23 @@ let
     full = full.toml;
     via-settings = viaSettings.toml;
     with-token = withToken.toml;
+    with-notify =
+      (agent (base {
+        settings.notify = {
+          webhooks = [
+            {
+              url = "https://ntfy.example.org/homelab";
+              token_file = "/run/keys/ntfy-token";
+            }
+            {
+              url = "https://hooks.example.org/deploys";
+              format = "json";
+              on = [ "failed" "needs-attention" ];
+            }
+          ];
+          commands = [ { command = [ "/run/current-system/sw/bin/logger" "homelab-agent" ]; } ];
+        };
+      })).toml;
     provisioning = provisioned.environment.etc."homelab-agent/config.toml".source.value;
   };
 
