@@ -220,3 +220,47 @@ fn trigger_says_what_went_wrong_when_systemctl_fails() {
     h.systemctl = Some(h.path("no-such-systemctl"));
     h.agent(&["trigger"]).expect(71);
 }
+
+/// A daemon (`run` without `--once`) polls at once on SIGUSR1, and still stops on SIGTERM.
+#[test]
+fn sigusr1_makes_a_daemon_poll_now() {
+    if !crate::support::nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.bootstrap();
+    h.extra = "[run]\ninterval = \"1h\"\njitter = \"0s\"\n".into();
+    let mut daemon = h
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let last_poll = h.path("runtime/last-poll.json");
+    let cycle_after = |since: Option<std::time::SystemTime>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let m = std::fs::metadata(&last_poll)
+                .and_then(|m| m.modified())
+                .ok();
+            let done =
+                std::fs::read_to_string(&last_poll).is_ok_and(|t| t.contains("\"next_poll\":\""));
+            if m.is_some() && m != since && done {
+                return m;
+            }
+            assert!(std::time::Instant::now() < deadline, "no cycle within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let first = cycle_after(None);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let pid = nix::unistd::Pid::from_raw(daemon.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+    cycle_after(first);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("up to date at").count(), 2, "{err}");
+    assert!(err.contains("SIGUSR1: polling now"), "{err}");
+}
