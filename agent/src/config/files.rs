@@ -31,6 +31,21 @@ pub fn check(s: &Settings, text: &str) -> Vec<ConfigError> {
             }
         }
     }
+    for (i, w) in s.notify.webhooks.iter().enumerate() {
+        for (key, file) in [
+            ("token_file", &w.token_file),
+            ("headers_file", &w.headers_file),
+        ] {
+            if let Some(f) = file {
+                wanted.push((format!("notify.webhooks[{i}].{key}"), f));
+            }
+        }
+    }
+    for (i, h) in s.notify.commands.iter().enumerate() {
+        if let Some(program) = h.command.first().map(Path::new).filter(|p| p.is_absolute()) {
+            wanted.push((format!("notify.commands[{i}].command"), program));
+        }
+    }
     wanted
         .into_iter()
         .filter_map(|(key, path)| {
@@ -99,6 +114,22 @@ mod tests {
         assert_eq!(
             shown[1],
             "/etc/homelab-agent/config.toml: health.checks[0].command: /no/such/prog does not exist (line 9)"
+        );
+    }
+
+    #[test]
+    fn notification_secrets_and_hook_programs_are_checked_too() {
+        let text = "[source]\nurl = \"https://example.org/r.git\"\n[host]\nname = \"pi1\"\n[[notify.webhooks]]\nurl = \"https://ntfy.sh/t\"\ntoken_file = \"/no/such/token\"\n[[notify.commands]]\ncommand = [\"/no/such/hook\"]\n";
+        let shown: Vec<String> = check(&settings(text), text)
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "/etc/homelab-agent/config.toml: notify.webhooks[0].token_file: /no/such/token does not exist (line 7)",
+                "/etc/homelab-agent/config.toml: notify.commands[0].command: /no/such/hook does not exist (line 9)"
+            ]
         );
     }
 
