@@ -230,7 +230,7 @@ fn sigusr1_makes_a_daemon_poll_now() {
     let mut h = Harness::new();
     h.bootstrap();
     h.extra = "[run]\ninterval = \"1h\"\njitter = \"0s\"\n".into();
-    let mut daemon = h
+    let daemon = h
         .command(&["run"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
