@@ -19,7 +19,7 @@ pub(super) struct KeyError {
     pub message: String,
 }
 
-fn err(key: &str, message: impl Into<String>) -> KeyError {
+pub(super) fn err(key: &str, message: impl Into<String>) -> KeyError {
     KeyError {
         key: key.to_string(),
         message: message.into(),
@@ -105,6 +105,7 @@ impl Validator<'_> {
     }
 
     fn source(&self, raw: RawSource) -> Result<SourceSettings> {
+        let trust = super::trust::settings(&raw)?;
         let url_text = raw.url.ok_or_else(|| {
             err(
                 "source.url",
@@ -142,6 +143,7 @@ impl Validator<'_> {
             }
         }
         Ok(SourceSettings {
+            trust,
             url,
             branch,
             ssh_key_file: raw.ssh_key_file,
@@ -395,7 +397,7 @@ impl Validator<'_> {
     }
 }
 
-fn absolute(key: &str, p: &Path) -> Result<()> {
+pub(super) fn absolute(key: &str, p: &Path) -> Result<()> {
     if p.is_absolute() {
         Ok(())
     } else {
