@@ -48,11 +48,13 @@ pub fn check(repo: &Repository, head: Oid, floors: &[Floor]) -> Result<(), Verdi
         };
         match repo.find_commit(floor_oid) {
             Ok(_) => {}
-            Err(e) if e.code() == ErrorCode::NotFound => return Err(refuse(format!(
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                return Err(refuse(format!(
                 "does not contain {} ({}) in its history: the branch was force-pushed or rewritten",
                 short(&floor.commit),
                 floor.from
-            ))),
+            )))
+            }
             Err(e) => return Err(git_failure(&floor.commit, e)),
         }
         let descends = repo

@@ -12,3 +12,4 @@ mod state_damage;
 mod status;
 mod support;
 mod transports;
+mod trust;
