@@ -43,7 +43,7 @@ pub async fn verify(allowed: &Path, x: &Extracted) -> Result<String, Verdict> {
             return Err(Verdict::Refused(Refusal {
                 reason: Reason::UntrustedKey,
                 message: format!(
-                    "commit {} is signed by a key that is not in {}: refused",
+                    "commit {} is signed by a key that no entry of {} allows (not listed, or outside its valid-after/valid-before window): refused",
                     short(&x.commit),
                     allowed.display()
                 ),

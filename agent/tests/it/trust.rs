@@ -31,6 +31,8 @@ enum Sign<'a> {
     None,
     /// `gpg.format = ssh` with this private key file.
     Ssh(&'a Path),
+    /// The same, through this `gpg.ssh.program`.
+    SshVia(&'a Path, &'a Path),
     /// OpenPGP: the key (fingerprint or e-mail), GNUPGHOME, and a `gpg.program`.
     Gpg {
         key: &'a str,
@@ -54,6 +56,12 @@ fn commit(h: &Harness, message: &str, sign: Sign) -> String {
         Sign::Ssh(key) => {
             cmd.args(["-c", "gpg.format=ssh", "-c"])
                 .arg(format!("user.signingkey={}", key.display()));
+        }
+        Sign::SshVia(key, program) => {
+            cmd.args(["-c", "gpg.format=ssh", "-c"])
+                .arg(format!("user.signingkey={}", key.display()))
+                .arg("-c")
+                .arg(format!("gpg.ssh.program={}", program.display()));
         }
         Sign::Gpg { key, home, program } => {
             cmd.args(["-c", "gpg.format=openpgp", "-c"])
@@ -172,7 +180,7 @@ fn ssh_signed_heads_deploy_and_unsigned_or_foreign_ones_are_refused() {
     let run = h.run_once();
     run.expect(1);
     assert!(
-        run.stderr().contains("is signed by a key that is not in"),
+        run.stderr().contains("is signed by a key that no entry of"),
         "{}",
         run.stderr()
     );
@@ -202,6 +210,39 @@ fn ssh_signed_heads_deploy_and_unsigned_or_foreign_ones_are_refused() {
     let s = h.status();
     assert_eq!(s["deployed"]["commit"], c3.as_str());
     assert!(s.get("refused").is_none(), "{s:#}");
+
+    // An allowed key's signature that is not a git signature (another namespace): found
+    // by `ssh-keygen -Y verify` itself.
+    let other_namespace = h.path("ssh-keygen-file-namespace");
+    std::fs::write(
+        &other_namespace,
+        "#!/bin/bash\na=(\"$@\"); for i in \"${!a[@]}\"; do [ \"${a[$i]}\" = git ] && a[$i]=file; done\nexec ssh-keygen \"${a[@]}\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &other_namespace,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    h.host("pi1").content = "v4".into();
+    commit(&h, "file namespace", Sign::SshVia(&alice, &other_namespace));
+    let run = h.run_once();
+    run.expect(1);
+    assert!(run.stderr().contains("does not verify"), "{}", run.stderr());
+    assert_eq!(refused(&h)["refused"]["reason"], "bad-signature");
+
+    // Alice's entry expired (valid-before in the past): her new signature is refused.
+    std::fs::write(
+        &allowed,
+        format!("alice@example.org valid-before=\"20200101\" {alice_pub}\n"),
+    )
+    .unwrap();
+    h.host("pi1").content = "v5".into();
+    commit(&h, "alice, expired", Sign::Ssh(&alice));
+    let run = h.run_once();
+    run.expect(1);
+    assert!(run.stderr().contains("valid-before"), "{}", run.stderr());
+    assert_eq!(refused(&h)["refused"]["reason"], "untrusted-key");
 }
 
 #[test]
