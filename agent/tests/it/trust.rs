@@ -295,6 +295,20 @@ fn gpg_home(dir: &Path) -> PathBuf {
     home
 }
 
+/// Stops the gpg-agent that signing started for a GnuPG home (none may outlive the test).
+struct AgentStopper(Vec<PathBuf>);
+
+impl Drop for AgentStopper {
+    fn drop(&mut self) {
+        for home in &self.0 {
+            let _ = Command::new("gpgconf")
+                .env("GNUPGHOME", home)
+                .args(["--kill", "all"])
+                .status();
+        }
+    }
+}
+
 fn gpg(home: &Path, args: &[&str]) -> std::process::Output {
     let out = Command::new("gpg")
         .env("GNUPGHOME", home)
@@ -325,6 +339,8 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
     }
     let mut h = Harness::new();
     let home = gpg_home(h.dir.path());
+    let other = h.path("other-gnupg");
+    let _stop = AgentStopper(vec![home.clone(), other.clone()]);
     let plain = gpg_program(h.dir.path(), "gpg-now", "");
     let in_2020 = gpg_program(
         h.dir.path(),
@@ -427,7 +443,6 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
     assert_eq!(refused(&h)["refused"]["reason"], "unsigned");
 
     // Signed by a key the keyring does not hold.
-    let other = h.path("other-gnupg");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     gpg(
