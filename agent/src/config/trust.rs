@@ -113,6 +113,17 @@ pub(super) fn settings(raw: &RawSource) -> Result<TrustSettings, KeyError> {
     })
 }
 
+/// The key file `config check` must find on the machine, with its key path.
+pub(super) fn key_file(t: &TrustSettings) -> Option<(String, &Path)> {
+    match &t.verify {
+        Verify::None => None,
+        Verify::Ssh {
+            allowed_signers_file,
+        } => Some(("source.allowed_signers_file".into(), allowed_signers_file)),
+        Verify::Gpg { keyring } => Some(("source.keyring_file".into(), keyring)),
+    }
+}
+
 /// The public keyring of a GnuPG home: `pubring.kbx` (GnuPG 2.1+), else `pubring.gpg`.
 fn gpg_home_keyring(home: &Path) -> PathBuf {
     let kbx = home.join("pubring.kbx");

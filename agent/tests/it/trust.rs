@@ -267,6 +267,14 @@ fn a_missing_allowed_signers_file_is_a_configuration_error_not_a_refusal() {
     );
     assert_eq!(h.nix_builds(), 0);
     assert!(h.status().get("refused").is_none());
+    // `config check` on the machine finds it too, naming the key.
+    let check = h.agent(&["config", "check"]);
+    check.expect(78);
+    let said = format!("{}{}", check.stdout(), check.stderr());
+    assert!(
+        said.contains("source.allowed_signers_file") && said.contains("does not exist"),
+        "{said}"
+    );
 }
 
 /// A GnuPG home with three signing keys: good, expired (made in 2020, valid one day) and
