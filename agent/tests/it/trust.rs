@@ -486,6 +486,34 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
     let c6 = commit(&h, "good again", signed("good@example.org"));
     h.run_once().expect(0);
     assert_eq!(h.status()["deployed"]["commit"], c6.as_str());
+
+    // gpg_home instead of keyring_file: its pubring.kbx is the keyring.
+    h.source_extra = format!("verify = \"gpg\"\ngpg_home = \"{}\"\n", home.display());
+    h.host("pi1").content = "v7".into();
+    let c7 = commit(
+        &h,
+        "good, checked against the home",
+        signed("good@example.org"),
+    );
+    h.run_once().expect(0);
+    assert_eq!(h.status()["deployed"]["commit"], c7.as_str());
+    h.host("pi1").content = "v8".into();
+    commit(
+        &h,
+        "eve again",
+        Sign::Gpg {
+            key: "eve@example.org",
+            home: &other,
+            program: &plain,
+        },
+    );
+    let run = h.run_once();
+    run.expect(1);
+    assert!(
+        run.stderr().contains("which is not in") && run.stderr().contains("gnupg/pubring.kbx"),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]
