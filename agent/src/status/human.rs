@@ -123,10 +123,9 @@ impl Status {
         if let Some(r) = &self.refused {
             writeln!(
                 out,
-                "refused:    {} ({}); expected {}",
+                "refused:    {} ({}): not fetched again until the branch or the trust policy changes",
                 short(&r.commit),
                 r.reason.as_str(),
-                r.expected
             )?;
         }
         match self.reboot_required {

@@ -550,6 +550,10 @@ fn a_reset_branch_is_refused_unless_downgrades_are_allowed() {
         "{s:#}"
     );
     assert_eq!(s["deployed"]["commit"], c2.as_str());
+    let human = h.agent(&["status"]).stdout();
+    assert!(human.contains("refused, not built"), "{human}");
+    assert!(human.contains("(downgrade): not fetched again"), "{human}");
+    assert!(human.contains("expected: a descendant of"), "{human}");
     assert_refused_quietly(&h, builds);
 
     // The operator opts out: the older commit is deployed.
