@@ -118,18 +118,18 @@ pub async fn check(
     if !trust.allow_downgrade {
         ancestry::check(&repo, oid, floors)?;
     }
-    let signer = match &trust.verify {
+    let verify = &trust.verify;
+    let signer = match verify {
         Verify::None => None,
-        verify => {
+        Verify::Ssh {
+            allowed_signers_file,
+        } => {
             let extracted = signature::extract(&repo, oid, verify)?;
-            let signer = match verify {
-                Verify::Ssh {
-                    allowed_signers_file,
-                } => ssh::verify(allowed_signers_file, &extracted).await?,
-                Verify::Gpg { keyring } => gpg::verify(keyring, &extracted).await?,
-                Verify::None => unreachable!("handled above"),
-            };
-            Some(signer)
+            Some(ssh::verify(allowed_signers_file, &extracted).await?)
+        }
+        Verify::Gpg { keyring } => {
+            let extracted = signature::extract(&repo, oid, verify)?;
+            Some(gpg::verify(keyring, &extracted).await?)
         }
     };
     Ok(Checked { signer })
