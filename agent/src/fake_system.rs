@@ -27,6 +27,10 @@ pub struct Host {
     pub kernel: String,
     /// Whether the system carries the `healthy` marker file.
     pub healthy: bool,
+    /// Whether the system is stamped with the commit it was built from, where
+    /// modules/version.nix puts it on a real one (`etc/homelab-agent/configuration-revision`).
+    /// Off by default: a stamp makes every commit a new system.
+    pub stamp: bool,
 }
 
 impl Host {
@@ -38,6 +42,7 @@ impl Host {
             content: String::new(),
             kernel: "k1".into(),
             healthy: true,
+            stamp: false,
         }
     }
 }
@@ -65,13 +70,14 @@ fn hosts_nix(fake_root: &Path, hosts: &[Host]) -> String {
     );
     for h in hosts {
         text.push_str(&format!(
-            "    {} = {{ mode = {}; build = {}; content = {}; kernel = {}; healthy = {}; }};\n",
+            "    {} = {{ mode = {}; build = {}; content = {}; kernel = {}; healthy = {}; stamp = {}; }};\n",
             nix_string(&h.name),
             nix_string(&h.mode),
             nix_string(&h.build),
             nix_string(&h.content),
             nix_string(&h.kernel),
-            h.healthy
+            h.healthy,
+            h.stamp
         ));
     }
     text.push_str("  };\n}\n");

@@ -8,6 +8,7 @@
 //! | [`source`]      | the git remote: cheap poll, fetch into a bare cache, ssh pinning  |
 //! | [`nix`]         | `nix build` of this host's toplevel                               |
 //! | [`system`]      | the system profile, `switch-to-configuration`, reboot-required    |
+//! | [`trust`]       | signed heads and no silent downgrade, before anything is built    |
 //! | [`health`]      | health checks and the wait-until-healthy policy                   |
 //! | [`deploy`]      | **the deploy cycle**, rollback and crash recovery, in one place   |
 //! | [`failure`]     | the failure taxonomy: transient, environment, configuration, commit |
@@ -37,6 +38,7 @@ pub mod state;
 pub mod status;
 pub mod system;
 pub mod trigger;
+pub mod trust;
 
 /// Exit codes (README "Exit codes").
 pub mod exit {

@@ -30,6 +30,8 @@ pub struct Cmd {
     envs: Vec<(OsString, OsString)>,
     timeout: Duration,
     capture_stdout: bool,
+    /// A file given as the command's stdin (default: /dev/null).
+    stdin_file: Option<std::path::PathBuf>,
 }
 
 /// A command that ran to its end (whatever its exit status).
@@ -97,6 +99,7 @@ impl Cmd {
             envs: Vec::new(),
             timeout: Duration::from_secs(600),
             capture_stdout: false,
+            stdin_file: None,
         }
     }
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
@@ -119,6 +122,11 @@ impl Cmd {
     }
     pub fn timeout(mut self, t: Duration) -> Cmd {
         self.timeout = t;
+        self
+    }
+    /// Feeds the file at `path` to the command's stdin.
+    pub fn stdin_file(mut self, path: impl Into<std::path::PathBuf>) -> Cmd {
+        self.stdin_file = Some(path.into());
         self
     }
     pub fn capture_stdout(mut self) -> Cmd {
@@ -155,7 +163,15 @@ impl Cmd {
         command
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(match &self.stdin_file {
+                Some(path) => {
+                    Stdio::from(std::fs::File::open(path).map_err(|source| CmdError::Spawn {
+                        program: format!("{program} (stdin {})", path.display()),
+                        source,
+                    })?)
+                }
+                None => Stdio::null(),
+            })
             .stdout(if self.capture_stdout {
                 Stdio::piped()
             } else {

@@ -58,6 +58,27 @@ pub struct State {
     /// Set by an operator's `rollback`: `run` polls but does not deploy until `resume`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
+    /// The branch head refused by the trust checks (signature, downgrade): not fetched
+    /// or checked again while the head and the trust policy stay the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refused>,
+}
+
+/// A head refused before evaluation (agent/src/trust).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refused {
+    pub commit: String,
+    /// When (RFC 3339).
+    pub at: String,
+    pub reason: crate::trust::Reason,
+    /// What is wrong, with its hint.
+    pub error: String,
+    /// What would have been accepted (signers file or keyring and who is in it, or the
+    /// floor commit).
+    pub expected: String,
+    /// A digest of the trust policy it was refused under (verify mode, key file contents,
+    /// floors): when that changes, the head is checked again.
+    pub policy: String,
 }
 
 /// A damaged or lost state record, as a load found it.

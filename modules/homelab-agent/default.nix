@@ -80,6 +80,7 @@ in
   imports = [
     ./options.nix
     ./push.nix
+    ./trust.nix
   ];
 
   config = lib.mkIf cfg.enable {

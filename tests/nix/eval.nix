@@ -212,6 +212,20 @@ let
     auth.knownHostsFile = "/etc/ssh/extra_known_hosts";
   });
 
+  withSsh = agent (base {
+    trust = {
+      verify = "ssh";
+      allowedSigners = "me@example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample";
+    };
+  });
+  withGpg = agent (base {
+    trust = {
+      verify = "gpg";
+      keyringFile = "/etc/homelab-agent/deployers.gpg";
+      allowDowngrade = true;
+    };
+  });
+
   withEnv = agent {
     imports = [ (base { }) ];
     nix.envVars = {
@@ -228,6 +242,15 @@ let
   ];
 
   version = self: (evalWith [ (import ../../modules/version.nix self) ]).system.configurationRevision;
+  versionStamp =
+    self:
+    let
+      etc = (evalWith [ (import ../../modules/version.nix self) ]).environment.etc;
+    in
+    if etc ? "homelab-agent/configuration-revision" then
+      etc."homelab-agent/configuration-revision".text
+    else
+      null;
 
   provisioning =
     keys:
@@ -549,6 +572,18 @@ let
     (expect "version: rev" (version { rev = "0123abc"; }) "0123abc")
     (expect "version: dirtyRev" (version { dirtyRev = "0123abc-dirty"; }) "0123abc-dirty")
     (expect "version: none" (version { }) null)
+    (expect "trust: nothing by default" (minimal.toml.source ? verify || minimal.toml.source ? allow_downgrade) false)
+    (expect "trust: ssh renders verify and the signers file" (
+      with withSsh.toml.source; [ verify (lib.hasSuffix "homelab-agent-allowed-signers" allowed_signers_file) ]
+    ) [ "ssh" true ])
+    (expect "trust: gpg renders the keyring and allow_downgrade" (
+      with withGpg.toml.source; [ verify keyring_file allow_downgrade (withGpg.toml.source ? allowed_signers_file) ]
+    ) [ "gpg" "/etc/homelab-agent/deployers.gpg" true false ])
+    (expect "trust: gpg puts gpgv on the unit's PATH" (lib.any (p: p.name or "" == "gnupg") withGpg.unit.path) true)
+    (expectAssertion "trust: ssh without signers is refused" (base { trust.verify = "ssh"; }) "no signer is allowed")
+    (expectAssertion "trust: gpg without a keyring is refused" (base { trust.verify = "gpg"; }) "no keyring is set")
+    (expect "version: stamp file" (versionStamp { rev = "0123abc"; }) "0123abc\n")
+    (expect "version: no stamp file without a revision" (versionStamp { }) null)
 
     (expect "provisioning: key-only ssh" provisioned.services.openssh {
       enable = true;
@@ -607,6 +642,7 @@ let
           commands = [ { command = [ "/run/current-system/sw/bin/logger" "homelab-agent" ]; } ];
         };
       })).toml;
+    with-trust-gpg = withGpg.toml;
     provisioning = provisioned.environment.etc."homelab-agent/config.toml".source.value;
   };
 

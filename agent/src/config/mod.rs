@@ -9,6 +9,7 @@ pub mod files;
 mod locate;
 mod names;
 mod raw;
+pub mod trust;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,8 @@ pub struct SourceSettings {
     pub token_file: Option<PathBuf>,
     /// Deadline of one poll or fetch (`[source] timeout`), connection included.
     pub timeout: Duration,
+    /// `verify`, its key files, `allow_downgrade` (config/trust.rs).
+    pub trust: trust::TrustSettings,
 }
 
 #[derive(Debug, Clone)]

@@ -29,6 +29,12 @@ pub(super) struct RawSource {
     pub(super) known_hosts_file: Option<PathBuf>,
     pub(super) token_file: Option<PathBuf>,
     pub(super) timeout: Option<String>,
+    // Trust (config/trust.rs).
+    pub(super) verify: Option<String>,
+    pub(super) allowed_signers_file: Option<PathBuf>,
+    pub(super) keyring_file: Option<PathBuf>,
+    pub(super) gpg_home: Option<PathBuf>,
+    pub(super) allow_downgrade: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

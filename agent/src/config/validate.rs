@@ -111,6 +111,7 @@ impl Validator<'_> {
     }
 
     fn source(&self, raw: RawSource) -> Result<SourceSettings> {
+        let trust = super::trust::settings(&raw)?;
         let url_text = raw.url.ok_or_else(|| {
             err(
                 "source.url",
@@ -148,6 +149,7 @@ impl Validator<'_> {
             }
         }
         Ok(SourceSettings {
+            trust,
             url,
             branch,
             ssh_key_file: raw.ssh_key_file,
@@ -401,7 +403,7 @@ impl Validator<'_> {
     }
 }
 
-fn absolute(key: &str, p: &Path) -> Result<()> {
+pub(super) fn absolute(key: &str, p: &Path) -> Result<()> {
     if p.is_absolute() {
         Ok(())
     } else {

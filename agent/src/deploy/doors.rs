@@ -26,6 +26,16 @@ pub trait Source {
     fn head(&self) -> Fut<'_, Result<String, Failure>>;
     /// Fetches the branch into the agent's cache; what was fetched is what gets built.
     fn fetch(&self) -> Fut<'_, Result<Fetched, Failure>>;
+    /// The trust checks on a fetched commit (signature, descent from `floors`); see
+    /// agent/src/trust. The default (test doors) trusts everything.
+    fn verify<'a>(
+        &'a self,
+        commit: &'a str,
+        floors: &'a [crate::trust::Floor],
+    ) -> Fut<'a, Result<crate::trust::Checked, crate::trust::Verdict>> {
+        let _ = (commit, floors);
+        Box::pin(async { Ok(crate::trust::Checked::default()) })
+    }
 }
 
 /// `nix build` of this host's toplevel, rooted against garbage collection.
@@ -131,6 +141,17 @@ impl Source for std::rc::Rc<Real> {
             )
             .await
             .map_err(source_failure)
+        })
+    }
+
+    fn verify<'a>(
+        &'a self,
+        commit: &'a str,
+        floors: &'a [crate::trust::Floor],
+    ) -> Fut<'a, Result<crate::trust::Checked, crate::trust::Verdict>> {
+        Box::pin(async move {
+            let cache = self.cache_repo();
+            crate::trust::check(&self.settings.source.trust, &cache, commit, floors).await
         })
     }
 }

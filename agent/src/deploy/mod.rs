@@ -24,6 +24,7 @@ mod record;
 mod recover;
 #[cfg(test)]
 mod tests;
+mod trust;
 
 use std::time::Instant;
 
@@ -115,6 +116,9 @@ impl Agent {
                 return Ok(exit);
             }
         }
+        if let Some(exit) = self.refuse_untrusted(&mut state, &fetched).await {
+            return Ok(exit);
+        }
 
         let started = Instant::now();
         let (commit, host) = (short(&fetched.commit), &self.settings.host);
@@ -149,6 +153,9 @@ impl Agent {
 
     /// A head that is known bad or already handled needs no fetch, no nix, no disk write.
     fn nothing_to_do(&self, state: &State, head: &str) -> Option<Exit> {
+        if let Some(exit) = self.still_refused(state, head) {
+            return Some(exit);
+        }
         if let Some(bad) = state.bad(head) {
             let error = format!(
                 "commit {} failed in {} at {}: not retried until the branch moves\nhint: push a fix, or run `homelab-agent retry`",

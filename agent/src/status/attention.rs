@@ -30,6 +30,8 @@ pub(super) fn head(state: &State, poll: Option<&LastPoll>) -> Option<HeadView> {
         HeadStatus::PinnedPast
     } else if state.bad(&commit).is_some() {
         HeadStatus::Bad
+    } else if state.refused.as_ref().is_some_and(|r| r.commit == commit) {
+        HeadStatus::Refused
     } else if state.last_handled.as_deref() == Some(commit.as_str()) {
         // Handled and not bad: deployed, or it builds the running system (unchanged).
         HeadStatus::Deployed
@@ -210,6 +212,17 @@ pub(super) fn summary(
                     crate::deploy::short(&h.commit)
                 ),
                 Some(crate::failure::Kind::Commit.hint().into()),
+            ),
+            Some(h) if h.status == HeadStatus::Refused => (
+                format!(
+                    "branch head {} was refused (not built): {}",
+                    crate::deploy::short(&h.commit),
+                    last.error
+                        .as_deref()
+                        .map(first_line)
+                        .unwrap_or("see refused")
+                ),
+                last.hint.clone(),
             ),
             _ => (
                 format!(

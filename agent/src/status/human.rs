@@ -44,6 +44,7 @@ impl Status {
                 HeadStatus::Pending => "not deployed yet",
                 HeadStatus::Bad => "failed, not retried",
                 HeadStatus::PinnedPast => "not deployed (pinned)",
+                HeadStatus::Refused => "refused, not built",
             };
             let seen = h
                 .seen_at
@@ -118,6 +119,14 @@ impl Status {
             if self.state != Label::NeedsAttention {
                 hints.write(out, crate::failure::Kind::Commit.hint())?;
             }
+        }
+        if let Some(r) = &self.refused {
+            writeln!(
+                out,
+                "refused:    {} ({}): not fetched again until the branch or the trust policy changes",
+                short(&r.commit),
+                r.reason.as_str(),
+            )?;
         }
         match self.reboot_required {
             Some(true) => writeln!(

@@ -125,6 +125,10 @@ pub struct Status {
     pub state_recovered_from: Option<String>,
     /// The state was found damaged or lost: when, why, where the damaged file went.
     pub state_damage: Option<state::Damage>,
+    /// The branch head refused by the trust checks (unsigned, untrusted key, downgrade):
+    /// when, why (`reason`, `error` without the hint) and what was `expected`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<state::Refused>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -163,6 +167,8 @@ pub enum HeadStatus {
     Bad,
     /// The machine is pinned by `rollback`: the head is not deployed until `resume`.
     PinnedPast,
+    /// Refused by the trust checks (status `refused` says why); never built.
+    Refused,
 }
 
 #[derive(Debug, Serialize)]
@@ -254,6 +260,13 @@ impl Status {
                 b.error = without_hint(&b.error);
                 b
             });
+        let refused = head
+            .as_ref()
+            .and_then(|h| state.refused.as_ref().filter(|r| r.commit == h.commit))
+            .map(|r| state::Refused {
+                error: without_hint(&r.error),
+                ..r.clone()
+            });
         let attention = attention(&f, running.is_some());
         let mut last_run = last_run(state.history.first(), f.poll.as_ref());
         // A recorded failure of a commit no longer remembered as bad (`retry` forgot it):
@@ -329,6 +342,7 @@ impl Status {
                 .map(|a| a.message.clone()),
             state_recovered_from: state.recovered_from.clone(),
             state_damage: state.damage.clone(),
+            refused,
             attention,
         }
     }

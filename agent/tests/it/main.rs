@@ -14,3 +14,4 @@ mod state_damage;
 mod status;
 mod support;
 mod transports;
+mod trust;

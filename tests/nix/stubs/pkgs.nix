@@ -16,6 +16,7 @@ in
   gitMinimal = fake "git";
   openssh = fake "openssh";
   systemd = fake "systemd";
+  gnupg = fake "gnupg";
 
   writeText = name: text: fake name // { inherit text; };
 

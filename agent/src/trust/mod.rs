@@ -1,0 +1,181 @@
+//! Trusting the source: a head is deployed only if its tip commit is signed by an allowed
+//! key (`[source] verify`, [`signature`]) and it descends from every commit this machine
+//! is known to run ([`ancestry`]; the floor comes from the state file and from the
+//! running system's own stamp, [`stamp`], so losing the state file does not lower it).
+//! Both checks run on the agent's git cache after the fetch and before nix sees anything.
+//!
+//! | file           | owns                                                           |
+//! |----------------|----------------------------------------------------------------|
+//! | `mod.rs`       | the verdict types and [`check`], the one entry point          |
+//! | `signature.rs` | the signature and payload out of the commit (git2)             |
+//! | `ssh.rs`       | `ssh-keygen -Y find-principals` / `-Y verify`, by exit code    |
+//! | `gpg.rs`       | `gpgv --status-fd`, by exit code and status lines              |
+//! | `ancestry.rs`  | the floor commits and `graph_descendant_of`                    |
+//! | `stamp.rs`     | the commit the running system says it was built from           |
+
+pub mod ancestry;
+pub mod gpg;
+pub mod signature;
+pub mod ssh;
+pub mod stamp;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::trust::{TrustSettings, Verify};
+use crate::failure::{Failure, Kind};
+pub use ancestry::Floor;
+
+/// How long one verification tool may run.
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a head was refused (status `refused.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// The tip commit carries no signature.
+    Unsigned,
+    /// Signed, but by no allowed key (or in the other format).
+    UntrustedKey,
+    /// An allowed key's signature that does not verify (altered commit, wrong namespace,
+    /// outside the key's validity window).
+    BadSignature,
+    /// Signed by an allowed OpenPGP key that has expired.
+    ExpiredKey,
+    /// Signed by an allowed OpenPGP key that has been revoked.
+    RevokedKey,
+    /// The head does not descend from the deployed commit (reset or force-push).
+    Downgrade,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Unsigned => "unsigned",
+            Reason::UntrustedKey => "untrusted-key",
+            Reason::BadSignature => "bad-signature",
+            Reason::ExpiredKey => "expired-key",
+            Reason::RevokedKey => "revoked-key",
+            Reason::Downgrade => "downgrade",
+        }
+    }
+}
+
+/// A head refused for what it is: never built, never retried under the same policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: Reason,
+    /// What is wrong, naming the commit (no key material: fingerprints and principals).
+    pub message: String,
+    /// What would have been accepted: the signers file or keyring and who is in it, or
+    /// the floor commit.
+    pub expected: String,
+}
+
+/// A check that did not pass.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The head is refused.
+    Refused(Refusal),
+    /// The check itself could not run (a tool missing, a key file unreadable): says
+    /// nothing about the commit; the next run checks again.
+    Failed(Failure),
+}
+
+/// What a head that passed was checked against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Who signed it (principal or key fingerprint), when signatures are verified.
+    pub signer: Option<String>,
+}
+
+/// Both checks on `commit` in the bare repository `cache`: ancestry first (no process),
+/// then the signature.
+pub async fn check(
+    trust: &TrustSettings,
+    cache: &Path,
+    commit: &str,
+    floors: &[Floor],
+) -> Result<Checked, Verdict> {
+    let repo = git2::Repository::open_bare(cache).map_err(|e| {
+        Verdict::Failed(Failure::new(
+            Kind::Environment,
+            format!(
+                "opening the git cache {} to verify {commit}: {}\nhint: the next run fetches again",
+                cache.display(),
+                e.message()
+            ),
+        ))
+    })?;
+    let oid = git2::Oid::from_str(commit).map_err(|e| {
+        Verdict::Failed(Failure::new(
+            Kind::Environment,
+            format!("verifying {commit}: not a commit id: {}", e.message()),
+        ))
+    })?;
+    if !trust.allow_downgrade {
+        ancestry::check(&repo, oid, floors)?;
+    }
+    let verify = &trust.verify;
+    let signer = match verify {
+        Verify::None => None,
+        Verify::Ssh {
+            allowed_signers_file,
+        } => {
+            let extracted = signature::extract(&repo, oid, verify)?;
+            Some(ssh::verify(allowed_signers_file, &extracted).await?)
+        }
+        Verify::Gpg { keyring } => {
+            let extracted = signature::extract(&repo, oid, verify)?;
+            Some(gpg::verify(keyring, &extracted).await?)
+        }
+    };
+    Ok(Checked { signer })
+}
+
+/// A key file named by the config that cannot be read: missing is the configuration's
+/// fault, anything else this machine's.
+pub(crate) fn key_file_failure(key: &str, path: &Path, e: &std::io::Error) -> Verdict {
+    let kind = match e.kind() {
+        std::io::ErrorKind::NotFound => Kind::Configuration,
+        _ => match crate::failure::io_kind(e) {
+            Kind::Transient => Kind::Environment,
+            k => k,
+        },
+    };
+    Verdict::Failed(Failure::new(
+        kind,
+        format!(
+            "cannot read [source] {key} {}: {e}\nhint: check [source] {key}; no head is deployed until it can be read",
+            path.display()
+        ),
+    ))
+}
+
+/// A verification tool that could not run.
+pub(crate) fn tool_failure(tool: &str, package: &str, e: crate::process::CmdError) -> Verdict {
+    use crate::process::CmdError;
+    let message = match e {
+        CmdError::NotFound { .. } => format!(
+            "{tool} not found: signatures cannot be verified\nhint: install {package} (the NixOS module puts it on the agent's PATH)"
+        ),
+        other => format!("running {tool} to verify a signature: {other}"),
+    };
+    Verdict::Failed(Failure::new(Kind::Environment, message))
+}
+
+/// A short commit id for messages.
+pub(crate) fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(8)]
+}
+
+/// At most `max` bytes of a small file (key files, stamps), following symlinks (NixOS
+/// puts them in /etc as links into the store).
+pub(crate) fn read_small(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?.take(max).read_to_end(&mut buf)?;
+    Ok(buf)
+}

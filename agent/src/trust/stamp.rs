@@ -1,0 +1,78 @@
+//! The commit the running system says it was built from: `system.configurationRevision`,
+//! read from files inside the system itself (no process): first the file our version
+//! module writes (`<system>/etc/homelab-agent/configuration-revision`, see
+//! modules/version.nix), then the JSON that NixOS bakes into `nixos-version --json`
+//! (`<system>/sw/bin/nixos-version`). Only a full commit id counts: a dirty tree's
+//! `<rev>-dirty` or a missing stamp gives no floor.
+
+use std::path::{Path, PathBuf};
+
+/// Where our version module puts the stamp, relative to the system.
+pub const STAMP: &str = "etc/homelab-agent/configuration-revision";
+/// NixOS's `nixos-version` script, whose `--json` answer is baked into it.
+pub const NIXOS_VERSION: &str = "sw/bin/nixos-version";
+
+/// The stamped commit of `system` (e.g. `/run/current-system`) and the file it came from.
+pub fn read(system: &Path) -> Option<(String, PathBuf)> {
+    let stamp = system.join(STAMP);
+    if let Ok(bytes) = super::read_small(&stamp, 4096) {
+        let text = String::from_utf8_lossy(&bytes);
+        return full_commit(text.trim()).map(|c| (c, stamp));
+    }
+    let script = system.join(NIXOS_VERSION);
+    let bytes = super::read_small(&script, 64 << 10).ok()?;
+    from_nixos_version(&String::from_utf8_lossy(&bytes)).map(|c| (c, script))
+}
+
+/// `configurationRevision` from the one-line JSON object in a `nixos-version` script.
+pub fn from_nixos_version(script: &str) -> Option<String> {
+    script
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| {
+            v.get("configurationRevision")
+                .and_then(|r| r.as_str())
+                .and_then(full_commit)
+        })
+}
+
+fn full_commit(s: &str) -> Option<String> {
+    (s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REV: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn our_stamp_first_then_nixos_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path();
+        assert_eq!(read(sys), None);
+        std::fs::create_dir_all(sys.join("sw/bin")).unwrap();
+        std::fs::write(
+            sys.join(NIXOS_VERSION),
+            format!("#! /bin/sh\ncase \"$1\" in\n  --json)\n    cat <<EOF\n{{\"configurationRevision\":\"{REV}\",\"nixosVersion\":\"24.11\"}}\nEOF\n    ;;\nesac\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            read(sys).unwrap(),
+            (REV.to_string(), sys.join(NIXOS_VERSION))
+        );
+        std::fs::create_dir_all(sys.join("etc/homelab-agent")).unwrap();
+        let other = "fedcba9876543210fedcba9876543210fedcba98";
+        std::fs::write(sys.join(STAMP), format!("{other}\n")).unwrap();
+        assert_eq!(read(sys).unwrap().0, other);
+    }
+
+    #[test]
+    fn only_full_commit_ids_count() {
+        assert_eq!(full_commit(&format!("{REV}-dirty")), None);
+        assert_eq!(full_commit("abc"), None);
+        assert_eq!(from_nixos_version("{\"nixosVersion\":\"24.11\"}\n"), None);
+    }
+}
