@@ -58,6 +58,9 @@ pub struct State {
     /// Set by an operator's `rollback`: `run` polls but does not deploy until `resume`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
+    /// Map mode (the generic image): the host this machine resolved to, and how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pivot: Option<crate::pivot::Resolved>,
 }
 
 /// A damaged or lost state record, as a load found it.

@@ -5,6 +5,7 @@
 
 mod bounds;
 pub mod files;
+mod host_map;
 mod locate;
 mod names;
 mod raw;
@@ -46,6 +47,9 @@ pub struct Settings {
     pub host: String,
     /// The flake attribute that is built, e.g. `nixosConfigurations."pi1".config.system.build.toplevel`.
     pub attribute: String,
+    /// Map mode (`[host] map`): the machine map's path in the repository; the host is
+    /// found per run by [`crate::pivot`].
+    pub host_map: Option<String>,
     pub paths: Paths,
     pub build: BuildSettings,
     pub activation: ActivationSettings,
@@ -73,6 +77,7 @@ pub struct Paths {
     pub runtime_dir: PathBuf,
     pub systemctl: PathBuf,
     pub systemd_run: PathBuf,
+    pub identity: crate::pivot::identity::IdentityPaths,
 }
 
 #[derive(Debug, Clone)]

@@ -44,6 +44,8 @@ struct World {
     /// An activation that outlived its killed agent.
     orphan: Option<PathBuf>,
     settled: u32,
+    /// The flake attribute of every build, in order.
+    attributes: Vec<String>,
 }
 
 struct Fake {
@@ -98,7 +100,15 @@ impl Source for F {
 }
 
 impl Builder for F {
-    fn build<'a>(&'a self, commit: &'a str) -> Fut<'a, Result<PathBuf, Failure>> {
+    fn build<'a>(
+        &'a self,
+        commit: &'a str,
+        attribute: &'a str,
+    ) -> Fut<'a, Result<PathBuf, Failure>> {
+        self.world
+            .borrow_mut()
+            .attributes
+            .push(attribute.to_string());
         if self.call(format!("build {commit}")) {
             return dead();
         }
