@@ -12,6 +12,7 @@
 
 mod attention;
 mod human;
+mod pivot;
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +47,8 @@ pub struct Facts {
     pub booted_system: Option<PathBuf>,
     pub reboot_required: Option<bool>,
     pub profile: Option<system::profile::Generation>,
+    /// Map mode only: this machine's identity (or why it cannot be read).
+    pub machine: Option<Result<crate::pivot::identity::Machine, String>>,
 }
 
 impl Facts {
@@ -62,6 +65,7 @@ impl Facts {
             booted_system: system::resolve(&p.booted_system),
             reboot_required: system::reboot_required(&p.booted_system, &p.current_system),
             profile: system::profile::current(&p.profile),
+            machine: pivot::read(settings),
         }
     }
 }
@@ -125,6 +129,8 @@ pub struct Status {
     pub state_recovered_from: Option<String>,
     /// The state was found damaged or lost: when, why, where the damaged file went.
     pub state_damage: Option<state::Damage>,
+    /// Map mode (the generic image): the host found, or the map line to add.
+    pub pivot: Option<pivot::PivotView>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -298,7 +304,8 @@ impl Status {
             state: label,
             message,
             hint,
-            host: settings.host.clone(),
+            host: pivot::host(settings, &f),
+            pivot: pivot::view(settings, &f),
             source: SourceView {
                 url: settings.source.url.redacted().into(),
                 branch: settings.source.branch.clone(),
