@@ -69,7 +69,7 @@ mod tests {
             "a/",
             "x\0",
         ] {
-            let e = validate(&host(None, None, Some(bad))).err().expect(bad);
+            let e = validate(&host(None, None, Some(bad))).expect_err(bad);
             assert!(
                 e.message.contains("invalid map path"),
                 "{bad}: {}",

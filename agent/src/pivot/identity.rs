@@ -136,6 +136,7 @@ pub mod tests {
     }
 
     impl FakeMachine {
+        #[allow(clippy::new_without_default)]
         pub fn new() -> FakeMachine {
             FakeMachine {
                 dir: tempfile::tempdir().unwrap(),
