@@ -376,7 +376,22 @@ let
     ])
   ];
 
-  results = examples ++ documents ++ [
+  # The generic image and map mode (tests/nix/pivot.nix).
+  pivot = import ./pivot.nix {
+    inherit
+      lib
+      evalWith
+      agent
+      base
+      url
+      expect
+      expectTypeError
+      homelab
+      served
+      ;
+  };
+
+  results = examples ++ documents ++ pivot.results ++ [
     # What an unset option leaves out, the agent defaults: only url and host are written.
     (expect "minimal: config holds only url and host" minimal.toml {
       source.url = url;
@@ -575,13 +590,13 @@ let
   configs = lib.mapAttrs (_: value: {
     inherit value;
     toml = toTOML value;
-  }) {
+  }) (pivot.configs // {
     minimal = minimal.toml;
     full = full.toml;
     via-settings = viaSettings.toml;
     with-token = withToken.toml;
     provisioning = provisioned.environment.etc."homelab-agent/config.toml".source.value;
-  };
+  });
 
   # ... and ones that only the agent can refuse (exit 78, naming the key).
   rejected =
