@@ -94,4 +94,43 @@ mod tests {
             .unwrap();
         assert!(e.message.contains("[host] attribute"), "{}", e.message);
     }
+
+    #[test]
+    fn config_errors_name_key_and_line() {
+        let path = std::path::Path::new("/etc/test.toml");
+        let cases: &[(&str, &str, usize)] = &[
+            (
+                "[host]\nname = \"pi1\"\nmap = \"machines.toml\"\n",
+                "host.map",
+                3,
+            ),
+            ("[host]\nmap = \"../machines.toml\"\n", "host.map", 2),
+            (
+                "[host]\nmap = \"m.toml\"\n[paths]\nhost_file = \"homelab-host\"\n",
+                "paths.host_file",
+                4,
+            ),
+            (
+                "[host]\nmap = \"m.toml\"\n[paths]\nserial_numbr = \"/x\"\n",
+                "paths.serial_numbr",
+                4,
+            ),
+        ];
+        for (tail, key, line) in cases {
+            let text = format!("[source]\nurl = \"/r\"\n{tail}");
+            let e = super::super::parse(path, &text).expect_err(tail);
+            assert_eq!(&e.key, key, "{e}");
+            assert_eq!(e.line, Some(line + 2), "{e}");
+        }
+        let s = super::super::parse(
+            path,
+            "[source]\nurl = \"/r\"\n[host]\nmap = \"machines.toml\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.host_map.as_deref(), Some("machines.toml"));
+        assert_eq!(
+            s.paths.identity.host_file,
+            std::path::PathBuf::from("/boot/firmware/homelab-host")
+        );
+    }
 }

@@ -212,7 +212,7 @@ fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
 
 /// For `config check`: a short summary of what was understood.
 pub fn summary(s: &Settings) -> BTreeMap<&'static str, String> {
-    BTreeMap::from([
+    let mut summary = BTreeMap::from([
         (
             "source",
             format!("{} (branch {})", s.source.url.redacted(), s.source.branch),
@@ -221,7 +221,15 @@ pub fn summary(s: &Settings) -> BTreeMap<&'static str, String> {
         ("attribute", s.attribute.clone()),
         ("state_dir", s.paths.state_dir.display().to_string()),
         ("health checks", s.health.checks.len().to_string()),
-    ])
+    ]);
+    if let Some(map) = &s.host_map {
+        // Map mode: `host` is only this machine's own name until the map names it.
+        summary.insert(
+            "host map",
+            format!("{map} (map mode: the host is found per machine)"),
+        );
+    }
+    summary
 }
 
 #[cfg(test)]
