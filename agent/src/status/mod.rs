@@ -298,6 +298,8 @@ impl Status {
             Label::Idle
         };
         let (message, hint) = summary(label, &f, &attention, &running, &last_run, &head);
+        let pivot = pivot::view(settings, &f);
+        let message = pivot::summary(pivot.as_ref(), label, &last_run).unwrap_or(message);
 
         Status {
             schema_version: SCHEMA_VERSION,
@@ -305,7 +307,7 @@ impl Status {
             message,
             hint,
             host: pivot::host(settings, &f),
-            pivot: pivot::view(settings, &f),
+            pivot,
             source: SourceView {
                 url: settings.source.url.redacted().into(),
                 branch: settings.source.branch.clone(),

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::Facts;
+use super::{Facts, Label, LastRunView};
 use crate::config::Settings;
 use crate::pivot::{self, identity::Machine};
 
@@ -62,6 +62,21 @@ pub fn host(settings: &Settings, f: &Facts) -> String {
     }
 }
 
+/// The one-line summary of an unmapped machine whose last run stopped at the map (no
+/// line for it, or a map that does not parse): says so instead of "the last run failed in
+/// verify"; the hint stays the last run's own (the line to add, or the line to fix).
+pub fn summary(view: Option<&PivotView>, label: Label, last: &LastRunView) -> Option<String> {
+    let view = view?;
+    view.add.as_ref()?;
+    if label != Label::Failed || last.phase.as_deref() != Some("verify") {
+        return None;
+    }
+    Some(format!(
+        "generic image, no host yet: the last run stopped at {} (see last run)",
+        view.map
+    ))
+}
+
 impl PivotView {
     pub fn write_human(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
         let ids = match self.identities.is_empty() {
@@ -89,5 +104,95 @@ impl PivotView {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pivot::map::Identity;
+    use crate::pivot::Resolved;
+
+    fn settings() -> Settings {
+        crate::config::parse(
+            std::path::Path::new("/etc/test.toml"),
+            "[source]\nurl = \"/r\"\n[host]\nmap = \"machines.toml\"\n",
+        )
+        .unwrap()
+    }
+
+    fn facts(resolved: Option<&str>) -> Facts {
+        let mut f = Facts {
+            machine: Some(Ok(Machine {
+                named: None,
+                ids: vec![
+                    Identity::Serial("10000000abcdef01".into()),
+                    Identity::Mac("dc-a6-32-01-02-03".into()),
+                ],
+            })),
+            ..Facts::default()
+        };
+        f.state.pivot = resolved.map(|h| Resolved {
+            host: h.into(),
+            by: "serial-10000000abcdef01".into(),
+            commit: "1a2b3c4d5e".into(),
+            at: "2026-11-24T10:00:00Z".into(),
+        });
+        f
+    }
+
+    fn human(v: &PivotView) -> String {
+        let mut out = Vec::new();
+        v.write_human(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn unmapped_machine_says_the_line_to_add() {
+        let s = settings();
+        let v = view(&s, &facts(None)).unwrap();
+        assert_eq!(
+            v.add.as_deref(),
+            Some("add to machines.toml: serial-10000000abcdef01 = \"<host>\"")
+        );
+        assert_eq!(
+            human(&v),
+            "pivot:      generic image, no host yet; this machine is serial-10000000abcdef01, mac-dc-a6-32-01-02-03\n            add to machines.toml: serial-10000000abcdef01 = \"<host>\", then commit and push: the next run deploys it\n"
+        );
+        let last = LastRunView {
+            phase: Some("verify".into()),
+            ..LastRunView::default()
+        };
+        assert_eq!(
+            summary(Some(&v), Label::Failed, &last).as_deref(),
+            Some(
+                "generic image, no host yet: the last run stopped at machines.toml (see last run)"
+            )
+        );
+        assert!(summary(Some(&v), Label::Idle, &last).is_none());
+    }
+
+    #[test]
+    fn resolved_machine_names_its_host() {
+        let s = settings();
+        let f = facts(Some("pi2"));
+        let v = view(&s, &f).unwrap();
+        assert_eq!(v.add, None);
+        assert_eq!(host(&s, &f), "pi2");
+        assert_eq!(
+            human(&v),
+            "pivot:      generic image; this machine is pi2 (by serial-10000000abcdef01, per machines.toml)\n"
+        );
+    }
+
+    #[test]
+    fn outside_map_mode_there_is_no_pivot() {
+        let s = crate::config::parse(
+            std::path::Path::new("/etc/test.toml"),
+            "[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n",
+        )
+        .unwrap();
+        assert!(view(&s, &facts(Some("pi2"))).is_none());
+        assert_eq!(host(&s, &facts(Some("pi2"))), "pi1");
     }
 }
