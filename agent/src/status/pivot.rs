@@ -7,7 +7,7 @@ use super::{Facts, Label, LastRunView};
 use crate::config::Settings;
 use crate::pivot::{self, identity::Machine};
 
-/// `pivot` in `status --json` (present in map mode only).
+/// `pivot` in `status --json` (null outside map mode).
 #[derive(Debug, Serialize)]
 pub struct PivotView {
     /// The machine map's path in the repository (`[host] map`).
