@@ -28,6 +28,7 @@
         }
         // lib.optionalAttrs (system == "aarch64-linux") {
           sd-image = provisioning.config.system.build.sdImage;
+          sd-image-generic = self.nixosConfigurations.generic.config.system.build.sdImage;
         }
         // lib.optionalAttrs (system == "x86_64-linux") {
           # The same image cross-compiled on x86_64: no emulation, no aarch64 builder.
@@ -47,6 +48,9 @@
         # Stamps systems built from this repository; a homelab flake uses lib.versionModule.
         version = import ./modules/version.nix self;
         provisioning.imports = [ ./modules/provisioning.nix ];
+        # The generic image: provisioning with no host of its own; the agent finds the
+        # Pi's host in the repository's machines.toml (map mode) and deploys it.
+        generic.imports = [ ./modules/generic.nix ];
       };
 
       lib.versionModule = import ./modules/version.nix;
@@ -56,6 +60,16 @@
           self.nixosModules.provisioning
           self.nixosModules.version
           ./modules/provisioning-example.nix
+        ];
+      };
+
+      # The generic image, as an example and a build check.
+      nixosConfigurations.generic = lib.nixosSystem {
+        modules = [
+          self.nixosModules.generic
+          self.nixosModules.version
+          ./modules/provisioning-example.nix
+          { networking.hostName = "homelab-generic"; }
         ];
       };
 
@@ -81,9 +95,13 @@
 
       templates.default = {
         path = ./templates/default;
-        description = "A homelab flake: one Raspberry Pi deployed by homelab-agent";
+        description = "A homelab flake: two Raspberry Pis and one generic SD card image, deployed by homelab-agent";
         welcomeText = ''
           # A homelab flake, deployed by homelab-agent
+
+          Two Pis (hosts/pi1.nix, hosts/pi2.nix), what they share (hosts/common.nix), and
+          one generic SD card image for all of them (packages.aarch64-linux.sd-image): a
+          Pi flashed with it finds its host in machines.toml and deploys it.
 
           Next, in flake.nix:
 
@@ -94,13 +112,16 @@
           Then lock the inputs and commit, flake.lock included:
 
               git init && git add -A && nix flake lock && git add flake.lock
-              git commit -m "homelab: pi1"
+              git commit -m "homelab: pi1 and pi2"
 
           The agent builds with --no-write-lock-file: without a committed flake.lock each
           Pi locks the inputs to whatever is newest (not what you tested or flashed), and
           the commit is not stamped (`nixos-version --json` has no configurationRevision).
 
-          Push, build the SD card image and flash it: docs/nixos.md in homelab-agent.
+          Push, build the generic image and flash it on both Pis: docs/nixos.md in
+          homelab-agent. Each Pi boots, polls, and says in `homelab-agent status` the line
+          to add to machines.toml, e.g. serial-10000000abcdef01 = "pi1". Add it, commit,
+          push: the Pi deploys pi1 and follows it from then on.
         '';
       };
     };

@@ -7,6 +7,7 @@
 //! | [`config`]      | the TOML file → validated [`config::Settings`]                    |
 //! | [`source`]      | the git remote: cheap poll, fetch into a bare cache, ssh pinning  |
 //! | [`nix`]         | `nix build` of this host's toplevel                               |
+//! | [`pivot`]       | map mode: which host a generic-image machine is (serial, MAC, file) |
 //! | [`system`]      | the system profile, `switch-to-configuration`, reboot-required    |
 //! | [`trust`]       | signed heads and no silent downgrade, before anything is built    |
 //! | [`health`]      | health checks and the wait-until-healthy policy                   |
@@ -31,6 +32,7 @@ pub mod lock;
 pub mod logging;
 pub mod nix;
 pub mod notify;
+pub mod pivot;
 pub mod process;
 pub mod runtime;
 pub mod source;

@@ -62,6 +62,9 @@ pub struct State {
     /// or checked again while the head and the trust policy stay the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<Refused>,
+    /// Map mode (the generic image): the host this machine resolved to, and how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pivot: Option<crate::pivot::Resolved>,
 }
 
 /// A head refused before evaluation (agent/src/trust).

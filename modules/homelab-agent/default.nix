@@ -47,7 +47,8 @@ let
       known_hosts_file = knownHostsFile;
       token_file = cfg.auth.tokenFile;
     };
-    host.name = cfg.host;
+    # Map mode (./host-map.nix) finds the host per machine: no name of its own.
+    host = if cfg.hostMap == null then { name = cfg.host; } else { map = cfg.hostMap; };
     build.timeout = cfg.build.timeout;
     health = {
       inherit (cfg.health) settle timeout;
@@ -81,6 +82,7 @@ in
     ./options.nix
     ./push.nix
     ./trust.nix
+    ./host-map.nix
   ];
 
   config = lib.mkIf cfg.enable {
@@ -91,7 +93,7 @@ in
         message = ''services.homelab-agent.repository.url is empty: set it to the git URL of your homelab flake, e.g. "https://git.example.org/me/homelab.git".'';
       }
       {
-        assertion = builtins.match hostPattern effectiveHost != null;
+        assertion = settings ? host.map || builtins.match hostPattern effectiveHost != null;
         message = ''services.homelab-agent.host is "${effectiveHost}", not a valid host name (1 to 63 letters, digits, '-' or '_', starting with a letter or digit): set networking.hostName, or services.homelab-agent.host to this machine's name in nixosConfigurations.'';
       }
       {

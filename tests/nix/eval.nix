@@ -399,7 +399,22 @@ let
     ])
   ];
 
-  results = examples ++ documents ++ [
+  # The generic image and map mode (tests/nix/pivot.nix).
+  pivot = import ./pivot.nix {
+    inherit
+      lib
+      evalWith
+      agent
+      base
+      url
+      expect
+      expectTypeError
+      homelab
+      served
+      ;
+  };
+
+  results = examples ++ documents ++ pivot.results ++ [
     # What an unset option leaves out, the agent defaults: only url and host are written.
     (expect "minimal: config holds only url and host" minimal.toml {
       source.url = url;
@@ -620,7 +635,7 @@ let
   configs = lib.mapAttrs (_: value: {
     inherit value;
     toml = toTOML value;
-  }) {
+  }) (pivot.configs // {
     minimal = minimal.toml;
     full = full.toml;
     via-settings = viaSettings.toml;
@@ -644,7 +659,7 @@ let
       })).toml;
     with-trust-gpg = withGpg.toml;
     provisioning = provisioned.environment.etc."homelab-agent/config.toml".source.value;
-  };
+  });
 
   # ... and ones that only the agent can refuse (exit 78, naming the key).
   rejected =

@@ -6,6 +6,7 @@
 pub mod announce;
 mod bounds;
 pub mod files;
+mod host_map;
 mod locate;
 mod names;
 mod raw;
@@ -48,6 +49,9 @@ pub struct Settings {
     pub host: String,
     /// The flake attribute that is built, e.g. `nixosConfigurations."pi1".config.system.build.toplevel`.
     pub attribute: String,
+    /// Map mode (`[host] map`): the machine map's path in the repository; the host is
+    /// found per run by [`crate::pivot`].
+    pub host_map: Option<String>,
     pub paths: Paths,
     pub build: BuildSettings,
     pub activation: ActivationSettings,
@@ -79,6 +83,7 @@ pub struct Paths {
     pub runtime_dir: PathBuf,
     pub systemctl: PathBuf,
     pub systemd_run: PathBuf,
+    pub identity: crate::pivot::identity::IdentityPaths,
 }
 
 #[derive(Debug, Clone)]
@@ -213,7 +218,7 @@ fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
 
 /// For `config check`: a short summary of what was understood.
 pub fn summary(s: &Settings) -> BTreeMap<&'static str, String> {
-    BTreeMap::from([
+    let mut summary = BTreeMap::from([
         (
             "source",
             format!("{} (branch {})", s.source.url.redacted(), s.source.branch),
@@ -222,7 +227,15 @@ pub fn summary(s: &Settings) -> BTreeMap<&'static str, String> {
         ("attribute", s.attribute.clone()),
         ("state_dir", s.paths.state_dir.display().to_string()),
         ("health checks", s.health.checks.len().to_string()),
-    ])
+    ]);
+    if let Some(map) = &s.host_map {
+        // Map mode: `host` is only this machine's own name until the map names it.
+        summary.insert(
+            "host map",
+            format!("{map} (map mode: the host is found per machine)"),
+        );
+    }
+    summary
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub(super) struct RawSource {
 pub(super) struct RawHost {
     pub(super) name: Option<String>,
     pub(super) attribute: Option<String>,
+    /// Map mode (the generic image): the machine map's path inside the repository.
+    pub(super) map: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +56,11 @@ pub(super) struct RawPaths {
     pub(super) runtime_dir: Option<PathBuf>,
     pub(super) systemctl: Option<PathBuf>,
     pub(super) systemd_run: Option<PathBuf>,
+    // Where map mode reads this machine's identity (see `crate::pivot::identity`).
+    pub(super) serial_number: Option<PathBuf>,
+    pub(super) cpuinfo: Option<PathBuf>,
+    pub(super) net_class: Option<PathBuf>,
+    pub(super) host_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

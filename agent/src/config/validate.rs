@@ -63,12 +63,18 @@ impl Validator<'_> {
 
     pub(super) fn settings(&self, raw: RawConfig) -> Result<Settings> {
         let source = self.source(raw.source)?;
+        let host_map = super::host_map::validate(&raw.host)?;
         let host = match raw.host.name {
             Some(name) => name,
             None => nix::unistd::gethostname()
                 .ok()
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_default(),
+        };
+        let host = match host_map {
+            // The generic image's own hostname need not be a host of the flake.
+            Some(_) if validate_host(&host).is_err() => "unmapped".to_string(),
+            _ => host,
         };
         validate_host(&host).map_err(|m| err("host.name", m))?;
         let attribute = match raw.host.attribute {
@@ -83,6 +89,7 @@ impl Validator<'_> {
             source,
             host,
             attribute,
+            host_map,
             paths: self.paths(raw.paths)?,
             build: self.build(raw.build)?,
             activation: ActivationSettings {
@@ -194,6 +201,20 @@ impl Validator<'_> {
             runtime_dir: abs("paths.runtime_dir", raw.runtime_dir, "/run/homelab-agent")?,
             systemctl: program("paths.systemctl", raw.systemctl, "systemctl")?,
             systemd_run: program("paths.systemd_run", raw.systemd_run, "systemd-run")?,
+            identity: crate::pivot::identity::IdentityPaths {
+                serial_number: abs(
+                    "paths.serial_number",
+                    raw.serial_number,
+                    "/sys/firmware/devicetree/base/serial-number",
+                )?,
+                cpuinfo: abs("paths.cpuinfo", raw.cpuinfo, "/proc/cpuinfo")?,
+                net_class: abs("paths.net_class", raw.net_class, "/sys/class/net")?,
+                host_file: abs(
+                    "paths.host_file",
+                    raw.host_file,
+                    "/boot/firmware/homelab-host",
+                )?,
+            },
         })
     }
 

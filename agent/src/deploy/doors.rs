@@ -38,9 +38,14 @@ pub trait Source {
     }
 }
 
-/// `nix build` of this host's toplevel, rooted against garbage collection.
+/// `nix build` of a host's toplevel (the flake `attribute`), rooted against garbage
+/// collection.
 pub trait Builder {
-    fn build<'a>(&'a self, commit: &'a str) -> Fut<'a, Result<PathBuf, Failure>>;
+    fn build<'a>(
+        &'a self,
+        commit: &'a str,
+        attribute: &'a str,
+    ) -> Fut<'a, Result<PathBuf, Failure>>;
     /// Drops the candidate's GC root once the run is recorded.
     fn release(&self);
 }
@@ -157,7 +162,11 @@ impl Source for std::rc::Rc<Real> {
 }
 
 impl Builder for std::rc::Rc<Real> {
-    fn build<'a>(&'a self, commit: &'a str) -> Fut<'a, Result<PathBuf, Failure>> {
+    fn build<'a>(
+        &'a self,
+        commit: &'a str,
+        attribute: &'a str,
+    ) -> Fut<'a, Result<PathBuf, Failure>> {
         Box::pin(async move {
             let out_link = self.candidate_root();
             if let Some(dir) = out_link.parent() {
@@ -172,7 +181,7 @@ impl Builder for std::rc::Rc<Real> {
             let request = BuildRequest {
                 cache: &cache,
                 commit,
-                attribute: &self.settings.attribute,
+                attribute,
                 out_link: &out_link,
                 settings: &self.settings.build,
             };

@@ -14,6 +14,7 @@
 //! | `recover.rs`  | an interrupted run's leftovers; reconciling live system and profile |
 //! | `record.rs`   | history, last poll, bad commits: one `finish()` for every outcome   |
 //! | `doors.rs`    | the side effects behind traits: source, builder, machine, health    |
+//! | `target.rs`   | which host is built: the configured one, or the map's (pivot)       |
 //!
 //! Only a system that passed its health checks ever becomes a profile generation (the
 //! boot default); only a failure of the commit itself marks it bad.
@@ -22,6 +23,7 @@ mod activate;
 pub mod doors;
 mod record;
 mod recover;
+mod target;
 #[cfg(test)]
 mod tests;
 mod trust;
@@ -120,11 +122,20 @@ impl Agent {
             return Ok(exit);
         }
 
+        let target = match self.target(&mut state, &fetched) {
+            Ok(target) => target,
+            Err(exit) => return Ok(exit),
+        };
         let started = Instant::now();
-        let (commit, host) = (short(&fetched.commit), &self.settings.host);
+        let (commit, host) = (short(&fetched.commit), &target.host);
         notify::status(&format!("building {commit} for {host}"));
         log::info!(commit = fetched.commit.as_str(); "building {commit} ({}) for {host}", fetched.subject);
-        let system = match self.doors.builder.build(&fetched.commit).await {
+        let system = match self
+            .doors
+            .builder
+            .build(&fetched.commit, &target.attribute)
+            .await
+        {
             Ok(system) => system,
             Err(f) => return Ok(self.build_failed(&mut state, &fetched, f, started)),
         };

@@ -23,6 +23,8 @@ use crate::state::{Outcome, Step, Store};
 use crate::system::profile::Generation;
 use crate::system::switch::Action;
 
+mod pivot;
+
 #[derive(Default)]
 struct World {
     head: Option<String>,
@@ -44,6 +46,8 @@ struct World {
     /// An activation that outlived its killed agent.
     orphan: Option<PathBuf>,
     settled: u32,
+    /// The flake attribute of every build, in order.
+    attributes: Vec<String>,
 }
 
 struct Fake {
@@ -98,7 +102,15 @@ impl Source for F {
 }
 
 impl Builder for F {
-    fn build<'a>(&'a self, commit: &'a str) -> Fut<'a, Result<PathBuf, Failure>> {
+    fn build<'a>(
+        &'a self,
+        commit: &'a str,
+        attribute: &'a str,
+    ) -> Fut<'a, Result<PathBuf, Failure>> {
+        self.world
+            .borrow_mut()
+            .attributes
+            .push(attribute.to_string());
         if self.call(format!("build {commit}")) {
             return dead();
         }
@@ -246,9 +258,14 @@ impl Bench {
     }
 
     fn agent(&self) -> Agent {
+        self.agent_with("name = \"pi1\"", "")
+    }
+
+    /// An agent with this `[host]` table body and these extra `[paths]` lines.
+    fn agent_with(&self, host: &str, paths: &str) -> Agent {
         let d = self.dir.path().display();
         let text = format!(
-            "[source]\nurl = \"file:///srv/homelab\"\nbranch = \"main\"\n[host]\nname = \"pi1\"\n[paths]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/run\"\nprofile = \"{d}/profile\"\ncurrent_system = \"{d}/current\"\nbooted_system = \"{d}/booted\"\n"
+            "[source]\nurl = \"file:///srv/homelab\"\nbranch = \"main\"\n[host]\n{host}\n[paths]\n{paths}\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/run\"\nprofile = \"{d}/profile\"\ncurrent_system = \"{d}/current\"\nbooted_system = \"{d}/booted\"\n"
         );
         let settings = crate::config::parse(Path::new("test.toml"), &text).unwrap();
         let doors = Doors {

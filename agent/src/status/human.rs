@@ -33,6 +33,9 @@ impl Status {
             _ => writeln!(out, "state:      {}", self.state.as_str())?,
         }
         writeln!(out, "host:       {}", self.host)?;
+        if let Some(p) = &self.pivot {
+            p.write_human(out)?;
+        }
         writeln!(
             out,
             "source:     {} (branch {})",

@@ -12,6 +12,7 @@
 
 mod attention;
 mod human;
+mod pivot;
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +47,8 @@ pub struct Facts {
     pub booted_system: Option<PathBuf>,
     pub reboot_required: Option<bool>,
     pub profile: Option<system::profile::Generation>,
+    /// Map mode only: this machine's identity (or why it cannot be read).
+    pub machine: Option<Result<crate::pivot::identity::Machine, String>>,
 }
 
 impl Facts {
@@ -62,6 +65,7 @@ impl Facts {
             booted_system: system::resolve(&p.booted_system),
             reboot_required: system::reboot_required(&p.booted_system, &p.current_system),
             profile: system::profile::current(&p.profile),
+            machine: pivot::read(settings),
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct Status {
     /// when, why (`reason`, `error` without the hint) and what was `expected`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<state::Refused>,
+    /// Map mode (the generic image): the host found, or the map line to add.
+    pub pivot: Option<pivot::PivotView>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -305,13 +311,16 @@ impl Status {
             Label::Idle
         };
         let (message, hint) = summary(label, &f, &attention, &running, &last_run, &head);
+        let pivot = pivot::view(settings, &f);
+        let message = pivot::summary(pivot.as_ref(), label, &last_run).unwrap_or(message);
 
         Status {
             schema_version: SCHEMA_VERSION,
             state: label,
             message,
             hint,
-            host: settings.host.clone(),
+            host: pivot::host(settings, &f),
+            pivot,
             source: SourceView {
                 url: settings.source.url.redacted().into(),
                 branch: settings.source.branch.clone(),

@@ -9,6 +9,7 @@ mod killpoints;
 mod notifications;
 mod orphans;
 mod push_trigger;
+mod pivot;
 mod safety;
 mod state_damage;
 mod status;

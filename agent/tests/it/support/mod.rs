@@ -83,6 +83,10 @@ pub struct Harness {
     pub source_extra: String,
     /// `[paths] systemctl`, for the systemd check shim.
     pub systemctl: Option<PathBuf>,
+    /// The body of the [host] table (map mode: `map = "machines.toml"`).
+    pub host_table: String,
+    /// Extra lines inside the [paths] table (the identity files of map mode).
+    pub paths_extra: String,
 }
 
 impl Harness {
@@ -131,6 +135,8 @@ impl Harness {
             health_extra: String::new(),
             systemctl: None,
             source_extra: String::new(),
+            host_table: "name = \"pi1\"".into(),
+            paths_extra: String::new(),
         }
     }
 
@@ -179,7 +185,7 @@ impl Harness {
             )
         });
         format!(
-            "[source]\nurl = \"{url}\"\nbranch = \"main\"\n{se}\n[host]\nname = \"pi1\"\n\n[paths]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/runtime\"\nprofile = \"{d}/profiles/system\"\ncurrent_system = \"{cur}\"\nbooted_system = \"{fake}/run/booted-system\"\n{sc}\n[build]\ntimeout = \"{bt}\"\n\n[activation]\nmode = \"direct\"\ntimeout = \"{at}\"\n\n[health]\nsettle = \"0s\"\ntimeout = \"{ht}\"\ninterval = \"200ms\"\n{he}\n{checks}\n{extra}",
+            "[source]\nurl = \"{url}\"\nbranch = \"main\"\n{se}\n[host]\n{ht_}\n\n[paths]\n{pe}\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/runtime\"\nprofile = \"{d}/profiles/system\"\ncurrent_system = \"{cur}\"\nbooted_system = \"{fake}/run/booted-system\"\n{sc}\n[build]\ntimeout = \"{bt}\"\n\n[activation]\nmode = \"direct\"\ntimeout = \"{at}\"\n\n[health]\nsettle = \"0s\"\ntimeout = \"{ht}\"\ninterval = \"200ms\"\n{he}\n{checks}\n{extra}",
             url = self.url,
             cur = self.current_system_link().display(),
             fake = self.fake.display(),
@@ -189,6 +195,8 @@ impl Harness {
             ht = self.health_timeout,
             he = self.health_extra,
             se = self.source_extra,
+            ht_ = self.host_table,
+            pe = self.paths_extra,
             sc = self.systemctl.as_ref().map(|p| format!("systemctl = \"{}\"\n", p.display())).unwrap_or_default(),
         )
     }

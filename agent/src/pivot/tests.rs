@@ -1,0 +1,230 @@
+//! `resolve` against a real (libgit2) cache repository and a fake `/sys` in a temp dir.
+
+use std::path::Path;
+
+use super::identity::tests::FakeMachine;
+use super::*;
+
+struct World {
+    state_dir: tempfile::TempDir,
+    machine: FakeMachine,
+}
+
+impl World {
+    fn new() -> World {
+        let state_dir = tempfile::tempdir().unwrap();
+        git2::Repository::init_bare(state_dir.path().join("cache.git")).unwrap();
+        World {
+            state_dir,
+            machine: FakeMachine::new(),
+        }
+    }
+
+    fn settings(&self, host: &str) -> Settings {
+        let p = self.machine.paths();
+        let text = format!(
+            "[source]\nurl = \"/r\"\n[host]\n{host}\n[paths]\nstate_dir = {:?}\nserial_number = {:?}\ncpuinfo = {:?}\nnet_class = {:?}\nhost_file = {:?}\n",
+            self.state_dir.path(),
+            p.serial_number,
+            p.cpuinfo,
+            p.net_class,
+            p.host_file
+        );
+        crate::config::parse(Path::new("/etc/test.toml"), &text).unwrap()
+    }
+
+    fn map_mode(&self) -> Settings {
+        self.settings("map = \"machines.toml\"")
+    }
+
+    /// A commit in the cache whose tree holds `files`.
+    fn commit(&self, files: &[(&str, &[u8])]) -> String {
+        let repo = git2::Repository::open_bare(self.state_dir.path().join("cache.git")).unwrap();
+        let mut tree = repo.treebuilder(None).unwrap();
+        for (name, content) in files {
+            let blob = repo.blob(content).unwrap();
+            tree.insert(name, blob, 0o100644).unwrap();
+        }
+        let tree = repo.find_tree(tree.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.org").unwrap();
+        repo.commit(None, &sig, &sig, "c", &tree, &[])
+            .unwrap()
+            .to_string()
+    }
+}
+
+const SERIAL: &str = "10000000abcdef01";
+
+fn err(r: Result<Target, Failure>) -> Failure {
+    let f = r.expect_err("no target expected");
+    assert_eq!(f.kind, Kind::Configuration, "{}", f.message);
+    f
+}
+
+#[test]
+fn outside_map_mode_the_configured_host_is_built() {
+    let w = World::new();
+    let t = resolve(&w.settings("name = \"pi1\""), None, "0000").unwrap();
+    assert_eq!(t.host, "pi1");
+    assert_eq!(t.by, None);
+}
+
+#[test]
+fn serial_maps_to_its_host() {
+    let w = World::new();
+    w.machine
+        .write("serial-number", &format!("{SERIAL}\0"))
+        .nic("eth0", "b8:27:eb:00:00:01", true);
+    let c = w.commit(&[(
+        "machines.toml",
+        b"serial-00000000deadbeef = \"pi1\"\nserial-10000000ABCDEF01 = \"pi2\"\n",
+    )]);
+    let t = resolve(&w.map_mode(), None, &c).unwrap();
+    assert_eq!(t.host, "pi2");
+    assert_eq!(
+        t.attribute,
+        "nixosConfigurations.\"pi2\".config.system.build.toplevel"
+    );
+    assert_eq!(t.by.as_deref(), Some("serial-10000000abcdef01"));
+
+    let c = w.commit(&[("machines.toml", b"mac-b8-27-eb-00-00-01 = \"pi1\"\n")]);
+    assert_eq!(resolve(&w.map_mode(), None, &c).unwrap().host, "pi1");
+}
+
+#[test]
+fn host_file_names_the_host_without_a_map() {
+    let w = World::new();
+    w.machine.write("homelab-host", "pi2\n");
+    let c = w.commit(&[("flake.nix", b"{}")]);
+    let t = resolve(&w.map_mode(), None, &c).unwrap();
+    assert_eq!(t.host, "pi2");
+    assert!(t.by.unwrap().starts_with("host file "));
+}
+
+#[test]
+fn unknown_machine_is_told_the_line_to_add() {
+    let w = World::new();
+    w.machine
+        .write("cpuinfo", &format!("Serial\t\t: {SERIAL}\n"));
+    let c = w.commit(&[("machines.toml", b"serial-00000000deadbeef = \"pi1\"\n")]);
+    let f = err(resolve(&w.map_mode(), None, &c));
+    assert!(
+        f.message.starts_with(&format!(
+            "machines.toml at {} has no line for this machine (serial-{SERIAL}); it stays on the provisioning system",
+            &c[..8]
+        )),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message.contains(&format!(
+            "\nhint: add to machines.toml: serial-{SERIAL} = \"<host>\""
+        )),
+        "{}",
+        f.message
+    );
+    let c = w.commit(&[("flake.nix", b"{}")]);
+    let f = err(resolve(&w.map_mode(), None, &c));
+    assert!(
+        f.message.starts_with("machines.toml does not exist at"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn a_resolved_machine_keeps_following_its_host() {
+    let w = World::new();
+    w.machine
+        .write("cpuinfo", &format!("Serial\t\t: {SERIAL}\n"));
+    let c = w.commit(&[("machines.toml", b"")]);
+    let before = Resolved {
+        host: "pi2".into(),
+        by: format!("serial-{SERIAL}"),
+        commit: "1234".into(),
+        at: "now".into(),
+    };
+    assert_eq!(
+        resolve(&w.map_mode(), Some(&before), &c).unwrap().host,
+        "pi2"
+    );
+}
+
+#[test]
+fn bad_map_names_file_commit_and_line() {
+    let w = World::new();
+    w.machine
+        .write("cpuinfo", &format!("Serial\t\t: {SERIAL}\n"));
+    let c = w.commit(&[(
+        "machines.toml",
+        b"serial-00000000deadbeef = \"pi1\"\nuuid-1234 = \"pi2\"\n",
+    )]);
+    let f = err(resolve(&w.map_mode(), None, &c));
+    assert!(
+        f.message.starts_with(&format!(
+            "reading machines.toml at {}: line 2: unknown identity kind \"uuid\"",
+            &c[..8]
+        )),
+        "{}",
+        f.message
+    );
+    assert!(f.message.contains("\nhint: fix that line"), "{}", f.message);
+
+    let big = vec![b'#'; map::MAX_BYTES + 1];
+    let c = w.commit(&[("machines.toml", &big)]);
+    let f = err(resolve(&w.map_mode(), None, &c));
+    assert!(
+        f.message.contains("at most 65536 are read"),
+        "{}",
+        f.message
+    );
+
+    let c = w.commit(&[("machines.toml", b"\xff\xfe")]);
+    let f = err(resolve(&w.map_mode(), None, &c));
+    assert!(f.message.contains("is not UTF-8 text"), "{}", f.message);
+}
+
+#[test]
+fn a_machine_with_no_identity_is_told_to_write_the_host_file() {
+    let w = World::new();
+    let c = w.commit(&[("machines.toml", b"")]);
+    let f = err(resolve(&w.map_mode(), None, &c));
+    assert!(
+        f.message.starts_with("cannot identify this machine"),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message.contains("homelab-host on the boot partition"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn a_bad_host_file_is_a_configuration_error() {
+    let w = World::new();
+    w.machine.write("homelab-host", "../etc\n");
+    let c = w.commit(&[("machines.toml", b"")]);
+    let f = err(resolve(&w.map_mode(), None, &c));
+    assert!(
+        f.message.contains("homelab-host: invalid host name"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn a_missing_cache_is_this_machines_problem() {
+    let w = World::new();
+    w.machine
+        .write("cpuinfo", &format!("Serial\t\t: {SERIAL}\n"));
+    std::fs::remove_dir_all(w.state_dir.path().join("cache.git")).unwrap();
+    let f = resolve(
+        &w.map_mode(),
+        None,
+        "0123456789012345678901234567890123456789",
+    )
+    .unwrap_err();
+    assert_eq!(f.kind, Kind::Environment, "{}", f.message);
+}

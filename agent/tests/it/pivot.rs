@@ -1,0 +1,167 @@
+//! Map mode (the generic image), with the real binary, git and nix: a machine with no
+//! host of its own finds it in `machines.toml` by its serial number, deploys it through
+//! the normal protocol and follows it; an unknown machine is told the line to add.
+
+use crate::support::{base, nix_available, Harness};
+
+const SERIAL: &str = "10000000abcdef01";
+
+/// A generic machine: map mode, its identity files in the temp dir, hosts pi1 and pi2.
+fn generic(serial: &str, map: &str) -> Harness {
+    let mut h = Harness::new();
+    let id = h.path("identity");
+    std::fs::create_dir_all(id.join("net/eth0/device")).unwrap();
+    std::fs::write(id.join("serial-number"), format!("{serial}\0")).unwrap();
+    std::fs::write(id.join("net/eth0/address"), "dc:a6:32:01:02:03\n").unwrap();
+    h.host_table = "map = \"machines.toml\"".into();
+    h.paths_extra = format!(
+        "serial_number = \"{d}/serial-number\"\ncpuinfo = \"{d}/cpuinfo\"\nnet_class = \"{d}/net\"\nhost_file = \"{d}/homelab-host\"",
+        d = id.display()
+    );
+    h.host("pi1").content = "v1".into();
+    h.host("pi2").content = "v1".into();
+    std::fs::write(h.repo.join("machines.toml"), map).unwrap();
+    h
+}
+
+const MAP: &str = "# which machine is which host\nserial-00000000deadbeef = \"pi1\"\nserial-10000000ABCDEF01 = \"pi2\"\n";
+
+#[test]
+fn generic_machine_pivots_to_pi2_and_follows_it() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = generic(SERIAL, MAP);
+    let c1 = h.commit("two pis");
+    let run = h.run_once();
+    run.expect(0);
+    assert!(
+        run.stderr()
+            .contains(&format!("this machine is pi2 (serial-{SERIAL}")),
+        "{}",
+        run.stderr()
+    );
+    let system = h.current_system().expect("pi2 was not deployed");
+    assert!(base(&system).contains("pi2"), "{}", system.display());
+    assert_eq!(h.profile_generation(), Some(1));
+    let s = h.status();
+    assert_eq!(s["host"], "pi2");
+    assert_eq!(s["pivot"]["map"], "machines.toml");
+    assert_eq!(s["pivot"]["host"], "pi2");
+    assert_eq!(s["pivot"]["by"], format!("serial-{SERIAL}"));
+    assert_eq!(s["pivot"]["add"], serde_json::Value::Null);
+    assert_eq!(s["deployed"]["commit"], c1.as_str());
+
+    // Only pi1 changes: pi2's system is the same, nothing is switched.
+    h.host("pi1").content = "v2".into();
+    h.commit("pi1 only");
+    h.clear_stc_log();
+    h.run_once().expect(0);
+    assert_eq!(h.status()["last_run"]["outcome"], "unchanged");
+    assert!(h.stc_log().is_empty(), "{:?}", h.stc_log());
+    assert_eq!(h.current_system(), Some(system.clone()));
+
+    // pi2 changes: deployed through the protocol, a new generation.
+    h.host("pi2").content = "v2".into();
+    let c3 = h.commit("pi2 v2");
+    h.run_once().expect(0);
+    let s = h.status();
+    assert_eq!(s["last_run"]["outcome"], "deployed");
+    assert_eq!(s["deployed"]["commit"], c3.as_str());
+    assert_eq!(h.profile_generation(), Some(2));
+    let now = h.current_system().unwrap();
+    assert_ne!(now, system);
+    assert!(base(&now).contains("pi2"), "{}", now.display());
+    assert_eq!(
+        h.stc_log(),
+        [(base(&now), "test".into()), (base(&now), "boot".into())]
+    );
+}
+
+#[test]
+fn unknown_machine_says_what_to_add_and_blames_nothing() {
+    if !nix_available() {
+        return;
+    }
+    let h = generic("10000000cafe0001", MAP);
+    let c1 = h.commit("two pis");
+    let run = h.run_once();
+    run.expect(78);
+    let line = "add to machines.toml: serial-10000000cafe0001 = \"<host>\"";
+    assert!(run.stderr().contains(&format!(
+        "machines.toml at {} has no line for this machine (serial-10000000cafe0001, mac-dc-a6-32-01-02-03); it stays on the provisioning system and keeps polling",
+        &c1[..8]
+    )), "{}", run.stderr());
+    assert!(
+        run.stderr().contains(&format!("hint: {line}")),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(h.nix_builds(), 0, "an unmapped machine must build nothing");
+    assert_eq!(h.current_system(), None);
+
+    let s = h.status();
+    assert_eq!(s["last_run"]["outcome"], "failed");
+    assert_eq!(s["last_run"]["phase"], "verify");
+    assert_eq!(s["bad_commit"], serde_json::Value::Null);
+    assert_eq!(s["pivot"]["host"], serde_json::Value::Null);
+    assert_eq!(s["pivot"]["add"], line);
+    assert_eq!(
+        s["pivot"]["identities"],
+        serde_json::json!(["serial-10000000cafe0001", "mac-dc-a6-32-01-02-03"])
+    );
+    let human = h.agent(&["status"]);
+    assert!(human.stdout().contains(line), "{}", human.stdout());
+
+    // It keeps polling the same head (nothing marked bad, nothing handled) ...
+    h.run_once().expect(78);
+    assert_eq!(h.nix_builds(), 0);
+
+    // ... and adding the Pi is one commit.
+    let mut map = MAP.to_string();
+    map.push_str("serial-10000000cafe0001 = \"pi1\"\n");
+    std::fs::write(h.repo.join("machines.toml"), map).unwrap();
+    h.commit("add the third pi as pi1");
+    h.run_once().expect(0);
+    let s = h.status();
+    assert_eq!(s["host"], "pi1");
+    assert_eq!(s["last_run"]["outcome"], "deployed");
+    assert!(base(&h.current_system().unwrap()).contains("pi1"));
+}
+
+#[test]
+fn a_bad_map_is_a_clear_configuration_error() {
+    if !nix_available() {
+        return;
+    }
+    let h = generic(
+        SERIAL,
+        "serial-00000000deadbeef = \"pi1\"\nuuid-1234 = \"pi2\"\n",
+    );
+    let c1 = h.commit("bad map");
+    let run = h.run_once();
+    run.expect(78);
+    assert!(
+        run.stderr().contains(&format!(
+            "reading machines.toml at {}: line 2: unknown identity kind \"uuid\" in \"uuid-1234\": keys start with \"serial-\" or \"mac-\"",
+            &c1[..8]
+        )),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(h.nix_builds(), 0);
+    assert_eq!(h.status()["bad_commit"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_host_file_on_the_boot_partition_names_the_host() {
+    if !nix_available() {
+        return;
+    }
+    let h = generic("10000000cafe0001", "");
+    std::fs::write(h.path("identity/homelab-host"), "pi2\n").unwrap();
+    h.commit("empty map");
+    h.run_once().expect(0);
+    assert_eq!(h.status()["host"], "pi2");
+    assert!(base(&h.current_system().unwrap()).contains("pi2"));
+}
