@@ -8,6 +8,7 @@ pub mod files;
 mod locate;
 mod names;
 mod raw;
+pub mod reboot;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use crate::source::url::RemoteUrl;
 pub use bounds::DurationKey;
 pub use names::{default_attribute, validate_branch, validate_host};
 use raw::RawConfig;
+pub use reboot::{FleetLockSettings, RebootPolicy, RebootSettings, Window};
 use validate::Validator;
 
 /// Where the config is read from when `--config` is not given.
@@ -51,6 +53,8 @@ pub struct Settings {
     pub activation: ActivationSettings,
     pub health: HealthSettings,
     pub run: RunSettings,
+    /// `[reboot]` (config/reboot.rs): never, unless a policy is set.
+    pub reboot: RebootSettings,
 }
 
 #[derive(Debug, Clone)]
