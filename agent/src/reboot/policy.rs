@@ -156,11 +156,10 @@ fn add(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(span).unwrap_or(Timestamp::MAX)
 }
 
+/// RFC 3339 in UTC, to the second (truncated: a time written and read back is never
+/// later than it was).
 pub fn rfc3339(t: Timestamp) -> String {
-    t.round(jiff::Unit::Second)
-        .unwrap_or(t)
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn show_gen(g: Option<u32>) -> String {
