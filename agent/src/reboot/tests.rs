@@ -108,6 +108,8 @@ struct Calls {
     log: RefCell<Vec<String>>,
     /// What the slot answers to `take`.
     refuse: RefCell<Option<LockError>>,
+    /// What it answers to `release`.
+    refuse_release: RefCell<Option<LockError>>,
     healthy: RefCell<bool>,
 }
 
@@ -132,7 +134,8 @@ impl Slot for FakeSlot {
     }
     fn release(&self) -> Fut<'_, Result<(), LockError>> {
         self.0.log.borrow_mut().push("release".into());
-        Box::pin(async { Ok(()) })
+        let r = self.0.refuse_release.borrow().clone().map_or(Ok(()), Err);
+        Box::pin(async move { r })
     }
 }
 
@@ -549,4 +552,31 @@ async fn a_boot_into_another_generation_than_an_agent_deployment_is_only_recorde
     assert!(f.take().is_empty());
     assert_eq!(b.default_system(), b.sys("b"));
     assert!(b.store().load().unwrap().bad_commits.is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_slot_from_before_the_boot_is_released_at_boot_and_retried_until_acknowledged() {
+    // No record at all (lost, or a first boot): the slot is released anyway.
+    let b = TempMachine::new(&format!("{WHEN_REQUIRED}\nfleetlock_url = \"http://lock\""));
+    let f = Fakes::new(&b, true);
+    *f.calls.refuse_release.borrow_mut() = Some(LockError::Unreachable {
+        endpoint: "steady-state",
+        url: "http://lock/v1/steady-state".into(),
+        message: "connection refused".into(),
+    });
+    assert!(matches!(f.verify(&b).await, Verdict::Nothing(_)));
+    assert_eq!(f.take(), ["release"]);
+    assert!(
+        b.record().slot_held,
+        "not acknowledged: still counted as held"
+    );
+    // Every run tries again; once the server answers, it is done.
+    assert_eq!(f.cycle(&b).await, Acted::NotRequired);
+    assert_eq!(f.take(), ["release"]);
+    *f.calls.refuse_release.borrow_mut() = None;
+    assert_eq!(f.cycle(&b).await, Acted::NotRequired);
+    assert_eq!(f.take(), ["release"]);
+    assert!(!b.record().slot_held);
+    assert_eq!(f.cycle(&b).await, Acted::NotRequired);
+    assert!(f.take().is_empty());
 }

@@ -122,8 +122,12 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
             }
         }
     };
-    if !matches!(verdict, Verdict::FellBack { rebooting: true }) {
-        super::release_if_done(&mut record, &super::facts(settings, None), doors.effects).await;
+    // A slot this machine may hold from before the boot is released (UnlockIfHeld is
+    // harmless when it holds none, and the record may have been lost): as Zincati does at
+    // start. Until the server acknowledges, every run tries again.
+    if !matches!(verdict, Verdict::FellBack { rebooting: true }) && doors.effects.slot.is_some() {
+        record.slot_held = true;
+        super::release(&mut record, doors.effects).await;
     }
     record.boot = Some(boot);
     if let Err(e) = record::save(&p.state_dir, &record) {
