@@ -14,7 +14,7 @@
 //! days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 //! start = "01:00"              # nixpkgs' rebootWindow.lower
 //! end = "05:00"                # rebootWindow.upper; an end before the start spans midnight
-//! timezone = "Europe/Berlin"   # default: the machine's own (/etc/localtime)
+//! timezone = "Europe/Berlin"   # default: the machine's own (/etc/localtime; none: UTC)
 //! ```
 
 use std::time::Duration;
@@ -115,9 +115,9 @@ pub const DELAY: DurationKey = DurationKey {
     min: Duration::ZERO,
     max: Duration::from_secs(30 * 24 * 3600),
 };
-/// `[reboot] max_wait`.
+/// `[reboot] max_wait` (optional: without it there is no maximum; `default` is unused).
 pub const MAX_WAIT: DurationKey = DurationKey {
-    default: "7d",
+    default: "365d",
     min: Duration::from_secs(60),
     max: Duration::from_secs(365 * 24 * 3600),
 };
@@ -261,12 +261,8 @@ fn window(raw: RawWindow) -> Result<Window, KeyProblem> {
     }
     let timezone_name = raw.timezone.unwrap_or_else(|| "local".into());
     let timezone = match timezone_name.as_str() {
-        "local" => TimeZone::try_system().map_err(|e| {
-            problem(
-                "reboot.window.timezone",
-                format!("cannot read this machine's time zone: {e}\nhint: name one, e.g. timezone = \"Europe/Berlin\" or \"UTC\""),
-            )
-        })?,
+        // NixOS without `time.timeZone` has no /etc/localtime: UTC, as for every program.
+        "local" => TimeZone::try_system().unwrap_or(TimeZone::UTC),
         "UTC" | "utc" => TimeZone::UTC,
         name => TimeZone::get(name).map_err(|e| {
             problem(
