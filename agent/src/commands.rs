@@ -349,6 +349,9 @@ pub fn config_check(config: Option<&Path>, json: bool, files: bool) -> u8 {
     code
 }
 
+/// How long `verify-boot` waits for a run that holds the lock.
+const VERIFY_LOCK_WAIT: Duration = Duration::from_secs(600);
+
 /// `verify-boot`: under the run lock, once per boot (reboot/verify.rs).
 pub async fn verify_boot(config: Option<&Path>) -> u8 {
     let settings = match settings(config) {
@@ -356,9 +359,20 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
         Err(code) => return code,
     };
     crate::source::git::init_timeouts();
-    let _lock = match take_lock(&settings) {
-        Ok(l) => l,
-        Err(code) => return code,
+    // A run someone started by hand may hold the lock: wait for it (bounded) rather than
+    // fail the boot's verification for it.
+    let waited = std::time::Instant::now();
+    let _lock = loop {
+        match lock::acquire(&settings.paths.runtime_dir) {
+            Ok(l) => break l,
+            Err(LockError::Held { .. }) if waited.elapsed() < VERIFY_LOCK_WAIT => {
+                tokio::time::sleep(Duration::from_secs(2)).await
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return e.exit_code();
+            }
+        }
     };
     let doors = crate::deploy::Doors::real(&settings);
     let effects = crate::reboot::doors::Effects::real(&settings);

@@ -126,7 +126,7 @@ enum Command {
     /// into with the health checks, fall back to the previous generation if they fail,
     /// record a boot the bootloader fell back from
     #[command(
-        after_help = "Exit codes:\n  0   verified, nothing to verify, or a fallback boot recorded\n  1   verification failed (the previous generation is the boot default again)\n  4   another run holds the lock\n  71  the reboot record cannot be read, or there is nothing to fall back to\n  78  invalid configuration"
+        after_help = "Exit codes:\n  0   verified, nothing to verify, or a fallback boot recorded\n  1   verification failed (the previous generation is the boot default again)\n  4   another run held the lock for 10 minutes\n  71  the reboot record cannot be read, or there is nothing to fall back to\n  78  invalid configuration"
     )]
     VerifyBoot {
         #[command(flatten)]
