@@ -318,3 +318,37 @@ fn a_boot_that_fails_its_checks_falls_back_reboots_once_and_never_loops() {
     // The commit is bad: not redeployed.
     assert_eq!(h.profile_system().as_deref(), Some(first.as_path()));
 }
+
+#[test]
+fn outside_the_window_no_reboot_and_status_says_until_when() {
+    if !prerequisites() {
+        return;
+    }
+    // A window that opens in two hours (UTC) and lasts one.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let hhmm = |secs: u64| format!("{:02}:{:02}", secs / 3600 % 24, secs / 60 % 60);
+    let (start, end) = (hhmm(now + 2 * 3600), hhmm(now + 3 * 3600));
+    let mut h = machine(&format!(
+        "policy = \"when-required\"\n[reboot.window]\nstart = \"{start}\"\nend = \"{end}\"\ntimezone = \"UTC\""
+    ));
+    kernel_deployed(&mut h);
+    assert!(reboots(&h).is_empty(), "{:?}", reboots(&h));
+    let s = h.status();
+    let pending = &s["reboot"]["pending"];
+    assert_eq!(pending["waiting_for"], "window", "{s}");
+    let until = pending["until"].as_str().unwrap();
+    assert!(
+        until.contains(&format!("T{start}:00Z")),
+        "{until} vs {start}: {s}"
+    );
+    assert!(
+        pending["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("daily {start}-{end} UTC")),
+        "{s}"
+    );
+}
