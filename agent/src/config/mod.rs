@@ -220,6 +220,7 @@ pub fn summary(s: &Settings) -> BTreeMap<&'static str, String> {
         ("attribute", s.attribute.clone()),
         ("state_dir", s.paths.state_dir.display().to_string()),
         ("health checks", s.health.checks.len().to_string()),
+        ("reboot", reboot::summary(&s.reboot)),
     ])
 }
 

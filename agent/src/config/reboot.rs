@@ -100,6 +100,28 @@ pub struct Window {
     pub timezone: TimeZone,
 }
 
+/// `daily 02:00-05:00 Europe/Berlin`, `sat,sun 23:00-04:30 UTC`.
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let days = if self.days.len() == 7 {
+            "daily".to_string()
+        } else {
+            self.days
+                .iter()
+                .map(|d| format!("{d:?}")[..3].to_lowercase())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        write!(
+            f,
+            "{days} {}-{} {}",
+            self.start.strftime("%H:%M"),
+            self.end.strftime("%H:%M"),
+            self.timezone_name
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetLockSettings {
     /// The base URL; `/v1/pre-reboot` and `/v1/steady-state` are relative to it.
@@ -180,6 +202,21 @@ pub(super) fn validate(raw: RawReboot) -> Result<RebootSettings, KeyProblem> {
         window,
         fleetlock,
     })
+}
+
+/// One line for `config check`: the policy, the window, the lock.
+pub fn summary(s: &RebootSettings) -> String {
+    let mut line = s.policy.as_str().to_string();
+    if s.policy == RebootPolicy::Never {
+        return line;
+    }
+    if let Some(w) = &s.window {
+        line.push_str(&format!(", window {w}"));
+    }
+    if let Some(f) = &s.fleetlock {
+        line.push_str(&format!(", FleetLock {} group {}", f.url, f.group));
+    }
+    line
 }
 
 fn fleetlock_url(url: &str) -> Result<String, KeyProblem> {
@@ -368,15 +405,19 @@ mod tests {
         .unwrap();
         assert_eq!(s.policy, RebootPolicy::WhenRequired);
         assert_eq!(s.max_wait, Some(Duration::from_secs(2 * 86400)));
-        let w = s.window.unwrap();
+        let w = s.window.clone().unwrap();
         assert_eq!(w.days, [Weekday::Saturday, Weekday::Sunday]);
         assert_eq!(
             (w.start, w.end),
             (Time::constant(23, 0, 0, 0), Time::constant(4, 30, 0, 0))
         );
-        let f = s.fleetlock.unwrap();
+        let f = s.fleetlock.clone().unwrap();
         assert_eq!(f.url, "http://127.0.0.1:9/base");
-        assert_eq!((f.group.as_str(), f.id), ("pis", None));
+        assert_eq!((f.group.as_str(), f.id.clone()), ("pis", None));
+        assert_eq!(
+            summary(&s),
+            "when-required, window sat,sun 23:00-04:30 UTC, FleetLock http://127.0.0.1:9/base group pis"
+        );
     }
 
     #[test]

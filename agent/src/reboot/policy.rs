@@ -136,11 +136,7 @@ pub fn decide(
                 "window",
                 until,
                 format!(
-                    "the reboot window ({} {}-{} {}) opens at {}",
-                    days(&w.days),
-                    w.start.strftime("%H:%M"),
-                    w.end.strftime("%H:%M"),
-                    w.timezone_name,
+                    "the reboot window ({w}) opens at {}",
                     opens.map(rfc3339).unwrap_or_else(|| "(never)".into())
                 ),
             ));
@@ -164,16 +160,6 @@ pub fn rfc3339(t: Timestamp) -> String {
 
 fn show_gen(g: Option<u32>) -> String {
     g.map_or("?".into(), |g| g.to_string())
-}
-
-fn days(list: &[jiff::civil::Weekday]) -> String {
-    if list.len() == 7 {
-        return "daily".into();
-    }
-    list.iter()
-        .map(|d| format!("{d:?}")[..3].to_lowercase())
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 #[cfg(test)]
