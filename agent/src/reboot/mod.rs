@@ -60,6 +60,9 @@ pub enum Acted {
 
 /// After a run, under its lock: apply the reboot policy (README "Reboots").
 pub async fn after_cycle(settings: &Settings) -> Acted {
+    if settings.reboot.policy == RebootPolicy::Never {
+        return Acted::Off;
+    }
     let effects = Effects::real(settings);
     after_cycle_with(settings, &effects, Timestamp::now()).await
 }
