@@ -20,12 +20,17 @@ struct FleetLock {
 
 impl FleetLock {
     fn start(dir: &Path, slots: u32) -> FleetLock {
+        FleetLock::start_with(dir, &["--slots", &slots.to_string()])
+    }
+
+    fn start_with(dir: &Path, args: &[&str]) -> FleetLock {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fleetlock/server.py");
         let port_file = dir.join("fleetlock.port");
         let events = dir.join("fleetlock.events");
         let child = Command::new("python3")
             .arg(&script)
-            .args(["--slots", &slots.to_string(), "--port-file"])
+            .args(args)
+            .arg("--port-file")
             .arg(&port_file)
             .arg("--events")
             .arg(&events)
@@ -351,4 +356,90 @@ fn outside_the_window_no_reboot_and_status_says_until_when() {
             .contains(&format!("daily {start}-{end} UTC")),
         "{s}"
     );
+}
+
+/// The agent's client against the test server: the protocol, both ways.
+#[test]
+fn the_client_and_the_test_server_speak_the_protocol() {
+    use homelab_agent::reboot::fleetlock::{Client, LockError};
+    if !require("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = FleetLock::start_with(dir.path(), &["--base", "/lock", "--group-slots", "two=2"]);
+    let base = format!("{}/lock/", server.url());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let a = Client::new(&base, "default", "a").unwrap();
+        let b = Client::new(&base, "default", "b").unwrap();
+        a.pre_reboot().await.expect("a takes the slot");
+        a.pre_reboot().await.expect("recursive: a holds it already");
+        match b.pre_reboot().await {
+            Err(LockError::Refused {
+                status,
+                kind,
+                value,
+                ..
+            }) => {
+                assert_eq!((status, kind.as_str()), (409, "failed_lock_semaphore_full"));
+                assert!(value.contains("held by a"), "{value}");
+            }
+            other => panic!("b must be refused: {other:?}"),
+        }
+        b.steady_state()
+            .await
+            .expect("unlock if held: b holds nothing, still 200");
+        // Groups are separate semaphores, with their own sizes.
+        for id in ["x", "y"] {
+            Client::new(&base, "two", id)
+                .unwrap()
+                .pre_reboot()
+                .await
+                .unwrap();
+        }
+        assert!(Client::new(&base, "two", "z")
+            .unwrap()
+            .pre_reboot()
+            .await
+            .is_err());
+        a.steady_state().await.unwrap();
+        b.pre_reboot().await.expect("released by a: b gets it");
+
+        // Without the protocol header, or with a group outside its alphabet: refused.
+        let http = reqwest::Client::new();
+        let answer = http
+            .post(format!("{base}v1/pre-reboot"))
+            .body(r#"{"client_params":{"id":"c","group":"default"}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 400);
+        let v: Value = serde_json::from_str(&answer.text().await.unwrap()).unwrap();
+        assert_eq!(v["kind"], "missing_fleet_lock_header");
+        match Client::new(&base, "no group!", "c")
+            .unwrap()
+            .pre_reboot()
+            .await
+        {
+            Err(LockError::Refused {
+                status: 400, kind, ..
+            }) => assert_eq!(kind, "invalid_group"),
+            other => panic!("{other:?}"),
+        }
+    });
+    let holders: Vec<(String, String)> = server
+        .events()
+        .iter()
+        .filter(|e| e["status"] == 200 && e["endpoint"] == "v1/pre-reboot")
+        .map(|e| {
+            (
+                e["group"].as_str().unwrap().into(),
+                e["id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(holders.len(), 5, "{holders:?}");
 }
