@@ -177,6 +177,10 @@ fn note_pending(before: &Record, now: &record::Pending) {
         .as_ref()
         .map(|w| w.detail.as_str())
         .unwrap_or("");
+    crate::notify::status(&format!(
+        "reboot pending: {}",
+        detail.lines().next().unwrap_or_default()
+    ));
     if changed {
         log::info!(
             message_id = message_id::REBOOT_PENDING, system = now.system.as_str();
@@ -219,6 +223,7 @@ async fn reboot(
             detail: format!("cannot save {}: {e}", record::path(dir).display()),
         });
     }
+    crate::notify::status(&format!("rebooting into generation {generation}"));
     log::warn!(
         message_id = message_id::REBOOTING, system = pending.system.as_str();
         "rebooting into generation {generation} ({})", pending.system
