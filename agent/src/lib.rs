@@ -12,6 +12,7 @@
 //! | [`trust`]       | signed heads and no silent downgrade, before anything is built    |
 //! | [`health`]      | health checks and the wait-until-healthy policy                   |
 //! | [`deploy`]      | **the deploy cycle**, rollback and crash recovery, in one place   |
+//! | [`reboot`]      | reboot policy, FleetLock, boot verification and fallback          |
 //! | [`failure`]     | the failure taxonomy: transient, environment, configuration, commit |
 //! | [`state`]       | the durable state file: intent, history, bad commits              |
 //! | [`runtime`]     | volatile facts (last poll) kept off the SD card                   |
@@ -34,6 +35,7 @@ pub mod nix;
 pub mod notify;
 pub mod pivot;
 pub mod process;
+pub mod reboot;
 pub mod runtime;
 pub mod source;
 pub mod state;

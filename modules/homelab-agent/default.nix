@@ -54,6 +54,7 @@ let
       inherit (cfg.health) settle timeout;
       checks = if cfg.health.checks == [ ] then null else map renderCheck cfg.health.checks;
     };
+    reboot = cfg.reboot.rendered; # ./reboot.nix
   };
 
   # What the config file holds: the options, then `settings` over them.
@@ -83,6 +84,7 @@ in
     ./push.nix
     ./trust.nix
     ./host-map.nix
+    ./reboot.nix
   ];
 
   config = lib.mkIf cfg.enable {

@@ -10,6 +10,7 @@ mod host_map;
 mod locate;
 mod names;
 mod raw;
+pub mod reboot;
 pub mod trust;
 mod validate;
 
@@ -23,6 +24,7 @@ use crate::source::url::RemoteUrl;
 pub use bounds::DurationKey;
 pub use names::{default_attribute, validate_branch, validate_host};
 use raw::RawConfig;
+pub use reboot::{FleetLockSettings, RebootPolicy, RebootSettings, Window};
 use validate::Validator;
 
 /// Where the config is read from when `--config` is not given.
@@ -59,6 +61,8 @@ pub struct Settings {
     pub run: RunSettings,
     /// `[notify]`: webhooks and hook commands told about recorded runs.
     pub notify: announce::NotifySettings,
+    /// `[reboot]` (config/reboot.rs): never, unless a policy is set.
+    pub reboot: RebootSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +231,7 @@ pub fn summary(s: &Settings) -> BTreeMap<&'static str, String> {
         ("attribute", s.attribute.clone()),
         ("state_dir", s.paths.state_dir.display().to_string()),
         ("health checks", s.health.checks.len().to_string()),
+        ("reboot", reboot::summary(&s.reboot)),
     ]);
     if let Some(map) = &s.host_map {
         // Map mode: `host` is only this machine's own name until the map names it.

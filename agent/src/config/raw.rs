@@ -18,6 +18,7 @@ pub(super) struct RawConfig {
     pub(super) health: RawHealth,
     pub(super) run: RawRun,
     pub(super) notify: super::announce::RawNotify,
+    pub(super) reboot: super::reboot::RawReboot,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -102,6 +102,8 @@ impl Validator<'_> {
             },
             health: self.health(raw.health)?,
             notify: self.notify(raw.notify)?,
+            reboot: super::reboot::validate(raw.reboot)
+                .map_err(|(key, message)| KeyError { key, message })?,
             run: RunSettings {
                 interval: self.duration(
                     "run.interval",

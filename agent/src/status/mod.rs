@@ -49,6 +49,8 @@ pub struct Facts {
     pub profile: Option<system::profile::Generation>,
     /// Map mode only: this machine's identity (or why it cannot be read).
     pub machine: Option<Result<crate::pivot::identity::Machine, String>>,
+    /// The reboot record and what the policy needs (agent/src/reboot/view.rs).
+    pub reboot: crate::reboot::view::Facts,
 }
 
 impl Facts {
@@ -66,6 +68,7 @@ impl Facts {
             reboot_required: system::reboot_required(&p.booted_system, &p.current_system),
             profile: system::profile::current(&p.profile),
             machine: pivot::read(settings),
+            reboot: crate::reboot::view::read(settings),
         }
     }
 }
@@ -135,6 +138,8 @@ pub struct Status {
     pub refused: Option<state::Refused>,
     /// Map mode (the generic image): the host found, or the map line to add.
     pub pivot: Option<pivot::PivotView>,
+    /// Reboot policy, pending reboot, last boot and fallback (added; agent/src/reboot/).
+    pub reboot: crate::reboot::View,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -352,6 +357,7 @@ impl Status {
             state_recovered_from: state.recovered_from.clone(),
             state_damage: state.damage.clone(),
             refused,
+            reboot: crate::reboot::view::build(settings, &f.reboot, jiff::Timestamp::now()),
             attention,
         }
     }

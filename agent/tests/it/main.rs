@@ -10,6 +10,7 @@ mod notifications;
 mod orphans;
 mod push_trigger;
 mod pivot;
+mod reboots;
 mod safety;
 mod state_damage;
 mod status;
