@@ -73,7 +73,12 @@ fn report_state(e: &anyhow::Error) -> u8 {
 pub async fn cycle(settings: &Settings) -> u8 {
     crate::source::git::init_timeouts();
     let agent = Agent::new(settings.clone());
-    locked(settings, || agent.run_once()).await
+    locked(settings, || async {
+        let exit = agent.run_once().await;
+        crate::metrics::refresh(settings, crate::metrics::After::Cycle);
+        exit
+    })
+    .await
 }
 
 pub async fn run(config: Option<&Path>, once: bool) -> u8 {
@@ -230,10 +235,15 @@ pub async fn rollback(config: Option<&Path>) -> u8 {
     };
     crate::source::git::init_timeouts();
     let agent = Agent::new(settings.clone());
-    locked(&settings, || agent.rollback()).await
+    locked(&settings, || async {
+        let exit = agent.rollback().await;
+        crate::metrics::refresh(&settings, crate::metrics::After::Command);
+        exit
+    })
+    .await
 }
 
-/// `resume`: unpin after a `rollback`.
+/// `resume`: end a `pause` and unpin after a `rollback`; says which it ended.
 pub fn resume(config: Option<&Path>) -> u8 {
     let settings = match settings(config) {
         Ok(s) => s,
@@ -243,12 +253,34 @@ pub fn resume(config: Option<&Path>) -> u8 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match Agent::new(settings).resume() {
-        Ok(None) => {
-            println!("not pinned; the next run follows the branch as usual");
-            exit::OK
+    let store = crate::state::Store::new(&settings.paths.state_dir);
+    let paused = match crate::pause::resume(&store) {
+        Ok(p) => p,
+        Err(e) => return report_state(&e),
+    };
+    let pinned = match Agent::new(settings.clone()).resume() {
+        Ok(p) => p,
+        Err(e) => return report_state(&e),
+    };
+    crate::metrics::refresh(&settings, crate::metrics::After::Command);
+    if let Some(p) = &paused {
+        let ended = p.active_at(SystemTime::now());
+        println!(
+            "{} ({})",
+            if ended {
+                "pause ended"
+            } else {
+                "the pause had already expired"
+            },
+            crate::pause::describe(p)
+        );
+    }
+    match pinned {
+        None if paused.is_none() => {
+            println!("not pinned or paused; the next run follows the branch as usual");
         }
-        Ok(Some(pin)) => {
+        None => println!("the next run follows the branch head again"),
+        Some(pin) => {
             println!(
                 "unpinned (pinned to {} since {}); the next run follows the branch head again",
                 pin.generation
@@ -256,10 +288,35 @@ pub fn resume(config: Option<&Path>) -> u8 {
                     .unwrap_or(pin.system),
                 pin.since
             );
-            exit::OK
         }
-        Err(e) => report_state(&e),
     }
+    exit::OK
+}
+
+/// `pause`: no deploys until `resume` or the end of `--for`; polls go on.
+pub fn pause(config: Option<&Path>, duration: Option<Duration>, reason: Option<&str>) -> u8 {
+    let settings = match settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let _lock = match take_lock(&settings) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let store = crate::state::Store::new(&settings.paths.state_dir);
+    let (paused, replaced) = match crate::pause::pause(&store, duration, reason) {
+        Ok(p) => p,
+        Err(e) => return report_state(&e),
+    };
+    crate::metrics::refresh(&settings, crate::metrics::After::Command);
+    if let Some(old) = replaced {
+        println!("replaced the pause {}", crate::pause::describe(&old));
+    }
+    println!(
+        "paused {}; runs poll but deploy nothing\nhint: `homelab-agent resume` ends it",
+        crate::pause::describe(&paused)
+    );
+    exit::OK
 }
 
 pub fn retry(config: Option<&Path>) -> u8 {
@@ -272,7 +329,9 @@ pub fn retry(config: Option<&Path>) -> u8 {
         Err(code) => return code,
     };
     let state_dir = settings.paths.state_dir.clone();
-    let code = match Agent::new(settings).retry() {
+    let retried = Agent::new(settings.clone()).retry();
+    crate::metrics::refresh(&settings, crate::metrics::After::Command);
+    let code = match retried {
         Ok(forgotten) if forgotten.is_empty() => {
             println!("no failed commit remembered; the next run polls as usual");
             exit::OK

@@ -58,6 +58,10 @@ pub struct State {
     /// Set by an operator's `rollback`: `run` polls but does not deploy until `resume`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
+    /// Set by an operator's `pause`: `run` polls but does not deploy until `resume` or
+    /// the pause's expiry (`crate::pause`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<crate::pause::Paused>,
 }
 
 /// A damaged or lost state record, as a load found it.
@@ -187,6 +191,8 @@ pub enum Outcome {
     RolledBack,
     /// A poll while pinned: the head is seen, not deployed (news only, never history).
     Pinned,
+    /// A poll while paused (`homelab-agent pause`): news only, never history.
+    Paused,
 }
 
 impl Outcome {
@@ -200,6 +206,7 @@ impl Outcome {
             Outcome::Interrupted => "interrupted",
             Outcome::RolledBack => "rolled-back",
             Outcome::Pinned => "pinned",
+            Outcome::Paused => "paused",
         }
     }
 }
@@ -252,6 +259,12 @@ pub struct Run {
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub checks: Vec<CheckResult>,
     pub duration_ms: u64,
+    /// How long the build took, when this run built (`crate::metrics::phases`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_ms: Option<u64>,
+    /// How long the health checks took (settle included), when they ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_ms: Option<u64>,
 }
 
 impl Run {
@@ -268,6 +281,8 @@ impl Run {
             generation: None,
             checks: Vec::new(),
             duration_ms: 0,
+            build_ms: None,
+            health_ms: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 mod bounds;
 pub mod files;
 mod locate;
+mod metrics;
 mod names;
 mod raw;
 mod validate;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 use crate::source::url::RemoteUrl;
 pub use bounds::DurationKey;
+pub use metrics::MetricsSettings;
 pub use names::{default_attribute, validate_branch, validate_host};
 use raw::RawConfig;
 use validate::Validator;
@@ -51,6 +53,7 @@ pub struct Settings {
     pub activation: ActivationSettings,
     pub health: HealthSettings,
     pub run: RunSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone)]

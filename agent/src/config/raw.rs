@@ -17,6 +17,7 @@ pub(super) struct RawConfig {
     pub(super) activation: RawActivation,
     pub(super) health: RawHealth,
     pub(super) run: RawRun,
+    pub(super) metrics: super::metrics::RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,12 +14,14 @@
 //! | `recover.rs`  | an interrupted run's leftovers; reconciling live system and profile |
 //! | `record.rs`   | history, last poll, bad commits: one `finish()` for every outcome   |
 //! | `doors.rs`    | the side effects behind traits: source, builder, machine, health    |
+//! | `paused.rs`   | the stop for an operator's `pause` (polls, deploys nothing)         |
 //!
 //! Only a system that passed its health checks ever becomes a profile generation (the
 //! boot default); only a failure of the commit itself marks it bad.
 
 mod activate;
 pub mod doors;
+mod paused;
 mod record;
 mod recover;
 #[cfg(test)]
@@ -100,6 +102,9 @@ impl Agent {
             self.note_poll(Outcome::Pinned, Some(&head), None, None);
             return Ok(Exit::Ok);
         }
+        if let Some(exit) = self.paused(&mut state, &head) {
+            return Ok(exit);
+        }
         if let Some(exit) = self.nothing_to_do(&state, &head) {
             return Ok(exit);
         }
@@ -120,7 +125,9 @@ impl Agent {
         let (commit, host) = (short(&fetched.commit), &self.settings.host);
         notify::status(&format!("building {commit} for {host}"));
         log::info!(commit = fetched.commit.as_str(); "building {commit} ({}) for {host}", fetched.subject);
-        let system = match self.doors.builder.build(&fetched.commit).await {
+        let built = self.doors.builder.build(&fetched.commit).await;
+        crate::metrics::phases::build_took(started.elapsed());
+        let system = match built {
             Ok(system) => system,
             Err(f) => return Ok(self.build_failed(&mut state, &fetched, f, started)),
         };

@@ -15,6 +15,7 @@ impl Status {
         for a in &self.attention {
             let label = match a.kind {
                 AttentionKind::Pinned => "PINNED:",
+                AttentionKind::Paused => "PAUSED:",
                 _ => "ATTENTION:",
             };
             let since = a
