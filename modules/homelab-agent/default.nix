@@ -49,6 +49,7 @@ let
     };
     host.name = cfg.host;
     build.timeout = cfg.build.timeout;
+    metrics.textfile_dir = cfg.metrics.textfileDir;
     health = {
       inherit (cfg.health) settle timeout;
       checks = if cfg.health.checks == [ ] then null else map renderCheck cfg.health.checks;
@@ -77,7 +78,10 @@ let
   hostPattern = "[A-Za-z0-9][A-Za-z0-9_-]{0,62}";
 in
 {
-  imports = [ ./options.nix ];
+  imports = [
+    ./options.nix
+    ./metrics.nix
+  ];
 
   config = lib.mkIf cfg.enable {
     # On what the file will hold, so that keys given through `settings` count too.

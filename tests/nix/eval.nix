@@ -102,6 +102,8 @@ let
 
   minimal = agent (base { });
 
+  withMetrics = agent (base { metrics.textfileDir = "/var/lib/prometheus-node-exporter/textfile"; });
+
   full = agent {
     networking.hostName = "pi1";
     services.homelab-agent = {
@@ -459,6 +461,11 @@ let
     })
     (expect "full: every option in its key, checks in snake_case, settings merged" full.toml fullToml)
     (expect "full: no failed assertion" full.failed [ ])
+    (expect "metrics: textfileDir in metrics.textfile_dir" withMetrics.toml.metrics {
+      textfile_dir = "/var/lib/prometheus-node-exporter/textfile";
+    })
+    (expect "metrics: none by default" (minimal.toml ? metrics) false)
+    (expect "metrics: the alert rules are shipped" (builtins.pathExists withMetrics.c.services.homelab-agent.metrics.alertRules) true)
     (expect "known hosts lines written to a file" full.c.environment.etc."homelab-agent/config.toml".source.value.source.known_hosts_file
       (fake "homelab-agent-known-hosts")
     )
@@ -580,6 +587,7 @@ let
     full = full.toml;
     via-settings = viaSettings.toml;
     with-token = withToken.toml;
+    with-metrics = withMetrics.toml;
     provisioning = provisioned.environment.etc."homelab-agent/config.toml".source.value;
   };
 
@@ -594,6 +602,10 @@ let
         bad-duration = {
           settings.build.timeout = "soon";
           key = "build.timeout";
+        };
+        relative-metrics-dir = {
+          settings.metrics.textfile_dir = "metrics";
+          key = "metrics.textfile_dir";
         };
         unknown-key = {
           settings.source.mirror = "https://example.org/x.git";

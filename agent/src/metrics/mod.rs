@@ -21,7 +21,7 @@ mod render;
 mod tests;
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::config::Settings;
@@ -81,9 +81,14 @@ pub fn refresh(settings: &Settings, after: After) {
         paused: crate::pause::active(&state),
         record: &record,
     });
-    if let Err(e) = write_if_changed(dir, text.as_bytes()) {
+    let written = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .and_then(|()| write_if_changed(dir, text.as_bytes()));
+    if let Err(e) = written {
         log::warn!(
-            "cannot write the metrics file {}: {e}\nhint: check [metrics] textfile_dir and that the directory exists and is writable by root",
+            "cannot write the metrics file {}: {e}\nhint: check [metrics] textfile_dir: the agent (root) must be able to create and write it",
             dir.join(FILE).display()
         );
     }
