@@ -42,6 +42,7 @@ impl Status {
         if let Some(h) = &self.head {
             let status = match h.status {
                 HeadStatus::Deployed => "deployed",
+                HeadStatus::Pending if self.paused.is_some() => "not deployed (paused)",
                 HeadStatus::Pending => "not deployed yet",
                 HeadStatus::Bad => "failed, not retried",
                 HeadStatus::PinnedPast => "not deployed (pinned)",

@@ -184,6 +184,15 @@ fn named() -> Vec<(&'static str, Facts)> {
         ..State::default()
     };
 
+    // Paused for maintenance, the branch moved on: polled, not deployed.
+    let mut paused = deployed();
+    paused.state.paused = Some(crate::pause::Paused {
+        since: "2026-11-24T11:00:00Z".into(),
+        until: None,
+        reason: Some("moving the rack".into()),
+    });
+    paused.poll = poll("2026-11-24T11:59:00Z", "paused", C2);
+
     vec![
         ("never-deployed", never),
         ("deployed", deployed()),
@@ -195,6 +204,7 @@ fn named() -> Vec<(&'static str, Facts)> {
         ("state-lost", lost),
         ("drift", drift),
         ("state-recovered", recovered),
+        ("paused", paused),
     ]
 }
 
@@ -248,6 +258,7 @@ fn each_situation_has_its_state() {
         ("state-lost", "unknown"),
         ("drift", "needs-attention"),
         ("state-recovered", "idle"),
+        ("paused", "idle"),
     ];
     for ((name, facts), (wname, state)) in named().into_iter().zip(want) {
         assert_eq!(name, wname);
