@@ -346,8 +346,17 @@ pub fn retry(config: Option<&Path>) -> u8 {
         }
         Err(e) => report_state(&e),
     };
-    if code == exit::OK && status::load_state(&state_dir).0.pinned.is_some() {
-        println!("note: the machine is pinned by `rollback`: nothing is deployed until `homelab-agent resume`");
+    if code == exit::OK {
+        let state = status::load_state(&state_dir).0;
+        if state.pinned.is_some() {
+            println!("note: the machine is pinned by `rollback`: nothing is deployed until `homelab-agent resume`");
+        }
+        if let Some(p) = crate::pause::active(&state) {
+            println!(
+                "note: the machine is paused ({}): nothing is deployed until it ends or `homelab-agent resume`",
+                crate::pause::describe(p)
+            );
+        }
     }
     code
 }

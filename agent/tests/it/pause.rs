@@ -51,6 +51,15 @@ fn a_paused_agent_polls_but_deploys_nothing_until_resume() {
         human.stdout()
     );
 
+    // `retry` does not end a pause, and says so.
+    let retry = h.agent(&["retry"]);
+    retry.expect(0);
+    assert!(
+        retry.stdout().contains("note: the machine is paused"),
+        "{}",
+        retry.stdout()
+    );
+
     // A second pause replaces the first, and says so.
     let again = h.agent(&["pause"]);
     again.expect(0);
