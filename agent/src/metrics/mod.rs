@@ -104,9 +104,10 @@ pub fn write_if_changed(dir: &Path, text: &[u8]) -> std::io::Result<bool> {
             return Ok(false);
         }
     }
-    // Not `*.prom`: node_exporter ignores it while it is being written.
+    // Not `*.prom`: node_exporter ignores it while it is being written. One left by a
+    // writer that was killed is removed (writers hold the run lock: none is in progress).
+    remove_stale_temps(dir);
     let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
     let result = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -121,4 +122,19 @@ pub fn write_if_changed(dir: &Path, text: &[u8]) -> std::io::Result<bool> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map(|()| true)
+}
+
+/// Removes `.homelab_agent.prom.<pid>.tmp` files a killed writer left.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{FILE}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }

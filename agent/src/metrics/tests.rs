@@ -175,6 +175,8 @@ fn the_record_counts_polls_and_keeps_since_times() {
 #[test]
 fn an_unchanged_file_is_not_rewritten_and_no_temp_file_is_left() {
     let dir = tempfile::tempdir().unwrap();
+    // Left by a writer that was killed mid-write.
+    std::fs::write(dir.path().join(format!(".{FILE}.999999.tmp")), "half").unwrap();
     assert!(write_if_changed(dir.path(), b"a 1\n").unwrap());
     let first = std::fs::metadata(dir.path().join(FILE)).unwrap();
     assert!(!write_if_changed(dir.path(), b"a 1\n").unwrap());

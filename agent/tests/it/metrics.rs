@@ -336,3 +336,27 @@ fn a_relative_textfile_dir_is_refused_with_key_and_hint() {
     assert!(err.contains("not an absolute path"), "{err}");
     assert!(err.contains("line 6"), "{err}");
 }
+
+#[test]
+fn a_metrics_directory_that_cannot_be_written_never_fails_a_run() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    // A regular file where the directory should be.
+    let not_a_dir = h.path("textfile");
+    std::fs::write(&not_a_dir, "").unwrap();
+    h.extra = format!("[metrics]\ntextfile_dir = \"{}\"\n", not_a_dir.display());
+    h.host("pi1").content = "v1".into();
+    h.commit("first");
+    let run = h.run_once();
+    run.expect(0);
+    assert!(
+        run.stderr().contains("cannot write the metrics file"),
+        "{}",
+        run.stderr()
+    );
+    assert!(run.stderr().contains("hint: "), "{}", run.stderr());
+    assert_eq!(h.profile_generation(), Some(1));
+    assert_eq!(std::fs::read(&not_a_dir).unwrap(), b"");
+}
