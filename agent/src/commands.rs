@@ -77,10 +77,13 @@ pub async fn cycle(settings: &Settings) -> u8 {
     crate::source::tls::init_git(settings.source.url.scheme());
     let agent = Agent::new(settings.clone());
     locked(settings, || async {
-        let exit = agent.run_once().await?;
-        // Everything is recorded; under the same lock, the reboot policy (reboot/).
-        crate::reboot::after_cycle(settings).await;
-        Ok(exit)
+        let exit = agent.run_once().await;
+        if exit.is_ok() {
+            // Everything is recorded; under the same lock, the reboot policy (reboot/).
+            crate::reboot::after_cycle(settings).await;
+        }
+        crate::metrics::refresh(settings, crate::metrics::After::Cycle);
+        exit
     })
     .await
 }
@@ -242,10 +245,15 @@ pub async fn rollback(config: Option<&Path>) -> u8 {
     };
     crate::source::tls::init_git(settings.source.url.scheme());
     let agent = Agent::new(settings.clone());
-    locked(&settings, || agent.rollback()).await
+    locked(&settings, || async {
+        let exit = agent.rollback().await;
+        crate::metrics::refresh(&settings, crate::metrics::After::Command);
+        exit
+    })
+    .await
 }
 
-/// `resume`: unpin after a `rollback`.
+/// `resume`: end a `pause` and unpin after a `rollback`; says which it ended.
 pub fn resume(config: Option<&Path>) -> u8 {
     let settings = match settings(config) {
         Ok(s) => s,
@@ -255,12 +263,34 @@ pub fn resume(config: Option<&Path>) -> u8 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match Agent::new(settings).resume() {
-        Ok(None) => {
-            println!("not pinned; the next run follows the branch as usual");
-            exit::OK
+    let store = crate::state::Store::new(&settings.paths.state_dir);
+    let paused = match crate::pause::resume(&store) {
+        Ok(p) => p,
+        Err(e) => return report_state(&e),
+    };
+    let pinned = match Agent::new(settings.clone()).resume() {
+        Ok(p) => p,
+        Err(e) => return report_state(&e),
+    };
+    crate::metrics::refresh(&settings, crate::metrics::After::Command);
+    if let Some(p) = &paused {
+        let ended = p.active_at(SystemTime::now());
+        println!(
+            "{} ({})",
+            if ended {
+                "pause ended"
+            } else {
+                "the pause had already expired"
+            },
+            crate::pause::describe(p)
+        );
+    }
+    match pinned {
+        None if paused.is_none() => {
+            println!("not pinned or paused; the next run follows the branch as usual");
         }
-        Ok(Some(pin)) => {
+        None => println!("the next run follows the branch head again"),
+        Some(pin) => {
             println!(
                 "unpinned (pinned to {} since {}); the next run follows the branch head again",
                 pin.generation
@@ -268,10 +298,35 @@ pub fn resume(config: Option<&Path>) -> u8 {
                     .unwrap_or(pin.system),
                 pin.since
             );
-            exit::OK
         }
-        Err(e) => report_state(&e),
     }
+    exit::OK
+}
+
+/// `pause`: no deploys until `resume` or the end of `--for`; polls go on.
+pub fn pause(config: Option<&Path>, duration: Option<Duration>, reason: Option<&str>) -> u8 {
+    let settings = match settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let _lock = match take_lock(&settings) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let store = crate::state::Store::new(&settings.paths.state_dir);
+    let (paused, replaced) = match crate::pause::pause(&store, duration, reason) {
+        Ok(p) => p,
+        Err(e) => return report_state(&e),
+    };
+    crate::metrics::refresh(&settings, crate::metrics::After::Command);
+    if let Some(old) = replaced {
+        println!("replaced the pause {}", crate::pause::describe(&old));
+    }
+    println!(
+        "paused {}; runs poll but deploy nothing\nhint: `homelab-agent resume` ends it",
+        crate::pause::describe(&paused)
+    );
+    exit::OK
 }
 
 pub fn retry(config: Option<&Path>) -> u8 {
@@ -284,7 +339,9 @@ pub fn retry(config: Option<&Path>) -> u8 {
         Err(code) => return code,
     };
     let state_dir = settings.paths.state_dir.clone();
-    let code = match Agent::new(settings).retry() {
+    let retried = Agent::new(settings.clone()).retry();
+    crate::metrics::refresh(&settings, crate::metrics::After::Command);
+    let code = match retried {
         Ok(forgotten) if forgotten.is_empty() => {
             println!("no failed commit remembered; the next run polls as usual");
             exit::OK
@@ -299,8 +356,17 @@ pub fn retry(config: Option<&Path>) -> u8 {
         }
         Err(e) => report_state(&e),
     };
-    if code == exit::OK && status::load_state(&state_dir).0.pinned.is_some() {
-        println!("note: the machine is pinned by `rollback`: nothing is deployed until `homelab-agent resume`");
+    if code == exit::OK {
+        let state = status::load_state(&state_dir).0;
+        if state.pinned.is_some() {
+            println!("note: the machine is pinned by `rollback`: nothing is deployed until `homelab-agent resume`");
+        }
+        if let Some(p) = crate::pause::active(&state) {
+            println!(
+                "note: the machine is paused ({}): nothing is deployed until it ends or `homelab-agent resume`",
+                crate::pause::describe(p)
+            );
+        }
     }
     code
 }

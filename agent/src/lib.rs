@@ -16,6 +16,8 @@
 //! | [`failure`]     | the failure taxonomy: transient, environment, configuration, commit |
 //! | [`state`]       | the durable state file: intent, history, bad commits              |
 //! | [`runtime`]     | volatile facts (last poll) kept off the SD card                   |
+//! | [`metrics`]     | Prometheus textfile metrics, written only when a value changed    |
+//! | [`pause`]       | the operator's maintenance pause (`pause`, `resume`)              |
 //! | [`status`]      | `status` / `history` view model and rendering                     |
 //! | [`commands`]    | one function per CLI command, returning an exit code              |
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
@@ -31,9 +33,11 @@ pub mod fake_system;
 pub mod health;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
 pub mod nix;
 pub mod notify;
 pub mod pivot;
+pub mod pause;
 pub mod process;
 pub mod reboot;
 pub mod runtime;

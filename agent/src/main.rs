@@ -106,11 +106,27 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Unpin after a `rollback`: the next run follows the branch head again
+    /// End a `pause`, and unpin after a `rollback`: the next run follows the branch head
+    /// again (says which it ended)
     #[command(
-        after_help = "Exit codes:\n  0   unpinned (or was not pinned)\n  4   another run holds the lock\n  71  cannot take the lock or write the state (not root? use sudo)\n  78  invalid configuration"
+        after_help = "Exit codes:\n  0   resumed: the pause ended and/or unpinned (or was neither)\n  4   another run holds the lock\n  71  cannot take the lock or write the state (not root? use sudo)\n  78  invalid configuration"
     )]
     Resume {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Stop deploying (maintenance): runs still poll, so `status` shows the branch head,
+    /// but deploy nothing until `resume` or the end of --for
+    #[command(
+        after_help = "Example: homelab-agent pause --for 2h \"moving the rack\"\n\nExit codes:\n  0   paused (a pause in force is replaced)\n  2   bad command line (--for not a positive duration)\n  4   another run holds the lock (wait for it, or stop the unit)\n  71  cannot take the lock or write the state (not root? use sudo)\n  78  invalid configuration"
+    )]
+    Pause {
+        /// End the pause by itself after this long (30m, 2h, 1d; at most 366 days);
+        /// without it, the pause lasts until `resume`
+        #[arg(long = "for", value_name = "DURATION", value_parser = pause_for)]
+        duration: Option<std::time::Duration>,
+        /// Why (shown by `status` and kept in the state file; not a secret)
+        reason: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -193,6 +209,11 @@ fn limit(text: &str) -> Result<usize, String> {
     }
 }
 
+/// `pause --for`: a positive duration (see [`homelab_agent::pause::parse_for`]).
+fn pause_for(text: &str) -> Result<std::time::Duration, String> {
+    homelab_agent::pause::parse_for(text)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -250,6 +271,11 @@ fn main() -> ExitCode {
             Command::VerifyBoot { config } => {
                 commands::verify_boot(pick(config).as_deref()).await
             }
+            Command::Pause {
+                duration,
+                reason,
+                config,
+            } => commands::pause(pick(config).as_deref(), duration, reason.as_deref()),
             Command::Config {
                 command:
                     ConfigCommand::Check {

@@ -65,6 +65,10 @@ pub struct State {
     /// Map mode (the generic image): the host this machine resolved to, and how.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pivot: Option<crate::pivot::Resolved>,
+    /// Set by an operator's `pause`: `run` polls but does not deploy until `resume` or
+    /// the pause's expiry (`crate::pause`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<crate::pause::Paused>,
 }
 
 /// A head refused before evaluation (agent/src/trust).
@@ -211,6 +215,8 @@ pub enum Outcome {
     RolledBack,
     /// A poll while pinned: the head is seen, not deployed (news only, never history).
     Pinned,
+    /// A poll while paused (`homelab-agent pause`): news only, never history.
+    Paused,
 }
 
 impl Outcome {
@@ -224,6 +230,7 @@ impl Outcome {
             Outcome::Interrupted => "interrupted",
             Outcome::RolledBack => "rolled-back",
             Outcome::Pinned => "pinned",
+            Outcome::Paused => "paused",
         }
     }
 }
@@ -279,6 +286,12 @@ pub struct Run {
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub checks: Vec<CheckResult>,
     pub duration_ms: u64,
+    /// How long the build took, when this run built (`crate::metrics::phases`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_ms: Option<u64>,
+    /// How long the health checks took (settle included), when they ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_ms: Option<u64>,
 }
 
 impl Run {
@@ -295,6 +308,8 @@ impl Run {
             generation: None,
             checks: Vec::new(),
             duration_ms: 0,
+            build_ms: None,
+            health_ms: None,
         }
     }
 }

@@ -50,6 +50,7 @@ let
     # Map mode (./host-map.nix) finds the host per machine: no name of its own.
     host = if cfg.hostMap == null then { name = cfg.host; } else { map = cfg.hostMap; };
     build.timeout = cfg.build.timeout;
+    metrics.textfile_dir = cfg.metrics.textfileDir;
     health = {
       inherit (cfg.health) settle timeout;
       checks = if cfg.health.checks == [ ] then null else map renderCheck cfg.health.checks;
@@ -85,6 +86,7 @@ in
     ./trust.nix
     ./host-map.nix
     ./reboot.nix
+    ./metrics.nix
   ];
 
   config = lib.mkIf cfg.enable {

@@ -102,6 +102,8 @@ let
 
   minimal = agent (base { });
 
+  withMetrics = agent (base { metrics.textfileDir = "/var/lib/prometheus-node-exporter/textfile"; });
+
   full = agent {
     networking.hostName = "pi1";
     services.homelab-agent = {
@@ -591,6 +593,11 @@ let
     })
     (expect "full: every option in its key, checks in snake_case, settings merged" full.toml fullToml)
     (expect "full: no failed assertion" full.failed [ ])
+    (expect "metrics: textfileDir in metrics.textfile_dir" withMetrics.toml.metrics {
+      textfile_dir = "/var/lib/prometheus-node-exporter/textfile";
+    })
+    (expect "metrics: none by default" (minimal.toml ? metrics) false)
+    (expect "metrics: the alert rules are shipped" (builtins.pathExists withMetrics.c.services.homelab-agent.metrics.alertRules) true)
     (expect "known hosts lines written to a file" full.c.environment.etc."homelab-agent/config.toml".source.value.source.known_hosts_file
       (fake "homelab-agent-known-hosts")
     )
@@ -760,6 +767,7 @@ let
       })).toml;
     with-trust-gpg = withGpg.toml;
     reboot = rebooting.toml;
+    with-metrics = withMetrics.toml;
     provisioning = provisioned.environment.etc."homelab-agent/config.toml".source.value;
   });
 
@@ -786,6 +794,9 @@ let
             timezone = "Mars/Olympus";
           };
           key = "reboot.window.timezone";
+        relative-metrics-dir = {
+          settings.metrics.textfile_dir = "metrics";
+          key = "metrics.textfile_dir";
         };
         unknown-key = {
           settings.source.mirror = "https://example.org/x.git";

@@ -8,6 +8,7 @@ mod bounds;
 pub mod files;
 mod host_map;
 mod locate;
+mod metrics;
 mod names;
 mod raw;
 pub mod reboot;
@@ -22,6 +23,7 @@ use serde::Deserialize;
 
 use crate::source::url::RemoteUrl;
 pub use bounds::DurationKey;
+pub use metrics::MetricsSettings;
 pub use names::{default_attribute, validate_branch, validate_host};
 use raw::RawConfig;
 pub use reboot::{FleetLockSettings, RebootPolicy, RebootSettings, Window};
@@ -63,6 +65,7 @@ pub struct Settings {
     pub notify: announce::NotifySettings,
     /// `[reboot]` (config/reboot.rs): never, unless a policy is set.
     pub reboot: RebootSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@ pub(super) struct RawConfig {
     pub(super) run: RawRun,
     pub(super) notify: super::announce::RawNotify,
     pub(super) reboot: super::reboot::RawReboot,
+    pub(super) metrics: super::metrics::RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -116,6 +116,7 @@ impl Validator<'_> {
                     &bounds::RUN_JITTER,
                 )?,
             },
+            metrics: super::metrics::validate(raw.metrics).map_err(|(k, m)| err(&k, m))?,
         })
     }
 

@@ -161,7 +161,9 @@ impl Agent {
         self.save(state)
             .map_err(|f| fail(Phase::Activate, f, Vec::new()))?;
         notify::status(&format!("checking health of {what}"));
+        let checking = std::time::Instant::now();
         let report = self.doors.health.wait_until_healthy().await;
+        crate::metrics::phases::health_took(checking.elapsed());
         crate::failpoint("after_health");
         if !report.healthy {
             let message = format!(

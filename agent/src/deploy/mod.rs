@@ -15,12 +15,14 @@
 //! | `record.rs`   | history, last poll, bad commits: one `finish()` for every outcome   |
 //! | `doors.rs`    | the side effects behind traits: source, builder, machine, health    |
 //! | `target.rs`   | which host is built: the configured one, or the map's (pivot)       |
+//! | `paused.rs`   | the stop for an operator's `pause` (polls, deploys nothing)         |
 //!
 //! Only a system that passed its health checks ever becomes a profile generation (the
 //! boot default); only a failure of the commit itself marks it bad.
 
 mod activate;
 pub mod doors;
+mod paused;
 mod record;
 mod recover;
 mod target;
@@ -103,6 +105,9 @@ impl Agent {
             self.note_poll(Outcome::Pinned, Some(&head), None, None);
             return Ok(Exit::Ok);
         }
+        if let Some(exit) = self.paused(&mut state, &head) {
+            return Ok(exit);
+        }
         if let Some(exit) = self.nothing_to_do(&state, &head) {
             return Ok(exit);
         }
@@ -130,12 +135,13 @@ impl Agent {
         let (commit, host) = (short(&fetched.commit), &target.host);
         notify::status(&format!("building {commit} for {host}"));
         log::info!(commit = fetched.commit.as_str(); "building {commit} ({}) for {host}", fetched.subject);
-        let system = match self
+        let built = self
             .doors
             .builder
             .build(&fetched.commit, &target.attribute)
-            .await
-        {
+            .await;
+        crate::metrics::phases::build_took(started.elapsed());
+        let system = match built {
             Ok(system) => system,
             Err(f) => return Ok(self.build_failed(&mut state, &fetched, f, started)),
         };

@@ -292,6 +292,7 @@ impl Agent {
         run.commit = Some(fetched.commit.clone());
         run.subject = Some(fetched.subject.clone());
         run.duration_ms = started.elapsed().as_millis() as u64;
+        (run.build_ms, run.health_ms) = crate::metrics::phases::take();
         run
     }
 }

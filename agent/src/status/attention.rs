@@ -172,6 +172,24 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
             since: Some(p.since.clone()),
         });
     }
+    if let Some(p) = crate::pause::active(state) {
+        out.push(Attention {
+            kind: AttentionKind::Paused,
+            message: format!(
+                "paused{}{}: new commits are not deployed",
+                p.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                match &p.until {
+                    Some(u) => format!(" until {u}"),
+                    None => " until `resume`".into(),
+                }
+            ),
+            hint: "`sudo homelab-agent resume` ends the pause".into(),
+            since: Some(p.since.clone()),
+        });
+    }
     out
 }
 
@@ -235,26 +253,34 @@ pub(super) fn summary(
                 last.hint.clone(),
             ),
         },
-        Label::Idle => {
-            let _ = f;
-            match head {
-                Some(h) if h.status == HeadStatus::Deployed => (
-                    format!("up to date at {}", crate::deploy::short(&h.commit)),
-                    None,
-                ),
-                Some(h) => (
+        Label::Idle => match head {
+            Some(h)
+                if h.status != HeadStatus::Deployed && crate::pause::active(&f.state).is_some() =>
+            {
+                (
                     format!(
-                        "branch head {} not deployed yet: the next run tries it",
+                        "paused: branch head {} is not deployed until the pause ends",
                         crate::deploy::short(&h.commit)
                     ),
-                    None,
-                ),
-                None if last.outcome.is_none() => {
-                    ("nothing deployed yet by homelab-agent".into(), None)
-                }
-                None => ("idle".into(), None),
+                    Some("`sudo homelab-agent resume` ends the pause".into()),
+                )
             }
-        }
+            Some(h) if h.status == HeadStatus::Deployed => (
+                format!("up to date at {}", crate::deploy::short(&h.commit)),
+                None,
+            ),
+            Some(h) => (
+                format!(
+                    "branch head {} not deployed yet: the next run tries it",
+                    crate::deploy::short(&h.commit)
+                ),
+                None,
+            ),
+            None if last.outcome.is_none() => {
+                ("nothing deployed yet by homelab-agent".into(), None)
+            }
+            None => ("idle".into(), None),
+        },
     }
 }
 

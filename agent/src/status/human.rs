@@ -15,6 +15,7 @@ impl Status {
         for a in &self.attention {
             let label = match a.kind {
                 AttentionKind::Pinned => "PINNED:",
+                AttentionKind::Paused => "PAUSED:",
                 _ => "ATTENTION:",
             };
             let since = a
@@ -44,6 +45,7 @@ impl Status {
         if let Some(h) = &self.head {
             let status = match h.status {
                 HeadStatus::Deployed => "deployed",
+                HeadStatus::Pending if self.paused.is_some() => "not deployed (paused)",
                 HeadStatus::Pending => "not deployed yet",
                 HeadStatus::Bad => "failed, not retried",
                 HeadStatus::PinnedPast => "not deployed (pinned)",

@@ -117,6 +117,8 @@ pub struct Status {
     /// The run in progress (the lock is held), and its phase.
     pub running: Option<RunningView>,
     pub pinned: Option<Pinned>,
+    /// An operator's `pause` in force (an expired one is none).
+    pub paused: Option<PausedView>,
     pub current_system: Option<String>,
     pub booted_system: Option<String>,
     pub reboot_required: Option<bool>,
@@ -150,6 +152,7 @@ pub enum AttentionKind {
     Drift,
     StateLost,
     Pinned,
+    Paused,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -159,6 +162,16 @@ pub struct Attention {
     pub hint: String,
     /// Since when (RFC 3339), if known.
     pub since: Option<String>,
+}
+
+/// `paused`: every key always present (null when not given).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PausedView {
+    pub reason: Option<String>,
+    /// RFC 3339.
+    pub since: String,
+    /// When it ends by itself (RFC 3339); null: until `resume`.
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -344,6 +357,11 @@ impl Status {
             },
             running,
             pinned: state.pinned.clone(),
+            paused: crate::pause::active(state).map(|p| PausedView {
+                reason: p.reason.clone(),
+                since: p.since.clone(),
+                until: p.until.clone(),
+            }),
             current_system: current,
             booted_system: f.booted_system.as_ref().map(|b| b.display().to_string()),
             reboot_required: f.reboot_required,

@@ -184,6 +184,15 @@ fn named() -> Vec<(&'static str, Facts)> {
         ..State::default()
     };
 
+    // Paused for maintenance, the branch moved on: polled, not deployed.
+    let mut paused = deployed();
+    paused.state.paused = Some(crate::pause::Paused {
+        since: "2026-11-24T11:00:00Z".into(),
+        until: None,
+        reason: Some("moving the rack".into()),
+    });
+    paused.poll = poll("2026-11-24T11:59:00Z", "paused", C2);
+
     vec![
         ("never-deployed", never),
         ("deployed", deployed()),
@@ -195,6 +204,7 @@ fn named() -> Vec<(&'static str, Facts)> {
         ("state-lost", lost),
         ("drift", drift),
         ("state-recovered", recovered),
+        ("paused", paused),
     ]
 }
 
@@ -248,6 +258,7 @@ fn each_situation_has_its_state() {
         ("state-lost", "unknown"),
         ("drift", "needs-attention"),
         ("state-recovered", "idle"),
+        ("paused", "idle"),
     ];
     for ((name, facts), (wname, state)) in named().into_iter().zip(want) {
         assert_eq!(name, wname);
@@ -497,4 +508,35 @@ fn lost_state_is_said_first() {
     let v = json(f.clone());
     assert_eq!(v["attention"][0]["kind"], "state-lost");
     assert!(human(f).starts_with("ATTENTION:  state was lost"));
+}
+
+#[test]
+fn paused_has_every_key_and_an_expired_pause_is_none() {
+    let mut f = deployed();
+    f.state.paused = Some(crate::pause::Paused {
+        since: "2026-11-24T11:00:00Z".into(),
+        until: None,
+        reason: None,
+    });
+    let v = json(f.clone());
+    let paused = v["paused"].as_object().expect("paused is an object");
+    let mut keys: Vec<&str> = paused.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["reason", "since", "until"]);
+    assert!(paused["reason"].is_null() && paused["until"].is_null());
+    assert!(v["attention"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["kind"] == "paused"));
+
+    f.state.paused.as_mut().unwrap().until = Some("2000-01-01T00:00:00Z".into());
+    let v = json(f);
+    assert!(v.as_object().unwrap().contains_key("paused"));
+    assert!(v["paused"].is_null(), "an expired pause is shown: {v}");
+    assert!(!v["attention"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["kind"] == "paused"));
 }

@@ -1,0 +1,34 @@
+//! The cycle's stop for an operator's `pause` (`crate::pause`): the head was polled (so
+//! `status` shows it), nothing is fetched, built or activated.
+
+use std::time::SystemTime;
+
+use crate::state::{Outcome, State};
+
+use super::{short, Agent, Exit};
+
+impl Agent {
+    /// `Some` when a pause is in force: news only, exit 0. An expired pause is dropped
+    /// from the state (one write, when it is first seen expired) and the cycle goes on.
+    pub(super) fn paused(&self, state: &mut State, head: &str) -> Option<Exit> {
+        let paused = state.paused.as_ref()?;
+        if !paused.active_at(SystemTime::now()) {
+            log::info!(
+                "the pause ({}) ended; following the branch again",
+                crate::pause::describe(paused)
+            );
+            state.paused = None;
+            if let Err(f) = self.save(state) {
+                return Some(self.stop_run(f));
+            }
+            return None;
+        }
+        log::info!(
+            "paused {}; branch head {} not deployed\nhint: `homelab-agent resume` ends the pause",
+            crate::pause::describe(paused),
+            short(head)
+        );
+        self.note_poll(Outcome::Paused, Some(head), None, None);
+        Some(Exit::Ok)
+    }
+}

@@ -1,0 +1,140 @@
+//! Prometheus textfile metrics (the node_exporter textfile-collector convention): with
+//! `[metrics] textfile_dir` set, the agent keeps `<dir>/homelab_agent.prom` up to date
+//! after every cycle and every operator command.
+//!
+//! The file is a pure function of what `status` shows plus a small runtime record
+//! (`record.rs`), rendered (`render.rs`) and compared with the file that is there: only a
+//! change is written (a temp file in the same directory, then a rename: a scrape never
+//! sees half a file). An idle poll writes nothing.
+//!
+//! | file         | owns                                                          |
+//! |--------------|---------------------------------------------------------------|
+//! | `mod.rs`     | when to refresh, and the atomic compare-and-write             |
+//! | `render.rs`  | the exposition text                                           |
+//! | `record.rs`  | poll failures, head and reboot-required "since" times         |
+//! | `phases.rs`  | build and health durations of the run being recorded          |
+
+pub mod phases;
+mod record;
+mod render;
+#[cfg(test)]
+mod tests;
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::config::Settings;
+use crate::status::{self, Status};
+
+pub use record::Record;
+pub use render::{render, Snapshot};
+
+/// The file written in `[metrics] textfile_dir` (node_exporter reads `*.prom`).
+pub const FILE: &str = "homelab_agent.prom";
+
+/// What to refresh after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// A poll-and-deploy cycle that held the lock: counts a poll, failed or not.
+    Cycle,
+    /// An operator command (`pause`, `resume`, `rollback`, `retry`): no poll.
+    Command,
+}
+
+/// Brings the metrics file up to date, if `[metrics] textfile_dir` is set. Called by the
+/// holder of the run lock, its work done (so the view is not "running"; and no two
+/// agents write at once). Never fails a run: a problem is logged.
+pub fn refresh(settings: &Settings, after: After) {
+    let Some(dir) = &settings.metrics.textfile_dir else {
+        return;
+    };
+    let runtime_dir = &settings.paths.runtime_dir;
+    let mut facts = status::Facts::read(settings);
+    facts.lock = None;
+    facts.progress = None;
+    let state = facts.state.clone();
+    let poll_failed = facts
+        .poll
+        .as_ref()
+        .is_some_and(|p| p.outcome == "failed" && p.phase.as_deref() == Some("fetch"));
+    let view = Status::from_facts(settings, facts);
+
+    let mut record = Record::read(runtime_dir);
+    let before = record.clone();
+    if after == After::Cycle {
+        record.poll(poll_failed);
+    }
+    record.observe(
+        view.head.as_ref().map(|h| h.commit.as_str()),
+        view.reboot_required == Some(true),
+        &crate::state::now(),
+    );
+    if record != before {
+        record.write(runtime_dir);
+    }
+
+    let text = render(&Snapshot {
+        version: env!("CARGO_PKG_VERSION"),
+        view: &view,
+        state: &state,
+        paused: crate::pause::active(&state),
+        record: &record,
+    });
+    let written = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .and_then(|()| write_if_changed(dir, text.as_bytes()));
+    if let Err(e) = written {
+        log::warn!(
+            "cannot write the metrics file {}: {e}\nhint: check [metrics] textfile_dir: the agent (root) must be able to create and write it",
+            dir.join(FILE).display()
+        );
+    }
+}
+
+/// Writes `<dir>/homelab_agent.prom` unless it already holds exactly `text`; returns
+/// whether it wrote. A new temp file (never an existing one, never through a link) in the
+/// same directory, renamed over the old: readers see the old file or the new one.
+pub fn write_if_changed(dir: &Path, text: &[u8]) -> std::io::Result<bool> {
+    let path = dir.join(FILE);
+    if let Ok(crate::state::Found::File(old)) = crate::state::read_bounded(&path, 1 << 20) {
+        if old == text {
+            return Ok(false);
+        }
+    }
+    // Not `*.prom`: node_exporter ignores it while it is being written. One left by a
+    // writer that was killed is removed (writers hold the run lock: none is in progress).
+    remove_stale_temps(dir);
+    let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        file.write_all(text)?;
+        drop(file);
+        std::fs::rename(&tmp, &path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map(|()| true)
+}
+
+/// Removes `.homelab_agent.prom.<pid>.tmp` files a killed writer left.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{FILE}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The textfile itself: Prometheus text exposition format 0.0.4, one `# HELP` and one
+//! `# TYPE` per family, names prefixed `homelab_agent_` with their unit. A pure function
+//! of what it is given, so that an unchanged machine renders the same bytes and nothing
+//! is written. Nothing that changes on every poll is in it (no "last poll" time): see
+//! README "Monitoring".
+
+use std::fmt::Write;
+use std::time::UNIX_EPOCH;
+
+use crate::pause::Paused;
+use crate::state::{Outcome, State};
+use crate::status::{HeadStatus, Label, Status};
+
+use super::record::Record;
+
+/// Everything the file says, gathered by the caller.
+pub struct Snapshot<'a> {
+    pub version: &'a str,
+    pub view: &'a Status,
+    pub state: &'a State,
+    pub paused: Option<&'a Paused>,
+    pub record: &'a Record,
+}
+
+const LABELS: [Label; 6] = [
+    Label::Idle,
+    Label::Running,
+    Label::Pinned,
+    Label::Failed,
+    Label::NeedsAttention,
+    Label::Unknown,
+];
+const HEADS: [(HeadStatus, &str); 4] = [
+    (HeadStatus::Deployed, "deployed"),
+    (HeadStatus::Pending, "pending"),
+    (HeadStatus::Bad, "bad"),
+    (HeadStatus::PinnedPast, "pinned-past"),
+];
+/// The outcomes a recorded run can have.
+const RECORDED: [Outcome; 5] = [
+    Outcome::Deployed,
+    Outcome::Unchanged,
+    Outcome::Failed,
+    Outcome::Interrupted,
+    Outcome::RolledBack,
+];
+
+type Labels<'a> = Vec<(&'a str, String)>;
+
+#[derive(Default)]
+struct Out(String);
+
+impl Out {
+    /// One family; nothing at all when it has no sample.
+    fn family(&mut self, name: &str, kind: &str, help: &str, samples: &[(Labels, f64)]) {
+        if samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            self.0.push_str(name);
+            if !labels.is_empty() {
+                let inner: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                    .collect();
+                let _ = write!(self.0, "{{{}}}", inner.join(","));
+            }
+            let _ = writeln!(self.0, " {}", number(*value));
+        }
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: Option<f64>) {
+        let samples: Vec<(Labels, f64)> = value.map(|v| (Vec::new(), v)).into_iter().collect();
+        self.family(name, "gauge", help, &samples);
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn flag(on: bool) -> f64 {
+    if on {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 time as the agent writes them.
+fn seconds(at: Option<&str>) -> Option<f64> {
+    let t = humantime::parse_rfc3339(at?).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as f64)
+}
+
+fn millis(ms: Option<u64>) -> Option<f64> {
+    ms.map(|ms| ms as f64 / 1000.0)
+}
+
+pub fn render(s: &Snapshot) -> String {
+    let (view, state) = (s.view, s.state);
+    let mut out = Out::default();
+    out.family(
+        "homelab_agent_info",
+        "gauge",
+        "The agent: host, branch followed, version (always 1).",
+        &[(
+            vec![
+                ("host", view.host.clone()),
+                ("branch", view.source.branch.clone()),
+                ("version", s.version.to_string()),
+            ],
+            1.0,
+        )],
+    );
+    let states: Vec<(Labels, f64)> = LABELS
+        .iter()
+        .map(|l| {
+            (
+                vec![("state", l.as_str().to_string())],
+                flag(view.state == *l),
+            )
+        })
+        .collect();
+    out.family(
+        "homelab_agent_state",
+        "gauge",
+        "The status label (`homelab-agent status`): 1 for the current one.",
+        &states,
+    );
+
+    let d = &view.deployed;
+    if d.commit.is_some() || d.generation.is_some() {
+        out.family(
+            "homelab_agent_deployed_info",
+            "gauge",
+            "What runs: its commit and profile generation (always 1).",
+            &[(
+                vec![
+                    ("commit", d.commit.clone().unwrap_or_default()),
+                    (
+                        "generation",
+                        d.generation.map(|g| g.to_string()).unwrap_or_default(),
+                    ),
+                ],
+                1.0,
+            )],
+        );
+    }
+    out.gauge(
+        "homelab_agent_deployed_generation",
+        "The profile generation of what runs.",
+        d.generation.map(f64::from),
+    );
+    out.gauge(
+        "homelab_agent_deployed_timestamp_seconds",
+        "When what runs was deployed.",
+        seconds(d.at.as_deref()),
+    );
+
+    let head = view.head.as_ref();
+    let heads: Vec<(Labels, f64)> = HEADS
+        .iter()
+        .map(|(h, name)| {
+            (
+                vec![("status", name.to_string())],
+                flag(head.is_some_and(|x| x.status == *h)),
+            )
+        })
+        .collect();
+    out.family(
+        "homelab_agent_head_status",
+        "gauge",
+        "Where the branch head last seen stands: 1 for its status (all 0 before the first poll).",
+        &heads,
+    );
+    let since = head
+        .filter(|h| s.record.head.as_deref() == Some(h.commit.as_str()))
+        .and_then(|_| seconds(s.record.head_since.as_deref()));
+    out.gauge(
+        "homelab_agent_head_first_seen_timestamp_seconds",
+        "When the agent first saw the current branch head (since boot).",
+        since,
+    );
+
+    if let Some(run) = state.history.first() {
+        let outcomes: Vec<(Labels, f64)> = RECORDED
+            .iter()
+            .map(|o| {
+                (
+                    vec![("outcome", o.as_str().to_string())],
+                    flag(run.outcome == *o),
+                )
+            })
+            .collect();
+        out.family(
+            "homelab_agent_last_run_outcome",
+            "gauge",
+            "How the last recorded run ended: 1 for its outcome.",
+            &outcomes,
+        );
+        out.family(
+            "homelab_agent_last_run_info",
+            "gauge",
+            "The last recorded run: outcome, commit, failed phase (always 1).",
+            &[(
+                vec![
+                    ("outcome", run.outcome.as_str().to_string()),
+                    ("commit", run.commit.clone().unwrap_or_default()),
+                    (
+                        "phase",
+                        run.phase
+                            .map(|p| p.as_str().to_string())
+                            .unwrap_or_default(),
+                    ),
+                ],
+                1.0,
+            )],
+        );
+        out.gauge(
+            "homelab_agent_last_run_timestamp_seconds",
+            "When the last recorded run ended.",
+            seconds(Some(&run.at)),
+        );
+        out.gauge(
+            "homelab_agent_last_run_duration_seconds",
+            "How long the last recorded run took.",
+            millis(Some(run.duration_ms)),
+        );
+        out.gauge(
+            "homelab_agent_last_run_build_duration_seconds",
+            "How long the last recorded run's build took.",
+            millis(run.build_ms),
+        );
+        out.gauge(
+            "homelab_agent_last_run_health_duration_seconds",
+            "How long the last recorded run's health checks took, settle included.",
+            millis(run.health_ms),
+        );
+        out.gauge(
+            "homelab_agent_last_run_rolled_back",
+            "1 when the last recorded run failed and the previous system was restored.",
+            Some(flag(run.rolled_back == Some(true))),
+        );
+    }
+
+    out.gauge(
+        "homelab_agent_bad_commit",
+        "1 when the branch head is a commit known bad for this host (not retried).",
+        Some(flag(view.bad_commit.is_some())),
+    );
+    out.gauge(
+        "homelab_agent_bad_commits",
+        "Commits remembered as bad for this host.",
+        Some(state.bad_commits.len() as f64),
+    );
+    out.gauge(
+        "homelab_agent_pinned",
+        "1 when pinned by `homelab-agent rollback` (until `resume`).",
+        Some(flag(state.pinned.is_some())),
+    );
+    out.gauge(
+        "homelab_agent_paused",
+        "1 when paused by `homelab-agent pause` (until `resume` or its expiry).",
+        Some(flag(s.paused.is_some())),
+    );
+    out.gauge(
+        "homelab_agent_paused_since_timestamp_seconds",
+        "When the pause in force began.",
+        s.paused.and_then(|p| seconds(Some(&p.since))),
+    );
+    out.gauge(
+        "homelab_agent_paused_until_timestamp_seconds",
+        "When the pause in force ends by itself (absent: until `resume`).",
+        s.paused.and_then(|p| seconds(p.until.as_deref())),
+    );
+    out.gauge(
+        "homelab_agent_needs_attention",
+        "1 when the machine needs a person (a failed rollback, an interrupted run, drift).",
+        Some(flag(view.state == Label::NeedsAttention)),
+    );
+    out.gauge(
+        "homelab_agent_reboot_required",
+        "1 when the booted kernel, initrd or modules differ from the running system's.",
+        view.reboot_required.map(flag),
+    );
+    out.gauge(
+        "homelab_agent_reboot_required_since_timestamp_seconds",
+        "When the agent first saw that a reboot is required (since boot).",
+        seconds(s.record.reboot_required_since.as_deref())
+            .filter(|_| view.reboot_required == Some(true)),
+    );
+    out.family(
+        "homelab_agent_poll_failures_total",
+        "counter",
+        "Polls that could not reach the remote (since boot).",
+        &[(Vec::new(), s.record.poll_failures_total as f64)],
+    );
+    out.gauge(
+        "homelab_agent_poll_consecutive_failures",
+        "Polls in a row that could not reach the remote.",
+        Some(s.record.poll_failures_consecutive as f64),
+    );
+    out.0
+}
+
+#[cfg(test)]
+pub(super) fn escape_for_test(v: &str) -> String {
+    escape(v)
+}

@@ -1,0 +1,217 @@
+use std::path::Path;
+
+use super::*;
+use crate::state::{Deployed, Outcome, Phase, Run, State};
+use crate::status::Facts;
+
+fn settings() -> Settings {
+    crate::config::parse(
+        Path::new("/etc/test.toml"),
+        "[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[metrics]\ntextfile_dir = \"/tmp/x\"\n",
+    )
+    .unwrap()
+}
+
+fn text_of(state: State, record: &Record) -> String {
+    let s = settings();
+    let facts = Facts {
+        state: state.clone(),
+        reboot_required: Some(false),
+        ..Facts::default()
+    };
+    let view = Status::from_facts(&s, facts);
+    render(&Snapshot {
+        version: "1.2.3",
+        view: &view,
+        state: &state,
+        paused: crate::pause::active(&state),
+        record,
+    })
+}
+
+fn deployed_state() -> State {
+    let mut state = State::default();
+    let mut run = Run::new(Outcome::Deployed);
+    run.at = "2026-11-25T10:00:00Z".into();
+    run.commit = Some("a".repeat(40));
+    run.duration_ms = 61_500;
+    run.build_ms = Some(60_000);
+    run.health_ms = Some(1_250);
+    state.push_run(run);
+    state.deployed = Some(Deployed {
+        commit: Some("a".repeat(40)),
+        subject: Some("x".into()),
+        system: "/nix/store/x".into(),
+        generation: Some(7),
+        at: "2026-11-25T10:00:00Z".into(),
+    });
+    state.last_handled = Some("a".repeat(40));
+    state
+}
+
+#[test]
+fn a_fresh_machine_has_zeros_and_no_run_families() {
+    let text = text_of(State::default(), &Record::default());
+    assert!(
+        text.contains("homelab_agent_info{host=\"pi1\",branch=\"main\",version=\"1.2.3\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("homelab_agent_poll_failures_total 0\n"),
+        "{text}"
+    );
+    assert!(text.contains("homelab_agent_paused 0\n"), "{text}");
+    assert!(!text.contains("homelab_agent_last_run_"), "{text}");
+    assert!(!text.contains("homelab_agent_deployed_info"), "{text}");
+    // Every family has its HELP and TYPE, once.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert_eq!(
+            text.matches(&format!("# TYPE {name} ")).count(),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            text.matches(&format!("# HELP {name} ")).count(),
+            1,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_deployment_is_shown_with_units_in_seconds() {
+    let text = text_of(deployed_state(), &Record::default());
+    for expected in [
+        format!(
+            "homelab_agent_deployed_info{{commit=\"{}\",generation=\"7\"}} 1\n",
+            "a".repeat(40)
+        ),
+        "homelab_agent_deployed_generation 7\n".into(),
+        "homelab_agent_deployed_timestamp_seconds 1795600800\n".into(),
+        "homelab_agent_last_run_outcome{outcome=\"deployed\"} 1\n".into(),
+        "homelab_agent_last_run_outcome{outcome=\"failed\"} 0\n".into(),
+        "homelab_agent_last_run_duration_seconds 61.500\n".into(),
+        "homelab_agent_last_run_build_duration_seconds 60\n".into(),
+        "homelab_agent_last_run_health_duration_seconds 1.250\n".into(),
+        "homelab_agent_head_status{status=\"deployed\"} 1\n".into(),
+        "homelab_agent_state{state=\"idle\"} 1\n".into(),
+    ] {
+        assert!(text.contains(&expected), "missing {expected:?} in\n{text}");
+    }
+}
+
+#[test]
+fn the_same_facts_render_the_same_bytes() {
+    let record = Record {
+        poll_failures_total: 3,
+        ..Record::default()
+    };
+    assert_eq!(
+        text_of(deployed_state(), &record),
+        text_of(deployed_state(), &record)
+    );
+}
+
+#[test]
+fn a_failed_rolled_back_bad_head_and_a_pause_are_shown() {
+    let mut state = deployed_state();
+    let bad = "b".repeat(40);
+    let mut run = Run::new(Outcome::Failed);
+    run.commit = Some(bad.clone());
+    run.phase = Some(Phase::Health);
+    run.rolled_back = Some(true);
+    state.push_run(run);
+    state.mark_bad(&bad, Phase::Health, "unhealthy");
+    state.last_handled = Some(bad.clone());
+    state.paused = Some(crate::pause::Paused {
+        since: "2026-11-25T10:00:00Z".into(),
+        until: None,
+        reason: Some("a \"quoted\" \\ reason".into()),
+    });
+    let text = text_of(state, &Record::default());
+    for expected in [
+        "homelab_agent_last_run_outcome{outcome=\"failed\"} 1\n",
+        "homelab_agent_last_run_rolled_back 1\n",
+        "homelab_agent_bad_commit 1\n",
+        "homelab_agent_bad_commits 1\n",
+        "homelab_agent_paused 1\n",
+        "homelab_agent_head_status{status=\"bad\"} 1\n",
+        "homelab_agent_state{state=\"failed\"} 1\n",
+        "phase=\"health\"",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    // The reason is for people (status), never a label: free text is no series.
+    assert!(!text.contains("quoted"), "{text}");
+    assert!(!text.contains("homelab_agent_paused_until"), "{text}");
+}
+
+#[test]
+fn label_values_are_escaped() {
+    assert_eq!(render::escape_for_test("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
+
+#[test]
+fn the_record_counts_polls_and_keeps_since_times() {
+    let mut r = Record::default();
+    r.poll(true);
+    r.poll(true);
+    assert_eq!((r.poll_failures_total, r.poll_failures_consecutive), (2, 2));
+    r.poll(false);
+    assert_eq!((r.poll_failures_total, r.poll_failures_consecutive), (2, 0));
+    r.observe(Some("c1"), false, "T1");
+    r.observe(Some("c1"), true, "T2");
+    assert_eq!(r.head_since.as_deref(), Some("T1"));
+    assert_eq!(r.reboot_required_since.as_deref(), Some("T2"));
+    r.observe(Some("c2"), true, "T3");
+    assert_eq!(r.head_since.as_deref(), Some("T3"));
+    assert_eq!(r.reboot_required_since.as_deref(), Some("T2"));
+    r.observe(None, false, "T4");
+    assert_eq!(r.head.as_deref(), Some("c2"));
+    assert!(r.reboot_required_since.is_none());
+}
+
+#[test]
+fn an_unchanged_file_is_not_rewritten_and_no_temp_file_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    // Left by a writer that was killed mid-write.
+    std::fs::write(dir.path().join(format!(".{FILE}.999999.tmp")), "half").unwrap();
+    assert!(write_if_changed(dir.path(), b"a 1\n").unwrap());
+    let first = std::fs::metadata(dir.path().join(FILE)).unwrap();
+    assert!(!write_if_changed(dir.path(), b"a 1\n").unwrap());
+    let again = std::fs::metadata(dir.path().join(FILE)).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&first),
+        std::os::unix::fs::MetadataExt::ino(&again)
+    );
+    assert!(write_if_changed(dir.path(), b"a 2\n").unwrap());
+    assert_eq!(std::fs::read(dir.path().join(FILE)).unwrap(), b"a 2\n");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [FILE]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(dir.path().join(FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644 & !umask()
+    );
+}
+
+fn umask() -> u32 {
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    nix::sys::stat::umask(old);
+    old.bits()
+}
+
+#[test]
+fn a_missing_directory_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = write_if_changed(&dir.path().join("missing"), b"a 1\n").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+}

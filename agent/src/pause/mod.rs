@@ -1,0 +1,136 @@
+//! Maintenance pause: `homelab-agent pause [--for 2h] [REASON]` and the pause half of
+//! `resume`.
+//!
+//! A paused agent still polls (so `status` shows the branch head) but never fetches,
+//! builds or activates. A pause with an expiry ends by itself: from that instant it is
+//! inactive everywhere (`status`, metrics, `run`), and the next `run` drops it from the
+//! state file. The pause lives in `state.json` (written atomically, like every state
+//! write), independent of a `rollback` pin: `resume` clears both and says which.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{State, Store};
+
+/// The longest `--for` accepted: beyond that, pause without `--for` (until `resume`).
+pub const MAX_FOR: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The operator's pause, as kept in `state.json` under `paused`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paused {
+    /// When it began (RFC 3339).
+    pub since: String,
+    /// When it ends by itself (RFC 3339); none: until `resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Why, as the operator gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Paused {
+    /// When it ends by itself, if it does.
+    pub fn until_time(&self) -> Option<SystemTime> {
+        self.until
+            .as_deref()
+            .and_then(|u| humantime::parse_rfc3339(u).ok())
+    }
+
+    /// In force at `now`: no expiry, or an expiry still ahead.
+    pub fn active_at(&self, now: SystemTime) -> bool {
+        match (&self.until, self.until_time()) {
+            (None, _) => true,
+            (Some(_), Some(until)) => now < until,
+            // An unreadable expiry: keep the pause (never deploy by accident); `resume` ends it.
+            (Some(_), None) => true,
+        }
+    }
+}
+
+/// The pause in force now, if any (an expired one is none).
+pub fn active(state: &State) -> Option<&Paused> {
+    state
+        .paused
+        .as_ref()
+        .filter(|p| p.active_at(SystemTime::now()))
+}
+
+/// `pause --for`: a positive duration up to [`MAX_FOR`], as `30m`, `2h`, `1d 12h`.
+pub fn parse_for(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("not a duration ({e}): give e.g. 30m, 2h or 1d; without --for the pause lasts until `resume`")
+    })?;
+    if d.is_zero() {
+        return Err(
+            "a pause of 0s ends at once: give e.g. 30m, 2h or 1d; without --for the pause lasts until `resume`"
+                .into(),
+        );
+    }
+    if d > MAX_FOR {
+        return Err(format!(
+            "longer than {}: pause without --for instead (until `resume`)",
+            humantime::format_duration(MAX_FOR)
+        ));
+    }
+    Ok(d)
+}
+
+/// The reason as stored: one line, trimmed, at most 200 characters; empty is none.
+fn clean_reason(reason: Option<&str>) -> Option<String> {
+    let line: String = reason?
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect();
+    (!line.is_empty()).then_some(line)
+}
+
+/// Pauses deploys (replacing a pause in force); returns the new pause and the one it
+/// replaced, if any. The caller holds the run lock.
+pub fn pause(
+    store: &Store,
+    duration: Option<Duration>,
+    reason: Option<&str>,
+) -> anyhow::Result<(Paused, Option<Paused>)> {
+    let mut state = store.load()?;
+    let now = SystemTime::now();
+    let paused = Paused {
+        since: humantime::format_rfc3339_seconds(now).to_string(),
+        until: duration.map(|d| humantime::format_rfc3339_seconds(now + d).to_string()),
+        reason: clean_reason(reason),
+    };
+    let replaced = state.paused.take().filter(|p| p.active_at(now));
+    state.paused = Some(paused.clone());
+    store.save(&state)?;
+    Ok((paused, replaced))
+}
+
+/// Ends a pause; returns it (expired or not), or none when there was none. The caller
+/// holds the run lock.
+pub fn resume(store: &Store) -> anyhow::Result<Option<Paused>> {
+    let mut state = store.load()?;
+    let Some(paused) = state.paused.take() else {
+        return Ok(None);
+    };
+    store.save(&state)?;
+    Ok(Some(paused))
+}
+
+/// For messages: "since T until U: reason".
+pub fn describe(p: &Paused) -> String {
+    let mut text = format!("since {}", p.since);
+    match &p.until {
+        Some(u) => text.push_str(&format!(" until {u}")),
+        None => text.push_str(" until `homelab-agent resume`"),
+    }
+    if let Some(r) = &p.reason {
+        text.push_str(&format!(": {r}"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;
