@@ -794,6 +794,7 @@ let
             timezone = "Mars/Olympus";
           };
           key = "reboot.window.timezone";
+        };
         relative-metrics-dir = {
           settings.metrics.textfile_dir = "metrics";
           key = "metrics.textfile_dir";
