@@ -62,6 +62,8 @@ pub struct SourceSettings {
     pub token_file: Option<PathBuf>,
     /// Deadline of one poll or fetch (`[source] timeout`), connection included.
     pub timeout: Duration,
+    /// Extra certificate authorities (PEM) trusted for https, besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +83,8 @@ pub struct BuildSettings {
     pub max_jobs: Option<u32>,
     pub cores: Option<u32>,
     pub extra_args: Vec<String>,
+    /// Refuse a build that would compile more derivations than this here (`None`: no limit).
+    pub max_local_builds: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -28,6 +28,8 @@ pub(super) struct RawSource {
     pub(super) known_hosts_file: Option<PathBuf>,
     pub(super) token_file: Option<PathBuf>,
     pub(super) timeout: Option<String>,
+    /// A PEM file of extra certificate authorities for https (a private CA).
+    pub(super) ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +58,8 @@ pub(super) struct RawBuild {
     pub(super) max_jobs: Option<u32>,
     pub(super) cores: Option<u32>,
     pub(super) extra_args: Option<Vec<String>>,
+    /// At most this many derivations built on this machine (the rest must be substituted).
+    pub(super) max_local_builds: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -132,10 +132,17 @@ impl Validator<'_> {
                 "refusing to send a token over plain http:// to a non-loopback host (it would travel in clear); use https://",
             ));
         }
+        if raw.ca_file.is_some() && url.scheme() != crate::source::url::Scheme::Https {
+            return Err(err(
+                "source.ca_file",
+                "a certificate authority is only used with https:// URLs",
+            ));
+        }
         for (key, path) in [
             ("source.ssh_key_file", &raw.ssh_key_file),
             ("source.known_hosts_file", &raw.known_hosts_file),
             ("source.token_file", &raw.token_file),
+            ("source.ca_file", &raw.ca_file),
         ] {
             if let Some(p) = path {
                 absolute(key, p)?;
@@ -154,6 +161,7 @@ impl Validator<'_> {
                 raw.timeout.as_deref(),
                 &bounds::SOURCE_TIMEOUT,
             )?,
+            ca_file: raw.ca_file,
         })
     }
 
@@ -214,6 +222,7 @@ impl Validator<'_> {
             max_jobs: raw.max_jobs,
             cores: raw.cores,
             extra_args,
+            max_local_builds: raw.max_local_builds,
         })
     }
 

@@ -230,6 +230,7 @@ mod tests {
             max_jobs: Some(1),
             cores: None,
             extra_args: vec!["--option".into(), "substituters".into(), "".into()],
+            max_local_builds: None,
         }
     }
 

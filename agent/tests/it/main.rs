@@ -11,4 +11,5 @@ mod safety;
 mod state_damage;
 mod status;
 mod support;
+mod tls;
 mod transports;
