@@ -156,6 +156,9 @@ impl Builder for std::rc::Rc<Real> {
                 settings: &self.settings.build,
             };
             crate::failpoint("before_build");
+            // What would be compiled here, before anything is (and a refusal over
+            // [build] max_local_builds).
+            nix::plan::gate(&request, &self.settings.paths.state_dir).await?;
             let system = nix::build(&request)
                 .await
                 .map_err(|e| Failure::new(e.kind(), e.to_string()))?;

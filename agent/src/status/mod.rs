@@ -46,6 +46,8 @@ pub struct Facts {
     pub booted_system: Option<PathBuf>,
     pub reboot_required: Option<bool>,
     pub profile: Option<system::profile::Generation>,
+    /// The last build plan (`nix/plan.rs`): what was or would be compiled here.
+    pub build_plan: Option<serde_json::Value>,
 }
 
 impl Facts {
@@ -62,6 +64,7 @@ impl Facts {
             booted_system: system::resolve(&p.booted_system),
             reboot_required: system::reboot_required(&p.booted_system, &p.current_system),
             profile: system::profile::current(&p.profile),
+            build_plan: crate::nix::plan::read_record(&p.state_dir),
         }
     }
 }
@@ -125,6 +128,10 @@ pub struct Status {
     pub state_recovered_from: Option<String>,
     /// The state was found damaged or lost: when, why, where the damaged file went.
     pub state_damage: Option<state::Damage>,
+    /// The last build plan: derivations to build here, paths to fetch, unsigned ones,
+    /// and whether `[build] max_local_builds` refused it (docs/contract-extensions.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_plan: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -330,6 +337,7 @@ impl Status {
             state_recovered_from: state.recovered_from.clone(),
             state_damage: state.damage.clone(),
             attention,
+            build_plan: f.build_plan.clone(),
         }
     }
 

@@ -10,6 +10,7 @@ mod orphans;
 mod safety;
 mod state_damage;
 mod status;
+mod substitute;
 mod support;
 mod tls;
 mod transports;

@@ -298,12 +298,12 @@ impl Harness {
             .map(|s| s.trim().to_string())
     }
 
-    /// How many `nix build` calls the shim saw.
+    /// How many `nix build` calls the shim saw (not counting the dry runs).
     pub fn nix_builds(&self) -> usize {
         std::fs::read_to_string(self.path("nix-calls.log"))
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains(" build "))
+            .filter(|l| l.contains(" build ") && !l.contains("--dry-run"))
             .count()
     }
 
