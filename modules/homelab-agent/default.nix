@@ -77,7 +77,10 @@ let
   hostPattern = "[A-Za-z0-9][A-Za-z0-9_-]{0,62}";
 in
 {
-  imports = [ ./options.nix ];
+  imports = [
+    ./options.nix
+    ./trust.nix
+  ];
 
   config = lib.mkIf cfg.enable {
     # On what the file will hold, so that keys given through `settings` count too.
