@@ -58,6 +58,25 @@ pub struct State {
     /// Set by an operator's `rollback`: `run` polls but does not deploy until `resume`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
+    /// The testing branch's last commit handled (deploy/testing.rs): what is on test.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub testing: Option<Testing>,
+}
+
+/// The last commit of the testing branch the agent dealt with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Testing {
+    pub branch: String,
+    pub commit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// `tested` (live until a reboot or a main deployment), `unchanged` (same system as
+    /// what runs), or `failed` (rolled back; the commit is bad).
+    pub outcome: Outcome,
+    /// The system that was test-activated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    pub at: String,
 }
 
 /// A damaged or lost state record, as a load found it.
@@ -105,6 +124,9 @@ pub struct Deployed {
 pub enum IntentKind {
     Deploy,
     Rollback,
+    /// A commit of the testing branch: `switch-to-configuration test` and the checks
+    /// only; never the profile, never the boot default (deploy/testing.rs).
+    Test,
 }
 
 /// Where a deployment stands: the kill-point recovery reads this.
@@ -187,6 +209,9 @@ pub enum Outcome {
     RolledBack,
     /// A poll while pinned: the head is seen, not deployed (news only, never history).
     Pinned,
+    /// A testing-branch commit activated with `test` only and healthy: live until the
+    /// next reboot or main deployment, never the boot default.
+    Tested,
 }
 
 impl Outcome {
@@ -200,6 +225,7 @@ impl Outcome {
             Outcome::Interrupted => "interrupted",
             Outcome::RolledBack => "rolled-back",
             Outcome::Pinned => "pinned",
+            Outcome::Tested => "tested",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod files;
 mod locate;
 mod names;
 mod raw;
+mod testing;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,9 @@ pub struct SourceSettings {
     pub timeout: Duration,
     /// Extra certificate authorities (PEM) trusted for https, besides the system's.
     pub ca_file: Option<PathBuf>,
+    /// The per-host testing branch (`{host}` already replaced), if watched: its commits
+    /// are activated with `switch-to-configuration test` only (deploy/testing.rs).
+    pub testing_branch: Option<String>,
 }
 
 #[derive(Debug, Clone)]

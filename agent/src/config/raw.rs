@@ -30,6 +30,8 @@ pub(super) struct RawSource {
     pub(super) timeout: Option<String>,
     /// A PEM file of extra certificate authorities for https (a private CA).
     pub(super) ca_file: Option<PathBuf>,
+    /// A second branch whose commits are only ever test-activated ("testing/{host}").
+    pub(super) testing_branch: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -57,7 +57,7 @@ impl Validator<'_> {
     }
 
     pub(super) fn settings(&self, raw: RawConfig) -> Result<Settings> {
-        let source = self.source(raw.source)?;
+        let mut source = self.source(raw.source)?;
         let host = match raw.host.name {
             Some(name) => name,
             None => nix::unistd::gethostname()
@@ -66,6 +66,9 @@ impl Validator<'_> {
                 .unwrap_or_default(),
         };
         validate_host(&host).map_err(|m| err("host.name", m))?;
+        source.testing_branch =
+            super::testing::resolve(source.testing_branch.take(), &host, &source.branch)
+                .map_err(|m| err("source.testing_branch", m))?;
         let attribute = match raw.host.attribute {
             Some(a) => {
                 validate_attribute(&a).map_err(|m| err("host.attribute", m))?;
@@ -162,6 +165,7 @@ impl Validator<'_> {
                 &bounds::SOURCE_TIMEOUT,
             )?,
             ca_file: raw.ca_file,
+            testing_branch: raw.testing_branch,
         })
     }
 

@@ -12,6 +12,7 @@
 //! | `mod.rs`      | the cycle and the operator commands (`rollback`, `retry`)           |
 //! | `activate.rs` | the one activation protocol: deploy, rollback and recovery use it   |
 //! | `recover.rs`  | an interrupted run's leftovers; reconciling live system and profile |
+//! | `testing.rs`  | the per-host testing branch: test activations that never commit    |
 //! | `record.rs`   | history, last poll, bad commits: one `finish()` for every outcome   |
 //! | `doors.rs`    | the side effects behind traits: source, builder, machine, health    |
 //!
@@ -22,6 +23,7 @@ mod activate;
 pub mod doors;
 mod record;
 mod recover;
+mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +37,7 @@ use crate::state::{IntentKind, Outcome, Phase, Pinned, Run, State, Store};
 use activate::{Ending, Plan};
 pub use doors::Doors;
 pub use recover::MAX_INTERRUPTIONS;
+pub use testing::live as testing_live;
 
 /// How a run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +104,8 @@ impl Agent {
             return Ok(Exit::Ok);
         }
         if let Some(exit) = self.nothing_to_do(&state, &head) {
-            return Ok(exit);
+            // Main is idle: the testing branch's turn (testing.rs).
+            return Ok(self.after_main(&mut state, exit).await);
         }
 
         notify::status(&format!("fetching {}", short(&head)));

@@ -132,6 +132,22 @@ pub struct Status {
     /// and whether `[build] max_local_builds` refused it (docs/contract-extensions.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build_plan: Option<serde_json::Value>,
+    /// The testing branch's last commit handled, and whether its system is live now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub testing: Option<TestingView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TestingView {
+    pub branch: String,
+    pub commit: String,
+    pub subject: Option<String>,
+    /// `tested`, `unchanged` or `failed`.
+    pub outcome: String,
+    pub system: Option<String>,
+    pub at: String,
+    /// The tested system is what runs now (until a reboot or the next deployment).
+    pub live: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -338,6 +354,15 @@ impl Status {
             state_damage: state.damage.clone(),
             attention,
             build_plan: f.build_plan.clone(),
+            testing: state.testing.as_ref().map(|t| TestingView {
+                branch: t.branch.clone(),
+                commit: t.commit.clone(),
+                subject: t.subject.clone(),
+                outcome: t.outcome.as_str().into(),
+                system: t.system.clone(),
+                at: t.at.clone(),
+                live: crate::deploy::testing_live(t, f.current_system.as_deref()),
+            }),
         }
     }
 
