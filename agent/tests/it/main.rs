@@ -12,5 +12,6 @@ mod state_damage;
 mod status;
 mod substitute;
 mod support;
+mod testing_branch;
 mod tls;
 mod transports;
