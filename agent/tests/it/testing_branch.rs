@@ -136,3 +136,50 @@ fn a_missing_testing_branch_is_not_an_error() {
     assert!(s["testing"].is_null(), "{s}");
     assert_eq!(s["last_run"]["outcome"], "up-to-date");
 }
+
+/// Killed (SIGKILL) in the middle of a test activation: the next run brings the machine
+/// back to the boot default first (recorded as interrupted), then tests the commit again;
+/// the profile and boot default never move.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_killed_test_activation_is_undone_and_never_committed() {
+    if !nix_available() {
+        return;
+    }
+    for point in ["after_activate", "after_health"] {
+        let mut h = Harness::new();
+        h.source_extra = "testing_branch = \"testing/{host}\"\n".into();
+        let (_, base) = h.bootstrap();
+        let boot_default = h.boot_default();
+        checkout(&h, "testing/pi1", true);
+        h.host("pi1").content = "on test".into();
+        h.commit("try something");
+        let mut cmd = h.command(&["run", "--once"]);
+        cmd.env("HOMELAB_AGENT_FAILPOINTS", point);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), None, "{point}: not killed");
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(h.path("state/state.json")).unwrap()).unwrap();
+        assert_eq!(state["intent"]["kind"], "test", "{point}: {state}");
+
+        h.clear_stc_log();
+        let run = h.run_once();
+        run.expect(0);
+        assert!(
+            run.stderr().contains("interrupted"),
+            "{point}: {}",
+            run.stderr()
+        );
+        let log = h.stc_log();
+        assert_eq!(
+            log[0],
+            (crate::support::base(&base), "test".to_string()),
+            "{point}: {log:?}"
+        );
+        assert!(log.iter().all(|(_, a)| a == "test"), "{point}: {log:?}");
+        assert_eq!(h.profile_generation(), Some(1), "{point}");
+        assert_eq!(h.boot_default(), boot_default, "{point}");
+        assert!(h.history().iter().any(|r| r["outcome"] == "interrupted"));
+        assert_eq!(h.status()["testing"]["live"], true, "{point}");
+    }
+}
