@@ -275,8 +275,8 @@ pub async fn preview(req: &BuildRequest<'_>) -> Result<BuildPlan, BuildError> {
     })
 }
 
-/// The paths to fetch that no substituter offers with a trusted signature. When nix
-/// cannot be asked, nothing is counted (the build itself will tell).
+/// The paths to fetch that no substituter offers with a trusted signature. When nix or a
+/// substituter cannot be asked, nothing is counted (nix still checks when it fetches).
 async fn untrusted(req: &BuildRequest<'_>, fetch: &[String]) -> Vec<String> {
     let nix = |args: Vec<String>| async move {
         Cmd::new("nix")
@@ -320,15 +320,22 @@ async fn untrusted(req: &BuildRequest<'_>, fetch: &[String]) -> Vec<String> {
         ];
         args.extend(options(&req.settings.extra_args));
         args.extend(fetch.iter().cloned());
-        match nix(args).await {
+        // A path the substituter lacks is `"valid": false` (2.8, 2.18) or null (2.19+),
+        // not an error; an error is the substituter's (unreachable, not a store), and
+        // then nothing can be told: nothing is counted.
+        let problem = match nix(args).await {
             Ok(done) if done.status.success() => match signed_paths(&done.stdout, &trusted) {
-                Ok(s) => signed.extend(s),
-                Err(e) => log::warn!("asking {store} for signatures: {e}"),
+                Ok(s) => {
+                    signed.extend(s);
+                    continue;
+                }
+                Err(e) => e,
             },
-            // A substituter that lacks some of the paths fails the whole query (2.8).
-            Ok(done) => log::debug!("asking {store} for signatures: {}", done.stderr_tail),
-            Err(e) => log::warn!("asking {store} for signatures: {e}"),
-        }
+            Ok(done) => done.stderr_tail,
+            Err(e) => e.to_string(),
+        };
+        log::warn!("asking {store} for signatures (the build plan does not count unsigned paths): {problem}");
+        return Vec::new();
     }
     fetch
         .iter()
@@ -474,7 +481,8 @@ mod tests {
         assert!(keys.contains("k-1") && keys.contains("other"));
         assert!(req);
         let trusted: BTreeSet<String> = ["k-1".to_string()].into();
-        let array = r#"[{"path":"/nix/store/a-x","signatures":["k-1:sig"]},{"path":"/nix/store/b-y","signatures":["evil:sig"]},{"path":"/nix/store/c-z"}]"#;
+        // As nix 2.8 prints it, a path the store lacks included.
+        let array = r#"[{"path":"/nix/store/a-x","signatures":["k-1:sig"]},{"path":"/nix/store/b-y","signatures":["evil:sig"]},{"path":"/nix/store/c-z","valid":false}]"#;
         assert_eq!(
             signed_paths(array, &trusted).unwrap(),
             ["/nix/store/a-x".to_string()].into()
