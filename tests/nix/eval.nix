@@ -212,6 +212,16 @@ let
     auth.knownHostsFile = "/etc/ssh/extra_known_hosts";
   });
 
+  # tls-subst: a private CA, a local-build limit, the per-host testing branch (trust.nix).
+  withTrust = agent (base {
+    repository = {
+      inherit url;
+      testingBranch = "testing/{host}";
+    };
+    auth.caFile = "/etc/ssl/homelab-ca.pem";
+    build.maxLocalBuilds = 0;
+  });
+
   withEnv = agent {
     imports = [ (base { }) ];
     nix.envVars = {
@@ -472,6 +482,15 @@ let
       token_file = "/run/keys/git-token";
       known_hosts_file = "/etc/ssh/extra_known_hosts";
     })
+    (expect "CA file, testing branch and local-build limit in their keys" withTrust.toml {
+      source = {
+        inherit url;
+        ca_file = "/etc/ssl/homelab-ca.pem";
+        testing_branch = "testing/{host}";
+      };
+      host.name = "pi1";
+      build.max_local_builds = 0;
+    })
     (expect "disabled: no unit, no timer, no file" {
       services = disabled.systemd.services ? homelab-agent;
       timers = disabled.systemd.timers ? homelab-agent;
@@ -580,6 +599,7 @@ let
     full = full.toml;
     via-settings = viaSettings.toml;
     with-token = withToken.toml;
+    with-trust = withTrust.toml;
     provisioning = provisioned.environment.etc."homelab-agent/config.toml".source.value;
   };
 
