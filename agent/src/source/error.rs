@@ -208,6 +208,27 @@ mod tests {
                 "network",
             ),
             (
+                SourceError::Certificate {
+                    url: url(),
+                    host: "git.example.org".into(),
+                    what: "is not signed by a certificate authority this machine trusts (issuer: CN=x)".into(),
+                    hint: "if the server uses a private CA, set [source] ca_file to the CA's certificate (PEM)",
+                    kind: Kind::Configuration,
+                },
+                Kind::Configuration,
+                "hint: if the server uses a private CA, set [source] ca_file",
+                "network",
+            ),
+            (
+                SourceError::CaFile {
+                    path: "/etc/ssl/ca.pem".into(),
+                    message: "not a PEM certificate file".into(),
+                },
+                Kind::Configuration,
+                "cannot use [source] ca_file /etc/ssl/ca.pem",
+                "network",
+            ),
+            (
                 SourceError::BranchNotFound {
                     url: url(),
                     branch: "main".into(),

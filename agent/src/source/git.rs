@@ -546,6 +546,46 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_certificate_says_why_and_blames_the_configuration() {
+        let s = settings("https://git.example.org/h.git");
+        let r = Remote::new(&s, Duration::from_secs(60)).unwrap();
+        // What libgit2 returns after our callback passed the decision through.
+        let refused = || {
+            Error::new(
+                Code::GenericError,
+                Class::Ssl,
+                "the SSL certificate is invalid",
+            )
+        };
+        // No certificate seen (the handshake failed before it): the network.
+        let e = r.classify(refused(), "connecting", Instant::now());
+        assert_eq!(e.kind(), Kind::Transient, "{e}");
+        *r.server_cert.borrow_mut() = Some((
+            "git.example.org".into(),
+            tls::test_cert(&["git.example.org"], 0, 30),
+        ));
+        let e = r.classify(refused(), "connecting", Instant::now());
+        assert!(matches!(e, SourceError::Certificate { .. }), "{e}");
+        assert_eq!(e.kind(), Kind::Configuration);
+        assert!(
+            e.to_string()
+                .contains("not signed by a certificate authority this machine trusts"),
+            "{e}"
+        );
+        *r.server_cert.borrow_mut() = Some((
+            "git.example.org".into(),
+            tls::test_cert(&["other.example.org"], 0, 30),
+        ));
+        let e = r.classify(refused(), "connecting", Instant::now());
+        assert!(
+            e.to_string().contains(
+                "does not match the host name git.example.org: it is issued for other.example.org"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_passed_deadline_is_a_timeout_whatever_libgit2_says() {
         let s = settings("git://127.0.0.1:9/h.git");
         let r = Remote::new(&s, Duration::from_millis(1)).unwrap();

@@ -191,6 +191,12 @@ fn matches_host(name: &str, host: &str) -> bool {
     }
 }
 
+/// A self-signed certificate (DER) for `dns`, valid from `from_days` to `to_days` from now.
+#[cfg(test)]
+pub(crate) fn test_cert(dns: &[&str], from_days: u32, to_days: u32) -> Vec<u8> {
+    tests::cert(dns, from_days, to_days)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,7 +208,7 @@ mod tests {
     use openssl::x509::extension::SubjectAlternativeName;
     use openssl::x509::{X509Builder, X509NameBuilder};
 
-    fn cert(dns: &[&str], from_days: u32, to_days: u32) -> Vec<u8> {
+    pub(super) fn cert(dns: &[&str], from_days: u32, to_days: u32) -> Vec<u8> {
         let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
         let mut name = X509NameBuilder::new().unwrap();
         name.append_entry_by_nid(Nid::COMMONNAME, "Test CA")
