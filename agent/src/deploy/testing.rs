@@ -14,13 +14,13 @@
 //! commit by merging the testing branch into main (README "Per-host testing branches").
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::failure::Failure;
 use crate::logging::message_id;
 use crate::notify;
 use crate::source::Fetched;
-use crate::state::{self, IntentKind, Outcome, Phase, RollbackPending, Run, State, Testing};
+use crate::state::{self, IntentKind, Outcome, Phase, Retry, RollbackPending, Run, State, Testing};
 
 use super::activate::{Ending, Plan};
 use super::{short, Agent, Exit};
@@ -58,10 +58,13 @@ impl Agent {
         if state.testing.as_ref().is_some_and(|t| t.commit == head) {
             return exit;
         }
+        if let Some(waiting) = self.testing_waits(state, &branch, &head) {
+            return waiting;
+        }
         notify::status(&format!("fetching {} ({branch})", short(&head)));
         let fetched = match self.doors.source.fetch_testing().await {
             Ok(f) => f,
-            Err(f) => return self.not_tried(Some(&head), Phase::Fetch, on_branch(&branch, f)),
+            Err(f) => return self.not_tried(None, Phase::Fetch, on_branch(&branch, f)),
         };
         self.test(state, &branch, &fetched).await
     }
@@ -78,7 +81,31 @@ impl Agent {
                 self.doors.builder.release();
                 let f = on_branch(branch, f);
                 if !f.kind.blames_commit() {
-                    return self.not_tried(Some(&fetched.commit), Phase::Build, f);
+                    // Not the commit's fault: the same backoff as main's builds (one
+                    // slot: main is never waiting when the testing branch gets a turn).
+                    let count = match &state.retries {
+                        Some(r) if r.commit == fetched.commit => r.count + 1,
+                        _ => 1,
+                    };
+                    let wait = super::record::backoff(count);
+                    state.retries = Some(Retry {
+                        commit: fetched.commit.clone(),
+                        count,
+                        kind: Some(f.kind),
+                        not_before: Some(
+                            humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string(),
+                        ),
+                    });
+                    if let Err(e) = self.save(state) {
+                        return self.stop_run(e);
+                    }
+                    let message = format!(
+                        "{}\n(not built again for {})",
+                        f.message,
+                        humantime::format_duration(wait)
+                    );
+                    // No commit in the last poll: there, a commit is main's head.
+                    return self.not_tried(None, Phase::Build, Failure::new(f.kind, message));
                 }
                 let mut run = self.test_run(Outcome::Failed, fetched, started);
                 run.phase = Some(Phase::Build);
@@ -171,6 +198,27 @@ impl Agent {
         self.close(state, run, exit)
     }
 
+    /// The testing head is waiting out a build backoff: said, and the same exit.
+    fn testing_waits(&self, state: &State, branch: &str, head: &str) -> Option<Exit> {
+        let r = state.retries.as_ref().filter(|r| r.commit == head)?;
+        let until = humantime::parse_rfc3339(r.not_before.as_deref()?).ok()?;
+        let left = until.duration_since(SystemTime::now()).ok()?;
+        if left > super::record::MAX_BACKOFF {
+            return None;
+        }
+        let kind = r.kind.unwrap_or(crate::failure::Kind::Transient);
+        let message = format!(
+            "testing branch {branch}: the build of {} failed {} time(s) ({}); next try in {}\nhint: `homelab-agent retry` tries now",
+            short(head),
+            r.count,
+            kind.as_str(),
+            humantime::format_duration(std::time::Duration::from_secs(left.as_secs()))
+        );
+        log::info!("{}", message.lines().next().unwrap_or_default());
+        self.note_poll(Outcome::Failed, None, Some(&message), Some(Phase::Build));
+        Some(Exit::Failed(kind))
+    }
+
     fn blame_test(&self, state: &mut State, fetched: &Fetched, f: &Failure, phase: Phase) {
         if f.kind.blames_commit() {
             state.mark_bad(&fetched.commit, phase, &f.message);
@@ -185,6 +233,13 @@ impl Agent {
         outcome: Outcome,
         system: Option<&str>,
     ) {
+        if state
+            .retries
+            .as_ref()
+            .is_some_and(|r| r.commit == fetched.commit)
+        {
+            state.retries = None;
+        }
         state.testing = Some(Testing {
             branch: branch.to_string(),
             commit: fetched.commit.clone(),

@@ -870,3 +870,31 @@ async fn without_a_testing_branch_it_is_never_asked_for() {
     assert_eq!(b.run().await, Some(Exit::Ok));
     assert!(!b.w().calls.iter().any(|c| c.contains("testing")));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_testing_build_that_fails_without_blame_backs_off_and_blames_nothing() {
+    let b = testing_bench().await;
+    push_testing(
+        &b,
+        "t1",
+        Err(Failure::new(Kind::Transient, "nix build timed out")),
+    );
+    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Transient)));
+    let state = b.state();
+    assert!(state.bad("t1").is_none());
+    assert!(state.testing.is_none());
+    assert_eq!(state.retries.unwrap().commit, "t1");
+    // Waiting: not built again, same kind of exit; main is unaffected.
+    b.w().calls.clear();
+    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Transient)));
+    assert!(
+        !b.w().calls.iter().any(|c| c.starts_with("build")),
+        "{:?}",
+        b.w().calls
+    );
+    assert_eq!(b.w().current, Some(sys("s1")));
+    // A new main commit is deployed at once.
+    b.push("c2", Ok(sys("s2")));
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.w().profile, Some(3));
+}
