@@ -55,7 +55,12 @@ impl Agent {
             );
             return exit;
         }
-        if state.testing.as_ref().is_some_and(|t| t.commit == head) {
+        // Handled, unless it failed and `retry` has since forgotten that (not bad any more).
+        if state
+            .testing
+            .as_ref()
+            .is_some_and(|t| t.commit == head && t.outcome != Outcome::Failed)
+        {
             return exit;
         }
         if let Some(waiting) = self.testing_waits(state, &branch, &head) {

@@ -805,6 +805,15 @@ async fn a_failed_test_rolls_back_to_the_boot_default_and_is_not_retried() {
     b.w().calls.clear();
     assert_eq!(b.run().await, Some(Exit::Ok));
     assert!(!b.w().calls.iter().any(|c| c.starts_with("build")));
+    // `retry` forgets the failure: the same commit is tested again.
+    // (`retry` also forgets main's head: the first run finds it unchanged.)
+    b.agent().retry().unwrap();
+    b.w().unhealthy.clear();
+    b.w().calls.clear();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.switches(), ["test /sys/t1"]);
+    assert_eq!(b.state().testing.unwrap().outcome, Outcome::Tested);
 }
 
 #[tokio::test(flavor = "current_thread")]
