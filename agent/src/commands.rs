@@ -74,7 +74,7 @@ fn report_state(e: &anyhow::Error) -> u8 {
 
 /// One cycle under the lock.
 pub async fn cycle(settings: &Settings) -> u8 {
-    crate::source::tls::init_git(settings.source.url.scheme());
+    crate::source::tls_init::init_git(settings.source.url.scheme());
     let agent = Agent::new(settings.clone());
     locked(settings, || async {
         let exit = agent.run_once().await;
@@ -194,7 +194,7 @@ pub async fn check(config: Option<&Path>, json: bool) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    crate::source::tls::init_git(settings.source.url.scheme());
+    crate::source::tls_init::init_git(settings.source.url.scheme());
     let results = if settings.health.checks.is_empty() {
         Vec::new()
     } else {
@@ -243,7 +243,7 @@ pub async fn rollback(config: Option<&Path>) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    crate::source::tls::init_git(settings.source.url.scheme());
+    crate::source::tls_init::init_git(settings.source.url.scheme());
     let agent = Agent::new(settings.clone());
     locked(&settings, || async {
         let exit = agent.rollback().await;

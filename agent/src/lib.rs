@@ -5,13 +5,13 @@
 //! | module          | owns                                                              |
 //! |-----------------|-------------------------------------------------------------------|
 //! | [`config`]      | the TOML file → validated [`config::Settings`]                    |
-//! | [`source`]      | the git remote: cheap poll, fetch into a bare cache, ssh pinning  |
-//! | [`nix`]         | `nix build` of this host's toplevel                               |
+//! | [`source`]      | the git remote: cheap poll, fetch into a bare cache, ssh and TLS trust |
+//! | [`nix`]         | `nix build` of this host's toplevel, and its plan (built vs fetched) |
 //! | [`pivot`]       | map mode: which host a generic-image machine is (serial, MAC, file) |
 //! | [`system`]      | the system profile, `switch-to-configuration`, reboot-required    |
 //! | [`trust`]       | signed heads and no silent downgrade, before anything is built    |
 //! | [`health`]      | health checks and the wait-until-healthy policy                   |
-//! | [`deploy`]      | **the deploy cycle**, rollback and crash recovery, in one place   |
+//! | [`deploy`]      | **the deploy cycle**, rollback, crash recovery, the testing branch |
 //! | [`reboot`]      | reboot policy, FleetLock, boot verification and fallback          |
 //! | [`failure`]     | the failure taxonomy: transient, environment, configuration, commit |
 //! | [`state`]       | the durable state file: intent, history, bad commits              |

@@ -32,6 +32,8 @@ pub struct Cmd {
     capture_stdout: bool,
     /// A file given as the command's stdin (default: /dev/null).
     stdin_file: Option<std::path::PathBuf>,
+    /// How many of stderr's last lines [`Finished::stderr_tail`] keeps.
+    tail_lines: usize,
 }
 
 /// A command that ran to its end (whatever its exit status).
@@ -100,6 +102,7 @@ impl Cmd {
             timeout: Duration::from_secs(600),
             capture_stdout: false,
             stdin_file: None,
+            tail_lines: TAIL_LINES,
         }
     }
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
@@ -131,6 +134,12 @@ impl Cmd {
     }
     pub fn capture_stdout(mut self) -> Cmd {
         self.capture_stdout = true;
+        self
+    }
+    /// Keeps the last `n` lines of stderr instead of the usual few (for a command whose
+    /// answer is printed there, such as `nix build --dry-run`).
+    pub fn keep_stderr_lines(mut self, n: usize) -> Cmd {
+        self.tail_lines = n.max(1);
         self
     }
     pub fn program_name(&self) -> String {
@@ -191,7 +200,11 @@ impl Cmd {
             },
         })?;
         let pid = child.id().map(|p| Pid::from_raw(p as i32));
-        let stderr = tokio::spawn(read_tail(child.stderr.take(), program.clone()));
+        let stderr = tokio::spawn(read_tail(
+            child.stderr.take(),
+            program.clone(),
+            self.tail_lines,
+        ));
         let stdout = tokio::spawn(read_stdout(child.stdout.take()));
 
         let status = match tokio::time::timeout(self.timeout, child.wait()).await {
@@ -234,15 +247,15 @@ impl Cmd {
     }
 }
 
-async fn read_tail(stream: Option<impl AsyncRead + Unpin>, program: String) -> String {
+async fn read_tail(stream: Option<impl AsyncRead + Unpin>, program: String, keep: usize) -> String {
     let Some(stream) = stream else {
         return String::new();
     };
     let mut lines = BufReader::new(stream).lines();
-    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(keep.min(TAIL_LINES));
     while let Ok(Some(line)) = lines.next_line().await {
         log::debug!("{program}: {line}");
-        if tail.len() == TAIL_LINES {
+        if tail.len() == keep {
             tail.pop_front();
         }
         // Bound each kept line too: a single huge line must not bloat status.

@@ -69,6 +69,9 @@ pub struct State {
     /// the pause's expiry (`crate::pause`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused: Option<crate::pause::Paused>,
+    /// The testing branch's last commit handled (deploy/testing.rs): what is on test.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub testing: Option<Testing>,
 }
 
 /// A head refused before evaluation (agent/src/trust).
@@ -86,6 +89,22 @@ pub struct Refused {
     /// A digest of the trust policy it was refused under (verify mode, key file contents,
     /// floors): when that changes, the head is checked again.
     pub policy: String,
+}
+
+/// The last commit of the testing branch the agent dealt with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Testing {
+    pub branch: String,
+    pub commit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// `tested` (live until a reboot or a main deployment), `unchanged` (same system as
+    /// what runs), or `failed` (rolled back; the commit is bad).
+    pub outcome: Outcome,
+    /// The system that was test-activated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    pub at: String,
 }
 
 /// A damaged or lost state record, as a load found it.
@@ -133,6 +152,9 @@ pub struct Deployed {
 pub enum IntentKind {
     Deploy,
     Rollback,
+    /// A commit of the testing branch: `switch-to-configuration test` and the checks
+    /// only; never the profile, never the boot default (deploy/testing.rs).
+    Test,
 }
 
 /// Where a deployment stands: the kill-point recovery reads this.
@@ -217,6 +239,9 @@ pub enum Outcome {
     Pinned,
     /// A poll while paused (`homelab-agent pause`): news only, never history.
     Paused,
+    /// A testing-branch commit activated with `test` only and healthy: live until the
+    /// next reboot or main deployment, never the boot default.
+    Tested,
 }
 
 impl Outcome {
@@ -231,6 +256,7 @@ impl Outcome {
             Outcome::RolledBack => "rolled-back",
             Outcome::Pinned => "pinned",
             Outcome::Paused => "paused",
+            Outcome::Tested => "tested",
         }
     }
 }

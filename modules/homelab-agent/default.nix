@@ -84,6 +84,7 @@ in
     ./options.nix
     ./push.nix
     ./trust.nix
+    ./fetch-and-build.nix
     ./host-map.nix
     ./reboot.nix
     ./metrics.nix

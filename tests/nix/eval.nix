@@ -227,6 +227,15 @@ let
       allowDowngrade = true;
     };
   });
+  # tls-subst: a private CA, a local-build limit, the per-host testing branch (fetch-and-build.nix).
+  withTrust = agent (base {
+    repository = {
+      inherit url;
+      testingBranch = "testing/{host}";
+    };
+    auth.caFile = "/etc/ssl/homelab-ca.pem";
+    build.maxLocalBuilds = 0;
+  });
 
   withEnv = agent {
     imports = [ (base { }) ];
@@ -611,6 +620,15 @@ let
       token_file = "/run/keys/git-token";
       known_hosts_file = "/etc/ssh/extra_known_hosts";
     })
+    (expect "CA file, testing branch and local-build limit in their keys" withTrust.toml {
+      source = {
+        inherit url;
+        ca_file = "/etc/ssl/homelab-ca.pem";
+        testing_branch = "testing/{host}";
+      };
+      host.name = "pi1";
+      build.max_local_builds = 0;
+    })
     (expect "disabled: no unit, no timer, no file" {
       services = disabled.systemd.services ? homelab-agent;
       timers = disabled.systemd.timers ? homelab-agent;
@@ -768,6 +786,7 @@ let
     with-trust-gpg = withGpg.toml;
     reboot = rebooting.toml;
     with-metrics = withMetrics.toml;
+    with-trust = withTrust.toml;
     provisioning = provisioned.environment.etc."homelab-agent/config.toml".source.value;
   });
 

@@ -21,6 +21,9 @@ pub fn check(s: &Settings, text: &str) -> Vec<ConfigError> {
     if let Some(t) = &s.source.token_file {
         wanted.push(("source.token_file".into(), t));
     }
+    if let Some(c) = &s.source.ca_file {
+        wanted.push(("source.ca_file".into(), c));
+    }
     if s.source.url.scheme() == crate::source::url::Scheme::Ssh {
         wanted.push(("source.known_hosts_file".into(), &s.source.known_hosts_file));
     }

@@ -12,6 +12,7 @@ mod metrics;
 mod names;
 mod raw;
 pub mod reboot;
+mod testing;
 pub mod trust;
 mod validate;
 
@@ -79,6 +80,11 @@ pub struct SourceSettings {
     pub timeout: Duration,
     /// `verify`, its key files, `allow_downgrade` (config/trust.rs).
     pub trust: trust::TrustSettings,
+    /// Extra certificate authorities (PEM) trusted for https, besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The per-host testing branch (`{host}` already replaced), if watched: its commits
+    /// are activated with `switch-to-configuration test` only (deploy/testing.rs).
+    pub testing_branch: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +105,8 @@ pub struct BuildSettings {
     pub max_jobs: Option<u32>,
     pub cores: Option<u32>,
     pub extra_args: Vec<String>,
+    /// Refuse a build that would compile more derivations than this here (`None`: no limit).
+    pub max_local_builds: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -37,6 +37,10 @@ pub(super) struct RawSource {
     pub(super) keyring_file: Option<PathBuf>,
     pub(super) gpg_home: Option<PathBuf>,
     pub(super) allow_downgrade: Option<bool>,
+    /// A PEM file of extra certificate authorities for https (a private CA).
+    pub(super) ca_file: Option<PathBuf>,
+    /// A second branch whose commits are only ever test-activated ("testing/{host}").
+    pub(super) testing_branch: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +76,8 @@ pub(super) struct RawBuild {
     pub(super) max_jobs: Option<u32>,
     pub(super) cores: Option<u32>,
     pub(super) extra_args: Option<Vec<String>>,
+    /// At most this many derivations built on this machine (the rest must be substituted).
+    pub(super) max_local_builds: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -62,7 +62,7 @@ impl Validator<'_> {
     }
 
     pub(super) fn settings(&self, raw: RawConfig) -> Result<Settings> {
-        let source = self.source(raw.source)?;
+        let mut source = self.source(raw.source)?;
         let host_map = super::host_map::validate(&raw.host)?;
         let host = match raw.host.name {
             Some(name) => name,
@@ -77,6 +77,9 @@ impl Validator<'_> {
             _ => host,
         };
         validate_host(&host).map_err(|m| err("host.name", m))?;
+        source.testing_branch =
+            super::testing::resolve(source.testing_branch.take(), &host, &source.branch)
+                .map_err(|m| err("source.testing_branch", m))?;
         let attribute = match raw.host.attribute {
             Some(a) => {
                 validate_attribute(&a).map_err(|m| err("host.attribute", m))?;
@@ -149,10 +152,17 @@ impl Validator<'_> {
                 "refusing to send a token over plain http:// to a non-loopback host (it would travel in clear); use https://",
             ));
         }
+        if raw.ca_file.is_some() && url.scheme() != crate::source::url::Scheme::Https {
+            return Err(err(
+                "source.ca_file",
+                "a certificate authority is only used with https:// URLs",
+            ));
+        }
         for (key, path) in [
             ("source.ssh_key_file", &raw.ssh_key_file),
             ("source.known_hosts_file", &raw.known_hosts_file),
             ("source.token_file", &raw.token_file),
+            ("source.ca_file", &raw.ca_file),
         ] {
             if let Some(p) = path {
                 absolute(key, p)?;
@@ -172,6 +182,8 @@ impl Validator<'_> {
                 raw.timeout.as_deref(),
                 &bounds::SOURCE_TIMEOUT,
             )?,
+            ca_file: raw.ca_file,
+            testing_branch: raw.testing_branch,
         })
     }
 
@@ -246,6 +258,7 @@ impl Validator<'_> {
             max_jobs: raw.max_jobs,
             cores: raw.cores,
             extra_args,
+            max_local_builds: raw.max_local_builds,
         })
     }
 

@@ -6,6 +6,13 @@
 //!                        └──────── any failure ─────────→ restore the previous system
 //! ```
 //!
+//! A test plan (the testing branch, `testing.rs`) stops after the health checks: the
+//! profile and the boot default never move, and recovery (`recover.rs`) treats a killed
+//! test like a killed deployment that had not committed: back to the profile's generation.
+//!
+//! ```text
+//! ```
+//!
 //! Only the first write (the intent) must succeed before anything is touched; after
 //! that, a failing state write never stops the way back: the intent already on disk
 //! tells the next run to bring the machine back to the profile's generation.
@@ -39,7 +46,8 @@ pub struct StepFailure {
     pub checks: Vec<CheckResult>,
 }
 
-/// How the protocol ended. The caller records it (`record.rs`).
+/// How the protocol ended. The caller records it (`record.rs`, `testing.rs`). A test plan
+/// ([`IntentKind::Test`]) that ends healthy is `Committed` with the profile untouched.
 #[derive(Debug)]
 pub enum Ending {
     /// Healthy; now the profile's generation `generation` and the boot default.
@@ -173,6 +181,15 @@ impl Agent {
             return Err(fail(
                 Phase::Health,
                 Failure::new(Kind::Commit, message),
+                report.results,
+            ));
+        }
+        if intent.kind == IntentKind::Test {
+            // A test activation never commits: the profile and the boot default stay
+            // where they are (the "generation" is the unchanged boot default's), and a
+            // reboot or the next deployment replaces the tested system.
+            return Ok((
+                intent.previous_generation.unwrap_or_default(),
                 report.results,
             ));
         }

@@ -36,6 +36,20 @@ pub trait Source {
         let _ = (commit, floors);
         Box::pin(async { Ok(crate::trust::Checked::default()) })
     }
+    /// The head of the testing branch (`[source] testing_branch`), `None` when none is
+    /// watched or the remote has no such branch.
+    fn testing_head(&self) -> Fut<'_, Result<Option<String>, Failure>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// Fetches the testing branch into the agent's cache, like [`Source::fetch`].
+    fn fetch_testing(&self) -> Fut<'_, Result<Fetched, Failure>> {
+        Box::pin(async {
+            Err(Failure::new(
+                Kind::Configuration,
+                "no [source] testing_branch is configured",
+            ))
+        })
+    }
 }
 
 /// `nix build` of a host's toplevel (the flake `attribute`), rooted against garbage
@@ -159,6 +173,44 @@ impl Source for std::rc::Rc<Real> {
             crate::trust::check(&self.settings.source.trust, &cache, commit, floors).await
         })
     }
+
+    fn testing_head(&self) -> Fut<'_, Result<Option<String>, Failure>> {
+        Box::pin(async move {
+            let Some(settings) = self.testing_settings() else {
+                return Ok(None);
+            };
+            match source::remote_head(&settings, self.git_deadline()).await {
+                Ok(head) => Ok(Some(head)),
+                // No testing branch on the remote: nothing on test, which is normal.
+                Err(source::SourceError::BranchNotFound { .. }) => Ok(None),
+                Err(e) => Err(source_failure(e)),
+            }
+        })
+    }
+
+    fn fetch_testing(&self) -> Fut<'_, Result<Fetched, Failure>> {
+        Box::pin(async move {
+            let Some(settings) = self.testing_settings() else {
+                return Err(Failure::new(
+                    Kind::Configuration,
+                    "no [source] testing_branch is configured",
+                ));
+            };
+            source::fetch(&settings, self.cache_repo(), self.git_deadline())
+                .await
+                .map_err(source_failure)
+        })
+    }
+}
+
+impl Real {
+    /// The source settings with the testing branch in place of the main one.
+    fn testing_settings(&self) -> Option<crate::config::SourceSettings> {
+        let branch = self.settings.source.testing_branch.clone()?;
+        let mut s = self.settings.source.clone();
+        s.branch = branch;
+        Some(s)
+    }
 }
 
 impl Builder for std::rc::Rc<Real> {
@@ -186,6 +238,9 @@ impl Builder for std::rc::Rc<Real> {
                 settings: &self.settings.build,
             };
             crate::failpoint("before_build");
+            // What would be compiled here, before anything is (and a refusal over
+            // [build] max_local_builds).
+            nix::plan::gate(&request, &self.settings.paths.state_dir).await?;
             let system = nix::build(&request)
                 .await
                 .map_err(|e| Failure::new(e.kind(), e.to_string()))?;

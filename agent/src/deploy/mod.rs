@@ -12,6 +12,7 @@
 //! | `mod.rs`      | the cycle and the operator commands (`rollback`, `retry`)           |
 //! | `activate.rs` | the one activation protocol: deploy, rollback and recovery use it   |
 //! | `recover.rs`  | an interrupted run's leftovers; reconciling live system and profile |
+//! | `testing.rs`  | the per-host testing branch: test activations that never commit    |
 //! | `record.rs`   | history, last poll, bad commits: one `finish()` for every outcome   |
 //! | `doors.rs`    | the side effects behind traits: source, builder, machine, health    |
 //! | `target.rs`   | which host is built: the configured one, or the map's (pivot)       |
@@ -26,6 +27,7 @@ mod paused;
 mod record;
 mod recover;
 mod target;
+mod testing;
 #[cfg(test)]
 mod tests;
 mod trust;
@@ -40,6 +42,7 @@ use crate::state::{IntentKind, Outcome, Phase, Pinned, Run, State, Store};
 use activate::{Ending, Plan};
 pub use doors::Doors;
 pub use recover::MAX_INTERRUPTIONS;
+pub use testing::live as testing_live;
 
 /// How a run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +112,8 @@ impl Agent {
             return Ok(exit);
         }
         if let Some(exit) = self.nothing_to_do(&state, &head) {
-            return Ok(exit);
+            // Main is idle: the testing branch's turn (testing.rs).
+            return Ok(self.after_main(&mut state, exit).await);
         }
 
         notify::status(&format!("fetching {}", short(&head)));

@@ -83,7 +83,9 @@ impl Agent {
             intent.system
         );
         // 1. Count first: whatever fails below, the loop breaker has moved.
-        let undoing_new = intent.kind == IntentKind::Deploy
+        // A test activation is undone like a deployment that had not committed (it
+        // never reaches Committing).
+        let undoing_new = matches!(intent.kind, IntentKind::Deploy | IntentKind::Test)
             && matches!(intent.step, Step::Activating | Step::Checking);
         if let (true, Some(commit)) = (undoing_new, &intent.commit) {
             let count = state.count_interruption(commit);
@@ -114,7 +116,9 @@ impl Agent {
         // 3. Finish a commit that had passed its checks, or go back to the profile.
         let machine = &self.doors.machine;
         let profile = machine.profile();
-        let committed = intent.step == Step::Committing
+        // A test activation never commits: whatever its step, it is undone.
+        let committed = intent.kind != IntentKind::Test
+            && intent.step == Step::Committing
             && profile
                 .as_ref()
                 .is_some_and(|g| g.system == Path::new(&intent.system));
@@ -205,6 +209,11 @@ impl Agent {
             return None;
         }
         let shown = current.display().to_string();
+        if super::testing::on_test(state, &shown) {
+            // The testing branch's commit, healthy, live until a reboot or the next
+            // deployment: expected, not drift.
+            return None;
+        }
         let unverified = state
             .bad_commits
             .iter()

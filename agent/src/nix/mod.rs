@@ -6,6 +6,7 @@
 //! from the moment it exists, so a garbage collection cannot delete it before activation.
 
 pub mod failure;
+pub mod plan;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -230,6 +231,7 @@ mod tests {
             max_jobs: Some(1),
             cores: None,
             extra_args: vec!["--option".into(), "substituters".into(), "".into()],
+            max_local_builds: None,
         }
     }
 

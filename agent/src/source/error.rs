@@ -35,6 +35,18 @@ pub enum SourceError {
     /// Our known_hosts check refused the server's ssh host key.
     #[error("ssh host key of {url} rejected: {message}")]
     HostKey { url: String, message: String },
+    /// The server's TLS certificate was refused; `kind` follows from why (source/tls.rs).
+    #[error("{url}: the TLS certificate of {host} {what}\nhint: {hint}")]
+    Certificate {
+        url: String,
+        host: String,
+        what: String,
+        hint: &'static str,
+        kind: Kind,
+    },
+    /// `[source] ca_file` cannot be read or holds no certificate.
+    #[error("cannot use [source] ca_file {}: {message}\nhint: ca_file must be a readable PEM file of CA certificates", path.display())]
+    CaFile { path: PathBuf, message: String },
     #[error(
         "branch '{branch}' not found on {url}\nhint: check [source] branch, or push the branch"
     )]
@@ -83,7 +95,9 @@ impl SourceError {
             | SourceError::TimedOut { .. }
             | SourceError::Remote { .. }
             | SourceError::CacheBusy { .. } => Kind::Transient,
+            SourceError::Certificate { kind, .. } => *kind,
             SourceError::Auth { .. }
+            | SourceError::CaFile { .. }
             | SourceError::HostKey { .. }
             | SourceError::BranchNotFound { .. }
             | SourceError::RepoMissing { .. } => Kind::Configuration,
@@ -191,6 +205,27 @@ mod tests {
                 },
                 Kind::Configuration,
                 "ssh host key",
+                "network",
+            ),
+            (
+                SourceError::Certificate {
+                    url: url(),
+                    host: "git.example.org".into(),
+                    what: "is not signed by a certificate authority this machine trusts (issuer: CN=x)".into(),
+                    hint: "if the server uses a private CA, set [source] ca_file to the CA's certificate (PEM)",
+                    kind: Kind::Configuration,
+                },
+                Kind::Configuration,
+                "hint: if the server uses a private CA, set [source] ca_file",
+                "network",
+            ),
+            (
+                SourceError::CaFile {
+                    path: "/etc/ssl/ca.pem".into(),
+                    message: "not a PEM certificate file".into(),
+                },
+                Kind::Configuration,
+                "cannot use [source] ca_file /etc/ssl/ca.pem",
                 "network",
             ),
             (

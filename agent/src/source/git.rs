@@ -14,7 +14,7 @@ use nix::errno::Errno;
 
 use super::error::SourceError;
 use super::url::Scheme;
-use super::{cache, known_hosts};
+use super::{cache, known_hosts, tls};
 use crate::config::SourceSettings;
 
 /// The ref in the cache repository that holds the fetched head. Nix builds from
@@ -50,6 +50,9 @@ pub struct Remote<'a> {
     /// Why our credential callback gave up (no credential configured, or the one we gave
     /// was rejected): an authentication failure, whatever libgit2 then reports.
     credential_refusal: RefCell<Option<String>>,
+    /// The host and certificate (DER) the https server presented, to say why libgit2
+    /// refused it ([`tls::diagnose`]).
+    server_cert: RefCell<Option<(String, Vec<u8>)>>,
     /// Set once pack data arrives: from then on an OS-class error is a local file's
     /// (libgit2 reports socket failures after connecting as `Net`, and a failed connect
     /// as `Os`, so the class alone does not tell).
@@ -76,10 +79,17 @@ impl<'a> Remote<'a> {
                 source,
             })?;
         }
+        if let Some(path) = &settings.ca_file {
+            tls::trust_ca_file(path).map_err(|message| SourceError::CaFile {
+                path: path.clone(),
+                message,
+            })?;
+        }
         Ok(Remote {
             settings,
             token,
             deadline,
+            server_cert: RefCell::new(None),
             host_key_refusal: RefCell::new(None),
             credential_refusal: RefCell::new(None),
             receiving: Cell::new(false),
@@ -228,9 +238,13 @@ impl<'a> Remote<'a> {
             }
             answer
         });
-        cb.certificate_check(move |cert, _host| {
+        cb.certificate_check(move |cert, host| {
             let Some(hostkey) = cert.as_hostkey() else {
-                // TLS: let libgit2/OpenSSL verify against the system trust store.
+                // TLS: libgit2/OpenSSL verify against the system trust store (and
+                // [source] ca_file); the certificate is kept to say why, if refused.
+                if let Some(x509) = cert.as_x509() {
+                    *self.server_cert.borrow_mut() = Some((host.to_string(), x509.data().to_vec()));
+                }
                 return Ok(CertificateCheckStatus::CertificatePassthrough);
             };
             let (Some(key), Some(kind)) = (hostkey.hostkey(), hostkey.hostkey_type()) else {
@@ -340,6 +354,11 @@ impl<'a> Remote<'a> {
                 message: refusal,
             });
         }
+        if e.class() == ErrorClass::Ssl || e.code() == ErrorCode::Certificate {
+            if let Some(refused) = self.refused_certificate() {
+                return Some(refused);
+            }
+        }
         let refused = self.credential_refusal.borrow_mut().take();
         if refused.is_some() || e.code() == ErrorCode::Auth {
             let hint = match self.settings.url.scheme() {
@@ -355,6 +374,22 @@ impl<'a> Remote<'a> {
             });
         }
         None
+    }
+
+    /// A TLS error after the server showed its certificate: why the certificate was
+    /// refused, from its own fields; `None` when the certificate is fine.
+    fn refused_certificate(&self) -> Option<SourceError> {
+        let (host, der) = self.server_cert.borrow_mut().take()?;
+        let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
+        let refusal = tls::diagnose(&der, &host, self.settings.ca_file.as_deref(), &now)?;
+        let (what, hint) = refusal.explain(&host);
+        Some(SourceError::Certificate {
+            url: self.url(),
+            host,
+            what,
+            hint,
+            kind: refusal.kind(),
+        })
     }
 
     /// Turns a libgit2 error into one an operator can act on, by its code and class,
@@ -508,6 +543,46 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(e.kind(), Kind::Environment, "{e}");
+    }
+
+    #[test]
+    fn a_refused_certificate_says_why_and_blames_the_configuration() {
+        let s = settings("https://git.example.org/h.git");
+        let r = Remote::new(&s, Duration::from_secs(60)).unwrap();
+        // What libgit2 returns after our callback passed the decision through.
+        let refused = || {
+            Error::new(
+                Code::GenericError,
+                Class::Ssl,
+                "the SSL certificate is invalid",
+            )
+        };
+        // No certificate seen (the handshake failed before it): the network.
+        let e = r.classify(refused(), "connecting", Instant::now());
+        assert_eq!(e.kind(), Kind::Transient, "{e}");
+        *r.server_cert.borrow_mut() = Some((
+            "git.example.org".into(),
+            tls::test_cert(&["git.example.org"], 0, 30),
+        ));
+        let e = r.classify(refused(), "connecting", Instant::now());
+        assert!(matches!(e, SourceError::Certificate { .. }), "{e}");
+        assert_eq!(e.kind(), Kind::Configuration);
+        assert!(
+            e.to_string()
+                .contains("not signed by a certificate authority this machine trusts"),
+            "{e}"
+        );
+        *r.server_cert.borrow_mut() = Some((
+            "git.example.org".into(),
+            tls::test_cert(&["other.example.org"], 0, 30),
+        ));
+        let e = r.classify(refused(), "connecting", Instant::now());
+        assert!(
+            e.to_string().contains(
+                "does not match the host name git.example.org: it is issued for other.example.org"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

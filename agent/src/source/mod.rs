@@ -1,5 +1,5 @@
 //! The user's flake repository: where it is ([`url`]), how we talk to it ([`git`]), whom
-//! we trust over ssh ([`known_hosts`]), the agent's bounded copy of it ([`cache`]), and
+//! we trust over ssh ([`known_hosts`]) and https ([`tls`]), the agent's bounded copy of it ([`cache`]), and
 //! whose fault a failure is ([`error`]).
 //!
 //! libgit2 blocks, and its socket timeouts do not cover every stall (a server that
@@ -17,6 +17,7 @@ pub mod error;
 pub mod git;
 pub mod known_hosts;
 pub mod tls;
+pub mod tls_init;
 pub mod url;
 
 use std::path::PathBuf;

@@ -19,7 +19,12 @@ pub(super) fn step_words(step: state::Step) -> &'static str {
 
 /// The head last seen: from the last poll (since boot), else the last one handled.
 pub(super) fn head(state: &State, poll: Option<&LastPoll>) -> Option<HeadView> {
-    let (commit, seen_at) = match poll.and_then(|p| p.commit.clone().map(|c| (c, &p.at))) {
+    // A poll that ended on the testing branch's commit says nothing about main's head.
+    let testing = state.testing.as_ref().map(|t| t.commit.as_str());
+    let (commit, seen_at) = match poll
+        .and_then(|p| p.commit.clone().map(|c| (c, &p.at)))
+        .filter(|(c, _)| Some(c.as_str()) != testing)
+    {
         Some((c, at)) => (c, Some(at.clone())),
         None => (state.last_handled.clone()?, None),
     };
@@ -85,7 +90,13 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
         (Some(c), Some(p)) => *c != p.system,
         _ => false,
     };
-    if drifted && !running && state.intent.is_none() && state.rollback_pending.is_none() {
+    // The testing branch's healthy system, live until a reboot or deployment: expected.
+    let on_test = state
+        .testing
+        .as_ref()
+        .is_some_and(|t| crate::deploy::testing_live(t, f.current_system.as_deref()));
+    if drifted && !on_test && !running && state.intent.is_none() && state.rollback_pending.is_none()
+    {
         let (c, p) = (
             f.current_system.as_ref().unwrap(),
             f.profile.as_ref().unwrap(),

@@ -96,6 +96,20 @@ impl Status {
             };
             writeln!(out, "system:     {s}{mark}")?;
         }
+        if let Some(t) = &self.testing {
+            let live = if t.live {
+                "live now, not the boot default (a reboot or the next deployment replaces it)"
+            } else {
+                "not live"
+            };
+            writeln!(
+                out,
+                "testing:    {} {} on {}: {live}",
+                short(&t.commit),
+                t.outcome,
+                t.branch
+            )?;
+        }
         if let Some(r) = &self.running {
             let pid = r.pid.map(|p| format!("pid {p}: ")).unwrap_or_default();
             let since = r

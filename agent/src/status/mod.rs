@@ -51,6 +51,8 @@ pub struct Facts {
     pub machine: Option<Result<crate::pivot::identity::Machine, String>>,
     /// The reboot record and what the policy needs (agent/src/reboot/view.rs).
     pub reboot: crate::reboot::view::Facts,
+    /// The last build plan (`nix/plan.rs`): what was or would be compiled here.
+    pub build_plan: Option<serde_json::Value>,
 }
 
 impl Facts {
@@ -69,6 +71,7 @@ impl Facts {
             profile: system::profile::current(&p.profile),
             machine: pivot::read(settings),
             reboot: crate::reboot::view::read(settings),
+            build_plan: crate::nix::plan::read_record(&p.state_dir),
         }
     }
 }
@@ -142,6 +145,26 @@ pub struct Status {
     pub pivot: Option<pivot::PivotView>,
     /// Reboot policy, pending reboot, last boot and fallback (added; agent/src/reboot/).
     pub reboot: crate::reboot::View,
+    /// The last build plan: derivations to build here, paths to fetch, unsigned ones,
+    /// and whether `[build] max_local_builds` refused it (docs/contract-extensions.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_plan: Option<serde_json::Value>,
+    /// The testing branch's last commit handled, and whether its system is live now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub testing: Option<TestingView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TestingView {
+    pub branch: String,
+    pub commit: String,
+    pub subject: Option<String>,
+    /// `tested`, `unchanged` or `failed`.
+    pub outcome: String,
+    pub system: Option<String>,
+    pub at: String,
+    /// The tested system is what runs now (until a reboot or the next deployment).
+    pub live: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -377,6 +400,16 @@ impl Status {
             refused,
             reboot: crate::reboot::view::build(settings, &f.reboot, jiff::Timestamp::now()),
             attention,
+            build_plan: f.build_plan.clone(),
+            testing: state.testing.as_ref().map(|t| TestingView {
+                branch: t.branch.clone(),
+                commit: t.commit.clone(),
+                subject: t.subject.clone(),
+                outcome: t.outcome.as_str().into(),
+                system: t.system.clone(),
+                at: t.at.clone(),
+                live: crate::deploy::testing_live(t, f.current_system.as_deref()),
+            }),
         }
     }
 

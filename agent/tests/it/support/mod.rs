@@ -306,12 +306,22 @@ impl Harness {
             .map(|s| s.trim().to_string())
     }
 
-    /// How many `nix build` calls the shim saw.
+    /// How many build attempts the shim saw: each begins with one `nix build --dry-run`
+    /// (the build plan), which also finds an evaluation error before any build.
     pub fn nix_builds(&self) -> usize {
+        self.nix_call_count(|l| l.contains(" build ") && l.contains("--dry-run"))
+    }
+
+    /// How many real `nix build` calls (not dry runs) the shim saw.
+    pub fn real_nix_builds(&self) -> usize {
+        self.nix_call_count(|l| l.contains(" build ") && !l.contains("--dry-run"))
+    }
+
+    fn nix_call_count(&self, wanted: impl Fn(&str) -> bool) -> usize {
         std::fs::read_to_string(self.path("nix-calls.log"))
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains(" build "))
+            .filter(|l| wanted(l))
             .count()
     }
 

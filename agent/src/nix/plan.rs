@@ -1,0 +1,513 @@
+//! What a build would do before it does it: which derivations this machine would compile
+//! and which store paths it would fetch from a substituter (binary cache), and whether
+//! those are signed by a key nix trusts. Over `[build] max_local_builds` the build is
+//! refused before it starts (a Pi must not compile for hours without saying so).
+//!
+//! How, with what both Nix 2.8 and 2.18+ offer:
+//!
+//! - `nix build --dry-run --json <flake>`: nix's own answer (the same `queryMissing` the
+//!   real build uses, substituters and all). Neither version prints that answer as JSON
+//!   (`--json` prints only the installable's `drvPath` and outputs), so the lists come
+//!   from stderr: only lines that are exactly one store path are read, and a path is
+//!   "built" when it is a derivation (`.drv`), "fetched" otherwise; nix's headings are
+//!   never read.
+//! - nix checks signatures only when it fetches, and a path with no trusted signature is
+//!   then built here instead (silently). So each path to fetch is looked up in the
+//!   substituters (`nix path-info --json --store URL`) and its signatures' key names are
+//!   compared with `trusted-public-keys` (`nix show-config --json`): a path signed by no
+//!   trusted key counts as a local build, and says why. Names, not the cryptography: nix
+//!   still verifies each signature when it fetches.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::{flake_ref, BuildError, BuildRequest};
+use crate::process::{Cmd, CmdError};
+
+/// The most lines of a dry run read (a whole NixOS closure is a few thousand paths).
+const MAX_PLAN_LINES: usize = 50_000;
+/// How long asking a substituter may take (per substituter).
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// What a build of one commit would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BuildPlan {
+    /// The derivations nix would build here (store paths of `.drv` files).
+    pub build: Vec<String>,
+    /// The store paths nix would fetch from a substituter.
+    pub fetch: Vec<String>,
+    /// Paths to fetch that no substituter has signed with a trusted key: nix would refuse
+    /// them and build them here.
+    pub untrusted: Vec<String>,
+}
+
+impl BuildPlan {
+    /// How many derivations would be compiled on this machine.
+    pub fn local_builds(&self) -> usize {
+        self.build.len() + self.untrusted.len()
+    }
+
+    /// One line for the journal and status: counts and the first names.
+    pub fn summary(&self) -> String {
+        let mut text = format!(
+            "{} to build here, {} to fetch",
+            self.build.len(),
+            self.fetch.len()
+        );
+        if !self.build.is_empty() {
+            text.push_str(&format!(" (build: {})", names(&self.build, 8)));
+        }
+        if !self.untrusted.is_empty() {
+            text.push_str(&format!(
+                "; {} not signed by a trusted key, so built here too: {}",
+                self.untrusted.len(),
+                names(&self.untrusted, 8)
+            ));
+        }
+        text
+    }
+
+    /// The refusal when more would be compiled here than `limit` allows.
+    pub fn over_limit(&self, limit: u32) -> Option<String> {
+        if self.local_builds() <= limit as usize {
+            return None;
+        }
+        let cause = if self.untrusted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n{} of them {} in a binary cache but not signed by a trusted key: {}",
+                self.untrusted.len(),
+                if self.untrusted.len() == 1 {
+                    "is"
+                } else {
+                    "are"
+                },
+                names(&self.untrusted, 8)
+            )
+        };
+        Some(format!(
+            "refusing to compile {} derivation{} on this machine ([build] max_local_builds = {limit}): {}{cause}\n\
+             hint: push the outputs to a binary cache this machine uses (signed with a key in trusted-public-keys), \
+             or raise [build] max_local_builds; the next run checks again",
+            self.local_builds(),
+            if self.local_builds() == 1 { "" } else { "s" },
+            names(&self.build, 8),
+        ))
+    }
+}
+
+/// `name` of `/nix/store/<hash>-name`, the first `n` of them, then "and N more".
+fn names(paths: &[String], n: usize) -> String {
+    let mut shown: Vec<&str> = paths
+        .iter()
+        .take(n)
+        .map(|p| {
+            let base = p.rsplit('/').next().unwrap_or(p);
+            base.split_once('-').map_or(base, |(_, name)| name)
+        })
+        .collect();
+    let more = paths.len().saturating_sub(n);
+    let extra;
+    if more > 0 {
+        extra = format!("and {more} more");
+        shown.push(&extra);
+    }
+    shown.join(", ")
+}
+
+/// The `nix build --dry-run` argument vector: the real build's, minus what writes.
+pub fn dry_run_args(req: &BuildRequest) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--extra-experimental-features".into(),
+        "nix-command flakes".into(),
+        "build".into(),
+        "--dry-run".into(),
+        "--json".into(),
+        "--no-write-lock-file".into(),
+        "--no-link".into(),
+    ];
+    args.extend(req.settings.extra_args.iter().cloned());
+    args.push(flake_ref(req.cache, req.commit, req.attribute));
+    args
+}
+
+/// The store paths nix lists in a dry run: derivations to build, other paths to fetch.
+/// Only lines that are exactly one store path count.
+pub fn parse_dry_run(stderr: &str) -> (Vec<String>, Vec<String>) {
+    let mut build = BTreeSet::new();
+    let mut fetch = BTreeSet::new();
+    for line in stderr.lines() {
+        let p = line.trim();
+        if !is_store_path(p) {
+            continue;
+        }
+        if p.ends_with(".drv") {
+            build.insert(p.to_string());
+        } else {
+            fetch.insert(p.to_string());
+        }
+    }
+    (build.into_iter().collect(), fetch.into_iter().collect())
+}
+
+fn is_store_path(p: &str) -> bool {
+    let Some(base) = p.strip_prefix("/nix/store/") else {
+        return false;
+    };
+    let Some((hash, name)) = base.split_once('-') else {
+        return false;
+    };
+    hash.len() == 32
+        && hash.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b))
+}
+
+/// The `--option NAME VALUE` triples of the build's extra arguments (so that the
+/// settings asked about are the build's).
+fn options(extra: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < extra.len() {
+        if extra[i] == "--option" && i + 2 < extra.len() {
+            out.extend_from_slice(&extra[i..i + 3]);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A setting's value from `nix show-config --json`: `{"name": {"value": …}}` (2.8 and
+/// later), or `{"name": …}` (older).
+fn setting<'a>(config: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    let v = config.get(name)?;
+    Some(v.get("value").unwrap_or(v))
+}
+
+/// The substituters, the names of the trusted keys, and whether signatures are required.
+pub fn parse_config(json: &str) -> Result<(Vec<String>, BTreeSet<String>, bool), String> {
+    let config: serde_json::Value =
+        serde_json::from_str(json.trim()).map_err(|e| format!("`nix show-config --json`: {e}"))?;
+    let list = |name: &str| -> Vec<String> {
+        match setting(&config, name) {
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            Some(serde_json::Value::String(s)) => {
+                s.split_whitespace().map(str::to_string).collect()
+            }
+            _ => Vec::new(),
+        }
+    };
+    let keys = list("trusted-public-keys")
+        .into_iter()
+        .filter_map(|k| k.split_once(':').map(|(name, _)| name.to_string()))
+        .collect();
+    let require = setting(&config, "require-sigs")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true);
+    Ok((list("substituters"), keys, require))
+}
+
+/// The paths that carry a signature by one of `trusted` (key names), from
+/// `nix path-info --json`: an array of `{path, signatures}` (2.8 to 2.18) or an object
+/// keyed by path (2.19+).
+pub fn signed_paths(json: &str, trusted: &BTreeSet<String>) -> Result<BTreeSet<String>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(json.trim()).map_err(|e| format!("`nix path-info --json`: {e}"))?;
+    let entries: Vec<(String, &serde_json::Value)> = match &value {
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|e| Some((e.get("path")?.as_str()?.to_string(), e)))
+            .collect(),
+        serde_json::Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), v)).collect(),
+        _ => return Err("`nix path-info --json`: neither an array nor an object".into()),
+    };
+    Ok(entries
+        .into_iter()
+        .filter(|(_, info)| {
+            info.get("signatures")
+                .and_then(|s| s.as_array())
+                .is_some_and(|sigs| {
+                    sigs.iter().filter_map(|s| s.as_str()).any(|s| {
+                        s.split_once(':')
+                            .is_some_and(|(name, _)| trusted.contains(name))
+                    })
+                })
+        })
+        .map(|(path, _)| path)
+        .collect())
+}
+
+/// Asks nix what building `req` would do (evaluating the commit, as the build would).
+pub async fn preview(req: &BuildRequest<'_>) -> Result<BuildPlan, BuildError> {
+    let done = Cmd::new("nix")
+        .args(dry_run_args(req))
+        .timeout(req.settings.timeout)
+        .capture_stdout()
+        .keep_stderr_lines(MAX_PLAN_LINES)
+        .run()
+        .await;
+    let done = match done {
+        Ok(done) if done.status.success() => done,
+        Ok(done) => return Err(super::classify(req, &done.status, &done.stderr_tail).await),
+        Err(CmdError::TimedOut { after, .. }) => return Err(BuildError::TimedOut { after }),
+        Err(e @ CmdError::NotFound { .. }) => return Err(BuildError::NixMissing(e.to_string())),
+        Err(e) => return Err(BuildError::Machine(e.to_string(), None)),
+    };
+    let (build, fetch) = parse_dry_run(&done.stderr_tail);
+    let untrusted = if fetch.is_empty() {
+        Vec::new()
+    } else {
+        untrusted(req, &fetch).await
+    };
+    Ok(BuildPlan {
+        build,
+        fetch,
+        untrusted,
+    })
+}
+
+/// The paths to fetch that no substituter offers with a trusted signature. When nix or a
+/// substituter cannot be asked, nothing is counted (nix still checks when it fetches).
+async fn untrusted(req: &BuildRequest<'_>, fetch: &[String]) -> Vec<String> {
+    let nix = |args: Vec<String>| async move {
+        Cmd::new("nix")
+            .args(args)
+            .timeout(QUERY_TIMEOUT)
+            .capture_stdout()
+            .run()
+            .await
+    };
+    let mut args: Vec<String> = vec![
+        "--extra-experimental-features".into(),
+        "nix-command flakes".into(),
+        "show-config".into(),
+        "--json".into(),
+    ];
+    args.extend(options(&req.settings.extra_args));
+    let config = match nix(args).await {
+        Ok(done) if done.status.success() => parse_config(&done.stdout),
+        Ok(done) => Err(done.stderr_tail),
+        Err(e) => Err(e.to_string()),
+    };
+    let (substituters, trusted, required) = match config {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("reading nix's settings for the build plan: {e}");
+            return Vec::new();
+        }
+    };
+    if !required {
+        return Vec::new();
+    }
+    let mut signed = BTreeSet::new();
+    for store in &substituters {
+        let mut args: Vec<String> = vec![
+            "--extra-experimental-features".into(),
+            "nix-command flakes".into(),
+            "path-info".into(),
+            "--json".into(),
+            "--store".into(),
+            store.clone(),
+        ];
+        args.extend(options(&req.settings.extra_args));
+        args.extend(fetch.iter().cloned());
+        // A path the substituter lacks is `"valid": false` (2.8, 2.18) or null (2.19+),
+        // not an error; an error is the substituter's (unreachable, not a store), and
+        // then nothing can be told: nothing is counted.
+        let problem = match nix(args).await {
+            Ok(done) if done.status.success() => match signed_paths(&done.stdout, &trusted) {
+                Ok(s) => {
+                    signed.extend(s);
+                    continue;
+                }
+                Err(e) => e,
+            },
+            Ok(done) => done.stderr_tail,
+            Err(e) => e.to_string(),
+        };
+        log::warn!("asking {store} for signatures (the build plan does not count unsigned paths): {problem}");
+        return Vec::new();
+    }
+    fetch
+        .iter()
+        .filter(|p| !signed.contains(*p))
+        .cloned()
+        .collect()
+}
+
+/// What `status` shows of the last plan (`<state_dir>/build-plan.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Record<'a> {
+    pub commit: &'a str,
+    pub at: String,
+    /// Derivations nix would build here.
+    pub build: usize,
+    /// Paths nix would fetch from a substituter.
+    pub fetch: usize,
+    /// Paths to fetch without a trusted signature (built here instead).
+    pub untrusted: usize,
+    /// `build + untrusted`: what `max_local_builds` is compared with.
+    pub local_builds: usize,
+    pub max_local_builds: Option<u32>,
+    /// The build was refused for going over `max_local_builds`.
+    pub refused: bool,
+    /// Names of the first derivations to build / untrusted paths (at most 20 each).
+    pub build_names: Vec<String>,
+    pub untrusted_names: Vec<String>,
+}
+
+/// The file the last plan is recorded in.
+pub const RECORD_FILE: &str = "build-plan.json";
+
+/// Before a build: asks nix what it would do, says so in the journal, records it for
+/// `status`, and refuses (an environment failure: not the commit's fault, retried with
+/// a growing wait) when more than `limit` derivations would be compiled here.
+pub async fn gate(
+    req: &BuildRequest<'_>,
+    state_dir: &std::path::Path,
+) -> Result<BuildPlan, crate::failure::Failure> {
+    use crate::failure::{Failure, Kind};
+    let plan = preview(req)
+        .await
+        .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
+    let limit = req.settings.max_local_builds;
+    let refusal = limit.and_then(|l| plan.over_limit(l));
+    let commit = &req.commit[..req.commit.len().min(8)];
+    log::info!(commit = req.commit; "build plan for {commit}: {}", plan.summary());
+    let short = |paths: &[String]| -> Vec<String> {
+        paths
+            .iter()
+            .take(20)
+            .map(|p| names(std::slice::from_ref(p), 1))
+            .collect()
+    };
+    let record = Record {
+        commit: req.commit,
+        at: crate::state::now(),
+        build: plan.build.len(),
+        fetch: plan.fetch.len(),
+        untrusted: plan.untrusted.len(),
+        local_builds: plan.local_builds(),
+        max_local_builds: limit,
+        refused: refusal.is_some(),
+        build_names: short(&plan.build),
+        untrusted_names: short(&plan.untrusted),
+    };
+    if let Ok(bytes) = serde_json::to_vec_pretty(&record) {
+        if let Err(e) = crate::state::write_atomic(&state_dir.join(RECORD_FILE), &bytes) {
+            log::warn!("recording the build plan in {}: {e}", state_dir.display());
+        }
+    }
+    match refusal {
+        Some(message) => Err(Failure::new(Kind::Environment, message)),
+        None => Ok(plan),
+    }
+}
+
+/// The last recorded plan, for `status` (`None` when there is none or it is unreadable).
+pub fn read_record(state_dir: &std::path::Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(state_dir.join(RECORD_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "ay541y23z6zyqfx40izbiblx9scbpdb5";
+
+    #[test]
+    fn dry_run_lists_are_told_apart_by_the_paths_themselves() {
+        let stderr = format!(
+            "warning: Git tree '/x' is dirty\nthese 2 derivations will be built:\n  /nix/store/{H}-dep-1.drv\n  /nix/store/{H}-nixos-system-pi1.drv\n\
+             these 3 paths will be fetched (0.01 MiB download, 0.02 MiB unpacked):\n  /nix/store/{H}-glibc-2.37\n  /nix/store/{H}-bash-5.2\n\
+             trace: /nix/store/{H}-not-a-list-entry\n  /nix/store/short-x\n"
+        );
+        let (build, fetch) = parse_dry_run(&stderr);
+        assert_eq!(
+            build,
+            [
+                format!("/nix/store/{H}-dep-1.drv"),
+                format!("/nix/store/{H}-nixos-system-pi1.drv")
+            ]
+        );
+        assert_eq!(
+            fetch,
+            [
+                format!("/nix/store/{H}-bash-5.2"),
+                format!("/nix/store/{H}-glibc-2.37")
+            ]
+        );
+        assert_eq!(parse_dry_run(""), (vec![], vec![]));
+    }
+
+    #[test]
+    fn the_limit_refuses_with_what_and_how() {
+        let plan = BuildPlan {
+            build: vec![format!("/nix/store/{H}-nixos-system-pi1.drv")],
+            fetch: vec![format!("/nix/store/{H}-bash-5.2")],
+            untrusted: vec![format!("/nix/store/{H}-bash-5.2")],
+        };
+        assert_eq!(plan.local_builds(), 2);
+        assert_eq!(plan.over_limit(2), None);
+        let text = plan.over_limit(1).unwrap();
+        assert!(text.starts_with("refusing to compile 2 derivations on this machine ([build] max_local_builds = 1): nixos-system-pi1.drv"), "{text}");
+        assert!(
+            text.contains("not signed by a trusted key: bash-5.2"),
+            "{text}"
+        );
+        assert!(text.contains("hint: "), "{text}");
+        assert!(plan.summary().starts_with("1 to build here, 1 to fetch"));
+        let many: Vec<String> = (0..12)
+            .map(|i| format!("/nix/store/{H}-p{i}.drv"))
+            .collect();
+        assert!(names(&many, 8).ends_with("p7.drv, and 4 more"));
+    }
+
+    #[test]
+    fn settings_and_signatures_of_both_nix_generations() {
+        let v28 = r#"{"substituters":{"value":["http://127.0.0.1:1"]},"trusted-public-keys":{"value":["k-1:AAAA","other:BBBB"]},"require-sigs":{"value":true}}"#;
+        let (subs, keys, req) = parse_config(v28).unwrap();
+        assert_eq!(subs, ["http://127.0.0.1:1"]);
+        assert!(keys.contains("k-1") && keys.contains("other"));
+        assert!(req);
+        let trusted: BTreeSet<String> = ["k-1".to_string()].into();
+        // As nix 2.8 prints it, a path the store lacks included.
+        let array = r#"[{"path":"/nix/store/a-x","signatures":["k-1:sig"]},{"path":"/nix/store/b-y","signatures":["evil:sig"]},{"path":"/nix/store/c-z","valid":false}]"#;
+        assert_eq!(
+            signed_paths(array, &trusted).unwrap(),
+            ["/nix/store/a-x".to_string()].into()
+        );
+        let object = r#"{"/nix/store/a-x":{"signatures":["k-1:sig"]},"/nix/store/b-y":null}"#;
+        assert_eq!(
+            signed_paths(object, &trusted).unwrap(),
+            ["/nix/store/a-x".to_string()].into()
+        );
+        assert!(signed_paths("nope", &trusted).is_err());
+    }
+
+    #[test]
+    fn only_option_triples_are_passed_on() {
+        let extra: Vec<String> = [
+            "--option",
+            "substituters",
+            "http://x",
+            "--keep-going",
+            "--option",
+            "dangling",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(options(&extra), ["--option", "substituters", "http://x"]);
+    }
+}

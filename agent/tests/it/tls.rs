@@ -1,0 +1,431 @@
+//! Real TLS on loopback: nginx serving `git http-backend` through fcgiwrap, with a
+//! private CA made by the openssl CLI here. A trusted CA (`[source] ca_file`) passes; an
+//! unknown CA and a wrong host name are refused with errors that say so (configuration,
+//! not the commit's fault); the token arrives at the server only over TLS.
+//!
+//! `GIT_SSL_CAINFO`, `SSL_CERT_FILE`, `SSL_CERT_DIR`, `NIX_SSL_CERT_FILE` and
+//! `CURL_CA_BUNDLE` may be set where the tests run: every agent started here runs without
+//! them, so only the system store and `ca_file` decide.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::servers::{bare_clone, closed_port, push};
+use crate::support::{nix_available, require_that, Harness, Run};
+
+const TLS_ENV: [&str; 5] = [
+    "GIT_SSL_CAINFO",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NIX_SSL_CERT_FILE",
+    "CURL_CA_BUNDLE",
+];
+const NGINX: &str = "/usr/sbin/nginx";
+const FCGIWRAP: &str = "/usr/sbin/fcgiwrap";
+
+fn tools_available() -> bool {
+    nix_available()
+        && require_that(
+            "nginx (Debian nginx-light)",
+            Path::new(NGINX).exists() || which("nginx").is_some(),
+        )
+        && require_that(
+            "fcgiwrap (Debian fcgiwrap)",
+            Path::new(FCGIWRAP).exists() || which("fcgiwrap").is_some(),
+        )
+        && require_that("openssl (Debian openssl)", which("openssl").is_some())
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .ok()?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!p.is_empty()).then(|| PathBuf::from(p))
+}
+
+fn program(fixed: &str, name: &str) -> PathBuf {
+    if Path::new(fixed).exists() {
+        fixed.into()
+    } else {
+        which(name).unwrap_or_else(|| name.into())
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private CA, and a server certificate signed by it for `names` (`DNS:x,IP:y`).
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: PathBuf) -> Pki {
+        std::fs::create_dir_all(&dir).unwrap();
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=homelab test CA",
+            ],
+        );
+        Pki { dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Returns (certificate, key).
+    fn server(&self, name: &str, san: &str) -> (PathBuf, PathBuf) {
+        let ext = self.dir.join(format!("{name}.ext"));
+        std::fs::write(&ext, format!("subjectAltName={san}\n")).unwrap();
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                "/CN=homelab git",
+            ],
+        );
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+            ]
+            .into_iter()
+            .chain([ext.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+        );
+        (self.dir.join(pem), self.dir.join(key))
+    }
+}
+
+/// nginx (one process, as root) with one TLS server per certificate, all serving the
+/// repositories under `root` through `git http-backend`, Basic auth required.
+struct Nginx {
+    nginx: Child,
+    fcgi: Child,
+    ports: Vec<u16>,
+    log: PathBuf,
+}
+
+impl Nginx {
+    fn start(dir: &Path, root: &Path, certs: &[(PathBuf, PathBuf)], token: &str) -> Nginx {
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let socket = dir.join("fcgi.sock");
+        let fcgi = Command::new(program(FCGIWRAP, "fcgiwrap"))
+            .arg("-s")
+            .arg(format!("unix:{}", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("fcgiwrap");
+        let hash = Command::new("openssl")
+            .args(["passwd", "-apr1", token])
+            .output()
+            .expect("openssl passwd");
+        std::fs::write(
+            dir.join("htpasswd"),
+            format!(
+                "homelab-agent:{}\n",
+                String::from_utf8_lossy(&hash.stdout).trim()
+            ),
+        )
+        .unwrap();
+        let backend = format!(
+            "{}/git-http-backend",
+            crate::support::git_out(root, &["--exec-path"])
+        );
+        let d = dir.display();
+        let mut servers = String::new();
+        let mut ports = Vec::new();
+        for (cert, key) in certs {
+            let port = closed_port();
+            ports.push(port);
+            servers.push_str(&format!(
+                "server {{\n listen 127.0.0.1:{port} ssl;\n ssl_certificate {};\n ssl_certificate_key {};\n \
+                 location / {{\n  auth_basic \"git\";\n  auth_basic_user_file {d}/htpasswd;\n  \
+                 fastcgi_pass unix:{};\n  fastcgi_param SCRIPT_FILENAME {backend};\n  \
+                 fastcgi_param GIT_PROJECT_ROOT {};\n  fastcgi_param GIT_HTTP_EXPORT_ALL \"\";\n  \
+                 fastcgi_param PATH_INFO $uri;\n  fastcgi_param QUERY_STRING $query_string;\n  \
+                 fastcgi_param REQUEST_METHOD $request_method;\n  fastcgi_param CONTENT_TYPE $content_type;\n  \
+                 fastcgi_param CONTENT_LENGTH $content_length;\n  fastcgi_param REMOTE_USER $remote_user;\n }}\n}}\n",
+                cert.display(),
+                key.display(),
+                socket.display(),
+                root.display(),
+            ));
+        }
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+             events {{ worker_connections 64; }}\nhttp {{\n \
+             log_format tls '$server_port $scheme $ssl_protocol user=$remote_user auth=$http_authorization status=$status $request_method $uri';\n \
+             access_log {d}/access.log tls;\n client_body_temp_path {d}/tmp/body;\n fastcgi_temp_path {d}/tmp/fastcgi;\n \
+             proxy_temp_path {d}/tmp/proxy;\n uwsgi_temp_path {d}/tmp/uwsgi;\n scgi_temp_path {d}/tmp/scgi;\n{servers}}}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let mut nginx = Command::new(program(NGINX, "nginx"))
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .args(["-e", "stderr"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("nginx");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in &ports {
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                if let Ok(Some(status)) = nginx.try_wait() {
+                    panic!(
+                        "nginx exited ({status}): {}",
+                        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+                    );
+                }
+                assert!(Instant::now() < deadline, "nginx did not listen on {port}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Nginx {
+            nginx,
+            fcgi,
+            ports,
+            log: dir.join("access.log"),
+        }
+    }
+
+    fn access_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        for child in [&mut self.nginx, &mut self.fcgi] {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the agent without any of the TLS environment variables.
+fn agent(h: &Harness, args: &[&str]) -> Run {
+    let mut cmd = h.command(args);
+    for var in TLS_ENV {
+        cmd.env_remove(var);
+    }
+    let started = Instant::now();
+    let output = cmd.output().expect("run homelab-agent");
+    Run {
+        output,
+        elapsed: started.elapsed(),
+    }
+}
+
+struct Setup {
+    h: Harness,
+    bare: PathBuf,
+    pki: Pki,
+    nginx: Nginx,
+}
+
+const TOKEN: &str = "tls-token-0123";
+
+fn setup() -> Setup {
+    let mut h = Harness::new();
+    h.host("pi1").content = "v1".into();
+    h.commit("first");
+    let srv = h.path("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    let bare = bare_clone(&h.repo, &srv, "homelab.git");
+    let pki = Pki::new(h.path("pki"));
+    let good = pki.server("good", "DNS:localhost,IP:127.0.0.1");
+    let other = pki.server("other", "DNS:git.other.example");
+    let nginx = Nginx::start(&h.path("nginx"), &srv, &[good, other], TOKEN);
+    std::fs::write(h.path("token"), format!("{TOKEN}\n")).unwrap();
+    Setup {
+        h,
+        bare,
+        pki,
+        nginx,
+    }
+}
+
+fn source_extra(s: &Setup, ca: bool) -> String {
+    let mut extra = format!("token_file = \"{}\"\n", s.h.path("token").display());
+    if ca {
+        extra.push_str(&format!("ca_file = \"{}\"\n", s.pki.ca().display()));
+    }
+    extra
+}
+
+#[test]
+fn a_private_ca_in_ca_file_is_trusted_and_the_token_travels_over_tls() {
+    if !tools_available() {
+        return;
+    }
+    let mut s = setup();
+    s.h.url = format!("https://127.0.0.1:{}/homelab.git", s.nginx.ports[0]);
+    s.h.source_extra = source_extra(&s, true);
+    agent(&s.h, &["run", "--once"]).expect(0);
+    assert_eq!(s.h.profile_generation(), Some(1));
+    s.h.host("pi1").content = "v2".into();
+    s.h.commit("second");
+    push(&s.h.repo, &s.bare);
+    agent(&s.h, &["run", "--once"]).expect(0);
+    assert_eq!(s.h.profile_generation(), Some(2));
+
+    // The server saw the token (Basic auth, user homelab-agent) on TLS connections only.
+    let log = s.nginx.access_log();
+    let authed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("user=homelab-agent"))
+        .collect();
+    assert!(!authed.is_empty(), "no authenticated request:\n{log}");
+    for line in &authed {
+        assert!(
+            line.contains(" https TLSv1.") && line.contains("auth=Basic "),
+            "token not over TLS: {line}"
+        );
+    }
+    // And the agent never wrote it anywhere.
+    let status = agent(&s.h, &["status", "--json"]).stdout();
+    assert!(!status.contains(TOKEN));
+}
+
+#[test]
+fn an_unknown_ca_is_refused_and_says_so() {
+    if !tools_available() {
+        return;
+    }
+    let mut s = setup();
+    s.h.url = format!("https://127.0.0.1:{}/homelab.git", s.nginx.ports[0]);
+    s.h.source_extra = source_extra(&s, false);
+    let run = agent(&s.h, &["run", "--once"]);
+    run.expect(78);
+    let error = s.h.status()["last_run"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("is not signed by a certificate authority this machine trusts")
+            && error.contains("homelab test CA"),
+        "{error}"
+    );
+    assert!(
+        run.stderr()
+            .contains("hint: if the server uses a private CA, set [source] ca_file"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(s.h.profile_generation(), None);
+    // No token was ever sent: the connection ended at the handshake.
+    assert!(
+        !s.nginx.access_log().contains("user=homelab-agent"),
+        "{}",
+        s.nginx.access_log()
+    );
+}
+
+#[test]
+fn a_wrong_host_name_is_refused_and_says_so() {
+    if !tools_available() {
+        return;
+    }
+    let mut s = setup();
+    s.h.url = format!("https://localhost:{}/homelab.git", s.nginx.ports[1]);
+    s.h.source_extra = source_extra(&s, true);
+    let run = agent(&s.h, &["run", "--once"]);
+    run.expect(78);
+    let error = s.h.status()["last_run"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("does not match the host name localhost")
+            && error.contains("git.other.example"),
+        "{error}"
+    );
+    assert!(!s.nginx.access_log().contains("user=homelab-agent"));
+}
+
+#[test]
+fn a_token_is_never_sent_over_plain_http_to_another_host() {
+    let mut h = Harness::new();
+    h.url = "http://git.example.org/homelab.git".into();
+    std::fs::write(h.path("token"), "t\n").unwrap();
+    h.source_extra = format!("token_file = \"{}\"\n", h.path("token").display());
+    let run = agent(&h, &["config", "check"]);
+    run.expect(78);
+    let err = run.stderr() + &run.stdout();
+    assert!(
+        err.contains("source.token_file")
+            && err.contains("refusing to send a token over plain http://"),
+        "{err}"
+    );
+    // A CA file means nothing without https.
+    h.source_extra = "ca_file = \"/etc/ssl/ca.pem\"\n".into();
+    let run = agent(&h, &["config", "check"]);
+    run.expect(78);
+    assert!((run.stderr() + &run.stdout()).contains("source.ca_file"));
+}
