@@ -81,6 +81,9 @@ pub fn facts(settings: &Settings, record_problem: Option<String>) -> policy::Fac
         .and_then(|s| {
             if s.rollback_pending.is_some() {
                 Some("a rollback failed (status needs attention)".to_string())
+            } else if let Some(p) = crate::pause::active(&s) {
+                // An operator's pause holds reboots too: maintenance, moving the rack.
+                Some(format!("paused ({})", crate::pause::describe(p)))
             } else {
                 s.intent
                     .map(|i| format!("a run's deployment of {} is unresolved", i.system))

@@ -403,6 +403,30 @@ async fn an_unresolved_run_or_a_damaged_record_never_reboots() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_pause_holds_a_pending_reboot_until_resume() {
+    let b = kernel_deploy(WHEN_REQUIRED);
+    let f = Fakes::new(&b, false);
+    let store = b.store();
+    let mut st = store.load().unwrap();
+    st.paused = Some(crate::pause::Paused {
+        since: NOW.into(),
+        until: None,
+        reason: Some("moving the rack".into()),
+    });
+    store.save(&st).unwrap();
+    let acted = f.cycle(&b).await;
+    assert!(
+        matches!(&acted, Acted::Waiting(w) if w.what == "attention" && w.detail.contains("moving the rack")),
+        "{acted:?}"
+    );
+    assert!(f.take().is_empty());
+    // Resumed: the reboot goes ahead.
+    st.paused = None;
+    store.save(&st).unwrap();
+    assert_eq!(f.cycle(&b).await, Acted::Rebooting);
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn outside_the_window_it_waits_and_status_says_until_when() {
     let b = kernel_deploy(&format!(
         "{WHEN_REQUIRED}\n[reboot.window]\nstart = \"02:00\"\nend = \"04:00\"\ntimezone = \"UTC\""
