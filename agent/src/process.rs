@@ -441,8 +441,22 @@ mod tests {
             .env("HOMELAB_AGENT_TEST_TAG", std::process::id().to_string())
             .spawn()
             .unwrap();
-        let found = tagged(&tag);
-        assert_eq!(found, vec![Pid::from_raw(child.id() as i32)]);
+        // Polled: under load the scan once came back empty right after the spawn; the
+        // message says whether the child was still there.
+        let mut found = tagged(&tag);
+        for _ in 0..100 {
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            found = tagged(&tag);
+        }
+        assert_eq!(
+            found,
+            vec![Pid::from_raw(child.id() as i32)],
+            "child state: {:?}",
+            child.try_wait()
+        );
         assert!(tagged(&format!("{tag}0")).is_empty(), "prefix matched");
         child.kill().unwrap();
         child.wait().unwrap();

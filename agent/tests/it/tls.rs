@@ -393,6 +393,13 @@ fn a_wrong_host_name_is_refused_and_says_so() {
         return;
     }
     let mut s = setup();
+    // A host name the certificate is not for. This relies on `localhost` resolving, as
+    // on every Debian install (/etc/hosts); say so rather than fail as a network error.
+    use std::net::ToSocketAddrs;
+    assert!(
+        ("localhost", 1).to_socket_addrs().is_ok(),
+        "this test needs `localhost` to resolve: add `127.0.0.1 localhost` to /etc/hosts"
+    );
     s.h.url = format!("https://localhost:{}/homelab.git", s.nginx.ports[1]);
     s.h.source_extra = source_extra(&s, true);
     let run = agent(&s.h, &["run", "--once"]);
