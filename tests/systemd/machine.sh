@@ -11,10 +11,10 @@
 #     generation the system profile points at;
 #   - a one-shot entry ($FAKE/bootloader/oneshot, as systemd-boot's LoaderEntryOneShot)
 #     is booted once instead: what the harness uses to model "the bootloader fell back";
-#   - boot counting: a generation marked $FAKE/bootloader/never-boots/<store name> never
-#     reaches userspace; the bootloader tries it (logged, no container is started for it)
-#     and boots the profile's previous generation instead, as systemd-boot boot counting
-#     or U-Boot's altbootcmd would;
+#   - boot counting: a generation marked $FAKE/bootloader/never-boots/<store name> (or
+#     never-boots/kernel-<its kernel>) never reaches userspace; the bootloader tries it
+#     (logged, no container is started for it) and boots the profile's previous
+#     generation instead, as systemd-boot boot counting or U-Boot's altbootcmd would;
 #   - stage 2: /run is a fresh tmpfs at every boot on NixOS, so $FAKE/run (the fake's /run)
 #     is emptied and current-system and booted-system both point at the booted entry.
 # Each boot is one JSON line in $FAKE/bootloader/log (inside: boot, entry, default, how,
@@ -22,7 +22,8 @@
 #
 # Inside, the machine also has kernel-driver.service (ordered before sysinit.target,
 # enabled): what the booted kernel brings up. It fails at every boot of a generation
-# marked $FAKE/bootloader/breaks/<store name>, and at the next boot only after
+# marked $FAKE/bootloader/breaks/<store name> (or breaks/kernel-<its kernel>: every
+# generation with that kernel), and at the next boot only after
 # $FAKE/bootloader/breaks/next-boot: a kernel that passed every live check and breaks at
 # boot. probe.service (guest.sh) is enabled too, so it is active after each boot.
 #
@@ -60,7 +61,8 @@ bootloader() {
     entry=$(<"$fake/bootloader/oneshot") how=oneshot
     rm -f "$fake/bootloader/oneshot"
   fi
-  while [[ -n $entry && -e $fake/bootloader/never-boots/${entry##*/} ]]; do
+  while [[ -n $entry ]] && { [[ -e $fake/bootloader/never-boots/${entry##*/} ]] ||
+    [[ -e $fake/bootloader/never-boots/kernel-$(cat "$m$entry/kernel" 2>/dev/null) ]]; }; do
     tried+=("$entry")
     entry=$(previous_generation "$m" "$entry") how=fallback
   done
@@ -113,7 +115,8 @@ Type=oneshot
 RemainAfterExit=yes
 ExecStart=/bin/sh -c 'b=\$\$(readlink $MACHINE_FAKE/run/booted-system); d=$MACHINE_FAKE/bootloader/breaks; \\
   if [ -e "\$\$d/next-boot" ]; then rm -f "\$\$d/next-boot"; echo "driver failed (next-boot)"; exit 1; fi; \\
-  if [ -n "\$\$b" ] && [ -e "\$\$d/\$\${b##*/}" ]; then echo "driver failed on \$\$b"; exit 1; fi; \\
+  k=kernel-\$\$(cat "\$\$b/kernel" 2>/dev/null); \\
+  if [ -n "\$\$b" ] && { [ -e "\$\$d/\$\${b##*/}" ] || [ -e "\$\$d/\$\$k" ]; }; then echo "driver failed on \$\$b (\$\$k)"; exit 1; fi; \\
   echo "driver up on \$\${b:-no system}"'
 
 [Install]
@@ -228,10 +231,20 @@ machine_down() {
   return 0
 }
 
-# machines_cleanup: every machine of this run down (the run's EXIT trap).
+# bridge_up NAME ADDRESS/PREFIX: a host bridge (the machines' LAN) with that host address.
+# Machines started with MACHINE_BRIDGE=NAME get a veth on it at every boot.
+bridge_up() {
+  ip link add "$1" type bridge && echo "$1" >>"$work/bridges" &&
+    ip addr add "$2" dev "$1" && ip link set "$1" up
+}
+
+# machines_cleanup: every machine and bridge of this run down (the run's EXIT trap).
 machines_cleanup() {
-  local d
+  local d b
   for d in "$work"/machines/*/; do
     [[ -d $d ]] && machine_down "$(basename "$d")"
   done
+  if [[ -f $work/bridges ]]; then
+    while read -r b; do ip link del "$b" 2>/dev/null; done <"$work/bridges"
+  fi
 }

@@ -120,3 +120,168 @@ group_reboot_harness() {
   echo "# $GROUP: $(grep -c 'exited 133' "$work/machines/$m/boots.log") reboots" >&2
   machine_down "$m"
 }
+
+# ---- reboot deploys under real systemd (issue 12) ------------------------------------------------
+# The agent's side: `[reboot]` (policy, window, FleetLock), `homelab-agent verify-boot` in
+# the module's unit ordered before boot-complete.target, status `reboot`, MESSAGE_IDs below.
+ID_REBOOT_PENDING=5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b41
+ID_REBOOTING=5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b42
+ID_BOOTED=5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b43
+ID_BOOT_VERIFIED=5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b44
+ID_FELL_BACK=5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b45
+
+# The FleetLock group's LAN: a host bridge, the server on the host's address there.
+FLEET_NET=10.213.$(($$ % 200 + 20))
+FLEET_URL=http://$FLEET_NET.1:4545
+
+# reboot_variants: the variants the reboot groups install (appended to ./run's variants):
+# the `run` options (base_options, without its closing brace) plus kernel-driver.service among the checks and `[reboot]` with a
+# window around now (reboot), one that is closed now (reboot-closed), and the timer
+# variant with a FleetLock server (fleet).
+reboot_variants() {
+  local h open closed
+  h=$((10#$(date -u +%H)))
+  open="\"start\": \"$(printf %02d $(((h + 23) % 24))):00\", \"end\": \"$(printf %02d $(((h + 2) % 24))):00\""
+  closed="\"start\": \"$(printf %02d $(((h + 3) % 24))):00\", \"end\": \"$(printf %02d $(((h + 4) % 24))):00\""
+  local -A win=([reboot]=$open [reboot-closed]=$closed [fleet]=$open)
+  local v opts
+  for v in reboot reboot-closed fleet; do
+    opts=$({ base_options systemd-run; echo '}'; } | python3 -c '
+import json, sys
+o = json.load(sys.stdin)
+o["health"]["checks"] = [
+    {"systemd": {"units": ["sshd.service", "probe.service", "kernel-driver.service"]}},
+    {"command": {"name": "marker", "command": ["/bin/sh", "-c", "test -e /var/lib/fake-machine/run/current-system/healthy"]}},
+]
+o["settings"]["reboot"] = {"policy": "when-required", "delay": "0s",
+    "window": dict({"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "timezone": "UTC"}, **json.loads("{" + sys.argv[1] + "}"))}
+if sys.argv[2] == "fleet":
+    o["settings"]["reboot"].update({"fleetlock_url": sys.argv[3], "group": "pis"})
+    o.update({"interval": "2s", "bootDelay": "1s", "randomizedDelay": "0s"})
+print(json.dumps(o))' "${win[$v]}" "$v" "$FLEET_URL")
+    printf ',\n  "%s": { "options": %s, "serviceConfig": { "RestartSec": "1s" } }' "$v" "$opts"
+  done
+}
+
+# reboot_machine NAME VARIANT: a machine with the agent (VARIANT's units and the module's
+# boot verification unit) that has deployed v1 (kernel k1) and rebooted into it. Prints v1's system.
+reboot_machine() {
+  machine_boot "$1" "$2" || return
+  local sys1
+  sys1=$(g "setup_extra $2; commit v1 >/dev/null; systemctl start $SERVICE && current" 2>&1)
+  reboot_now "$1" || { fail "$GROUP: $1 rebooted into v1" "$(tail -n 5 "$work/machines/$1/boots.log")"; return 1; }
+  [[ $(booted) == "$sys1" ]] || { fail "$GROUP: $1 booted v1 ($sys1)" "booted: $(booted)"; return 1; }
+  echo "$sys1"
+}
+
+# wait_boots NAME N SECONDS: until the machine has booted N times and is up.
+wait_boots() { machine_wait "$1" "$2" "$3"; }
+
+# stays_at NAME BOOTS SECONDS: the machine does not boot again within SECONDS.
+stays_at() {
+  sleep "$3"
+  [[ $(machine_boots "$1") == "$2" ]]
+}
+
+# reboot_evidence NAME: the machine's boots, its status, and the agent's journal per boot.
+reboot_evidence() {
+  printf '%s\n' "boots.log:" "$(cat "$work/machines/$1/boots.log")" "status: $(status_json 2>&1)" \
+    "bootloader log:" "$(g "cat $FAKE/bootloader/log")" "agent journal (all boots):" \
+    "$(g "journalctl -o short-monotonic --no-pager -t homelab-agent -u 'homelab-agent*' | tail -n 60")"
+}
+
+# mids_in_boot BOOT: the agent's MESSAGE_IDs in boot BOOT (0 this one, -1 the one before), in order.
+mids_in_boot() {
+  g "journalctl -b $1 -o json --no-pager" |
+    q --lines "' '.join(e['MESSAGE_ID'][-2:] for e in d if e.get('MESSAGE_ID', '').startswith('5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b'))"
+}
+
+group_reboot_kernel() {
+  local m=hla-$GROUP sys1 sys2 v2 st out n
+  sys1=$(reboot_machine "$m" reboot-closed) || return
+  # A kernel-changing commit outside the window: deployed live, the reboot pending.
+  v2=$(g "commit v2 ok ok true k2")
+  n=$(machine_boots "$m")
+  g "systemctl start $SERVICE" >/dev/null 2>&1
+  sys2=$(g current)
+  st=$(status_json)
+  stays_at "$m" "$n" 3
+  [[ $(machine_boots "$m") == "$n" && -n $sys2 && $sys2 != "$sys1" && $(booted) == "$sys1" ]] &&
+    [[ $(q 'd["deployed"]["commit"]' <<<"$st") == "$v2" ]] &&
+    [[ $(q '(d.get("reboot") or {}).get("pending", {}).get("waiting_for")' <<<"$st") == window ]] &&
+    [[ $(q '(d.get("reboot") or {}).get("pending", {}).get("system")' <<<"$st") == "$sys2" ]] &&
+    mids_in_boot 0 | grep -qw 41
+  check "reboot kernel: a kernel-changing commit outside the window is live on the old kernel, status reboot.pending waits for the window (REBOOT_PENDING), no reboot" $? \
+    "$(reboot_evidence "$m")"
+
+  # The window opens: the next run reboots into v2, and the boot is verified before boot-complete.target.
+  g "install -m 0644 \$UNITS/reboot/config.toml /etc/homelab-agent/config.toml; systemctl start --no-block $SERVICE"
+  wait_boots "$m" $((n + 1)) 60
+  sleep 1
+  g "systemctl is-active --quiet boot-complete.target; for i in \$(seq 100); do systemctl is-active --quiet boot-complete.target && break; sleep 0.2; done" >/dev/null 2>&1
+  st=$(status_json)
+  out="booted $(booted), default $(profile_default); before: $(mids_in_boot -1); after: $(mids_in_boot 0); boot-complete: $(g 'systemctl is-active boot-complete.target')"
+  stays_at "$m" $((n + 1)) 4
+  [[ $(machine_boots "$m") == $((n + 1)) ]] && grep -qF "booted $sys2, default $sys2;" <<<"$out" &&
+    [[ $(q '(d.get("reboot") or {}).get("booted", {}).get("verified")' <<<"$st") == true ]] &&
+    [[ $(q '(d.get("reboot") or {}).get("booted", {}).get("system")' <<<"$st") == "$sys2" ]] &&
+    [[ $(q '(d.get("reboot") or {}).get("pending")' <<<"$st") == "" ]] &&
+    grep -q 'before: [0-9 ]*42' <<<"$out" && grep -q 'after: .*43.*44' <<<"$out" &&
+    grep -q 'boot-complete: active' <<<"$out"
+  check "reboot kernel: in the window the agent reboots into v2 (REBOOTING), the boot is verified before boot-complete.target (BOOTED, BOOT_VERIFIED; status reboot.booted.verified), and it reboots only once" $? \
+    "$(printf '%s\n' "$out" "v1 $sys1, v2 $sys2" "$(reboot_evidence "$m")")"
+
+  # Never twice for the same generation: more runs, no reboot.
+  g "systemctl start $SERVICE; systemctl start $SERVICE" >/dev/null 2>&1
+  stays_at "$m" $((n + 1)) 3
+  check "reboot kernel: later runs with v2 booted do not reboot again" $? "$(reboot_evidence "$m")"
+  machine_down "$m"
+}
+
+group_reboot_fallback() {
+  local m=hla-$GROUP sys1 sys2 v2 st out n
+  sys1=$(reboot_machine "$m" reboot) || return
+  # v2's kernel passes every live check and breaks at boot (kernel-driver.service fails).
+  v2=$(g "touch $FAKE/bootloader/breaks/kernel-k2; commit v2 ok ok true k2")
+  n=$(machine_boots "$m")
+  g "systemctl start --no-block $SERVICE"
+  # Boot n+1 is v2 (fails its checks), boot n+2 is v1 again.
+  wait_boots "$m" $((n + 2)) 90
+  sys2=$(g "sed -n $((n + 1))p $FAKE/bootloader/log" | q 'd["entry"]')
+  stays_at "$m" $((n + 2)) 6
+  st=$(status_json)
+  out="booted $(booted), default $(profile_default), live $(g current); boots: $(g "tail -n 2 $FAKE/bootloader/log | python3 -c 'import json,sys; print([json.loads(l)[\"entry\"] for l in sys.stdin])'")"
+  out+=$'\n'"journal of the failed boot: $(mids_in_boot -1); of this one: $(mids_in_boot 0)"
+  [[ $(machine_boots "$m") == $((n + 2)) ]] && grep -qF "booted $sys1, default $sys1, live $sys1;" <<<"$out" &&
+    grep -qF "['$sys2', '$sys1']" <<<"$out" &&
+    [[ $(q '(d.get("bad_commit") or {}).get("commit")' <<<"$st") == "$v2" ]] &&
+    [[ $(q '(d.get("reboot") or {}).get("fell_back", {}).get("kind")' <<<"$st") == boot-verification-failed ]] &&
+    [[ $(q '(d.get("reboot") or {}).get("fell_back", {}).get("from_system")' <<<"$st") == "$sys2" ]] &&
+    grep -q 'failed boot: .*45' <<<"$out"
+  check "reboot fallback: v2 fails its checks after the reboot (kernel-driver.service): v1 is the boot default again, v2's commit is bad, status reboot.fell_back says why (FELL_BACK), and the machine reboots exactly once more" $? \
+    "$(printf '%s\n' "$out" "v1 $sys1, v2 $sys2" "$(reboot_evidence "$m")")"
+  machine_down "$m"
+}
+
+group_reboot_detect() {
+  local m=hla-$GROUP sys1 sys2 v2 st out n hist
+  sys1=$(reboot_machine "$m" reboot) || return
+  # v2 never reaches userspace: the bootloader tries it and boots v1 (boot counting).
+  v2=$(g "touch $FAKE/bootloader/never-boots/kernel-k2; commit v2 ok ok true k2")
+  n=$(machine_boots "$m")
+  g "systemctl start --no-block $SERVICE"
+  wait_boots "$m" $((n + 1)) 60
+  sys2=$(bootlog_last | q 'd["tried"][0] if d["tried"] else ""')
+  stays_at "$m" $((n + 1)) 5
+  st=$(status_json)
+  hist=$(history_json)
+  out="booted $(booted), default $(profile_default); bootloader: $(bootlog_last); journal: $(mids_in_boot 0)"
+  [[ $(machine_boots "$m") == $((n + 1)) ]] && grep -qF "booted $sys1, default $sys1;" <<<"$out" &&
+    grep -qF '"how": "fallback"' <<<"$out" &&
+    [[ $(q '(d.get("bad_commit") or {}).get("commit")' <<<"$st") == "$v2" ]] &&
+    [[ $(q '(d.get("reboot") or {}).get("fell_back", {}).get("kind")' <<<"$st") == bootloader-fallback ]] &&
+    [[ $(q "[r.get('phase') for r in d if r.get('commit') == '$v2' and r.get('outcome') != 'deployed']" <<<"$hist") == *boot* ]]
+  check "reboot detect: v2 never reaches userspace, the bootloader boots v1: the fallback boot is detected and recorded (status reboot.fell_back bootloader-fallback, history: failed in phase boot, v2 bad), v1 the default again, no further reboot" $? \
+    "$(printf '%s\n' "$out" "v1 $sys1, v2 $sys2" "history: $hist" "$(reboot_evidence "$m")")"
+  machine_down "$m"
+}
