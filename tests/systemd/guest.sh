@@ -38,6 +38,8 @@ setup_extra() {
   done
   systemctl daemon-reload
 }
+# verify_unit: the installed unit that runs `homelab-agent verify-boot`.
+verify_unit() { grep -l 'verify-boot' /etc/systemd/system/homelab-agent-*.service 2>/dev/null | head -n 1 | xargs -r basename; }
 
 # probe STATE: makes probe.service active, failed, missing or flapping, as systemd sees it.
 probe() {

@@ -181,7 +181,17 @@ machine_up() {
   [[ -d /run/systemd/system ]] || args+=(--keep-unit)
   if [[ -n ${MACHINE_BRIDGE:-} ]]; then args+=("--network-bridge=$MACHINE_BRIDGE"); else args+=(--private-network); fi
   for b in ${MACHINE_BIND_RO:-}; do args+=("--bind-ro=$b"); done
-  supervise "$name" "$dir" "${args[@]}" </dev/null >/dev/null 2>&1 &
+  # Every descriptor but 0-2 closed: bash keeps a caller's stdout in a saved descriptor
+  # while a function's redirections apply, and a caller's $(...) would wait for the
+  # supervisor to close it.
+  (
+    exec </dev/null >/dev/null 2>&1
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+    done
+    supervise "$name" "$dir" "${args[@]}"
+  ) &
   echo $! >"$dir/supervisor.pid"
   machine_wait "$name" 1
 }

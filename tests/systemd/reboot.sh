@@ -198,6 +198,7 @@ mids_in_boot() {
 
 group_reboot_kernel() {
   local m=hla-$GROUP sys1 sys2 v2 st out n
+  export REAL_SYSTEMD_NAME=$m
   sys1=$(reboot_machine "$m" reboot-closed) || return
   # A kernel-changing commit outside the window: deployed live, the reboot pending.
   v2=$(g "commit v2 ok ok true k2")
@@ -218,17 +219,17 @@ group_reboot_kernel() {
   g "install -m 0644 \$UNITS/reboot/config.toml /etc/homelab-agent/config.toml; systemctl start --no-block $SERVICE"
   wait_boots "$m" $((n + 1)) 60
   sleep 1
-  g "systemctl is-active --quiet boot-complete.target; for i in \$(seq 100); do systemctl is-active --quiet boot-complete.target && break; sleep 0.2; done" >/dev/null 2>&1
   st=$(status_json)
-  out="booted $(booted), default $(profile_default); before: $(mids_in_boot -1); after: $(mids_in_boot 0); boot-complete: $(g 'systemctl is-active boot-complete.target')"
+  out="booted $(booted), default $(profile_default); before: $(mids_in_boot -1); after: $(mids_in_boot 0)"
+  out+=$'\n'"verification unit: $(g 'u=$(verify_unit); echo "$u"; systemctl show -p Before -p After -p Result -p ExecMainStatus "$u"')"
   stays_at "$m" $((n + 1)) 4
   [[ $(machine_boots "$m") == $((n + 1)) ]] && grep -qF "booted $sys2, default $sys2;" <<<"$out" &&
     [[ $(q '(d.get("reboot") or {}).get("booted", {}).get("verified")' <<<"$st") == true ]] &&
     [[ $(q '(d.get("reboot") or {}).get("booted", {}).get("system")' <<<"$st") == "$sys2" ]] &&
     [[ $(q '(d.get("reboot") or {}).get("pending")' <<<"$st") == "" ]] &&
     grep -q 'before: [0-9 ]*42' <<<"$out" && grep -q 'after: .*43.*44' <<<"$out" &&
-    grep -q 'boot-complete: active' <<<"$out"
-  check "reboot kernel: in the window the agent reboots into v2 (REBOOTING), the boot is verified before boot-complete.target (BOOTED, BOOT_VERIFIED; status reboot.booted.verified), and it reboots only once" $? \
+    grep -q '^Before=.*boot-complete.target' <<<"$out" && has Result=success "$out" && has ExecMainStatus=0 "$out"
+  check "reboot kernel: in the window the agent reboots into v2 (REBOOTING), the boot is verified by the module's unit ordered before boot-complete.target (BOOTED, BOOT_VERIFIED; status reboot.booted.verified), and it reboots only once" $? \
     "$(printf '%s\n' "$out" "v1 $sys1, v2 $sys2" "$(reboot_evidence "$m")")"
 
   # Never twice for the same generation: more runs, no reboot.
@@ -240,6 +241,7 @@ group_reboot_kernel() {
 
 group_reboot_fallback() {
   local m=hla-$GROUP sys1 sys2 v2 st out n
+  export REAL_SYSTEMD_NAME=$m
   sys1=$(reboot_machine "$m" reboot) || return
   # v2's kernel passes every live check and breaks at boot (kernel-driver.service fails).
   v2=$(g "touch $FAKE/bootloader/breaks/kernel-k2; commit v2 ok ok true k2")
@@ -250,10 +252,10 @@ group_reboot_fallback() {
   sys2=$(g "sed -n $((n + 1))p $FAKE/bootloader/log" | q 'd["entry"]')
   stays_at "$m" $((n + 2)) 6
   st=$(status_json)
-  out="booted $(booted), default $(profile_default), live $(g current); boots: $(g "tail -n 2 $FAKE/bootloader/log | python3 -c 'import json,sys; print([json.loads(l)[\"entry\"] for l in sys.stdin])'")"
+  out="booted $(booted), default $(profile_default), live $(g current); boots: $(g "tail -n 2 $FAKE/bootloader/log" | q --lines '[e["entry"] for e in d]')"
   out+=$'\n'"journal of the failed boot: $(mids_in_boot -1); of this one: $(mids_in_boot 0)"
   [[ $(machine_boots "$m") == $((n + 2)) ]] && grep -qF "booted $sys1, default $sys1, live $sys1;" <<<"$out" &&
-    grep -qF "['$sys2', '$sys1']" <<<"$out" &&
+    grep -qF "boots: [\"$sys2\", \"$sys1\"]" <<<"$out" &&
     [[ $(q '(d.get("bad_commit") or {}).get("commit")' <<<"$st") == "$v2" ]] &&
     [[ $(q '(d.get("reboot") or {}).get("fell_back", {}).get("kind")' <<<"$st") == boot-verification-failed ]] &&
     [[ $(q '(d.get("reboot") or {}).get("fell_back", {}).get("from_system")' <<<"$st") == "$sys2" ]] &&
@@ -265,6 +267,7 @@ group_reboot_fallback() {
 
 group_reboot_detect() {
   local m=hla-$GROUP sys1 sys2 v2 st out n hist
+  export REAL_SYSTEMD_NAME=$m
   sys1=$(reboot_machine "$m" reboot) || return
   # v2 never reaches userspace: the bootloader tries it and boots v1 (boot counting).
   v2=$(g "touch $FAKE/bootloader/never-boots/kernel-k2; commit v2 ok ok true k2")
@@ -284,4 +287,91 @@ group_reboot_detect() {
   check "reboot detect: v2 never reaches userspace, the bootloader boots v1: the fallback boot is detected and recorded (status reboot.fell_back bootloader-fallback, history: failed in phase boot, v2 bad), v1 the default again, no further reboot" $? \
     "$(printf '%s\n' "$out" "v1 $sys1, v2 $sys2" "history: $hist" "$(reboot_evidence "$m")")"
   machine_down "$m"
+}
+
+# fleet_server_start EVENTS: the FleetLock test server (tests/fleetlock/server.py) on the
+# host's address on the bridge, one slot per group; its pid in $work/fleet.pid.
+fleet_server_start() {
+  python3 "$root/tests/fleetlock/server.py" --host "$FLEET_NET.1" --port "${FLEET_URL##*:}" \
+    --slots 1 --events "$1" >"$work/fleet.out" 2>&1 </dev/null &
+  echo $! >"$work/fleet.pid"
+  for ((i = 0; i < 50; i++)); do grep -q '^listening on' "$work/fleet.out" && return 0; sleep 0.1; done
+  return 1
+}
+fleet_server_stop() { [[ -f $work/fleet.pid ]] && kill "$(cat "$work/fleet.pid")" 2>/dev/null; rm -f "$work/fleet.pid"; }
+
+# on NAME FUNCTION ARG...: FUNCTION (g, status_json...) acting on machine NAME.
+on() { REAL_SYSTEMD_NAME=$1 "${@:2}"; }
+
+group_reboot_fleetlock() {
+  local a=hla-$GROUP-a b=hla-$GROUP-b br=hlafl$$ m sys1 na nb st out i events=$work/fleet-events.jsonl
+  if [[ ! -f $root/tests/fleetlock/server.py ]]; then
+    fail "$GROUP: the FleetLock test server tests/fleetlock/server.py" "not in this checkout"
+    return
+  fi
+  bridge_up "$br" "$FLEET_NET.1/24" || { fail "$GROUP: a host bridge for the two machines (ip link add $br type bridge)" ""; return; }
+  MACHINE_BRIDGE=$br MACHINE_ADDRESS=$FLEET_NET.2/24 reboot_machine "$a" fleet >/dev/null || return
+  MACHINE_BRIDGE=$br MACHINE_ADDRESS=$FLEET_NET.3/24 reboot_machine "$b" fleet >/dev/null || return
+  na=$(machine_boots "$a") nb=$(machine_boots "$b")
+
+  # Both machines get a kernel-changing commit while the server is down: they wait.
+  for m in $a $b; do on "$m" g "commit v2 ok ok true k2 >/dev/null; systemctl start homelab-agent.timer"; done
+  for ((i = 0; i < 60; i++)); do
+    [[ $(on "$a" status_json | q '((d.get("reboot") or {}).get("pending") or {}).get("waiting_for")') == lock &&
+      $(on "$b" status_json | q '((d.get("reboot") or {}).get("pending") or {}).get("waiting_for")') == lock ]] && break
+    sleep 0.5
+  done
+  sleep 3
+  out=$(for m in $a $b; do echo "$m: boots $(machine_boots "$m"), $(on "$m" status_json | q '(d.get("reboot") or {}).get("pending")')"; done)
+  [[ $(machine_boots "$a") == "$na" && $(machine_boots "$b") == "$nb" ]] &&
+    [[ $(grep -c '"waiting_for": "lock"' <<<"$out") == 2 ]]
+  check "fleetlock: with the FleetLock server down, both machines keep the reboot pending (reboot.pending.waiting_for = lock) and do not reboot" $? "$out"
+
+  # The server comes up: one slot for the group; each machine reboots in turn.
+  fleet_server_start "$events" || { fail "$GROUP: FleetLock server starts" "$(cat "$work/fleet.out")"; return; }
+  local done_a=0 done_b=0
+  for ((i = 0; i < 180; i++)); do
+    ((done_a)) || [[ $(on "$a" status_json 2>/dev/null | q '((d.get("reboot") or {}).get("booted") or {}).get("verified")' 2>/dev/null) != true ]] || done_a=1
+    ((done_b)) || [[ $(on "$b" status_json 2>/dev/null | q '((d.get("reboot") or {}).get("booted") or {}).get("verified")' 2>/dev/null) != true ]] || done_b=1
+    ((done_a && done_b)) && break
+    sleep 0.5
+  done
+  sleep 3 # a last steady-state, and no further reboot
+  for m in $a $b; do on "$m" g 'systemctl stop homelab-agent.timer' >/dev/null 2>&1; done
+  # Each machine's [REBOOTING, BOOT_VERIFIED] span, from its journal (one clock: the host's kernel).
+  local spans
+  spans=$(for m in $a $b; do
+    on "$m" g 'journalctl -o json --no-pager' | q --lines "json.dumps(['$m', [int(e['__REALTIME_TIMESTAMP']) for e in d if e.get('MESSAGE_ID') == '$ID_REBOOTING'], [int(e['__REALTIME_TIMESTAMP']) for e in d if e.get('MESSAGE_ID') == '$ID_BOOT_VERIFIED']])"
+  done)
+  out=$(printf '%s\n' "boots: $a $na -> $(machine_boots "$a"), $b $nb -> $(machine_boots "$b")" \
+    "booted: $a $(on "$a" booted), $b $(on "$b" booted)" "spans (REBOOTING, BOOT_VERIFIED; us): $spans" \
+    "server events:" "$(cat "$events" 2>/dev/null)")
+  local verdict
+  verdict=$(python3 - "$events" "$spans" 2>&1 <<'PY'
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+spans = [json.loads(l) for l in sys.argv[2].splitlines() if l.strip()]
+# The server never had two holders in the group.
+assert all(len(e["holders"].get("pis", [])) <= 1 for e in events), "two holders at once"
+granted = {e["id"] for e in events if e["endpoint"].endswith("pre-reboot") and e["status"] == 200}
+assert len(granted) == 2, f"slots granted to {granted}"
+assert any(e["status"] == 409 for e in events), "nobody ever waited for the slot"
+assert events[-1]["holders"].get("pis", []) == [], "a slot still held at the end"
+# Each machine rebooted once and verified; the spans do not overlap.
+iv = []
+for name, rebooting, verified in spans:
+    assert len(rebooting) == 1 and len(verified) >= 1, f"{name}: {len(rebooting)} REBOOTING, {len(verified)} BOOT_VERIFIED"
+    iv.append((rebooting[0], max(verified)))
+(s1, e1), (s2, e2) = sorted(iv)
+assert e1 < s2, f"the reboots overlap: {iv}"
+PY
+  )
+  local ok=$?
+  out+=$'\n'"verdict: ${verdict:-ok}"
+  ((ok == 0)) && ((done_a && done_b)) && [[ $(machine_boots "$a") == $((na + 1)) && $(machine_boots "$b") == $((nb + 1)) ]] &&
+    [[ $(on "$a" booted) == "$(on "$a" profile_default)" && $(on "$b" booted) == "$(on "$b" profile_default)" ]]
+  check "fleetlock: two machines in one FleetLock group (the test server, one slot) reboot into v2 one after the other: never two slot holders, each [REBOOTING, BOOT_VERIFIED] span disjoint from the other's, both verified, slots released" $? "$out"
+  fleet_server_stop
+  machine_down "$a"
+  machine_down "$b"
 }
