@@ -309,7 +309,15 @@ group_reboot_fleetlock() {
     fail "$GROUP: the FleetLock test server tests/fleetlock/server.py" "not in this checkout"
     return
   fi
-  bridge_up "$br" "$FLEET_NET.1/24" || { fail "$GROUP: a host bridge for the two machines (ip link add $br type bridge)" ""; return; }
+  local why
+  if ! command -v ip >/dev/null; then
+    skip "fleetlock: needs iproute2's ip for the machines' bridge (tests/setup installs it)"
+    return
+  fi
+  if ! why=$(bridge_up "$br" "$FLEET_NET.1/24" 2>&1); then
+    skip "fleetlock: cannot create the machines' bridge (ip link add $br type bridge: $why)"
+    return
+  fi
   MACHINE_BRIDGE=$br MACHINE_ADDRESS=$FLEET_NET.2/24 reboot_machine "$a" fleet >/dev/null || return
   MACHINE_BRIDGE=$br MACHINE_ADDRESS=$FLEET_NET.3/24 reboot_machine "$b" fleet >/dev/null || return
   na=$(machine_boots "$a") nb=$(machine_boots "$b")
@@ -351,19 +359,31 @@ group_reboot_fleetlock() {
 import json, sys
 events = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 spans = [json.loads(l) for l in sys.argv[2].splitlines() if l.strip()]
+problems = []
 # The server never had two holders in the group.
-assert all(len(e["holders"].get("pis", [])) <= 1 for e in events), "two holders at once"
+if any(len(e["holders"].get("pis", [])) > 1 for e in events):
+    problems.append("two slot holders at once")
 granted = {e["id"] for e in events if e["endpoint"].endswith("pre-reboot") and e["status"] == 200}
-assert len(granted) == 2, f"slots granted to {granted}"
-assert any(e["status"] == 409 for e in events), "nobody ever waited for the slot"
-assert events[-1]["holders"].get("pis", []) == [], "a slot still held at the end"
+if len(granted) != 2:
+    problems.append(f"slots granted to {sorted(granted)}, expected both machines")
+if not any(e["status"] == 409 for e in events):
+    problems.append("nobody ever waited for the slot (no 409)")
+if not events or events[-1]["holders"].get("pis", []) != []:
+    problems.append("a slot still held at the end")
 # Each machine rebooted once and verified; the spans do not overlap.
 iv = []
 for name, rebooting, verified in spans:
-    assert len(rebooting) == 1 and len(verified) >= 1, f"{name}: {len(rebooting)} REBOOTING, {len(verified)} BOOT_VERIFIED"
-    iv.append((rebooting[0], max(verified)))
-(s1, e1), (s2, e2) = sorted(iv)
-assert e1 < s2, f"the reboots overlap: {iv}"
+    if len(rebooting) != 1 or not verified:
+        problems.append(f"{name}: {len(rebooting)} REBOOTING, {len(verified)} BOOT_VERIFIED")
+    else:
+        iv.append((rebooting[0], max(verified)))
+if len(iv) == 2:
+    (s1, e1), (s2, e2) = sorted(iv)
+    if e1 >= s2:
+        problems.append(f"the reboots overlap by {(e1 - s2) / 1e6:.1f}s: {iv}")
+if problems:
+    print("; ".join(problems))
+    sys.exit(1)
 PY
   )
   local ok=$?
