@@ -186,7 +186,7 @@ machine_up() {
   # supervisor to close it.
   (
     exec </dev/null >/dev/null 2>&1
-    for fd in /proc/$BASHPID/fd/*; do
+    for fd in "/proc/$BASHPID/fd/"*; do
       fd=${fd##*/}
       ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
     done

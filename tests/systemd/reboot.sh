@@ -190,7 +190,8 @@ reboot_evidence() {
     "$(g "journalctl -o short-monotonic --no-pager -t homelab-agent -u 'homelab-agent*' | tail -n 60")"
 }
 
-# mids_in_boot BOOT: the agent's MESSAGE_IDs in boot BOOT (0 this one, -1 the one before), in order.
+# mids_in_boot BOOT: the agent's MESSAGE_IDs in boot BOOT (0 this one, -1 the one before),
+# in order, each by its last two digits (all share the 5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b prefix).
 mids_in_boot() {
   g "journalctl -b $1 -o json --no-pager" |
     q --lines "' '.join(e['MESSAGE_ID'][-2:] for e in d if e.get('MESSAGE_ID', '').startswith('5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b'))"
@@ -211,7 +212,7 @@ group_reboot_kernel() {
     [[ $(q 'd["deployed"]["commit"]' <<<"$st") == "$v2" ]] &&
     [[ $(q '(d.get("reboot") or {}).get("pending", {}).get("waiting_for")' <<<"$st") == window ]] &&
     [[ $(q '(d.get("reboot") or {}).get("pending", {}).get("system")' <<<"$st") == "$sys2" ]] &&
-    mids_in_boot 0 | grep -qw 41
+    mids_in_boot 0 | grep -qw "${ID_REBOOT_PENDING: -2}"
   check "reboot kernel: a kernel-changing commit outside the window is live on the old kernel, status reboot.pending waits for the window (REBOOT_PENDING), no reboot" $? \
     "$(reboot_evidence "$m")"
 
@@ -227,7 +228,7 @@ group_reboot_kernel() {
     [[ $(q '(d.get("reboot") or {}).get("booted", {}).get("verified")' <<<"$st") == true ]] &&
     [[ $(q '(d.get("reboot") or {}).get("booted", {}).get("system")' <<<"$st") == "$sys2" ]] &&
     [[ $(q '(d.get("reboot") or {}).get("pending")' <<<"$st") == "" ]] &&
-    grep -q 'before: [0-9 ]*42' <<<"$out" && grep -q 'after: .*43.*44' <<<"$out" &&
+    grep -q "before: [0-9a-f ]*${ID_REBOOTING: -2}" <<<"$out" && grep -q "after: .*${ID_BOOTED: -2}.*${ID_BOOT_VERIFIED: -2}" <<<"$out" &&
     grep -q '^Before=.*boot-complete.target' <<<"$out" && has Result=success "$out" && has ExecMainStatus=0 "$out"
   check "reboot kernel: in the window the agent reboots into v2 (REBOOTING), the boot is verified by the module's unit ordered before boot-complete.target (BOOTED, BOOT_VERIFIED; status reboot.booted.verified), and it reboots only once" $? \
     "$(printf '%s\n' "$out" "v1 $sys1, v2 $sys2" "$(reboot_evidence "$m")")"
@@ -259,7 +260,7 @@ group_reboot_fallback() {
     [[ $(q '(d.get("bad_commit") or {}).get("commit")' <<<"$st") == "$v2" ]] &&
     [[ $(q '(d.get("reboot") or {}).get("fell_back", {}).get("kind")' <<<"$st") == boot-verification-failed ]] &&
     [[ $(q '(d.get("reboot") or {}).get("fell_back", {}).get("from_system")' <<<"$st") == "$sys2" ]] &&
-    grep -q 'failed boot: .*45' <<<"$out"
+    grep -q "failed boot: .*${ID_FELL_BACK: -2}" <<<"$out"
   check "reboot fallback: v2 fails its checks after the reboot (kernel-driver.service): v1 is the boot default again, v2's commit is bad, status reboot.fell_back says why (FELL_BACK), and the machine reboots exactly once more" $? \
     "$(printf '%s\n' "$out" "v1 $sys1, v2 $sys2" "$(reboot_evidence "$m")")"
   machine_down "$m"
