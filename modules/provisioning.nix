@@ -37,6 +37,15 @@ in
         nobody can log in until the agent has deployed a configuration that adds one.
       '';
     };
+    watchdog = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = ''
+        Let systemd feed the Pi's hardware watchdog (`bcm2835_wdt`, on every Pi this image
+        is for), so that a kernel or boot that hangs resets the board instead of leaving it
+        off the network. 15 s: the most that watchdog can count.
+      '';
+    };
   };
 
   config = {
@@ -61,6 +70,11 @@ in
       # The image has one job: fetching the real configuration. Start soon after boot.
       bootDelay = lib.mkDefault "1min";
     };
+
+    # A hung kernel or boot at least resets the board (README "Reboots": what still needs
+    # physical access).
+    boot.kernelModules = lib.mkIf cfg.watchdog [ "bcm2835_wdt" ];
+    systemd.watchdog.runtimeTime = lib.mkIf cfg.watchdog (lib.mkDefault "15s");
 
     # For whoever logs in to look around; the agent passes these flags itself.
     nix.settings.experimental-features = [

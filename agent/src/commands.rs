@@ -73,7 +73,13 @@ fn report_state(e: &anyhow::Error) -> u8 {
 pub async fn cycle(settings: &Settings) -> u8 {
     crate::source::git::init_timeouts();
     let agent = Agent::new(settings.clone());
-    locked(settings, || agent.run_once()).await
+    locked(settings, || async {
+        let exit = agent.run_once().await?;
+        // Everything is recorded; under the same lock, the reboot policy (reboot/).
+        crate::reboot::after_cycle(settings).await;
+        Ok(exit)
+    })
+    .await
 }
 
 pub async fn run(config: Option<&Path>, once: bool) -> u8 {
@@ -341,4 +347,59 @@ pub fn config_check(config: Option<&Path>, json: bool, files: bool) -> u8 {
         }
     }
     code
+}
+
+/// How long `verify-boot` waits for a run that holds the lock.
+const VERIFY_LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// `verify-boot`: under the run lock, once per boot (reboot/verify.rs).
+pub async fn verify_boot(config: Option<&Path>) -> u8 {
+    let settings = match settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    crate::source::git::init_timeouts();
+    // A run someone started by hand may hold the lock: wait for it (bounded) rather than
+    // fail the boot's verification for it.
+    let waited = std::time::Instant::now();
+    let _lock = loop {
+        match lock::acquire(&settings.paths.runtime_dir) {
+            Ok(l) => break l,
+            Err(LockError::Held { .. }) if waited.elapsed() < VERIFY_LOCK_WAIT => {
+                tokio::time::sleep(Duration::from_secs(2)).await
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return e.exit_code();
+            }
+        }
+    };
+    let doors = crate::deploy::Doors::real(&settings);
+    let effects = crate::reboot::doors::Effects::real(&settings);
+    let boot = crate::reboot::verify::BootDoors {
+        machine: doors.machine.as_ref(),
+        health: doors.health.as_ref(),
+        effects: &effects,
+    };
+    let verdict =
+        crate::reboot::verify::verify_boot(&settings, &boot, jiff::Timestamp::now()).await;
+    match &verdict {
+        crate::reboot::verify::Verdict::AlreadyDone => {
+            println!("already ran in this boot; `homelab-agent status` shows what it found")
+        }
+        crate::reboot::verify::Verdict::Nothing(why) => println!("nothing to verify: {why}"),
+        crate::reboot::verify::Verdict::Verified => println!("boot verified: health checks passed"),
+        crate::reboot::verify::Verdict::FellBack { rebooting } => eprintln!(
+            "error: boot verification failed: the previous generation is the boot default again{}",
+            if *rebooting { "; rebooting into it" } else { "; the reboot failed: reboot by hand" }
+        ),
+        crate::reboot::verify::Verdict::FallbackBoot => {
+            println!("fallback boot recorded: `homelab-agent status` shows why")
+        }
+        crate::reboot::verify::Verdict::LoopBroken => eprintln!(
+            "error: boot verification failed again after a fallback: not rebooting again\nhint: the machine needs a look: `homelab-agent status`, `journalctl -b`"
+        ),
+        crate::reboot::verify::Verdict::Failed(why) => eprintln!("error: {why}"),
+    }
+    verdict.exit_code()
 }

@@ -10,6 +10,7 @@
 //! | [`system`]      | the system profile, `switch-to-configuration`, reboot-required    |
 //! | [`health`]      | health checks and the wait-until-healthy policy                   |
 //! | [`deploy`]      | **the deploy cycle**, rollback and crash recovery, in one place   |
+//! | [`reboot`]      | reboot policy, FleetLock, boot verification and fallback          |
 //! | [`failure`]     | the failure taxonomy: transient, environment, configuration, commit |
 //! | [`state`]       | the durable state file: intent, history, bad commits              |
 //! | [`runtime`]     | volatile facts (last poll) kept off the SD card                   |
@@ -30,6 +31,7 @@ pub mod logging;
 pub mod nix;
 pub mod notify;
 pub mod process;
+pub mod reboot;
 pub mod runtime;
 pub mod source;
 pub mod state;

@@ -9,6 +9,13 @@ pub mod message_id {
     pub const FAILED: &str = "5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b32";
     pub const ROLLED_BACK: &str = "5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b33";
     pub const ROLLBACK_FAILED: &str = "5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b34";
+    /// Reboots (agent/src/reboot/): a reboot is pending, is being issued, a boot was seen,
+    /// verified, or fell back to the previous generation.
+    pub const REBOOT_PENDING: &str = "5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b41";
+    pub const REBOOTING: &str = "5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b42";
+    pub const BOOTED: &str = "5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b43";
+    pub const BOOT_VERIFIED: &str = "5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b44";
+    pub const FELL_BACK: &str = "5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b45";
 }
 
 /// Installs the logger; returns a problem to print when `HOMELAB_AGENT_LOG` has a value

@@ -122,6 +122,16 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// At boot (a unit before boot-complete.target): verify a boot the agent rebooted
+    /// into with the health checks, fall back to the previous generation if they fail,
+    /// record a boot the bootloader fell back from
+    #[command(
+        after_help = "Exit codes:\n  0   verified, nothing to verify, or a fallback boot recorded\n  1   verification failed (the previous generation is the boot default again)\n  4   another run held the lock for 10 minutes\n  71  the reboot record cannot be read, or there is nothing to fall back to\n  78  invalid configuration"
+    )]
+    VerifyBoot {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Configuration commands
     Config {
         #[command(subcommand)]
@@ -222,6 +232,9 @@ fn main() -> ExitCode {
             Command::Rollback { config } => commands::rollback(pick(config).as_deref()).await,
             Command::Resume { config } => commands::resume(pick(config).as_deref()),
             Command::Retry { config } => commands::retry(pick(config).as_deref()),
+            Command::VerifyBoot { config } => {
+                commands::verify_boot(pick(config).as_deref()).await
+            }
             Command::Config {
                 command:
                     ConfigCommand::Check {

@@ -214,6 +214,8 @@ pub enum Phase {
     Health,
     Rollback,
     Commit,
+    /// After a reboot into the system: its boot (verify-boot, agent/src/reboot/).
+    Boot,
 }
 
 impl Phase {
@@ -226,6 +228,7 @@ impl Phase {
             Phase::Health => "health",
             Phase::Rollback => "rollback",
             Phase::Commit => "commit",
+            Phase::Boot => "boot",
         }
     }
 }

@@ -53,6 +53,7 @@ let
       inherit (cfg.health) settle timeout;
       checks = if cfg.health.checks == [ ] then null else map renderCheck cfg.health.checks;
     };
+    reboot = cfg.reboot.rendered; # ./reboot.nix
   };
 
   # What the config file holds: the options, then `settings` over them.
@@ -77,7 +78,10 @@ let
   hostPattern = "[A-Za-z0-9][A-Za-z0-9_-]{0,62}";
 in
 {
-  imports = [ ./options.nix ];
+  imports = [
+    ./options.nix
+    ./reboot.nix
+  ];
 
   config = lib.mkIf cfg.enable {
     # On what the file will hold, so that keys given through `settings` count too.

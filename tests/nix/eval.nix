@@ -227,6 +227,29 @@ let
     { services.homelab-agent.repository.url = url; }
   ];
 
+  # services.homelab-agent.reboot (modules/homelab-agent/reboot.nix).
+  rebooting = agent (base {
+    reboot = {
+      policy = "when-required";
+      delay = "10min";
+      maxWait = "3d";
+      window = {
+        days = [
+          "sat"
+          "sun"
+        ];
+        start = "02:00";
+        end = "5:30";
+        timezone = "Europe/Berlin";
+      };
+      fleetlock = {
+        url = "http://lock.lan:8080";
+        group = "pis";
+      };
+    };
+  });
+  rebootingVerify = rebooting.c.systemd.services.homelab-agent-verify-boot;
+
   version = self: (evalWith [ (import ../../modules/version.nix self) ]).system.configurationRevision;
 
   provisioning =
@@ -383,6 +406,77 @@ let
       host.name = "pi1";
     })
     (expect "minimal: no failed assertion" minimal.failed [ ])
+    (expect "reboot: no policy, no verify-boot unit (nothing changes)"
+      (minimal.c.systemd.services ? homelab-agent-verify-boot)
+      false
+    )
+    (expect "reboot: options in the [reboot] table" rebooting.toml.reboot {
+      policy = "when-required";
+      delay = "10min";
+      max_wait = "3d";
+      fleetlock_url = "http://lock.lan:8080";
+      group = "pis";
+      window = {
+        days = [
+          "sat"
+          "sun"
+        ];
+        start = "02:00";
+        end = "5:30";
+        timezone = "Europe/Berlin";
+      };
+    })
+    (expect "reboot: no failed assertion" rebooting.failed [ ])
+    (expect "reboot: verify-boot runs before boot-complete.target, after the services it checks"
+      {
+        inherit (rebootingVerify)
+          wantedBy
+          requiredBy
+          before
+          after
+          restartIfChanged
+          ;
+        inherit (rebootingVerify.serviceConfig) Type RemainAfterExit ExecStart;
+      }
+      {
+        wantedBy = [ "multi-user.target" ];
+        requiredBy = [ "boot-complete.target" ];
+        before = [
+          "boot-complete.target"
+          "homelab-agent.service"
+        ];
+        after = [
+          "network-online.target"
+          "multi-user.target"
+        ];
+        restartIfChanged = false;
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = "${fake "homelab-agent"}/bin/homelab-agent --config /etc/homelab-agent/config.toml verify-boot";
+      }
+    )
+    (expect "reboot: the agent's first run after a boot waits for its verification"
+      (lib.elem "homelab-agent-verify-boot.service" rebooting.unit.after)
+      true
+    )
+    (expect "reboot: a policy given through settings also gets verify-boot"
+      ((agent (base { settings.reboot.policy = "when-required"; })).c.systemd.services
+        ? homelab-agent-verify-boot
+      )
+      true
+    )
+    (expectTypeError "reboot: a window time that is not HH:MM is a type error" (base {
+      reboot.window = {
+        start = "2am";
+        end = "05:00";
+      };
+    }))
+    (expectTypeError "reboot: a FleetLock group outside the protocol's alphabet is a type error" (base {
+      reboot.fleetlock = {
+        url = "http://lock.lan";
+        group = "my group";
+      };
+    }))
     (expect "unit: ExecStart runs one cycle with the /etc config" minimal.unit.serviceConfig.ExecStart
       "${fake "homelab-agent"}/bin/homelab-agent --config /etc/homelab-agent/config.toml run --once"
     )
@@ -567,6 +661,13 @@ let
         "installer/sd-card/sd-image.nix"
       ]
     )
+    (expect "provisioning: the hardware watchdog resets a hung boot" {
+      inherit (provisioned.boot) kernelModules;
+      inherit (provisioned.systemd.watchdog) runtimeTime;
+    } {
+      kernelModules = [ "bcm2835_wdt" ];
+      runtimeTime = "15s";
+    })
     (expect "provisioning: no warning" provisioned.warnings [ ])
     (expect "provisioning: warns without keys" (lib.length (provisioning [ ]).warnings) 1)
   ];
@@ -580,6 +681,7 @@ let
     full = full.toml;
     via-settings = viaSettings.toml;
     with-token = withToken.toml;
+    reboot = rebooting.toml;
     provisioning = provisioned.environment.etc."homelab-agent/config.toml".source.value;
   };
 
@@ -594,6 +696,18 @@ let
         bad-duration = {
           settings.build.timeout = "soon";
           key = "build.timeout";
+        };
+        reboot-policy = {
+          settings.reboot.policy = "always";
+          key = "reboot.policy";
+        };
+        reboot-timezone = {
+          settings.reboot.window = {
+            start = "02:00";
+            end = "04:00";
+            timezone = "Mars/Olympus";
+          };
+          key = "reboot.window.timezone";
         };
         unknown-key = {
           settings.source.mirror = "https://example.org/x.git";

@@ -8,6 +8,7 @@ pub mod files;
 mod locate;
 mod names;
 mod raw;
+pub mod reboot;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use crate::source::url::RemoteUrl;
 pub use bounds::DurationKey;
 pub use names::{default_attribute, validate_branch, validate_host};
 use raw::RawConfig;
+pub use reboot::{FleetLockSettings, RebootPolicy, RebootSettings, Window};
 use validate::Validator;
 
 /// Where the config is read from when `--config` is not given.
@@ -51,6 +53,8 @@ pub struct Settings {
     pub activation: ActivationSettings,
     pub health: HealthSettings,
     pub run: RunSettings,
+    /// `[reboot]` (config/reboot.rs): never, unless a policy is set.
+    pub reboot: RebootSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +220,7 @@ pub fn summary(s: &Settings) -> BTreeMap<&'static str, String> {
         ("attribute", s.attribute.clone()),
         ("state_dir", s.paths.state_dir.display().to_string()),
         ("health checks", s.health.checks.len().to_string()),
+        ("reboot", reboot::summary(&s.reboot)),
     ])
 }
 

@@ -17,6 +17,7 @@ pub(super) struct RawConfig {
     pub(super) activation: RawActivation,
     pub(super) health: RawHealth,
     pub(super) run: RawRun,
+    pub(super) reboot: super::reboot::RawReboot,
 }
 
 #[derive(Debug, Default, Deserialize)]

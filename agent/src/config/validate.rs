@@ -89,6 +89,8 @@ impl Validator<'_> {
                 )?,
             },
             health: self.health(raw.health)?,
+            reboot: super::reboot::validate(raw.reboot)
+                .map_err(|(key, message)| KeyError { key, message })?,
             run: RunSettings {
                 interval: self.duration(
                     "run.interval",

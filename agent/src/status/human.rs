@@ -127,6 +127,7 @@ impl Status {
             Some(false) => writeln!(out, "reboot:     not required")?,
             None => writeln!(out, "reboot:     unknown (no booted system link)")?,
         }
+        self.reboot.write_human(out)?;
         if let Some(n) = self.next_poll.as_deref().and_then(|n| relative(n, now)) {
             writeln!(out, "next poll:  {n}")?;
         }

@@ -46,6 +46,8 @@ pub struct Facts {
     pub booted_system: Option<PathBuf>,
     pub reboot_required: Option<bool>,
     pub profile: Option<system::profile::Generation>,
+    /// The reboot record and what the policy needs (agent/src/reboot/view.rs).
+    pub reboot: crate::reboot::view::Facts,
 }
 
 impl Facts {
@@ -62,6 +64,7 @@ impl Facts {
             booted_system: system::resolve(&p.booted_system),
             reboot_required: system::reboot_required(&p.booted_system, &p.current_system),
             profile: system::profile::current(&p.profile),
+            reboot: crate::reboot::view::read(settings),
         }
     }
 }
@@ -125,6 +128,8 @@ pub struct Status {
     pub state_recovered_from: Option<String>,
     /// The state was found damaged or lost: when, why, where the damaged file went.
     pub state_damage: Option<state::Damage>,
+    /// Reboot policy, pending reboot, last boot and fallback (added; agent/src/reboot/).
+    pub reboot: crate::reboot::View,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -329,6 +334,7 @@ impl Status {
                 .map(|a| a.message.clone()),
             state_recovered_from: state.recovered_from.clone(),
             state_damage: state.damage.clone(),
+            reboot: crate::reboot::view::build(settings, &f.reboot, jiff::Timestamp::now()),
             attention,
         }
     }

@@ -7,6 +7,7 @@ mod deploy;
 mod http_checks;
 mod killpoints;
 mod orphans;
+mod reboots;
 mod safety;
 mod state_damage;
 mod status;

@@ -16,6 +16,7 @@ let
       before = strings;
       requires = strings;
       wantedBy = strings;
+      requiredBy = strings;
       path = opt (types.listOf types.anything) [ ];
       environment = attrs;
       serviceConfig = attrs;
@@ -54,6 +55,8 @@ in
     nix.envVars = attrs;
     programs.ssh.package = opt types.package pkgs.openssh;
     systemd.package = opt types.package pkgs.systemd;
+    systemd.watchdog = attrs;
+    boot.kernelModules = strings;
 
     environment.etc = opt (types.attrsOf etcFile) { };
     environment.systemPackages = opt (types.listOf types.package) [ ];

@@ -1,0 +1,108 @@
+//! The reboot side's effects behind traits, so every decision is a unit test with fakes:
+//! the FleetLock slot ([`Slot`]) and the reboot itself ([`Rebooter`]). The real ones are
+//! the HTTP client of `fleetlock.rs` and `systemctl reboot --message=<reason>` (systemd
+//! logs the reason; systemd 252, Debian 12's, accepts the option).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::deploy::doors::Fut;
+use crate::process::Cmd;
+
+use super::fleetlock::{self, Client, LockError};
+
+/// A FleetLock reboot slot for this machine.
+pub trait Slot {
+    /// `url (group g, id i)`, for messages and status.
+    fn describe(&self) -> String;
+    fn take(&self) -> Fut<'_, Result<(), LockError>>;
+    fn release(&self) -> Fut<'_, Result<(), LockError>>;
+}
+
+/// Reboots the machine (returns once the reboot is queued).
+pub trait Rebooter {
+    fn reboot<'a>(&'a self, reason: &'a str) -> Fut<'a, Result<(), String>>;
+}
+
+/// What the reboot side acts through.
+pub struct Effects {
+    /// `None` without `[reboot] fleetlock_url`; an error when the lock id is unknown.
+    pub slot: Option<Result<Box<dyn Slot>, String>>,
+    pub rebooter: Box<dyn Rebooter>,
+}
+
+impl Effects {
+    pub fn real(settings: &Settings) -> Effects {
+        let slot = settings.reboot.fleetlock.as_ref().map(|f| {
+            let id = fleetlock::lock_id(f, std::path::Path::new(fleetlock::MACHINE_ID))?;
+            let client = Client::new(&f.url, &f.group, &id)?;
+            Ok(Box::new(client) as Box<dyn Slot>)
+        });
+        Effects {
+            slot,
+            rebooter: Box::new(Systemctl {
+                program: settings.paths.systemctl.clone(),
+            }),
+        }
+    }
+}
+
+impl Slot for Client {
+    fn describe(&self) -> String {
+        Client::describe(self)
+    }
+    fn take(&self) -> Fut<'_, Result<(), LockError>> {
+        Box::pin(self.pre_reboot())
+    }
+    fn release(&self) -> Fut<'_, Result<(), LockError>> {
+        Box::pin(self.steady_state())
+    }
+}
+
+/// `systemctl reboot --message=<reason>`.
+pub struct Systemctl {
+    pub program: PathBuf,
+}
+
+/// The argument vector of the reboot (pure, tested).
+pub fn reboot_argv(reason: &str) -> Vec<String> {
+    // One line, bounded: it lands in the journal and in wall messages.
+    let reason: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    vec!["reboot".into(), format!("--message={reason}")]
+}
+
+impl Rebooter for Systemctl {
+    fn reboot<'a>(&'a self, reason: &'a str) -> Fut<'a, Result<(), String>> {
+        Box::pin(async move {
+            Cmd::new(&self.program)
+                .args(reboot_argv(reason))
+                .timeout(Duration::from_secs(60))
+                .run_ok()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_is_one_bounded_line_in_one_argument() {
+        assert_eq!(
+            reboot_argv("kernel changed\nin gen 4; rm -rf /"),
+            ["reboot", "--message=kernel changed in gen 4; rm -rf /"]
+        );
+        assert_eq!(
+            reboot_argv(&"x".repeat(500))[1].len(),
+            "--message=".len() + 200
+        );
+    }
+}

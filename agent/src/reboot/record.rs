@@ -1,0 +1,150 @@
+//! What the reboot side remembers, in its own file beside the state
+//! (`<state_dir>/reboot.json`, written atomically like the state): the reboot pending and
+//! what it waits for, what the agent last rebooted for (never twice for one system), the
+//! last boot and whether it was verified, the last fallback, and whether a FleetLock slot
+//! is held.
+//!
+//! A damaged or unreadable record never leads to a reboot: [`load`] says so and the policy
+//! refuses to reboot until it is readable again (`status` shows why).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{read_bounded, write_atomic, Found};
+
+pub const FILE: &str = "reboot.json";
+const MAX_SIZE: u64 = 256 * 1024;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Record {
+    /// A reboot the policy wants and has not issued yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+    /// The last reboot the agent issued into a new generation: never issued twice for the
+    /// same system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebooted: Option<Rebooted>,
+    /// What the last `verify-boot` found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<Boot>,
+    /// The last fallback to a previous generation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
+    /// A FleetLock slot taken (pre-reboot) and not yet released (steady-state).
+    pub slot_held: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The boot default that needs the reboot.
+    pub system: String,
+    pub generation: Option<u32>,
+    /// When it was first seen pending (RFC 3339): `delay` and `max_wait` count from here.
+    pub since: String,
+    /// What it waits for, as the last decision found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// `delay`, `window`, `lock`, `policy` (never), `record` (unreadable), `attention`.
+    #[serde(rename = "for")]
+    pub what: String,
+    /// Until when, if known (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// One line for people: which lock, what the server said.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rebooted {
+    pub system: String,
+    pub generation: Option<u32>,
+    pub at: String,
+    pub reason: String,
+    /// The boot that followed was verified (health checks passed after the reboot).
+    #[serde(default)]
+    pub verified: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Boot {
+    /// `/run/booted-system` at that boot.
+    pub system: String,
+    pub generation: Option<u32>,
+    /// When `verify-boot` looked (RFC 3339).
+    pub at: String,
+    /// `Some(true)`: the checks passed after the agent's reboot into it; `Some(false)`:
+    /// they failed; `None`: not a boot the agent rebooted into (nothing to verify).
+    pub verified: Option<bool>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fallback {
+    pub at: String,
+    /// The generation given up.
+    pub from_system: String,
+    pub from_generation: Option<u32>,
+    /// The generation made the boot default again.
+    pub to_system: Option<String>,
+    pub reason: String,
+    /// `boot-verification-failed` or `bootloader-fallback`.
+    pub kind: String,
+    /// The loop breaker: a fallback reboot was issued for `from_system`; never a second.
+    pub rebooted: bool,
+}
+
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE)
+}
+
+/// The record, or why it cannot be read (then nothing reboots).
+pub fn load(state_dir: &Path) -> Result<Record, String> {
+    let file = path(state_dir);
+    match read_bounded(&file, MAX_SIZE) {
+        Ok(Found::Missing) => Ok(Record::default()),
+        Ok(Found::File(bytes)) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is damaged: {e}", file.display())),
+        Ok(Found::Wrong(why)) => Err(format!("{}: {why}", file.display())),
+        Err(e) => Err(format!("reading {}: {e}", file.display())),
+    }
+}
+
+pub fn save(state_dir: &Path, record: &Record) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    let mut bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    write_atomic(&path(state_dir), &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_damage_is_an_error_not_a_blank_record() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), Record::default());
+        let r = Record {
+            slot_held: true,
+            rebooted: Some(Rebooted {
+                system: "/nix/store/x".into(),
+                generation: Some(3),
+                at: "2026-11-25T02:00:00Z".into(),
+                reason: "kernel".into(),
+                verified: None,
+            }),
+            ..Default::default()
+        };
+        save(dir.path(), &r).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), r);
+        std::fs::write(path(dir.path()), b"{ not json").unwrap();
+        let e = load(dir.path()).unwrap_err();
+        assert!(e.contains("damaged"), "{e}");
+    }
+}

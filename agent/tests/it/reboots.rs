@@ -1,0 +1,445 @@
+//! Reboots with the real binary, real git and nix, and the FleetLock test server
+//! (tests/fleetlock/server.py) on loopback. `systemctl` is a shim that logs its argv: the
+//! reboot itself is tested under real systemd in the container harness.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{nix_available, require, servers::closed_port, Harness};
+
+/// The FleetLock server of the tests, killed on drop.
+struct FleetLock {
+    child: Child,
+    port: u16,
+    events: PathBuf,
+}
+
+impl FleetLock {
+    fn start(dir: &Path, slots: u32) -> FleetLock {
+        FleetLock::start_with(dir, &["--slots", &slots.to_string()])
+    }
+
+    fn start_with(dir: &Path, args: &[&str]) -> FleetLock {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fleetlock/server.py");
+        let port_file = dir.join("fleetlock.port");
+        let events = dir.join("fleetlock.events");
+        let child = Command::new("python3")
+            .arg(&script)
+            .args(args)
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--events")
+            .arg(&events)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the FleetLock server");
+        let started = Instant::now();
+        let port = loop {
+            if let Some(p) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break p;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "FleetLock server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        FleetLock {
+            child,
+            port,
+            events,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every lock request the server saw, in order.
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for FleetLock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn prerequisites() -> bool {
+    nix_available() && require("python3")
+}
+
+/// A machine whose `systemctl` logs its argv, with `[reboot]` as given.
+fn machine(reboot: &str) -> Harness {
+    let mut h = Harness::new();
+    let shim = h.path("shim/systemctl");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\n",
+            h.path("systemctl.log").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    h.systemctl = Some(shim);
+    h.extra = format!("[reboot]\n{reboot}\n");
+    h
+}
+
+fn reboots(h: &Harness) -> Vec<String> {
+    std::fs::read_to_string(h.path("systemctl.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("reboot"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The machine boots `system`: the booted link moves, the runtime dir (a tmpfs) empties.
+fn boot(h: &Harness, system: &Path) {
+    let link = h.fake.join("run/booted-system");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(system, &link).unwrap();
+    let cur = h.current_system_link();
+    let _ = std::fs::remove_file(&cur);
+    std::os::unix::fs::symlink(system, &cur).unwrap();
+    let _ = std::fs::remove_dir_all(h.path("runtime"));
+}
+
+/// Bootstrapped and booted into generation 1, then a commit with another kernel deployed
+/// (generation 2). Returns (generation 1's system, generation 2's system).
+fn kernel_deployed(h: &mut Harness) -> (PathBuf, PathBuf) {
+    let (_, first) = h.bootstrap();
+    boot(h, &first);
+    h.host("pi1").kernel = "k2".into();
+    h.commit("new kernel");
+    let run = h.run_once();
+    assert_eq!(run.code(), 0, "deploy failed:\n{}", run.stderr());
+    let second = h.profile_system().unwrap();
+    assert_ne!(first, second);
+    (first, second)
+}
+
+#[test]
+fn two_machines_in_one_group_with_one_slot_never_reboot_together() {
+    if !prerequisites() {
+        return;
+    }
+    let lockdir = tempfile::tempdir().unwrap();
+    let server = FleetLock::start(lockdir.path(), 1);
+    let config = |id: &str| {
+        format!(
+            "policy = \"when-required\"\nfleetlock_url = \"{}\"\ngroup = \"pis\"\nid = \"{id}\"",
+            server.url()
+        )
+    };
+    let mut pi1 = machine(&config("pi1"));
+    let mut pi2 = machine(&config("pi2"));
+    let (_, pi1_new) = kernel_deployed(&mut pi1);
+    assert_eq!(reboots(&pi1).len(), 1, "pi1 reboots with the slot");
+    assert!(
+        reboots(&pi1)[0].contains("--message=homelab-agent: generation 2 changes the kernel"),
+        "{:?}",
+        reboots(&pi1)
+    );
+    let s1 = pi1.status();
+    assert_eq!(s1["reboot"]["fleetlock"]["slot_held"], true, "{s1}");
+    assert!(s1["reboot"]["rebooting"]["system"].is_string(), "{s1}");
+
+    let (_, pi2_new) = kernel_deployed(&mut pi2);
+    assert!(reboots(&pi2).is_empty(), "pi2 must wait for the slot");
+    let s2 = pi2.status();
+    let pending = &s2["reboot"]["pending"];
+    assert_eq!(pending["waiting_for"], "lock", "{s2}");
+    assert!(
+        pending["detail"]
+            .as_str()
+            .unwrap()
+            .contains("failed_lock_semaphore_full"),
+        "{s2}"
+    );
+    assert_eq!(pending["generation"], 2, "{s2}");
+    // Another run: still waiting, still no reboot.
+    pi2.run_once();
+    assert!(reboots(&pi2).is_empty());
+
+    // pi1 comes back in its new generation; verify-boot confirms it and frees the slot.
+    boot(&pi1, &pi1_new);
+    let v = pi1.agent(&["verify-boot"]);
+    assert_eq!(v.code(), 0, "{}\n{}", v.stdout(), v.stderr());
+    assert!(v.stdout().contains("boot verified"), "{}", v.stdout());
+    let s1 = pi1.status();
+    assert_eq!(s1["reboot"]["booted"]["verified"], true, "{s1}");
+    assert_eq!(s1["reboot"]["fleetlock"]["slot_held"], false, "{s1}");
+    assert!(
+        s1["reboot"]["pending"].is_null() && s1["reboot"]["rebooting"].is_null(),
+        "{s1}"
+    );
+
+    // Now pi2 gets the slot.
+    let run = pi2.run_once();
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(
+        reboots(&pi2).len(),
+        1,
+        "pi2 reboots once pi1 released the slot"
+    );
+    boot(&pi2, &pi2_new);
+    assert_eq!(pi2.agent(&["verify-boot"]).code(), 0);
+
+    // The server's own log: never two holders at once, and each took and released.
+    let events = server.events();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["holders"]["pis"].as_array().map_or(0, Vec::len) <= 1),
+        "{events:?}"
+    );
+    for id in ["pi1", "pi2"] {
+        let granted = |ep: &str| {
+            events
+                .iter()
+                .any(|e| e["id"] == id && e["endpoint"] == ep && e["status"] == 200)
+        };
+        assert!(
+            granted("v1/pre-reboot") && granted("v1/steady-state"),
+            "{id}: {events:?}"
+        );
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e["id"] == "pi2" && e["status"] == 409),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_fleetlock_server_that_is_down_means_wait_never_reboot() {
+    if !prerequisites() {
+        return;
+    }
+    let mut h = machine(&format!(
+        "policy = \"when-required\"\nfleetlock_url = \"http://127.0.0.1:{}\"\nid = \"pi1\"",
+        closed_port()
+    ));
+    kernel_deployed(&mut h);
+    assert!(reboots(&h).is_empty());
+    let s = h.status();
+    let pending = &s["reboot"]["pending"];
+    assert_eq!(pending["waiting_for"], "lock", "{s}");
+    assert!(
+        pending["detail"].as_str().unwrap().contains("no answer"),
+        "{s}"
+    );
+    let human = h.agent(&["status"]);
+    assert!(
+        human
+            .stdout()
+            .contains("reboot pending: into generation 2: waiting for the FleetLock slot"),
+        "{}",
+        human.stdout()
+    );
+}
+
+#[test]
+fn a_boot_that_fails_its_checks_falls_back_reboots_once_and_never_loops() {
+    if !prerequisites() {
+        return;
+    }
+    let mut h = machine("policy = \"when-required\"");
+    // Healthy unless the "broken after boot" marker exists.
+    h.checks = Some(format!(
+        "[[health.checks]]\nname = \"after-boot\"\ntype = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"test ! -e {}\"]\ntimeout = \"5s\"\n",
+        h.path("broken").display()
+    ));
+    let (first, second) = kernel_deployed(&mut h);
+    assert_eq!(reboots(&h).len(), 1);
+    let deployed_commit = h.status()["deployed"]["commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The new kernel boots, and something is broken.
+    std::fs::write(h.path("broken"), "").unwrap();
+    boot(&h, &second);
+    let v = h.agent(&["verify-boot"]);
+    assert_eq!(v.code(), 1, "{}\n{}", v.stdout(), v.stderr());
+    assert!(
+        v.stderr().contains("boot verification failed"),
+        "{}",
+        v.stderr()
+    );
+    assert_eq!(reboots(&h).len(), 2, "one fallback reboot");
+    // The previous system is the boot default again, through its own switch (boot).
+    assert_eq!(h.profile_system().as_deref(), Some(first.as_path()));
+    let base = first.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        h.stc_log()
+            .iter()
+            .any(|(sys, action)| sys.contains(&base) && action == "boot"),
+        "{:?}",
+        h.stc_log()
+    );
+    let s = h.status();
+    assert_eq!(
+        s["reboot"]["fell_back"]["kind"], "boot-verification-failed",
+        "{s}"
+    );
+    assert_eq!(s["reboot"]["booted"]["verified"], false, "{s}");
+    let history = h.history();
+    assert_eq!(history[0]["outcome"], "failed");
+    assert_eq!(history[0]["commit"], deployed_commit.as_str());
+
+    // The bootloader boots the bad generation again anyway: no second reboot.
+    boot(&h, &second);
+    let v = h.agent(&["verify-boot"]);
+    assert_eq!(v.code(), 1, "{}", v.stderr());
+    assert!(v.stderr().contains("not rebooting again"), "{}", v.stderr());
+    assert_eq!(reboots(&h).len(), 2);
+
+    // The previous generation boots: nothing to verify, nothing to reboot for.
+    boot(&h, &first);
+    assert_eq!(h.agent(&["verify-boot"]).code(), 0);
+    let run = h.run_once();
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(reboots(&h).len(), 2);
+    // The commit is bad: not redeployed.
+    assert_eq!(h.profile_system().as_deref(), Some(first.as_path()));
+}
+
+#[test]
+fn outside_the_window_no_reboot_and_status_says_until_when() {
+    if !prerequisites() {
+        return;
+    }
+    // A window that opens in two hours (UTC) and lasts one.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let hhmm = |secs: u64| format!("{:02}:{:02}", secs / 3600 % 24, secs / 60 % 60);
+    let (start, end) = (hhmm(now + 2 * 3600), hhmm(now + 3 * 3600));
+    let mut h = machine(&format!(
+        "policy = \"when-required\"\n[reboot.window]\nstart = \"{start}\"\nend = \"{end}\"\ntimezone = \"UTC\""
+    ));
+    kernel_deployed(&mut h);
+    assert!(reboots(&h).is_empty(), "{:?}", reboots(&h));
+    let s = h.status();
+    let pending = &s["reboot"]["pending"];
+    assert_eq!(pending["waiting_for"], "window", "{s}");
+    let until = pending["until"].as_str().unwrap();
+    assert!(
+        until.contains(&format!("T{start}:00Z")),
+        "{until} vs {start}: {s}"
+    );
+    assert!(
+        pending["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("daily {start}-{end} UTC")),
+        "{s}"
+    );
+}
+
+/// The agent's client against the test server: the protocol, both ways.
+#[test]
+fn the_client_and_the_test_server_speak_the_protocol() {
+    use homelab_agent::reboot::fleetlock::{Client, LockError};
+    if !require("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = FleetLock::start_with(dir.path(), &["--base", "/lock", "--group-slots", "two=2"]);
+    let base = format!("{}/lock/", server.url());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let a = Client::new(&base, "default", "a").unwrap();
+        let b = Client::new(&base, "default", "b").unwrap();
+        a.pre_reboot().await.expect("a takes the slot");
+        a.pre_reboot().await.expect("recursive: a holds it already");
+        match b.pre_reboot().await {
+            Err(LockError::Refused {
+                status,
+                kind,
+                value,
+                ..
+            }) => {
+                assert_eq!((status, kind.as_str()), (409, "failed_lock_semaphore_full"));
+                assert!(value.contains("held by a"), "{value}");
+            }
+            other => panic!("b must be refused: {other:?}"),
+        }
+        b.steady_state()
+            .await
+            .expect("unlock if held: b holds nothing, still 200");
+        // Groups are separate semaphores, with their own sizes.
+        for id in ["x", "y"] {
+            Client::new(&base, "two", id)
+                .unwrap()
+                .pre_reboot()
+                .await
+                .unwrap();
+        }
+        assert!(Client::new(&base, "two", "z")
+            .unwrap()
+            .pre_reboot()
+            .await
+            .is_err());
+        a.steady_state().await.unwrap();
+        b.pre_reboot().await.expect("released by a: b gets it");
+
+        // Without the protocol header, or with a group outside its alphabet: refused.
+        let http = reqwest::Client::new();
+        let answer = http
+            .post(format!("{base}v1/pre-reboot"))
+            .body(r#"{"client_params":{"id":"c","group":"default"}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 400);
+        let v: Value = serde_json::from_str(&answer.text().await.unwrap()).unwrap();
+        assert_eq!(v["kind"], "missing_fleet_lock_header");
+        match Client::new(&base, "no group!", "c")
+            .unwrap()
+            .pre_reboot()
+            .await
+        {
+            Err(LockError::Refused {
+                status: 400, kind, ..
+            }) => assert_eq!(kind, "invalid_group"),
+            other => panic!("{other:?}"),
+        }
+    });
+    let holders: Vec<(String, String)> = server
+        .events()
+        .iter()
+        .filter(|e| e["status"] == 200 && e["endpoint"] == "v1/pre-reboot")
+        .map(|e| {
+            (
+                e["group"].as_str().unwrap().into(),
+                e["id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(holders.len(), 5, "{holders:?}");
+}
