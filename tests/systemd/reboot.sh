@@ -135,9 +135,11 @@ FLEET_NET=10.213.$(($$ % 200 + 20))
 FLEET_URL=http://$FLEET_NET.1:4545
 
 # reboot_variants: the variants the reboot groups install (appended to ./run's variants):
-# the `run` options (base_options, without its closing brace) plus kernel-driver.service among the checks and `[reboot]` with a
-# window around now (reboot), one that is closed now (reboot-closed), and the timer
-# variant with a FleetLock server (fleet).
+# the `run` options (base_options, without its closing brace) plus kernel-driver.service
+# among the checks, and the module's services.homelab-agent.reboot options (policy
+# when-required, which also installs its verify-boot unit) with a window around now
+# (reboot), one that is closed now (reboot-closed), and the timer variant with a
+# FleetLock server (fleet).
 reboot_variants() {
   local h open closed
   h=$((10#$(date -u +%H)))
@@ -153,10 +155,10 @@ o["health"]["checks"] = [
     {"systemd": {"units": ["sshd.service", "probe.service", "kernel-driver.service"]}},
     {"command": {"name": "marker", "command": ["/bin/sh", "-c", "test -e /var/lib/fake-machine/run/current-system/healthy"]}},
 ]
-o["settings"]["reboot"] = {"policy": "when-required", "delay": "0s",
+o["reboot"] = {"policy": "when-required", "delay": "0s",
     "window": dict({"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "timezone": "UTC"}, **json.loads("{" + sys.argv[1] + "}"))}
 if sys.argv[2] == "fleet":
-    o["settings"]["reboot"].update({"fleetlock_url": sys.argv[3], "group": "pis"})
+    o["reboot"]["fleetlock"] = {"url": sys.argv[3], "group": "pis"}
     o.update({"interval": "2s", "bootDelay": "1s", "randomizedDelay": "0s"})
 print(json.dumps(o))' "${win[$v]}" "$v" "$FLEET_URL")
     printf ',\n  "%s": { "options": %s, "serviceConfig": { "RestartSec": "1s" } }' "$v" "$opts"
