@@ -129,6 +129,8 @@ ID_REBOOTING=5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b42
 ID_BOOTED=5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b43
 ID_BOOT_VERIFIED=5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b44
 ID_FELL_BACK=5b0f3a4c9d8e4f1a8c2b7e6d1f0a9b45
+# systemd-logind: "System is rebooting (REASON)." (sd-messages.h SD_MESSAGE_SHUTDOWN).
+SD_SHUTDOWN=98268866d1d54a499c4e98921d93bc40
 
 # The FleetLock group's LAN: a host bridge, the server on the host's address there.
 FLEET_NET=10.213.$(($$ % 200 + 20))
@@ -234,6 +236,13 @@ group_reboot_kernel() {
     grep -q '^Before=.*boot-complete.target' <<<"$out" && has Result=success "$out" && has ExecMainStatus=0 "$out"
   check "reboot kernel: in the window the agent reboots into v2 (REBOOTING), the boot is verified by the module's unit ordered before boot-complete.target (BOOTED, BOOT_VERIFIED; status reboot.booted.verified), and it reboots only once" $? \
     "$(printf '%s\n' "$out" "v1 $sys1, v2 $sys2" "$(reboot_evidence "$m")")"
+
+  # The reboot went through systemd, with the agent's reason: logind's "System is
+  # rebooting (REASON)." (SD_MESSAGE_SHUTDOWN) in the boot before.
+  out=$(g "journalctl -b -1 -o json --no-pager" |
+    q --lines "'\n'.join(e['MESSAGE'] for e in d if e.get('MESSAGE_ID') == '$SD_SHUTDOWN')")
+  [[ $(grep -c . <<<"$out") == 1 ]] && grep -Eq '^System is rebooting \(homelab-agent: generation [0-9]+ changes the kernel.*\)\.$' <<<"$out"
+  check "reboot kernel: the reboot went through systemd with the agent's reason (logind: 'System is rebooting (homelab-agent: ...)', SD_MESSAGE_SHUTDOWN)" $? "${out:-no SD_MESSAGE_SHUTDOWN entry in the boot before}"
 
   # Never twice for the same generation: more runs, no reboot.
   g "systemctl start $SERVICE; systemctl start $SERVICE" >/dev/null 2>&1
