@@ -407,3 +407,33 @@ PY
   machine_down "$a"
   machine_down "$b"
 }
+
+group_reboot_loop() {
+  local m=hla-$GROUP sys1 sys2 st out n i unit
+  export REAL_SYSTEMD_NAME=$m
+  sys1=$(reboot_machine "$m" reboot) || return
+  # v2 breaks at boot, and the fallback does not take: the bootloader boots v2 once more
+  # (a one-shot entry written, from the host, while v2's first boot runs), as if the new
+  # boot default had not reached the bootloader.
+  g "touch $FAKE/bootloader/breaks/kernel-k2; commit v2 ok ok true k2 >/dev/null; systemctl start --no-block $SERVICE"
+  n=$(machine_boots "$m")
+  for ((i = 0; i < 600; i++)); do
+    (($(machine_boots "$m") > n)) && break
+    sleep 0.1
+  done
+  sys2=$(tail -n 1 "$work/machines/$m/upper$FAKE/bootloader/log" 2>/dev/null | q 'd["entry"]')
+  [[ -n $sys2 ]] && echo "$sys2" >"$work/machines/$m/merged$FAKE/bootloader/oneshot"
+  wait_boots "$m" $((n + 2)) 90
+  stays_at "$m" $((n + 2)) 8
+  st=$(status_json)
+  unit=$(g verify_unit)
+  out="boots: $(g "cat $FAKE/bootloader/log" | q --lines '[(e["how"], e["entry"]) for e in d]')"
+  out+=$'\n'"booted $(booted), default $(profile_default); $unit: $(g "systemctl show -P Result -P ExecMainStatus $unit | tr '\n' ' '")"
+  [[ $(machine_boots "$m") == $((n + 2)) ]] && grep -qF "booted $sys2, default $sys1;" <<<"$out" &&
+    grep -qF "$unit: exit-code 1 " <<<"$out" &&
+    [[ $(q '((d.get("reboot") or {}).get("fell_back") or {}).get("from_system")' <<<"$st") == "$sys2" ]] &&
+    [[ $(q '(d.get("bad_commit") or {}).get("commit")' <<<"$st") != "" ]]
+  check "reboot loop breaker: v2 fails its boot checks, the fallback reboot lands in v2 again (the bootloader missed the new default): its checks fail again and the agent does not reboot a second time (verify-boot exits 1, the machine stays up for a person)" $? \
+    "$(printf '%s\n' "$out" "v1 $sys1, v2 $sys2" "$(reboot_evidence "$m")")"
+  machine_down "$m"
+}
