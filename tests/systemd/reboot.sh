@@ -202,7 +202,7 @@ mids_in_boot() {
 }
 
 group_reboot_kernel() {
-  local m=hla-$GROUP sys1 sys2 v2 st out n
+  local m=hla-$GROUP sys1 sys2 v2 st out n opens
   export REAL_SYSTEMD_NAME=$m
   sys1=$(reboot_machine "$m" reboot-closed) || return
   # A kernel-changing commit outside the window: deployed live, the reboot pending.
@@ -211,14 +211,16 @@ group_reboot_kernel() {
   g "systemctl start $SERVICE" >/dev/null 2>&1
   sys2=$(g current)
   st=$(status_json)
+  opens=$(g "sed -n 's/^start *= *\"\\(.*\\)\"/\\1/p' /etc/homelab-agent/config.toml")
   stays_at "$m" "$n" 3
   [[ $(machine_boots "$m") == "$n" && -n $sys2 && $sys2 != "$sys1" && $(booted) == "$sys1" ]] &&
     [[ $(q 'd["deployed"]["commit"]' <<<"$st") == "$v2" ]] &&
     [[ $(q '(d.get("reboot") or {}).get("pending", {}).get("waiting_for")' <<<"$st") == window ]] &&
+    [[ $(q '(d.get("reboot") or {}).get("pending", {}).get("until")' <<<"$st") == *T$opens:00Z ]] &&
     [[ $(q '(d.get("reboot") or {}).get("pending", {}).get("system")' <<<"$st") == "$sys2" ]] &&
     mids_in_boot 0 | grep -qw "${ID_REBOOT_PENDING: -2}"
-  check "reboot kernel: a kernel-changing commit outside the window is live on the old kernel, status reboot.pending waits for the window (REBOOT_PENDING), no reboot" $? \
-    "$(reboot_evidence "$m")"
+  check "reboot kernel: a kernel-changing commit outside the window is live on the old kernel, status reboot.pending waits for the window until it opens (REBOOT_PENDING), no reboot" $? \
+    "$(printf '%s\n' "window opens at $opens" "$(reboot_evidence "$m")")"
 
   # The window opens: the next run reboots into v2, and the boot is verified before boot-complete.target.
   g "install -m 0644 \$UNITS/reboot/config.toml /etc/homelab-agent/config.toml; systemctl start --no-block $SERVICE"
@@ -344,8 +346,9 @@ group_reboot_fleetlock() {
   sleep 3
   out=$(for m in $a $b; do echo "$m: boots $(machine_boots "$m"), $(on "$m" status_json | q '(d.get("reboot") or {}).get("pending")')"; done)
   [[ $(machine_boots "$a") == "$na" && $(machine_boots "$b") == "$nb" ]] &&
-    [[ $(grep -c '"waiting_for": "lock"' <<<"$out") == 2 ]]
-  check "fleetlock: with the FleetLock server down, both machines keep the reboot pending (reboot.pending.waiting_for = lock) and do not reboot" $? "$out"
+    [[ $(grep -c '"waiting_for": "lock"' <<<"$out") == 2 ]] &&
+    [[ $(grep -c "\"detail\": \"[^\"]*$FLEET_URL (group pis, id [0-9a-f]\{32\})" <<<"$out") == 2 ]]
+  check "fleetlock: with the FleetLock server down, both machines keep the reboot pending (reboot.pending waiting for the lock, naming it: URL, group, machine id) and do not reboot" $? "$out"
 
   # The server comes up: one slot for the group; each machine reboots in turn.
   fleet_server_start "$events" || { fail "$GROUP: FleetLock server starts" "$(cat "$work/fleet.out")"; return; }
