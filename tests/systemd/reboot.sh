@@ -168,14 +168,16 @@ print(json.dumps(o))' "${win[$v]}" "$v" "$FLEET_URL")
 }
 
 # reboot_machine NAME VARIANT: a machine with the agent (VARIANT's units and the module's
-# boot verification unit) that has deployed v1 (kernel k1) and rebooted into it. Prints v1's system.
+# boot verification unit) that has deployed v1 (kernel k1) and rebooted into it. Sets
+# SYS1 to v1's system (not printed: a failure's lines must reach the group's output).
 reboot_machine() {
+  SYS1=
   machine_boot "$1" "$2" || return
   local sys1
-  sys1=$(g "setup_extra $2; commit v1 >/dev/null; systemctl start $SERVICE && current" 2>&1)
+  sys1=$(REAL_SYSTEMD_NAME=$1 g "setup_extra $2; commit v1 >/dev/null; systemctl start $SERVICE && current" 2>&1)
   reboot_now "$1" || { fail "$GROUP: $1 rebooted into v1" "$(tail -n 5 "$work/machines/$1/boots.log")"; return 1; }
-  [[ $(booted) == "$sys1" ]] || { fail "$GROUP: $1 booted v1 ($sys1)" "booted: $(booted)"; return 1; }
-  echo "$sys1"
+  [[ $(REAL_SYSTEMD_NAME=$1 booted) == "$sys1" ]] || { fail "$GROUP: $1 booted v1 ($sys1)" "booted: $(REAL_SYSTEMD_NAME=$1 booted)"; return 1; }
+  SYS1=$sys1
 }
 
 # wait_boots NAME N SECONDS: until the machine has booted N times and is up.
@@ -204,7 +206,8 @@ mids_in_boot() {
 group_reboot_kernel() {
   local m=hla-$GROUP sys1 sys2 v2 st out n opens
   export REAL_SYSTEMD_NAME=$m
-  sys1=$(reboot_machine "$m" reboot-closed) || return
+  reboot_machine "$m" reboot-closed || return
+  sys1=$SYS1
   # A kernel-changing commit outside the window: deployed live, the reboot pending.
   v2=$(g "commit v2 ok ok true k2")
   n=$(machine_boots "$m")
@@ -256,7 +259,8 @@ group_reboot_kernel() {
 group_reboot_fallback() {
   local m=hla-$GROUP sys1 sys2 v2 st out n
   export REAL_SYSTEMD_NAME=$m
-  sys1=$(reboot_machine "$m" reboot) || return
+  reboot_machine "$m" reboot || return
+  sys1=$SYS1
   # v2's kernel passes every live check and breaks at boot (kernel-driver.service fails).
   v2=$(g "touch $FAKE/bootloader/breaks/kernel-k2; commit v2 ok ok true k2")
   n=$(machine_boots "$m")
@@ -282,7 +286,8 @@ group_reboot_fallback() {
 group_reboot_detect() {
   local m=hla-$GROUP sys1 sys2 v2 st out n hist
   export REAL_SYSTEMD_NAME=$m
-  sys1=$(reboot_machine "$m" reboot) || return
+  reboot_machine "$m" reboot || return
+  sys1=$SYS1
   # v2 never reaches userspace: the bootloader tries it and boots v1 (boot counting).
   v2=$(g "touch $FAKE/bootloader/never-boots/kernel-k2; commit v2 ok ok true k2")
   n=$(machine_boots "$m")
@@ -332,8 +337,8 @@ group_reboot_fleetlock() {
     skip "fleetlock: cannot create the machines' bridge (ip link add $br type bridge: $why)"
     return
   fi
-  MACHINE_BRIDGE=$br MACHINE_ADDRESS=$FLEET_NET.2/24 reboot_machine "$a" fleet >/dev/null || return
-  MACHINE_BRIDGE=$br MACHINE_ADDRESS=$FLEET_NET.3/24 reboot_machine "$b" fleet >/dev/null || return
+  MACHINE_BRIDGE=$br MACHINE_ADDRESS=$FLEET_NET.2/24 reboot_machine "$a" fleet || return
+  MACHINE_BRIDGE=$br MACHINE_ADDRESS=$FLEET_NET.3/24 reboot_machine "$b" fleet || return
   na=$(machine_boots "$a") nb=$(machine_boots "$b")
 
   # Both machines get a kernel-changing commit while the server is down: they wait.
@@ -414,7 +419,8 @@ PY
 group_reboot_loop() {
   local m=hla-$GROUP sys1 sys2 st out n i unit
   export REAL_SYSTEMD_NAME=$m
-  sys1=$(reboot_machine "$m" reboot) || return
+  reboot_machine "$m" reboot || return
+  sys1=$SYS1
   # v2 breaks at boot, and the fallback does not take: the bootloader boots v2 once more
   # (a one-shot entry written, from the host, while v2's first boot runs), as if the new
   # boot default had not reached the bootloader.
