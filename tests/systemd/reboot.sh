@@ -208,11 +208,26 @@ group_reboot_kernel() {
   export REAL_SYSTEMD_NAME=$m
   reboot_machine "$m" reboot-closed || return
   sys1=$SYS1
-  # A kernel-changing commit outside the window: deployed live, the reboot pending.
+  # A kernel-changing commit with the default policy (never; the `run` variant's config):
+  # deployed live, a reboot pending that only a person does.
+  g "cp /etc/homelab-agent/config.toml /root/config.reboot-closed; install -m 0644 \$UNITS/run/config.toml /etc/homelab-agent/config.toml"
   v2=$(g "commit v2 ok ok true k2")
   n=$(machine_boots "$m")
   g "systemctl start $SERVICE" >/dev/null 2>&1
   sys2=$(g current)
+  st=$(status_json)
+  stays_at "$m" "$n" 2
+  [[ $(machine_boots "$m") == "$n" && -n $sys2 && $sys2 != "$sys1" && $(booted) == "$sys1" ]] &&
+    [[ $(q 'd["deployed"]["commit"]' <<<"$st") == "$v2" && $(q 'd["reboot_required"]' <<<"$st") == true ]] &&
+    [[ $(q '(d.get("reboot") or {}).get("policy")' <<<"$st") == never ]] &&
+    [[ $(q '((d.get("reboot") or {}).get("pending") or {}).get("waiting_for")' <<<"$st") == policy ]]
+  check "reboot kernel: with policy never (the default) a kernel-changing commit is deployed live, status says reboot required and pending for a person (waiting_for policy), no reboot" $? \
+    "$(reboot_evidence "$m")"
+
+  # The same outside the window of policy when-required: the reboot pending until it opens.
+  local c
+  c=$(g cursor)
+  g "cp /root/config.reboot-closed /etc/homelab-agent/config.toml; systemctl start $SERVICE" >/dev/null 2>&1
   st=$(status_json)
   opens=$(g "sed -n 's/^start *= *\"\\(.*\\)\"/\\1/p' /etc/homelab-agent/config.toml")
   stays_at "$m" "$n" 3
@@ -221,8 +236,8 @@ group_reboot_kernel() {
     [[ $(q '(d.get("reboot") or {}).get("pending", {}).get("waiting_for")' <<<"$st") == window ]] &&
     [[ $(q '(d.get("reboot") or {}).get("pending", {}).get("until")' <<<"$st") == *T$opens:00Z ]] &&
     [[ $(q '(d.get("reboot") or {}).get("pending", {}).get("system")' <<<"$st") == "$sys2" ]] &&
-    mids_in_boot 0 | grep -qw "${ID_REBOOT_PENDING: -2}"
-  check "reboot kernel: a kernel-changing commit outside the window is live on the old kernel, status reboot.pending waits for the window until it opens (REBOOT_PENDING), no reboot" $? \
+    [[ $(g "count_since '$c' MESSAGE_ID=$ID_REBOOT_PENDING") == 1 ]]
+  check "reboot kernel: with policy when-required, outside the window: live on the old kernel, status reboot.pending waits for the window until it opens (REBOOT_PENDING), no reboot" $? \
     "$(printf '%s\n' "window opens at $opens" "$(reboot_evidence "$m")")"
 
   # The window opens: the next run reboots into v2, and the boot is verified before boot-complete.target.
