@@ -27,6 +27,20 @@ setup() {
   homelab-agent --config /etc/homelab-agent/config.toml config check >/dev/null
 }
 
+# setup_extra VARIANT: installs and enables the module's other units (homelab-agent-*.service,
+# e.g. the boot verification), as NixOS would at the next boot.
+setup_extra() {
+  local f
+  for f in "$UNITS/$1"/extra/*.service; do
+    [ -e "$f" ] || continue
+    install -m 0644 "$f" /etc/systemd/system/
+    systemctl enable "${f##*/}" 2>&1 | grep -v '^Created symlink' >&2
+  done
+  systemctl daemon-reload
+}
+# verify_unit: the installed unit that runs `homelab-agent verify-boot`.
+verify_unit() { grep -l 'verify-boot' /etc/systemd/system/homelab-agent-*.service 2>/dev/null | head -n 1 | xargs -r basename; }
+
 # probe STATE: makes probe.service active, failed, missing or flapping, as systemd sees it.
 probe() {
   systemctl stop probe.service 2>/dev/null
@@ -49,11 +63,12 @@ probe() {
   esac
 }
 
-# commit NAME [MODE] [BUILD] [HEALTHY]: a new commit for host pi1; prints its id.
+# commit NAME [MODE] [BUILD] [HEALTHY] [KERNEL]: a new commit for host pi1; prints its id.
+# KERNEL (default k1) names the fake system's kernel and initrd: another one is a reboot deploy.
 commit() {
   cat >"$REPO/hosts.nix" <<NIX
 { system = "$(uname -m)-linux"; fake = "$FAKE";
-  hosts = { pi1 = { content = "$1"; mode = "${2:-ok}"; build = "${3:-ok}"; healthy = ${4:-true}; kernel = "k1"; }; }; }
+  hosts = { pi1 = { content = "$1"; mode = "${2:-ok}"; build = "${3:-ok}"; healthy = ${4:-true}; kernel = "${5:-k1}"; }; }; }
 NIX
   git -C "$REPO" add -A
   git -C "$REPO" -c user.name=t -c user.email=t@example.org commit -q --allow-empty -m "pi1: $1"

@@ -11,7 +11,8 @@
 #
 # Each variant is { options = <services.homelab-agent definitions>; serviceConfig = <forced
 # [Service] settings, as a NixOS user would mkForce them>; }. Returns, per variant,
-# { service; timer; config; } as text. The stand-in packages' store paths are mapped to
+# { service; timer; config; extraServices = { "<name>.service" = text; }; } as text (the
+# extra services: the module's other homelab-agent-* units). The stand-in packages' store paths are mapped to
 # where the container has the real thing (the agent in /usr/local/bin, nix, git, ssh and
 # systemd from Debian in /usr/bin); a store path left over is an error.
 {
@@ -99,7 +100,13 @@ let
       // (def.unitConfig or { })
     );
 
-  install = def: lib.optionalString (def.wantedBy != [ ]) "\n[Install]\nWantedBy=${toString def.wantedBy}\n";
+  install =
+    def:
+    lib.optionalString (def.wantedBy != [ ] || (def.requiredBy or [ ]) != [ ]) (
+      "\n[Install]\n"
+      + lib.optionalString (def.wantedBy != [ ]) "WantedBy=${toString def.wantedBy}\n"
+      + lib.optionalString ((def.requiredBy or [ ]) != [ ]) "RequiredBy=${toString def.requiredBy}\n"
+    );
 
   serviceText =
     def:
@@ -146,6 +153,10 @@ let
         config = mapStorePaths "config.toml" (
           toTOML c.environment.etc."homelab-agent/config.toml".source.value
         );
+        # The module's other services (homelab-agent-*: e.g. the boot verification), by file name.
+        extraServices = lib.mapAttrs' (
+          n: def: lib.nameValuePair "${n}.service" (mapStorePaths "${n}.service" (serviceText def))
+        ) (lib.filterAttrs (n: _: n != "homelab-agent" && lib.hasPrefix "homelab-agent" n) c.systemd.services);
       };
 in
 lib.mapAttrs render (builtins.fromJSON variants)
