@@ -311,9 +311,12 @@ group_lock() {
 
   # A run started by hand holds the lock: the service exits 4, not restarted.
   c=$(g cursor)
-  out=$(g "commit v3 ok build-sleep:3 >/dev/null
+  # The start waits (up to 30 s) until status says the manual run holds the lock (a
+  # `pgrep -f 'nix.*build'` used here before matched this script's own command line, so
+  # it did not wait at all); the manual run's build sleeps 8 s, long after that.
+  out=$(g "commit v3 ok build-sleep:8 >/dev/null
     setsid homelab-agent --config /etc/homelab-agent/config.toml run --once >/root/manual.log 2>&1 </dev/null &
-    for i in \$(seq 100); do pgrep -f 'nix.*build' >/dev/null && break; sleep 0.05; done
+    for i in \$(seq 300); do homelab-agent --config /etc/homelab-agent/config.toml status --json 2>/dev/null | grep -q '\"state\": \"running\"' && break; sleep 0.1; done
     systemctl start $SERVICE; echo \"start exit \$?\"; sleep 2.5
     echo \"restarts: \$(restarts_since '$c')\"
     wait; echo \"manual run: \$(tail -n 1 /root/manual.log)\"")
