@@ -163,6 +163,18 @@ enum Command {
     },
     /// Print the man page (roff) to stdout
     Man,
+    /// Internal: one git call for the daemon (`head`, or `fetch --cache DIR`), answered
+    /// as JSON on stdout (source/child.rs)
+    #[command(hide = true)]
+    SourceCall {
+        what: String,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(long)]
+        timeout_ms: u64,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -265,6 +277,12 @@ fn main() -> ExitCode {
                 }
                 None => homelab_agent::demo::run(keep).await,
             },
+            Command::SourceCall {
+                what,
+                cache,
+                timeout_ms,
+                config,
+            } => commands::source_call(pick(config).as_deref(), &what, cache, timeout_ms).await,
             Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         }
     });

@@ -1,0 +1,100 @@
+//! The daemon (`run` without `--once`) makes its git calls in a child process
+//! (`source-call`, source/child.rs): it must deploy exactly as `run --once` does, and a
+//! failure must keep the kind and the words the child gave it.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::support::Harness;
+
+fn start_daemon(h: &mut Harness) -> Child {
+    h.extra = "[run]\ninterval = \"1h\"\njitter = \"0s\"\n".into();
+    h.command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a finished cycle: last-poll.json rewritten after `since`, with next_poll.
+fn cycle_after(last_poll: &Path, since: Option<SystemTime>) -> SystemTime {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = std::fs::metadata(last_poll).and_then(|m| m.modified()).ok();
+        let done = std::fs::read_to_string(last_poll).is_ok_and(|t| t.contains("\"next_poll\":\""));
+        if let (Some(m), true) = (m, done) {
+            if Some(m) != since {
+                return m;
+            }
+        }
+        assert!(Instant::now() < deadline, "no cycle within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop(daemon: Child) -> String {
+    let pid = nix::unistd::Pid::from_raw(daemon.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn last_poll(h: &Harness) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(h.path("runtime/last-poll.json")).unwrap()).unwrap()
+}
+
+/// A new commit: the daemon's child polls and fetches it, the daemon builds and
+/// deploys it, then polls again (SIGUSR1) and finds nothing new.
+#[test]
+fn a_daemon_deploys_a_new_commit_through_its_git_child() {
+    if !crate::support::nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.bootstrap();
+    h.host("pi1").content = "second".into();
+    let second = h.commit("second system");
+    let daemon = start_daemon(&mut h);
+    let file = h.path("runtime/last-poll.json");
+    let first = cycle_after(&file, None);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    cycle_after(&file, Some(first));
+    let err = stop(daemon);
+    let s = h.status();
+    assert_eq!(s["deployed"]["commit"], second.as_str(), "{err}");
+    assert_eq!(s["deployed"]["generation"], 2, "{err}");
+    assert_eq!(h.nix_builds(), 2, "{err}");
+    assert!(err.contains("up to date at"), "the second poll: {err}");
+}
+
+/// A failure in the child (a local repository that is not there: a configuration
+/// error naming the path) is reported by the daemon exactly as by `run --once`.
+#[test]
+fn a_daemon_reports_a_git_failure_as_run_once_does() {
+    let mut h = Harness::new();
+    h.url = "file:///no/such/path".into();
+    let once = h.run_once();
+    once.expect(78);
+    let expected = last_poll(&h);
+    assert!(
+        expected["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/no/such/path does not exist")),
+        "{expected}"
+    );
+    std::fs::remove_file(h.path("runtime/last-poll.json")).unwrap();
+    let daemon = start_daemon(&mut h);
+    cycle_after(&h.path("runtime/last-poll.json"), None);
+    let err = stop(daemon);
+    let got = last_poll(&h);
+    assert_eq!(got["outcome"], expected["outcome"], "{err}");
+    assert_eq!(got["error"], expected["error"], "{err}");
+    assert!(err.contains("/no/such/path does not exist"), "{err}");
+    assert!(!err.contains("cannot reach"), "{err}");
+}
