@@ -375,7 +375,7 @@ fn print_smaps(pid: u32) {
             }
         }
     }
-    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    by_name.sort_by_key(|e| std::cmp::Reverse(e.1));
     println!("daemon resident memory per mapping (KiB, /proc/{pid}/smaps):");
     for (name, kib) in by_name.iter().filter(|e| e.1 > 0) {
         println!("  {kib:>6}  {name}");

@@ -98,3 +98,35 @@ fn a_daemon_reports_a_git_failure_as_run_once_does() {
     assert!(err.contains("/no/such/path does not exist"), "{err}");
     assert!(!err.contains("cannot reach"), "{err}");
 }
+
+/// Against a silent server the daemon's poll ends at `[source] timeout` (plus a little)
+/// with the same timed-out failure as `run --once`, and leaves no git child behind.
+#[test]
+fn a_daemon_poll_of_a_silent_server_ends_at_its_deadline() {
+    // Never accepts: the kernel completes the handshake, nobody ever answers.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut h = Harness::new();
+    h.url = format!(
+        "git://127.0.0.1:{}/homelab.git",
+        hole.local_addr().unwrap().port()
+    );
+    h.source_extra = "timeout = \"2s\"\n".into();
+    let started = Instant::now();
+    let daemon = start_daemon(&mut h);
+    cycle_after(&h.path("runtime/last-poll.json"), None);
+    let took = started.elapsed();
+    let err = stop(daemon);
+    let got = last_poll(&h);
+    assert!(
+        got["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out after 2s") && e.contains("[source] timeout")),
+        "{got}\n{err}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "a 2 s deadline took {took:?}"
+    );
+    let config = h.path("config.toml").display().to_string();
+    crate::support::assert_no_process(&format!("{config} source-call"), "the git child");
+}
