@@ -170,12 +170,21 @@ async fn call(
 
 /// The child's side (`source-call`): one call in this process, its answer as JSON on
 /// stdout. Any failure is an answer too; the exit code is 0 unless stdout is gone.
+///
+/// SIGTERM and SIGINT are ignored: a stop of the whole unit (or a Ctrl-C in a terminal)
+/// reaches the child too, and the daemon stops between cycles, so the child finishes its
+/// call (bounded by its deadline) instead of leaving the cache mid-fetch.
 pub async fn serve(
     settings: Result<crate::config::Settings, String>,
     what: &str,
     cache: Option<PathBuf>,
     deadline: Duration,
 ) -> u8 {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: SIG_IGN installs no handler code; nothing else handles these here.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
     let answer = match settings {
         Err(message) => Answer::Failed {
             kind: Kind::Configuration,

@@ -130,3 +130,45 @@ fn a_daemon_poll_of_a_silent_server_ends_at_its_deadline() {
     let config = h.path("config.toml").display().to_string();
     crate::support::assert_no_process(&format!("{config} source-call"), "the git child");
 }
+
+/// A stop of the whole process group (systemd's SIGTERM to every process of the unit)
+/// while the git child waits on the server: the child finishes its call (at its
+/// deadline), the daemon records that, then stops; no "child died" failure.
+#[test]
+fn sigterm_to_the_group_lets_the_git_child_finish_its_call() {
+    use std::os::unix::process::CommandExt;
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut h = Harness::new();
+    h.url = format!(
+        "git://127.0.0.1:{}/homelab.git",
+        hole.local_addr().unwrap().port()
+    );
+    h.source_extra = "timeout = \"2s\"\n".into();
+    h.extra = "[run]\ninterval = \"1h\"\njitter = \"0s\"\n".into();
+    let daemon = h
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let needle = format!("{} source-call", h.path("config.toml").display());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::support::processes_matching(&needle).is_empty() {
+        assert!(Instant::now() < deadline, "no git child within 20 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let group = nix::unistd::Pid::from_raw(daemon.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    let got = last_poll(&h);
+    assert!(
+        got["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out after 2s")),
+        "{got}\n{err}"
+    );
+    crate::support::assert_no_process(&needle, "the git child");
+}
