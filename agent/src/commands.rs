@@ -104,12 +104,13 @@ pub async fn source_call(
     config: Option<&Path>,
     what: &str,
     cache: Option<std::path::PathBuf>,
+    verify: Option<(String, String)>,
     timeout_ms: u64,
 ) -> u8 {
     let settings = config::load(&config::resolve_path(config))
         .map_err(|e| format!("invalid configuration: {e}"));
     let deadline = Duration::from_millis(timeout_ms);
-    crate::source::child::serve(settings, what, cache, deadline).await
+    crate::source::child::serve(settings, what, cache, verify, deadline).await
 }
 
 /// `run` without `--once`: cycles at `[run] interval` plus a random jitter, until

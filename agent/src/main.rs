@@ -172,6 +172,10 @@ enum Command {
         cache: Option<PathBuf>,
         #[arg(long)]
         timeout_ms: u64,
+        #[arg(long)]
+        commit: Option<String>,
+        #[arg(long)]
+        floors: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -281,8 +285,14 @@ fn main() -> ExitCode {
                 what,
                 cache,
                 timeout_ms,
+                commit,
+                floors,
                 config,
-            } => commands::source_call(pick(config).as_deref(), &what, cache, timeout_ms).await,
+            } => {
+                let verify = commit.zip(floors);
+                commands::source_call(pick(config).as_deref(), &what, cache, verify, timeout_ms)
+                    .await
+            }
             Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         }
     });

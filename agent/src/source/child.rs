@@ -6,8 +6,8 @@
 //! then mapped, plus their heap, for as long as the process lives. For `run --once` that
 //! is a few milliseconds; the daemon (`run` without `--once`) would hold them between
 //! polls for days, to use them once every `[run] interval`. So the daemon never calls
-//! libgit2 for the remote: it runs `homelab-agent source-call` (hidden), which makes the
-//! one call in-process (the same code `run --once` uses, with its own deadline), prints
+//! libgit2: the poll, the fetch and the trust check (which reads the cache) run in
+//! `homelab-agent source-call` (hidden), which makes the one call in-process (the same code `run --once` uses, with its own deadline), prints
 //! the answer as one JSON object and exits. What the call cost is given back to the
 //! system when the child exits.
 //!
@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Fetched, SourceError, GRACE};
 use crate::config::SourceSettings;
-use crate::failure::Kind;
+use crate::failure::{Failure, Kind};
+use crate::trust::{Checked, Floor, Reason, Refusal, Verdict};
 
 /// The daemon's configuration file: set, git calls go to a child process.
 static CONFIG: OnceLock<PathBuf> = OnceLock::new();
@@ -59,6 +60,16 @@ pub enum Answer {
     Failed {
         kind: Kind,
         message: String,
+    },
+    /// The trust check passed ([`crate::trust::Checked`]).
+    Trusted {
+        signer: Option<String>,
+    },
+    /// The trust check refused the head ([`crate::trust::Refusal`]).
+    Refused {
+        reason: Reason,
+        message: String,
+        expected: String,
     },
 }
 
@@ -104,6 +115,48 @@ pub async fn fetch(
             time,
         }),
         other => Err(unexpected(settings, other)),
+    }
+}
+
+/// The trust check of `commit` in `cache` ([`crate::trust::check`]), made by a child
+/// process: it reads the cache with libgit2.
+pub async fn verify(
+    settings: &SourceSettings,
+    cache: &Path,
+    commit: &str,
+    floors: &[Floor],
+) -> Result<Checked, Verdict> {
+    let floors: Vec<[&str; 2]> = floors
+        .iter()
+        .map(|f| [f.commit.as_str(), f.from.as_str()])
+        .collect();
+    let args = [
+        "verify".into(),
+        "--cache".into(),
+        cache.as_os_str().to_owned(),
+        "--commit".into(),
+        commit.into(),
+        "--floors".into(),
+        serde_json::to_string(&floors).unwrap_or_default().into(),
+    ];
+    // The signature tools have their own timeout each.
+    let answer = call(settings, &args, crate::trust::TOOL_TIMEOUT * 2).await;
+    match answer {
+        Ok(Answer::Trusted { signer }) => Ok(Checked { signer }),
+        Ok(Answer::Refused {
+            reason,
+            message,
+            expected,
+        }) => Err(Verdict::Refused(Refusal {
+            reason,
+            message,
+            expected,
+        })),
+        Ok(other) => {
+            let e = unexpected(settings, other);
+            Err(Verdict::Failed(Failure::new(e.kind(), e.to_string())))
+        }
+        Err(e) => Err(Verdict::Failed(Failure::new(e.kind(), e.to_string()))),
     }
 }
 
@@ -178,6 +231,7 @@ pub async fn serve(
     settings: Result<crate::config::Settings, String>,
     what: &str,
     cache: Option<PathBuf>,
+    verify: Option<(String, String)>,
     deadline: Duration,
 ) -> u8 {
     use nix::sys::signal::{signal, SigHandler, Signal};
@@ -206,6 +260,13 @@ pub async fn serve(
                     },
                     Err(e) => e.into(),
                 },
+                ("verify", Some(cache)) => match verify {
+                    Some((commit, floors)) => trust(&settings, &cache, &commit, &floors).await,
+                    None => Answer::Failed {
+                        kind: Kind::Environment,
+                        message: "source-call verify: no --commit (a bug)".into(),
+                    },
+                },
                 _ => Answer::Failed {
                     kind: Kind::Environment,
                     message: format!("source-call: unknown call {what:?} (a bug)"),
@@ -219,6 +280,40 @@ pub async fn serve(
     match std::io::stdout().write_all(line.as_bytes()) {
         Ok(()) => crate::exit::OK,
         Err(_) => crate::exit::FAILED,
+    }
+}
+
+async fn trust(
+    settings: &crate::config::Settings,
+    cache: &Path,
+    commit: &str,
+    floors: &str,
+) -> Answer {
+    let floors: Vec<Floor> = match serde_json::from_str::<Vec<[String; 2]>>(floors) {
+        Ok(list) => list
+            .into_iter()
+            .map(|[commit, from]| Floor { commit, from })
+            .collect(),
+        Err(e) => {
+            return Answer::Failed {
+                kind: Kind::Environment,
+                message: format!("source-call verify: bad --floors: {e} (a bug)"),
+            }
+        }
+    };
+    match crate::trust::check(&settings.source.trust, cache, commit, &floors).await {
+        Ok(checked) => Answer::Trusted {
+            signer: checked.signer,
+        },
+        Err(Verdict::Refused(r)) => Answer::Refused {
+            reason: r.reason,
+            message: r.message,
+            expected: r.expected,
+        },
+        Err(Verdict::Failed(f)) => Answer::Failed {
+            kind: f.kind,
+            message: f.message,
+        },
     }
 }
 
@@ -240,6 +335,14 @@ mod tests {
             Answer::Failed {
                 kind: Kind::Configuration,
                 message: "authentication failed\nhint: check".into(),
+            },
+            Answer::Trusted {
+                signer: Some("alice@example.org".into()),
+            },
+            Answer::Refused {
+                reason: Reason::Downgrade,
+                message: "is older than".into(),
+                expected: "a descendant of x".into(),
             },
         ] {
             let text = serde_json::to_string(&answer).unwrap();

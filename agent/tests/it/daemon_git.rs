@@ -172,3 +172,32 @@ fn sigterm_to_the_group_lets_the_git_child_finish_its_call() {
     );
     crate::support::assert_no_process(&needle, "the git child");
 }
+
+/// The trust check (it reads the cache with libgit2) also runs in the child: a reset
+/// branch is refused by the daemon as by `run --once`, with the floor it was held to.
+#[test]
+fn a_daemon_refuses_a_downgrade_through_its_git_child() {
+    if !crate::support::nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.host("pi1").content = "v1".into();
+    let c1 = h.commit("first");
+    h.run_once().expect(0);
+    h.host("pi1").content = "v2".into();
+    let c2 = h.commit("second");
+    h.run_once().expect(0);
+    crate::support::git(&h.repo, &["reset", "-q", "--hard", &c1]);
+    let daemon = start_daemon(&mut h);
+    cycle_after(&h.path("runtime/last-poll.json"), None);
+    let err = stop(daemon);
+    assert!(err.contains("is older than"), "{err}");
+    let s = h.status();
+    assert_eq!(s["refused"]["reason"], "downgrade", "{s:#}");
+    assert_eq!(s["refused"]["commit"], c1.as_str(), "{s:#}");
+    assert!(
+        s["refused"]["expected"].as_str().unwrap().contains(&c2),
+        "{s:#}"
+    );
+    assert_eq!(s["deployed"]["commit"], c2.as_str());
+}
