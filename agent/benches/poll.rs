@@ -293,6 +293,7 @@ fn daemon_rss(
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let last_poll = runtime.join("last-poll.json");
     let mut seen = wait_cycle(&last_poll, None);
+    let ticks_before = cpu_ticks(pid.as_raw() as u32);
     for _ in 0..DAEMON_POLLS {
         if seen.is_none() {
             break;
@@ -307,6 +308,15 @@ fn daemon_rss(
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
     };
+    let ticks = cpu_ticks(pid.as_raw() as u32).saturating_sub(ticks_before);
+    // USER_HZ is 100 on Linux.
+    println!(
+        "  daemon CPU per poll         {:.2} ms (its own and its reaped children's, over {DAEMON_POLLS} polls)",
+        ticks as f64 * 10.0 / DAEMON_POLLS as f64
+    );
+    if std::env::var_os("HOMELAB_BENCH_SMAPS").is_some() {
+        print_smaps(pid.as_raw() as u32);
+    }
     let found = match seen {
         Some(_) => match (
             field("VmRSS:"),
@@ -325,6 +335,51 @@ fn daemon_rss(
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let _ = child.wait();
     found
+}
+
+/// utime + stime + cutime + cstime of a live process, in clock ticks (/proc/<pid>/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    rest.split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum()
+}
+
+/// With `HOMELAB_BENCH_SMAPS=1`: the daemon's resident memory per mapped file (and
+/// anonymous memory per kind), largest first, from `/proc/<pid>/smaps`.
+fn print_smaps(pid: u32) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_name: Vec<(String, u64)> = Vec::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: address perms offset dev inode [path].
+            let perms = words.next().unwrap_or("");
+            let path = words.nth(3).unwrap_or("");
+            let file = path.rsplit('/').next().unwrap_or(path);
+            name = match file {
+                "" => format!("[anon {perms}]"),
+                _ => format!("{file} {perms}"),
+            };
+        } else if first == "Rss:" {
+            let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match by_name.iter_mut().find(|(n, _)| *n == name) {
+                Some(e) => e.1 += kib,
+                None => by_name.push((name.clone(), kib)),
+            }
+        }
+    }
+    by_name.sort_by_key(|e| std::cmp::Reverse(e.1));
+    println!("daemon resident memory per mapping (KiB, /proc/{pid}/smaps):");
+    for (name, kib) in by_name.iter().filter(|e| e.1 > 0) {
+        println!("  {kib:>6}  {name}");
+    }
 }
 
 /// Waits until the daemon finished a cycle after `since`: last-poll.json rewritten, with

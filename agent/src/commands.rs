@@ -96,7 +96,24 @@ pub async fn run(config: Option<&Path>, once: bool) -> u8 {
     if once {
         return cycle(&settings).await;
     }
+    // Its git calls in child processes: libgit2 and OpenSSL are never resident between
+    // polls (source/child.rs).
+    crate::source::child::enable(config::resolve_path(config));
     daemon(&settings).await
+}
+
+/// `source-call` (hidden): one git call for the daemon (source/child.rs).
+pub async fn source_call(
+    config: Option<&Path>,
+    what: &str,
+    cache: Option<std::path::PathBuf>,
+    verify: Option<(String, String)>,
+    timeout_ms: u64,
+) -> u8 {
+    let settings = config::load(&config::resolve_path(config))
+        .map_err(|e| format!("invalid configuration: {e}"));
+    let deadline = Duration::from_millis(timeout_ms);
+    crate::source::child::serve(settings, what, cache, verify, deadline).await
 }
 
 /// `run` without `--once`: cycles at `[run] interval` plus a random jitter, until

@@ -179,6 +179,22 @@ enum Command {
     },
     /// Print the man page (roff) to stdout
     Man,
+    /// Internal: one git call for the daemon (`head`, or `fetch --cache DIR`), answered
+    /// as JSON on stdout (source/child.rs)
+    #[command(hide = true)]
+    SourceCall {
+        what: String,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(long)]
+        timeout_ms: u64,
+        #[arg(long)]
+        commit: Option<String>,
+        #[arg(long)]
+        floors: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -291,6 +307,18 @@ fn main() -> ExitCode {
                 }
                 None => homelab_agent::demo::run(keep).await,
             },
+            Command::SourceCall {
+                what,
+                cache,
+                timeout_ms,
+                commit,
+                floors,
+                config,
+            } => {
+                let verify = commit.zip(floors);
+                commands::source_call(pick(config).as_deref(), &what, cache, verify, timeout_ms)
+                    .await
+            }
             Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         }
     });

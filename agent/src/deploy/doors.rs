@@ -170,6 +170,10 @@ impl Source for std::rc::Rc<Real> {
     ) -> Fut<'a, Result<crate::trust::Checked, crate::trust::Verdict>> {
         Box::pin(async move {
             let cache = self.cache_repo();
+            if source::child::enabled() {
+                // The daemon: libgit2 only in a child (source/child.rs).
+                return source::child::verify(&self.settings.source, &cache, commit, floors).await;
+            }
             crate::trust::check(&self.settings.source.trust, &cache, commit, floors).await
         })
     }

@@ -85,6 +85,10 @@ pub enum SourceError {
     /// The git worker thread could not be started or died.
     #[error("git ({url}): {message}")]
     Internal { url: String, message: String },
+    /// What the daemon's git child process reported (source/child.rs): the child
+    /// classified it, its kind and words are passed on unchanged.
+    #[error("{message}")]
+    Relayed { kind: Kind, message: String },
 }
 
 impl SourceError {
@@ -119,6 +123,7 @@ impl SourceError {
                 }
             }
             SourceError::Internal { .. } => Kind::Environment,
+            SourceError::Relayed { kind, .. } => *kind,
         }
     }
 

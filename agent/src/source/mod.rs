@@ -13,6 +13,7 @@
 //! 10 s apart only a handful can exist at once.
 
 pub mod cache;
+pub mod child;
 pub mod error;
 pub mod git;
 pub mod known_hosts;
@@ -42,6 +43,9 @@ pub async fn remote_head(
     settings: &SourceSettings,
     deadline: Duration,
 ) -> Result<String, SourceError> {
+    if child::enabled() {
+        return child::remote_head(settings, deadline).await;
+    }
     let settings = settings.clone();
     detached(settings.url.redacted().to_string(), deadline, move || {
         git::Remote::new(&settings, deadline)?.head()
@@ -55,6 +59,9 @@ pub async fn fetch(
     cache: PathBuf,
     deadline: Duration,
 ) -> Result<Fetched, SourceError> {
+    if child::enabled() {
+        return child::fetch(settings, &cache, deadline).await;
+    }
     let settings = settings.clone();
     detached(settings.url.redacted().to_string(), deadline, move || {
         let _writer = match CACHE_WRITER.try_lock() {

@@ -28,8 +28,13 @@ pub fn needs_tls(scheme: Scheme) -> bool {
 /// the process, without CA setup unless `scheme` needs TLS. Later calls do nothing.
 ///
 /// Must run before the process starts threads that read the environment: it is called
-/// at the start of a command, before any git, health check or child process.
+/// at the start of a command, before any git, health check or child process. Does
+/// nothing in the daemon (source/child.rs).
 pub fn init_git(scheme: Scheme) {
+    if super::child::enabled() {
+        // The daemon: its git calls run in child processes, which initialise libgit2.
+        return;
+    }
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         if needs_tls(scheme) {

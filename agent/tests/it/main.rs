@@ -3,6 +3,7 @@
 
 mod cli;
 mod config_bounds;
+mod daemon_git;
 mod deploy;
 mod http_checks;
 mod killpoints;

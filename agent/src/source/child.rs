@@ -1,0 +1,368 @@
+//! The daemon's git calls, each in a short-lived child process (issue 13: the daemon's
+//! resident memory).
+//!
+//! The first libgit2 call of a process initialises libgit2, libssh2 and OpenSSL (error
+//! strings, an SSL context): about 3.5 MiB of libcrypto and 1 MiB of libgit2 pages are
+//! then mapped, plus their heap, for as long as the process lives. For `run --once` that
+//! is a few milliseconds; the daemon (`run` without `--once`) would hold them between
+//! polls for days, to use them once every `[run] interval`. So the daemon never calls
+//! libgit2: the poll, the fetch and the trust check (which reads the cache) run in
+//! `homelab-agent source-call` (hidden), which makes the one call in-process (the same code `run --once` uses, with its own deadline), prints
+//! the answer as one JSON object and exits. What the call cost is given back to the
+//! system when the child exits.
+//!
+//! A child that outlives its deadline is killed (not abandoned, as a thread must be).
+//! Its failure keeps the kind and the words the child gave it
+//! ([`SourceError::Relayed`]).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Fetched, SourceError, GRACE};
+use crate::config::SourceSettings;
+use crate::failure::{Failure, Kind};
+use crate::trust::{Checked, Floor, Reason, Refusal, Verdict};
+
+/// The daemon's configuration file: set, git calls go to a child process.
+static CONFIG: OnceLock<PathBuf> = OnceLock::new();
+
+/// Time for the child to start and load the configuration, on top of its deadline.
+const START: Duration = Duration::from_secs(5);
+
+/// From now on this process makes its remote git calls in child processes that read
+/// `config_file` (the daemon's). Called once, by the daemon, before its first cycle.
+pub fn enable(config_file: PathBuf) {
+    let _ = CONFIG.set(config_file);
+}
+
+/// Whether git calls go to a child process (the daemon).
+pub fn enabled() -> bool {
+    CONFIG.get().is_some()
+}
+
+/// One call's answer, as the child prints it on stdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "kebab-case")]
+pub enum Answer {
+    Head {
+        commit: String,
+    },
+    Fetched {
+        commit: String,
+        subject: String,
+        time: i64,
+    },
+    Failed {
+        kind: Kind,
+        message: String,
+    },
+    /// The trust check passed ([`crate::trust::Checked`]).
+    Trusted {
+        signer: Option<String>,
+    },
+    /// The trust check refused the head ([`crate::trust::Refusal`]).
+    Refused {
+        reason: Reason,
+        message: String,
+        expected: String,
+    },
+}
+
+impl From<SourceError> for Answer {
+    fn from(e: SourceError) -> Answer {
+        Answer::Failed {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The remote head, asked by a child process.
+pub async fn remote_head(
+    settings: &SourceSettings,
+    deadline: Duration,
+) -> Result<String, SourceError> {
+    match call(settings, &["head".into()], deadline).await? {
+        Answer::Head { commit } => Ok(commit),
+        other => Err(unexpected(settings, other)),
+    }
+}
+
+/// The fetch into `cache`, made by a child process.
+pub async fn fetch(
+    settings: &SourceSettings,
+    cache: &Path,
+    deadline: Duration,
+) -> Result<Fetched, SourceError> {
+    let args = [
+        "fetch".into(),
+        "--cache".into(),
+        cache.as_os_str().to_owned(),
+    ];
+    match call(settings, &args, deadline).await? {
+        Answer::Fetched {
+            commit,
+            subject,
+            time,
+        } => Ok(Fetched {
+            commit,
+            subject,
+            time,
+        }),
+        other => Err(unexpected(settings, other)),
+    }
+}
+
+/// The trust check of `commit` in `cache` ([`crate::trust::check`]), made by a child
+/// process: it reads the cache with libgit2.
+pub async fn verify(
+    settings: &SourceSettings,
+    cache: &Path,
+    commit: &str,
+    floors: &[Floor],
+) -> Result<Checked, Verdict> {
+    let floors: Vec<[&str; 2]> = floors
+        .iter()
+        .map(|f| [f.commit.as_str(), f.from.as_str()])
+        .collect();
+    let args = [
+        "verify".into(),
+        "--cache".into(),
+        cache.as_os_str().to_owned(),
+        "--commit".into(),
+        commit.into(),
+        "--floors".into(),
+        serde_json::to_string(&floors).unwrap_or_default().into(),
+    ];
+    // The signature tools have their own timeout each.
+    let answer = call(settings, &args, crate::trust::TOOL_TIMEOUT * 2).await;
+    match answer {
+        Ok(Answer::Trusted { signer }) => Ok(Checked { signer }),
+        Ok(Answer::Refused {
+            reason,
+            message,
+            expected,
+        }) => Err(Verdict::Refused(Refusal {
+            reason,
+            message,
+            expected,
+        })),
+        Ok(other) => {
+            let e = unexpected(settings, other);
+            Err(Verdict::Failed(Failure::new(e.kind(), e.to_string())))
+        }
+        Err(e) => Err(Verdict::Failed(Failure::new(e.kind(), e.to_string()))),
+    }
+}
+
+fn unexpected(settings: &SourceSettings, answer: Answer) -> SourceError {
+    match answer {
+        Answer::Failed { kind, message } => SourceError::Relayed { kind, message },
+        other => SourceError::Internal {
+            url: settings.url.redacted().to_string(),
+            message: format!("the git child process answered {other:?} (a bug: please report it)"),
+        },
+    }
+}
+
+async fn call(
+    settings: &SourceSettings,
+    args: &[OsString],
+    deadline: Duration,
+) -> Result<Answer, SourceError> {
+    let url = settings.url.redacted().to_string();
+    let internal = |message: String| SourceError::Internal {
+        url: url.clone(),
+        message,
+    };
+    let Some(config) = CONFIG.get() else {
+        return Err(internal("git child process not enabled (a bug)".into()));
+    };
+    // This very executable, even if its file was replaced since the daemon started.
+    let mut command = tokio::process::Command::new("/proc/self/exe");
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("source-call")
+        .args(args)
+        .arg("--timeout-ms")
+        .arg(deadline.as_millis().to_string())
+        // Only the daemon speaks to systemd (NotifyAccess=main).
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let child = command
+        .spawn()
+        .map_err(|e| internal(format!("cannot start the git child process: {e}")))?;
+    let output =
+        match tokio::time::timeout(deadline + GRACE + START, child.wait_with_output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => return Err(internal(format!("waiting for the git child process: {e}"))),
+            // Dropping the future killed the child (kill_on_drop).
+            Err(_) => {
+                return Err(SourceError::TimedOut {
+                    url,
+                    after: deadline,
+                })
+            }
+        };
+    serde_json::from_slice(&output.stdout).map_err(|e| {
+        internal(format!(
+            "the git child process ended ({}) without an answer: {e}",
+            output.status
+        ))
+    })
+}
+
+/// The child's side (`source-call`): one call in this process, its answer as JSON on
+/// stdout. Any failure is an answer too; the exit code is 0 unless stdout is gone.
+///
+/// SIGTERM and SIGINT are ignored: a stop of the whole unit (or a Ctrl-C in a terminal)
+/// reaches the child too, and the daemon stops between cycles, so the child finishes its
+/// call (bounded by its deadline) instead of leaving the cache mid-fetch.
+pub async fn serve(
+    settings: Result<crate::config::Settings, String>,
+    what: &str,
+    cache: Option<PathBuf>,
+    verify: Option<(String, String)>,
+    deadline: Duration,
+) -> u8 {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: SIG_IGN installs no handler code; nothing else handles these here.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+    let answer = match settings {
+        Err(message) => Answer::Failed {
+            kind: Kind::Configuration,
+            message,
+        },
+        Ok(settings) => {
+            super::tls_init::init_git(settings.source.url.scheme());
+            let source = &settings.source;
+            match (what, cache) {
+                ("head", _) => match super::remote_head(source, deadline).await {
+                    Ok(commit) => Answer::Head { commit },
+                    Err(e) => e.into(),
+                },
+                ("fetch", Some(cache)) => match super::fetch(source, cache, deadline).await {
+                    Ok(f) => Answer::Fetched {
+                        commit: f.commit,
+                        subject: f.subject,
+                        time: f.time,
+                    },
+                    Err(e) => e.into(),
+                },
+                ("verify", Some(cache)) => match verify {
+                    Some((commit, floors)) => trust(&settings, &cache, &commit, &floors).await,
+                    None => Answer::Failed {
+                        kind: Kind::Environment,
+                        message: "source-call verify: no --commit (a bug)".into(),
+                    },
+                },
+                _ => Answer::Failed {
+                    kind: Kind::Environment,
+                    message: format!("source-call: unknown call {what:?} (a bug)"),
+                },
+            }
+        }
+    };
+    let mut line = serde_json::to_string(&answer).unwrap_or_default();
+    line.push('\n');
+    use std::io::Write;
+    match std::io::stdout().write_all(line.as_bytes()) {
+        Ok(()) => crate::exit::OK,
+        Err(_) => crate::exit::FAILED,
+    }
+}
+
+async fn trust(
+    settings: &crate::config::Settings,
+    cache: &Path,
+    commit: &str,
+    floors: &str,
+) -> Answer {
+    let floors: Vec<Floor> = match serde_json::from_str::<Vec<[String; 2]>>(floors) {
+        Ok(list) => list
+            .into_iter()
+            .map(|[commit, from]| Floor { commit, from })
+            .collect(),
+        Err(e) => {
+            return Answer::Failed {
+                kind: Kind::Environment,
+                message: format!("source-call verify: bad --floors: {e} (a bug)"),
+            }
+        }
+    };
+    match crate::trust::check(&settings.source.trust, cache, commit, &floors).await {
+        Ok(checked) => Answer::Trusted {
+            signer: checked.signer,
+        },
+        Err(Verdict::Refused(r)) => Answer::Refused {
+            reason: r.reason,
+            message: r.message,
+            expected: r.expected,
+        },
+        Err(Verdict::Failed(f)) => Answer::Failed {
+            kind: f.kind,
+            message: f.message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_round_trip_as_json() {
+        for answer in [
+            Answer::Head {
+                commit: "a".repeat(40),
+            },
+            Answer::Fetched {
+                commit: "b".repeat(40),
+                subject: "pi: \"quoted\"\nsecond line".into(),
+                time: 1_700_000_000,
+            },
+            Answer::Failed {
+                kind: Kind::Configuration,
+                message: "authentication failed\nhint: check".into(),
+            },
+            Answer::Trusted {
+                signer: Some("alice@example.org".into()),
+            },
+            Answer::Refused {
+                reason: Reason::Downgrade,
+                message: "is older than".into(),
+                expected: "a descendant of x".into(),
+            },
+        ] {
+            let text = serde_json::to_string(&answer).unwrap();
+            assert!(!text.contains('\n'), "one line: {text}");
+            assert_eq!(serde_json::from_str::<Answer>(&text).unwrap(), answer);
+        }
+    }
+
+    #[test]
+    fn a_relayed_failure_keeps_its_kind_and_words() {
+        let e = SourceError::BranchNotFound {
+            url: "git://h/r".into(),
+            branch: "main".into(),
+        };
+        let (kind, text) = (e.kind(), e.to_string());
+        let Answer::Failed { kind: k, message } = Answer::from(e) else {
+            panic!("not a failure")
+        };
+        let relayed = SourceError::Relayed { kind: k, message };
+        assert_eq!(relayed.kind(), kind);
+        assert_eq!(relayed.to_string(), text);
+    }
+}

@@ -1,0 +1,203 @@
+//! The daemon (`run` without `--once`) makes its git calls in a child process
+//! (`source-call`, source/child.rs): it must deploy exactly as `run --once` does, and a
+//! failure must keep the kind and the words the child gave it.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::support::Harness;
+
+fn start_daemon(h: &mut Harness) -> Child {
+    h.extra = "[run]\ninterval = \"1h\"\njitter = \"0s\"\n".into();
+    h.command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a finished cycle: last-poll.json rewritten after `since`, with next_poll.
+fn cycle_after(last_poll: &Path, since: Option<SystemTime>) -> SystemTime {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = std::fs::metadata(last_poll).and_then(|m| m.modified()).ok();
+        let done = std::fs::read_to_string(last_poll).is_ok_and(|t| t.contains("\"next_poll\":\""));
+        if let (Some(m), true) = (m, done) {
+            if Some(m) != since {
+                return m;
+            }
+        }
+        assert!(Instant::now() < deadline, "no cycle within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop(daemon: Child) -> String {
+    let pid = nix::unistd::Pid::from_raw(daemon.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn last_poll(h: &Harness) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(h.path("runtime/last-poll.json")).unwrap()).unwrap()
+}
+
+/// A new commit: the daemon's child polls and fetches it, the daemon builds and
+/// deploys it, then polls again (SIGUSR1) and finds nothing new.
+#[test]
+fn a_daemon_deploys_a_new_commit_through_its_git_child() {
+    if !crate::support::nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.bootstrap();
+    h.host("pi1").content = "second".into();
+    let second = h.commit("second system");
+    let daemon = start_daemon(&mut h);
+    let file = h.path("runtime/last-poll.json");
+    let first = cycle_after(&file, None);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    cycle_after(&file, Some(first));
+    let err = stop(daemon);
+    let s = h.status();
+    assert_eq!(s["deployed"]["commit"], second.as_str(), "{err}");
+    assert_eq!(s["deployed"]["generation"], 2, "{err}");
+    assert_eq!(h.nix_builds(), 2, "{err}");
+    assert!(err.contains("up to date at"), "the second poll: {err}");
+}
+
+/// A failure in the child (a local repository that is not there: a configuration
+/// error naming the path) is reported by the daemon exactly as by `run --once`.
+#[test]
+fn a_daemon_reports_a_git_failure_as_run_once_does() {
+    let mut h = Harness::new();
+    h.url = "file:///no/such/path".into();
+    let once = h.run_once();
+    once.expect(78);
+    let expected = last_poll(&h);
+    assert!(
+        expected["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/no/such/path does not exist")),
+        "{expected}"
+    );
+    std::fs::remove_file(h.path("runtime/last-poll.json")).unwrap();
+    let daemon = start_daemon(&mut h);
+    cycle_after(&h.path("runtime/last-poll.json"), None);
+    let err = stop(daemon);
+    let got = last_poll(&h);
+    assert_eq!(got["outcome"], expected["outcome"], "{err}");
+    assert_eq!(got["error"], expected["error"], "{err}");
+    assert!(err.contains("/no/such/path does not exist"), "{err}");
+    assert!(!err.contains("cannot reach"), "{err}");
+}
+
+/// Against a silent server the daemon's poll ends at `[source] timeout` (plus a little)
+/// with the same timed-out failure as `run --once`, and leaves no git child behind.
+#[test]
+fn a_daemon_poll_of_a_silent_server_ends_at_its_deadline() {
+    // Never accepts: the kernel completes the handshake, nobody ever answers.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut h = Harness::new();
+    h.url = format!(
+        "git://127.0.0.1:{}/homelab.git",
+        hole.local_addr().unwrap().port()
+    );
+    h.source_extra = "timeout = \"2s\"\n".into();
+    let started = Instant::now();
+    let daemon = start_daemon(&mut h);
+    cycle_after(&h.path("runtime/last-poll.json"), None);
+    let took = started.elapsed();
+    let err = stop(daemon);
+    let got = last_poll(&h);
+    assert!(
+        got["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out after 2s") && e.contains("[source] timeout")),
+        "{got}\n{err}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "a 2 s deadline took {took:?}"
+    );
+    let config = h.path("config.toml").display().to_string();
+    crate::support::assert_no_process(&format!("{config} source-call"), "the git child");
+}
+
+/// A stop of the whole process group (systemd's SIGTERM to every process of the unit)
+/// while the git child waits on the server: the child finishes its call (at its
+/// deadline), the daemon records that, then stops; no "child died" failure.
+#[test]
+fn sigterm_to_the_group_lets_the_git_child_finish_its_call() {
+    use std::os::unix::process::CommandExt;
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut h = Harness::new();
+    h.url = format!(
+        "git://127.0.0.1:{}/homelab.git",
+        hole.local_addr().unwrap().port()
+    );
+    h.source_extra = "timeout = \"2s\"\n".into();
+    h.extra = "[run]\ninterval = \"1h\"\njitter = \"0s\"\n".into();
+    let daemon = h
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let needle = format!("{} source-call", h.path("config.toml").display());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::support::processes_matching(&needle).is_empty() {
+        assert!(Instant::now() < deadline, "no git child within 20 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let group = nix::unistd::Pid::from_raw(daemon.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    let got = last_poll(&h);
+    assert!(
+        got["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out after 2s")),
+        "{got}\n{err}"
+    );
+    crate::support::assert_no_process(&needle, "the git child");
+}
+
+/// The trust check (it reads the cache with libgit2) also runs in the child: a reset
+/// branch is refused by the daemon as by `run --once`, with the floor it was held to.
+#[test]
+fn a_daemon_refuses_a_downgrade_through_its_git_child() {
+    if !crate::support::nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.host("pi1").content = "v1".into();
+    let c1 = h.commit("first");
+    h.run_once().expect(0);
+    h.host("pi1").content = "v2".into();
+    let c2 = h.commit("second");
+    h.run_once().expect(0);
+    crate::support::git(&h.repo, &["reset", "-q", "--hard", &c1]);
+    let daemon = start_daemon(&mut h);
+    cycle_after(&h.path("runtime/last-poll.json"), None);
+    let err = stop(daemon);
+    assert!(err.contains("is older than"), "{err}");
+    let s = h.status();
+    assert_eq!(s["refused"]["reason"], "downgrade", "{s:#}");
+    assert_eq!(s["refused"]["commit"], c1.as_str(), "{s:#}");
+    assert!(
+        s["refused"]["expected"].as_str().unwrap().contains(&c2),
+        "{s:#}"
+    );
+    assert_eq!(s["deployed"]["commit"], c2.as_str());
+}
