@@ -108,10 +108,19 @@ pub async fn source_call(
     what: &str,
     cache: Option<std::path::PathBuf>,
     verify: Option<(String, String)>,
+    branch: Option<String>,
     timeout_ms: u64,
 ) -> u8 {
     let settings = config::load(&config::resolve_path(config))
-        .map_err(|e| format!("invalid configuration: {e}"));
+        .map_err(|e| format!("invalid configuration: {e}"))
+        .and_then(|mut s| {
+            // The testing branch's calls name their branch (deploy/testing.rs).
+            if let Some(b) = branch {
+                config::validate_branch(&b).map_err(|e| format!("source-call --branch: {e}"))?;
+                s.source.branch = b;
+            }
+            Ok(s)
+        });
     let deadline = Duration::from_millis(timeout_ms);
     crate::source::child::serve(settings, what, cache, verify, deadline).await
 }

@@ -192,6 +192,9 @@ enum Command {
         commit: Option<String>,
         #[arg(long)]
         floors: Option<String>,
+        /// The branch to use instead of the config's (the testing branch)
+        #[arg(long)]
+        branch: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -313,11 +316,19 @@ fn main() -> ExitCode {
                 timeout_ms,
                 commit,
                 floors,
+                branch,
                 config,
             } => {
                 let verify = commit.zip(floors);
-                commands::source_call(pick(config).as_deref(), &what, cache, verify, timeout_ms)
-                    .await
+                commands::source_call(
+                    pick(config).as_deref(),
+                    &what,
+                    cache,
+                    verify,
+                    branch,
+                    timeout_ms,
+                )
+                .await
             }
             Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         }

@@ -190,6 +190,8 @@ async fn call(
         .arg(config)
         .arg("source-call")
         .args(args)
+        .arg("--branch")
+        .arg(&settings.branch)
         .arg("--timeout-ms")
         .arg(deadline.as_millis().to_string())
         // Only the daemon speaks to systemd (NotifyAccess=main).
@@ -198,6 +200,18 @@ async fn call(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    // Ignored from the start (a disposition of SIG_IGN survives exec): a stop of the
+    // whole unit right after the spawn, before serve() runs, must not end the call.
+    // SAFETY: signal(2) with SIG_IGN is async-signal-safe; nothing else runs here.
+    unsafe {
+        command.pre_exec(|| {
+            use nix::sys::signal::{signal, SigHandler, Signal};
+            for sig in [Signal::SIGTERM, Signal::SIGINT] {
+                signal(sig, SigHandler::SigIgn).map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
     let child = command
         .spawn()
         .map_err(|e| internal(format!("cannot start the git child process: {e}")))?;

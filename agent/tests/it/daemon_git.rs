@@ -201,3 +201,29 @@ fn a_daemon_refuses_a_downgrade_through_its_git_child() {
     );
     assert_eq!(s["deployed"]["commit"], c2.as_str());
 }
+
+/// The testing branch through the daemon's git child: the child is told which branch
+/// (`source-call --branch`), so the daemon tests the testing branch's head, not main's.
+#[test]
+fn a_daemon_tests_the_testing_branch_head_not_mains() {
+    if !crate::support::nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.source_extra = "testing_branch = \"testing/{host}\"\n".into();
+    h.bootstrap();
+    crate::support::git(&h.repo, &["checkout", "-q", "-b", "testing/pi1"]);
+    h.host("pi1").content = "on test".into();
+    let t1 = h.commit("try something");
+    crate::support::git(&h.repo, &["checkout", "-q", "main"]);
+    let daemon = start_daemon(&mut h);
+    cycle_after(&h.path("runtime/last-poll.json"), None);
+    let err = stop(daemon);
+    let s = h.status();
+    assert_eq!(s["testing"]["commit"], t1.as_str(), "{s}\n{err}");
+    assert_eq!(s["testing"]["outcome"], "tested", "{s}\n{err}");
+    assert_eq!(
+        s["deployed"]["generation"], 1,
+        "a test became a generation: {s}"
+    );
+}
