@@ -183,13 +183,18 @@ enum Command {
     /// as JSON on stdout (source/child.rs)
     #[command(hide = true)]
     SourceCall {
+        /// The call: head, fetch or verify
         what: String,
+        /// The agent's git cache (fetch, verify)
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// The call's deadline, in milliseconds
         #[arg(long)]
         timeout_ms: u64,
+        /// The commit to verify
         #[arg(long)]
         commit: Option<String>,
+        /// The downgrade floors, as JSON pairs [commit, where from] (verify)
         #[arg(long)]
         floors: Option<String>,
         /// The branch to use instead of the config's (the testing branch)

@@ -64,6 +64,34 @@ impl Agent {
         Exit::Failed(f.kind)
     }
 
+    /// A build that failed without it being the commit's fault. A build is the costliest
+    /// thing a Pi does: the same commit waits longer after each such failure (`retry`
+    /// ends the wait). Saved at once; returns the count and the wait, or how the run ended.
+    pub(super) fn back_off(
+        &self,
+        state: &mut State,
+        commit: &str,
+        kind: Kind,
+    ) -> Result<(u32, std::time::Duration), Exit> {
+        let count = match &state.retries {
+            Some(r) if r.commit == commit => r.count + 1,
+            _ => 1,
+        };
+        let wait = backoff(count);
+        state.retries = Some(Retry {
+            commit: commit.to_string(),
+            count,
+            kind: Some(kind),
+            not_before: Some(
+                humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string(),
+            ),
+        });
+        match self.save(state) {
+            Ok(()) => Ok((count, wait)),
+            Err(e) => Err(self.stop_run(e)),
+        }
+    }
+
     /// The build failed. Only a failure of the commit itself marks it bad; any other is
     /// retried by the next run.
     pub(super) fn build_failed(
@@ -80,24 +108,10 @@ impl Agent {
             self.settings.host
         );
         if !f.kind.blames_commit() {
-            // Not the commit's fault, but a build is the costliest thing a Pi does: the
-            // same commit waits longer after each such failure (`retry` ends the wait).
-            let count = match &state.retries {
-                Some(r) if r.commit == fetched.commit => r.count + 1,
-                _ => 1,
+            let (count, wait) = match self.back_off(state, &fetched.commit, f.kind) {
+                Ok(counted) => counted,
+                Err(exit) => return exit,
             };
-            let wait = backoff(count);
-            state.retries = Some(Retry {
-                commit: fetched.commit.clone(),
-                count,
-                kind: Some(f.kind),
-                not_before: Some(
-                    humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string(),
-                ),
-            });
-            if let Err(e) = self.save(state) {
-                return self.stop_run(e);
-            }
             let message = format!(
                 "{message}\n(failed {count} time{s} without blaming the commit; not built again for {})",
                 humantime::format_duration(wait),

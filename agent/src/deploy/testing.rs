@@ -20,7 +20,7 @@ use crate::failure::Failure;
 use crate::logging::message_id;
 use crate::notify;
 use crate::source::Fetched;
-use crate::state::{self, IntentKind, Outcome, Phase, Retry, RollbackPending, Run, State, Testing};
+use crate::state::{self, IntentKind, Outcome, Phase, RollbackPending, Run, State, Testing};
 
 use super::activate::{Ending, Plan};
 use super::{short, Agent, Exit};
@@ -112,22 +112,10 @@ impl Agent {
                 if !f.kind.blames_commit() {
                     // Not the commit's fault: the same backoff as main's builds (one
                     // slot: main is never waiting when the testing branch gets a turn).
-                    let count = match &state.retries {
-                        Some(r) if r.commit == fetched.commit => r.count + 1,
-                        _ => 1,
+                    let wait = match self.back_off(state, &fetched.commit, f.kind) {
+                        Ok((_, wait)) => wait,
+                        Err(exit) => return exit,
                     };
-                    let wait = super::record::backoff(count);
-                    state.retries = Some(Retry {
-                        commit: fetched.commit.clone(),
-                        count,
-                        kind: Some(f.kind),
-                        not_before: Some(
-                            humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string(),
-                        ),
-                    });
-                    if let Err(e) = self.save(state) {
-                        return self.stop_run(e);
-                    }
                     let message = format!(
                         "{}\n(not built again for {})",
                         f.message,
