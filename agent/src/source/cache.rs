@@ -81,6 +81,37 @@ fn clear(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Removes the lock files (`*.lock`: refs, `packed-refs`, `config`, `HEAD`) a killed
+/// fetch left in the cache, and says how many. Only ever called under the agent's run
+/// lock, the one writer of this cache, so every lock file found is stale; left there,
+/// libgit2 refuses every later fetch ("failed to lock file ... for writing").
+pub fn clear_stale_locks(cache: &Path) -> usize {
+    fn walk(dir: &Path, depth: usize, removed: &mut usize) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                // objects/ holds no lock files, and is the large part of the cache.
+                if depth < 8 && entry.file_name() != "objects" {
+                    walk(&path, depth + 1, removed);
+                }
+            } else if path.extension().is_some_and(|e| e == "lock")
+                && std::fs::remove_file(&path).is_ok()
+            {
+                *removed += 1;
+            }
+        }
+    }
+    let mut removed = 0;
+    walk(cache, 0, &mut removed);
+    removed
+}
+
 /// What [`prune`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -180,6 +211,25 @@ fn repack(repo: &Repository, head: Oid, objects: &Path) -> Result<(), git2::Erro
 mod tests {
     use super::*;
     use std::process::Command;
+
+    #[test]
+    fn stale_lock_files_of_a_killed_fetch_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache.git");
+        open(&cache).unwrap();
+        let refs = cache.join("refs/heads/homelab-agent");
+        std::fs::create_dir_all(&refs).unwrap();
+        std::fs::write(refs.join("candidate.lock"), "").unwrap();
+        std::fs::write(cache.join("packed-refs.lock"), "").unwrap();
+        std::fs::write(cache.join("objects/keep.lock"), "").unwrap();
+        assert_eq!(clear_stale_locks(&cache), 2);
+        assert!(!refs.join("candidate.lock").exists());
+        assert!(!cache.join("packed-refs.lock").exists());
+        // objects/ is not walked (no lock files there; the big part of the cache).
+        assert!(cache.join("objects/keep.lock").exists());
+        assert!(Repository::open_bare(&cache).is_ok());
+        assert_eq!(clear_stale_locks(&cache), 0);
+    }
 
     fn git(dir: &Path, args: &[&str]) {
         let out = Command::new("git")

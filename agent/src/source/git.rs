@@ -179,6 +179,13 @@ impl<'a> Remote<'a> {
         })?;
         // A disk that is full or read-only is found before the network is touched.
         cache::probe(cache_path).map_err(|source| cache_error("preparing", source))?;
+        let stale = cache::clear_stale_locks(cache_path);
+        if stale > 0 {
+            log::warn!(
+                "removed {stale} lock file(s) a killed run left in the git cache {}",
+                cache_path.display()
+            );
+        }
         let mut remote = repo
             .remote_anonymous(self.settings.url.for_git())
             .map_err(|e| self.classify(e, "reading remote", started))?;
