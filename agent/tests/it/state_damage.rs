@@ -406,3 +406,27 @@ fn retry_forgets_the_bad_commit_in_both_records() {
     assert_eq!(s["last_run"]["commit"], bad.as_str());
     assert_eq!(s["last_run"]["outcome"], "failed");
 }
+
+/// A fetch killed while it held a ref lock leaves `candidate.lock` in the git cache;
+/// the next run removes it (it holds the run lock: the lock file is stale) and deploys.
+#[test]
+fn a_lock_file_a_killed_fetch_left_in_the_cache_does_not_block_the_next_run() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.bootstrap();
+    let refs = h.path("state/cache.git/refs/heads/homelab-agent");
+    std::fs::create_dir_all(&refs).unwrap();
+    std::fs::write(refs.join("candidate.lock"), "").unwrap();
+    h.host("pi1").content = "second".into();
+    let second = h.commit("second");
+    let run = h.run_once();
+    run.expect(0);
+    assert!(
+        run.stderr().contains("removed 1 lock file"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(h.status()["deployed"]["commit"], second.as_str());
+}
