@@ -10,9 +10,6 @@
 //! profile and the boot default never move, and recovery (`recover.rs`) treats a killed
 //! test like a killed deployment that had not committed: back to the profile's generation.
 //!
-//! ```text
-//! ```
-//!
 //! Only the first write (the intent) must succeed before anything is touched; after
 //! that, a failing state write never stops the way back: the intent already on disk
 //! tells the next run to bring the machine back to the profile's generation.
@@ -78,6 +75,28 @@ fn new_tag() -> String {
 }
 
 impl Agent {
+    /// The plan to activate `target`, built from `fetched`: on failure the boot default
+    /// (the profile's generation, or what runs when there is none) is restored.
+    pub(super) fn plan<'a>(
+        &self,
+        kind: IntentKind,
+        fetched: &'a crate::source::Fetched,
+        target: &'a Path,
+    ) -> Plan<'a> {
+        let profile = self.doors.machine.profile();
+        Plan {
+            kind,
+            commit: Some(&fetched.commit),
+            subject: Some(&fetched.subject),
+            target,
+            previous: profile
+                .as_ref()
+                .map(|g| g.system.clone())
+                .or_else(|| self.doors.machine.current_system()),
+            previous_generation: profile.as_ref().map(|g| g.number),
+        }
+    }
+
     /// Runs the protocol for `plan`. `Err` only when the intent could not be written:
     /// then nothing was touched.
     pub(super) async fn activate(

@@ -153,18 +153,7 @@ impl Agent {
             return Ok(self.record_unchanged(&mut state, &fetched, &system, started));
         }
 
-        let profile = self.doors.machine.profile();
-        let plan = Plan {
-            kind: IntentKind::Deploy,
-            commit: Some(&fetched.commit),
-            subject: Some(&fetched.subject),
-            target: &system,
-            previous: profile
-                .as_ref()
-                .map(|g| g.system.clone())
-                .or_else(|| self.doors.machine.current_system()),
-            previous_generation: profile.as_ref().map(|g| g.number),
-        };
+        let plan = self.plan(IntentKind::Deploy, &fetched, &system);
         let ending = match self.activate(&mut state, plan).await {
             Ok(ending) => ending,
             Err(f) => return Ok(self.stop_run(f)),

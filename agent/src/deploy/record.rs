@@ -14,6 +14,27 @@ use crate::state::{self, Deployed, Outcome, Phase, Retry, RollbackPending, Run, 
 use super::activate::Ending;
 use super::{short, Agent, Exit};
 
+/// A build of `head` still waiting out its backoff: the kind of the failure that started
+/// the wait, and what to say (main's cycle and the testing branch say the same).
+pub(super) fn backoff_left(state: &State, head: &str) -> Option<(Kind, String)> {
+    let r = state.retries.as_ref().filter(|r| r.commit == head)?;
+    let until = humantime::parse_rfc3339(r.not_before.as_deref()?).ok()?;
+    let left = until.duration_since(SystemTime::now()).ok()?;
+    // A clock that jumped back must not stretch the wait past its longest.
+    if left > MAX_BACKOFF {
+        return None;
+    }
+    let kind = r.kind.unwrap_or(Kind::Transient);
+    let message = format!(
+        "the build of {} failed {} time(s) ({}); next try in {}\nhint: `homelab-agent retry` tries now",
+        short(head),
+        r.count,
+        kind.as_str(),
+        humantime::format_duration(Duration::from_secs(left.as_secs()))
+    );
+    Some((kind, message))
+}
+
 impl Agent {
     pub(super) fn save(&self, state: &State) -> Result<(), Failure> {
         self.store.save(state).map_err(|e| Failure::storage(&e))
@@ -138,21 +159,7 @@ impl Agent {
     /// A build of `head` is still waiting out its backoff: news only, and the same kind
     /// of failure as the one that started the wait (so systemd still shows it).
     pub(super) fn waiting(&self, state: &State, head: &str) -> Option<Exit> {
-        let r = state.retries.as_ref().filter(|r| r.commit == head)?;
-        let until = humantime::parse_rfc3339(r.not_before.as_deref()?).ok()?;
-        let left = until.duration_since(SystemTime::now()).ok()?;
-        // A clock that jumped back must not stretch the wait past its longest.
-        if left > MAX_BACKOFF {
-            return None;
-        }
-        let kind = r.kind.unwrap_or(Kind::Transient);
-        let message = format!(
-            "the build of {} failed {} time(s) ({}); next try in {}\nhint: `homelab-agent retry` tries now",
-            short(head),
-            r.count,
-            kind.as_str(),
-            humantime::format_duration(Duration::from_secs(left.as_secs()))
-        );
+        let (kind, message) = backoff_left(state, head)?;
         log::info!("{}", message.lines().next().unwrap_or_default());
         self.note_poll(
             Outcome::Failed,

@@ -14,7 +14,7 @@
 //! commit by merging the testing branch into main (README "Per-host testing branches").
 
 use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crate::failure::Failure;
 use crate::logging::message_id;
@@ -22,7 +22,7 @@ use crate::notify;
 use crate::source::Fetched;
 use crate::state::{self, IntentKind, Outcome, Phase, RollbackPending, Run, State, Testing};
 
-use super::activate::{Ending, Plan};
+use super::activate::Ending;
 use super::{short, Agent, Exit};
 
 /// Whether `system` (what runs) is the testing branch's healthy, test-activated system.
@@ -30,7 +30,7 @@ pub(super) fn on_test(state: &State, system: &str) -> bool {
     state
         .testing
         .as_ref()
-        .is_some_and(|t| t.outcome == Outcome::Tested && t.system.as_deref() == Some(system))
+        .is_some_and(|t| live(t, Some(Path::new(system))))
 }
 
 impl Agent {
@@ -142,19 +142,8 @@ impl Agent {
             self.set_testing(state, branch, fetched, Outcome::Unchanged, Some(&shown));
             return self.close(state, run, Exit::Ok);
         }
-        let profile = self.doors.machine.profile();
-        let plan = Plan {
-            kind: IntentKind::Test,
-            commit: Some(&fetched.commit),
-            subject: Some(&fetched.subject),
-            target: &system,
-            // A failed test goes back to the boot default, as any failed deployment.
-            previous: profile
-                .as_ref()
-                .map(|g| g.system.clone())
-                .or_else(|| self.doors.machine.current_system()),
-            previous_generation: profile.as_ref().map(|g| g.number),
-        };
+        // A failed test goes back to the boot default, as any failed deployment.
+        let plan = self.plan(IntentKind::Test, fetched, &system);
         let ending = match self.activate(state, plan).await {
             Ok(ending) => ending,
             Err(f) => return self.stop_run(f),
@@ -217,20 +206,8 @@ impl Agent {
 
     /// The testing head is waiting out a build backoff: said, and the same exit.
     fn testing_waits(&self, state: &State, branch: &str, head: &str) -> Option<Exit> {
-        let r = state.retries.as_ref().filter(|r| r.commit == head)?;
-        let until = humantime::parse_rfc3339(r.not_before.as_deref()?).ok()?;
-        let left = until.duration_since(SystemTime::now()).ok()?;
-        if left > super::record::MAX_BACKOFF {
-            return None;
-        }
-        let kind = r.kind.unwrap_or(crate::failure::Kind::Transient);
-        let message = format!(
-            "testing branch {branch}: the build of {} failed {} time(s) ({}); next try in {}\nhint: `homelab-agent retry` tries now",
-            short(head),
-            r.count,
-            kind.as_str(),
-            humantime::format_duration(std::time::Duration::from_secs(left.as_secs()))
-        );
+        let (kind, message) = super::record::backoff_left(state, head)?;
+        let message = format!("testing branch {branch}: {message}");
         log::info!("{}", message.lines().next().unwrap_or_default());
         self.note_poll(Outcome::Failed, None, Some(&message), Some(Phase::Build));
         Some(Exit::Failed(kind))

@@ -161,7 +161,11 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
     };
     if readable && record != before {
         if let Err(e) = record::save(dir, &record) {
-            log::error!("saving {}: {e}", record::path(dir).display());
+            log::error!(
+                "saving {}: {e}\nhint: check free space and permissions of {}; the next run tries again",
+                record::path(dir).display(),
+                dir.display()
+            );
         }
     }
     acted
@@ -219,7 +223,11 @@ async fn reboot(
     if let Err(e) = record::save(dir, &record) {
         // Without the record the next boot could not be verified, nor a second reboot
         // for this system refused: no reboot.
-        log::error!("not rebooting: saving {}: {e}", record::path(dir).display());
+        log::error!(
+            "not rebooting: saving {}: {e}\nhint: check free space and permissions of {}; the next run tries again",
+            record::path(dir).display(),
+            dir.display()
+        );
         return Acted::Waiting(Waiting {
             what: "attention".into(),
             until: None,
@@ -235,7 +243,7 @@ async fn reboot(
         Ok(()) => Acted::Rebooting,
         Err(e) => {
             // Not queued: no reboot happened, so it is not one for this system yet.
-            log::error!("rebooting into generation {generation}: {e}");
+            log::error!("rebooting into generation {generation}: {e}\nhint: the next run tries again; or reboot by hand (`systemctl reboot`)");
             record.rebooted = None;
             let waiting = Waiting {
                 what: "reboot".into(),
@@ -245,7 +253,14 @@ async fn reboot(
             let mut p = pending;
             p.waiting = Some(waiting.clone());
             record.pending = Some(p);
-            let _ = record::save(dir, &record);
+            if let Err(se) = record::save(dir, &record) {
+                // The record on disk still says this system was rebooted for: the policy
+                // would never reboot for it again.
+                log::error!(
+                    "saving {}: {se}\nhint: it claims a reboot into generation {generation} that never happened: remove its `rebooted` entry, or reboot by hand",
+                    record::path(dir).display()
+                );
+            }
             Acted::Waiting(waiting)
         }
     }

@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use super::signature::{expected, Extracted};
-use super::{key_file_failure, short, tool_failure, Reason, Refusal, Verdict, TOOL_TIMEOUT};
+use super::{
+    key_file_failure, killed, short, tool_failure, Reason, Refusal, Verdict, TOOL_TIMEOUT,
+};
 use crate::config::trust::Verify;
 use crate::process::Cmd;
 
@@ -101,6 +103,7 @@ pub async fn verify(keyring: &Path, x: &Extracted) -> Result<String, Verdict> {
         .run()
         .await
         .map_err(|e| tool_failure("gpgv", "gpgv (gnupg)", e))?;
+    killed("gpgv", &done.status)?;
     let verify = Verify::Gpg {
         keyring: keyring.to_path_buf(),
     };

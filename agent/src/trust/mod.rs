@@ -166,6 +166,19 @@ pub(crate) fn tool_failure(tool: &str, package: &str, e: crate::process::CmdErro
     Verdict::Failed(Failure::new(Kind::Environment, message))
 }
 
+/// A verifier ended by a signal (the OOM killer on a small Pi) says nothing about the
+/// commit: a machine failure, checked again by the next run, never a refusal.
+pub(crate) fn killed(tool: &str, status: &std::process::ExitStatus) -> Result<(), Verdict> {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(sig) => Err(Verdict::Failed(Failure::new(
+            Kind::Environment,
+            format!("{tool} was killed by signal {sig} while verifying a signature (out of memory?)\nhint: free memory on this machine; the next run checks again"),
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A short commit id for messages.
 pub(crate) fn short(commit: &str) -> &str {
     &commit[..commit.len().min(8)]
@@ -178,4 +191,30 @@ pub(crate) fn read_small(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     std::fs::File::open(path)?.take(max).read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod killed_tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    use super::*;
+
+    #[test]
+    fn a_verifier_killed_by_a_signal_is_the_machines_failure_not_a_refusal() {
+        match killed("gpgv", &ExitStatus::from_raw(9)) {
+            Err(Verdict::Failed(f)) => {
+                assert_eq!(f.kind, Kind::Environment);
+                assert!(
+                    f.message.contains("gpgv was killed by signal 9"),
+                    "{}",
+                    f.message
+                );
+                assert!(f.message.contains("\nhint: "), "{}", f.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        // An exit status (even a failing one) is the tool's verdict: not this check's.
+        assert!(killed("ssh-keygen", &ExitStatus::from_raw(1 << 8)).is_ok());
+    }
 }

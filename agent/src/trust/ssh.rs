@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use super::signature::{expected, Extracted};
-use super::{key_file_failure, short, tool_failure, Reason, Refusal, Verdict, TOOL_TIMEOUT};
+use super::{
+    key_file_failure, killed, short, tool_failure, Reason, Refusal, Verdict, TOOL_TIMEOUT,
+};
 use crate::config::trust::Verify;
 use crate::process::Cmd;
 
@@ -31,6 +33,7 @@ pub async fn verify(allowed: &Path, x: &Extracted) -> Result<String, Verdict> {
         .run()
         .await
         .map_err(|e| tool_failure("ssh-keygen", "openssh-client", e))?;
+    killed("ssh-keygen", &found.status)?;
     let principal = found
         .stdout
         .lines()
@@ -64,6 +67,7 @@ pub async fn verify(allowed: &Path, x: &Extracted) -> Result<String, Verdict> {
         .run()
         .await
         .map_err(|e| tool_failure("ssh-keygen", "openssh-client", e))?;
+    killed("ssh-keygen", &checked.status)?;
     if !checked.status.success() {
         return Err(Verdict::Refused(Refusal {
             reason: Reason::BadSignature,
