@@ -79,6 +79,9 @@ pub async fn cycle(settings: &Settings) -> u8 {
     locked(settings, || async {
         let exit = agent.run_once().await;
         if exit.is_ok() {
+            // Told before a reboot can stop this unit (send_queued empties the queue, so
+            // locked()'s own send after the run finds nothing left).
+            crate::announce::send_queued(settings).await;
             // Everything is recorded; under the same lock, the reboot policy (reboot/).
             crate::reboot::after_cycle(settings).await;
         }

@@ -145,7 +145,7 @@ enum Command {
     )]
     Trigger {
         /// The systemd unit to start
-        #[arg(long, value_name = "UNIT", default_value = homelab_agent::trigger::UNIT)]
+        #[arg(long, value_name = "UNIT", default_value = homelab_agent::trigger::UNIT, value_parser = unit_name)]
         unit: String,
         #[command(flatten)]
         config: ConfigArg,
@@ -236,6 +236,17 @@ fn limit(text: &str) -> Result<usize, String> {
 /// `pause --for`: a positive duration (see [`homelab_agent::pause::parse_for`]).
 fn pause_for(text: &str) -> Result<std::time::Duration, String> {
     homelab_agent::pause::parse_for(text)
+}
+
+/// `trigger --unit`: a systemd unit name, never an option for systemctl.
+fn unit_name(s: &str) -> Result<String, String> {
+    if homelab_agent::config::valid_unit_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a systemd unit name\nhint: e.g. homelab-agent.service"
+        ))
+    }
 }
 
 fn main() -> ExitCode {

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use crate::source::url::RemoteUrl;
 pub use bounds::DurationKey;
 pub use metrics::MetricsSettings;
-pub use names::{default_attribute, validate_branch, validate_host};
+pub use names::{default_attribute, valid_unit_name, validate_branch, validate_host};
 use raw::RawConfig;
 pub use reboot::{FleetLockSettings, RebootPolicy, RebootSettings, Window};
 use validate::Validator;

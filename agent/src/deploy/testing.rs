@@ -95,10 +95,13 @@ impl Agent {
         let commit = short(&fetched.commit);
         notify::status(&format!("building {commit} ({branch})"));
         log::info!(commit = fetched.commit.as_str(); "building {commit} ({}) from {branch} for a test activation", fetched.subject);
-        let target = match self.target(state, fetched) {
-            Ok(target) => target,
-            Err(exit) => return exit,
-        };
+        // Resolved, never remembered: only main's commits decide which host this
+        // machine follows (target.rs).
+        let target =
+            match crate::pivot::resolve(&self.settings, state.pivot.as_ref(), &fetched.commit) {
+                Ok(target) => target,
+                Err(f) => return self.not_tried(None, Phase::Verify, on_branch(branch, f)),
+            };
         let system = match self
             .doors
             .builder

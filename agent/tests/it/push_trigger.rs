@@ -219,6 +219,15 @@ fn trigger_says_what_went_wrong_when_systemctl_fails() {
     );
     h.systemctl = Some(h.path("no-such-systemctl"));
     h.agent(&["trigger"]).expect(71);
+    // A unit that would be an option for systemctl is a bad command line.
+    let run = h.agent(&["trigger", "--unit=--user"]);
+    run.expect(2);
+    assert!(
+        run.stderr()
+            .contains("\"--user\" is not a systemd unit name"),
+        "{}",
+        run.stderr()
+    );
 }
 
 /// A daemon (`run` without `--once`) polls at once on SIGUSR1, and still stops on SIGTERM.
