@@ -42,8 +42,7 @@ let
     else
       default;
 
-  policy = r.policy or null;
-  whenRequired = (cfg.settings.reboot.policy or policy) == "when-required";
+  whenRequired = (cfg.settings.reboot.policy or r.policy) == "when-required";
 in
 {
   options.services.homelab-agent.reboot = {

@@ -101,13 +101,14 @@ in
       }
     ];
 
-    services.homelab-agent.settings.source = nonNull {
+    # mkDefault, as fetch-and-build.nix: a key set in `settings` wins over these options.
+    services.homelab-agent.settings.source = lib.mapAttrs (_: lib.mkDefault) (nonNull {
       inherit (t) verify;
       allowed_signers_file = if t.verify == "ssh" then allowedSignersFile else null;
       keyring_file = if t.verify == "gpg" && t.keyringFile != null then "${t.keyringFile}" else null;
       gpg_home = if t.verify == "gpg" then t.gpgHome else null;
       allow_downgrade = t.allowDowngrade;
-    };
+    });
 
     # gpgv for verify = "gpg" (ssh-keygen comes with programs.ssh.package, already there).
     systemd.services.homelab-agent.path = lib.mkIf (t.verify == "gpg") [ pkgs.gnupg ];
