@@ -96,8 +96,10 @@ pub fn ntfy_headers(event: &Event) -> HeaderMap {
 fn secret_headers(hook: &Webhook) -> Result<HeaderMap, String> {
     let mut h = HeaderMap::new();
     if let Some(path) = &hook.token_file {
-        let token = read(path, "token_file")?;
-        let token = token.trim();
+        // The same reader as the git token: trimmed, an empty file refused.
+        let token = crate::source::git::read_secret(path)
+            .map_err(|e| format!("cannot read token_file {}: {e}", path.display()))?;
+        let token = token.as_str();
         let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
             format!(
                 "token_file {}: not usable in an HTTP header (one line of printable ASCII)",
@@ -160,4 +162,32 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(token_file: &Path) -> Webhook {
+        Webhook {
+            url: "https://ntfy.example.org/topic".into(),
+            format: Format::Ntfy,
+            on: vec!["deployed".into()],
+            token_file: Some(token_file.to_path_buf()),
+            headers_file: None,
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn an_empty_token_file_is_said_not_sent_as_an_empty_bearer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "\n").unwrap();
+        let err = secret_headers(&hook(&file)).unwrap_err();
+        assert!(err.contains("the file is empty"), "{err}");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let headers = secret_headers(&hook(&file)).unwrap();
+        assert_eq!(headers[AUTHORIZATION], "Bearer s3cret");
+    }
 }
