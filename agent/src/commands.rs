@@ -492,6 +492,10 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
     };
     let verdict =
         crate::reboot::verify::verify_boot(&settings, &boot, jiff::Timestamp::now()).await;
+    // A failed or fallen-back boot is a recorded run like any other: metrics and
+    // notifications (send_queued does nothing when nothing was queued).
+    crate::metrics::refresh(&settings, crate::metrics::After::Command);
+    crate::announce::send_queued(&settings).await;
     match &verdict {
         crate::reboot::verify::Verdict::AlreadyDone => {
             println!("already ran in this boot; `homelab-agent status` shows what it found")

@@ -140,6 +140,8 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
             .as_ref()
             .map(|f| format!("homelab-agent: boot verification of {} failed; rebooting into the previous generation", f.from_system))
             .unwrap_or_default();
+        // Told before the reboot stops this unit (the queue is sent once).
+        crate::announce::send_queued(settings).await;
         if let Err(e) = doors.effects.rebooter.reboot(&reason).await {
             log::error!("rebooting into the previous generation: {e}\nhint: it is the boot default: reboot by hand");
             return Verdict::FellBack { rebooting: false };
@@ -393,6 +395,7 @@ fn record_failure(
             .map(|g| g.number),
         at: state::now(),
     });
+    crate::announce::queue(settings, &run, &st);
     st.push_run(run);
     if let Err(e) = store.save(&st) {
         log::error!("recording the failed boot in the state: {e:#}");
