@@ -372,6 +372,9 @@ group_reboot_fleetlock() {
 
   # The server comes up: one slot for the group; each machine reboots in turn.
   fleet_server_start "$events" || { fail "$GROUP: FleetLock server starts" "$(cat "$work/fleet.out")"; return; }
+  # Both ask at once (not at their own timer ticks, where the first could reboot and be
+  # verified before the second asks): the second must be refused while the first holds.
+  for m in $a $b; do on "$m" g "systemctl start --no-block homelab-agent.service" >/dev/null; done
   local done_a=0 done_b=0
   for ((i = 0; i < 180; i++)); do
     ((done_a)) || [[ $(on "$a" status_json 2>/dev/null | q '((d.get("reboot") or {}).get("booted") or {}).get("verified")' 2>/dev/null) != true ]] || done_a=1
