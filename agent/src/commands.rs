@@ -74,7 +74,6 @@ fn report_state(e: &anyhow::Error) -> u8 {
 
 /// One cycle under the lock.
 pub async fn cycle(settings: &Settings) -> u8 {
-    crate::source::tls_init::init_git(settings.source.url.scheme());
     let agent = Agent::new(settings.clone());
     locked(settings, || async {
         let exit = agent.run_once().await;
@@ -223,7 +222,6 @@ pub async fn check(config: Option<&Path>, json: bool) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    crate::source::tls_init::init_git(settings.source.url.scheme());
     let results = if settings.health.checks.is_empty() {
         Vec::new()
     } else {
@@ -272,7 +270,6 @@ pub async fn rollback(config: Option<&Path>) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    crate::source::tls_init::init_git(settings.source.url.scheme());
     let agent = Agent::new(settings.clone());
     locked(&settings, || async {
         let exit = agent.rollback().await;
@@ -467,7 +464,7 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    crate::source::git::init_timeouts();
+    crate::source::tls_stream::register();
     // A run someone started by hand may hold the lock: wait for it (bounded) rather than
     // fail the boot's verification for it.
     let waited = std::time::Instant::now();

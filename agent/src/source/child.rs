@@ -259,7 +259,6 @@ pub async fn serve(
             message,
         },
         Ok(settings) => {
-            super::tls_init::init_git(settings.source.url.scheme());
             let source = &settings.source;
             match (what, cache) {
                 ("head", _) => match super::remote_head(source, deadline).await {

@@ -34,10 +34,16 @@ pub struct Fetched {
 pub fn init_timeouts() {
     // SAFETY: called before any git operation, from one thread; only sets global options.
     unsafe {
-        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(15_000);
-        let _ = git2::opts::set_server_timeout_in_milliseconds(60_000);
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(
+            CONNECT_TIMEOUT.as_millis() as i32,
+        );
+        let _ = git2::opts::set_server_timeout_in_milliseconds(IO_TIMEOUT.as_millis() as i32);
     }
 }
+
+/// The socket timeouts of every git connection: connecting, and each read or write.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A git session with the remote: the settings plus the secret loaded for this run.
 pub struct Remote<'a> {
@@ -64,6 +70,7 @@ impl<'a> Remote<'a> {
         settings: &'a SourceSettings,
         deadline: Duration,
     ) -> Result<Remote<'a>, SourceError> {
+        super::tls_stream::register();
         let token = match &settings.token_file {
             Some(path) => Some(read_secret(path).map_err(|source| SourceError::SecretFile {
                 key: "token_file",

@@ -18,7 +18,7 @@ pub mod error;
 pub mod git;
 pub mod known_hosts;
 pub mod tls;
-pub mod tls_init;
+pub mod tls_stream;
 pub mod url;
 
 use std::path::PathBuf;

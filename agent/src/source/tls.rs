@@ -1,8 +1,8 @@
 //! https: trusting a private certificate authority (`[source] ca_file`), and saying why a
 //! server certificate was refused.
 //!
-//! libgit2 verifies the server itself (OpenSSL, the system's trust store plus
-//! `ca_file`) and reports every refusal with one code, [`git2::ErrorCode::Certificate`]
+//! The TLS stream (source/tls_stream.rs) verifies the server (OpenSSL, the system's trust
+//! store plus `ca_file`) and reports every refusal with one code, [`git2::ErrorCode::Certificate`]
 //! (class `Ssl`). The certificate it refused is handed to our certificate callback, so
 //! the reason is read from the certificate's own fields (its validity dates and its
 //! names), never from libgit2's words: a clock behind the certificate (a Pi without a
@@ -20,11 +20,12 @@ use openssl::x509::{X509StoreContext, X509};
 
 use crate::failure::Kind;
 
-/// The CA file libgit2 was told to trust (a process-wide libgit2 setting).
+/// The CA file already checked and handed to the TLS stream.
 static TRUSTED: Mutex<Option<PathBuf>> = Mutex::new(None);
 
-/// Adds the certificates in `path` (PEM) to those libgit2 trusts for https, once per
-/// process. The system's trust store stays trusted too (OpenSSL adds, never replaces).
+/// Adds the certificates in `path` (PEM) to those trusted for https (source/tls_stream.rs),
+/// checked once per process. The system's trust store stays trusted too (OpenSSL adds,
+/// never replaces).
 pub fn trust_ca_file(path: &Path) -> Result<(), String> {
     let mut trusted = TRUSTED.lock().unwrap_or_else(|p| p.into_inner());
     if trusted.as_deref() == Some(path) {
@@ -35,9 +36,7 @@ pub fn trust_ca_file(path: &Path) -> Result<(), String> {
     if certs.is_empty() {
         return Err("holds no PEM certificate".into());
     }
-    // SAFETY: libgit2's global options; the agent only ever sets this one CA file, and it
-    // is set under the lock above before the https connection that needs it.
-    unsafe { git2::opts::set_ssl_cert_file(path) }.map_err(|e| e.message().to_string())?;
+    super::tls_stream::trust_ca_file(path.to_path_buf());
     *trusted = Some(path.to_path_buf());
     Ok(())
 }
