@@ -145,7 +145,10 @@ unsafe extern "C" fn stream_init(
     port: *const c_char,
 ) -> c_int {
     if out.is_null() || host.is_null() || port.is_null() {
-        return fail(raw::GIT_ERROR_INVALID as c_int, "TLS stream: missing host or port");
+        return fail(
+            raw::GIT_ERROR_INVALID as c_int,
+            "TLS stream: missing host or port",
+        );
     }
     // SAFETY: libgit2 passes NUL-terminated strings it owns for this call.
     let (host, port) = unsafe {
@@ -213,7 +216,12 @@ unsafe extern "C" fn stream_connect(raw: *mut RawStream) -> c_int {
     let tls = match config.connect(&s.host, tcp) {
         Ok(tls) => tls,
         Err(e) => {
-            let message = format!("TLS handshake with {}:{} failed: {e}", s.host, s.port);
+            let message = format!(
+                "TLS handshake with {}:{} failed: {}",
+                s.host,
+                s.port,
+                handshake_reason(&e)
+            );
             return fail(raw::GIT_ERROR_SSL as c_int, &message);
         }
     };
@@ -243,6 +251,28 @@ unsafe extern "C" fn stream_connect(raw: *mut RawStream) -> c_int {
     0
 }
 
+/// What went wrong in a handshake, in OpenSSL's reason words (e.g. "wrong version
+/// number": the server does not speak TLS on that port) or the socket's error.
+fn handshake_reason(e: &openssl::ssl::HandshakeError<TcpStream>) -> String {
+    use openssl::ssl::HandshakeError;
+    let HandshakeError::Failure(mid) = e else {
+        return e.to_string();
+    };
+    let error = mid.error();
+    if let Some(io) = error.io_error() {
+        return io.to_string();
+    }
+    let reasons: Vec<&str> = error
+        .ssl_error()
+        .map(|stack| stack.errors().iter().filter_map(|e| e.reason()).collect())
+        .unwrap_or_default();
+    if reasons.is_empty() {
+        "the connection closed during the handshake".to_string()
+    } else {
+        reasons.join("; ")
+    }
+}
+
 fn tcp_connect(host: &str, port: &str) -> Result<TcpStream, String> {
     let port: u16 = port
         .parse()
@@ -267,11 +297,17 @@ fn tcp_connect(host: &str, port: &str) -> Result<TcpStream, String> {
     })
 }
 
-unsafe extern "C" fn stream_certificate(out: *mut *mut raw::git_cert, raw: *mut RawStream) -> c_int {
+unsafe extern "C" fn stream_certificate(
+    out: *mut *mut raw::git_cert,
+    raw: *mut RawStream,
+) -> c_int {
     // SAFETY: as in `stream_connect`.
     let s = unsafe { stream(raw) };
     if s.der.is_empty() {
-        return fail(raw::GIT_ERROR_SSL as c_int, "the server presented no certificate");
+        return fail(
+            raw::GIT_ERROR_SSL as c_int,
+            "the server presented no certificate",
+        );
     }
     // SAFETY: `out` is libgit2's to fill; the certificate lives as long as the stream.
     unsafe { *out = (&mut s.cert as *mut raw::git_cert_x509).cast() };
@@ -280,7 +316,12 @@ unsafe extern "C" fn stream_certificate(out: *mut *mut raw::git_cert, raw: *mut 
 
 unsafe extern "C" fn stream_read(raw: *mut RawStream, data: *mut c_void, len: usize) -> isize {
     // SAFETY: as in `stream_connect`; `data` has room for `len` bytes.
-    let (s, buf) = unsafe { (stream(raw), std::slice::from_raw_parts_mut(data.cast::<u8>(), len)) };
+    let (s, buf) = unsafe {
+        (
+            stream(raw),
+            std::slice::from_raw_parts_mut(data.cast::<u8>(), len),
+        )
+    };
     let Some(tls) = s.tls.as_mut().filter(|_| s.verified) else {
         return fail(raw::GIT_ERROR_SSL as c_int, "TLS stream: not connected") as isize;
     };
@@ -297,7 +338,12 @@ unsafe extern "C" fn stream_write(
     _flags: c_int,
 ) -> isize {
     // SAFETY: as in `stream_connect`; `data` holds `len` bytes.
-    let (s, buf) = unsafe { (stream(raw), std::slice::from_raw_parts(data.cast::<u8>(), len)) };
+    let (s, buf) = unsafe {
+        (
+            stream(raw),
+            std::slice::from_raw_parts(data.cast::<u8>(), len),
+        )
+    };
     let Some(tls) = s.tls.as_mut().filter(|_| s.verified) else {
         return fail(raw::GIT_ERROR_SSL as c_int, "TLS stream: not connected") as isize;
     };
@@ -316,7 +362,10 @@ fn io_failure(doing: &str, e: &std::io::Error) -> isize {
             raw::GIT_TIMEOUT as c_int,
         ) as isize;
     }
-    fail(raw::GIT_ERROR_NET as c_int, &format!("TLS {doing} failed: {e}")) as isize
+    fail(
+        raw::GIT_ERROR_NET as c_int,
+        &format!("TLS {doing} failed: {e}"),
+    ) as isize
 }
 
 unsafe extern "C" fn stream_close(raw: *mut RawStream) -> c_int {

@@ -436,3 +436,56 @@ fn a_token_is_never_sent_over_plain_http_to_another_host() {
     run.expect(78);
     assert!((run.stderr() + &run.stdout()).contains("source.ca_file"));
 }
+
+/// A server on the https port that answers in plain text (a misconfigured proxy, the
+/// wrong port): the TLS handshake fails, which is the network's or the server's
+/// problem, never the commit's; the error names the handshake and the server.
+#[test]
+fn an_https_remote_that_does_not_speak_tls_is_unreachable_and_blames_nothing() {
+    let mut h = Harness::new();
+    h.host("pi1").content = "v1".into();
+    h.commit("first");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            let _ = std::io::Write::write_all(
+                &mut conn,
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+            );
+        }
+    });
+    h.url = format!("https://127.0.0.1:{port}/homelab.git");
+    let run = agent(&h, &["run", "--once"]);
+    run.expect(75);
+    let status = h.status();
+    let error = status["last_run"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "TLS handshake with 127.0.0.1:{port} failed: wrong version number"
+        )),
+        "{error}"
+    );
+    assert!(status["bad_commit"].is_null(), "{status}");
+}
+
+/// Nothing listens on the https port: a network failure naming the address.
+#[test]
+fn a_closed_https_port_is_unreachable_and_says_where() {
+    let mut h = Harness::new();
+    h.host("pi1").content = "v1".into();
+    h.commit("first");
+    let port = closed_port();
+    h.url = format!("https://127.0.0.1:{port}/homelab.git");
+    let run = agent(&h, &["run", "--once"]);
+    run.expect(75);
+    let error = h.status()["last_run"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains(&format!("failed to connect to 127.0.0.1:{port}")),
+        "{error}"
+    );
+}
