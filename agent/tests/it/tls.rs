@@ -416,6 +416,30 @@ fn a_wrong_host_name_is_refused_and_says_so() {
     assert!(!s.nginx.access_log().contains("user=homelab-agent"));
 }
 
+/// An IP address the certificate does not name (it names only git.other.example): refused
+/// as a wrong name, like a host name, before any token is sent.
+#[test]
+fn an_ip_address_the_certificate_does_not_name_is_refused_and_says_so() {
+    if !tools_available() {
+        return;
+    }
+    let mut s = setup();
+    s.h.url = format!("https://127.0.0.1:{}/homelab.git", s.nginx.ports[1]);
+    s.h.source_extra = source_extra(&s, true);
+    let run = agent(&s.h, &["run", "--once"]);
+    run.expect(78);
+    let error = s.h.status()["last_run"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("does not match the host name 127.0.0.1")
+            && error.contains("git.other.example"),
+        "{error}"
+    );
+    assert!(!s.nginx.access_log().contains("user=homelab-agent"));
+}
+
 #[test]
 fn a_token_is_never_sent_over_plain_http_to_another_host() {
     let mut h = Harness::new();
