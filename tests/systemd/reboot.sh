@@ -358,7 +358,8 @@ group_reboot_fleetlock() {
 
   # Both machines get a kernel-changing commit while the server is down: they wait.
   for m in $a $b; do on "$m" g "commit v2 ok ok true k2 >/dev/null; systemctl start homelab-agent.timer"; done
-  for ((i = 0; i < 60; i++)); do
+  # Up to 2 minutes: under load (CI's other suites) the first timer ticks come late.
+  for ((i = 0; i < 240; i++)); do
     [[ $(on "$a" status_json | q '((d.get("reboot") or {}).get("pending") or {}).get("waiting_for")') == lock &&
       $(on "$b" status_json | q '((d.get("reboot") or {}).get("pending") or {}).get("waiting_for")') == lock ]] && break
     sleep 0.5
@@ -376,7 +377,7 @@ group_reboot_fleetlock() {
   # verified before the second asks): the second must be refused while the first holds.
   for m in $a $b; do on "$m" g "systemctl start --no-block homelab-agent.service" >/dev/null; done
   local done_a=0 done_b=0
-  for ((i = 0; i < 180; i++)); do
+  for ((i = 0; i < 360; i++)); do
     ((done_a)) || [[ $(on "$a" status_json 2>/dev/null | q '((d.get("reboot") or {}).get("booted") or {}).get("verified")' 2>/dev/null) != true ]] || done_a=1
     ((done_b)) || [[ $(on "$b" status_json 2>/dev/null | q '((d.get("reboot") or {}).get("booted") or {}).get("verified")' 2>/dev/null) != true ]] || done_b=1
     ((done_a && done_b)) && break
