@@ -416,6 +416,30 @@ fn a_wrong_host_name_is_refused_and_says_so() {
     assert!(!s.nginx.access_log().contains("user=homelab-agent"));
 }
 
+/// Without `ca_file`, the system's trust store decides: OpenSSL's default paths, which
+/// `SSL_CERT_FILE` replaces when set (README "HTTPS and private CAs"). Pointed at the test
+/// CA, the same server is trusted; the default store (the unknown-CA test) refuses it.
+#[test]
+fn the_system_trust_store_decides_without_ca_file() {
+    if !tools_available() {
+        return;
+    }
+    let mut s = setup();
+    s.h.url = format!("https://127.0.0.1:{}/homelab.git", s.nginx.ports[0]);
+    s.h.source_extra = source_extra(&s, false);
+    let mut cmd = s.h.command(&["run", "--once"]);
+    for var in TLS_ENV {
+        cmd.env_remove(var);
+    }
+    let output = cmd.env("SSL_CERT_FILE", s.pki.ca()).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(s.h.profile_generation(), Some(1));
+}
+
 /// An IP address the certificate does not name (it names only git.other.example): refused
 /// as a wrong name, like a host name, before any token is sent.
 #[test]
