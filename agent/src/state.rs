@@ -10,7 +10,7 @@
 //! the run goes on from what is known and [`State::damage`] says what happened.
 
 mod file;
-mod format;
+pub mod format;
 mod memory;
 mod store;
 

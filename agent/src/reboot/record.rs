@@ -4,6 +4,10 @@
 //! last boot and whether it was verified, the last fallback, and whether a FleetLock slot
 //! is held.
 //!
+//! Sealed like the state (state/format.rs: a `version` and a last `checksum` line), so a
+//! torn write or a flipped bit is found, not acted on. A record written before it was
+//! sealed (no `version`) is still read.
+//!
 //! A damaged or unreadable record never leads to a reboot: [`load`] says so and the policy
 //! refuses to reboot until it is readable again (`status` shows why).
 
@@ -11,10 +15,25 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::format::{self, Rules};
 use crate::state::{read_bounded, write_atomic, Found};
 
 pub const FILE: &str = "reboot.json";
 const MAX_SIZE: u64 = 256 * 1024;
+const VERSION: u32 = 1;
+const RULES: Rules = Rules {
+    what: "reboot record",
+    version: VERSION,
+    unsealed: None,
+};
+
+/// The record as written: its fields and the format's `version`.
+#[derive(Serialize, Deserialize)]
+struct Sealed<R> {
+    version: u32,
+    #[serde(flatten)]
+    record: R,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -108,17 +127,32 @@ pub fn load(state_dir: &Path) -> Result<Record, String> {
     let file = path(state_dir);
     match read_bounded(&file, MAX_SIZE) {
         Ok(Found::Missing) => Ok(Record::default()),
-        Ok(Found::File(bytes)) => serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{} is damaged: {e}", file.display())),
+        Ok(Found::File(bytes)) => {
+            decode(&bytes).map_err(|why| format!("{} is damaged: {why}", file.display()))
+        }
         Ok(Found::Wrong(why)) => Err(format!("{}: {why}", file.display())),
         Err(e) => Err(format!("reading {}: {e}", file.display())),
     }
 }
 
+fn decode(bytes: &[u8]) -> Result<Record, String> {
+    // Written before the record was sealed: a plain object without `version`.
+    if let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(bytes) {
+        if !object.contains_key("version") && !object.contains_key("checksum") {
+            return serde_json::from_value(serde_json::Value::Object(object))
+                .map_err(|e| format!("does not match the reboot record format ({e})"));
+        }
+    }
+    format::decode::<Sealed<Record>>(bytes, &RULES).map(|sealed| sealed.record)
+}
+
 pub fn save(state_dir: &Path, record: &Record) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
-    let mut bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-    bytes.push(b'\n');
+    let bytes = format::encode(&Sealed {
+        version: VERSION,
+        record,
+    })
+    .map_err(std::io::Error::other)?;
     write_atomic(&path(state_dir), &bytes)
 }
 
@@ -146,5 +180,29 @@ mod tests {
         std::fs::write(path(dir.path()), b"{ not json").unwrap();
         let e = load(dir.path()).unwrap_err();
         assert!(e.contains("damaged"), "{e}");
+    }
+
+    #[test]
+    fn a_flipped_bit_or_a_torn_write_is_damage_not_a_different_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Record {
+            slot_held: true,
+            ..Default::default()
+        };
+        save(dir.path(), &r).unwrap();
+        let good = std::fs::read(path(dir.path())).unwrap();
+        let text = String::from_utf8(good.clone()).unwrap();
+        assert!(text.contains("\"version\": 1") && text.contains("\"checksum\": \"crc32:"));
+        // A hand edit or a flipped bit that still parses: slot_held true -> false.
+        let flipped = text.replace("\"slot_held\": true", "\"slot_held\": false");
+        std::fs::write(path(dir.path()), flipped).unwrap();
+        let e = load(dir.path()).unwrap_err();
+        assert!(e.contains("checksum mismatch"), "{e}");
+        std::fs::write(path(dir.path()), &good[..good.len() - 20]).unwrap();
+        let e = load(dir.path()).unwrap_err();
+        assert!(e.contains("damaged"), "{e}");
+        // A record from before sealing (no version, no checksum) still reads.
+        std::fs::write(path(dir.path()), b"{\n  \"slot_held\": true\n}\n").unwrap();
+        assert_eq!(load(dir.path()).unwrap(), r);
     }
 }
