@@ -53,6 +53,9 @@ pub struct Finished {
     /// and the command's later writes failed (its pipe was closed).
     pub stdout_truncated: bool,
     pub stderr_tail: String,
+    /// How many lines of stderr came before [`Finished::stderr_tail`] and were not kept
+    /// ([`Cmd::keep_stderr_lines`]).
+    pub stderr_lines_dropped: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,7 +267,7 @@ impl Cmd {
                     kill_tree(pid).await;
                 }
                 let _ = child.wait().await;
-                let stderr_tail = stderr.await.unwrap_or_default();
+                let (stderr_tail, _) = stderr.await.unwrap_or_default();
                 return Err(CmdError::TimedOut {
                     program,
                     after: self.timeout,
@@ -273,11 +276,13 @@ impl Cmd {
             }
         };
         let (stdout, stdout_truncated) = stdout.await.unwrap_or_default();
+        let (stderr_tail, stderr_lines_dropped) = stderr.await.unwrap_or_default();
         Ok(Finished {
             status,
             stdout,
             stdout_truncated,
-            stderr_tail: stderr.await.unwrap_or_default(),
+            stderr_tail,
+            stderr_lines_dropped,
         })
     }
 
@@ -296,21 +301,28 @@ impl Cmd {
     }
 }
 
-async fn read_tail(stream: Option<impl AsyncRead + Unpin>, program: String, keep: usize) -> String {
+/// The last `keep` lines, and how many came before them.
+async fn read_tail(
+    stream: Option<impl AsyncRead + Unpin>,
+    program: String,
+    keep: usize,
+) -> (String, usize) {
     let Some(stream) = stream else {
-        return String::new();
+        return (String::new(), 0);
     };
+    let mut dropped = 0;
     let mut lines = BufReader::new(stream).lines();
     let mut tail: VecDeque<String> = VecDeque::with_capacity(keep.min(TAIL_LINES));
     while let Ok(Some(line)) = lines.next_line().await {
         log::debug!("{program}: {line}");
         if tail.len() == keep {
             tail.pop_front();
+            dropped += 1;
         }
         // Bound each kept line too: a single huge line must not bloat status.
         tail.push_back(line.chars().take(400).collect());
     }
-    tail.into_iter().collect::<Vec<_>>().join("\n")
+    (tail.into_iter().collect::<Vec<_>>().join("\n"), dropped)
 }
 
 /// At most `max` bytes, and whether there was more. Reading stops there and the pipe is
@@ -535,6 +547,25 @@ mod tests {
         let err = run.await.unwrap().unwrap_err();
         assert!(matches!(err, CmdError::TimedOut { .. }), "{err}");
         assert!(!alive(pid), "it outlived its deadline");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn dropped_stderr_lines_are_counted() {
+        let done = Cmd::new("/bin/sh")
+            .args(["-c", "seq 100 >&2"])
+            .keep_stderr_lines(10)
+            .run_ok()
+            .await
+            .unwrap();
+        assert_eq!(done.stderr_lines_dropped, 90);
+        assert!(done.stderr_tail.starts_with("91\n"), "{}", done.stderr_tail);
+        let done = Cmd::new("/bin/sh")
+            .args(["-c", "seq 10 >&2"])
+            .keep_stderr_lines(10)
+            .run_ok()
+            .await
+            .unwrap();
+        assert_eq!(done.stderr_lines_dropped, 0);
     }
 
     #[tokio::test(flavor = "current_thread")]
