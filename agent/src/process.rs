@@ -34,6 +34,14 @@ pub struct Cmd {
     stdin_file: Option<std::path::PathBuf>,
     /// How many of stderr's last lines [`Finished::stderr_tail`] keeps.
     tail_lines: usize,
+    /// How many bytes of stdout are kept ([`Finished::stdout_truncated`] past it).
+    max_stdout: u64,
+    /// stderr goes where this process's goes (its lines are not read nor kept).
+    inherit_stderr: bool,
+    /// SIGTERM and SIGINT are ignored by the command from its start (and, as a
+    /// disposition of SIG_IGN survives fork and exec, by what it starts): a deadline
+    /// then ends it with SIGKILL after [`KILL_GRACE`].
+    ignore_stop_signals: bool,
 }
 
 /// A command that ran to its end (whatever its exit status).
@@ -41,7 +49,13 @@ pub struct Cmd {
 pub struct Finished {
     pub status: ExitStatus,
     pub stdout: String,
+    /// stdout went past the cap ([`Cmd::max_stdout`]): `stdout` holds only its start,
+    /// and the command's later writes failed (its pipe was closed).
+    pub stdout_truncated: bool,
     pub stderr_tail: String,
+    /// How many lines of stderr came before [`Finished::stderr_tail`] and were not kept
+    /// ([`Cmd::keep_stderr_lines`]).
+    pub stderr_lines_dropped: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +117,9 @@ impl Cmd {
             capture_stdout: false,
             stdin_file: None,
             tail_lines: TAIL_LINES,
+            max_stdout: MAX_STDOUT,
+            inherit_stderr: false,
+            ignore_stop_signals: false,
         }
     }
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
@@ -140,6 +157,23 @@ impl Cmd {
     /// answer is printed there, such as `nix build --dry-run`).
     pub fn keep_stderr_lines(mut self, n: usize) -> Cmd {
         self.tail_lines = n.max(1);
+        self
+    }
+    /// Keeps at most `bytes` of stdout (default 4 MiB); more sets
+    /// [`Finished::stdout_truncated`].
+    pub fn max_stdout(mut self, bytes: u64) -> Cmd {
+        self.max_stdout = bytes;
+        self
+    }
+    /// The command writes to this process's stderr (for a child whose log lines belong
+    /// in the caller's log as they are); [`Finished::stderr_tail`] is then empty.
+    pub fn inherit_stderr(mut self) -> Cmd {
+        self.inherit_stderr = true;
+        self
+    }
+    /// The command ignores SIGTERM and SIGINT from its start (see the field).
+    pub fn ignore_stop_signals(mut self) -> Cmd {
+        self.ignore_stop_signals = true;
         self
     }
     pub fn program_name(&self) -> String {
@@ -186,10 +220,26 @@ impl Cmd {
             } else {
                 Stdio::null()
             })
-            .stderr(Stdio::piped())
+            .stderr(if self.inherit_stderr {
+                Stdio::inherit()
+            } else {
+                Stdio::piped()
+            })
             // Its own process group, so a deadline can stop everything it started.
             .process_group(0)
             .kill_on_drop(true);
+        if self.ignore_stop_signals {
+            // SAFETY: signal(2) with SIG_IGN is async-signal-safe and allocates nothing.
+            unsafe {
+                command.pre_exec(|| {
+                    use nix::sys::signal::{signal, SigHandler};
+                    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+                        signal(sig, SigHandler::SigIgn).map_err(std::io::Error::from)?;
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = command.spawn().map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => CmdError::NotFound {
                 program: program.clone(),
@@ -205,7 +255,7 @@ impl Cmd {
             program.clone(),
             self.tail_lines,
         ));
-        let stdout = tokio::spawn(read_stdout(child.stdout.take()));
+        let stdout = tokio::spawn(read_stdout(child.stdout.take(), self.max_stdout));
 
         let status = match tokio::time::timeout(self.timeout, child.wait()).await {
             Ok(status) => status.map_err(|source| CmdError::Spawn {
@@ -217,7 +267,7 @@ impl Cmd {
                     kill_tree(pid).await;
                 }
                 let _ = child.wait().await;
-                let stderr_tail = stderr.await.unwrap_or_default();
+                let (stderr_tail, _) = stderr.await.unwrap_or_default();
                 return Err(CmdError::TimedOut {
                     program,
                     after: self.timeout,
@@ -225,10 +275,14 @@ impl Cmd {
                 });
             }
         };
+        let (stdout, stdout_truncated) = stdout.await.unwrap_or_default();
+        let (stderr_tail, stderr_lines_dropped) = stderr.await.unwrap_or_default();
         Ok(Finished {
             status,
-            stdout: stdout.await.unwrap_or_default(),
-            stderr_tail: stderr.await.unwrap_or_default(),
+            stdout,
+            stdout_truncated,
+            stderr_tail,
+            stderr_lines_dropped,
         })
     }
 
@@ -247,30 +301,44 @@ impl Cmd {
     }
 }
 
-async fn read_tail(stream: Option<impl AsyncRead + Unpin>, program: String, keep: usize) -> String {
+/// The last `keep` lines, and how many came before them.
+async fn read_tail(
+    stream: Option<impl AsyncRead + Unpin>,
+    program: String,
+    keep: usize,
+) -> (String, usize) {
     let Some(stream) = stream else {
-        return String::new();
+        return (String::new(), 0);
     };
+    let mut dropped = 0;
     let mut lines = BufReader::new(stream).lines();
     let mut tail: VecDeque<String> = VecDeque::with_capacity(keep.min(TAIL_LINES));
     while let Ok(Some(line)) = lines.next_line().await {
         log::debug!("{program}: {line}");
         if tail.len() == keep {
             tail.pop_front();
+            dropped += 1;
         }
         // Bound each kept line too: a single huge line must not bloat status.
         tail.push_back(line.chars().take(400).collect());
     }
-    tail.into_iter().collect::<Vec<_>>().join("\n")
+    (tail.into_iter().collect::<Vec<_>>().join("\n"), dropped)
 }
 
-async fn read_stdout(stream: Option<impl AsyncRead + Unpin>) -> String {
+/// At most `max` bytes, and whether there was more. Reading stops there and the pipe is
+/// closed, so a runaway writer gets EPIPE instead of filling this process's memory.
+async fn read_stdout(stream: Option<impl AsyncRead + Unpin>, max: u64) -> (String, bool) {
     let Some(stream) = stream else {
-        return String::new();
+        return (String::new(), false);
     };
     let mut buf = Vec::new();
-    let _ = stream.take(MAX_STDOUT).read_to_end(&mut buf).await;
-    String::from_utf8_lossy(&buf).into_owned()
+    let _ = stream
+        .take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .await;
+    let truncated = buf.len() as u64 > max;
+    buf.truncate(max as usize);
+    (String::from_utf8_lossy(&buf).into_owned(), truncated)
 }
 
 /// Stops a process and everything below it: SIGTERM (nix then stops its own builders),
@@ -424,6 +492,80 @@ mod tests {
             .unwrap();
         std::env::remove_var("NOTIFY_SOCKET");
         assert_eq!(done.stdout.trim(), "unset kept");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn stdout_past_its_cap_is_cut_and_said() {
+        let done = Cmd::new("/bin/sh")
+            .args(["-c", "printf 12345678"])
+            .capture_stdout()
+            .max_stdout(8)
+            .run_ok()
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.stdout.as_str(), done.stdout_truncated),
+            ("12345678", false)
+        );
+        // An endless writer: the pipe is closed at the cap, the writer ends (EPIPE).
+        let done = Cmd::new("/usr/bin/yes")
+            .capture_stdout()
+            .max_stdout(1000)
+            .timeout(Duration::from_secs(20))
+            .run()
+            .await
+            .unwrap();
+        assert!(done.stdout_truncated);
+        assert_eq!(done.stdout.len(), 1000);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_command_may_ignore_sigterm_and_still_ends_at_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!(
+            "echo $$ > {}; while :; do sleep 0.05; done",
+            pidfile.display()
+        );
+        let cmd = Cmd::new("/bin/sh")
+            .args(["-c", &script])
+            .ignore_stop_signals()
+            .timeout(Duration::from_secs(2));
+        let run = tokio::spawn(async move { cmd.run().await });
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                break Pid::from_raw(pid);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        kill(pid, Signal::SIGTERM).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(alive(pid), "SIGTERM ended it");
+        let err = run.await.unwrap().unwrap_err();
+        assert!(matches!(err, CmdError::TimedOut { .. }), "{err}");
+        assert!(!alive(pid), "it outlived its deadline");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn dropped_stderr_lines_are_counted() {
+        let done = Cmd::new("/bin/sh")
+            .args(["-c", "seq 100 >&2"])
+            .keep_stderr_lines(10)
+            .run_ok()
+            .await
+            .unwrap();
+        assert_eq!(done.stderr_lines_dropped, 90);
+        assert!(done.stderr_tail.starts_with("91\n"), "{}", done.stderr_tail);
+        let done = Cmd::new("/bin/sh")
+            .args(["-c", "seq 10 >&2"])
+            .keep_stderr_lines(10)
+            .run_ok()
+            .await
+            .unwrap();
+        assert_eq!(done.stderr_lines_dropped, 0);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -37,9 +37,9 @@ pub enum BuildError {
         host: String,
         message: String,
     },
-    #[error("build failed:\n{0}")]
+    #[error("build failed:\n{0}\nhint: fix the failing derivation in the flake and push; this commit is marked bad and not built again (`nix log <drv>` shows a builder's whole log; if it failed for a passing reason, such as a download, `homelab-agent retry` builds it again)")]
     Failed(String),
-    #[error("build timed out after {} (limit: [build] timeout); nix and its builders were stopped", humantime::format_duration(*after))]
+    #[error("build timed out after {} (limit: [build] timeout); nix and its builders were stopped\nhint: the commit is not blamed and the build is retried after a backoff; if it is just long, raise [build] timeout, or build it elsewhere and push the outputs to a binary cache this machine uses", humantime::format_duration(*after))]
     TimedOut { after: Duration },
     #[error("out of disk space while building:\n{0}\nhint: free space, e.g. `nix-collect-garbage --delete-older-than 30d`; the commit is not blamed")]
     DiskFull(String),
@@ -167,7 +167,11 @@ mod tests {
     fn kinds_and_hints_agree() {
         let cases = [
             (BuildError::Eval("x".into()), Kind::Commit, "push"),
-            (BuildError::Failed("x".into()), Kind::Commit, "build failed"),
+            (
+                BuildError::Failed("x".into()),
+                Kind::Commit,
+                "build failed:\nx\nhint: fix the failing derivation",
+            ),
             (
                 BuildError::HostMissing {
                     attribute: "a".into(),
@@ -183,6 +187,13 @@ mod tests {
                 },
                 Kind::Transient,
                 "timed out after 2s",
+            ),
+            (
+                BuildError::TimedOut {
+                    after: Duration::from_secs(2),
+                },
+                Kind::Transient,
+                "hint: the commit is not blamed and the build is retried after a backoff; if it is just long, raise [build] timeout",
             ),
             (
                 BuildError::DiskFull("x".into()),
@@ -209,6 +220,8 @@ mod tests {
             assert_eq!(e.kind(), kind, "{e}");
             assert!(e.to_string().contains(needle), "{e}");
             assert!(!e.to_string().contains("check the network"));
+            // Each says what to do.
+            assert!(e.to_string().contains("\nhint: "), "{e}");
         }
     }
 

@@ -10,7 +10,9 @@
 //!   (`--json` prints only the installable's `drvPath` and outputs), so the lists come
 //!   from stderr: only lines that are exactly one store path are read, and a path is
 //!   "built" when it is a derivation (`.drv`), "fetched" otherwise; nix's headings are
-//!   never read.
+//!   never read. At most [`MAX_PLAN_LINES`] lines are kept (the last ones); when nix
+//!   printed more, the plan is incomplete (the list of derivations to build comes first,
+//!   so it is the one lost) and, with a limit set, counts as over it ([`BuildPlan::over_limit`]).
 //! - nix checks signatures only when it fetches, and a path with no trusted signature is
 //!   then built here instead (silently). So each path to fetch is looked up in the
 //!   substituters (`nix path-info --json --store URL`) and its signatures' key names are
@@ -23,7 +25,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use super::{flake_ref, BuildError, BuildRequest};
-use crate::process::{Cmd, CmdError};
+use crate::process::{Cmd, CmdError, Finished};
 
 /// The most lines of a dry run read (a whole NixOS closure is a few thousand paths).
 const MAX_PLAN_LINES: usize = 50_000;
@@ -40,6 +42,9 @@ pub struct BuildPlan {
     /// Paths to fetch that no substituter has signed with a trusted key: nix would refuse
     /// them and build them here.
     pub untrusted: Vec<String>,
+    /// Lines of the dry run that were not kept (more than [`MAX_PLAN_LINES`]): when not
+    /// 0 the lists are incomplete, and how much would be compiled here is unknown.
+    pub unread_lines: usize,
 }
 
 impl BuildPlan {
@@ -65,11 +70,34 @@ impl BuildPlan {
                 names(&self.untrusted, 8)
             ));
         }
+        if self.unread_lines > 0 {
+            text.push_str(&format!(
+                "; incomplete: the dry run printed {} lines more than the {MAX_PLAN_LINES} read, \
+                 so more may be built here",
+                self.unread_lines
+            ));
+        }
         text
     }
 
     /// The refusal when more would be compiled here than `limit` allows.
+    /// An incomplete plan (see [`BuildPlan::unread_lines`]) is over any limit: the
+    /// derivations to build are listed first, so they are what went unread, and a limit
+    /// that could not be checked must not let a large build through as a small one.
     pub fn over_limit(&self, limit: u32) -> Option<String> {
+        if self.unread_lines > 0 {
+            return Some(format!(
+                "refusing to build: cannot tell how many derivations would be compiled on this machine \
+                 ([build] max_local_builds = {limit}): `nix build --dry-run` printed {} lines, more than \
+                 the {MAX_PLAN_LINES} read, and the first {} (where nix lists what it would build) were \
+                 not read; an unknown count is treated as over the limit\n\
+                 hint: run `nix build --dry-run` on the commit's toplevel here to see why it says so much \
+                 (a very large build, or a flood of evaluation warnings); push the outputs to a binary \
+                 cache this machine uses, or remove [build] max_local_builds to build without the check",
+                self.unread_lines + MAX_PLAN_LINES,
+                self.unread_lines,
+            ));
+        }
         if self.local_builds() <= limit as usize {
             return None;
         }
@@ -248,11 +276,8 @@ pub fn signed_paths(json: &str, trusted: &BTreeSet<String>) -> Result<BTreeSet<S
 
 /// Asks nix what building `req` would do (evaluating the commit, as the build would).
 pub async fn preview(req: &BuildRequest<'_>) -> Result<BuildPlan, BuildError> {
-    let done = Cmd::new("nix")
-        .args(dry_run_args(req))
+    let done = reading(Cmd::new("nix").args(dry_run_args(req)))
         .timeout(req.settings.timeout)
-        .capture_stdout()
-        .keep_stderr_lines(MAX_PLAN_LINES)
         .run()
         .await;
     let done = match done {
@@ -262,17 +287,30 @@ pub async fn preview(req: &BuildRequest<'_>) -> Result<BuildPlan, BuildError> {
         Err(e @ CmdError::NotFound { .. }) => return Err(BuildError::NixMissing(e.to_string())),
         Err(e) => return Err(BuildError::Machine(e.to_string(), None)),
     };
+    let mut plan = lists(&done);
+    // An incomplete plan is over any limit already (and the paths are too many to ask
+    // about on one command line).
+    if !plan.fetch.is_empty() && plan.unread_lines == 0 {
+        plan.untrusted = untrusted(req, &plan.fetch).await;
+    }
+    Ok(plan)
+}
+
+/// How the dry run's output is read: stdout (the `--json` outputs) kept, and the last
+/// [`MAX_PLAN_LINES`] lines of stderr, with a count of those before them.
+fn reading(cmd: Cmd) -> Cmd {
+    cmd.capture_stdout().keep_stderr_lines(MAX_PLAN_LINES)
+}
+
+/// The plan's lists from a finished dry run (before the signature check).
+fn lists(done: &Finished) -> BuildPlan {
     let (build, fetch) = parse_dry_run(&done.stderr_tail);
-    let untrusted = if fetch.is_empty() {
-        Vec::new()
-    } else {
-        untrusted(req, &fetch).await
-    };
-    Ok(BuildPlan {
+    BuildPlan {
         build,
         fetch,
-        untrusted,
-    })
+        untrusted: Vec::new(),
+        unread_lines: done.stderr_lines_dropped,
+    }
 }
 
 /// The paths to fetch that no substituter offers with a trusted signature. When nix or a
@@ -363,6 +401,9 @@ pub struct Record<'a> {
     /// Names of the first derivations to build / untrusted paths (at most 20 each).
     pub build_names: Vec<String>,
     pub untrusted_names: Vec<String>,
+    /// Lines of the dry run not read (more than it reads): the counts are then only
+    /// what was seen, and a limit refuses.
+    pub unread_lines: usize,
 }
 
 /// The file the last plan is recorded in.
@@ -401,6 +442,7 @@ pub async fn gate(
         refused: refusal.is_some(),
         build_names: short(&plan.build),
         untrusted_names: short(&plan.untrusted),
+        unread_lines: plan.unread_lines,
     };
     if let Ok(bytes) = serde_json::to_vec_pretty(&record) {
         if let Err(e) = crate::state::write_atomic(&state_dir.join(RECORD_FILE), &bytes) {
@@ -456,6 +498,7 @@ mod tests {
             build: vec![format!("/nix/store/{H}-nixos-system-pi1.drv")],
             fetch: vec![format!("/nix/store/{H}-bash-5.2")],
             untrusted: vec![format!("/nix/store/{H}-bash-5.2")],
+            unread_lines: 0,
         };
         assert_eq!(plan.local_builds(), 2);
         assert_eq!(plan.over_limit(2), None);
@@ -471,6 +514,59 @@ mod tests {
             .map(|i| format!("/nix/store/{H}-p{i}.drv"))
             .collect();
         assert!(names(&many, 8).ends_with("p7.drv, and 4 more"));
+    }
+
+    /// A dry run that prints more than is read: nix's list of derivations to build (it
+    /// comes first) is lost, and what is left looks like a small build. It must count as
+    /// over any limit, saying why, never as the few builds that were seen.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_oversized_dry_run_fails_closed() {
+        let script = format!(
+            "echo 'these 3 derivations will be built:' >&2
+             for d in a b nixos-system-pi1; do echo \"  /nix/store/{H}-$d.drv\" >&2; done
+             echo 'these {n} paths will be fetched (1 MiB download, 2 MiB unpacked):' >&2
+             seq {n} | sed 's|.*|  /nix/store/{H}-p&|' >&2",
+            n = MAX_PLAN_LINES + 10
+        );
+        let done = reading(Cmd::new("/bin/sh").args(["-c", &script]))
+            .run_ok()
+            .await
+            .unwrap();
+        let plan = lists(&done);
+        assert_eq!(
+            plan.build,
+            Vec::<String>::new(),
+            "the start was read after all"
+        );
+        assert_eq!(plan.fetch.len(), MAX_PLAN_LINES);
+        assert_eq!(plan.unread_lines, 15);
+        assert_eq!(plan.local_builds(), 0);
+        for limit in [0, 3, 1000, u32::MAX] {
+            let text = plan
+                .over_limit(limit)
+                .expect("an incomplete plan let through");
+            assert!(
+                text.starts_with("refusing to build: cannot tell how many derivations"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("[build] max_local_builds = {limit}")),
+                "{text}"
+            );
+            assert!(text.contains("printed 50015 lines"), "{text}");
+            assert!(text.contains("\nhint: run `nix build --dry-run`"), "{text}");
+        }
+        assert!(plan.summary().contains("incomplete"), "{}", plan.summary());
+
+        // Exactly as many lines as are read: complete, nothing refused for it.
+        let script = format!("seq {MAX_PLAN_LINES} | sed 's|.*|  /nix/store/{H}-p&|' >&2");
+        let done = reading(Cmd::new("/bin/sh").args(["-c", &script]))
+            .run_ok()
+            .await
+            .unwrap();
+        let plan = lists(&done);
+        assert_eq!(plan.unread_lines, 0);
+        assert_eq!(plan.over_limit(0), None);
     }
 
     #[test]

@@ -17,7 +17,6 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::{Fetched, SourceError, GRACE};
 use crate::config::SourceSettings;
 use crate::failure::{Failure, Kind};
+use crate::process::{Cmd, CmdError};
 use crate::trust::{Checked, Floor, Reason, Refusal, Verdict};
 
 /// The daemon's configuration file: set, git calls go to a child process.
@@ -170,69 +170,110 @@ fn unexpected(settings: &SourceSettings, answer: Answer) -> SourceError {
     }
 }
 
+/// The largest answer taken from a child: a commit, a subject, a message with a few
+/// lines of a tool's stderr fit many times over. More is no answer (a bug), and is not
+/// read further.
+const MAX_ANSWER: u64 = 1 << 20;
+
 async fn call(
     settings: &SourceSettings,
     args: &[OsString],
     deadline: Duration,
 ) -> Result<Answer, SourceError> {
     let url = settings.url.redacted().to_string();
-    let internal = |message: String| SourceError::Internal {
-        url: url.clone(),
-        message,
-    };
     let Some(config) = CONFIG.get() else {
-        return Err(internal("git child process not enabled (a bug)".into()));
+        return Err(SourceError::Internal {
+            url,
+            message: "git child process not enabled (a bug)".into(),
+        });
     };
     // This very executable, even if its file was replaced since the daemon started.
-    let mut command = tokio::process::Command::new("/proc/self/exe");
-    command
+    let command = Cmd::new("/proc/self/exe")
         .arg("--config")
         .arg(config)
         .arg("source-call")
         .args(args)
         .arg("--branch")
-        .arg(&settings.branch)
+        .arg(&settings.branch);
+    ask(command, &url, deadline).await
+}
+
+/// Runs the child (`command`, given `--timeout-ms` here) through the common door
+/// ([`Cmd`]: its own process group, its stdout capped, the child and everything it
+/// started (gpgv, ssh-keygen) killed at the deadline) and reads its one answer.
+async fn ask(command: Cmd, url: &str, deadline: Duration) -> Result<Answer, SourceError> {
+    let internal = |message: String| SourceError::Internal {
+        url: url.to_string(),
+        message,
+    };
+    let command = command
         .arg("--timeout-ms")
         .arg(deadline.as_millis().to_string())
-        // Only the daemon speaks to systemd (NotifyAccess=main).
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    // Ignored from the start (a disposition of SIG_IGN survives exec): a stop of the
-    // whole unit right after the spawn, before serve() runs, must not end the call.
-    // SAFETY: signal(2) with SIG_IGN is async-signal-safe; nothing else runs here.
-    unsafe {
-        command.pre_exec(|| {
-            use nix::sys::signal::{signal, SigHandler, Signal};
-            for sig in [Signal::SIGTERM, Signal::SIGINT] {
-                signal(sig, SigHandler::SigIgn).map_err(std::io::Error::from)?;
-            }
-            Ok(())
-        });
+        .timeout(deadline + GRACE + START)
+        .capture_stdout()
+        .max_stdout(MAX_ANSWER)
+        // Its log lines are the daemon's (the journal), as they come.
+        .inherit_stderr()
+        // Ignored from the start (a disposition of SIG_IGN survives exec): a stop of the
+        // whole unit right after the spawn, before serve() runs, must not end the call.
+        .ignore_stop_signals();
+    let done = match command.run().await {
+        Ok(done) => done,
+        Err(CmdError::TimedOut { .. }) => {
+            return Err(SourceError::TimedOut {
+                url: url.to_string(),
+                after: deadline,
+            })
+        }
+        Err(e) => return Err(internal(format!("cannot run the git child process: {e}"))),
+    };
+    if done.stdout_truncated {
+        return Err(internal(format!(
+            "the git child process ({}) answered more than {} (no answer is that long; \
+             the rest was not read)",
+            done.status,
+            humansize(MAX_ANSWER)
+        )));
     }
-    let child = command
-        .spawn()
-        .map_err(|e| internal(format!("cannot start the git child process: {e}")))?;
-    let output =
-        match tokio::time::timeout(deadline + GRACE + START, child.wait_with_output()).await {
-            Ok(Ok(output)) => output,
-            Ok(Err(e)) => return Err(internal(format!("waiting for the git child process: {e}"))),
-            // Dropping the future killed the child (kill_on_drop).
-            Err(_) => {
-                return Err(SourceError::TimedOut {
-                    url,
-                    after: deadline,
-                })
-            }
-        };
-    serde_json::from_slice(&output.stdout).map_err(|e| {
-        internal(format!(
-            "the git child process ended ({}) without an answer: {e}",
-            output.status
-        ))
+    let line = done.stdout.trim_end_matches('\n');
+    if line.contains('\n') {
+        return Err(internal(format!(
+            "the git child process ({}) answered more than one line: {}",
+            done.status,
+            excerpt(line)
+        )));
+    }
+    serde_json::from_str(line).map_err(|e| {
+        internal(if line.trim().is_empty() {
+            format!(
+                "the git child process ended ({}) without an answer",
+                done.status
+            )
+        } else {
+            format!(
+                "the git child process ended ({}) with an answer that is not one: {e}: {}",
+                done.status,
+                excerpt(line)
+            )
+        })
     })
+}
+
+fn humansize(bytes: u64) -> String {
+    format!("{} MiB", bytes >> 20)
+}
+
+/// The start of a bad answer, for the message: bounded, printable.
+fn excerpt(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > 200 {
+        out.push_str("...");
+    }
+    format!("{out:?}")
 }
 
 /// The child's side (`source-call`): one call in this process, its answer as JSON on
@@ -361,6 +402,113 @@ mod tests {
             let text = serde_json::to_string(&answer).unwrap();
             assert!(!text.contains('\n'), "one line: {text}");
             assert_eq!(serde_json::from_str::<Answer>(&text).unwrap(), answer);
+        }
+    }
+
+    /// A stand-in for the child: `script` under sh (the `--timeout-ms` that [`ask`]
+    /// adds lands in `$1`).
+    async fn ask_sh(script: &str, deadline: Duration) -> Result<Answer, SourceError> {
+        ask(
+            Cmd::new("/bin/sh").args(["-c", script, "child"]),
+            "git://h/r",
+            deadline,
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_json_line_is_the_answer() {
+        let commit = "c".repeat(40);
+        let got = ask_sh(
+            &format!("echo '{{\"answer\":\"head\",\"commit\":\"{commit}\"}}'"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, Answer::Head { commit });
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_garbled_answer_is_refused_with_its_start() {
+        let e = ask_sh("echo 'Segmentation fault, or so'", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, SourceError::Internal { .. }), "{e:?}");
+        assert_eq!(e.kind(), Kind::Environment);
+        let text = e.to_string();
+        assert!(text.contains("an answer that is not one"), "{text}");
+        assert!(text.contains("Segmentation fault, or so"), "{text}");
+        assert!(text.contains("\nhint: "), "{text}");
+
+        let e = ask_sh("echo '{}'; echo '{}'", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("more than one line"), "{e}");
+
+        let e = ask_sh("exit 3", Duration::from_secs(5)).await.unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("without an answer"), "{text}");
+        assert!(text.contains("exit status: 3"), "{text}");
+    }
+
+    /// A child that never stops writing: refused at [`MAX_ANSWER`], its pipe closed (it
+    /// gets EPIPE and ends), this process holding no more than the cap.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_endless_answer_is_cut_and_refused() {
+        let started = std::time::Instant::now();
+        let e = ask_sh("exec yes '{\"answer\":\"head\"}'", Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(20), "{e}");
+        assert!(matches!(e, SourceError::Internal { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("answered more than 1 MiB"), "{text}");
+        assert!(
+            text.len() < 2000,
+            "the message holds the answer: {} bytes",
+            text.len()
+        );
+    }
+
+    /// A child stuck past its deadline (it ignores SIGTERM, as the real one does) is
+    /// killed with what it started, also a helper that left the process group as a
+    /// daemon would (gpgv, ssh-keygen run under the trust check); the call times out.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stuck_child_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let script = format!(
+            "sleep 600 & echo $! > {a}; setsid sh -c 'echo $$ > {b}; exec sleep 600' & \
+             while :; do sleep 1; done",
+            a = a.display(),
+            b = b.display()
+        );
+        let started = std::time::Instant::now();
+        let e = ask_sh(&script, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(e, SourceError::TimedOut { .. }), "{e:?}");
+        assert!(e.to_string().contains("timed out after 100ms"), "{e}");
+        // Its deadline, GRACE and START, then SIGTERM (ignored) and the kill's grace.
+        assert!(took >= GRACE + START, "killed before its time: {took:?}");
+        assert!(took < GRACE + START + Duration::from_secs(8), "{took:?}");
+        std::thread::sleep(Duration::from_millis(200));
+        for file in [a, b] {
+            let pid: i32 = std::fs::read_to_string(&file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start().chars().next());
+            assert!(
+                stat.is_empty() || state == Some(Some('Z')),
+                "{} {pid} survived the deadline: {stat}",
+                file.display()
+            );
         }
     }
 

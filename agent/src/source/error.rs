@@ -82,8 +82,9 @@ pub enum SourceError {
     /// is stuck in a socket read); it ends at libgit2's own socket timeout.
     #[error("the git cache {} is still held by an earlier fetch that timed out\nhint: the next run retries", path.display())]
     CacheBusy { path: PathBuf },
-    /// The git worker thread could not be started or died.
-    #[error("git ({url}): {message}")]
+    /// The git worker thread (or the daemon's git child process) could not be started,
+    /// died, or answered nonsense: this machine or a bug, never the commit.
+    #[error("git ({url}): {message}\nhint: not the commit's fault (this machine's resources, or a bug in homelab-agent); the next run retries; if it repeats, report it with the agent's log (journalctl -u homelab-agent)")]
     Internal { url: String, message: String },
     /// What the daemon's git child process reported (source/child.rs): the child
     /// classified it, its kind and words are passed on unchanged.
@@ -240,6 +241,15 @@ mod tests {
                 },
                 Kind::Configuration,
                 "[source] branch",
+                "network",
+            ),
+            (
+                SourceError::Internal {
+                    url: url(),
+                    message: "the git thread died (a bug: please report it)".into(),
+                },
+                Kind::Environment,
+                "\nhint: not the commit's fault",
                 "network",
             ),
         ];

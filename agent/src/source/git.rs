@@ -449,7 +449,13 @@ fn host_key_message(verdict: known_hosts::Verdict, name: &str, kind: &str, file:
              hint: verify the server's key out of band, then update the file",
             file.display()
         ),
-        known_hosts::Verdict::Revoked => format!("the {kind} host key of {name} is marked @revoked in {}", file.display()),
+        known_hosts::Verdict::Revoked => format!(
+            "the {kind} host key of {name} is marked @revoked in {}: the server still offers a key \
+             you revoked. hint: if the server's key was replaced, check the new key's fingerprint \
+             out of band and add it to the file; if not, the server or its key may be compromised: \
+             do not trust it until that is settled",
+            file.display()
+        ),
         _ => format!(
             "{name} is not in {} (unknown host key, never accepted automatically). \
              hint: add its key, e.g. `ssh-keyscan -p PORT HOST >> {}` after checking the fingerprint",
@@ -632,5 +638,28 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("/no/such/path does not exist"), "{text}");
         assert!(!text.contains("network"), "{text}");
+    }
+
+    #[test]
+    fn every_refused_host_key_says_what_to_do() {
+        let file = Path::new("/etc/homelab-agent/known_hosts");
+        for verdict in [
+            known_hosts::Verdict::Changed,
+            known_hosts::Verdict::Unknown,
+            known_hosts::Verdict::Revoked,
+        ] {
+            let text = host_key_message(verdict, "[127.0.0.1]:2222", "ssh-ed25519", file);
+            assert!(text.contains("[127.0.0.1]:2222"), "{text}");
+            assert!(text.contains("/etc/homelab-agent/known_hosts"), "{text}");
+            assert!(text.contains(" hint: "), "{text}");
+        }
+        let text = host_key_message(
+            known_hosts::Verdict::Revoked,
+            "git.example.org",
+            "ssh-ed25519",
+            file,
+        );
+        assert!(text.contains("is marked @revoked in"), "{text}");
+        assert!(text.contains("check the new key's fingerprint"), "{text}");
     }
 }

@@ -35,6 +35,9 @@ pub fn check(file: &Path, name: &str, key_type: &str, key: &[u8]) -> Result<Verd
 
 pub fn check_text(text: &str, name: &str, key_type: &str, key: &[u8]) -> Verdict {
     let mut host_listed = false;
+    // A revocation anywhere in the file wins over a line that lists the key (as in
+    // OpenSSH): every line is read before the key is trusted.
+    let mut trusted = false;
     for line in text
         .lines()
         .map(str::trim)
@@ -56,11 +59,13 @@ pub fn check_text(text: &str, name: &str, key_type: &str, key: &[u8]) -> Verdict
         match (marker, same_key) {
             (Some("@revoked"), true) => return Verdict::Revoked,
             (Some(_), _) => {}
-            (None, true) => return Verdict::Trusted,
+            (None, true) => trusted = true,
             (None, false) => host_listed = true,
         }
     }
-    if host_listed {
+    if trusted {
+        Verdict::Trusted
+    } else if host_listed {
         Verdict::Changed
     } else {
         Verdict::Unknown
@@ -164,6 +169,14 @@ mod tests {
     #[test]
     fn revoked_and_negated_and_garbage() {
         let text = format!("@revoked * ssh-ed25519 {KEY_B64}\n@revoked git.example.org ssh-ed25519 {KEY_B64}\nnot a line\n");
+        assert_eq!(
+            check_text(&text, "git.example.org", "ssh-ed25519", &key()),
+            Verdict::Revoked
+        );
+        // Listed first, revoked after: still revoked.
+        let text = format!(
+            "git.example.org ssh-ed25519 {KEY_B64}\n@revoked git.example.org ssh-ed25519 {KEY_B64}\n"
+        );
         assert_eq!(
             check_text(&text, "git.example.org", "ssh-ed25519", &key()),
             Verdict::Revoked

@@ -160,6 +160,11 @@ fn sigterm_to_the_group_lets_the_git_child_finish_its_call() {
     }
     let group = nix::unistd::Pid::from_raw(daemon.id() as i32);
     nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM).unwrap();
+    // The child has a process group of its own (so its deadline can end all it started);
+    // systemd's stop signals every process of the unit's cgroup, so it gets one too.
+    for pid in pids_matching(&needle) {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
     let out = daemon.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{out:?}");
@@ -169,6 +174,71 @@ fn sigterm_to_the_group_lets_the_git_child_finish_its_call() {
             .as_str()
             .is_some_and(|e| e.contains("timed out after 2s")),
         "{got}\n{err}"
+    );
+    crate::support::assert_no_process(&needle, "the git child");
+}
+
+fn pids_matching(needle: &str) -> Vec<nix::unistd::Pid> {
+    crate::support::processes_matching(needle)
+        .iter()
+        .filter_map(|p| p.split(':').next()?.parse().ok())
+        .map(nix::unistd::Pid::from_raw)
+        .collect()
+}
+
+/// A git child stuck past its deadline (frozen here with SIGSTOP: neither its own
+/// deadline nor SIGTERM can end it) is killed by the daemon at the child's deadline
+/// plus the start-up allowance; the poll is recorded as timed out, the daemon goes on,
+/// and no process is left behind. (That the kill takes what the child started along,
+/// gpgv or ssh-keygen under the trust check, is source/child.rs's unit test with a
+/// stand-in child: the real one starts nothing before the trust check.)
+#[test]
+fn a_stuck_git_child_is_killed_at_its_deadline() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut h = Harness::new();
+    h.url = format!(
+        "git://127.0.0.1:{}/homelab.git",
+        hole.local_addr().unwrap().port()
+    );
+    h.source_extra = "timeout = \"1s\"\n".into();
+    let started = Instant::now();
+    let daemon = start_daemon(&mut h);
+    let needle = format!("{} source-call", h.path("config.toml").display());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let child = loop {
+        if let Some(&pid) = pids_matching(&needle).first() {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no git child within 20 s");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    cycle_after(&h.path("runtime/last-poll.json"), None);
+    let took = started.elapsed();
+    // Killed, not merely left: its /proc entry is gone once the daemon reaped it.
+    assert!(
+        !Path::new(&format!("/proc/{child}")).exists()
+            || std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|s| s
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))),
+        "the stuck child {child} is still there"
+    );
+    let err = stop(daemon);
+    let got = last_poll(&h);
+    assert!(
+        got["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out after 1s") && e.contains("[source] timeout")),
+        "{got}\n{err}"
+    );
+    // 1 s, the child's grace (1 s) and start allowance (5 s), the kill's grace (3 s).
+    assert!(
+        took >= Duration::from_secs(7),
+        "killed before its deadline: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "a 1 s deadline took {took:?}"
     );
     crate::support::assert_no_process(&needle, "the git child");
 }

@@ -17,14 +17,15 @@ use crate::support::{nix_available, require, Harness};
 /// `webhook` (adnanh/webhook, Debian package `webhook`) with two hooks: `got`, whose
 /// command writes the raw body and the headers (JSON) to `<dir>/<name>.body|.headers`
 /// (the name comes from the query string), and `slow`, which answers after 30 s.
-struct WebhookServer {
+/// (Also reboots.rs's receiver.)
+pub(crate) struct WebhookServer {
     child: Child,
     port: u16,
     dir: PathBuf,
 }
 
 impl WebhookServer {
-    fn start(dir: &Path) -> WebhookServer {
+    pub(crate) fn start(dir: &Path) -> WebhookServer {
         std::fs::create_dir_all(dir).unwrap();
         let record = dir.join("record");
         std::fs::write(
@@ -78,11 +79,11 @@ impl WebhookServer {
         }
     }
 
-    fn url(&self, hook: &str, name: &str) -> String {
+    pub(crate) fn url(&self, hook: &str, name: &str) -> String {
         format!("http://127.0.0.1:{}/hooks/{hook}?name={name}", self.port)
     }
 
-    fn body(&self, name: &str) -> String {
+    pub(crate) fn body(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{name}.body")))
             .unwrap_or_else(|e| panic!("the receiver got no {name} post: {e}"))
     }

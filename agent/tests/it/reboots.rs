@@ -324,6 +324,78 @@ fn a_boot_that_fails_its_checks_falls_back_reboots_once_and_never_loops() {
     assert_eq!(h.profile_system().as_deref(), Some(first.as_path()));
 }
 
+/// A failed boot verification is a recorded failure like any other: the receivers hear
+/// of it (once), and before the fallback reboot that ends the unit. Here `systemctl`
+/// notes, when asked to reboot, whether the receiver already has the post.
+#[test]
+fn a_failed_boot_verification_is_notified_before_the_fallback_reboot() {
+    if !prerequisites() || !require("webhook") {
+        return;
+    }
+    let mut h = machine("policy = \"when-required\"");
+    let server = crate::notifications::WebhookServer::start(&h.path("webhook"));
+    let body = h.path("webhook/boot.body");
+    std::fs::write(
+        h.path("shim/systemctl"),
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {log}\n\
+             if [ \"$1\" = reboot ]; then\n\
+             \tif [ -e {body} ]; then echo told >> {order}; else echo untold >> {order}; fi\n\
+             fi\n",
+            log = h.path("systemctl.log").display(),
+            body = body.display(),
+            order = h.path("order").display(),
+        ),
+    )
+    .unwrap();
+    let told = h.path("told");
+    h.extra.push_str(&format!(
+        "[[notify.webhooks]]\nurl = \"{json}\"\nformat = \"json\"\non = [\"failed\"]\n\
+         [[notify.commands]]\ncommand = [\"/bin/sh\", \"-c\", \"echo \\\"$HOMELAB_AGENT_OUTCOME\\\" >> \\\"$0\\\"\", \"{told}\"]\non = [\"failed\"]\n",
+        json = server.url("got", "boot"),
+        told = told.display(),
+    ));
+    h.checks = Some(format!(
+        "[[health.checks]]\nname = \"after-boot\"\ntype = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"test ! -e {}\"]\ntimeout = \"5s\"\n",
+        h.path("broken").display()
+    ));
+    let (_first, second) = kernel_deployed(&mut h);
+    assert!(!body.exists(), "a deployment is not a failure");
+    let deployed_commit = h.status()["deployed"]["commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    std::fs::write(h.path("broken"), "").unwrap();
+    boot(&h, &second);
+    let v = h.agent(&["verify-boot"]);
+    assert_eq!(v.code(), 1, "{}\n{}", v.stdout(), v.stderr());
+    assert_eq!(reboots(&h).len(), 2, "one fallback reboot");
+    // The first reboot (into the new kernel) came before any failure; at the second
+    // (the fallback) the receiver must already have the failure.
+    assert_eq!(
+        std::fs::read_to_string(h.path("order")).unwrap_or_default(),
+        "untold\ntold\n",
+        "the receiver did not have the failure before the fallback reboot"
+    );
+    let doc: Value = serde_json::from_str(&server.body("boot")).unwrap();
+    assert_eq!(doc["schema"], "homelab-agent.notification");
+    assert_eq!(doc["outcome"], "failed", "{doc}");
+    assert_eq!(doc["host"], "pi1");
+    assert_eq!(doc["commit"], deployed_commit.as_str(), "{doc}");
+    assert_eq!(doc["system"], second.display().to_string(), "{doc}");
+    assert_eq!(doc["phase"], "health", "{doc}");
+    assert_eq!(doc["rolled_back"], true, "{doc}");
+    assert!(
+        doc["error"].as_str().is_some_and(
+            |e| e.contains("the boot of generation 2 failed its health checks: after-boot")
+        ),
+        "{doc}"
+    );
+    // Told once: verify-boot's own send after the reboot request finds the queue empty.
+    assert_eq!(std::fs::read_to_string(&told).unwrap(), "failed\n");
+}
+
 #[test]
 fn outside_the_window_no_reboot_and_status_says_until_when() {
     if !prerequisites() {

@@ -190,6 +190,21 @@ fn ssh_wrong_key_unknown_and_changed_host_keys_are_refused() {
     let run = h.run_once();
     run.expect(78); // credentials and host keys are configuration
     assert!(run.stderr().contains("does NOT match"), "{}", run.stderr());
+
+    // The server's own key, revoked: refused even though it is also listed, with what
+    // to do about it.
+    let line = sshd.known_hosts_line();
+    std::fs::write(h.path("known_hosts"), format!("{line}\n@revoked {line}\n")).unwrap();
+    let run = h.run_once();
+    run.expect(78); // credentials and host keys are configuration
+    assert!(
+        run.stderr().contains("is marked @revoked in")
+            && run
+                .stderr()
+                .contains("hint: if the server's key was replaced"),
+        "{}",
+        run.stderr()
+    );
     assert_eq!(
         h.nix_calls(),
         0,
