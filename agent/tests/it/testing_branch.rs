@@ -8,6 +8,15 @@ use std::path::PathBuf;
 use crate::support::servers::{ssh_keygen, GitDaemon};
 use crate::support::{git, git_out, nix_available, require_that, Harness};
 
+const WATCH: &str = "testing_branch = \"testing/{host}\"\n";
+
+/// A harness whose agent watches `testing/pi1`.
+fn watching() -> Harness {
+    let mut h = Harness::new();
+    h.source_extra = WATCH.into();
+    h
+}
+
 fn checkout(h: &Harness, branch: &str, create: bool) {
     if create {
         git(&h.repo, &["checkout", "-q", "-b", branch]);
@@ -21,8 +30,7 @@ fn a_testing_branch_is_test_activated_reported_and_replaced_by_main() {
     if !nix_available() {
         return;
     }
-    let mut h = Harness::new();
-    h.source_extra = "testing_branch = \"testing/{host}\"\n".into();
+    let mut h = watching();
     let (_, base) = h.bootstrap();
     let boot_default = h.boot_default();
 
@@ -131,8 +139,7 @@ fn a_missing_testing_branch_is_not_an_error() {
     if !nix_available() {
         return;
     }
-    let mut h = Harness::new();
-    h.source_extra = "testing_branch = \"testing/{host}\"\n".into();
+    let mut h = watching();
     h.bootstrap();
     h.run_once().expect(0);
     let s = h.status();
@@ -150,13 +157,11 @@ fn a_killed_test_activation_is_undone_and_never_committed() {
         return;
     }
     for point in ["after_activate", "after_health"] {
-        let mut h = Harness::new();
-        h.source_extra = "testing_branch = \"testing/{host}\"\n".into();
+        let mut h = watching();
         let (_, base) = h.bootstrap();
         let boot_default = h.boot_default();
-        checkout(&h, "testing/pi1", true);
         h.host("pi1").content = "on test".into();
-        h.commit("try something");
+        commit_on_testing(&h, "try something");
         let mut cmd = h.command(&["run", "--once"]);
         cmd.env("HOMELAB_AGENT_FAILPOINTS", point);
         let out = cmd.output().unwrap();
@@ -238,8 +243,7 @@ fn an_idle_poll_with_a_testing_branch_is_one_round_trip() {
     if !nix_available() {
         return;
     }
-    let mut h = Harness::new();
-    h.source_extra = "testing_branch = \"testing/{host}\"\n".into();
+    let mut h = watching();
     let served = Served::start(&mut h);
     h.bootstrap();
     // No testing branch on the remote yet.
@@ -305,7 +309,7 @@ fn a_refused_testing_head_is_fetched_once() {
     let allowed = h.path("keys/allowed_signers");
     std::fs::write(&allowed, signer(&alice_pub)).unwrap();
     h.source_extra = format!(
-        "testing_branch = \"testing/{{host}}\"\nverify = \"ssh\"\nallowed_signers_file = \"{}\"\n",
+        "{WATCH}verify = \"ssh\"\nallowed_signers_file = \"{}\"\n",
         allowed.display()
     );
     let repo = h.repo.clone();
