@@ -32,12 +32,11 @@ pub struct Fetched {
 }
 
 /// The remote's branch heads from one listing of its refs (the cheap poll).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heads {
     /// The watched branch's head.
     pub main: String,
     /// The testing branch looked for in the same listing; `None` when none was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub testing: Option<TestingHead>,
 }
 
