@@ -86,14 +86,6 @@ impl From<SourceError> for Answer {
     }
 }
 
-/// The remote head, asked by a child process.
-pub async fn remote_head(
-    settings: &SourceSettings,
-    deadline: Duration,
-) -> Result<String, SourceError> {
-    remote_heads(settings, deadline).await.map(|h| h.main)
-}
-
 /// The remote heads from one listing ([`super::remote_heads`]), asked by a child process.
 pub async fn remote_heads(
     settings: &SourceSettings,

@@ -43,14 +43,7 @@ pub async fn remote_head(
     settings: &SourceSettings,
     deadline: Duration,
 ) -> Result<String, SourceError> {
-    if child::enabled() {
-        return child::remote_head(settings, deadline).await;
-    }
-    let settings = settings.clone();
-    detached(settings.url.redacted().to_string(), deadline, move || {
-        git::Remote::new(&settings, deadline)?.head()
-    })
-    .await
+    remote_heads(settings, deadline).await.map(|h| h.main)
 }
 
 /// The watched branch's head and, when `[source] testing_branch` is set, the testing
