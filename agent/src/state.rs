@@ -72,6 +72,10 @@ pub struct State {
     /// The testing branch's last commit handled (deploy/testing.rs): what is on test.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub testing: Option<Testing>,
+    /// The testing branch's head refused by the trust checks (deploy/testing/refusal.rs):
+    /// not fetched or checked again while that head and the trust policy stay the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub testing_refused: Option<Refused>,
 }
 
 /// A head refused before evaluation (agent/src/trust).

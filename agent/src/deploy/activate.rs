@@ -43,8 +43,7 @@ pub struct StepFailure {
     pub checks: Vec<CheckResult>,
 }
 
-/// How the protocol ended. The caller records it (`record.rs`, `testing.rs`). A test plan
-/// ([`IntentKind::Test`]) that ends healthy is `Committed` with the profile untouched.
+/// How the protocol ended. The caller records it (`record.rs`, `testing.rs`).
 #[derive(Debug)]
 pub enum Ending {
     /// Healthy; now the profile's generation `generation` and the boot default.
@@ -52,17 +51,20 @@ pub enum Ending {
         generation: u32,
         checks: Vec<CheckResult>,
     },
-    /// Failed; the previous system is live again (or there was none to go back to).
-    RolledBack {
-        failed: StepFailure,
-        restored: Option<PathBuf>,
-    },
-    /// Failed, and the way back failed too: the machine needs attention.
-    RollbackFailed {
-        failed: StepFailure,
-        rollback: Failure,
-        target: PathBuf,
-    },
+    /// A test plan ([`IntentKind::Test`]) ended healthy: live now, and nothing more. No
+    /// generation was made; the profile and the boot default did not move.
+    Tested { checks: Vec<CheckResult> },
+    /// Failed; `back` says what became of the way back.
+    Failed { failed: StepFailure, back: Back },
+}
+
+/// The way back after a failed activation.
+#[derive(Debug)]
+pub enum Back {
+    /// The previous system is live again (`None`: there was none to go back to).
+    Restored(Option<PathBuf>),
+    /// The way back to `target` failed too: the machine needs attention.
+    RollbackFailed { rollback: Failure, target: PathBuf },
 }
 
 /// A fresh tag for one intent's activations.
@@ -127,7 +129,7 @@ impl Agent {
             .test_check_commit(state, &mut intent, plan.target)
             .await
         {
-            Ok((generation, checks)) => return Ok(Ending::Committed { generation, checks }),
+            Ok(healthy) => return Ok(healthy),
             Err(failed) => failed,
         };
         log::error!(
@@ -135,36 +137,33 @@ impl Agent {
             "activating {}: {}", plan.target.display(), failed.failure
         );
         let Some(previous) = plan.previous else {
-            return Ok(Ending::RolledBack {
+            return Ok(Ending::Failed {
                 failed,
-                restored: None,
+                back: Back::Restored(None),
             });
         };
         intent.step = Step::RollingBack;
         state.intent = Some(intent.clone());
         let _ = self.save(state); // the intent on disk already says "bring it back"
         notify::status(&format!("rolling back to {}", previous.display()));
-        match self.restore(&previous, &intent.activation).await {
-            Ok(()) => Ok(Ending::RolledBack {
-                failed,
-                restored: Some(previous),
-            }),
-            Err(rollback) => Ok(Ending::RollbackFailed {
-                failed,
+        let back = match self.restore(&previous, &intent.activation).await {
+            Ok(()) => Back::Restored(Some(previous)),
+            Err(rollback) => Back::RollbackFailed {
                 rollback,
                 target: previous,
-            }),
-        }
+            },
+        };
+        Ok(Ending::Failed { failed, back })
     }
 
-    /// `switch-to-configuration test`, health checks, commit; each step noted in the
-    /// intent before it starts.
+    /// `switch-to-configuration test`, health checks, commit (not for a test plan); each
+    /// step noted in the intent before it starts.
     async fn test_check_commit(
         &self,
         state: &mut State,
         intent: &mut Intent,
         target: &Path,
-    ) -> Result<(u32, Vec<CheckResult>), StepFailure> {
+    ) -> Result<Ending, StepFailure> {
         let what = intent
             .commit
             .as_deref()
@@ -205,12 +204,11 @@ impl Agent {
         }
         if intent.kind == IntentKind::Test {
             // A test activation never commits: the profile and the boot default stay
-            // where they are (the "generation" is the unchanged boot default's), and a
-            // reboot or the next deployment replaces the tested system.
-            return Ok((
-                intent.previous_generation.unwrap_or_default(),
-                report.results,
-            ));
+            // where they are, and a reboot or the next deployment replaces the tested
+            // system.
+            return Ok(Ending::Tested {
+                checks: report.results,
+            });
         }
 
         intent.step = Step::Committing;
@@ -229,7 +227,10 @@ impl Agent {
             .await
             .map_err(|f| fail(Phase::Commit, f, report.results.clone()))?;
         crate::failpoint("after_boot");
-        Ok((generation, report.results))
+        Ok(Ending::Committed {
+            generation,
+            checks: report.results,
+        })
     }
 
     /// Makes `target` the live system and the profile's current generation again.

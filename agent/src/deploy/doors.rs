@@ -24,6 +24,17 @@ pub type Fut<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 pub trait Source {
     /// The branch head on the remote: one round trip, nothing written.
     fn head(&self) -> Fut<'_, Result<String, Failure>>;
+    /// The branch head and, in the same round trip, the testing branch's when one is
+    /// watched ([`source::Heads`]): the poll. The default (test doors) lists no testing
+    /// branch, so the cycle asks [`Source::testing_head`] for it.
+    fn heads(&self) -> Fut<'_, Result<source::Heads, Failure>> {
+        Box::pin(async move {
+            Ok(source::Heads {
+                main: self.head().await?,
+                testing: None,
+            })
+        })
+    }
     /// Fetches the branch into the agent's cache; what was fetched is what gets built.
     fn fetch(&self) -> Fut<'_, Result<Fetched, Failure>>;
     /// The trust checks on a fetched commit (signature, descent from `floors`); see
@@ -37,7 +48,8 @@ pub trait Source {
         Box::pin(async { Ok(crate::trust::Checked::default()) })
     }
     /// The head of the testing branch (`[source] testing_branch`), `None` when none is
-    /// watched or the remote has no such branch.
+    /// watched or the remote has no such branch: a second round trip, only when
+    /// [`Source::heads`] did not list it.
     fn testing_head(&self) -> Fut<'_, Result<Option<String>, Failure>> {
         Box::pin(async { Ok(None) })
     }
@@ -146,6 +158,14 @@ impl Source for std::rc::Rc<Real> {
     fn head(&self) -> Fut<'_, Result<String, Failure>> {
         Box::pin(async move {
             source::remote_head(&self.settings.source, self.git_deadline())
+                .await
+                .map_err(source_failure)
+        })
+    }
+
+    fn heads(&self) -> Fut<'_, Result<source::Heads, Failure>> {
+        Box::pin(async move {
+            source::remote_heads(&self.settings.source, self.git_deadline())
                 .await
                 .map_err(source_failure)
         })

@@ -39,7 +39,7 @@ use crate::failure::Kind;
 use crate::notify;
 use crate::state::{IntentKind, Outcome, Phase, Pinned, Run, State, Store};
 
-use activate::{Ending, Plan};
+use activate::{Back, Ending, Plan};
 pub use doors::Doors;
 pub use recover::MAX_INTERRUPTIONS;
 pub use testing::live as testing_live;
@@ -93,8 +93,9 @@ impl Agent {
             return Ok(exit);
         }
         notify::status("polling");
-        let head = match self.doors.source.head().await {
-            Ok(head) => head,
+        // One listing of the remote's refs: main's head, and the testing branch's.
+        let (head, testing) = match self.doors.source.heads().await {
+            Ok(heads) => (heads.main, heads.testing),
             Err(f) => return Ok(self.not_tried(None, Phase::Fetch, f)),
         };
         if let Some(pin) = &state.pinned {
@@ -113,7 +114,7 @@ impl Agent {
         }
         if let Some(exit) = self.nothing_to_do(&state, &head) {
             // Main is idle: the testing branch's turn (testing.rs).
-            return Ok(self.after_main(&mut state, exit).await);
+            return Ok(self.after_main(&mut state, exit, testing).await);
         }
 
         notify::status(&format!("fetching {}", short(&head)));
@@ -261,7 +262,10 @@ impl Agent {
                 log::info!(message_id = crate::logging::message_id::ROLLED_BACK; "rolled back to {shown} as generation {generation}");
                 Exit::Ok
             }
-            Ending::RolledBack { failed, .. } => {
+            Ending::Failed {
+                failed,
+                back: Back::Restored(_),
+            } => {
                 run.outcome = Outcome::Failed;
                 run.phase = Some(failed.phase);
                 run.checks = failed.checks;
@@ -272,10 +276,13 @@ impl Agent {
                 // The target is an older generation: its failure blames no new commit.
                 Exit::Failed(Kind::Commit)
             }
-            Ending::RollbackFailed {
+            Ending::Failed {
                 failed,
-                rollback,
-                target: back,
+                back:
+                    Back::RollbackFailed {
+                        rollback,
+                        target: back,
+                    },
             } => {
                 run.outcome = Outcome::Failed;
                 run.phase = Some(failed.phase);
@@ -289,6 +296,10 @@ impl Agent {
                     since: crate::state::now(),
                 });
                 Exit::RollbackFailed
+            }
+            Ending::Tested { checks } => {
+                let error = "the rollback was activated but not committed".to_string();
+                record::wrong_ending(&mut run, checks, error)
             }
         };
         run.duration_ms = started.elapsed().as_millis() as u64;

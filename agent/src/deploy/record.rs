@@ -11,7 +11,7 @@ use crate::runtime::{self, LastPoll};
 use crate::source::Fetched;
 use crate::state::{self, Deployed, Outcome, Phase, Retry, RollbackPending, Run, State};
 
-use super::activate::Ending;
+use super::activate::{Back, Ending, StepFailure};
 use super::{short, Agent, Exit};
 
 /// A build of `head` still waiting out its backoff: the kind of the failure that started
@@ -43,15 +43,30 @@ impl Agent {
     /// Adds `run` to history, makes it what `status` shows, and saves: the one write
     /// that ends every recorded run.
     pub(super) fn finish(&self, state: &mut State, run: Run) -> Result<(), Failure> {
-        self.note_poll(
-            run.outcome,
-            run.commit.as_deref(),
-            run.error.as_deref(),
-            run.phase,
-        );
+        let commit = run.commit.clone();
+        self.finish_noting(state, run, commit.as_deref())
+    }
+
+    /// As [`Agent::finish`], with `poll_commit` as the last poll's commit instead of the
+    /// run's (there, a commit is main's head: a testing-branch run may name none).
+    pub(super) fn finish_noting(
+        &self,
+        state: &mut State,
+        run: Run,
+        poll_commit: Option<&str>,
+    ) -> Result<(), Failure> {
+        self.note_poll(run.outcome, poll_commit, run.error.as_deref(), run.phase);
         crate::announce::queue(&self.settings, &run, state);
         state.push_run(run);
         self.save(state)
+    }
+
+    /// [`Agent::finish`], then `exit`; a failed write stops the run.
+    pub(super) fn close(&self, state: &mut State, run: Run, exit: Exit) -> Exit {
+        match self.finish(state, run) {
+            Ok(()) => exit,
+            Err(f) => self.stop_run(f),
+        }
     }
 
     /// What `status` shows as the last run, without touching the state file.
@@ -150,10 +165,7 @@ impl Agent {
         run.error = Some(message.clone());
         state.mark_bad(&fetched.commit, Phase::Build, &message);
         state.last_handled = Some(fetched.commit.clone());
-        match self.finish(state, run) {
-            Ok(()) => Exit::Failed(Kind::Commit),
-            Err(f) => self.stop_run(f),
-        }
+        self.close(state, run, Exit::Failed(Kind::Commit))
     }
 
     /// A build of `head` is still waiting out its backoff: news only, and the same kind
@@ -196,10 +208,7 @@ impl Agent {
             d.commit = Some(fetched.commit.clone());
             d.subject = Some(fetched.subject.clone());
         }
-        match self.finish(state, run) {
-            Ok(()) => Exit::Ok,
-            Err(f) => self.stop_run(f),
-        }
+        self.close(state, run, Exit::Ok)
     }
 
     /// Records how a deployment's activation ended.
@@ -237,46 +246,15 @@ impl Agent {
                 );
                 Exit::Ok
             }
-            Ending::RolledBack { failed, restored } => {
-                run.outcome = Outcome::Failed;
-                run.phase = Some(failed.phase);
-                run.checks = failed.checks;
-                run.rolled_back = Some(restored.is_some());
-                let mut error = failed.failure.message.clone();
-                match &restored {
-                    Some(p) => {
-                        log::warn!(message_id = message_id::ROLLED_BACK; "rolled back to {}", p.display())
-                    }
-                    None => error.push_str("\n(no previous system to roll back to)"),
-                }
-                run.error = Some(error);
-                let exit = Exit::Failed(failed.failure.kind);
-                failure = Some(failed.failure);
+            Ending::Failed { failed, back } => {
+                let (f, exit) = record_failure(state, &mut run, failed, back, None);
+                failure = Some(f);
                 exit
             }
-            Ending::RollbackFailed {
-                failed,
-                rollback,
-                target,
-            } => {
-                run.outcome = Outcome::Failed;
-                run.phase = Some(failed.phase);
-                run.checks = failed.checks;
-                run.rolled_back = Some(false);
-                log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED: {rollback}");
-                let error = format!(
-                    "{}\nthen the rollback to {} failed too: {rollback}\nhint: the boot default is still the previous generation (a reboot returns to it); the next run retries the rollback",
-                    failed.failure,
-                    target.display()
-                );
-                state.rollback_pending = Some(RollbackPending {
-                    system: target.display().to_string(),
-                    reason: rollback.message.clone(),
-                    since: state::now(),
-                });
-                run.error = Some(error);
-                failure = Some(failed.failure);
-                Exit::RollbackFailed
+            Ending::Tested { checks } => {
+                state.last_handled = None;
+                let error = "the deployment was activated but not committed".to_string();
+                wrong_ending(&mut run, checks, error)
             }
         };
         if let (Some(f), Some(phase)) = (&failure, run.phase) {
@@ -284,10 +262,7 @@ impl Agent {
             self.blame(state, fetched, f, phase, &error, &shown);
         }
         state.retries = None;
-        match self.finish(state, run) {
-            Ok(()) => exit,
-            Err(f) => self.stop_run(f),
-        }
+        self.close(state, run, exit)
     }
 
     /// Remembers the commit as bad when the failure is its own; otherwise the next run
@@ -308,7 +283,8 @@ impl Agent {
         }
     }
 
-    fn run_record(&self, outcome: Outcome, fetched: &Fetched, started: Instant) -> Run {
+    /// A run of `fetched`, with the build and health timings noted since the last build.
+    pub(super) fn run_record(&self, outcome: Outcome, fetched: &Fetched, started: Instant) -> Run {
         let mut run = Run::new(outcome);
         run.commit = Some(fetched.commit.clone());
         run.subject = Some(fetched.subject.clone());
@@ -316,6 +292,77 @@ impl Agent {
         (run.build_ms, run.health_ms) = crate::metrics::phases::take();
         run
     }
+}
+
+/// A failed activation, recorded the same way for a deployment and for a test (`test`
+/// names it: "abc12345 (testing/pi1)"): the run's outcome, phase, checks, whether it was
+/// rolled back, and its error; a failed way back is pending for the next run. Returns
+/// the activation's failure (whether it blames the commit is the caller's) and the exit.
+pub(super) fn record_failure(
+    state: &mut State,
+    run: &mut Run,
+    failed: StepFailure,
+    back: Back,
+    test: Option<&str>,
+) -> (Failure, Exit) {
+    run.outcome = Outcome::Failed;
+    run.phase = Some(failed.phase);
+    run.checks = failed.checks;
+    let mut error = failed.failure.message.clone();
+    let exit = match back {
+        Back::Restored(restored) => {
+            run.rolled_back = Some(restored.is_some());
+            match (&restored, test) {
+                (Some(p), None) => {
+                    log::warn!(message_id = message_id::ROLLED_BACK; "rolled back to {}", p.display())
+                }
+                (Some(p), Some(test)) => {
+                    log::warn!(message_id = message_id::ROLLED_BACK; "test of {test} failed; rolled back to {}", p.display())
+                }
+                (None, _) => error.push_str("\n(no previous system to roll back to)"),
+            }
+            Exit::Failed(failed.failure.kind)
+        }
+        Back::RollbackFailed { rollback, target } => {
+            run.rolled_back = Some(false);
+            let boot = match test {
+                None => {
+                    log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED: {rollback}");
+                    "the boot default is still the previous generation"
+                }
+                Some(test) => {
+                    log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED after the test of {test}: {rollback}");
+                    "the boot default is unchanged"
+                }
+            };
+            error = format!(
+                "{}\nthen the rollback to {} failed too: {rollback}\nhint: {boot} (a reboot returns to it); the next run retries the rollback",
+                failed.failure,
+                target.display()
+            );
+            state.rollback_pending = Some(RollbackPending {
+                system: target.display().to_string(),
+                reason: rollback.message.clone(),
+                since: state::now(),
+            });
+            Exit::RollbackFailed
+        }
+    };
+    run.error = Some(error);
+    (failed.failure, exit)
+}
+
+/// An ending its plan cannot have: a test plan never commits, any other always does
+/// (activate.rs). Recorded as this agent's failure (`error` says what happened).
+pub(super) fn wrong_ending(
+    run: &mut Run,
+    checks: Vec<crate::health::CheckResult>,
+    error: String,
+) -> Exit {
+    run.outcome = Outcome::Failed;
+    run.checks = checks;
+    run.error = Some(format!("{error} (a bug: please report it)"));
+    Exit::Failed(Kind::Environment)
 }
 
 /// The longest a build waits after failures that blame nothing.

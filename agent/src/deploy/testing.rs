@@ -13,16 +13,19 @@
 //! deployment (to the boot default) and its commit remembered as bad. Promote a tested
 //! commit by merging the testing branch into main (README "Per-host testing branches").
 
+mod refusal;
+
 use std::path::Path;
 use std::time::Instant;
 
 use crate::failure::Failure;
 use crate::logging::message_id;
 use crate::notify;
-use crate::source::Fetched;
-use crate::state::{self, IntentKind, Outcome, Phase, RollbackPending, Run, State, Testing};
+use crate::source::{Fetched, TestingHead};
+use crate::state::{self, IntentKind, Outcome, Phase, State, Testing};
 
 use super::activate::Ending;
+use super::record::{record_failure, wrong_ending};
 use super::{short, Agent, Exit};
 
 /// Whether `system` (what runs) is the testing branch's healthy, test-activated system.
@@ -34,16 +37,22 @@ pub(super) fn on_test(state: &State, system: &str) -> bool {
 }
 
 impl Agent {
-    /// After main was found idle (`exit` is how that ended): the testing branch's turn.
-    /// Anything but [`Exit::Ok`] for main, or no testing branch: `exit` unchanged.
-    pub(super) async fn after_main(&self, state: &mut State, exit: Exit) -> Exit {
+    /// After main was found idle (`exit` is how that ended): the testing branch's turn,
+    /// with its head from the poll's listing of refs (`listed`). Anything but
+    /// [`Exit::Ok`] for main, or no testing branch: `exit` unchanged.
+    pub(super) async fn after_main(
+        &self,
+        state: &mut State,
+        exit: Exit,
+        listed: Option<TestingHead>,
+    ) -> Exit {
         let Some(branch) = self.settings.source.testing_branch.clone() else {
             return exit;
         };
         if exit != Exit::Ok || state.pinned.is_some() {
             return exit;
         }
-        let head = match self.doors.source.testing_head().await {
+        let head = match self.testing_head(&branch, listed).await {
             Ok(Some(head)) => head,
             Ok(None) => return exit,
             Err(f) => return self.not_tried(None, Phase::Fetch, on_branch(&branch, f)),
@@ -54,6 +63,9 @@ impl Agent {
                 short(&head)
             );
             return exit;
+        }
+        if let Some(refused) = self.testing_still_refused(state, &branch, &head) {
+            return refused;
         }
         // Handled, unless it failed and `retry` has since forgotten that (not bad any more).
         if state
@@ -71,22 +83,25 @@ impl Agent {
             Ok(f) => f,
             Err(f) => return self.not_tried(None, Phase::Fetch, on_branch(&branch, f)),
         };
-        // The same signature policy as the main branch (no downgrade floor: a testing
-        // branch is expected to move back and forth).
-        match self.doors.source.verify(&fetched.commit, &[]).await {
-            Ok(_) => {}
-            Err(crate::trust::Verdict::Failed(f)) => {
-                return self.not_tried(Some(&fetched.commit), Phase::Verify, on_branch(&branch, f))
-            }
-            Err(crate::trust::Verdict::Refused(r)) => {
-                let f = crate::failure::Failure::new(
-                    crate::failure::Kind::Commit,
-                    format!("{}\nexpected: {}\nhint: sign the commit with an allowed key; nothing was built or activated", r.message, r.expected),
-                );
-                return self.not_tried(Some(&fetched.commit), Phase::Verify, on_branch(&branch, f));
-            }
+        if let Some(refused) = self.testing_untrusted(state, &branch, &fetched).await {
+            return refused;
         }
         self.test(state, &branch, &fetched).await
+    }
+
+    /// The testing branch's head: from the poll's listing when it covered this branch
+    /// (the one round trip of an idle poll), else asked for on its own.
+    async fn testing_head(
+        &self,
+        branch: &str,
+        listed: Option<TestingHead>,
+    ) -> Result<Option<String>, Failure> {
+        match listed {
+            Some(t) if t.branch == branch => Ok(t.commit),
+            // A source that does not list it with main's head (a git child process
+            // whose configuration names another branch, a test door).
+            _ => self.doors.source.testing_head().await,
+        }
     }
 
     /// Builds and test-activates one commit of the testing branch.
@@ -127,7 +142,7 @@ impl Agent {
                     // No commit in the last poll: there, a commit is main's head.
                     return self.not_tried(None, Phase::Build, Failure::new(f.kind, message));
                 }
-                let mut run = self.test_run(Outcome::Failed, fetched, started);
+                let mut run = self.run_record(Outcome::Failed, fetched, started);
                 run.phase = Some(Phase::Build);
                 run.error = Some(f.message.clone());
                 state.mark_bad(&fetched.commit, Phase::Build, &f.message);
@@ -140,7 +155,7 @@ impl Agent {
         if self.doors.machine.current_system().as_deref() == Some(system.as_path()) {
             log::info!("{commit} ({branch}) builds the running system {shown}: nothing to test");
             self.doors.builder.release();
-            let mut run = self.test_run(Outcome::Unchanged, fetched, started);
+            let mut run = self.run_record(Outcome::Unchanged, fetched, started);
             run.system = Some(shown.clone());
             self.set_testing(state, branch, fetched, Outcome::Unchanged, Some(&shown));
             return self.close(state, run, Exit::Ok);
@@ -153,10 +168,10 @@ impl Agent {
         };
         self.doors.builder.release();
         state.intent = None;
-        let mut run = self.test_run(Outcome::Tested, fetched, started);
+        let mut run = self.run_record(Outcome::Tested, fetched, started);
         run.system = Some(shown.clone());
         let exit = match ending {
-            Ending::Committed { checks, .. } => {
+            Ending::Tested { checks } => {
                 run.checks = checks;
                 self.set_testing(state, branch, fetched, Outcome::Tested, Some(&shown));
                 log::info!(
@@ -166,42 +181,19 @@ impl Agent {
                 );
                 Exit::Ok
             }
-            Ending::RolledBack { failed, restored } => {
-                run.outcome = Outcome::Failed;
-                run.phase = Some(failed.phase);
-                run.checks = failed.checks;
-                run.rolled_back = Some(restored.is_some());
-                run.error = Some(failed.failure.message.clone());
-                if let Some(p) = &restored {
-                    log::warn!(message_id = message_id::ROLLED_BACK; "test of {commit} ({branch}) failed; rolled back to {}", p.display());
+            Ending::Failed { failed, back } => {
+                let (test, phase) = (format!("{commit} ({branch})"), failed.phase);
+                let (f, exit) = record_failure(state, &mut run, failed, back, Some(&test));
+                if f.kind.blames_commit() {
+                    state.mark_bad(&fetched.commit, phase, &f.message);
                 }
-                self.blame_test(state, fetched, &failed.failure, failed.phase);
                 self.set_testing(state, branch, fetched, Outcome::Failed, Some(&shown));
-                Exit::Failed(failed.failure.kind)
+                exit
             }
-            Ending::RollbackFailed {
-                failed,
-                rollback,
-                target,
-            } => {
-                run.outcome = Outcome::Failed;
-                run.phase = Some(failed.phase);
-                run.checks = failed.checks;
-                run.rolled_back = Some(false);
-                log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED after the test of {commit}: {rollback}");
-                run.error = Some(format!(
-                    "{}\nthen the rollback to {} failed too: {rollback}\nhint: the boot default is unchanged (a reboot returns to it); the next run retries the rollback",
-                    failed.failure,
-                    target.display()
-                ));
-                state.rollback_pending = Some(RollbackPending {
-                    system: target.display().to_string(),
-                    reason: rollback.message.clone(),
-                    since: state::now(),
-                });
-                self.blame_test(state, fetched, &failed.failure, failed.phase);
-                self.set_testing(state, branch, fetched, Outcome::Failed, Some(&shown));
-                Exit::RollbackFailed
+            Ending::Committed { generation, checks } => {
+                let error =
+                    format!("the test of {commit} was committed as generation {generation}");
+                wrong_ending(&mut run, checks, error)
             }
         };
         self.close(state, run, exit)
@@ -214,12 +206,6 @@ impl Agent {
         log::info!("{}", message.lines().next().unwrap_or_default());
         self.note_poll(Outcome::Failed, None, Some(&message), Some(Phase::Build));
         Some(Exit::Failed(kind))
-    }
-
-    fn blame_test(&self, state: &mut State, fetched: &Fetched, f: &Failure, phase: Phase) {
-        if f.kind.blames_commit() {
-            state.mark_bad(&fetched.commit, phase, &f.message);
-        }
     }
 
     fn set_testing(
@@ -245,21 +231,6 @@ impl Agent {
             system: system.map(str::to_string),
             at: state::now(),
         });
-    }
-
-    fn test_run(&self, outcome: Outcome, fetched: &Fetched, started: Instant) -> Run {
-        let mut run = Run::new(outcome);
-        run.commit = Some(fetched.commit.clone());
-        run.subject = Some(fetched.subject.clone());
-        run.duration_ms = started.elapsed().as_millis() as u64;
-        run
-    }
-
-    fn close(&self, state: &mut State, run: Run, exit: Exit) -> Exit {
-        match self.finish(state, run) {
-            Ok(()) => exit,
-            Err(f) => self.stop_run(f),
-        }
     }
 }
 

@@ -24,12 +24,19 @@ use crate::system::profile::Generation;
 use crate::system::switch::Action;
 
 mod pivot;
+mod testing;
 
 #[derive(Default)]
 struct World {
     head: Option<String>,
     /// The testing branch's head (`testing/pi1`), when it exists.
     testing_head: Option<String>,
+    /// The source lists no testing head with main's (as a git child whose configuration
+    /// names another branch): the cycle must ask for it apart.
+    testing_unlisted: bool,
+    /// Commits the trust checks refuse (unsigned), and every commit checked, in order.
+    refuse: HashSet<String>,
+    verified: Vec<String>,
     head_failure: Option<Failure>,
     /// commit → what building it gives.
     builds: Vec<(String, Result<PathBuf, Failure>)>,
@@ -89,6 +96,38 @@ impl Source for F {
             None => Ok(w.head.clone().expect("test sets a head")),
         };
         Box::pin(async move { r })
+    }
+    fn heads(&self) -> Fut<'_, Result<crate::source::Heads, Failure>> {
+        let head = self.head();
+        Box::pin(async move {
+            let main = head.await?;
+            let w = self.world.borrow();
+            let testing = (!w.testing_unlisted).then(|| crate::source::TestingHead {
+                branch: "testing/pi1".into(),
+                commit: w.testing_head.clone(),
+            });
+            Ok(crate::source::Heads { main, testing })
+        })
+    }
+    fn verify<'a>(
+        &'a self,
+        commit: &'a str,
+        _floors: &'a [crate::trust::Floor],
+    ) -> Fut<'a, Result<crate::trust::Checked, crate::trust::Verdict>> {
+        let mut w = self.world.borrow_mut();
+        w.verified.push(commit.to_string());
+        let refused = w.refuse.contains(commit);
+        drop(w);
+        Box::pin(async move {
+            if !refused {
+                return Ok(crate::trust::Checked::default());
+            }
+            Err(crate::trust::Verdict::Refused(crate::trust::Refusal {
+                reason: crate::trust::Reason::Unsigned,
+                message: format!("{commit} is not signed"),
+                expected: "a signature by alice".into(),
+            }))
+        })
     }
     fn fetch(&self) -> Fut<'_, Result<Fetched, Failure>> {
         self.call("fetch".into());
@@ -759,168 +798,4 @@ async fn a_failed_operator_rollback_does_not_pin() {
     b.w().unhealthy.insert(sys("s0"));
     b.agent().rollback().await.unwrap();
     assert!(b.state().pinned.is_none());
-}
-
-// ---- the per-host testing branch (testing.rs) ------------------------------------------
-
-/// Main's c1 deployed as /sys/s1 (generation 2); `testing/pi1` watched.
-async fn testing_bench() -> Bench {
-    let mut b = Bench::new();
-    b.source_extra = "testing_branch = \"testing/{host}\"\n".into();
-    b.push("c1", Ok(sys("s1")));
-    assert_eq!(b.run().await, Some(Exit::Ok));
-    assert_eq!(b.w().profile, Some(2));
-    b.w().calls.clear();
-    b
-}
-
-fn push_testing(b: &Bench, commit: &str, builds: Result<PathBuf, Failure>) {
-    let mut w = b.w();
-    w.testing_head = Some(commit.into());
-    w.builds.push((commit.into(), builds));
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn a_testing_commit_is_test_activated_and_never_the_boot_default() {
-    let b = testing_bench().await;
-    push_testing(&b, "t1", Ok(sys("t1")));
-    assert_eq!(b.run().await, Some(Exit::Ok));
-    assert_eq!(b.switches(), ["test /sys/t1"], "{:?}", b.w().calls);
-    assert!(!b.w().calls.iter().any(|c| c.starts_with("set ")));
-    assert_eq!(b.w().profile, Some(2), "the boot default moved");
-    assert_eq!(b.w().current, Some(sys("t1")));
-    let state = b.state();
-    let testing = state.testing.clone().unwrap();
-    assert_eq!(testing.branch, "testing/pi1");
-    assert_eq!(testing.outcome, Outcome::Tested);
-    assert_eq!(testing.system.as_deref(), Some("/sys/t1"));
-    assert_eq!(state.history[0].outcome, Outcome::Tested);
-    assert!(state.intent.is_none());
-    // Main is still what is deployed; the live test is expected, not drift: the next
-    // run switches nothing and builds nothing.
-    assert_eq!(state.deployed.unwrap().commit.as_deref(), Some("c1"));
-    assert_eq!(state.last_handled.as_deref(), Some("c1"));
-    b.w().calls.clear();
-    assert_eq!(b.run().await, Some(Exit::Ok));
-    assert!(b.switches().is_empty(), "{:?}", b.w().calls);
-    assert!(!b.w().calls.iter().any(|c| c.starts_with("build")));
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn a_failed_test_rolls_back_to_the_boot_default_and_is_not_retried() {
-    let b = testing_bench().await;
-    push_testing(&b, "t1", Ok(sys("t1")));
-    b.w().unhealthy.insert(sys("t1"));
-    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Commit)));
-    assert_eq!(b.switches(), ["test /sys/t1", "test /sys/s1"]);
-    b.assert_consistent();
-    let state = b.state();
-    assert!(state.bad("t1").is_some());
-    assert_eq!(state.testing.unwrap().outcome, Outcome::Failed);
-    assert_eq!(state.history[0].outcome, Outcome::Failed);
-    assert_eq!(state.history[0].rolled_back, Some(true));
-    b.w().calls.clear();
-    assert_eq!(b.run().await, Some(Exit::Ok));
-    assert!(!b.w().calls.iter().any(|c| c.starts_with("build")));
-    // `retry` forgets the failure: the same commit is tested again.
-    // (`retry` also forgets main's head: the first run finds it unchanged.)
-    b.agent().retry().unwrap();
-    b.w().unhealthy.clear();
-    b.w().calls.clear();
-    assert_eq!(b.run().await, Some(Exit::Ok));
-    assert_eq!(b.run().await, Some(Exit::Ok));
-    assert_eq!(b.switches(), ["test /sys/t1"]);
-    assert_eq!(b.state().testing.unwrap().outcome, Outcome::Tested);
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn a_new_main_commit_replaces_the_test_and_main_comes_first() {
-    let b = testing_bench().await;
-    push_testing(&b, "t1", Ok(sys("t1")));
-    assert_eq!(b.run().await, Some(Exit::Ok));
-    // Both branches move: only main is handled, and it replaces the test.
-    b.push("c2", Ok(sys("s2")));
-    push_testing(&b, "t2", Ok(sys("t2")));
-    b.w().calls.clear();
-    assert_eq!(b.run().await, Some(Exit::Ok));
-    assert_eq!(b.switches(), ["test /sys/s2", "boot /sys/s2"]);
-    assert!(!b.w().calls.iter().any(|c| c == "testing head"));
-    b.assert_consistent();
-    // The next run tests t2 on top of the new main.
-    b.w().calls.clear();
-    assert_eq!(b.run().await, Some(Exit::Ok));
-    assert_eq!(b.switches(), ["test /sys/t2"]);
-    assert_eq!(b.w().profile, Some(3));
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn a_killed_test_is_undone_and_never_committed() {
-    for die_at in ["test /sys/t1", "health"] {
-        let b = testing_bench().await;
-        push_testing(&b, "t1", Ok(sys("t1")));
-        b.w().die_at = Some(die_at.into());
-        assert_eq!(b.run().await, None, "{die_at}");
-        let intent = b.state().intent.expect("intent on disk");
-        assert_eq!(intent.kind, crate::state::IntentKind::Test);
-        // Recovery: back to the boot default first, recorded interrupted; then the same
-        // run tests t1 again (as a killed deployment is tried again), never committing it.
-        b.w().calls.clear();
-        assert_eq!(b.run().await, Some(Exit::Ok), "{die_at}");
-        assert_eq!(
-            b.switches(),
-            ["test /sys/s1", "test /sys/t1"],
-            "{die_at}: {:?}",
-            b.w().calls
-        );
-        assert_eq!(b.w().profile, Some(2), "{die_at}");
-        assert!(b.state().intent.is_none());
-        assert!(!b
-            .w()
-            .calls
-            .iter()
-            .any(|c| c == "boot /sys/t1" || c == "set /sys/t1"));
-        let state = b.state();
-        assert!(state
-            .history
-            .iter()
-            .any(|r| r.outcome == Outcome::Interrupted && r.commit.as_deref() == Some("t1")));
-    }
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn without_a_testing_branch_it_is_never_asked_for() {
-    let b = Bench::new();
-    b.push("c1", Ok(sys("s1")));
-    b.w().testing_head = Some("t1".into());
-    assert_eq!(b.run().await, Some(Exit::Ok));
-    assert_eq!(b.run().await, Some(Exit::Ok));
-    assert!(!b.w().calls.iter().any(|c| c.contains("testing")));
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn a_testing_build_that_fails_without_blame_backs_off_and_blames_nothing() {
-    let b = testing_bench().await;
-    push_testing(
-        &b,
-        "t1",
-        Err(Failure::new(Kind::Transient, "nix build timed out")),
-    );
-    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Transient)));
-    let state = b.state();
-    assert!(state.bad("t1").is_none());
-    assert!(state.testing.is_none());
-    assert_eq!(state.retries.unwrap().commit, "t1");
-    // Waiting: not built again, same kind of exit; main is unaffected.
-    b.w().calls.clear();
-    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Transient)));
-    assert!(
-        !b.w().calls.iter().any(|c| c.starts_with("build")),
-        "{:?}",
-        b.w().calls
-    );
-    assert_eq!(b.w().current, Some(sys("s1")));
-    // A new main commit is deployed at once.
-    b.push("c2", Ok(sys("s2")));
-    assert_eq!(b.run().await, Some(Exit::Ok));
-    assert_eq!(b.w().profile, Some(3));
 }

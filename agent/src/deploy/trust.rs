@@ -43,7 +43,7 @@ impl Agent {
 
     /// A digest of everything a refusal depends on: mode, key file contents, downgrade
     /// policy, floors. No key material is stored, only this hash.
-    fn trust_policy(&self, floors: &[Floor]) -> String {
+    pub(super) fn trust_policy(&self, floors: &[Floor]) -> String {
         let t = &self.settings.source.trust;
         let mut h = Sha1::new();
         h.update(t.verify.as_str());

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fetched, SourceError, GRACE};
+use super::{Fetched, Heads, SourceError, TestingHead, GRACE};
 use crate::config::SourceSettings;
 use crate::failure::{Failure, Kind};
 use crate::process::{Cmd, CmdError};
@@ -51,6 +51,10 @@ pub fn enabled() -> bool {
 pub enum Answer {
     Head {
         commit: String,
+        /// The testing branch from the same listing of refs; absent when the child
+        /// looked for none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        testing: Option<TestingHead>,
     },
     Fetched {
         commit: String,
@@ -82,13 +86,16 @@ impl From<SourceError> for Answer {
     }
 }
 
-/// The remote head, asked by a child process.
-pub async fn remote_head(
+/// The remote heads from one listing ([`super::remote_heads`]), asked by a child process.
+pub async fn remote_heads(
     settings: &SourceSettings,
     deadline: Duration,
-) -> Result<String, SourceError> {
+) -> Result<Heads, SourceError> {
     match call(settings, &["head".into()], deadline).await? {
-        Answer::Head { commit } => Ok(commit),
+        Answer::Head { commit, testing } => Ok(Heads {
+            main: commit,
+            testing,
+        }),
         other => Err(unexpected(settings, other)),
     }
 }
@@ -302,8 +309,11 @@ pub async fn serve(
         Ok(settings) => {
             let source = &settings.source;
             match (what, cache) {
-                ("head", _) => match super::remote_head(source, deadline).await {
-                    Ok(commit) => Answer::Head { commit },
+                ("head", _) => match super::remote_heads(source, deadline).await {
+                    Ok(h) => Answer::Head {
+                        commit: h.main,
+                        testing: h.testing,
+                    },
                     Err(e) => e.into(),
                 },
                 ("fetch", Some(cache)) => match super::fetch(source, cache, deadline).await {
@@ -380,6 +390,14 @@ mod tests {
         for answer in [
             Answer::Head {
                 commit: "a".repeat(40),
+                testing: None,
+            },
+            Answer::Head {
+                commit: "a".repeat(40),
+                testing: Some(TestingHead {
+                    branch: "testing/pi1".into(),
+                    commit: Some("c".repeat(40)),
+                }),
             },
             Answer::Fetched {
                 commit: "b".repeat(40),
@@ -510,6 +528,16 @@ mod tests {
                 file.display()
             );
         }
+    }
+
+    #[test]
+    fn a_head_answer_without_the_testing_field_still_reads() {
+        let old = format!(r#"{{"answer":"head","commit":"{}"}}"#, "a".repeat(40));
+        let Answer::Head { commit, testing } = serde_json::from_str(&old).unwrap() else {
+            panic!("not a head answer")
+        };
+        assert_eq!(commit, "a".repeat(40));
+        assert_eq!(testing, None);
     }
 
     #[test]

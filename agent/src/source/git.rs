@@ -11,6 +11,7 @@ use git2::{
     FetchOptions, RemoteCallbacks,
 };
 use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
 
 use super::error::SourceError;
 use super::url::Scheme;
@@ -28,6 +29,23 @@ pub struct Fetched {
     pub subject: String,
     /// Commit time, seconds since the epoch.
     pub time: i64,
+}
+
+/// The remote's branch heads from one listing of its refs (the cheap poll).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heads {
+    /// The watched branch's head.
+    pub main: String,
+    /// The testing branch looked for in the same listing; `None` when none was.
+    pub testing: Option<TestingHead>,
+}
+
+/// The testing branch (`[source] testing_branch`) as one listing found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestingHead {
+    pub branch: String,
+    /// Its head; `None` when the remote has no such branch (nothing is on test).
+    pub commit: Option<String>,
 }
 
 /// Sets libgit2's socket timeouts once: a black-hole server must not hang a run.
@@ -137,6 +155,14 @@ impl<'a> Remote<'a> {
 
     /// The commit the watched branch points at: one round trip, nothing fetched or written.
     pub fn head(&self) -> Result<String, SourceError> {
+        self.heads(None).map(|h| h.main)
+    }
+
+    /// The watched branch's head and, when `testing` names a branch, that branch's, from
+    /// the same listing of the remote's refs: one round trip, nothing fetched or written.
+    /// A remote without the watched branch is [`SourceError::BranchNotFound`]; one
+    /// without the testing branch only says so ([`TestingHead::commit`] is `None`).
+    pub fn heads(&self, testing: Option<&str>) -> Result<Heads, SourceError> {
         let started = Instant::now();
         self.check_local_repository()?;
         let mut remote = git2::Remote::create_detached(self.settings.url.for_git())
@@ -146,18 +172,25 @@ impl<'a> Remote<'a> {
         let connection = remote
             .connect_auth(Direction::Fetch, Some(callbacks), None)
             .map_err(|e| self.classify(e, "connecting", started))?;
-        let wanted = format!("refs/heads/{}", self.settings.branch);
-        let heads = connection
+        let listed = connection
             .list()
             .map_err(|e| self.classify(e, "listing refs", started))?;
-        heads
-            .iter()
-            .find(|h| h.name() == wanted)
-            .map(|h| h.oid().to_string())
-            .ok_or_else(|| SourceError::BranchNotFound {
-                url: self.url(),
-                branch: self.settings.branch.clone(),
-            })
+        let find = |branch: &str| {
+            let wanted = format!("refs/heads/{branch}");
+            listed
+                .iter()
+                .find(|h| h.name() == wanted)
+                .map(|h| h.oid().to_string())
+        };
+        let main = find(&self.settings.branch).ok_or_else(|| SourceError::BranchNotFound {
+            url: self.url(),
+            branch: self.settings.branch.clone(),
+        })?;
+        let testing = testing.map(|branch| TestingHead {
+            branch: branch.to_string(),
+            commit: find(branch),
+        });
+        Ok(Heads { main, testing })
     }
 
     /// Fetches the watched branch into the bare cache repository at `cache`, returns the

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crate::config::SourceSettings;
 pub use error::SourceError;
-pub use git::Fetched;
+pub use git::{Fetched, Heads, TestingHead};
 
 /// How long after its deadline a git call is abandoned: time for libgit2 to report the
 /// timeout itself (it checks the deadline whenever data arrives).
@@ -43,12 +43,22 @@ pub async fn remote_head(
     settings: &SourceSettings,
     deadline: Duration,
 ) -> Result<String, SourceError> {
+    remote_heads(settings, deadline).await.map(|h| h.main)
+}
+
+/// The watched branch's head and, when `[source] testing_branch` is set, the testing
+/// branch's, from one listing of the remote's refs (one round trip).
+pub async fn remote_heads(
+    settings: &SourceSettings,
+    deadline: Duration,
+) -> Result<Heads, SourceError> {
     if child::enabled() {
-        return child::remote_head(settings, deadline).await;
+        return child::remote_heads(settings, deadline).await;
     }
     let settings = settings.clone();
     detached(settings.url.redacted().to_string(), deadline, move || {
-        git::Remote::new(&settings, deadline)?.head()
+        let testing = settings.testing_branch.as_deref();
+        git::Remote::new(&settings, deadline)?.heads(testing)
     })
     .await
 }

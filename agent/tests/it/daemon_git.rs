@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::Harness;
 
-fn start_daemon(h: &mut Harness) -> Child {
+pub(crate) fn start_daemon(h: &mut Harness) -> Child {
     h.extra = "[run]\ninterval = \"1h\"\njitter = \"0s\"\n".into();
     h.command(&["run"])
         .stdout(Stdio::null())
@@ -18,7 +18,7 @@ fn start_daemon(h: &mut Harness) -> Child {
 }
 
 /// Waits for a finished cycle: last-poll.json rewritten after `since`, with next_poll.
-fn cycle_after(last_poll: &Path, since: Option<SystemTime>) -> SystemTime {
+pub(crate) fn cycle_after(last_poll: &Path, since: Option<SystemTime>) -> SystemTime {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let m = std::fs::metadata(last_poll).and_then(|m| m.modified()).ok();
@@ -33,7 +33,7 @@ fn cycle_after(last_poll: &Path, since: Option<SystemTime>) -> SystemTime {
     }
 }
 
-fn stop(daemon: Child) -> String {
+pub(crate) fn stop(daemon: Child) -> String {
     let pid = nix::unistd::Pid::from_raw(daemon.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = daemon.wait_with_output().unwrap();

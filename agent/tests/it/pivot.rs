@@ -165,3 +165,54 @@ fn a_host_file_on_the_boot_partition_names_the_host() {
     assert_eq!(h.status()["host"], "pi2");
     assert!(base(&h.current_system().unwrap()).contains("pi2"));
 }
+
+/// A testing-branch commit's map is read to build its test (here it names the machine
+/// pi1), but never remembered: only main's commits decide which host the machine
+/// follows, so the next main commit deploys pi2 again.
+#[test]
+fn a_testing_commits_map_is_resolved_but_never_remembered() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = generic(SERIAL, MAP);
+    h.source_extra = "testing_branch = \"testing/generic\"\n".into();
+    let c1 = h.commit("two pis");
+    h.run_once().expect(0);
+    assert_eq!(h.status()["pivot"]["host"], "pi2");
+
+    let git = |args: &[&str]| crate::support::git(&h.repo, args);
+    git(&["checkout", "-q", "-b", "testing/generic"]);
+    std::fs::write(
+        h.repo.join("machines.toml"),
+        MAP.replace(
+            "serial-10000000ABCDEF01 = \"pi2\"",
+            "serial-10000000ABCDEF01 = \"pi1\"",
+        ),
+    )
+    .unwrap();
+    let t1 = h.commit("try this machine as pi1");
+    git(&["checkout", "-q", "main"]);
+    h.clear_stc_log();
+    let run = h.run_once();
+    run.expect(0);
+    let tested = h.current_system().unwrap();
+    assert!(base(&tested).contains("pi1"), "{}", run.stderr());
+    assert_eq!(h.stc_log(), [(base(&tested), "test".into())]);
+    let s = h.status();
+    assert_eq!(s["testing"]["commit"], t1.as_str(), "{s:#}");
+    assert_eq!(s["testing"]["outcome"], "tested", "{s:#}");
+    assert_eq!(s["host"], "pi2", "{s:#}");
+    assert_eq!(s["pivot"]["host"], "pi2", "{s:#}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(h.path("state/state.json")).unwrap()).unwrap();
+    assert_eq!(state["pivot"]["commit"], c1.as_str(), "{state:#}");
+
+    // Main moves: pi2 is deployed, as main's map says.
+    h.host("pi2").content = "v2".into();
+    let c2 = h.commit("pi2 v2");
+    h.run_once().expect(0);
+    let s = h.status();
+    assert_eq!(s["deployed"]["commit"], c2.as_str());
+    assert!(base(&h.current_system().unwrap()).contains("pi2"));
+    assert_eq!(s["pivot"]["host"], "pi2");
+}

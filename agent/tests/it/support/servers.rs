@@ -59,20 +59,36 @@ pub struct GitDaemon {
 
 impl GitDaemon {
     pub fn start(base_path: &Path) -> GitDaemon {
+        GitDaemon::spawn(base_path, None)
+    }
+
+    /// Logs every connection and request (`--verbose`) to the file `log`: one line
+    /// "Request upload-pack for ..." per listing of refs or fetch.
+    pub fn start_logged(base_path: &Path, log: &Path) -> GitDaemon {
+        GitDaemon::spawn(base_path, Some(log))
+    }
+
+    fn spawn(base_path: &Path, log: Option<&Path>) -> GitDaemon {
         let port = closed_port();
-        let mut child = Command::new("git")
-            .args([
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                "--listen=127.0.0.1",
-            ])
+        let mut command = Command::new("git");
+        command.args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--listen=127.0.0.1",
+        ]);
+        match log {
+            Some(log) => command
+                .arg("--verbose")
+                .stderr(std::fs::File::create(log).expect("git daemon log")),
+            None => command.stderr(Stdio::piped()),
+        };
+        let mut child = command
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base_path.display()))
             .arg(base_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
             .expect("git daemon");
