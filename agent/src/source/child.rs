@@ -443,7 +443,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(got, Answer::Head { commit });
+        assert_eq!(got, Answer::Head { commit, testing: None });
     }
 
     #[tokio::test(flavor = "current_thread")]
