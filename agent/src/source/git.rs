@@ -35,7 +35,7 @@ pub fn init_timeouts() {
     // SAFETY: called before any git operation, from one thread; only sets global options.
     unsafe {
         let _ = git2::opts::set_server_connect_timeout_in_milliseconds(
-            CONNECT_TIMEOUT.as_millis() as i32,
+            CONNECT_TIMEOUT.as_millis() as i32
         );
         let _ = git2::opts::set_server_timeout_in_milliseconds(IO_TIMEOUT.as_millis() as i32);
     }

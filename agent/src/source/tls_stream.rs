@@ -145,7 +145,10 @@ unsafe extern "C" fn stream_init(
     port: *const c_char,
 ) -> c_int {
     if out.is_null() || host.is_null() || port.is_null() {
-        return fail(raw::GIT_ERROR_INVALID as c_int, "TLS stream: missing host or port");
+        return fail(
+            raw::GIT_ERROR_INVALID as c_int,
+            "TLS stream: missing host or port",
+        );
     }
     // SAFETY: libgit2 passes NUL-terminated strings it owns for this call.
     let (host, port) = unsafe {
@@ -267,11 +270,17 @@ fn tcp_connect(host: &str, port: &str) -> Result<TcpStream, String> {
     })
 }
 
-unsafe extern "C" fn stream_certificate(out: *mut *mut raw::git_cert, raw: *mut RawStream) -> c_int {
+unsafe extern "C" fn stream_certificate(
+    out: *mut *mut raw::git_cert,
+    raw: *mut RawStream,
+) -> c_int {
     // SAFETY: as in `stream_connect`.
     let s = unsafe { stream(raw) };
     if s.der.is_empty() {
-        return fail(raw::GIT_ERROR_SSL as c_int, "the server presented no certificate");
+        return fail(
+            raw::GIT_ERROR_SSL as c_int,
+            "the server presented no certificate",
+        );
     }
     // SAFETY: `out` is libgit2's to fill; the certificate lives as long as the stream.
     unsafe { *out = (&mut s.cert as *mut raw::git_cert_x509).cast() };
@@ -280,7 +289,12 @@ unsafe extern "C" fn stream_certificate(out: *mut *mut raw::git_cert, raw: *mut 
 
 unsafe extern "C" fn stream_read(raw: *mut RawStream, data: *mut c_void, len: usize) -> isize {
     // SAFETY: as in `stream_connect`; `data` has room for `len` bytes.
-    let (s, buf) = unsafe { (stream(raw), std::slice::from_raw_parts_mut(data.cast::<u8>(), len)) };
+    let (s, buf) = unsafe {
+        (
+            stream(raw),
+            std::slice::from_raw_parts_mut(data.cast::<u8>(), len),
+        )
+    };
     let Some(tls) = s.tls.as_mut().filter(|_| s.verified) else {
         return fail(raw::GIT_ERROR_SSL as c_int, "TLS stream: not connected") as isize;
     };
@@ -297,7 +311,12 @@ unsafe extern "C" fn stream_write(
     _flags: c_int,
 ) -> isize {
     // SAFETY: as in `stream_connect`; `data` holds `len` bytes.
-    let (s, buf) = unsafe { (stream(raw), std::slice::from_raw_parts(data.cast::<u8>(), len)) };
+    let (s, buf) = unsafe {
+        (
+            stream(raw),
+            std::slice::from_raw_parts(data.cast::<u8>(), len),
+        )
+    };
     let Some(tls) = s.tls.as_mut().filter(|_| s.verified) else {
         return fail(raw::GIT_ERROR_SSL as c_int, "TLS stream: not connected") as isize;
     };
@@ -316,7 +335,10 @@ fn io_failure(doing: &str, e: &std::io::Error) -> isize {
             raw::GIT_TIMEOUT as c_int,
         ) as isize;
     }
-    fail(raw::GIT_ERROR_NET as c_int, &format!("TLS {doing} failed: {e}")) as isize
+    fail(
+        raw::GIT_ERROR_NET as c_int,
+        &format!("TLS {doing} failed: {e}"),
+    ) as isize
 }
 
 unsafe extern "C" fn stream_close(raw: *mut RawStream) -> c_int {
