@@ -49,9 +49,8 @@ pub fn refresh(settings: &Settings, after: After) {
         return;
     };
     let runtime_dir = &settings.paths.runtime_dir;
-    let mut facts = status::Facts::read(settings);
-    facts.lock = None;
-    facts.progress = None;
+    let (state, problem) = status::load_state(&settings.paths.state_dir);
+    let facts = status::Facts::settled(settings, state, problem);
     let state = facts.state.clone();
     let poll_failed = facts
         .poll

@@ -286,7 +286,11 @@ async fn policy_never_looks_at_nothing_and_writes_nothing() {
     assert!(f.take().is_empty());
     assert!(!record::path(&b.settings.paths.state_dir).exists());
     // status still says a reboot is pending, waiting for a person.
-    let view = super::view::build(&b.settings, &super::view::read(&b.settings), now());
+    let view = super::view::build(
+        &b.settings,
+        &super::view::read(&b.settings, &b.store().peek().unwrap()),
+        now(),
+    );
     assert_eq!(view.pending.unwrap().waiting_for.as_deref(), Some("policy"));
 }
 
@@ -361,7 +365,11 @@ async fn a_lock_server_that_says_no_or_is_down_means_wait() {
         );
         assert_eq!(f.take(), ["take"]);
         assert!(b.record().rebooted.is_none() && !b.record().slot_held);
-        let view = super::view::build(&b.settings, &super::view::read(&b.settings), now());
+        let view = super::view::build(
+            &b.settings,
+            &super::view::read(&b.settings, &b.store().peek().unwrap()),
+            now(),
+        );
         assert_eq!(view.pending.unwrap().waiting_for.as_deref(), Some("lock"));
     }
     // The server says yes: now it reboots.
@@ -441,7 +449,11 @@ async fn outside_the_window_it_waits_and_status_says_until_when() {
         ("window", Some("2026-11-26T02:00:00Z"))
     );
     assert!(f.take().is_empty());
-    let view = super::view::build(&b.settings, &super::view::read(&b.settings), now());
+    let view = super::view::build(
+        &b.settings,
+        &super::view::read(&b.settings, &b.store().peek().unwrap()),
+        now(),
+    );
     let p = view.pending.unwrap();
     assert_eq!(p.until.as_deref(), Some("2026-11-26T02:00:00Z"));
     assert_eq!(p.generation, Some(2));
@@ -510,7 +522,11 @@ async fn a_boot_that_fails_its_checks_falls_back_and_reboots_once() {
     assert!(matches!(f.verify(&b).await, Verdict::Nothing(_)));
     assert_eq!(f.take(), ["release"]);
     assert_eq!(f.cycle(&b).await, Acted::NotRequired);
-    let view = super::view::build(&b.settings, &super::view::read(&b.settings), now());
+    let view = super::view::build(
+        &b.settings,
+        &super::view::read(&b.settings, &b.store().peek().unwrap()),
+        now(),
+    );
     assert!(view
         .fell_back
         .unwrap()

@@ -60,18 +60,29 @@ impl Facts {
         let p = &settings.paths;
         let (state, state_problem) = load_state(&p.state_dir);
         Facts {
-            state,
-            state_problem,
-            poll: runtime::read(&p.runtime_dir),
             progress: runtime::read_progress(&p.runtime_dir),
             lock: Some(lock::probe(&p.runtime_dir)),
+            ..Facts::settled(settings, state, state_problem)
+        }
+    }
+
+    /// All but the run's lock and progress, around the state (from [`load_state`]) the
+    /// caller already has: for the lock holder, its work done (the metrics).
+    pub fn settled(settings: &Settings, state: State, state_problem: Option<String>) -> Facts {
+        let p = &settings.paths;
+        Facts {
+            poll: runtime::read(&p.runtime_dir),
+            progress: None,
+            lock: None,
             current_system: system::resolve(&p.current_system),
             booted_system: system::resolve(&p.booted_system),
             reboot_required: system::reboot_required(&p.booted_system, &p.current_system),
             profile: system::profile::current(&p.profile),
             machine: pivot::read(settings),
-            reboot: crate::reboot::view::read(settings),
+            reboot: crate::reboot::view::read(settings, &state),
             build_plan: crate::nix::plan::read_record(&p.state_dir),
+            state,
+            state_problem,
         }
     }
 }
