@@ -310,7 +310,8 @@ fn window(raw: RawWindow) -> Result<Window, KeyProblem> {
     })
 }
 
-const ALL_DAYS: [Weekday; 7] = [
+/// Every day of the week, Monday first (a window without `days`).
+pub const ALL_DAYS: [Weekday; 7] = [
     Weekday::Monday,
     Weekday::Tuesday,
     Weekday::Wednesday,
