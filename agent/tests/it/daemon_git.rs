@@ -181,12 +181,8 @@ fn a_daemon_refuses_a_downgrade_through_its_git_child() {
         return;
     }
     let mut h = Harness::new();
-    h.host("pi1").content = "v1".into();
-    let c1 = h.commit("first");
-    h.run_once().expect(0);
-    h.host("pi1").content = "v2".into();
-    let c2 = h.commit("second");
-    h.run_once().expect(0);
+    let c1 = h.deploy("v1", "first");
+    let c2 = h.deploy("v2", "second");
     crate::support::git(&h.repo, &["reset", "-q", "--hard", &c1]);
     let daemon = start_daemon(&mut h);
     cycle_after(&h.path("runtime/last-poll.json"), None);

@@ -522,12 +522,8 @@ fn a_reset_branch_is_refused_unless_downgrades_are_allowed() {
         return;
     }
     let mut h = Harness::new();
-    h.host("pi1").content = "v1".into();
-    let c1 = h.commit("first");
-    h.run_once().expect(0);
-    h.host("pi1").content = "v2".into();
-    let c2 = h.commit("second");
-    h.run_once().expect(0);
+    let c1 = h.deploy("v1", "first");
+    let c2 = h.deploy("v2", "second");
     h.clear_stc_log();
     let builds = h.nix_builds();
 
@@ -570,12 +566,8 @@ fn a_force_pushed_branch_is_refused() {
         return;
     }
     let mut h = Harness::new();
-    h.host("pi1").content = "v1".into();
-    let c1 = h.commit("first");
-    h.run_once().expect(0);
-    h.host("pi1").content = "v2".into();
-    let c2 = h.commit("second");
-    h.run_once().expect(0);
+    let c1 = h.deploy("v1", "first");
+    let c2 = h.deploy("v2", "second");
     h.clear_stc_log();
     let builds = h.nix_builds();
 
@@ -600,12 +592,8 @@ fn the_floor_survives_losing_the_state_file() {
     }
     let mut h = Harness::new();
     h.host("pi1").stamp = true;
-    h.host("pi1").content = "v1".into();
-    let c1 = h.commit("first");
-    h.run_once().expect(0);
-    h.host("pi1").content = "v2".into();
-    let c2 = h.commit("second");
-    h.run_once().expect(0);
+    let c1 = h.deploy("v1", "first");
+    let c2 = h.deploy("v2", "second");
     // The running system carries its commit where modules/version.nix puts it.
     let stamp = h
         .current_system_link()
@@ -636,8 +624,6 @@ fn the_floor_survives_losing_the_state_file() {
 
     // A new commit on top of the running one passes.
     git(&h.repo, &["reset", "-q", "--hard", &c2]);
-    h.host("pi1").content = "v3".into();
-    let c3 = h.commit("third");
-    h.run_once().expect(0);
+    let c3 = h.deploy("v3", "third");
     assert_eq!(h.status()["deployed"]["commit"], c3.as_str());
 }

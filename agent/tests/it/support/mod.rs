@@ -151,6 +151,15 @@ impl Harness {
         self.hosts.iter_mut().find(|h| h.name == name).unwrap()
     }
 
+    /// Sets pi1's content, commits it and deploys it with `run --once`, which must
+    /// succeed; returns the commit id.
+    pub fn deploy(&mut self, content: &str, message: &str) -> String {
+        self.host("pi1").content = content.into();
+        let commit = self.commit(message);
+        self.run_once().expect(0);
+        commit
+    }
+
     /// Writes the flake for the current hosts and commits; returns the commit id.
     pub fn commit(&self, message: &str) -> String {
         homelab_agent::fake_system::write(&self.repo, &self.fake, &self.hosts).unwrap();
