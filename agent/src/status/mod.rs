@@ -59,9 +59,10 @@ impl Facts {
     pub fn read(settings: &Settings) -> Facts {
         let p = &settings.paths;
         let (state, state_problem) = load_state(&p.state_dir);
+        // The lock first: a run that just took it writes its progress a moment later.
         Facts {
-            progress: runtime::read_progress(&p.runtime_dir),
             lock: Some(lock::probe(&p.runtime_dir)),
+            progress: runtime::read_progress(&p.runtime_dir),
             ..Facts::settled(settings, state, state_problem)
         }
     }
