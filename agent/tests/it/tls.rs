@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::servers::{bare_clone, closed_port, push};
+use crate::support::servers::{closed_port, push, served};
 use crate::support::{nix_available, require_that, Harness, Run};
 
 const TLS_ENV: [&str; 5] = [
@@ -292,12 +292,8 @@ struct Setup {
 const TOKEN: &str = "tls-token-0123";
 
 fn setup() -> Setup {
-    let mut h = Harness::new();
-    h.host("pi1").content = "v1".into();
-    h.commit("first");
+    let (h, bare) = served();
     let srv = h.path("srv");
-    std::fs::create_dir_all(&srv).unwrap();
-    let bare = bare_clone(&h.repo, &srv, "homelab.git");
     let pki = Pki::new(h.path("pki"));
     let good = pki.server("good", "DNS:localhost,IP:127.0.0.1");
     let other = pki.server("other", "DNS:git.other.example");

@@ -516,18 +516,23 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
     );
 }
 
+/// Deploys two commits, then resets the server's branch to the first (a downgrade);
+/// returns both commits and the build count before the next run.
+fn deploy_two_then_reset_to_the_first(h: &mut Harness) -> (String, String, usize) {
+    let c1 = h.deploy("v1", "first");
+    let c2 = h.deploy("v2", "second");
+    h.clear_stc_log();
+    git(&h.repo, &["reset", "-q", "--hard", &c1]);
+    (c1, c2, h.nix_builds())
+}
+
 #[test]
 fn a_reset_branch_is_refused_unless_downgrades_are_allowed() {
     if !nix_available() {
         return;
     }
     let mut h = Harness::new();
-    let c1 = h.deploy("v1", "first");
-    let c2 = h.deploy("v2", "second");
-    h.clear_stc_log();
-    let builds = h.nix_builds();
-
-    git(&h.repo, &["reset", "-q", "--hard", &c1]);
+    let (c1, c2, builds) = deploy_two_then_reset_to_the_first(&mut h);
     let run = h.run_once();
     run.expect(1);
     assert!(run.stderr().contains("is older than"), "{}", run.stderr());
@@ -566,13 +571,8 @@ fn a_force_pushed_branch_is_refused() {
         return;
     }
     let mut h = Harness::new();
-    let c1 = h.deploy("v1", "first");
-    let c2 = h.deploy("v2", "second");
-    h.clear_stc_log();
-    let builds = h.nix_builds();
-
+    let (_, c2, builds) = deploy_two_then_reset_to_the_first(&mut h);
     // Rewritten history on the server: a different second commit on top of the first.
-    git(&h.repo, &["reset", "-q", "--hard", &c1]);
     h.host("pi1").content = "evil".into();
     let rewritten = h.commit("rewritten second");
     let run = h.run_once();
