@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::support::{git, git_out, nix_available, require_that, Harness};
+use crate::support::{git, git_out, nix_available, require_that, Harness, Run};
 
 fn tool(name: &str, probe: &[&str]) -> bool {
     let ok = Command::new(name)
@@ -101,6 +101,18 @@ fn refused(h: &Harness) -> serde_json::Value {
     s
 }
 
+/// `run --once` refuses `commit` for `reason` (exit 1, the error says `says`); returns
+/// the run and the status (checked by [`refused`]).
+fn run_is_refused(h: &Harness, commit: &str, reason: &str, says: &str) -> (Run, serde_json::Value) {
+    let run = h.run_once();
+    run.expect(1);
+    assert!(run.stderr().contains(says), "{}", run.stderr());
+    let s = refused(h);
+    assert_eq!(s["refused"]["commit"], commit, "{s:#}");
+    assert_eq!(s["refused"]["reason"], reason, "{s:#}");
+    (run, s)
+}
+
 /// A refused head is never evaluated (no nix), never activated, and a second poll of
 /// it spawns nothing and writes nothing to the state.
 fn assert_refused_quietly(h: &Harness, builds_before: usize) {
@@ -159,12 +171,7 @@ fn ssh_signed_heads_deploy_and_unsigned_or_foreign_ones_are_refused() {
     let builds = h.nix_builds();
     h.host("pi1").content = "v2".into();
     let c2 = commit(&h, "unsigned", Sign::None);
-    let run = h.run_once();
-    run.expect(1);
-    assert!(run.stderr().contains("is not signed"), "{}", run.stderr());
-    let s = refused(&h);
-    assert_eq!(s["refused"]["commit"], c2.as_str());
-    assert_eq!(s["refused"]["reason"], "unsigned");
+    let (_, s) = run_is_refused(&h, &c2, "unsigned", "is not signed");
     let expected = s["refused"]["expected"].as_str().unwrap();
     assert!(
         expected.contains(&allowed.display().to_string()),
@@ -177,16 +184,12 @@ fn ssh_signed_heads_deploy_and_unsigned_or_foreign_ones_are_refused() {
     // Signed, by a key that is not allowed.
     h.host("pi1").content = "v3".into();
     let c3 = commit(&h, "signed by mallory", Sign::Ssh(&mallory));
-    let run = h.run_once();
-    run.expect(1);
-    assert!(
-        run.stderr().contains("is signed by a key that no entry of"),
-        "{}",
-        run.stderr()
+    let (run, _) = run_is_refused(
+        &h,
+        &c3,
+        "untrusted-key",
+        "is signed by a key that no entry of",
     );
-    let s = refused(&h);
-    assert_eq!(s["refused"]["commit"], c3.as_str());
-    assert_eq!(s["refused"]["reason"], "untrusted-key");
     assert_refused_quietly(&h, builds);
 
     // No key material anywhere the agent writes or says.
@@ -401,16 +404,7 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
     std::fs::write(&armoured, text.replace(":-----BEGIN", "-----BEGIN")).unwrap();
     gpg(&home, &["--import", &armoured.display().to_string()]);
     export_keyring(&home, &keyring);
-    let run = h.run_once();
-    run.expect(1);
-    assert!(
-        run.stderr().contains("which has been revoked"),
-        "{}",
-        run.stderr()
-    );
-    let s = refused(&h);
-    assert_eq!(s["refused"]["commit"], c2.as_str());
-    assert_eq!(s["refused"]["reason"], "revoked-key");
+    let (_, s) = run_is_refused(&h, &c2, "revoked-key", "which has been revoked");
     assert!(
         s["refused"]["expected"]
             .as_str()
@@ -431,16 +425,7 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
             program: &in_2020,
         },
     );
-    let run = h.run_once();
-    run.expect(1);
-    assert!(
-        run.stderr().contains("which has expired"),
-        "{}",
-        run.stderr()
-    );
-    let s = refused(&h);
-    assert_eq!(s["refused"]["commit"], c3.as_str());
-    assert_eq!(s["refused"]["reason"], "expired-key");
+    run_is_refused(&h, &c3, "expired-key", "which has expired");
 
     // Unsigned.
     h.host("pi1").content = "v4".into();
@@ -533,12 +518,7 @@ fn a_reset_branch_is_refused_unless_downgrades_are_allowed() {
     }
     let mut h = Harness::new();
     let (c1, c2, builds) = deploy_two_then_reset_to_the_first(&mut h);
-    let run = h.run_once();
-    run.expect(1);
-    assert!(run.stderr().contains("is older than"), "{}", run.stderr());
-    let s = refused(&h);
-    assert_eq!(s["refused"]["reason"], "downgrade");
-    assert_eq!(s["refused"]["commit"], c1.as_str());
+    let (_, s) = run_is_refused(&h, &c1, "downgrade", "is older than");
     assert!(
         s["refused"]["expected"].as_str().unwrap().contains(&c2),
         "{s:#}"
@@ -575,12 +555,7 @@ fn a_force_pushed_branch_is_refused() {
     // Rewritten history on the server: a different second commit on top of the first.
     h.host("pi1").content = "evil".into();
     let rewritten = h.commit("rewritten second");
-    let run = h.run_once();
-    run.expect(1);
-    assert!(run.stderr().contains("force-pushed"), "{}", run.stderr());
-    let s = refused(&h);
-    assert_eq!(s["refused"]["commit"], rewritten.as_str());
-    assert_eq!(s["refused"]["reason"], "downgrade");
+    let (_, s) = run_is_refused(&h, &rewritten, "downgrade", "force-pushed");
     assert!(s["refused"]["expected"].as_str().unwrap().contains(&c2));
     assert_refused_quietly(&h, builds);
 }
