@@ -294,20 +294,18 @@ impl Status {
             },
         };
         let running = match &f.lock {
-            Some(Probe::Held(pid)) => Some(RunningView {
-                pid: *pid,
+            Some(Probe::Held(pid)) => {
                 // The progress file is the holder's only if the pids agree.
-                phase: f
+                let progress = f
                     .progress
                     .as_ref()
-                    .filter(|p| pid.is_none_or(|pid| pid == p.pid))
-                    .map(|p| p.phase.clone()),
-                since: f
-                    .progress
-                    .as_ref()
-                    .filter(|p| pid.is_none_or(|pid| pid == p.pid))
-                    .map(|p| p.since.clone()),
-            }),
+                    .filter(|p| pid.is_none_or(|pid| pid == p.pid));
+                Some(RunningView {
+                    pid: *pid,
+                    phase: progress.map(|p| p.phase.clone()),
+                    since: progress.map(|p| p.since.clone()),
+                })
+            }
             _ => None,
         };
         let head = head(state, f.poll.as_ref());
