@@ -450,16 +450,13 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
             "never",
         ],
     );
+    let by_eve = || Sign::Gpg {
+        key: "eve@example.org",
+        home: &other,
+        program: &plain,
+    };
     h.host("pi1").content = "v5".into();
-    commit(
-        &h,
-        "by eve",
-        Sign::Gpg {
-            key: "eve@example.org",
-            home: &other,
-            program: &plain,
-        },
-    );
+    commit(&h, "by eve", by_eve());
     let run = h.run_once();
     run.expect(1);
     assert!(run.stderr().contains("which is not in"), "{}", run.stderr());
@@ -483,15 +480,7 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
     h.run_once().expect(0);
     assert_eq!(h.status()["deployed"]["commit"], c7.as_str());
     h.host("pi1").content = "v8".into();
-    commit(
-        &h,
-        "eve again",
-        Sign::Gpg {
-            key: "eve@example.org",
-            home: &other,
-            program: &plain,
-        },
-    );
+    commit(&h, "eve again", by_eve());
     let run = h.run_once();
     run.expect(1);
     assert!(
