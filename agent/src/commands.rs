@@ -59,6 +59,13 @@ fn take_lock(settings: &Settings) -> Result<lock::RunLock, u8> {
     })
 }
 
+/// The configuration, then the run lock: for the commands that change the state.
+fn settings_and_lock(config: Option<&Path>) -> Result<(Settings, lock::RunLock), u8> {
+    let settings = settings(config)?;
+    let lock = take_lock(&settings)?;
+    Ok((settings, lock))
+}
+
 /// A state file the agent cannot write because this is not root: say to use sudo.
 fn report_state(e: &anyhow::Error) -> u8 {
     let denied = e
@@ -281,12 +288,8 @@ pub async fn rollback(config: Option<&Path>) -> u8 {
 
 /// `resume`: end a `pause` and unpin after a `rollback`; says which it ended.
 pub fn resume(config: Option<&Path>) -> u8 {
-    let settings = match settings(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let _lock = match take_lock(&settings) {
-        Ok(l) => l,
+    let (settings, _lock) = match settings_and_lock(config) {
+        Ok(both) => both,
         Err(code) => return code,
     };
     let store = crate::state::Store::new(&settings.paths.state_dir);
@@ -331,12 +334,8 @@ pub fn resume(config: Option<&Path>) -> u8 {
 
 /// `pause`: no deploys until `resume` or the end of `--for`; polls go on.
 pub fn pause(config: Option<&Path>, duration: Option<Duration>, reason: Option<&str>) -> u8 {
-    let settings = match settings(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let _lock = match take_lock(&settings) {
-        Ok(l) => l,
+    let (settings, _lock) = match settings_and_lock(config) {
+        Ok(both) => both,
         Err(code) => return code,
     };
     let store = crate::state::Store::new(&settings.paths.state_dir);
@@ -356,12 +355,8 @@ pub fn pause(config: Option<&Path>, duration: Option<Duration>, reason: Option<&
 }
 
 pub fn retry(config: Option<&Path>) -> u8 {
-    let settings = match settings(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let _lock = match take_lock(&settings) {
-        Ok(l) => l,
+    let (settings, _lock) = match settings_and_lock(config) {
+        Ok(both) => both,
         Err(code) => return code,
     };
     let state_dir = settings.paths.state_dir.clone();

@@ -21,6 +21,7 @@
 //! | [`status`]      | `status` / `history` view model and rendering                     |
 //! | [`commands`]    | one function per CLI command, returning an exit code              |
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
+//! | [`free_space`]  | read-only or full filesystem, by `statvfs` (cache and build)      |
 //! | [`demo`], [`fake_system`] | the sandboxed walkthrough and the fake NixOS it uses    |
 
 pub mod announce;
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod deploy;
 pub mod failure;
 pub mod fake_system;
+pub mod free_space;
 pub mod health;
 pub mod lock;
 pub mod logging;

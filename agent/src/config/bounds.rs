@@ -85,6 +85,14 @@ pub const RUN_JITTER: DurationKey = DurationKey {
     max: secs(HOUR),
 };
 
+/// `pause --for` (not a config key: `default` is unused, a pause without `--for` lasts
+/// until `resume`): any positive duration up to a year and a day.
+pub const PAUSE_FOR: DurationKey = DurationKey {
+    default: "2h",
+    min: Duration::from_nanos(1),
+    max: secs(366 * DAY),
+};
+
 /// `[health] consecutive`: rounds in a row that must all pass.
 pub const CONSECUTIVE: RangeInclusive<u32> = 1..=100;
 /// `[build] max_jobs`.
@@ -98,22 +106,45 @@ pub const MAX_CHECKS: usize = 64;
 /// Longest string accepted in an argument vector or check field (bytes).
 pub const MAX_ARG_LEN: usize = 4096;
 
-/// Whether `value` is inside the key's range; the message says which end it crosses.
-pub fn check_duration(key: &DurationKey, text: &str, value: Duration) -> Result<(), String> {
+/// Why a duration was refused.
+#[derive(Debug)]
+pub enum DurationError {
+    /// Not a duration at all (humantime's reason).
+    Invalid(humantime::DurationError),
+    /// Below the key's `min`.
+    TooShort,
+    /// Above the key's `max`.
+    TooLong,
+}
+
+/// The one duration parser: `text` (`30s`, `5m`, `1d 12h`; surrounding blanks ignored)
+/// read with humantime, then held to the key's range. Callers with their own wording
+/// (`pause --for`) branch on the [`DurationError`]; config keys use [`parse_duration`].
+pub fn parse(key: &DurationKey, text: &str) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(text.trim()).map_err(DurationError::Invalid)?;
+    if d < key.min {
+        return Err(DurationError::TooShort);
+    }
+    if d > key.max {
+        return Err(DurationError::TooLong);
+    }
+    Ok(d)
+}
+
+/// [`parse`] with the message a config key's error carries (the caller adds the key).
+pub fn parse_duration(key: &DurationKey, text: &str) -> Result<Duration, String> {
     let show = |d: Duration| humantime::format_duration(d).to_string();
-    if value < key.min {
-        return Err(format!(
-            "{text:?} is too short: must be at least {}",
-            show(key.min)
-        ));
-    }
-    if value > key.max {
-        return Err(format!(
-            "{text:?} is too long: must be at most {}",
-            show(key.max)
-        ));
-    }
-    Ok(())
+    parse(key, text).map_err(|e| match e {
+        DurationError::Invalid(e) => {
+            format!("invalid duration {text:?}: {e} (examples: \"30s\", \"5m\", \"2h\")")
+        }
+        DurationError::TooShort => {
+            format!("{text:?} is too short: must be at least {}", show(key.min))
+        }
+        DurationError::TooLong => {
+            format!("{text:?} is too long: must be at most {}", show(key.max))
+        }
+    })
 }
 
 /// Whether `value` is inside `range`.
@@ -138,15 +169,39 @@ mod tests {
 
     #[test]
     fn durations_outside_their_range_are_refused() {
-        assert!(check_duration(&ACTIVATION_TIMEOUT, "0s", Duration::ZERO)
-            .unwrap_err()
-            .contains("at least 1s"));
-        assert!(check_duration(&HEALTH_SETTLE, "0s", Duration::ZERO).is_ok());
-        assert!(check_duration(&HEALTH_SETTLE, "2h", secs(2 * HOUR))
-            .unwrap_err()
-            .contains("at most 1h"));
-        assert!(check_duration(&RUN_INTERVAL, "9s", secs(9)).is_err());
-        assert!(check_duration(&RUN_INTERVAL, "10s", secs(10)).is_ok());
+        assert_eq!(
+            parse_duration(&ACTIVATION_TIMEOUT, "0s").unwrap_err(),
+            "\"0s\" is too short: must be at least 1s"
+        );
+        assert_eq!(
+            parse_duration(&HEALTH_SETTLE, " 0s ").unwrap(),
+            Duration::ZERO
+        );
+        assert_eq!(
+            parse_duration(&HEALTH_SETTLE, "2h").unwrap_err(),
+            "\"2h\" is too long: must be at most 1h"
+        );
+        assert!(parse_duration(&RUN_INTERVAL, "9s").is_err());
+        assert_eq!(parse_duration(&RUN_INTERVAL, "10s").unwrap(), secs(10));
+    }
+
+    #[test]
+    fn a_bad_duration_says_what_a_good_one_looks_like() {
+        let m = parse_duration(&RUN_INTERVAL, "soon").unwrap_err();
+        assert!(m.starts_with("invalid duration \"soon\": "), "{m}");
+        assert!(m.ends_with("(examples: \"30s\", \"5m\", \"2h\")"), "{m}");
+        assert!(matches!(
+            parse(&RUN_INTERVAL, "-1h"),
+            Err(DurationError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse(&RUN_INTERVAL, "9s"),
+            Err(DurationError::TooShort)
+        ));
+        assert!(matches!(
+            parse(&RUN_INTERVAL, "8d"),
+            Err(DurationError::TooLong)
+        ));
     }
 
     #[test]
@@ -162,8 +217,7 @@ mod tests {
             RUN_INTERVAL,
             RUN_JITTER,
         ] {
-            let d = humantime::parse_duration(key.default).unwrap();
-            check_duration(&key, key.default, d).unwrap();
+            parse_duration(&key, key.default).unwrap();
         }
     }
 

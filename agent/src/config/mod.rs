@@ -4,7 +4,7 @@
 //! the file, the key path and the line ([`locate`]).
 
 pub mod announce;
-mod bounds;
+pub(crate) mod bounds;
 pub mod files;
 mod host_map;
 mod locate;

@@ -152,14 +152,7 @@ fn problem(key: &str, message: impl Into<String>) -> KeyProblem {
 }
 
 fn duration(key: &str, text: &str, spec: &DurationKey) -> Result<Duration, KeyProblem> {
-    let d = humantime::parse_duration(text.trim()).map_err(|e| {
-        problem(
-            key,
-            format!("invalid duration {text:?}: {e} (examples: \"30s\", \"5m\", \"2h\")"),
-        )
-    })?;
-    bounds::check_duration(spec, text, d).map_err(|m| problem(key, m))?;
-    Ok(d)
+    bounds::parse_duration(spec, text).map_err(|m| problem(key, m))
 }
 
 pub(super) fn validate(raw: RawReboot) -> Result<RebootSettings, KeyProblem> {
@@ -317,7 +310,8 @@ fn window(raw: RawWindow) -> Result<Window, KeyProblem> {
     })
 }
 
-const ALL_DAYS: [Weekday; 7] = [
+/// Every day of the week, Monday first (a window without `days`).
+pub const ALL_DAYS: [Weekday; 7] = [
     Weekday::Monday,
     Weekday::Tuesday,
     Weekday::Wednesday,

@@ -51,14 +51,7 @@ impl Validator<'_> {
         spec: &DurationKey,
     ) -> Result<Duration> {
         let text = value.unwrap_or(default);
-        let d = humantime::parse_duration(text.trim()).map_err(|e| {
-            err(
-                key,
-                format!("invalid duration {text:?}: {e} (examples: \"30s\", \"5m\", \"2h\")"),
-            )
-        })?;
-        bounds::check_duration(spec, text, d).map_err(|m| err(key, m))?;
-        Ok(d)
+        bounds::parse_duration(spec, text).map_err(|m| err(key, m))
     }
 
     pub(super) fn settings(&self, raw: RawConfig) -> Result<Settings> {

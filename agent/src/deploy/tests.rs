@@ -131,14 +131,7 @@ impl Source for F {
     }
     fn fetch(&self) -> Fut<'_, Result<Fetched, Failure>> {
         self.call("fetch".into());
-        let commit = self.world.borrow().head.clone().unwrap();
-        Box::pin(async move {
-            Ok(Fetched {
-                subject: format!("subject of {commit}"),
-                time: 0,
-                commit,
-            })
-        })
+        fetched(self.world.borrow().head.clone().unwrap())
     }
     fn testing_head(&self) -> Fut<'_, Result<Option<String>, Failure>> {
         self.call("testing head".into());
@@ -147,15 +140,19 @@ impl Source for F {
     }
     fn fetch_testing(&self) -> Fut<'_, Result<Fetched, Failure>> {
         self.call("fetch testing".into());
-        let commit = self.world.borrow().testing_head.clone().unwrap();
-        Box::pin(async move {
-            Ok(Fetched {
-                subject: format!("subject of {commit}"),
-                time: 0,
-                commit,
-            })
-        })
+        fetched(self.world.borrow().testing_head.clone().unwrap())
     }
+}
+
+/// A fetch of `commit` that succeeds.
+fn fetched<'a>(commit: String) -> Fut<'a, Result<Fetched, Failure>> {
+    Box::pin(async move {
+        Ok(Fetched {
+            subject: format!("subject of {commit}"),
+            time: 0,
+            commit,
+        })
+    })
 }
 
 impl Builder for F {

@@ -20,8 +20,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use crate::config::Settings;
@@ -50,9 +49,8 @@ pub fn refresh(settings: &Settings, after: After) {
         return;
     };
     let runtime_dir = &settings.paths.runtime_dir;
-    let mut facts = status::Facts::read(settings);
-    facts.lock = None;
-    facts.progress = None;
+    let (state, problem) = status::load_state(&settings.paths.state_dir);
+    let facts = status::Facts::settled(settings, state, problem);
     let state = facts.state.clone();
     let poll_failed = facts
         .poll
@@ -95,8 +93,9 @@ pub fn refresh(settings: &Settings, after: After) {
 }
 
 /// Writes `<dir>/homelab_agent.prom` unless it already holds exactly `text`; returns
-/// whether it wrote. A new temp file (never an existing one, never through a link) in the
-/// same directory, renamed over the old: readers see the old file or the new one.
+/// whether it wrote. Written like the state ([`crate::state::write_atomic`]: a temp file
+/// never through a link, fsync, rename): readers see the old file or the new one, and the
+/// temp name does not end in `.prom`, so node_exporter ignores it while it is written.
 pub fn write_if_changed(dir: &Path, text: &[u8]) -> std::io::Result<bool> {
     let path = dir.join(FILE);
     if let Ok(crate::state::Found::File(old)) = crate::state::read_bounded(&path, 1 << 20) {
@@ -104,37 +103,7 @@ pub fn write_if_changed(dir: &Path, text: &[u8]) -> std::io::Result<bool> {
             return Ok(false);
         }
     }
-    // Not `*.prom`: node_exporter ignores it while it is being written. One left by a
-    // writer that was killed is removed (writers hold the run lock: none is in progress).
-    remove_stale_temps(dir);
-    let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        file.write_all(text)?;
-        drop(file);
-        std::fs::rename(&tmp, &path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map(|()| true)
-}
-
-/// Removes `.homelab_agent.prom.<pid>.tmp` files a killed writer left.
-fn remove_stale_temps(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let prefix = format!(".{FILE}.");
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(&prefix) && name.ends_with(".tmp") {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
+    // One left by a writer that was killed (writers hold the run lock: none is in progress).
+    crate::state::remove_stale_temps(dir, FILE);
+    crate::state::write_atomic(&path, text).map(|()| true)
 }

@@ -91,6 +91,19 @@ fn number(v: f64) -> String {
     }
 }
 
+/// A family with one sample per `(value, name)`, labelled `label="name"`: 1 where `on`
+/// holds for the value (the current state, status or outcome), 0 elsewhere.
+fn one_hot<T, const N: usize>(
+    label: &'static str,
+    values: [(T, &str); N],
+    on: impl Fn(T) -> bool,
+) -> Vec<(Labels<'static>, f64)> {
+    values
+        .into_iter()
+        .map(|(v, name)| (vec![(label, name.to_string())], flag(on(v))))
+        .collect()
+}
+
 fn flag(on: bool) -> f64 {
     if on {
         1.0
@@ -125,15 +138,9 @@ pub fn render(s: &Snapshot) -> String {
             1.0,
         )],
     );
-    let states: Vec<(Labels, f64)> = LABELS
-        .iter()
-        .map(|l| {
-            (
-                vec![("state", l.as_str().to_string())],
-                flag(view.state == *l),
-            )
-        })
-        .collect();
+    let states = one_hot("state", LABELS.map(|l| (l, l.as_str())), |l| {
+        view.state == l
+    });
     out.family(
         "homelab_agent_state",
         "gauge",
@@ -171,15 +178,7 @@ pub fn render(s: &Snapshot) -> String {
     );
 
     let head = view.head.as_ref();
-    let heads: Vec<(Labels, f64)> = HEADS
-        .iter()
-        .map(|(h, name)| {
-            (
-                vec![("status", name.to_string())],
-                flag(head.is_some_and(|x| x.status == *h)),
-            )
-        })
-        .collect();
+    let heads = one_hot("status", HEADS, |h| head.is_some_and(|x| x.status == h));
     out.family(
         "homelab_agent_head_status",
         "gauge",
@@ -196,15 +195,9 @@ pub fn render(s: &Snapshot) -> String {
     );
 
     if let Some(run) = state.history.first() {
-        let outcomes: Vec<(Labels, f64)> = RECORDED
-            .iter()
-            .map(|o| {
-                (
-                    vec![("outcome", o.as_str().to_string())],
-                    flag(run.outcome == *o),
-                )
-            })
-            .collect();
+        let outcomes = one_hot("outcome", RECORDED.map(|o| (o, o.as_str())), |o| {
+            run.outcome == o
+        });
         out.family(
             "homelab_agent_last_run_outcome",
             "gauge",

@@ -176,7 +176,7 @@ fn the_record_counts_polls_and_keeps_since_times() {
 fn an_unchanged_file_is_not_rewritten_and_no_temp_file_is_left() {
     let dir = tempfile::tempdir().unwrap();
     // Left by a writer that was killed mid-write.
-    std::fs::write(dir.path().join(format!(".{FILE}.999999.tmp")), "half").unwrap();
+    std::fs::write(dir.path().join(format!(".{FILE}.tmp-999999-0")), "half").unwrap();
     assert!(write_if_changed(dir.path(), b"a 1\n").unwrap());
     let first = std::fs::metadata(dir.path().join(FILE)).unwrap();
     assert!(!write_if_changed(dir.path(), b"a 1\n").unwrap());

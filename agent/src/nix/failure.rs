@@ -87,20 +87,10 @@ fn host_missing(attribute: &str, host: &str, message: &str) -> String {
 
 /// What the filesystems under the store and the GC root say, by `statvfs`.
 pub fn filesystem_problem(dirs: &[&Path]) -> Option<std::io::Error> {
-    use nix::sys::statvfs::{statvfs, FsFlags};
-    for dir in dirs {
-        let Ok(stat) = statvfs(*dir) else { continue };
-        if stat.flags().contains(FsFlags::ST_RDONLY) {
-            return Some(Errno::EROFS.into());
-        }
-        // The casts are for 32-bit targets (armv7 Pis), where these are 32-bit.
-        #[allow(clippy::unnecessary_cast)]
-        let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
-        if free < MIN_FREE_BYTES {
-            return Some(Errno::ENOSPC.into());
-        }
-    }
-    None
+    // A directory that cannot be looked at says nothing about the build.
+    dirs.iter()
+        .find_map(|dir| crate::free_space::check(dir, MIN_FREE_BYTES).ok().flatten())
+        .map(std::io::Error::from)
 }
 
 /// The OS's own message for an error code (`No space left on device`), as nix prints it.

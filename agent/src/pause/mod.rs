@@ -11,10 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::bounds::{self, DurationError};
 use crate::state::{State, Store};
 
 /// The longest `--for` accepted: beyond that, pause without `--for` (until `resume`).
-pub const MAX_FOR: Duration = Duration::from_secs(366 * 24 * 3600);
+pub const MAX_FOR: Duration = bounds::PAUSE_FOR.max;
 
 /// The operator's pause, as kept in `state.json` under `paused`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,22 +59,16 @@ pub fn active(state: &State) -> Option<&Paused> {
 
 /// `pause --for`: a positive duration up to [`MAX_FOR`], as `30m`, `2h`, `1d 12h`.
 pub fn parse_for(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("not a duration ({e}): give e.g. 30m, 2h or 1d; without --for the pause lasts until `resume`")
-    })?;
-    if d.is_zero() {
-        return Err(
-            "a pause of 0s ends at once: give e.g. 30m, 2h or 1d; without --for the pause lasts until `resume`"
-                .into(),
-        );
-    }
-    if d > MAX_FOR {
-        return Err(format!(
-            "longer than {}: pause without --for instead (until `resume`)",
-            humantime::format_duration(MAX_FOR)
-        ));
-    }
-    Ok(d)
+    const HINT: &str = "give e.g. 30m, 2h or 1d; without --for the pause lasts until `resume`";
+    bounds::parse(&bounds::PAUSE_FOR, text).map_err(|e| match e {
+        DurationError::Invalid(e) => format!("not a duration ({e}): {HINT}"),
+        DurationError::TooShort => format!("a pause of 0s ends at once: {HINT}"),
+        DurationError::TooLong => format!(
+            // "366 days", not humantime's "1year 18h".
+            "longer than {} days: pause without --for instead (until `resume`)",
+            MAX_FOR.as_secs() / 86_400
+        ),
+    })
 }
 
 /// The reason as stored: one line, trimmed, at most 200 characters; empty is none.

@@ -39,6 +39,7 @@ use jiff::Timestamp;
 
 use crate::config::{RebootPolicy, Settings};
 use crate::logging::message_id;
+use crate::state::State;
 use crate::system;
 
 use doors::Effects;
@@ -67,28 +68,26 @@ pub async fn after_cycle(settings: &Settings) -> Acted {
     after_cycle_with(settings, &effects, Timestamp::now()).await
 }
 
-/// The facts [`policy::decide`] needs, read from the machine and the state.
-pub fn facts(settings: &Settings, record_problem: Option<String>) -> policy::Facts {
+/// The facts [`policy::decide`] needs, read from the machine, and from `state` (the
+/// caller's: read once).
+pub fn facts(settings: &Settings, state: &State, record_problem: Option<String>) -> policy::Facts {
     let p = &settings.paths;
     let booted = system::resolve(&p.booted_system);
     let default = system::profile::current(&p.profile);
     let kernel_changed = default
         .as_ref()
         .and_then(|d| system::reboot_required(&p.booted_system, &d.system));
-    let unresolved = crate::state::Store::new(&p.state_dir)
-        .peek()
-        .ok()
-        .and_then(|s| {
-            if s.rollback_pending.is_some() {
-                Some("a rollback failed (status needs attention)".to_string())
-            } else if let Some(p) = crate::pause::active(&s) {
-                // An operator's pause holds reboots too: maintenance, moving the rack.
-                Some(format!("paused ({})", crate::pause::describe(p)))
-            } else {
-                s.intent
-                    .map(|i| format!("a run's deployment of {} is unresolved", i.system))
-            }
-        });
+    let unresolved = if state.rollback_pending.is_some() {
+        Some("a rollback failed (status needs attention)".to_string())
+    } else if let Some(p) = crate::pause::active(state) {
+        // An operator's pause holds reboots too: maintenance, moving the rack.
+        Some(format!("paused ({})", crate::pause::describe(p)))
+    } else {
+        state
+            .intent
+            .as_ref()
+            .map(|i| format!("a run's deployment of {} is unresolved", i.system))
+    };
     policy::Facts {
         booted,
         default,
@@ -108,7 +107,9 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
         Err(p) => (Record::default(), Some(p)),
     };
     let readable = problem.is_none();
-    let facts = facts(settings, problem);
+    // Unreadable: nothing is known to be unresolved, as in `status`.
+    let state = crate::state::Store::new(dir).peek().unwrap_or_default();
+    let facts = facts(settings, &state, problem);
     let before = record.clone();
     let acted = match policy::decide(&settings.reboot, &record, &facts, now) {
         Decision::NotRequired => {

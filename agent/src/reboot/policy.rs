@@ -167,7 +167,7 @@ mod tests {
     use super::*;
     use crate::config::Window;
     use crate::reboot::record::Rebooted;
-    use jiff::civil::{Time, Weekday};
+    use jiff::civil::Time;
     use jiff::tz::TimeZone;
 
     fn ts(text: &str) -> Timestamp {
@@ -315,15 +315,7 @@ mod tests {
 
     fn nightly(tz: &str) -> Window {
         Window {
-            days: vec![
-                Weekday::Monday,
-                Weekday::Tuesday,
-                Weekday::Wednesday,
-                Weekday::Thursday,
-                Weekday::Friday,
-                Weekday::Saturday,
-                Weekday::Sunday,
-            ],
+            days: crate::config::reboot::ALL_DAYS.to_vec(),
             start: Time::constant(2, 0, 0, 0),
             end: Time::constant(4, 0, 0, 0),
             timezone_name: tz.into(),

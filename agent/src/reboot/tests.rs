@@ -83,6 +83,16 @@ impl TempMachine {
         Store::new(&self.settings.paths.state_dir)
     }
 
+    /// What `status` shows of reboots now.
+    fn view(&self) -> super::View {
+        let state = self.store().peek().unwrap();
+        super::view::build(
+            &self.settings,
+            &super::view::read(&self.settings, &state),
+            now(),
+        )
+    }
+
     fn deployed(&self, name: &str, commit: &str) {
         let store = self.store();
         let mut st: State = store.load().unwrap();
@@ -286,7 +296,7 @@ async fn policy_never_looks_at_nothing_and_writes_nothing() {
     assert!(f.take().is_empty());
     assert!(!record::path(&b.settings.paths.state_dir).exists());
     // status still says a reboot is pending, waiting for a person.
-    let view = super::view::build(&b.settings, &super::view::read(&b.settings), now());
+    let view = b.view();
     assert_eq!(view.pending.unwrap().waiting_for.as_deref(), Some("policy"));
 }
 
@@ -361,7 +371,7 @@ async fn a_lock_server_that_says_no_or_is_down_means_wait() {
         );
         assert_eq!(f.take(), ["take"]);
         assert!(b.record().rebooted.is_none() && !b.record().slot_held);
-        let view = super::view::build(&b.settings, &super::view::read(&b.settings), now());
+        let view = b.view();
         assert_eq!(view.pending.unwrap().waiting_for.as_deref(), Some("lock"));
     }
     // The server says yes: now it reboots.
@@ -441,7 +451,7 @@ async fn outside_the_window_it_waits_and_status_says_until_when() {
         ("window", Some("2026-11-26T02:00:00Z"))
     );
     assert!(f.take().is_empty());
-    let view = super::view::build(&b.settings, &super::view::read(&b.settings), now());
+    let view = b.view();
     let p = view.pending.unwrap();
     assert_eq!(p.until.as_deref(), Some("2026-11-26T02:00:00Z"));
     assert_eq!(p.generation, Some(2));
@@ -510,7 +520,7 @@ async fn a_boot_that_fails_its_checks_falls_back_and_reboots_once() {
     assert!(matches!(f.verify(&b).await, Verdict::Nothing(_)));
     assert_eq!(f.take(), ["release"]);
     assert_eq!(f.cycle(&b).await, Acted::NotRequired);
-    let view = super::view::build(&b.settings, &super::view::read(&b.settings), now());
+    let view = b.view();
     assert!(view
         .fell_back
         .unwrap()

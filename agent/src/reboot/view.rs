@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::config::{RebootPolicy, Settings};
+use crate::state::State;
 
 use super::policy::{self, Decision};
 use super::record::{self, Boot, Fallback, Rebooted, Record};
@@ -20,13 +21,14 @@ pub struct Facts {
     pub policy: policy::Facts,
 }
 
-pub fn read(settings: &Settings) -> Facts {
+/// `state`: the state the caller read (for the policy's "unresolved").
+pub fn read(settings: &Settings, state: &State) -> Facts {
     let (record, problem) = match record::load(&settings.paths.state_dir) {
         Ok(r) => (r, None),
         Err(p) => (Record::default(), Some(p)),
     };
     Facts {
-        policy: super::facts(settings, problem.clone()),
+        policy: super::facts(settings, state, problem.clone()),
         record,
         problem,
     }

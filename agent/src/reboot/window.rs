@@ -68,15 +68,7 @@ mod tests {
         text.parse().unwrap()
     }
 
-    const EVERY: &[Weekday] = &[
-        Weekday::Monday,
-        Weekday::Tuesday,
-        Weekday::Wednesday,
-        Weekday::Thursday,
-        Weekday::Friday,
-        Weekday::Saturday,
-        Weekday::Sunday,
-    ];
+    const EVERY: &[Weekday] = &crate::config::reboot::ALL_DAYS;
 
     #[test]
     fn a_plain_window_in_utc() {

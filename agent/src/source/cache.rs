@@ -42,21 +42,13 @@ pub enum CacheError {
 /// from `statvfs`, permissions and the rest from a real small write. The error carries
 /// the OS error code, so [`crate::failure::io_kind`] classifies it.
 pub fn probe(path: &Path) -> Result<(), std::io::Error> {
-    use nix::sys::statvfs::{statvfs, FsFlags};
     let dir = if path.is_dir() {
         path
     } else {
         path.parent().unwrap_or(Path::new("/"))
     };
-    let stat = statvfs(dir).map_err(std::io::Error::from)?;
-    if stat.flags().contains(FsFlags::ST_RDONLY) {
-        return Err(nix::errno::Errno::EROFS.into());
-    }
-    // The casts are for 32-bit targets (armv7 Pis), where these are 32-bit.
-    #[allow(clippy::unnecessary_cast)]
-    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
-    if free < MIN_FREE_BYTES {
-        return Err(nix::errno::Errno::ENOSPC.into());
+    if let Some(e) = crate::free_space::check(dir, MIN_FREE_BYTES)? {
+        return Err(e.into());
     }
     let probe = dir.join(".homelab-agent-probe");
     let result = (|| {

@@ -18,12 +18,7 @@ impl Status {
                 AttentionKind::Paused => "PAUSED:",
                 _ => "ATTENTION:",
             };
-            let since = a
-                .since
-                .as_deref()
-                .and_then(|s| relative(s, now))
-                .map(|s| format!(" (since {s})"))
-                .unwrap_or_default();
+            let since = aside("since", a.since.as_deref(), now);
             writeln!(out, "{label:<12}{}{since}", a.message)?;
             hints.write(out, &a.hint)?;
         }
@@ -51,12 +46,7 @@ impl Status {
                 HeadStatus::PinnedPast => "not deployed (pinned)",
                 HeadStatus::Refused => "refused, not built",
             };
-            let seen = h
-                .seen_at
-                .as_deref()
-                .and_then(|s| relative(s, now))
-                .map(|s| format!(" (seen {s})"))
-                .unwrap_or_default();
+            let seen = aside("seen", h.seen_at.as_deref(), now);
             writeln!(out, "head:       {} {status}{seen}", short(&h.commit))?;
         }
         let d = &self.deployed;
@@ -112,12 +102,7 @@ impl Status {
         }
         if let Some(r) = &self.running {
             let pid = r.pid.map(|p| format!("pid {p}: ")).unwrap_or_default();
-            let since = r
-                .since
-                .as_deref()
-                .and_then(|s| relative(s, now))
-                .map(|s| format!(" (since {s})"))
-                .unwrap_or_default();
+            let since = aside("since", r.since.as_deref(), now);
             writeln!(
                 out,
                 "running:    {pid}{}{since}",
@@ -225,6 +210,13 @@ impl Hints {
         }
         Ok(())
     }
+}
+
+/// ` (since 3m ago)`: `word` and `at` relative to `now`; empty when `at` is unknown.
+fn aside(word: &str, at: Option<&str>, now: SystemTime) -> String {
+    at.and_then(|s| relative(s, now))
+        .map(|s| format!(" ({word} {s})"))
+        .unwrap_or_default()
 }
 
 /// "3m ago" or "in 4m", from an RFC 3339 time; `None` if it does not parse.

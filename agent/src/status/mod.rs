@@ -59,19 +59,31 @@ impl Facts {
     pub fn read(settings: &Settings) -> Facts {
         let p = &settings.paths;
         let (state, state_problem) = load_state(&p.state_dir);
+        // The lock first: a run that just took it writes its progress a moment later.
         Facts {
-            state,
-            state_problem,
-            poll: runtime::read(&p.runtime_dir),
-            progress: runtime::read_progress(&p.runtime_dir),
             lock: Some(lock::probe(&p.runtime_dir)),
+            progress: runtime::read_progress(&p.runtime_dir),
+            ..Facts::settled(settings, state, state_problem)
+        }
+    }
+
+    /// All but the run's lock and progress, around the state (from [`load_state`]) the
+    /// caller already has: for the lock holder, its work done (the metrics).
+    pub fn settled(settings: &Settings, state: State, state_problem: Option<String>) -> Facts {
+        let p = &settings.paths;
+        Facts {
+            poll: runtime::read(&p.runtime_dir),
+            progress: None,
+            lock: None,
             current_system: system::resolve(&p.current_system),
             booted_system: system::resolve(&p.booted_system),
             reboot_required: system::reboot_required(&p.booted_system, &p.current_system),
             profile: system::profile::current(&p.profile),
             machine: pivot::read(settings),
-            reboot: crate::reboot::view::read(settings),
+            reboot: crate::reboot::view::read(settings, &state),
             build_plan: crate::nix::plan::read_record(&p.state_dir),
+            state,
+            state_problem,
         }
     }
 }
@@ -282,20 +294,18 @@ impl Status {
             },
         };
         let running = match &f.lock {
-            Some(Probe::Held(pid)) => Some(RunningView {
-                pid: *pid,
+            Some(Probe::Held(pid)) => {
                 // The progress file is the holder's only if the pids agree.
-                phase: f
+                let progress = f
                     .progress
                     .as_ref()
-                    .filter(|p| pid.is_none_or(|pid| pid == p.pid))
-                    .map(|p| p.phase.clone()),
-                since: f
-                    .progress
-                    .as_ref()
-                    .filter(|p| pid.is_none_or(|pid| pid == p.pid))
-                    .map(|p| p.since.clone()),
-            }),
+                    .filter(|p| pid.is_none_or(|pid| pid == p.pid));
+                Some(RunningView {
+                    pid: *pid,
+                    phase: progress.map(|p| p.phase.clone()),
+                    since: progress.map(|p| p.since.clone()),
+                })
+            }
             _ => None,
         };
         let head = head(state, f.poll.as_ref());

@@ -7,9 +7,7 @@
 use std::path::Path;
 
 use super::signature::{expected, Extracted};
-use super::{
-    key_file_failure, killed, short, tool_failure, Reason, Refusal, Verdict, TOOL_TIMEOUT,
-};
+use super::{key_file_failure, run_verifier, short, Reason, Refusal, Verdict};
 use crate::config::trust::Verify;
 use crate::process::Cmd;
 
@@ -88,22 +86,21 @@ pub fn parse_status(stdout: &str, rc: Option<i32>) -> Status {
 pub async fn verify(keyring: &Path, x: &Extracted) -> Result<String, Verdict> {
     std::fs::File::open(keyring).map_err(|e| key_file_failure("keyring_file", keyring, &e))?;
     let home = x.signature.parent().unwrap_or(Path::new("/nonexistent"));
-    let done = Cmd::new("gpgv")
-        // gpgv reads nothing from a home but the keyrings named here; the temporary
-        // directory keeps it off root's ~/.gnupg.
-        .arg("--homedir")
-        .arg(home)
-        .args(["--status-fd", "1", "--keyring"])
-        .arg(keyring)
-        .arg("--")
-        .arg(&x.signature)
-        .arg(&x.payload)
-        .timeout(TOOL_TIMEOUT)
-        .capture_stdout()
-        .run()
-        .await
-        .map_err(|e| tool_failure("gpgv", "gpgv (gnupg)", e))?;
-    killed("gpgv", &done.status)?;
+    let done = run_verifier(
+        Cmd::new("gpgv")
+            // gpgv reads nothing from a home but the keyrings named here; the temporary
+            // directory keeps it off root's ~/.gnupg.
+            .arg("--homedir")
+            .arg(home)
+            .args(["--status-fd", "1", "--keyring"])
+            .arg(keyring)
+            .arg("--")
+            .arg(&x.signature)
+            .arg(&x.payload),
+        "gpgv",
+        "gpgv (gnupg)",
+    )
+    .await?;
     let verify = Verify::Gpg {
         keyring: keyring.to_path_buf(),
     };

@@ -179,6 +179,24 @@ pub(crate) fn killed(tool: &str, status: &std::process::ExitStatus) -> Result<()
     }
 }
 
+/// Runs a verifier (`tool`, packaged as `package`) within [`TOOL_TIMEOUT`], its stdout
+/// captured. Not run, or killed by a signal, is a machine failure ([`tool_failure`],
+/// [`killed`]); its exit code is the caller's to read.
+pub(crate) async fn run_verifier(
+    cmd: crate::process::Cmd,
+    tool: &str,
+    package: &str,
+) -> Result<crate::process::Finished, Verdict> {
+    let done = cmd
+        .timeout(TOOL_TIMEOUT)
+        .capture_stdout()
+        .run()
+        .await
+        .map_err(|e| tool_failure(tool, package, e))?;
+    killed(tool, &done.status)?;
+    Ok(done)
+}
+
 /// A short commit id for messages.
 pub(crate) fn short(commit: &str) -> &str {
     &commit[..commit.len().min(8)]

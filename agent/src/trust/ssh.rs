@@ -7,9 +7,7 @@
 use std::path::Path;
 
 use super::signature::{expected, Extracted};
-use super::{
-    key_file_failure, killed, short, tool_failure, Reason, Refusal, Verdict, TOOL_TIMEOUT,
-};
+use super::{key_file_failure, run_verifier, short, Reason, Refusal, Verdict};
 use crate::config::trust::Verify;
 use crate::process::Cmd;
 
@@ -23,17 +21,16 @@ pub async fn verify(allowed: &Path, x: &Extracted) -> Result<String, Verdict> {
     let verify = Verify::Ssh {
         allowed_signers_file: allowed.to_path_buf(),
     };
-    let found = Cmd::new("ssh-keygen")
-        .args(["-Y", "find-principals", "-f"])
-        .arg(allowed)
-        .arg("-s")
-        .arg(&x.signature)
-        .timeout(TOOL_TIMEOUT)
-        .capture_stdout()
-        .run()
-        .await
-        .map_err(|e| tool_failure("ssh-keygen", "openssh-client", e))?;
-    killed("ssh-keygen", &found.status)?;
+    let found = run_verifier(
+        Cmd::new("ssh-keygen")
+            .args(["-Y", "find-principals", "-f"])
+            .arg(allowed)
+            .arg("-s")
+            .arg(&x.signature),
+        "ssh-keygen",
+        "openssh-client",
+    )
+    .await?;
     let principal = found
         .stdout
         .lines()
@@ -54,20 +51,19 @@ pub async fn verify(allowed: &Path, x: &Extracted) -> Result<String, Verdict> {
             }))
         }
     };
-    let checked = Cmd::new("ssh-keygen")
-        .args(["-Y", "verify", "-f"])
-        .arg(allowed)
-        .arg("-I")
-        .arg(&principal)
-        .args(["-n", NAMESPACE, "-s"])
-        .arg(&x.signature)
-        .stdin_file(&x.payload)
-        .timeout(TOOL_TIMEOUT)
-        .capture_stdout()
-        .run()
-        .await
-        .map_err(|e| tool_failure("ssh-keygen", "openssh-client", e))?;
-    killed("ssh-keygen", &checked.status)?;
+    let checked = run_verifier(
+        Cmd::new("ssh-keygen")
+            .args(["-Y", "verify", "-f"])
+            .arg(allowed)
+            .arg("-I")
+            .arg(&principal)
+            .args(["-n", NAMESPACE, "-s"])
+            .arg(&x.signature)
+            .stdin_file(&x.payload),
+        "ssh-keygen",
+        "openssh-client",
+    )
+    .await?;
     if !checked.status.success() {
         return Err(Verdict::Refused(Refusal {
             reason: Reason::BadSignature,

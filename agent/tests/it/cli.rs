@@ -3,22 +3,14 @@
 
 use std::process::Command;
 
-use crate::support::{nix_available, Harness, BIN};
+use crate::support::{config_check_output, nix_available, Harness, BIN};
 
 fn config_check(text: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("agent.toml");
-    std::fs::write(&file, text).unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&file)
-        .args(["config", "check"])
-        .output()
-        .unwrap();
+    let (out, file) = config_check_output(text, &[]);
     let stderr =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(
-        stderr.contains(&*file.display().to_string()),
+        stderr.contains(&file),
         "message does not name the file: {stderr}"
     );
     (out.status.code().unwrap_or(-1), stderr)

@@ -2,9 +2,7 @@
 //! error line that names the file, the key path and the line; the complete good config
 //! (every key set) passes. No nix or git needed.
 
-use std::process::Command;
-
-use crate::support::BIN;
+use crate::support::config_check_output;
 
 /// Every key set, each on its own line, so a case can replace exactly one.
 const GOOD: &str = r#"[source]
@@ -74,20 +72,12 @@ jitter = "30s"
 /// Runs `config check` on `text`: exit code, stdout, stderr. The values are what is
 /// tested here, not the files they name (`cli.rs` tests those): `--no-file-checks`.
 fn check(text: &str) -> (i32, String, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("agent.toml");
-    std::fs::write(&file, text).unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&file)
-        .args(["config", "check", "--no-file-checks"])
-        .output()
-        .unwrap();
+    let (out, file) = config_check_output(text, &["--no-file-checks"]);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
-        file.display().to_string(),
+        file,
     )
 }
 

@@ -99,18 +99,24 @@ fn a_daemon_reports_a_git_failure_as_run_once_does() {
     assert!(!err.contains("cannot reach"), "{err}");
 }
 
-/// Against a silent server the daemon's poll ends at `[source] timeout` (plus a little)
-/// with the same timed-out failure as `run --once`, and leaves no git child behind.
-#[test]
-fn a_daemon_poll_of_a_silent_server_ends_at_its_deadline() {
-    // Never accepts: the kernel completes the handshake, nobody ever answers.
+/// Points `h` at a server that never answers (the kernel completes the handshake, nobody
+/// ever accepts), with a 2 s `[source] timeout`; keep the listener for the test's length.
+fn silent_server(h: &mut Harness) -> std::net::TcpListener {
     let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut h = Harness::new();
     h.url = format!(
         "git://127.0.0.1:{}/homelab.git",
         hole.local_addr().unwrap().port()
     );
     h.source_extra = "timeout = \"2s\"\n".into();
+    hole
+}
+
+/// Against a silent server the daemon's poll ends at `[source] timeout` (plus a little)
+/// with the same timed-out failure as `run --once`, and leaves no git child behind.
+#[test]
+fn a_daemon_poll_of_a_silent_server_ends_at_its_deadline() {
+    let mut h = Harness::new();
+    let _hole = silent_server(&mut h);
     let started = Instant::now();
     let daemon = start_daemon(&mut h);
     cycle_after(&h.path("runtime/last-poll.json"), None);
@@ -137,13 +143,8 @@ fn a_daemon_poll_of_a_silent_server_ends_at_its_deadline() {
 #[test]
 fn sigterm_to_the_group_lets_the_git_child_finish_its_call() {
     use std::os::unix::process::CommandExt;
-    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut h = Harness::new();
-    h.url = format!(
-        "git://127.0.0.1:{}/homelab.git",
-        hole.local_addr().unwrap().port()
-    );
-    h.source_extra = "timeout = \"2s\"\n".into();
+    let _hole = silent_server(&mut h);
     h.extra = "[run]\ninterval = \"1h\"\njitter = \"0s\"\n".into();
     let daemon = h
         .command(&["run"])
@@ -251,12 +252,8 @@ fn a_daemon_refuses_a_downgrade_through_its_git_child() {
         return;
     }
     let mut h = Harness::new();
-    h.host("pi1").content = "v1".into();
-    let c1 = h.commit("first");
-    h.run_once().expect(0);
-    h.host("pi1").content = "v2".into();
-    let c2 = h.commit("second");
-    h.run_once().expect(0);
+    let c1 = h.deploy("v1", "first");
+    let c2 = h.deploy("v2", "second");
     crate::support::git(&h.repo, &["reset", "-q", "--hard", &c1]);
     let daemon = start_daemon(&mut h);
     cycle_after(&h.path("runtime/last-poll.json"), None);

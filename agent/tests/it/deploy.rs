@@ -10,9 +10,7 @@ fn first_deploy_then_up_to_date() {
         return;
     }
     let mut h = Harness::new();
-    h.host("pi1").content = "v1".into();
-    let c1 = h.commit("first");
-    h.run_once().expect(0);
+    let c1 = h.deploy("v1", "first");
 
     let system = h.current_system().expect("no current system after deploy");
     assert_eq!(
@@ -108,9 +106,7 @@ fn second_deploy_makes_a_new_generation() {
     }
     let mut h = Harness::new();
     let (_, old) = h.bootstrap();
-    h.host("pi1").content = "v2".into();
-    let c2 = h.commit("second");
-    h.run_once().expect(0);
+    let c2 = h.deploy("v2", "second");
     let new = h.current_system().unwrap();
     assert_ne!(new, old);
     assert_eq!(h.profile_generation(), Some(2));

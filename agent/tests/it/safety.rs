@@ -5,7 +5,24 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{assert_no_process, base, nix_available, Harness};
+use crate::support::{assert_no_process, base, nix_available, Harness, Run};
+
+/// `run --once` exits `code` within `limit`: a hung child was stopped at its deadline.
+fn run_within(h: &Harness, code: i32, limit: Duration) -> Run {
+    let run = h.run_once();
+    run.expect(code);
+    assert!(run.elapsed < limit, "took {:?}", run.elapsed);
+    run
+}
+
+/// The status's `last_run.<field>` says `needle`.
+fn assert_last_run_says(s: &serde_json::Value, field: &str, needle: &str) {
+    let text = s["last_run"][field].as_str().unwrap_or_default();
+    assert!(
+        text.contains(needle),
+        "last_run.{field} lacks {needle:?}: {s}"
+    );
+}
 
 /// After a failed deployment: the previous system is live and is the boot default, the
 /// activation log is exactly `new test, old test`, and the failure is recorded.
@@ -132,12 +149,10 @@ fn failed_tcp_check_rolls_back_and_a_listening_port_passes() {
     bad_commit(&mut h, |_| {});
     h.run_once().expect(1);
     let s = assert_rolled_back(&h, &old, "health");
-    assert!(
-        s["last_run"]["failed_check"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("cannot connect to 127.0.0.1:{closed}")),
-        "{s}"
+    assert_last_run_says(
+        &s,
+        "failed_check",
+        &format!("cannot connect to 127.0.0.1:{closed}"),
     );
 }
 
@@ -150,21 +165,9 @@ fn hanging_command_check_ends_within_its_deadline() {
     let (_, old) = h.bootstrap();
     h.checks = Some("[[health.checks]]\ntype = \"command\"\ncommand = [\"/bin/sleep\", \"641\"]\ntimeout = \"1s\"\n".into());
     bad_commit(&mut h, |_| {});
-    let run = h.run_once();
-    run.expect(1);
-    assert!(
-        run.elapsed < Duration::from_secs(15),
-        "took {:?}",
-        run.elapsed
-    );
+    run_within(&h, 1, Duration::from_secs(15));
     let s = assert_rolled_back(&h, &old, "health");
-    assert!(
-        s["last_run"]["failed_check"]
-            .as_str()
-            .unwrap()
-            .contains("no answer within 1s"),
-        "{s}"
-    );
+    assert_last_run_says(&s, "failed_check", "no answer within 1s");
     assert_no_process("sleep 641", "the hung check");
 }
 
@@ -197,21 +200,9 @@ fn activation_hang_is_stopped_and_rolled_back() {
     let (_, old) = h.bootstrap();
     h.activation_timeout = "2s".into();
     bad_commit(&mut h, |x| x.mode = "sleep:653".into());
-    let run = h.run_once();
-    run.expect(1);
-    assert!(
-        run.elapsed < Duration::from_secs(20),
-        "took {:?}",
-        run.elapsed
-    );
+    run_within(&h, 1, Duration::from_secs(20));
     let s = assert_rolled_back(&h, &old, "activate");
-    assert!(
-        s["last_run"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("timed out after 2s"),
-        "{s}"
-    );
+    assert_last_run_says(&s, "error", "timed out after 2s");
     assert_no_process("sleep 653", "the hung activation");
 }
 
@@ -250,13 +241,7 @@ fn systemd_check_uses_the_configured_systemctl() {
     bad_commit(&mut h, |_| {});
     h.run_once().expect(1);
     let s = assert_rolled_back(&h, &old, "health");
-    assert!(
-        s["last_run"]["failed_check"]
-            .as_str()
-            .unwrap()
-            .contains("web.service is failed"),
-        "{s}"
-    );
+    assert_last_run_says(&s, "failed_check", "web.service is failed");
 
     let check = h.agent(&["check"]);
     check.expect(1);
@@ -436,13 +421,7 @@ fn hanging_rollback_ends_within_its_deadline_and_is_reported() {
     h.activation_timeout = "2s".into();
     std::fs::write(h.fake.join("faults").join(base(&old)), "sleep:659").unwrap();
     bad_commit(&mut h, |x| x.healthy = false);
-    let run = h.run_once();
-    run.expect(3);
-    assert!(
-        run.elapsed < Duration::from_secs(25),
-        "took {:?}",
-        run.elapsed
-    );
+    let run = run_within(&h, 3, Duration::from_secs(25));
     assert!(
         run.stderr().contains("timed out after 2s"),
         "{}",

@@ -68,6 +68,25 @@ fn status_json(h: &Harness) -> (Value, String) {
 
 type Damage = fn(&Path);
 
+/// After case `name`: no build and no activation since `builds` and `activations`.
+fn assert_not_built_or_activated(
+    h: &Harness,
+    name: &str,
+    builds: usize,
+    activations: &[(String, String)],
+) {
+    assert_eq!(
+        h.nix_builds(),
+        builds,
+        "{name}: the bad commit was built again"
+    );
+    assert_eq!(
+        h.stc_log(),
+        activations,
+        "{name}: the bad commit was activated again"
+    );
+}
+
 fn flip_a_bit(p: &Path) {
     let mut bytes = std::fs::read(p).unwrap();
     let middle = bytes.len() / 2;
@@ -160,16 +179,7 @@ fn damaged_or_lost_state_never_reactivates_the_bad_commit() {
             "{name}: {}",
             run.stderr()
         );
-        assert_eq!(
-            h.nix_builds(),
-            builds,
-            "{name}: the bad commit was built again"
-        );
-        assert_eq!(
-            h.stc_log(),
-            activations,
-            "{name}: the bad commit was activated again"
-        );
+        assert_not_built_or_activated(&h, name, builds, &activations);
 
         // Status says the state was recovered, and where the damaged file went.
         let (s, warning) = status_json(&h);
@@ -314,16 +324,7 @@ fn every_truncation_and_a_thousand_bit_flips_of_a_real_state_keep_the_bad_commit
         assert_eq!(s["bad_commit"]["commit"], bad.as_str(), "{name}");
         assert_eq!(s["state_damage"]["pending"], true, "{name}");
         bounded(h.command(&["run", "--once"]), Duration::from_secs(60)).expect(0);
-        assert_eq!(
-            h.nix_builds(),
-            builds,
-            "{name}: the bad commit was built again"
-        );
-        assert_eq!(
-            h.stc_log(),
-            activations,
-            "{name}: the bad commit was activated again"
-        );
+        assert_not_built_or_activated(&h, name, builds, &activations);
     }
 }
 

@@ -16,9 +16,7 @@ fn rollback_pins_until_resume() {
     }
     let mut h = Harness::new();
     let (_, old) = h.bootstrap();
-    h.host("pi1").content = "v2".into();
-    let c2 = h.commit("v2");
-    h.run_once().expect(0);
+    let c2 = h.deploy("v2", "v2");
     h.agent(&["rollback"]).expect(0);
     assert_eq!(h.current_system().as_deref(), Some(old.as_path()));
 

@@ -36,9 +36,7 @@ fn a_testing_branch_is_test_activated_reported_and_replaced_by_main() {
 
     // 1. A healthy commit on testing/pi1: `test` only.
     checkout(&h, "testing/pi1", true);
-    h.host("pi1").content = "on test".into();
-    let t1 = h.commit("try something");
-    h.run_once().expect(0);
+    let t1 = h.deploy("on test", "try something");
     let log = h.stc_log();
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].1, "test");

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::servers::{bare_clone, closed_port, push};
+use crate::support::servers::{closed_port, push, served};
 use crate::support::{nix_available, require_that, Harness, Run};
 
 const TLS_ENV: [&str; 5] = [
@@ -292,12 +292,8 @@ struct Setup {
 const TOKEN: &str = "tls-token-0123";
 
 fn setup() -> Setup {
-    let mut h = Harness::new();
-    h.host("pi1").content = "v1".into();
-    h.commit("first");
+    let (h, bare) = served();
     let srv = h.path("srv");
-    std::fs::create_dir_all(&srv).unwrap();
-    let bare = bare_clone(&h.repo, &srv, "homelab.git");
     let pki = Pki::new(h.path("pki"));
     let good = pki.server("good", "DNS:localhost,IP:127.0.0.1");
     let other = pki.server("other", "DNS:git.other.example");
@@ -317,6 +313,22 @@ fn source_extra(s: &Setup, ca: bool) -> String {
         extra.push_str(&format!("ca_file = \"{}\"\n", s.pki.ca().display()));
     }
     extra
+}
+
+/// `run --once` against `url` is refused as a configuration error (78) at the TLS
+/// handshake, so no request carried the token; returns the run and the recorded error.
+fn refused_at_handshake(s: &mut Setup, url: String, ca: bool) -> (Run, String) {
+    s.h.url = url;
+    s.h.source_extra = source_extra(s, ca);
+    let run = agent(&s.h, &["run", "--once"]);
+    run.expect(78);
+    let log = s.nginx.access_log();
+    assert!(!log.contains("user=homelab-agent"), "{log}");
+    let error = s.h.status()["last_run"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (run, error)
 }
 
 #[test]
@@ -359,14 +371,8 @@ fn an_unknown_ca_is_refused_and_says_so() {
         return;
     }
     let mut s = setup();
-    s.h.url = format!("https://127.0.0.1:{}/homelab.git", s.nginx.ports[0]);
-    s.h.source_extra = source_extra(&s, false);
-    let run = agent(&s.h, &["run", "--once"]);
-    run.expect(78);
-    let error = s.h.status()["last_run"]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let url = format!("https://127.0.0.1:{}/homelab.git", s.nginx.ports[0]);
+    let (run, error) = refused_at_handshake(&mut s, url, false);
     assert!(
         error.contains("is not signed by a certificate authority this machine trusts")
             && error.contains("homelab test CA"),
@@ -379,12 +385,6 @@ fn an_unknown_ca_is_refused_and_says_so() {
         run.stderr()
     );
     assert_eq!(s.h.profile_generation(), None);
-    // No token was ever sent: the connection ended at the handshake.
-    assert!(
-        !s.nginx.access_log().contains("user=homelab-agent"),
-        "{}",
-        s.nginx.access_log()
-    );
 }
 
 #[test]
@@ -400,20 +400,13 @@ fn a_wrong_host_name_is_refused_and_says_so() {
         ("localhost", 1).to_socket_addrs().is_ok(),
         "this test needs `localhost` to resolve: add `127.0.0.1 localhost` to /etc/hosts"
     );
-    s.h.url = format!("https://localhost:{}/homelab.git", s.nginx.ports[1]);
-    s.h.source_extra = source_extra(&s, true);
-    let run = agent(&s.h, &["run", "--once"]);
-    run.expect(78);
-    let error = s.h.status()["last_run"]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let url = format!("https://localhost:{}/homelab.git", s.nginx.ports[1]);
+    let (_, error) = refused_at_handshake(&mut s, url, true);
     assert!(
         error.contains("does not match the host name localhost")
             && error.contains("git.other.example"),
         "{error}"
     );
-    assert!(!s.nginx.access_log().contains("user=homelab-agent"));
 }
 
 /// Without `ca_file`, the system's trust store decides: OpenSSL's default paths, which

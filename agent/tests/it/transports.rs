@@ -5,20 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::support::servers::{
-    bare_clone, push, ssh_keygen, sshd_available, GitDaemon, GitHttp, Sshd,
+    bare_clone, push, served, ssh_keygen, sshd_available, GitDaemon, GitHttp, Sshd,
 };
 use crate::support::{nix_available, require_that, Harness};
-
-/// A harness whose repository is also served as a bare `srv/homelab.git`.
-fn served() -> (Harness, PathBuf) {
-    let mut h = Harness::new();
-    h.host("pi1").content = "v1".into();
-    h.commit("first");
-    let srv = h.path("srv");
-    std::fs::create_dir_all(&srv).unwrap();
-    let bare = bare_clone(&h.repo, &srv, "homelab.git");
-    (h, bare)
-}
 
 /// Deploys once, then pushes a change and deploys it as generation 2.
 fn deploy_twice(h: &mut Harness, bare: &Path) {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::support::{git, git_out, nix_available, require_that, Harness};
+use crate::support::{git, git_out, nix_available, require_that, Harness, Run};
 
 fn tool(name: &str, probe: &[&str]) -> bool {
     let ok = Command::new(name)
@@ -101,6 +101,18 @@ fn refused(h: &Harness) -> serde_json::Value {
     s
 }
 
+/// `run --once` refuses `commit` for `reason` (exit 1, the error says `says`); returns
+/// the run and the status (checked by [`refused`]).
+fn run_is_refused(h: &Harness, commit: &str, reason: &str, says: &str) -> (Run, serde_json::Value) {
+    let run = h.run_once();
+    run.expect(1);
+    assert!(run.stderr().contains(says), "{}", run.stderr());
+    let s = refused(h);
+    assert_eq!(s["refused"]["commit"], commit, "{s:#}");
+    assert_eq!(s["refused"]["reason"], reason, "{s:#}");
+    (run, s)
+}
+
 /// A refused head is never evaluated (no nix), never activated, and a second poll of
 /// it spawns nothing and writes nothing to the state.
 fn assert_refused_quietly(h: &Harness, builds_before: usize) {
@@ -159,12 +171,7 @@ fn ssh_signed_heads_deploy_and_unsigned_or_foreign_ones_are_refused() {
     let builds = h.nix_builds();
     h.host("pi1").content = "v2".into();
     let c2 = commit(&h, "unsigned", Sign::None);
-    let run = h.run_once();
-    run.expect(1);
-    assert!(run.stderr().contains("is not signed"), "{}", run.stderr());
-    let s = refused(&h);
-    assert_eq!(s["refused"]["commit"], c2.as_str());
-    assert_eq!(s["refused"]["reason"], "unsigned");
+    let (_, s) = run_is_refused(&h, &c2, "unsigned", "is not signed");
     let expected = s["refused"]["expected"].as_str().unwrap();
     assert!(
         expected.contains(&allowed.display().to_string()),
@@ -177,16 +184,12 @@ fn ssh_signed_heads_deploy_and_unsigned_or_foreign_ones_are_refused() {
     // Signed, by a key that is not allowed.
     h.host("pi1").content = "v3".into();
     let c3 = commit(&h, "signed by mallory", Sign::Ssh(&mallory));
-    let run = h.run_once();
-    run.expect(1);
-    assert!(
-        run.stderr().contains("is signed by a key that no entry of"),
-        "{}",
-        run.stderr()
+    let (run, _) = run_is_refused(
+        &h,
+        &c3,
+        "untrusted-key",
+        "is signed by a key that no entry of",
     );
-    let s = refused(&h);
-    assert_eq!(s["refused"]["commit"], c3.as_str());
-    assert_eq!(s["refused"]["reason"], "untrusted-key");
     assert_refused_quietly(&h, builds);
 
     // No key material anywhere the agent writes or says.
@@ -401,16 +404,7 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
     std::fs::write(&armoured, text.replace(":-----BEGIN", "-----BEGIN")).unwrap();
     gpg(&home, &["--import", &armoured.display().to_string()]);
     export_keyring(&home, &keyring);
-    let run = h.run_once();
-    run.expect(1);
-    assert!(
-        run.stderr().contains("which has been revoked"),
-        "{}",
-        run.stderr()
-    );
-    let s = refused(&h);
-    assert_eq!(s["refused"]["commit"], c2.as_str());
-    assert_eq!(s["refused"]["reason"], "revoked-key");
+    let (_, s) = run_is_refused(&h, &c2, "revoked-key", "which has been revoked");
     assert!(
         s["refused"]["expected"]
             .as_str()
@@ -431,16 +425,7 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
             program: &in_2020,
         },
     );
-    let run = h.run_once();
-    run.expect(1);
-    assert!(
-        run.stderr().contains("which has expired"),
-        "{}",
-        run.stderr()
-    );
-    let s = refused(&h);
-    assert_eq!(s["refused"]["commit"], c3.as_str());
-    assert_eq!(s["refused"]["reason"], "expired-key");
+    run_is_refused(&h, &c3, "expired-key", "which has expired");
 
     // Unsigned.
     h.host("pi1").content = "v4".into();
@@ -465,16 +450,13 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
             "never",
         ],
     );
+    let by_eve = || Sign::Gpg {
+        key: "eve@example.org",
+        home: &other,
+        program: &plain,
+    };
     h.host("pi1").content = "v5".into();
-    commit(
-        &h,
-        "by eve",
-        Sign::Gpg {
-            key: "eve@example.org",
-            home: &other,
-            program: &plain,
-        },
-    );
+    commit(&h, "by eve", by_eve());
     let run = h.run_once();
     run.expect(1);
     assert!(run.stderr().contains("which is not in"), "{}", run.stderr());
@@ -498,15 +480,7 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
     h.run_once().expect(0);
     assert_eq!(h.status()["deployed"]["commit"], c7.as_str());
     h.host("pi1").content = "v8".into();
-    commit(
-        &h,
-        "eve again",
-        Sign::Gpg {
-            key: "eve@example.org",
-            home: &other,
-            program: &plain,
-        },
-    );
+    commit(&h, "eve again", by_eve());
     let run = h.run_once();
     run.expect(1);
     assert!(
@@ -516,28 +490,24 @@ fn gpg_signed_heads_deploy_and_unsigned_expired_revoked_or_unknown_are_refused()
     );
 }
 
+/// Deploys two commits, then resets the server's branch to the first (a downgrade);
+/// returns both commits and the build count before the next run.
+fn deploy_two_then_reset_to_the_first(h: &mut Harness) -> (String, String, usize) {
+    let c1 = h.deploy("v1", "first");
+    let c2 = h.deploy("v2", "second");
+    h.clear_stc_log();
+    git(&h.repo, &["reset", "-q", "--hard", &c1]);
+    (c1, c2, h.nix_builds())
+}
+
 #[test]
 fn a_reset_branch_is_refused_unless_downgrades_are_allowed() {
     if !nix_available() {
         return;
     }
     let mut h = Harness::new();
-    h.host("pi1").content = "v1".into();
-    let c1 = h.commit("first");
-    h.run_once().expect(0);
-    h.host("pi1").content = "v2".into();
-    let c2 = h.commit("second");
-    h.run_once().expect(0);
-    h.clear_stc_log();
-    let builds = h.nix_builds();
-
-    git(&h.repo, &["reset", "-q", "--hard", &c1]);
-    let run = h.run_once();
-    run.expect(1);
-    assert!(run.stderr().contains("is older than"), "{}", run.stderr());
-    let s = refused(&h);
-    assert_eq!(s["refused"]["reason"], "downgrade");
-    assert_eq!(s["refused"]["commit"], c1.as_str());
+    let (c1, c2, builds) = deploy_two_then_reset_to_the_first(&mut h);
+    let (_, s) = run_is_refused(&h, &c1, "downgrade", "is older than");
     assert!(
         s["refused"]["expected"].as_str().unwrap().contains(&c2),
         "{s:#}"
@@ -570,25 +540,11 @@ fn a_force_pushed_branch_is_refused() {
         return;
     }
     let mut h = Harness::new();
-    h.host("pi1").content = "v1".into();
-    let c1 = h.commit("first");
-    h.run_once().expect(0);
-    h.host("pi1").content = "v2".into();
-    let c2 = h.commit("second");
-    h.run_once().expect(0);
-    h.clear_stc_log();
-    let builds = h.nix_builds();
-
+    let (_, c2, builds) = deploy_two_then_reset_to_the_first(&mut h);
     // Rewritten history on the server: a different second commit on top of the first.
-    git(&h.repo, &["reset", "-q", "--hard", &c1]);
     h.host("pi1").content = "evil".into();
     let rewritten = h.commit("rewritten second");
-    let run = h.run_once();
-    run.expect(1);
-    assert!(run.stderr().contains("force-pushed"), "{}", run.stderr());
-    let s = refused(&h);
-    assert_eq!(s["refused"]["commit"], rewritten.as_str());
-    assert_eq!(s["refused"]["reason"], "downgrade");
+    let (_, s) = run_is_refused(&h, &rewritten, "downgrade", "force-pushed");
     assert!(s["refused"]["expected"].as_str().unwrap().contains(&c2));
     assert_refused_quietly(&h, builds);
 }
@@ -600,12 +556,8 @@ fn the_floor_survives_losing_the_state_file() {
     }
     let mut h = Harness::new();
     h.host("pi1").stamp = true;
-    h.host("pi1").content = "v1".into();
-    let c1 = h.commit("first");
-    h.run_once().expect(0);
-    h.host("pi1").content = "v2".into();
-    let c2 = h.commit("second");
-    h.run_once().expect(0);
+    let c1 = h.deploy("v1", "first");
+    let c2 = h.deploy("v2", "second");
     // The running system carries its commit where modules/version.nix puts it.
     let stamp = h
         .current_system_link()
@@ -636,8 +588,6 @@ fn the_floor_survives_losing_the_state_file() {
 
     // A new commit on top of the running one passes.
     git(&h.repo, &["reset", "-q", "--hard", &c2]);
-    h.host("pi1").content = "v3".into();
-    let c3 = h.commit("third");
-    h.run_once().expect(0);
+    let c3 = h.deploy("v3", "third");
     assert_eq!(h.status()["deployed"]["commit"], c3.as_str());
 }

@@ -17,6 +17,22 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_homelab-agent");
 
+/// Runs `config check` plus `args` on `text`, written to a fresh `agent.toml`; returns
+/// the output and that file's path (for messages that must name it).
+pub fn config_check_output(text: &str, args: &[&str]) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .args(["config", "check"])
+        .args(args)
+        .output()
+        .unwrap();
+    (out, file.display().to_string())
+}
+
 /// Every Nix setting the tests rely on, so that none comes from the machine
 /// (`/etc/nix/nix.conf`, a `nixbld` group): flakes on; the fake system's `/bin/sh`
 /// builder needs no sandbox; root builds without build users (Debian's nix-bin creates no
@@ -149,6 +165,15 @@ impl Harness {
             self.hosts.push(Host::new(name));
         }
         self.hosts.iter_mut().find(|h| h.name == name).unwrap()
+    }
+
+    /// Sets pi1's content, commits it and deploys it with `run --once`, which must
+    /// succeed; returns the commit id.
+    pub fn deploy(&mut self, content: &str, message: &str) -> String {
+        self.host("pi1").content = content.into();
+        let commit = self.commit(message);
+        self.run_once().expect(0);
+        commit
     }
 
     /// Writes the flake for the current hosts and commits; returns the commit id.

@@ -556,6 +556,18 @@ fn current_user() -> String {
         .map_or("root".into(), |u| u.name)
 }
 
+/// A harness with pi1 at "v1" committed, its repository also served as a bare
+/// `srv/homelab.git` (returned).
+pub fn served() -> (super::Harness, PathBuf) {
+    let mut h = super::Harness::new();
+    h.host("pi1").content = "v1".into();
+    h.commit("first");
+    let srv = h.path("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    let bare = bare_clone(&h.repo, &srv, "homelab.git");
+    (h, bare)
+}
+
 /// A bare clone of `repo` at `root/name`, for the servers to serve.
 pub fn bare_clone(repo: &Path, root: &Path, name: &str) -> PathBuf {
     let target = root.join(name);
