@@ -443,7 +443,13 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(got, Answer::Head { commit, testing: None });
+        assert_eq!(
+            got,
+            Answer::Head {
+                commit,
+                testing: None
+            }
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
