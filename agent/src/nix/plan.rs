@@ -310,8 +310,8 @@ pub async fn preview(req: &BuildRequest<'_>) -> Result<BuildPlan, BuildError> {
         Err(e) => return Err(BuildError::Machine(e.to_string(), None)),
     };
     let mut plan = lists(&done);
-    // An incomplete plan is over any limit already (and the paths are too many to ask
-    // about on one command line).
+    // An incomplete plan is over any limit already: its signatures are not worth asking.
+    // A check that cannot be made leaves the count unknown, which a limit refuses.
     if !plan.fetch.is_empty() && plan.unread_lines == 0 {
         match untrusted(&req.settings.extra_args, &plan.fetch).await {
             Ok(paths) => plan.untrusted = paths,
