@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
+use std::os::fd::AsRawFd;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -16,6 +17,11 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 const TAIL_LINES: usize = 25;
 /// Grace between SIGTERM and SIGKILL when a deadline passes.
 const KILL_GRACE: Duration = Duration::from_secs(3);
+/// After the command exits, how long its output pipes may stay open (held by something it
+/// left running in the background) before what is left of its process group is stopped.
+const READER_GRACE: Duration = Duration::from_secs(2);
+/// After that stop, how long the readers may take to drain what is in the pipes.
+const DRAIN: Duration = Duration::from_millis(500);
 /// Captured stdout is parsed (JSON); more than this is not a sane answer.
 const MAX_STDOUT: u64 = 4 << 20;
 /// Variables systemd gives the agent alone. With `NOTIFY_SOCKET` a child could send
@@ -196,8 +202,14 @@ impl Cmd {
     }
 
     /// Runs to the end or the deadline. A non-zero exit is `Ok` here: see [`Cmd::run_ok`].
+    ///
+    /// Something the command started in the background (`sleep 30 &`) may hold its output
+    /// pipes open after it exits: the output is then awaited for at most [`READER_GRACE`]
+    /// (never past the deadline), then what is left of its process group is stopped and
+    /// the output read so far is returned.
     pub async fn run(&self) -> Result<Finished, CmdError> {
         let program = self.program_name();
+        let deadline = tokio::time::Instant::now() + self.timeout;
         log::debug!("running: {}", self.display());
         let mut command = tokio::process::Command::new(&self.program);
         for name in NOT_INHERITED {
@@ -250,14 +262,33 @@ impl Cmd {
             },
         })?;
         let pid = child.id().map(|p| Pid::from_raw(p as i32));
+        // The pipes' names (`pipe:[inode]`), by which whoever holds them can be found.
+        let pipes: Vec<String> = [
+            child.stdout.as_ref().map(|s| s.as_raw_fd()),
+            child.stderr.as_ref().map(|s| s.as_raw_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .collect();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let stderr = tokio::spawn(read_tail(
             child.stderr.take(),
             program.clone(),
             self.tail_lines,
+            stopped.clone(),
         ));
-        let stdout = tokio::spawn(read_stdout(child.stdout.take(), self.max_stdout));
+        let stdout = tokio::spawn(read_stdout(child.stdout.take(), self.max_stdout, stopped));
+        let output = async move {
+            (
+                stdout.await.unwrap_or_default(),
+                stderr.await.unwrap_or_default(),
+            )
+        };
+        tokio::pin!(output);
 
-        let status = match tokio::time::timeout(self.timeout, child.wait()).await {
+        let status = match tokio::time::timeout_at(deadline, child.wait()).await {
             Ok(status) => status.map_err(|source| CmdError::Spawn {
                 program: program.clone(),
                 source,
@@ -267,7 +298,7 @@ impl Cmd {
                     kill_tree(pid).await;
                 }
                 let _ = child.wait().await;
-                let (stderr_tail, _) = stderr.await.unwrap_or_default();
+                let (_, (stderr_tail, _)) = drain(output, &stop).await;
                 return Err(CmdError::TimedOut {
                     program,
                     after: self.timeout,
@@ -275,8 +306,25 @@ impl Cmd {
                 });
             }
         };
-        let (stdout, stdout_truncated) = stdout.await.unwrap_or_default();
-        let (stderr_tail, stderr_lines_dropped) = stderr.await.unwrap_or_default();
+        let grace =
+            READER_GRACE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let ((stdout, stdout_truncated), (stderr_tail, stderr_lines_dropped)) = tokio::select! {
+            // Output that is there wins over a grace that is over (0 at the deadline).
+            biased;
+            done = &mut output => done,
+            _ = tokio::time::sleep(grace) => {
+                log::warn!(
+                    "{program} exited, but processes it left running still held its output open \
+                     after {}: stopping them\nhint: a command that starts something in the background \
+                     should redirect its output (`cmd >/dev/null 2>&1 &`)",
+                    humantime::format_duration(grace)
+                );
+                if let Some(pid) = pid {
+                    kill_leftovers(pid, &pipes).await;
+                }
+                drain(output, &stop).await
+            }
+        };
         Ok(Finished {
             status,
             stdout,
@@ -301,11 +349,31 @@ impl Cmd {
     }
 }
 
-/// The last `keep` lines, and how many came before them.
+/// The readers' results once their writers are gone: at most [`DRAIN`] for what is still
+/// in the pipes, then they are told to stop (a process outside the group, out of reach,
+/// may hold a pipe forever) and give what they read.
+async fn drain<T>(
+    mut output: std::pin::Pin<&mut impl std::future::Future<Output = T>>,
+    stop: &tokio::sync::watch::Sender<bool>,
+) -> T {
+    if let Ok(done) = tokio::time::timeout(DRAIN, &mut output).await {
+        return done;
+    }
+    let _ = stop.send(true);
+    output.await
+}
+
+/// Until `stopped` turns true (or its sender is gone).
+async fn stop_signal(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// The last `keep` lines, and how many came before them (reading ends at EOF or `stopped`).
 async fn read_tail(
     stream: Option<impl AsyncRead + Unpin>,
     program: String,
     keep: usize,
+    stopped: tokio::sync::watch::Receiver<bool>,
 ) -> (String, usize) {
     let Some(stream) = stream else {
         return (String::new(), 0);
@@ -313,7 +381,15 @@ async fn read_tail(
     let mut dropped = 0;
     let mut lines = BufReader::new(stream).lines();
     let mut tail: VecDeque<String> = VecDeque::with_capacity(keep.min(TAIL_LINES));
-    while let Ok(Some(line)) = lines.next_line().await {
+    let stop = stop_signal(stopped);
+    tokio::pin!(stop);
+    loop {
+        // `next_line` is cancel-safe: a line half read when stopped is dropped, no more.
+        let line = tokio::select! {
+            line = lines.next_line() => line,
+            _ = &mut stop => break,
+        };
+        let Ok(Some(line)) = line else { break };
         log::debug!("{program}: {line}");
         if tail.len() == keep {
             tail.pop_front();
@@ -327,15 +403,31 @@ async fn read_tail(
 
 /// At most `max` bytes, and whether there was more. Reading stops there and the pipe is
 /// closed, so a runaway writer gets EPIPE instead of filling this process's memory.
-async fn read_stdout(stream: Option<impl AsyncRead + Unpin>, max: u64) -> (String, bool) {
+/// Reading also ends at `stopped`, with what was read.
+async fn read_stdout(
+    stream: Option<impl AsyncRead + Unpin>,
+    max: u64,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> (String, bool) {
     let Some(stream) = stream else {
         return (String::new(), false);
     };
     let mut buf = Vec::new();
-    let _ = stream
-        .take(max.saturating_add(1))
-        .read_to_end(&mut buf)
-        .await;
+    let mut stream = stream.take(max.saturating_add(1));
+    let stop = stop_signal(stopped);
+    tokio::pin!(stop);
+    let mut chunk = [0u8; 8192];
+    loop {
+        // `read` is cancel-safe: stopped, no bytes are lost from `buf`.
+        let n = tokio::select! {
+            n = stream.read(&mut chunk) => n,
+            _ = &mut stop => break,
+        };
+        match n {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
     let truncated = buf.len() as u64 > max;
     buf.truncate(max as usize);
     (String::from_utf8_lossy(&buf).into_owned(), truncated)
@@ -361,6 +453,93 @@ pub async fn kill_tree(root: Pid) {
     for pid in &doomed {
         let _ = kill(*pid, Signal::SIGKILL);
     }
+}
+
+/// Stops what is left of a command after its process (the leader of group `pgid`)
+/// exited and was reaped: the group's members, what they started, and any process
+/// still holding one of `pipes` (`pipe:[inode]`: one that left the group with setsid
+/// and lost its parent is found so). SIGTERM, a grace period while any is alive, then
+/// SIGKILL.
+pub async fn kill_leftovers(pgid: Pid, pipes: &[String]) {
+    let doomed = || {
+        let members = group_members(pgid);
+        let mut all = members.clone();
+        for m in members {
+            all.extend(descendants(m));
+        }
+        for h in holders(pipes) {
+            all.extend(descendants(h));
+            all.push(h);
+        }
+        all.sort();
+        all.dedup();
+        all
+    };
+    let mut pids = doomed();
+    if pids.is_empty() {
+        return;
+    }
+    let _ = killpg(pgid, Signal::SIGTERM);
+    for pid in &pids {
+        let _ = kill(*pid, Signal::SIGTERM);
+    }
+    let deadline = tokio::time::Instant::now() + KILL_GRACE;
+    while tokio::time::Instant::now() < deadline && pids.iter().any(|p| alive(*p)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pids.extend(doomed());
+    let _ = killpg(pgid, Signal::SIGKILL);
+    for pid in pids.into_iter().filter(|p| alive(*p)) {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
+/// The live processes of process group `pgid`, from a /proc snapshot.
+fn group_members(pgid: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| parse_pgrp(&s))
+                == Some(pgid.as_raw())
+        })
+        .map(Pid::from_raw)
+        .filter(|p| alive(*p))
+        .collect()
+}
+
+/// The live processes (but this one) with a file descriptor open on one of `pipes`.
+fn holders(pipes: &[String]) -> Vec<Pid> {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|l| pipes.iter().any(|p| l.as_os_str() == p.as_str()))
+                })
+            })
+        })
+        .map(Pid::from_raw)
+        .filter(|p| alive(*p))
+        .collect()
+}
+
+/// The process group from `/proc/PID/stat` ("pid (comm) state ppid pgrp ...").
+fn parse_pgrp(stat: &str) -> Option<i32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 fn alive(pid: Pid) -> bool {
@@ -603,6 +782,68 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(tagged(&tag).is_empty());
+    }
+
+    /// A health check such as `sh -c 'sleep 30 & echo ok'`: the shell exits, the `sleep`
+    /// it left holds stdout and stderr open. `run` returns soon with what was printed, and
+    /// the `sleep` (and one that left the group with setsid) is stopped.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_process_left_behind_holding_the_output_neither_hangs_nor_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = format!(
+            "sleep 30 & echo $! > {p}; setsid sleep 31 & echo $! >> {p}; echo ok; echo warn >&2",
+            p = pids.display()
+        );
+        let started = std::time::Instant::now();
+        let done = Cmd::new("/bin/sh")
+            .args(["-c", &script])
+            .capture_stdout()
+            .timeout(Duration::from_secs(60))
+            .run_ok()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(done.stdout, "ok\n");
+        assert_eq!(done.stderr_tail, "warn");
+        assert!(
+            took < READER_GRACE + KILL_GRACE + Duration::from_secs(2),
+            "run waited {took:?} for the process left behind"
+        );
+        let left: Vec<Pid> = std::fs::read_to_string(&pids)
+            .unwrap()
+            .lines()
+            .map(|l| Pid::from_raw(l.trim().parse().unwrap()))
+            .collect();
+        assert_eq!(left.len(), 2);
+        std::thread::sleep(Duration::from_millis(100));
+        for pid in left {
+            assert!(!alive(pid), "sleep {pid} survived its command");
+        }
+    }
+
+    /// The grace after the exit never goes past the command's own deadline.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_grace_for_the_output_ends_at_the_deadline() {
+        let started = std::time::Instant::now();
+        let done = Cmd::new("/bin/sh")
+            .args(["-c", "sleep 30 & sleep 0.2; echo ok"])
+            .capture_stdout()
+            .timeout(Duration::from_secs(1))
+            .run_ok()
+            .await
+            .unwrap();
+        assert_eq!(done.stdout, "ok\n");
+        let took = started.elapsed();
+        // Deadline (1 s), the stop (SIGTERM ends sleep at once) and the drain; a full
+        // grace after the exit would end at 2.2 s.
+        assert!(took < Duration::from_millis(2000), "took {took:?}");
+    }
+
+    #[test]
+    fn pgrp_parsing_survives_odd_names() {
+        assert_eq!(parse_pgrp("42 (a) b) S 7 40 42 0"), Some(40));
+        assert_eq!(parse_pgrp("garbage"), None);
     }
 
     #[tokio::test(flavor = "current_thread")]

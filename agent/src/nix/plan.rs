@@ -18,7 +18,10 @@
 //!   substituters (`nix path-info --json --store URL`) and its signatures' key names are
 //!   compared with `trusted-public-keys` (`nix show-config --json`): a path signed by no
 //!   trusted key counts as a local build, and says why. Names, not the cryptography: nix
-//!   still verifies each signature when it fetches.
+//!   still verifies each signature when it fetches. The paths are asked about a bounded
+//!   batch per command ([`MAX_QUERY_ARGS_BYTES`]), never all on one command line (the
+//!   OS limits its size); when a substituter cannot be asked, the count is unknown and,
+//!   with a limit set, over it ([`BuildPlan::unchecked`]).
 
 use std::collections::BTreeSet;
 
@@ -29,7 +32,10 @@ use crate::process::{Cmd, CmdError, Finished};
 
 /// The most lines of a dry run read (a whole NixOS closure is a few thousand paths).
 const MAX_PLAN_LINES: usize = 50_000;
-/// How long asking a substituter may take (per substituter).
+/// The most bytes of store paths given to one `nix path-info` (Linux allows about 2 MiB
+/// for a whole command line and its environment).
+const MAX_QUERY_ARGS_BYTES: usize = 64 * 1024;
+/// How long asking a substituter may take (per batch of paths).
 const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What a build of one commit would do.
@@ -45,6 +51,9 @@ pub struct BuildPlan {
     /// Lines of the dry run that were not kept (more than [`MAX_PLAN_LINES`]): when not
     /// 0 the lists are incomplete, and how much would be compiled here is unknown.
     pub unread_lines: usize,
+    /// Why the signatures of the paths to fetch could not be checked (a substituter or
+    /// nix could not be asked): how much would be compiled here is then unknown.
+    pub unchecked: Option<String>,
 }
 
 impl BuildPlan {
@@ -77,6 +86,9 @@ impl BuildPlan {
                 self.unread_lines
             ));
         }
+        if let Some(why) = &self.unchecked {
+            text.push_str(&format!("; signatures not checked: {why}"));
+        }
         text
     }
 
@@ -99,7 +111,17 @@ impl BuildPlan {
             ));
         }
         if self.local_builds() <= limit as usize {
-            return None;
+            let why = self.unchecked.as_ref()?;
+            return Some(format!(
+                "refusing to build: cannot tell how many derivations would be compiled on this machine \
+                 ([build] max_local_builds = {limit}): {} to build here, and whether the {} paths to fetch \
+                 are signed by a trusted key (nix builds those that are not here) could not be checked: \
+                 {why}; an unknown count is treated as over the limit\n\
+                 hint: check that each substituter answers (`nix path-info --store URL PATH`) and that \
+                 nix runs here; or remove [build] max_local_builds to build without the check",
+                self.build.len(),
+                self.fetch.len(),
+            ));
         }
         let cause = if self.untrusted.is_empty() {
             String::new()
@@ -288,10 +310,16 @@ pub async fn preview(req: &BuildRequest<'_>) -> Result<BuildPlan, BuildError> {
         Err(e) => return Err(BuildError::Machine(e.to_string(), None)),
     };
     let mut plan = lists(&done);
-    // An incomplete plan is over any limit already (and the paths are too many to ask
-    // about on one command line).
+    // An incomplete plan is over any limit already: its signatures are not worth asking.
+    // A check that cannot be made leaves the count unknown, which a limit refuses.
     if !plan.fetch.is_empty() && plan.unread_lines == 0 {
-        plan.untrusted = untrusted(req, &plan.fetch).await;
+        match untrusted(&req.settings.extra_args, &plan.fetch).await {
+            Ok(paths) => plan.untrusted = paths,
+            Err(why) => {
+                log::warn!("checking the signatures of the paths to fetch: {why}");
+                plan.unchecked = Some(why);
+            }
+        }
     }
     Ok(plan)
 }
@@ -310,12 +338,33 @@ fn lists(done: &Finished) -> BuildPlan {
         fetch,
         untrusted: Vec::new(),
         unread_lines: done.stderr_lines_dropped,
+        unchecked: None,
     }
 }
 
-/// The paths to fetch that no substituter offers with a trusted signature. When nix or a
-/// substituter cannot be asked, nothing is counted (nix still checks when it fetches).
-async fn untrusted(req: &BuildRequest<'_>, fetch: &[String]) -> Vec<String> {
+/// `paths` in batches of at most `max_bytes` of arguments each (a path longer than that
+/// alone in its batch).
+fn batches(paths: &[String], max_bytes: usize) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, p) in paths.iter().enumerate() {
+        // The string, its NUL, and its pointer in argv.
+        let len = p.len() + 1 + std::mem::size_of::<usize>();
+        if i > start && size + len > max_bytes {
+            out.push(&paths[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += len;
+    }
+    if start < paths.len() {
+        out.push(&paths[start..]);
+    }
+    out
+}
+
+/// The paths to fetch that no substituter offers with a trusted signature; an error
+/// (saying why) when nix or a substituter cannot be asked, as then nothing can be told.
+async fn untrusted(extra_args: &[String], fetch: &[String]) -> Result<Vec<String>, String> {
     let nix = |args: Vec<String>| async move {
         Cmd::new("nix")
             .args(args)
@@ -330,56 +379,55 @@ async fn untrusted(req: &BuildRequest<'_>, fetch: &[String]) -> Vec<String> {
         "show-config".into(),
         "--json".into(),
     ];
-    args.extend(options(&req.settings.extra_args));
+    args.extend(options(extra_args));
     let config = match nix(args).await {
         Ok(done) if done.status.success() => parse_config(&done.stdout),
         Ok(done) => Err(done.stderr_tail),
         Err(e) => Err(e.to_string()),
     };
-    let (substituters, trusted, required) = match config {
-        Ok(c) => c,
-        Err(e) => {
-            log::warn!("reading nix's settings for the build plan: {e}");
-            return Vec::new();
-        }
-    };
+    let (substituters, trusted, required) =
+        config.map_err(|e| format!("reading nix's settings (`nix show-config --json`): {e}"))?;
     if !required {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let mut signed = BTreeSet::new();
     for store in &substituters {
-        let mut args: Vec<String> = vec![
-            "--extra-experimental-features".into(),
-            "nix-command flakes".into(),
-            "path-info".into(),
-            "--json".into(),
-            "--store".into(),
-            store.clone(),
-        ];
-        args.extend(options(&req.settings.extra_args));
-        args.extend(fetch.iter().cloned());
-        // A path the substituter lacks is `"valid": false` (2.8, 2.18) or null (2.19+),
-        // not an error; an error is the substituter's (unreachable, not a store), and
-        // then nothing can be told: nothing is counted.
-        let problem = match nix(args).await {
-            Ok(done) if done.status.success() => match signed_paths(&done.stdout, &trusted) {
-                Ok(s) => {
-                    signed.extend(s);
-                    continue;
-                }
-                Err(e) => e,
-            },
-            Ok(done) => done.stderr_tail,
-            Err(e) => e.to_string(),
-        };
-        log::warn!("asking {store} for signatures (the build plan does not count unsigned paths): {problem}");
-        return Vec::new();
+        for batch in batches(fetch, MAX_QUERY_ARGS_BYTES) {
+            let mut args: Vec<String> = vec![
+                "--extra-experimental-features".into(),
+                "nix-command flakes".into(),
+                "path-info".into(),
+                "--json".into(),
+                "--store".into(),
+                store.clone(),
+            ];
+            args.extend(options(extra_args));
+            args.extend(batch.iter().cloned());
+            // A path the substituter lacks is `"valid": false` (2.8, 2.18) or null
+            // (2.19+), not an error; an error is the substituter's (unreachable, not a
+            // store), and then nothing can be told.
+            let problem = match nix(args).await {
+                Ok(done) if done.status.success() => match signed_paths(&done.stdout, &trusted) {
+                    Ok(s) => {
+                        signed.extend(s);
+                        continue;
+                    }
+                    Err(e) => e,
+                },
+                Ok(done) => format!("{} ({})", done.stderr_tail.trim(), done.status),
+                Err(e) => e.to_string(),
+            };
+            return Err(format!(
+                "asking {store} for the signatures of {} paths: {problem}",
+                batch.len()
+            ));
+        }
     }
-    fetch
+    Ok(fetch
         .iter()
         .filter(|p| !signed.contains(*p))
         .cloned()
-        .collect()
+        .collect())
 }
 
 /// What `status` shows of the last plan (`<state_dir>/build-plan.json`).
@@ -499,6 +547,7 @@ mod tests {
             fetch: vec![format!("/nix/store/{H}-bash-5.2")],
             untrusted: vec![format!("/nix/store/{H}-bash-5.2")],
             unread_lines: 0,
+            unchecked: None,
         };
         assert_eq!(plan.local_builds(), 2);
         assert_eq!(plan.over_limit(2), None);
@@ -589,6 +638,116 @@ mod tests {
             ["/nix/store/a-x".to_string()].into()
         );
         assert!(signed_paths("nope", &trusted).is_err());
+    }
+
+    #[test]
+    fn paths_are_asked_about_in_bounded_batches() {
+        let paths: Vec<String> = (0..10_000)
+            .map(|i| format!("/nix/store/{H}-p{i}"))
+            .collect();
+        let got = batches(&paths, MAX_QUERY_ARGS_BYTES);
+        assert!(got.len() > 1);
+        assert_eq!(got.concat(), paths, "a path lost or reordered");
+        for b in &got {
+            let size: usize = b.iter().map(|p| p.len() + 1 + 8).sum();
+            assert!(size <= MAX_QUERY_ARGS_BYTES, "{size}");
+        }
+        let huge = vec!["x".repeat(100), "y".into()];
+        assert_eq!(batches(&huge, 10), [&huge[..1], &huge[1..]]);
+        assert!(batches(&[], 10).is_empty());
+    }
+
+    fn signature_options(store: &str) -> Vec<String> {
+        [
+            "--option",
+            "substituters",
+            store,
+            "--option",
+            "trusted-public-keys",
+            "k-1:AAAA",
+            "--option",
+            "require-sigs",
+            "true",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// More paths than fit on one command line (about 2 MiB here), asked of a real nix
+    /// and a real (empty) file cache: all are answered, so all count as unsigned.
+    #[tokio::test(flavor = "current_thread")]
+    async fn many_paths_are_all_checked_with_a_real_nix() {
+        if !nix_here() {
+            return;
+        }
+        let cache = tempfile::tempdir().unwrap();
+        let store = format!("file://{}", cache.path().display());
+        let fetch: Vec<String> = (0..50_000)
+            .map(|i| format!("/nix/store/{H}-path-number-{i:06}"))
+            .collect();
+        assert!(fetch.iter().map(|p| p.len() + 1).sum::<usize>() > 2 << 20);
+        let got = untrusted(&signature_options(&store), &fetch).await.unwrap();
+        assert_eq!(got.len(), fetch.len());
+    }
+
+    /// A substituter that cannot be asked: the count is unknown, and a limit refuses
+    /// (whatever it is), saying why and what to do; without a limit nothing is refused.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_unanswered_signature_check_fails_closed() {
+        if !nix_here() {
+            return;
+        }
+        let fetch = vec![format!("/nix/store/{H}-bash-5.2")];
+        let why = untrusted(&signature_options("bogus://nowhere"), &fetch)
+            .await
+            .unwrap_err();
+        assert!(
+            why.starts_with("asking bogus://nowhere for the signatures of 1 paths: "),
+            "{why}"
+        );
+        let plan = BuildPlan {
+            fetch,
+            unchecked: Some(why),
+            ..BuildPlan::default()
+        };
+        assert_eq!(plan.local_builds(), 0);
+        for limit in [0, 5, u32::MAX] {
+            let text = plan
+                .over_limit(limit)
+                .expect("an unchecked plan let through");
+            assert!(
+                text.starts_with(&format!(
+                    "refusing to build: cannot tell how many derivations would be compiled on this machine \
+                     ([build] max_local_builds = {limit}): 0 to build here, and whether the 1 paths to fetch"
+                )),
+                "{text}"
+            );
+            assert!(text.contains("asking bogus://nowhere"), "{text}");
+            assert!(
+                text.contains("\nhint: check that each substituter answers"),
+                "{text}"
+            );
+        }
+        assert!(plan
+            .summary()
+            .contains("signatures not checked: asking bogus://nowhere"));
+    }
+
+    /// Whether `nix` can be run (HOMELAB_TEST_REQUIRE_ALL makes its absence a failure).
+    fn nix_here() -> bool {
+        let found = std::process::Command::new("nix")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            assert!(
+                std::env::var_os("HOMELAB_TEST_REQUIRE_ALL").is_none(),
+                "nix is required (HOMELAB_TEST_REQUIRE_ALL) but cannot be run"
+            );
+            eprintln!("SKIP: nix not found");
+        }
+        found
     }
 
     #[test]

@@ -252,6 +252,14 @@ async fn check(
     }
     let mut run = Run::new(Outcome::Failed);
     run.phase = Some(Phase::Health);
+    // The failed system's generation: the boot's, else the one the reboot recorded.
+    run.generation = boot.generation.or_else(|| {
+        record
+            .rebooted
+            .as_ref()
+            .filter(|r| r.system == booted)
+            .and_then(|r| r.generation)
+    });
     run.checks = report.results.clone();
     run.rolled_back = Some(true);
     record_failure(settings, &booted, &previous.system, run, &error);
@@ -321,6 +329,7 @@ async fn fallback_boot(
     let error = format!("{reason}; the deployment failed at boot");
     let mut run = Run::new(Outcome::Failed);
     run.phase = Some(Phase::Boot);
+    run.generation = Some(default.number);
     run.rolled_back = Some(true);
     if let Err(e) = make_default(settings, doors.machine, Path::new(&booted), now).await {
         log::error!(message_id = message_id::FELL_BACK; "{error}; making the booted system the boot default failed: {e}");

@@ -1,6 +1,15 @@
 //! SSH host key pinning: a host key is accepted only when the configured known_hosts file
-//! lists it for this host (plain names, `[host]:port`, or hashed `|1|salt|hash` entries).
-//! Unknown and changed keys are refused: never trust on first use on a deploy path.
+//! lists it for this host. Unknown and changed keys are refused: never trust on first use
+//! on a deploy path.
+//!
+//! The format is OpenSSH's (sshd(8), "SSH_KNOWN_HOSTS FILE FORMAT"): an optional marker
+//! (`@revoked`; `@cert-authority` lines are skipped, certificates are not supported), a
+//! comma-separated list of patterns, the key type, the base64 key, a comment. A pattern
+//! is a name with `*` (any run of characters) and `?` (any one character) as wildcards,
+//! matched case-insensitively against the whole host name (`host`, or `[host]:port` off
+//! port 22); `!pattern` is a negation: a host matching it is not matched by the line even
+//! when another pattern matches. A hashed name (`|1|base64(salt)|base64(HMAC-SHA1)`, as
+//! `ssh-keygen -H` writes) stands alone and takes no wildcards nor negation.
 
 use std::path::Path;
 
@@ -76,17 +85,48 @@ fn patterns_match(patterns: &str, name: &str) -> bool {
     if let Some(hashed) = patterns.strip_prefix("|1|") {
         return hashed_match(hashed, name);
     }
+    if patterns.starts_with('|') {
+        // Another hashing scheme: nothing OpenSSH writes; never a match.
+        return false;
+    }
     let mut matched = false;
-    for p in patterns.split(',') {
+    for p in patterns.split(',').filter(|p| !p.is_empty()) {
         if let Some(negated) = p.strip_prefix('!') {
-            if negated.eq_ignore_ascii_case(name) {
+            if wildcard_match(negated, name) {
                 return false;
             }
-        } else if p.eq_ignore_ascii_case(name) {
+        } else if wildcard_match(p, name) {
             matched = true;
         }
     }
     matched
+}
+
+/// `pattern` (`*`: any run of characters, `?`: any one) against the whole of `name`,
+/// ignoring ASCII case.
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let n: Vec<char> = name.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let (mut i, mut j) = (0, 0);
+    // Where the last `*` was, and where in `name` it is being tried up to.
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || (p[i] != '*' && p[i] == n[j])) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some((i, j));
+            i += 1;
+        } else if let Some((si, sj)) = star {
+            // Let that `*` take one more character.
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
 }
 
 /// `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`, as `ssh-keygen -H` writes.
@@ -100,7 +140,8 @@ fn hashed_match(hashed: &str, name: &str) -> bool {
     let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
         return false;
     };
-    mac.update(name.as_bytes());
+    // ssh hashes the name lowercased, as it matches plain names.
+    mac.update(name.to_ascii_lowercase().as_bytes());
     mac.verify_slice(&hash).is_ok()
 }
 
@@ -164,6 +205,174 @@ mod tests {
             check_text(&line, "evil.example.org", "ssh-ed25519", &key()),
             Verdict::Unknown
         );
+    }
+
+    #[test]
+    fn wildcards() {
+        for (pattern, name, expected) in [
+            ("*", "git.example.org", true),
+            ("*.example.org", "git.example.org", true),
+            ("*.example.org", "example.org", false),
+            ("*.EXAMPLE.org", "Git.example.ORG", true),
+            ("git?.example.org", "git1.example.org", true),
+            ("git?.example.org", "git.example.org", false),
+            ("git?.example.org", "git12.example.org", false),
+            ("10.0.0.*", "10.0.0.17", true),
+            ("10.0.0.*", "10.0.1.17", false),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("**", "", true),
+            ("?", "", false),
+            ("[*.example.org]:2222", "[git.example.org]:2222", true),
+            ("[*.example.org]:2222", "[git.example.org]:22", false),
+            ("[*.example.org]:*", "git.example.org", false),
+            ("git.example.org", "git.example.org.evil", false),
+        ] {
+            assert_eq!(
+                wildcard_match(pattern, name),
+                expected,
+                "{pattern} against {name}"
+            );
+        }
+        let text = format!("*.example.org,[10.0.0.?]:2222 ssh-ed25519 {KEY_B64}\n");
+        for (name, verdict) in [
+            ("git.example.org", Verdict::Trusted),
+            ("[10.0.0.7]:2222", Verdict::Trusted),
+            ("10.0.0.7", Verdict::Unknown),
+            ("example.org", Verdict::Unknown),
+        ] {
+            assert_eq!(
+                check_text(&text, name, "ssh-ed25519", &key()),
+                verdict,
+                "{name}"
+            );
+        }
+        assert_eq!(
+            check_text(&text, "git.example.org", "ssh-ed25519", b"other"),
+            Verdict::Changed
+        );
+    }
+
+    #[test]
+    fn negation_wins_over_any_other_pattern_on_its_line() {
+        let text = format!(
+            "*.example.org,!evil*.example.org ssh-ed25519 {KEY_B64}\n\
+             !git.example.org,*.example.org ssh-rsa AAAA\n"
+        );
+        assert_eq!(
+            check_text(&text, "git.example.org", "ssh-ed25519", &key()),
+            Verdict::Trusted,
+            "a negation on another line applies to that line only"
+        );
+        assert_eq!(
+            check_text(&text, "evil1.example.org", "ssh-ed25519", &key()),
+            Verdict::Changed,
+            "only the ssh-rsa line lists evil1"
+        );
+        let text = format!("!evil.example.org,* ssh-ed25519 {KEY_B64}\n");
+        assert_eq!(
+            check_text(&text, "evil.example.org", "ssh-ed25519", &key()),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            check_text(&text, "good.example.org", "ssh-ed25519", &key()),
+            Verdict::Trusted
+        );
+        // A line with only a negation matches nothing.
+        let text = format!("!evil.example.org ssh-ed25519 {KEY_B64}\n");
+        assert_eq!(
+            check_text(&text, "good.example.org", "ssh-ed25519", &key()),
+            Verdict::Unknown
+        );
+    }
+
+    #[test]
+    fn a_revocation_by_wildcard_wins_and_markers_are_told_apart() {
+        let text =
+            format!("git.example.org ssh-ed25519 {KEY_B64}\n@revoked * ssh-ed25519 {KEY_B64}\n");
+        assert_eq!(
+            check_text(&text, "git.example.org", "ssh-ed25519", &key()),
+            Verdict::Revoked
+        );
+        // Revoked for other hosts only.
+        let text = format!(
+            "git.example.org ssh-ed25519 {KEY_B64}\n@revoked *,!git.example.org ssh-ed25519 {KEY_B64}\n"
+        );
+        assert_eq!(
+            check_text(&text, "git.example.org", "ssh-ed25519", &key()),
+            Verdict::Trusted
+        );
+        // A CA line is not a host key.
+        let text = format!("@cert-authority * ssh-ed25519 {KEY_B64}\n");
+        assert_eq!(
+            check_text(&text, "git.example.org", "ssh-ed25519", &key()),
+            Verdict::Unknown
+        );
+    }
+
+    /// Entries hashed by the real `ssh-keygen -H` (plain and `[host]:port` names) are
+    /// matched by their names only.
+    #[test]
+    fn hashed_entries_written_by_ssh_keygen() {
+        let have = std::process::Command::new("ssh-keygen")
+            .arg("-?")
+            .output()
+            .is_ok();
+        if !have {
+            assert!(
+                std::env::var_os("HOMELAB_TEST_REQUIRE_ALL").is_none(),
+                "ssh-keygen is required (HOMELAB_TEST_REQUIRE_ALL; tests/setup installs openssh-client)"
+            );
+            eprintln!("SKIP: ssh-keygen not found");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        std::fs::write(
+            &file,
+            format!(
+                "git.example.org ssh-ed25519 {KEY_B64}\n[10.0.0.1]:2222 ssh-ed25519 {KEY_B64}\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new("ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hashed = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(hashed.lines().count(), 2, "{hashed}");
+        assert!(
+            hashed.lines().all(|l| l.starts_with("|1|")),
+            "not hashed: {hashed}"
+        );
+        assert!(!hashed.contains("example.org"), "{hashed}");
+        for (name, verdict) in [
+            ("git.example.org", Verdict::Trusted),
+            ("GIT.example.org", Verdict::Trusted),
+            ("[10.0.0.1]:2222", Verdict::Trusted),
+            (host_name("10.0.0.1", Some(2222)).as_str(), Verdict::Trusted),
+            ("10.0.0.1", Verdict::Unknown),
+            ("other.example.org", Verdict::Unknown),
+        ] {
+            assert_eq!(
+                check(&file, name, "ssh-ed25519", &key()).unwrap(),
+                verdict,
+                "{name} in {hashed}"
+            );
+        }
+        assert_eq!(
+            check(&file, "git.example.org", "ssh-ed25519", b"other").unwrap(),
+            Verdict::Changed
+        );
+        let err = check(&dir.path().join("missing"), "x", "ssh-ed25519", &key()).unwrap_err();
+        assert!(err.starts_with("cannot read known_hosts file "), "{err}");
     }
 
     #[test]

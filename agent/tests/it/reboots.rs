@@ -385,6 +385,10 @@ fn a_failed_boot_verification_is_notified_before_the_fallback_reboot() {
     assert_eq!(doc["commit"], deployed_commit.as_str(), "{doc}");
     assert_eq!(doc["system"], second.display().to_string(), "{doc}");
     assert_eq!(doc["phase"], "health", "{doc}");
+    assert_eq!(
+        doc["generation"], 2,
+        "the failed system's generation: {doc}"
+    );
     assert_eq!(doc["rolled_back"], true, "{doc}");
     assert!(
         doc["error"].as_str().is_some_and(
