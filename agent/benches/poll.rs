@@ -7,6 +7,7 @@
 //! measurement, not a test: it asserts nothing about time.
 //!
 //! Run: `cargo bench --bench poll` (needs git; nix is not needed: a poll must not use it).
+//! `HOMELAB_BENCH_AGENT=/path/to/homelab-agent` measures another build instead.
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -120,7 +121,11 @@ fn main() {
     );
     let before = snapshot(&state);
 
-    let agent = env!("CARGO_BIN_EXE_homelab-agent");
+    // HOMELAB_BENCH_AGENT: another build of the agent, to compare two builds on one machine.
+    let agent_override = std::env::var("HOMELAB_BENCH_AGENT").ok();
+    let agent = agent_override
+        .as_deref()
+        .unwrap_or(env!("CARGO_BIN_EXE_homelab-agent"));
     let poll = || {
         let mut c = Command::new(agent);
         c.arg("--config")
