@@ -150,6 +150,51 @@ impl Pki {
         );
         (self.dir.join(pem), self.dir.join(key))
     }
+
+    /// A certificate for localhost and 127.0.0.1, signed by the CA, that becomes valid
+    /// only tomorrow: what a Pi whose clock is a day behind sees (openssl 3.0's CLI cannot
+    /// set a start date, so it is made with the openssl crate). Returns (certificate, key).
+    fn server_valid_from_tomorrow(&self, name: &str) -> (PathBuf, PathBuf) {
+        use openssl::asn1::Asn1Time;
+        use openssl::bn::BigNum;
+        use openssl::hash::MessageDigest;
+        use openssl::pkey::PKey;
+        use openssl::rsa::Rsa;
+        use openssl::x509::extension::SubjectAlternativeName;
+        use openssl::x509::{X509NameBuilder, X509};
+        let ca = X509::from_pem(&std::fs::read(self.ca()).unwrap()).unwrap();
+        let ca_key =
+            PKey::private_key_from_pem(&std::fs::read(self.dir.join("ca.key")).unwrap()).unwrap();
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut subject = X509NameBuilder::new().unwrap();
+        subject.append_entry_by_text("CN", "homelab git").unwrap();
+        let subject = subject.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        let serial = BigNum::from_u32(4242).unwrap().to_asn1_integer().unwrap();
+        b.set_serial_number(&serial).unwrap();
+        b.set_subject_name(&subject).unwrap();
+        b.set_issuer_name(ca.subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+            .unwrap();
+        let san = SubjectAlternativeName::new()
+            .dns("localhost")
+            .ip("127.0.0.1")
+            .build(&b.x509v3_context(Some(&ca), None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+        let (pem, key_file) = (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&pem, b.build().to_pem().unwrap()).unwrap();
+        std::fs::write(&key_file, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        (pem, key_file)
+    }
 }
 
 /// nginx (one process, as root) with one TLS server per certificate, all serving the
@@ -529,4 +574,36 @@ fn a_closed_https_port_is_unreachable_and_says_where() {
         error.contains(&format!("failed to connect to 127.0.0.1:{port}")),
         "{error}"
     );
+}
+
+/// A certificate that is not valid yet (the clock of a Pi without a real-time clock,
+/// before NTP): transient, retried, never the commit's fault; the error says so from the
+/// certificate's own dates, through the real TLS stream and a real server.
+#[test]
+fn a_certificate_not_valid_yet_is_a_clock_problem_and_retried() {
+    if !tools_available() {
+        return;
+    }
+    let (mut h, _bare) = served();
+    let pki = Pki::new(h.path("pki"));
+    let future = pki.server_valid_from_tomorrow("future");
+    let nginx = Nginx::start(&h.path("nginx"), &h.path("srv"), &[future], TOKEN);
+    h.url = format!("https://127.0.0.1:{}/homelab.git", nginx.ports[0]);
+    h.source_extra = format!("ca_file = \"{}\"\n", pki.ca().display());
+    let run = agent(&h, &["run", "--once"]);
+    run.expect(75);
+    let status = h.status();
+    let error = status["last_run"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("is not valid before") && error.contains("this machine's clock is earlier"),
+        "{error}"
+    );
+    assert!(
+        run.stderr()
+            .contains("hint: this machine's clock is probably wrong"),
+        "{}",
+        run.stderr()
+    );
+    assert!(status["bad_commit"].is_null(), "{status}");
+    assert_eq!(h.profile_generation(), None);
 }
