@@ -260,6 +260,9 @@ pub struct LastRunView {
     pub failed_check: Option<String>,
 }
 
+/// `running.phase` of a run that holds the lock and has not reported a phase yet.
+pub const STARTING: &str = "starting";
+
 #[derive(Debug, Serialize)]
 pub struct RunningView {
     pub pid: Option<u32>,
@@ -302,7 +305,9 @@ impl Status {
                     .filter(|p| pid.is_none_or(|pid| pid == p.pid));
                 Some(RunningView {
                     pid: *pid,
-                    phase: progress.map(|p| p.phase.clone()),
+                    // The run writes its first phase just after taking the lock: until
+                    // then it is starting (never a running run without a phase).
+                    phase: Some(progress.map_or_else(|| STARTING.into(), |p| p.phase.clone())),
                     since: progress.map(|p| p.since.clone()),
                 })
             }

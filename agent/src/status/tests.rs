@@ -382,6 +382,25 @@ fn running_and_interrupted_are_told_apart() {
     assert!(human(f).contains("running:    pid 7: checking health of 22222222 (since 1m ago)"));
 }
 
+/// A run that holds the lock and has not written its first phase yet (or whose progress
+/// file is another run's) is starting: never running without a phase.
+#[test]
+fn a_run_before_its_first_phase_is_starting() {
+    let mut f = deployed();
+    f.lock = Some(Probe::Held(Some(9)));
+    f.progress = None;
+    let v = json(f.clone());
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["running"]["phase"], "starting");
+    assert_eq!(v["in_progress"], "starting");
+    f.progress = Some(Progress {
+        phase: "building 22222222".into(),
+        since: "2026-11-24T11:58:30Z".into(),
+        pid: 8,
+    });
+    assert_eq!(json(f)["running"]["phase"], "starting");
+}
+
 /// Item 5: no bad-commit line once a newer commit is deployed, or after `retry`.
 #[test]
 fn no_stale_bad_commit_line() {
