@@ -9,8 +9,7 @@
 //! real-time clock, before NTP) is transient; a name that does not match the URL, an
 //! expired certificate, or an issuer this machine does not trust is for the operator.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use openssl::asn1::Asn1Time;
 use openssl::nid::Nid;
@@ -20,15 +19,11 @@ use openssl::x509::{X509StoreContext, X509};
 
 use crate::failure::Kind;
 
-/// The CA file already checked and handed to the TLS stream.
-static TRUSTED: Mutex<Option<PathBuf>> = Mutex::new(None);
-
 /// Adds the certificates in `path` (PEM) to those trusted for https (source/tls_stream.rs),
 /// checked once per process. The system's trust store stays trusted too (OpenSSL adds,
 /// never replaces).
 pub fn trust_ca_file(path: &Path) -> Result<(), String> {
-    let mut trusted = TRUSTED.lock().unwrap_or_else(|p| p.into_inner());
-    if trusted.as_deref() == Some(path) {
+    if super::tls_stream::ca_file().as_deref() == Some(path) {
         return Ok(());
     }
     let pem = std::fs::read(path).map_err(|e| e.to_string())?;
@@ -37,7 +32,6 @@ pub fn trust_ca_file(path: &Path) -> Result<(), String> {
         return Err("holds no PEM certificate".into());
     }
     super::tls_stream::trust_ca_file(path.to_path_buf());
-    *trusted = Some(path.to_path_buf());
     Ok(())
 }
 

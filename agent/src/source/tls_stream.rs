@@ -114,8 +114,13 @@ pub fn trust_ca_file(path: PathBuf) {
     *CA_FILE.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
 }
 
+/// The CA file trusted beside the system's store, if any.
+pub fn ca_file() -> Option<PathBuf> {
+    CA_FILE.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 fn connector() -> Result<SslConnector, String> {
-    let ca_file = CA_FILE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let ca_file = ca_file();
     let mut made = CONNECTOR.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((for_file, connector)) = made.as_ref() {
         if *for_file == ca_file {
