@@ -74,6 +74,12 @@ impl Event {
         event
     }
 
+    /// Whether any receiver can listen for it: not a testing branch's `tested` run (a
+    /// failed test is `failed`, and is).
+    pub fn notifiable(&self) -> bool {
+        EVENTS.contains(&self.outcome)
+    }
+
     /// Whether a receiver listening for `on` hears this event.
     pub fn matches(&self, on: &[String]) -> bool {
         on.iter()
@@ -127,7 +133,9 @@ pub fn queue(settings: &Settings, run: &Run, state: &State) {
         return;
     }
     let event = Event::of(run, &settings.host, state);
-    debug_assert!(EVENTS.contains(&event.outcome));
+    if !event.notifiable() {
+        return;
+    }
     QUEUED.lock().unwrap_or_else(|p| p.into_inner()).push(event);
 }
 

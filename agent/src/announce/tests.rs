@@ -105,3 +105,11 @@ fn a_hook_gets_the_outcome_in_its_environment() {
     );
     assert!(get("HOMELAB_AGENT_MESSAGE").starts_with("pi1: deployed"));
 }
+
+#[test]
+fn a_healthy_test_is_no_event_and_a_failed_one_is() {
+    let tested = Event::of(&run(Outcome::Tested), "pi1", &State::default());
+    assert!(!tested.notifiable());
+    assert!(Event::of(&run(Outcome::Failed), "pi1", &State::default()).notifiable());
+    assert!(Event::of(&run(Outcome::Deployed), "pi1", &State::default()).notifiable());
+}

@@ -56,9 +56,12 @@ impl Agent {
         poll_commit: Option<&str>,
     ) -> Result<(), Failure> {
         self.note_poll(run.outcome, poll_commit, run.error.as_deref(), run.phase);
-        crate::announce::queue(&self.settings, &run, state);
+        // Told only once it is saved: never a "deployed" the state file does not have.
+        let told = run.clone();
         state.push_run(run);
-        self.save(state)
+        self.save(state)?;
+        crate::announce::queue(&self.settings, &told, state);
+        Ok(())
     }
 
     /// [`Agent::finish`], then `exit`; a failed write stops the run.

@@ -30,19 +30,21 @@ const LABELS: [Label; 6] = [
     Label::NeedsAttention,
     Label::Unknown,
 ];
-const HEADS: [(HeadStatus, &str); 4] = [
+const HEADS: [(HeadStatus, &str); 5] = [
     (HeadStatus::Deployed, "deployed"),
     (HeadStatus::Pending, "pending"),
     (HeadStatus::Bad, "bad"),
     (HeadStatus::PinnedPast, "pinned-past"),
+    (HeadStatus::Refused, "refused"),
 ];
 /// The outcomes a recorded run can have.
-const RECORDED: [Outcome; 5] = [
+const RECORDED: [Outcome; 6] = [
     Outcome::Deployed,
     Outcome::Unchanged,
     Outcome::Failed,
     Outcome::Interrupted,
     Outcome::RolledBack,
+    Outcome::Tested,
 ];
 
 type Labels<'a> = Vec<(&'a str, String)>;

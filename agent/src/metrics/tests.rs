@@ -95,6 +95,9 @@ fn a_deployment_is_shown_with_units_in_seconds() {
         "homelab_agent_last_run_build_duration_seconds 60\n".into(),
         "homelab_agent_last_run_health_duration_seconds 1.250\n".into(),
         "homelab_agent_head_status{status=\"deployed\"} 1\n".into(),
+        // Every value has its series, so an alert can match it.
+        "homelab_agent_head_status{status=\"refused\"} 0\n".into(),
+        "homelab_agent_last_run_outcome{outcome=\"tested\"} 0\n".into(),
         "homelab_agent_state{state=\"idle\"} 1\n".into(),
     ] {
         assert!(text.contains(&expected), "missing {expected:?} in\n{text}");
