@@ -106,8 +106,19 @@ pub async fn run(config: Option<&Path>, once: bool) -> u8 {
         return cycle(&settings).await;
     }
     // Its git calls in child processes: libgit2 and OpenSSL are never resident between
-    // polls (source/child.rs).
-    crate::source::child::enable(config::resolve_path(config));
+    // polls (source/child.rs). They read the configuration the daemon started with.
+    let file = config::resolve_path(config);
+    match crate::source::child::snapshot(&file, &settings.paths.runtime_dir) {
+        Ok(copy) => crate::source::child::enable(copy),
+        Err(e) => {
+            eprintln!(
+                "error: copying {} into {} for the git child: {e}\nhint: the runtime directory must be writable by root ([paths] runtime_dir)",
+                file.display(),
+                settings.paths.runtime_dir.display()
+            );
+            return exit::ENVIRONMENT;
+        }
+    }
     daemon(&settings).await
 }
 

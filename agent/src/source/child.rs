@@ -40,6 +40,19 @@ pub fn enable(config_file: PathBuf) {
     let _ = CONFIG.set(config_file);
 }
 
+/// A copy of the daemon's configuration file, for its children, in the runtime directory
+/// (a tmpfs): the daemon is not restarted when the file changes (the module sets
+/// `restartIfChanged = false`), so children that read the file itself would work to other
+/// settings than the daemon's, and an agent binary older than the file would refuse its
+/// new keys on every poll. Written once, when the daemon starts.
+pub fn snapshot(config_file: &Path, runtime_dir: &Path) -> std::io::Result<PathBuf> {
+    let text = std::fs::read(config_file)?;
+    std::fs::create_dir_all(runtime_dir)?;
+    let copy = runtime_dir.join("daemon-config.toml");
+    crate::state::write_atomic(&copy, &text)?;
+    Ok(copy)
+}
+
 /// Whether git calls go to a child process (the daemon).
 pub fn enabled() -> bool {
     CONFIG.get().is_some()

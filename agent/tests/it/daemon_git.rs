@@ -73,6 +73,35 @@ fn a_daemon_deploys_a_new_commit_through_its_git_child() {
     assert!(err.contains("up to date at"), "the second poll: {err}");
 }
 
+/// The configuration file changes under a running daemon (a deployment wrote a new one;
+/// the unit is not restarted for it): its git child keeps the daemon's own settings, so a
+/// key this agent does not know (a newer agent's) does not fail every poll.
+#[test]
+fn the_git_child_keeps_the_daemons_configuration_when_the_file_changes() {
+    if !crate::support::nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.bootstrap();
+    let daemon = start_daemon(&mut h);
+    let file = h.path("runtime/last-poll.json");
+    let first = cycle_after(&file, None);
+    let config = h.config_path();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[future]\nkey = 1\n");
+    std::fs::write(&config, text).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    cycle_after(&file, Some(first));
+    let err = stop(daemon);
+    let got = last_poll(&h);
+    assert_eq!(got["outcome"], "up-to-date", "{got}\n{err}");
+    assert!(!err.contains("future"), "{err}");
+}
+
 /// A failure in the child (a local repository that is not there: a configuration
 /// error naming the path) is reported by the daemon exactly as by `run --once`.
 #[test]
@@ -133,7 +162,7 @@ fn a_daemon_poll_of_a_silent_server_ends_at_its_deadline() {
         took < Duration::from_secs(8),
         "a 2 s deadline took {took:?}"
     );
-    let config = h.path("config.toml").display().to_string();
+    let config = h.path("runtime/daemon-config.toml").display().to_string();
     crate::support::assert_no_process(&format!("{config} source-call"), "the git child");
 }
 
@@ -153,7 +182,10 @@ fn sigterm_to_the_group_lets_the_git_child_finish_its_call() {
         .process_group(0)
         .spawn()
         .unwrap();
-    let needle = format!("{} source-call", h.path("config.toml").display());
+    let needle = format!(
+        "{} source-call",
+        h.path("runtime/daemon-config.toml").display()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while crate::support::processes_matching(&needle).is_empty() {
         assert!(Instant::now() < deadline, "no git child within 20 s");
@@ -204,7 +236,10 @@ fn a_stuck_git_child_is_killed_at_its_deadline() {
     h.source_extra = "timeout = \"1s\"\n".into();
     let started = Instant::now();
     let daemon = start_daemon(&mut h);
-    let needle = format!("{} source-call", h.path("config.toml").display());
+    let needle = format!(
+        "{} source-call",
+        h.path("runtime/daemon-config.toml").display()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let child = loop {
         if let Some(&pid) = pids_matching(&needle).first() {
