@@ -49,7 +49,7 @@ impl Agent {
         let Some(branch) = self.settings.source.testing_branch.clone() else {
             return exit;
         };
-        if exit != Exit::Ok || state.pinned.is_some() {
+        if exit != Exit::Ok {
             return exit;
         }
         let head = match self.testing_head(&branch, listed).await {
@@ -185,7 +185,7 @@ impl Agent {
                 let (test, phase) = (format!("{commit} ({branch})"), failed.phase);
                 let (f, exit) = record_failure(state, &mut run, failed, back, Some(&test));
                 if f.kind.blames_commit() {
-                    state.mark_bad(&fetched.commit, phase, &f.message);
+                    state.mark_bad_system(&fetched.commit, phase, &f.message, Some(&shown));
                 }
                 self.set_testing(state, branch, fetched, Outcome::Failed, Some(&shown));
                 exit

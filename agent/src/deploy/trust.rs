@@ -27,14 +27,27 @@ impl Agent {
                 from: "the deployed commit in the state file".into(),
             });
         }
-        if let Some((c, file)) = trust::stamp::read(&self.settings.paths.current_system) {
+        // The running system's stamp, unless a testing-branch test runs now: its stamp is
+        // the testing commit, which main need not contain; main's system is the boot
+        // default then.
+        let running = self.doors.machine.current_system();
+        let on_test = running
+            .as_ref()
+            .is_some_and(|c| super::testing::on_test(state, &c.display().to_string()));
+        let (system, which) = if on_test {
+            let boot_default = self.doors.machine.profile().map(|g| g.system);
+            (boot_default, "the boot default's")
+        } else {
+            (
+                Some(self.settings.paths.current_system.clone()),
+                "the running system's",
+            )
+        };
+        if let Some((c, file)) = system.and_then(|s| trust::stamp::read(&s)) {
             if !floors.iter().any(|f| f.commit == c) {
                 floors.push(Floor {
                     commit: c,
-                    from: format!(
-                        "the running system's configurationRevision, {}",
-                        file.display()
-                    ),
+                    from: format!("{which} configurationRevision, {}", file.display()),
                 });
             }
         }

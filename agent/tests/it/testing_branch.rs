@@ -132,6 +132,36 @@ fn a_testing_branch_is_test_activated_reported_and_replaced_by_main() {
     assert_eq!(h.profile_generation(), Some(3));
 }
 
+/// With the version stamp on (modules/version.nix always stamps a real system), a live
+/// test runs a system stamped with the testing commit; main's next commit, which does not
+/// contain it, is deployed: the downgrade floor is main's (the boot default's stamp and
+/// the deployed commit), never the test's.
+#[test]
+fn a_live_stamped_test_is_no_downgrade_floor_for_main() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = watching();
+    h.host("pi1").stamp = true;
+    h.bootstrap();
+    checkout(&h, "testing/pi1", true);
+    let t1 = h.deploy("on test", "try something");
+    assert_eq!(h.status()["testing"]["live"], true);
+    let stamp = h
+        .current_system()
+        .unwrap()
+        .join("etc/homelab-agent/configuration-revision");
+    assert_eq!(std::fs::read_to_string(&stamp).unwrap().trim(), t1);
+    checkout(&h, "main", false);
+    h.host("pi1").content = "main v2".into();
+    let c2 = h.commit("main moves");
+    let run = h.run_once();
+    run.expect(0);
+    let s = h.status();
+    assert_eq!(s["deployed"]["commit"], c2.as_str(), "{s}");
+    assert!(s["refused"].is_null(), "{s}");
+}
+
 #[test]
 fn a_missing_testing_branch_is_not_an_error() {
     if !nix_available() {
