@@ -220,6 +220,19 @@ unsafe extern "C" fn stream_connect(raw: *mut RawStream) -> c_int {
     };
     let tls = match config.connect(&s.host, tcp) {
         Ok(tls) => tls,
+        Err(e) if handshake_timed_out(&e) => {
+            let message = format!(
+                "TLS handshake with {}:{} timed out after {}s (the server accepted the connection but never answered)",
+                s.host,
+                s.port,
+                IO_TIMEOUT.as_secs()
+            );
+            return fail_code(
+                raw::GIT_ERROR_NET as c_int,
+                &message,
+                raw::GIT_TIMEOUT as c_int,
+            );
+        }
         Err(e) => {
             let message = format!(
                 "TLS handshake with {}:{} failed: {}",
@@ -254,6 +267,19 @@ unsafe extern "C" fn stream_connect(raw: *mut RawStream) -> c_int {
     }
     s.verified = true;
     0
+}
+
+/// The socket's read or write timeout ended the handshake.
+fn handshake_timed_out(e: &openssl::ssl::HandshakeError<TcpStream>) -> bool {
+    use std::io::ErrorKind::{TimedOut, WouldBlock};
+    match e {
+        openssl::ssl::HandshakeError::Failure(mid)
+        | openssl::ssl::HandshakeError::WouldBlock(mid) => mid
+            .error()
+            .io_error()
+            .is_some_and(|io| matches!(io.kind(), TimedOut | WouldBlock)),
+        openssl::ssl::HandshakeError::SetupFailure(_) => false,
+    }
 }
 
 /// What went wrong in a handshake, in OpenSSL's reason words (e.g. "wrong version
@@ -399,4 +425,40 @@ fn fail_code(class: c_int, message: &str, code: c_int) -> c_int {
     // SAFETY: libgit2 copies the message.
     unsafe { raw::git_error_set_str(class, text.as_ptr()) };
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts and never answers: the socket's timeout ends the handshake,
+    /// and it is told as a timeout (GIT_TIMEOUT), not as the OS's "Resource temporarily
+    /// unavailable".
+    #[test]
+    fn a_silent_server_ends_the_handshake_as_a_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _held = std::thread::spawn(move || {
+            let conn = listener.accept();
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            drop(conn);
+        });
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let connector = SslConnector::builder(SslMethod::tls_client())
+            .unwrap()
+            .build();
+        let e = connector.connect("localhost", tcp).unwrap_err();
+        assert!(handshake_timed_out(&e), "{e}");
+        // A server that closes at once is no timeout.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || drop(listener.accept()));
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let e = connector.connect("localhost", tcp).unwrap_err();
+        assert!(!handshake_timed_out(&e), "{e}");
+    }
 }
