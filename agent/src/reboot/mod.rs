@@ -107,8 +107,19 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
         Err(p) => (Record::default(), Some(p)),
     };
     let readable = problem.is_none();
-    // Unreadable: nothing is known to be unresolved, as in `status`.
-    let state = crate::state::Store::new(dir).peek().unwrap_or_default();
+    // An unreadable state never leads to a reboot: it is a problem like an unreadable record.
+    let (state, problem) = match crate::state::Store::new(dir).peek() {
+        Ok(state) => (state, problem),
+        Err(e) => (
+            Default::default(),
+            problem.or_else(|| {
+                Some(format!(
+                    "the state in {} cannot be read: {e}",
+                    dir.display()
+                ))
+            }),
+        ),
+    };
     let facts = facts(settings, &state, problem);
     let before = record.clone();
     let acted = match policy::decide(&settings.reboot, &record, &facts, now) {
@@ -223,7 +234,8 @@ async fn reboot(
     });
     if let Err(e) = record::save(dir, &record) {
         // Without the record the next boot could not be verified, nor a second reboot
-        // for this system refused: no reboot.
+        // for this system refused: no reboot, and the slot taken for it is given back.
+        release(&mut record, effects).await;
         log::error!(
             "not rebooting: saving {}: {e}\nhint: check free space and permissions of {}; the next run tries again",
             record::path(dir).display(),
@@ -254,11 +266,13 @@ async fn reboot(
             let mut p = pending;
             p.waiting = Some(waiting.clone());
             record.pending = Some(p);
+            // No reboot is under way: the slot goes back to the group until the next try.
+            release(&mut record, effects).await;
             if let Err(se) = record::save(dir, &record) {
                 // The record on disk still says this system was rebooted for: the policy
-                // would never reboot for it again.
+                // would never reboot for it again (and the record is sealed: no hand edit).
                 log::error!(
-                    "saving {}: {se}\nhint: it claims a reboot into generation {generation} that never happened: remove its `rebooted` entry, or reboot by hand",
+                    "saving {}: {se}\nhint: it claims a reboot into generation {generation} that never happened: reboot by hand (`systemctl reboot`); the boot is then verified as usual",
                     record::path(dir).display()
                 );
             }

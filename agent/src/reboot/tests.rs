@@ -120,6 +120,8 @@ struct Calls {
     refuse: RefCell<Option<LockError>>,
     /// What it answers to `release`.
     refuse_release: RefCell<Option<LockError>>,
+    /// What `systemctl reboot` answers (`None`: queued).
+    reboot_fails: RefCell<Option<String>>,
     healthy: RefCell<bool>,
 }
 
@@ -152,7 +154,8 @@ impl Slot for FakeSlot {
 impl Rebooter for FakeRebooter {
     fn reboot<'a>(&'a self, reason: &'a str) -> Fut<'a, Result<(), String>> {
         self.0.log.borrow_mut().push(format!("reboot: {reason}"));
-        Box::pin(async { Ok(()) })
+        let r = self.0.reboot_fails.borrow().clone().map_or(Ok(()), Err);
+        Box::pin(async move { r })
     }
 }
 
@@ -323,6 +326,34 @@ async fn a_kernel_change_reboots_once_and_never_twice_for_the_same_generation() 
     assert_eq!(w.what, "attention");
     assert!(w.detail.contains("already rebooted once"), "{}", w.detail);
     assert_eq!(Fakes::reboots(&f.take()), 0);
+}
+
+/// `systemctl reboot` fails: no reboot is recorded for the system (the next run tries
+/// again), status says it waits for the reboot and why, and the slot goes back.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_reboot_is_not_recorded_and_gives_the_slot_back() {
+    let b = kernel_deploy(WHEN_REQUIRED);
+    let f = Fakes::new(&b, true);
+    *f.calls.reboot_fails.borrow_mut() = Some("Access denied".into());
+    let acted = f.cycle(&b).await;
+    let Acted::Waiting(w) = acted else {
+        panic!("{acted:?}")
+    };
+    assert_eq!(w.what, "reboot");
+    assert!(w.detail.contains("Access denied"), "{}", w.detail);
+    let log = f.take();
+    assert_eq!(log.first().map(String::as_str), Some("take"), "{log:?}");
+    assert_eq!(log.last().map(String::as_str), Some("release"), "{log:?}");
+    let r = b.record();
+    assert!(r.rebooted.is_none() && !r.slot_held, "{r:?}");
+    assert_eq!(
+        r.pending.unwrap().waiting.unwrap().what,
+        "reboot",
+        "status says what it waits for"
+    );
+    // The next run tries again.
+    *f.calls.reboot_fails.borrow_mut() = None;
+    assert_eq!(f.cycle(&b).await, Acted::Rebooting);
 }
 
 #[tokio::test(flavor = "current_thread")]
