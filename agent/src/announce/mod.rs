@@ -132,7 +132,7 @@ pub fn queue(settings: &Settings, run: &Run, state: &State) {
     if settings.notify.is_empty() {
         return;
     }
-    let event = Event::of(run, &settings.host, state);
+    let event = Event::of(run, crate::pivot::host(settings, state), state);
     if !event.notifiable() {
         return;
     }

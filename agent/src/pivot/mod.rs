@@ -137,6 +137,15 @@ fn unmapped(
     )
 }
 
+/// The host this machine is: in map mode the one the map resolved (once there is one),
+/// else `[host] name`. What status, metrics and notifications call it.
+pub fn host<'a>(settings: &'a Settings, state: &'a crate::state::State) -> &'a str {
+    match (&settings.host_map, &state.pivot) {
+        (Some(_), Some(r)) => &r.host,
+        _ => &settings.host,
+    }
+}
+
 /// `add to machines.toml: serial-10000000abcdef01 = "<host>"`: the line that maps this
 /// machine, by its preferred identity.
 pub fn suggestion(map_file: &str, machine: &identity::Machine) -> Option<String> {

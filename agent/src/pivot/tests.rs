@@ -228,3 +228,22 @@ fn a_missing_cache_is_this_machines_problem() {
     .unwrap_err();
     assert_eq!(f.kind, Kind::Environment, "{}", f.message);
 }
+
+/// Status, metrics and notifications call the machine by the host the map resolved; a
+/// configured host outside map mode is never replaced by a stale resolution.
+#[test]
+fn the_host_is_the_resolved_one_in_map_mode_only() {
+    let w = World::new();
+    let mut state = crate::state::State::default();
+    let map = w.map_mode();
+    assert_eq!(host(&map, &state), map.host);
+    state.pivot = Some(Resolved {
+        host: "pi2".into(),
+        by: "serial".into(),
+        commit: "c".into(),
+        at: "2026-11-25T00:00:00Z".into(),
+    });
+    assert_eq!(host(&map, &state), "pi2");
+    let named = w.settings("name = \"pi7\"");
+    assert_eq!(host(&named, &state), "pi7");
+}

@@ -56,10 +56,7 @@ pub fn view(settings: &Settings, f: &Facts) -> Option<PivotView> {
 
 /// The `host` key: in map mode the resolved host, else the configured one.
 pub fn host(settings: &Settings, f: &Facts) -> String {
-    match (&settings.host_map, &f.state.pivot) {
-        (Some(_), Some(r)) => r.host.clone(),
-        _ => settings.host.clone(),
-    }
+    crate::pivot::host(settings, &f.state).to_string()
 }
 
 /// The one-line summary of an unmapped machine whose last run stopped at the map (no
