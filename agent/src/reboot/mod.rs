@@ -31,6 +31,7 @@ pub mod doors;
 pub mod fleetlock;
 pub mod policy;
 pub mod record;
+pub mod trial;
 pub mod verify;
 pub mod view;
 pub mod window;
