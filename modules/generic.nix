@@ -16,6 +16,10 @@
 
   services.homelab-agent.hostMap = lib.mkDefault "machines.toml";
 
+  # The release the image is built from (this flake's nixpkgs input): a first installation.
+  # The host each Pi becomes sets its own (templates/default/hosts/common.nix).
+  system.stateVersion = lib.mkDefault "26.05";
+
   # The SD image's firmware partition is not mounted by default (noauto); the agent reads
   # the host file written on it when flashing, so this system mounts it, read-only.
   fileSystems."/boot/firmware".options = lib.mkForce [

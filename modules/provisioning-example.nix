@@ -5,5 +5,7 @@
 {
   nixpkgs.hostPlatform = "aarch64-linux";
   networking.hostName = lib.mkDefault "pi1";
+  # The release this flake's nixpkgs input is: the example's first installation.
+  system.stateVersion = lib.mkDefault "26.05";
   services.homelab-agent.repository.url = lib.mkDefault "https://git.example.org/me/homelab.git";
 }

@@ -10,6 +10,7 @@
 {
   config,
   lib,
+  options,
   modulesPath,
   ...
 }:
@@ -52,6 +53,10 @@ in
     warnings =
       lib.optional (cfg.authorizedKeys == [ ])
         "homelab.provisioning.authorizedKeys is empty: nobody can log in over SSH until the agent has deployed your real configuration."
+      # Never a default here: a stateVersion that followed nixpkgs would move with every
+      # update, which is what it must never do.
+      ++ lib.optional (options.system.stateVersion.highestPrio >= (lib.mkOptionDefault null).priority)
+        ''system.stateVersion is not set: set it to the NixOS release this machine was first installed with (for a new Pi, the nixpkgs release you build its image from, e.g. "${lib.trivial.release}"), and never change it afterwards.''
       ++ lib.optional (config.networking.hostName == "nixos")
         ''networking.hostName is still "nixos": the agent will deploy nixosConfigurations."nixos". Set it to this machine's name.'';
 
@@ -74,16 +79,19 @@ in
     # A hung kernel or boot at least resets the board (README "Reboots": what still needs
     # physical access).
     boot.kernelModules = lib.mkIf cfg.watchdog [ "bcm2835_wdt" ];
-    systemd.watchdog.runtimeTime = lib.mkIf cfg.watchdog (lib.mkDefault "15s");
+    # nixpkgs renamed systemd.watchdog.runtimeTime to systemd.settings.Manager.
+    # RuntimeWatchdogSec (the old name warns on every evaluation); older releases only know
+    # the old one.
+    systemd =
+      if options.systemd ? settings then
+        { settings.Manager.RuntimeWatchdogSec = lib.mkIf cfg.watchdog (lib.mkDefault "15s"); }
+      else
+        { watchdog.runtimeTime = lib.mkIf cfg.watchdog (lib.mkDefault "15s"); };
 
     # For whoever logs in to look around; the agent passes these flags itself.
     nix.settings.experimental-features = [
       "nix-command"
       "flakes"
     ];
-
-    # A fresh image is a first installation: the release it is built from is its state
-    # version. A real configuration sets its own.
-    system.stateVersion = lib.mkDefault lib.trivial.release;
   };
 }

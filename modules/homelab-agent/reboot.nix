@@ -189,7 +189,10 @@ in
         # Never restarted by a switch: it runs once per boot.
         restartIfChanged = false;
         stopIfChanged = false;
-        inherit (config.systemd.services.homelab-agent) path environment;
+        # The agent's tools and environment. Not its PATH: NixOS computes each unit's
+        # environment.PATH from its `path`, and a copied one conflicts with that.
+        inherit (config.systemd.services.homelab-agent) path;
+        environment = removeAttrs config.systemd.services.homelab-agent.environment [ "PATH" ];
         serviceConfig = {
           Type = "oneshot";
           RemainAfterExit = true;

@@ -286,20 +286,21 @@ let
     else
       null;
 
-  provisioning =
-    keys:
-    let
-      c = evalWith [
-        ../../modules/provisioning.nix
-        {
-          networking.hostName = "pi1";
-          services.homelab-agent.repository.url = url;
-          homelab.provisioning.authorizedKeys = keys;
-        }
-      ];
-    in
-    c;
+  provisioningWith =
+    extra: keys:
+    evalWith [
+      ../../modules/provisioning.nix
+      {
+        networking.hostName = "pi1";
+        services.homelab-agent.repository.url = url;
+        homelab.provisioning.authorizedKeys = keys;
+      }
+      extra
+    ];
+  provisioning = provisioningWith { system.stateVersion = "26.05"; };
   provisioned = provisioning [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample me@laptop" ];
+  # A host that imports the provisioning module and forgets its state version.
+  noStateVersion = provisioningWith { } [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample me@laptop" ];
 
   # This repository's flake, its nixpkgs input replaced by the stand-in (the real lib, stub
   # NixOS options): what a homelab flake gets as its homelab-agent input.
@@ -382,6 +383,49 @@ let
         }
       ];
 
+  # Every ```nix block of the documents that sets services.homelab-agent options (a module
+  # fragment, not a flake), evaluated on a host as a user would paste it: whole (every
+  # unit, the config file), with no failed assertion and no warning.
+  snippets =
+    file:
+    lib.filter (lib.hasPrefix "services.homelab-agent") (
+      map (b: lib.trim (lib.head (lib.splitString "```" b))) (
+        lib.tail (lib.splitString "```nix\n" (builtins.readFile file))
+      )
+    );
+  snippetResults = lib.concatMap (
+    file:
+    lib.imap1 (
+      i: text:
+      let
+        fragment = import (builtins.toFile "snippet.nix" "{ config, lib, pkgs, ... }: {\n${text}\n}");
+        a = agent (
+          { config, ... }:
+          {
+            imports = [ fragment ];
+            networking.hostName = "pi1";
+            services.homelab-agent = {
+              enable = true;
+              repository.url = lib.mkDefault url;
+            };
+          }
+        );
+      in
+      expect "${baseNameOf (toString file)} snippet ${toString i}: evaluates whole, no failed assertion, no warning" {
+        inherit (a) failed;
+        inherit (a.c) warnings;
+        units = builtins.seq (deepSeq a.c.systemd.services (deepSeq a.c.systemd.timers a.toml)) true;
+      } {
+        failed = [ ];
+        warnings = [ ];
+        units = true;
+      }
+    ) (snippets file)
+  ) [
+    ../../README.md
+    ../../docs/nixos.md
+  ];
+
   # What the documents must say where a newcomer follows them step by step.
   has = name: text: fragments: {
     inherit name;
@@ -448,7 +492,7 @@ let
       ;
   };
 
-  results = examples ++ documents ++ pivot.results ++ [
+  results = examples ++ documents ++ snippetResults ++ pivot.results ++ [
     # What an unset option leaves out, the agent defaults: only url and host are written.
     (expect "minimal: config holds only url and host" minimal.toml {
       source.url = url;
@@ -476,6 +520,16 @@ let
       };
     })
     (expect "reboot: no failed assertion" rebooting.failed [ ])
+    (expect "reboot: verify-boot has the agent's environment and its own PATH (no conflicting definitions)"
+      {
+        inherit (rebootingVerify.environment) HOME;
+        nixOnPath = lib.hasInfix "${fake "nix"}/bin" rebootingVerify.environment.PATH;
+      }
+      {
+        HOME = "/root";
+        nixOnPath = true;
+      }
+    )
     (expect "reboot: verify-boot runs before boot-complete.target, after the services it checks"
       {
         inherit (rebootingVerify)
@@ -560,14 +614,20 @@ let
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
     })
-    (expect "unit: nix, git, ssh and systemd on PATH" (map toString minimal.unit.path) (
-      map fake [
-        "nix"
-        "git"
-        "openssh"
-        "systemd"
-      ]
-    ))
+    (expect "unit: nix, git, ssh and systemd on PATH, before NixOS's default path"
+      (lib.take 4 (map toString minimal.unit.path))
+      (
+        map fake [
+          "nix"
+          "git"
+          "openssh"
+          "systemd"
+        ]
+      )
+    )
+    (expect "unit: PATH computed from path, as NixOS does" (lib.hasPrefix "${fake "nix"}/bin:${fake "git"}/bin:"
+      minimal.unit.environment.PATH
+    ) true)
     (expect "unit: start timeout above build, activation and health defaults"
       minimal.unit.serviceConfig.TimeoutStartSec
       "2h 15min 15min 10s 5min 30min"
@@ -576,7 +636,7 @@ let
       "3h 30m 30m 5s 2min 30min"
     )
     (expect "unit: HOME for nix" minimal.unit.environment.HOME "/root")
-    (expect "unit: nix.envVars and the proxy reach nix, as for system.autoUpgrade" withEnv.unit.environment
+    (expect "unit: nix.envVars and the proxy reach nix, as for system.autoUpgrade" (removeAttrs withEnv.unit.environment [ "PATH" ])
       {
         NIX_SSHOPTS = "-o ServerAliveInterval=10";
         GIT_ASKPASS = "/run/keys/askpass";
@@ -748,13 +808,24 @@ let
     )
     (expect "provisioning: the hardware watchdog resets a hung boot" {
       inherit (provisioned.boot) kernelModules;
-      inherit (provisioned.systemd.watchdog) runtimeTime;
+      inherit (provisioned.systemd.settings.Manager) RuntimeWatchdogSec;
     } {
       kernelModules = [ "bcm2835_wdt" ];
-      runtimeTime = "15s";
+      RuntimeWatchdogSec = "15s";
     })
     (expect "provisioning: no warning" provisioned.warnings [ ])
     (expect "provisioning: warns without keys" (lib.length (provisioning [ ]).warnings) 1)
+    (expect "provisioning: no state version of its own: it stays NixOS's default, with a warning that says what to set"
+      {
+        inherit (noStateVersion.system) stateVersion;
+        warned = lib.any (lib.hasPrefix "system.stateVersion is not set") noStateVersion.warnings;
+      }
+      {
+        stateVersion = lib.trivial.release;
+        warned = true;
+      }
+    )
+
   ];
 
   # Configurations the agent must accept (`config check` exits 0) ...

@@ -8,33 +8,6 @@ let
   strings = opt (types.listOf types.str) [ ];
   attrs = opt (types.attrsOf types.anything) { };
 
-  service = types.submodule {
-    options = {
-      description = opt types.str "";
-      wants = strings;
-      after = strings;
-      before = strings;
-      requires = strings;
-      wantedBy = strings;
-      requiredBy = strings;
-      path = opt (types.listOf types.anything) [ ];
-      environment = attrs;
-      serviceConfig = attrs;
-      unitConfig = attrs;
-      script = opt types.lines "";
-      restartIfChanged = opt types.bool true;
-      stopIfChanged = opt types.bool true;
-    };
-  };
-
-  timer = types.submodule {
-    options = {
-      description = opt types.str "";
-      wantedBy = strings;
-      timerConfig = attrs;
-    };
-  };
-
   etcFile = types.submodule {
     options = {
       source = opt types.anything null;
@@ -43,6 +16,9 @@ let
   };
 in
 {
+  # systemd.*: NixOS's types and merge rules (./systemd.nix).
+  imports = [ ./systemd.nix ];
+
   options = {
     assertions = opt (types.listOf types.unspecified) [ ];
     warnings = strings;
@@ -54,18 +30,21 @@ in
     nix.settings = attrs;
     nix.envVars = attrs;
     programs.ssh.package = opt types.package pkgs.openssh;
-    systemd.package = opt types.package pkgs.systemd;
-    systemd.watchdog = attrs;
     boot.kernelModules = strings;
 
     environment.etc = opt (types.attrsOf etcFile) { };
     environment.systemPackages = opt (types.listOf types.package) [ ];
 
-    systemd.services = opt (types.attrsOf service) { };
-    systemd.timers = opt (types.attrsOf timer) { };
 
     services.openssh = attrs;
     services.nginx = attrs;
+    # What the README's monitoring example sets (nixos/modules/services/monitoring/prometheus).
+    services.prometheus.ruleFiles = opt (types.listOf types.path) [ ];
+    services.prometheus.exporters.node = {
+      enable = opt types.bool false;
+      enabledCollectors = strings;
+      extraFlags = strings;
+    };
     networking.firewall.allowedTCPPorts = opt (types.listOf types.port) [ ];
     hardware.enableRedistributableFirmware = opt types.bool false;
     nix.gc = attrs;
@@ -76,7 +55,8 @@ in
     fileSystems = attrs;
     system.build = opt (types.lazyAttrsOf types.unspecified) { };
     users.users = attrs;
-    system.stateVersion = opt types.str "";
+    # NixOS's default is the release (and NixOS traces a warning when only that is set).
+    system.stateVersion = opt types.str lib.trivial.release;
     system.configurationRevision = opt (types.nullOr types.str) null;
 
     # Not NixOS: which stub of nixpkgs' modules (stubs/modules) a configuration imports.

@@ -17,6 +17,10 @@ in
   openssh = fake "openssh";
   systemd = fake "systemd";
   gnupg = fake "gnupg";
+  coreutils = fake "coreutils";
+  findutils = fake "findutils";
+  gnugrep = fake "gnugrep";
+  gnused = fake "gnused";
 
   writeText = name: text: fake name // { inherit text; };
 
