@@ -426,6 +426,21 @@ let
     ../../docs/nixos.md
   ];
 
+  # When the template's Pis first poll after boot: OnBootSec, plus up to RandomizedDelaySec.
+  firstPoll =
+    let
+      template = homelab (import ../../templates/default/flake.nix);
+      minutes = s: lib.toInt (lib.removeSuffix "min" s);
+      window =
+        name:
+        let
+          t = template.nixosConfigurations.${name}.config.systemd.timers.homelab-agent.timerConfig;
+        in
+        "${toString (minutes t.OnBootSec)} to ${toString (minutes t.OnBootSec + minutes t.RandomizedDelaySec)} minutes after boot";
+    in
+    assert window "pi1" == window "generic";
+    window "pi1";
+
   # What the documents must say where a newcomer follows them step by step.
   has = name: text: fragments: {
     inherit name;
@@ -493,6 +508,30 @@ let
   };
 
   results = examples ++ documents ++ snippetResults ++ pivot.results ++ [
+    (has "README and docs/nixos.md: when the template's Pis first poll (${firstPoll})"
+      (lib.replaceStrings [ "\n" ] [ " " ] (builtins.readFile ../../README.md + builtins.readFile ../../docs/nixos.md))
+      [ firstPoll ]
+    )
+    (expect "the template's two Pis and its generic image, as the README says"
+      (lib.attrNames (homelab (import ../../templates/default/flake.nix)).nixosConfigurations)
+      [
+        "generic"
+        "pi1"
+        "pi2"
+      ]
+    )
+    (expect "package: a Pi that builds the agent does not also run its test suite (doCheck)"
+      (import ../../pkgs/homelab-agent.nix {
+        inherit lib;
+        stdenv = { };
+        rustPlatform.buildRustPackage = args: args;
+        installShellFiles = null;
+        pkg-config = null;
+        openssl = null;
+        zlib = null;
+      }).doCheck or true
+      false
+    )
     # What an unset option leaves out, the agent defaults: only url and host are written.
     (expect "minimal: config holds only url and host" minimal.toml {
       source.url = url;
