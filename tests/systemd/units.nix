@@ -3,7 +3,7 @@
 # packages of tests/nix/stubs (the module evaluation test's), then its
 # systemd.services.homelab-agent and systemd.timers.homelab-agent written out the way
 # NixOS writes units (nixos/lib/systemd-lib.nix: [Unit] from description, wants, after
-# and unitConfig; Environment= lines, PATH from `path` with bin and sbin, X-RestartIfChanged
+# and unitConfig; Environment= lines (PATH computed from `path` by the stub, as NixOS does), X-RestartIfChanged
 # and X-StopIfChanged; serviceConfig; [Install] WantedBy=), and the module's config file.
 #
 #   nix-instantiate --eval --strict --json tests/systemd/units.nix \
@@ -111,18 +111,9 @@ let
   serviceText =
     def:
     let
-      path = def.path ++ map fake [
-        "coreutils"
-        "findutils"
-        "gnugrep"
-        "gnused"
-        "systemd"
-      ];
-      environment =
-        def.environment
-        // lib.optionalAttrs (def.path != [ ]) {
-          PATH = "${lib.makeBinPath path}:${lib.makeSearchPathOutput "bin" "sbin" path}";
-        };
+      # NixOS's default path and the PATH computed from `path` come from the stub
+      # (tests/nix/stubs/systemd.nix), as from NixOS.
+      inherit (def) environment;
     in
     "[Unit]\n"
     + unitSection def
