@@ -31,6 +31,11 @@ pub struct Host {
     /// modules/version.nix puts it on a real one (`etc/homelab-agent/configuration-revision`).
     /// Off by default: a stamp makes every commit a new system.
     pub stamp: bool,
+    /// Whether the system still runs the agent and sshd, laid out as NixOS does (unit
+    /// files and their enabling links under `etc/systemd/system`, the agent's config):
+    /// what the orphan guard looks for. On by default.
+    pub agent: bool,
+    pub sshd: bool,
 }
 
 impl Host {
@@ -43,6 +48,8 @@ impl Host {
             kernel: "k1".into(),
             healthy: true,
             stamp: false,
+            agent: true,
+            sshd: true,
         }
     }
 }
@@ -70,14 +77,16 @@ fn hosts_nix(fake_root: &Path, hosts: &[Host]) -> String {
     );
     for h in hosts {
         text.push_str(&format!(
-            "    {} = {{ mode = {}; build = {}; content = {}; kernel = {}; healthy = {}; stamp = {}; }};\n",
+            "    {} = {{ mode = {}; build = {}; content = {}; kernel = {}; healthy = {}; stamp = {}; agent = {}; sshd = {}; }};\n",
             nix_string(&h.name),
             nix_string(&h.mode),
             nix_string(&h.build),
             nix_string(&h.content),
             nix_string(&h.kernel),
             h.healthy,
-            h.stamp
+            h.stamp,
+            h.agent,
+            h.sshd
         ));
     }
     text.push_str("  };\n}\n");

@@ -122,6 +122,9 @@ pub enum ActivationMode {
 pub struct ActivationSettings {
     pub mode: ActivationMode,
     pub timeout: Duration,
+    /// `[activation] require_agent_and_ssh` (default true): refuse a system that no longer
+    /// runs the agent or sshd (the orphan guard, system/reach.rs).
+    pub require_agent_and_ssh: bool,
 }
 
 #[derive(Debug, Clone)]

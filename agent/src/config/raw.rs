@@ -85,6 +85,7 @@ pub(super) struct RawBuild {
 pub(super) struct RawActivation {
     pub(super) mode: Option<ActivationMode>,
     pub(super) timeout: Option<String>,
+    pub(super) require_agent_and_ssh: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -95,6 +95,7 @@ impl Validator<'_> {
                     raw.activation.timeout.as_deref(),
                     &bounds::ACTIVATION_TIMEOUT,
                 )?,
+                require_agent_and_ssh: raw.activation.require_agent_and_ssh.unwrap_or(true),
             },
             health: self.health(raw.health)?,
             notify: self.notify(raw.notify)?,

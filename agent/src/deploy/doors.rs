@@ -84,6 +84,11 @@ pub trait Machine {
     fn profile(&self) -> Option<Generation>;
     /// The newest generation before the current one (what an operator rollback targets).
     fn previous_generation(&self) -> Option<Generation>;
+    /// What a candidate system would lose of the agent and sshd (the orphan guard,
+    /// system/reach.rs): read from the toplevel's files (existence only, no process).
+    fn lost(&self, system: &Path) -> Vec<system::reach::Lost> {
+        system::reach::lost(system)
+    }
     /// Makes `system` the profile's current generation; returns its number.
     fn set_profile<'a>(&'a self, system: &'a Path) -> Fut<'a, Result<u32, Failure>>;
     /// `system/bin/switch-to-configuration action`, tagged with `activation` so that a

@@ -17,12 +17,14 @@
 //! | `doors.rs`    | the side effects behind traits: source, builder, machine, health    |
 //! | `target.rs`   | which host is built: the configured one, or the map's (pivot)       |
 //! | `paused.rs`   | the stop for an operator's `pause` (polls, deploys nothing)         |
+//! | `guard.rs`    | the orphan guard: never activate a system without the agent or sshd |
 //!
 //! Only a system that passed its health checks ever becomes a profile generation (the
 //! boot default); only a failure of the commit itself marks it bad.
 
 mod activate;
 pub mod doors;
+mod guard;
 mod paused;
 mod record;
 mod recover;
@@ -152,6 +154,9 @@ impl Agent {
         };
         if self.doors.machine.current_system().as_deref() == Some(system.as_path()) {
             return Ok(self.record_unchanged(&mut state, &fetched, &system, started));
+        }
+        if let Some(exit) = self.refuse_orphan(&mut state, &fetched, &system, host, started) {
+            return Ok(exit);
         }
 
         let plan = self.plan(IntentKind::Deploy, &fetched, &system);

@@ -57,6 +57,8 @@ struct World {
     settled: u32,
     /// The flake attribute of every build, in order.
     attributes: Vec<String>,
+    /// Systems that would lose the agent or sshd (the orphan guard).
+    losing: Vec<(PathBuf, Vec<crate::system::reach::Lost>)>,
 }
 
 struct Fake {
@@ -183,6 +185,14 @@ impl Builder for F {
 impl Machine for F {
     fn current_system(&self) -> Option<PathBuf> {
         self.world.borrow().current.clone()
+    }
+    fn lost(&self, system: &Path) -> Vec<crate::system::reach::Lost> {
+        let w = self.world.borrow();
+        w.losing
+            .iter()
+            .find(|(s, _)| s == system)
+            .map(|(_, lost)| lost.clone())
+            .unwrap_or_default()
     }
     fn profile(&self) -> Option<Generation> {
         let w = self.world.borrow();
@@ -795,4 +805,45 @@ async fn a_failed_operator_rollback_does_not_pin() {
     b.w().unhealthy.insert(sys("s0"));
     b.agent().rollback().await.unwrap();
     assert!(b.state().pinned.is_none());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_system_without_the_agent_or_sshd_is_refused_before_activation() {
+    use crate::system::reach::Lost;
+    let b = Bench::new();
+    b.w().losing.push((sys("s1"), vec![Lost::Agent]));
+    b.push("c1", Ok(sys("s1")));
+    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Commit)));
+    assert!(b.switches().is_empty(), "activated: {:?}", b.switches());
+    b.assert_consistent();
+    let state = b.state();
+    let run = &state.history[0];
+    assert_eq!(run.outcome, Outcome::Failed);
+    assert_eq!(run.phase, Some(crate::state::Phase::Activate));
+    assert_eq!(run.rolled_back, Some(false));
+    let error = run.error.as_deref().unwrap();
+    assert!(
+        error.starts_with("commit c1 would remove homelab-agent from pi1: it would never update again; not activated"),
+        "{error}"
+    );
+    assert!(state.bad("c1").is_some(), "a commit failure marks it bad");
+    // Not tried again until the branch moves.
+    b.w().calls.clear();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.w().calls, ["head"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_orphan_guard_can_be_turned_off_for_a_machine_being_retired() {
+    use crate::system::reach::Lost;
+    let b = Bench::new();
+    b.w().losing.push((sys("s1"), vec![Lost::Agent, Lost::Ssh]));
+    b.push("c1", Ok(sys("s1")));
+    let agent = b.agent_with(
+        "name = \"pi1\"\n[activation]\nrequire_agent_and_ssh = false",
+        "",
+    );
+    assert_eq!(agent.run_once().await.unwrap(), Exit::Ok);
+    assert_eq!(b.switches(), ["test /sys/s1", "boot /sys/s1"]);
+    b.assert_consistent();
 }

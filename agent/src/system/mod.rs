@@ -2,6 +2,7 @@
 //! switching the running system with `switch-to-configuration` ([`switch`]).
 
 pub mod profile;
+pub mod reach;
 pub mod switch;
 
 use std::path::{Path, PathBuf};

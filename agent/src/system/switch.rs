@@ -258,6 +258,7 @@ mod tests {
         let s = ActivationSettings {
             mode: ActivationMode::SystemdRun,
             timeout: Duration::from_secs(60),
+            require_agent_and_ssh: true,
         };
         let sw = Switcher::new(
             &s,
@@ -286,6 +287,7 @@ mod tests {
         let s = ActivationSettings {
             mode: ActivationMode::Direct,
             timeout: Duration::from_secs(60),
+            require_agent_and_ssh: true,
         };
         let sw = Switcher::new(&s, Path::new("systemd-run"), Path::new("systemctl"));
         let cmd = sw.command(Path::new("/nix/store/abc"), Action::Boot, "t1");

@@ -253,3 +253,47 @@ fn build_timeout_kills_the_builders() {
         "a timeout says nothing about the commit: {s}"
     );
 }
+
+/// The orphan guard with the real nix: a commit whose system drops the agent (or sshd) is
+/// refused before activation as the commit's failure; with the guard off it deploys.
+#[test]
+fn a_commit_that_would_remove_the_agent_or_sshd_is_refused_before_activation() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    let c1 = h.deploy("v1", "first");
+    let system = h.current_system().unwrap();
+
+    h.host("pi1").agent = false;
+    h.host("pi1").sshd = false;
+    let c2 = h.commit("drop the agent and sshd");
+    let run = h.run_once();
+    run.expect(1);
+    assert!(
+        run.stderr().contains(&format!(
+            "commit {} would remove homelab-agent from pi1: it would never update again, and would disable sshd on pi1: nobody could log in to fix it; not activated",
+            &c2[..8]
+        )),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(
+        h.current_system(),
+        Some(system.clone()),
+        "something was activated"
+    );
+    assert_eq!(h.stc_log().len(), 2, "a switch ran: {:?}", h.stc_log());
+    let s = h.status();
+    assert_eq!(s["deployed"]["commit"], c1.as_str());
+    assert_eq!(s["last_run"]["outcome"], "failed");
+    assert_eq!(s["last_run"]["phase"], "activate");
+    assert_eq!(s["head"]["status"], "bad", "{}", s["head"]);
+
+    // A machine being retired: the guard off, the same commit deploys.
+    h.activation_extra = "require_agent_and_ssh = false".into();
+    h.agent(&["retry"]).expect(0);
+    h.run_once().expect(0);
+    assert_ne!(h.current_system(), Some(system));
+    assert_eq!(h.status()["deployed"]["commit"], c2.as_str());
+}

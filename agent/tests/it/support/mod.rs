@@ -92,6 +92,8 @@ pub struct Harness {
     pub env: Vec<(String, String)>,
     pub build_timeout: String,
     pub activation_timeout: String,
+    /// Extra lines in the [activation] table.
+    pub activation_extra: String,
     pub health_timeout: String,
     /// Extra lines in the [health] table (e.g. `consecutive = 2`).
     pub health_extra: String,
@@ -147,6 +149,7 @@ impl Harness {
             env: Vec::new(),
             build_timeout: "60s".into(),
             activation_timeout: "20s".into(),
+            activation_extra: String::new(),
             health_timeout: "3s".into(),
             health_extra: String::new(),
             systemctl: None,
@@ -210,13 +213,14 @@ impl Harness {
             )
         });
         format!(
-            "[source]\nurl = \"{url}\"\nbranch = \"main\"\n{se}\n[host]\n{ht_}\n\n[paths]\n{pe}\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/runtime\"\nprofile = \"{d}/profiles/system\"\ncurrent_system = \"{cur}\"\nbooted_system = \"{fake}/run/booted-system\"\n{sc}\n[build]\ntimeout = \"{bt}\"\n\n[activation]\nmode = \"direct\"\ntimeout = \"{at}\"\n\n[health]\nsettle = \"0s\"\ntimeout = \"{ht}\"\ninterval = \"200ms\"\n{he}\n{checks}\n{extra}",
+            "[source]\nurl = \"{url}\"\nbranch = \"main\"\n{se}\n[host]\n{ht_}\n\n[paths]\n{pe}\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/runtime\"\nprofile = \"{d}/profiles/system\"\ncurrent_system = \"{cur}\"\nbooted_system = \"{fake}/run/booted-system\"\n{sc}\n[build]\ntimeout = \"{bt}\"\n\n[activation]\nmode = \"direct\"\ntimeout = \"{at}\"\n{ae}\n[health]\nsettle = \"0s\"\ntimeout = \"{ht}\"\ninterval = \"200ms\"\n{he}\n{checks}\n{extra}",
             url = self.url,
             cur = self.current_system_link().display(),
             fake = self.fake.display(),
             extra = self.extra,
             bt = self.build_timeout,
             at = self.activation_timeout,
+            ae = self.activation_extra,
             ht = self.health_timeout,
             he = self.health_extra,
             se = self.source_extra,
