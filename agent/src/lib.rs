@@ -22,6 +22,7 @@
 //! | [`commands`]    | one function per CLI command, returning an exit code              |
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
 //! | [`free_space`]  | read-only or full filesystem, by `statvfs` (cache and build)      |
+//! | [`oom_kills`]   | the kernel's OOM kills in the agent's memory cgroup (build)       |
 //! | [`demo`], [`fake_system`] | the sandboxed walkthrough and the fake NixOS it uses    |
 
 pub mod announce;
@@ -38,6 +39,7 @@ pub mod logging;
 pub mod metrics;
 pub mod nix;
 pub mod notify;
+pub mod oom_kills;
 pub mod pause;
 pub mod pivot;
 pub mod process;

@@ -88,6 +88,7 @@ in
     ./host-map.nix
     ./reboot.nix
     ./metrics.nix
+    ./resources.nix
   ];
 
   config = lib.mkIf cfg.enable {

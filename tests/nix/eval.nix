@@ -512,6 +512,17 @@ let
       (lib.replaceStrings [ "\n" ] [ " " ] (builtins.readFile ../../README.md + builtins.readFile ../../docs/nixos.md))
       [ firstPoll ]
     )
+    (expect "the template's Pis get zram swap (an evaluation needs 1 to 2 GB)"
+      (map (
+        h:
+        (homelab (import ../../templates/default/flake.nix)).nixosConfigurations.${h}.config.zramSwap.enable
+      ) [ "pi1" "pi2" "generic" ])
+      [
+        true
+        true
+        true
+      ]
+    )
     (expect "the template's two Pis and its generic image, as the README says"
       (lib.attrNames (homelab (import ../../templates/default/flake.nix)).nixosConfigurations)
       [
@@ -664,6 +675,55 @@ let
         ]
       )
     )
+    (expect "unit: lowest CPU and I/O priority, a memory guard, and an OOM kill does not stop the service"
+      {
+        inherit (minimal.unit.serviceConfig)
+          Nice
+          IOSchedulingClass
+          CPUWeight
+          IOWeight
+          MemoryHigh
+          MemoryMax
+          OOMPolicy
+          ;
+      }
+      {
+        Nice = 19;
+        IOSchedulingClass = "idle";
+        CPUWeight = 20;
+        IOWeight = 20;
+        MemoryHigh = "70%";
+        MemoryMax = "85%";
+        OOMPolicy = "continue";
+      }
+    )
+    (expect "unit: resources off: no priority, no limit"
+      (
+        let
+          s =
+            (agent (base {
+              resources = {
+                lowPriority = false;
+                memoryHigh = null;
+                memoryMax = "1G";
+              };
+            })).unit.serviceConfig;
+        in
+        {
+          nice = s ? Nice;
+          high = s ? MemoryHigh;
+          inherit (s) MemoryMax;
+        }
+      )
+      {
+        nice = false;
+        high = false;
+        MemoryMax = "1G";
+      }
+    )
+    (expectTypeError "resources: a memory size systemd does not read is a type error" (base {
+      resources.memoryMax = "lots";
+    }))
     (expect "unit: PATH computed from path, as NixOS does" (lib.hasPrefix "${fake "nix"}/bin:${fake "git"}/bin:"
       minimal.unit.environment.PATH
     ) true)

@@ -43,6 +43,10 @@ pub enum BuildError {
     TimedOut { after: Duration },
     #[error("out of disk space while building:\n{0}\nhint: free space, e.g. `nix-collect-garbage --delete-older-than 30d`; the commit is not blamed")]
     DiskFull(String),
+    /// The kernel's OOM killer stopped nix or one of its builders (counted in the agent's
+    /// memory cgroup: [`crate::oom_kills`]), whatever nix then reported.
+    #[error("out of memory while building: the kernel killed {kills} process{es} of this service (nix or a builder) for memory\n{excerpt}\nhint: this machine needs more memory for this build: add swap or zram (NixOS: zramSwap.enable = true), build on a bigger machine (a remote builder, or a binary cache this machine substitutes from), or raise services.homelab-agent.resources.memoryMax; the commit is not blamed", es = if *kills == 1 { "" } else { "es" })]
+    OutOfMemory { kills: u64, excerpt: String },
     #[error("{0}\nhint: install Nix (Debian/Ubuntu: apt-get install nix-bin) or put it on PATH; the commit is not blamed")]
     NixMissing(String),
     /// This machine: nix could not start, was killed, or hit an OS error (read-only or
@@ -61,7 +65,9 @@ impl BuildError {
             BuildError::Eval(_) | BuildError::Failed(_) => Kind::Commit,
             BuildError::HostMissing { .. } | BuildError::BadPath(_) => Kind::Configuration,
             BuildError::TimedOut { .. } => Kind::Transient,
-            BuildError::DiskFull(_) | BuildError::NixMissing(_) => Kind::Environment,
+            BuildError::DiskFull(_)
+            | BuildError::NixMissing(_)
+            | BuildError::OutOfMemory { .. } => Kind::Environment,
             BuildError::Machine(_, Some(io)) => match io_kind(io) {
                 Kind::Transient => Kind::Environment,
                 k => k,
@@ -204,6 +210,14 @@ mod tests {
                 BuildError::BadPath("x".into()),
                 Kind::Configuration,
                 "state_dir",
+            ),
+            (
+                BuildError::OutOfMemory {
+                    kills: 2,
+                    excerpt: "x".into(),
+                },
+                Kind::Environment,
+                "the kernel killed 2 processes of this service (nix or a builder) for memory\nx\nhint: this machine needs more memory for this build: add swap or zram",
             ),
         ];
         for (e, kind, needle) in cases {

@@ -82,6 +82,44 @@ pub async fn build(req: &BuildRequest<'_>) -> Result<PathBuf, BuildError> {
         .args(build_args(req))
         .timeout(req.settings.timeout)
         .capture_stdout();
+    let oom_before = crate::oom_kills::count();
+    or_out_of_memory(run_build(req, &cmd).await, oom_before)
+}
+
+/// `result`, unless the kernel killed processes of this service for memory since the
+/// count `before` ([`crate::oom_kills`]): then that is the cause, whatever nix made of it,
+/// and never the commit's fault. (A deadline still says it timed out: that kill was ours.)
+pub fn or_out_of_memory<T>(
+    result: Result<T, BuildError>,
+    before: Option<u64>,
+) -> Result<T, BuildError> {
+    match result {
+        Err(e) if !matches!(e, BuildError::TimedOut { .. }) => {
+            match crate::oom_kills::since(before) {
+                Some(kills) if kills > 0 => Err(BuildError::OutOfMemory {
+                    kills,
+                    excerpt: nix_words(&e),
+                }),
+                _ => Err(e),
+            }
+        }
+        result => result,
+    }
+}
+
+/// What nix said, from a classified failure, without the hint the classification added
+/// (the OOM's own hint replaces it); at most 20 lines.
+fn nix_words(e: &BuildError) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("hint:"))
+        .take(20)
+        .collect();
+    lines.join("\n")
+}
+
+async fn run_build(req: &BuildRequest<'_>, cmd: &Cmd) -> Result<PathBuf, BuildError> {
     match cmd.run().await {
         Ok(done) if done.status.success() => parse_build_json(&done.stdout)
             .map_err(|m| BuildError::Machine(format!("unexpected output from nix: {m}"), None)),

@@ -298,6 +298,11 @@ pub fn signed_paths(json: &str, trusted: &BTreeSet<String>) -> Result<BTreeSet<S
 
 /// Asks nix what building `req` would do (evaluating the commit, as the build would).
 pub async fn preview(req: &BuildRequest<'_>) -> Result<BuildPlan, BuildError> {
+    let oom_before = crate::oom_kills::count();
+    super::or_out_of_memory(dry_run(req).await, oom_before)
+}
+
+async fn dry_run(req: &BuildRequest<'_>) -> Result<BuildPlan, BuildError> {
     let done = reading(Cmd::new("nix").args(dry_run_args(req)))
         .timeout(req.settings.timeout)
         .run()

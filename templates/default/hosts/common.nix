@@ -28,6 +28,15 @@
     ];
   };
 
+  # Evaluating a NixOS system takes 1 to 2 GB of memory, more than a Pi 3 or a 1 GB Pi 4
+  # has: compressed swap in RAM (not on the SD card) lets it finish. The agent's own
+  # memory guard (services.homelab-agent.resources.memoryMax) stops a build that still
+  # outgrows the board, without blaming the commit.
+  zramSwap = {
+    enable = true;
+    memoryPercent = 50;
+  };
+
   # Firmware for the Pi's Wi-Fi and Bluetooth.
   hardware.enableRedistributableFirmware = lib.mkDefault true;
 

@@ -47,6 +47,9 @@ in
     };
     networking.firewall.allowedTCPPorts = opt (types.listOf types.port) [ ];
     hardware.enableRedistributableFirmware = opt types.bool false;
+    # nixos/modules/config/zram.nix
+    zramSwap.enable = opt types.bool false;
+    zramSwap.memoryPercent = opt types.ints.positive 50;
     nix.gc = attrs;
     nixpkgs.hostPlatform = opt (types.nullOr types.str) null;
     nixpkgs.buildPlatform = opt (types.nullOr types.str) null;
