@@ -7,6 +7,7 @@
 
 pub mod failure;
 pub mod plan;
+pub mod sigs;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
