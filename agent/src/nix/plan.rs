@@ -291,16 +291,35 @@ fn is_store_path(p: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b))
 }
 
-/// The `--option NAME VALUE` triples of the build's extra arguments (so that the
-/// settings asked about are the build's).
+/// The settings a cache's use depends on, given as their own flags (`--NAME VALUE`).
+const SETTING_FLAGS: &[&str] = &[
+    "--substituters",
+    "--extra-substituters",
+    "--trusted-public-keys",
+    "--extra-trusted-public-keys",
+    "--secret-key-files",
+    "--extra-secret-key-files",
+    "--ssl-cert-file",
+];
+
+/// The settings among the build's extra arguments (so that the settings asked about are
+/// the build's): `--option NAME VALUE` triples, the cache settings' own flags with their
+/// value, and `--require-sigs` / `--no-require-sigs`.
 fn options(extra: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < extra.len() {
-        if extra[i] == "--option" && i + 2 < extra.len() {
+        let arg = extra[i].as_str();
+        if arg == "--option" && i + 2 < extra.len() {
             out.extend_from_slice(&extra[i..i + 3]);
             i += 3;
+        } else if SETTING_FLAGS.contains(&arg) && i + 1 < extra.len() {
+            out.extend_from_slice(&extra[i..i + 2]);
+            i += 2;
         } else {
+            if matches!(arg, "--require-sigs" | "--no-require-sigs") {
+                out.push(arg.to_string());
+            }
             i += 1;
         }
     }
@@ -382,6 +401,12 @@ async fn settings(extra_args: &[String]) -> Result<caches::NixTrust, String> {
     };
     let mut trust =
         config.map_err(|e| format!("reading nix's settings (`nix show-config --json`): {e}"))?;
+    // nix 2.8 has no `ssl-cert-file` setting but reads the variable.
+    if trust.ssl_cert_file.is_none() {
+        trust.ssl_cert_file = std::env::var("NIX_SSL_CERT_FILE")
+            .ok()
+            .filter(|f| !f.is_empty());
+    }
     trust.read_secret_keys();
     for problem in &trust.key_problems {
         log::warn!("nix's trusted keys: {problem}");
@@ -854,18 +879,66 @@ mod tests {
     }
 
     #[test]
-    fn only_option_triples_are_passed_on() {
+    fn only_settings_are_passed_on() {
         let extra: Vec<String> = [
             "--option",
             "substituters",
             "http://x",
             "--keep-going",
+            "--extra-substituters",
+            "http://y?trusted=1",
+            "--no-require-sigs",
+            "--max-jobs",
+            "2",
             "--option",
             "dangling",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        assert_eq!(options(&extra), ["--option", "substituters", "http://x"]);
+        assert_eq!(
+            options(&extra),
+            [
+                "--option",
+                "substituters",
+                "http://x",
+                "--extra-substituters",
+                "http://y?trusted=1",
+                "--no-require-sigs"
+            ]
+        );
+        let dangling = ["--trusted-public-keys".to_string()];
+        assert!(options(&dangling).is_empty());
+    }
+
+    /// The build's flags reach nix's settings as the build sees them (a real nix).
+    #[tokio::test(flavor = "current_thread")]
+    async fn settings_given_as_flags_are_the_builds() {
+        if !nix_here() {
+            return;
+        }
+        let extra: Vec<String> = [
+            "--option",
+            "substituters",
+            "",
+            "--extra-substituters",
+            "file:///srv/c?trusted=1",
+            "--no-require-sigs",
+            "--max-jobs",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let trust = settings(&extra).await.unwrap();
+        assert!(!trust.require_sigs);
+        assert!(
+            trust
+                .substituters
+                .iter()
+                .any(|s| s.url == "file:///srv/c?trusted=1" && s.trusted),
+            "{:?}",
+            trust.substituters
+        );
     }
 }
