@@ -177,10 +177,7 @@ pub fn path_infos(json: &str) -> Result<Vec<PathInfo>, String> {
             };
             PathInfo {
                 path,
-                nar_hash: info
-                    .get("narHash")
-                    .and_then(|h| h.as_str())
-                    .and_then(sha256_base32),
+                nar_hash: info.get("narHash").and_then(nar_hash),
                 nar_size: info.get("narSize").and_then(|n| n.as_u64()).unwrap_or(0),
                 references: strings("references")
                     .into_iter()
@@ -193,6 +190,24 @@ pub fn path_infos(json: &str) -> Result<Vec<PathInfo>, String> {
             }
         })
         .collect())
+}
+
+/// `narHash` as a string (nix up to 2.32) or structured (newer nix:
+/// `{"algorithm": "sha256", "format": "base16" | "base64" | "nix32", "hash": …}`).
+fn nar_hash(value: &serde_json::Value) -> Option<String> {
+    if let Some(text) = value.as_str() {
+        return sha256_base32(text);
+    }
+    if value.get("algorithm")?.as_str()? != "sha256" {
+        return None;
+    }
+    let hash = value.get("hash")?.as_str()?;
+    match value.get("format")?.as_str()? {
+        "base16" | "nix32" | "base32" => sha256_base32(&format!("sha256:{hash}")),
+        "base64" => sha256_base32(&format!("sha256-{hash}")),
+        "sri" => sha256_base32(hash),
+        _ => None,
+    }
 }
 
 /// A SHA-256 in any of nix's forms (`sha256-<base64>` as nix 2.8+ prints in JSON,
@@ -366,6 +381,24 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].references, ["/nix/store/b-y"]);
         assert_eq!(got[0].signatures, ["k:s"]);
+        // Newer nix's structured hashes, each form of the same hash.
+        let want = "sha256:09qp04msfh790mk5zswwwx2gnfsbp2j5zii6rh94qpynmah7mbiq";
+        for (format, hash) in [
+            ("base64", "OK56oKrWX0wSzCbGX6S4Szv7ROec619mBelApysBFyc="),
+            (
+                "base16",
+                "38ae7aa0aad65f4c12cc26c65fa4b84b3bfb44e79ceb5f6605e940a72b011727",
+            ),
+            (
+                "nix32",
+                "09qp04msfh790mk5zswwwx2gnfsbp2j5zii6rh94qpynmah7mbiq",
+            ),
+        ] {
+            let v = serde_json::json!({"algorithm": "sha256", "format": format, "hash": hash});
+            assert_eq!(nar_hash(&v).as_deref(), Some(want), "{format}");
+        }
+        let md5 = serde_json::json!({"algorithm": "md5", "format": "base16", "hash": "00"});
+        assert_eq!(nar_hash(&md5), None);
         let array = r#"[{"path":"/nix/store/c-z","valid":false}]"#;
         assert!(path_infos(array).unwrap().is_empty());
         assert!(path_infos("nope")
