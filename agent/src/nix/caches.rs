@@ -233,7 +233,11 @@ fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
+        // OpenSSL's error is often repeated by the layer above it.
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(&format!(": {part}"));
+        }
         source = s.source();
     }
     text

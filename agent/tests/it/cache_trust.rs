@@ -274,3 +274,217 @@ fn an_unreachable_cache_is_its_own_cause() {
     assert_eq!(p["build"], 1, "{p}");
     assert_eq!(p["unreachable_caches"][0]["url"], cache.as_str(), "{p}");
 }
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private CA and a certificate it signed for 127.0.0.1: (ca, certificate, key).
+fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let subject = |cn: &str| format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            &subject("cache test CA"),
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "cache.key",
+            "-out",
+            "cache.csr",
+            "-subj",
+            &subject("cache"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "cache.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cache.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    (
+        dir.join("ca.pem"),
+        dir.join("cache.pem"),
+        dir.join("cache.key"),
+    )
+}
+
+/// nginx serving `root` as a static https binary cache on loopback.
+struct StaticNginx {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl StaticNginx {
+    fn start(dir: &Path, root: &Path, cert: &Path, key: &Path) -> StaticNginx {
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let port = closed_port();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\nevents {{ worker_connections 64; }}\nhttp {{\n \
+             access_log {d}/access.log;\n client_body_temp_path {d}/tmp/body;\n \
+             fastcgi_temp_path {d}/tmp/fastcgi;\n proxy_temp_path {d}/tmp/proxy;\n \
+             uwsgi_temp_path {d}/tmp/uwsgi;\n scgi_temp_path {d}/tmp/scgi;\n \
+             server {{\n  listen 127.0.0.1:{port} ssl;\n  ssl_certificate {};\n  \
+             ssl_certificate_key {};\n  root {};\n }}\n}}\n",
+            cert.display(),
+            key.display(),
+            root.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let nginx = ["/usr/sbin/nginx", "nginx"]
+            .into_iter()
+            .find(|p| !p.starts_with('/') || Path::new(p).exists())
+            .unwrap();
+        let mut child = Command::new(nginx)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .args(["-e", "stderr"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "nginx exited ({status}): {}",
+                    std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+                );
+            }
+            assert!(std::time::Instant::now() < deadline, "nginx did not listen");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        StaticNginx { child, port }
+    }
+}
+
+impl Drop for StaticNginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An https cache behind a private CA is reached with the CA nix uses
+/// (`NIX_SSL_CERT_FILE`), not only the system's: trusted there, it is used; without it,
+/// nix cannot fetch from it either, and the plan says the cache could not be reached.
+#[test]
+fn an_https_cache_is_reached_with_the_authorities_nix_uses() {
+    if !nix_available() || !require_openssl() || !require_nginx() {
+        return;
+    }
+    let mut h = Harness::new();
+    limit_zero(&mut h);
+    let (sk, pk) = nix_key(&h.path("keys"), "cache.sk", "homelab-test-cache-1");
+    h.host("pi1").content = format!("https-cache {}", h.path("").display());
+    h.commit("first");
+    let cache = h.path("https-cache");
+    let system = publish_to(
+        &h,
+        &format!("file://{}?secret-key={}", cache.display(), sk.display()),
+    );
+    let (ca, cert, key) = private_ca(&h.path("pki"));
+    let nginx = StaticNginx::start(&h.path("nginx"), &cache, &cert, &key);
+    let nix_config = format!(
+        "{NIX_CONFIG}substituters = https://127.0.0.1:{}\ntrusted-public-keys = {pk}\n",
+        nginx.port
+    );
+
+    // Without the CA: neither nix nor the check can use the cache.
+    h.env = vec![("NIX_CONFIG".into(), nix_config.clone())];
+    h.run_once().expect(75);
+    let status = h.status();
+    let p = &status["build_plan"];
+    assert_eq!(
+        p["unreachable_caches"][0]["url"],
+        format!("https://127.0.0.1:{}", nginx.port),
+        "{p}"
+    );
+    let why = p["unreachable_caches"][0]["why"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("certificate"), "{why}");
+
+    // With nix's CA: reached, fetched, deployed.
+    h.env = vec![
+        ("NIX_CONFIG".into(), nix_config),
+        ("NIX_SSL_CERT_FILE".into(), ca.display().to_string()),
+    ];
+    h.agent(&["retry"]).expect(0);
+    h.run_once().expect(0);
+    assert_eq!(
+        h.profile_system().map(|p| p.display().to_string()),
+        Some(system.clone())
+    );
+    let p = plan(&h);
+    assert_eq!(p["unreachable_caches"], serde_json::json!([]), "{p}");
+    assert_eq!(p["build"], 0, "{p}");
+    assert_fetched(&system);
+}
+
+fn require_openssl() -> bool {
+    crate::support::require_that(
+        "openssl (Debian openssl)",
+        Command::new("openssl")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+    )
+}
+
+fn require_nginx() -> bool {
+    crate::support::require_that(
+        "nginx (Debian nginx-light)",
+        Path::new("/usr/sbin/nginx").exists(),
+    )
+}
