@@ -167,8 +167,8 @@ impl BuildPlan {
             let [one] = &self.unreachable[..] else {
                 return Some(format!(
                     "refusing to compile {what} on this machine ([build] max_local_builds = {limit}): \
-                     {} binary caches could not be reached: {}; nix builds here what it would fetch \
-                     from them: {}\n\
+                     {} binary caches could not be reached: {}; without them, nix would build here: \
+                     {}\n\
                      hint: check that the caches are up and reachable from this machine \
                      (`curl URL/nix-cache-info`), then `homelab-agent retry` (else the next try is \
                      after the build backoff); the commit is not blamed",
@@ -179,8 +179,8 @@ impl BuildPlan {
             };
             return Some(format!(
                 "refusing to compile {what} on this machine ([build] max_local_builds = {limit}): \
-                 the binary cache {} could not be reached ({}); nix builds here what it would fetch \
-                 from it: {}\n\
+                 the binary cache {} could not be reached ({}); without it, nix would build here: \
+                 {}\n\
                  hint: check that {} is up and reachable from this machine (`curl {}/nix-cache-info`), \
                  then `homelab-agent retry` (else the next try is after the build backoff); the commit \
                  is not blamed",
@@ -690,8 +690,8 @@ mod tests {
         assert_eq!(
             text,
             "refusing to compile 2 derivations on this machine ([build] max_local_builds = 1): the binary \
-             cache http://127.0.0.1:1 could not be reached (connection refused); nix builds here what it \
-             would fetch from it: nixos-system-pi1.drv, bash-5.2\n\
+             cache http://127.0.0.1:1 could not be reached (connection refused); without it, nix would \
+             build here: nixos-system-pi1.drv, bash-5.2\n\
              hint: check that http://127.0.0.1:1 is up and reachable from this machine \
              (`curl http://127.0.0.1:1/nix-cache-info`), then `homelab-agent retry` (else the next try is \
              after the build backoff); the commit is not blamed"
@@ -699,7 +699,7 @@ mod tests {
         plan.unreachable.push(cache(2));
         let text = plan.over_limit(0).unwrap();
         assert!(
-            text.contains("): 2 binary caches could not be reached: http://127.0.0.1:1 (connection refused); http://127.0.0.1:2 (connection refused); nix builds here"),
+            text.contains("): 2 binary caches could not be reached: http://127.0.0.1:1 (connection refused); http://127.0.0.1:2 (connection refused); without them, nix would build here: "),
             "{text}"
         );
         assert!(
