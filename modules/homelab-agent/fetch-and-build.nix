@@ -43,10 +43,12 @@ in
       example = 0;
       description = ''
         Refuse a commit whose build would compile more than this many derivations on this
-        machine (`build.max_local_builds`); paths in a binary cache that are not signed by a
-        key in `nix.settings.trusted-public-keys` count as compiled. The refusal is not the
-        commit's fault: the next runs check again. `null`: no limit (the plan is still
-        reported in `homelab-agent status`).
+        machine (`build.max_local_builds`); paths in a binary cache that nix would not
+        accept (no signature that verifies with a key in `nix.settings.trusted-public-keys`)
+        count as compiled, and a cache that cannot be reached is named as the cause. The
+        refusal is not the commit's fault: it is retried after the build backoff, at once
+        after `homelab-agent retry`. `null`: no limit (the plan is still reported in
+        `homelab-agent status`). See docs/build-plan.md.
       '';
     };
   };

@@ -5,8 +5,10 @@
 //! Only flags that both Nix 2.8 and 2.18+ accept. The output is rooted with `--out-link`
 //! from the moment it exists, so a garbage collection cannot delete it before activation.
 
+pub mod caches;
 pub mod failure;
 pub mod plan;
+pub mod sigs;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};

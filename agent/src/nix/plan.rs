@@ -1,7 +1,7 @@
 //! What a build would do before it does it: which derivations this machine would compile
 //! and which store paths it would fetch from a substituter (binary cache), and whether
-//! those are signed by a key nix trusts. Over `[build] max_local_builds` the build is
-//! refused before it starts (a Pi must not compile for hours without saying so).
+//! nix would accept those. Over `[build] max_local_builds` the build is refused before it
+//! starts (a Pi must not compile for hours without saying so).
 //!
 //! How, with what both Nix 2.8 and 2.18+ offer:
 //!
@@ -13,21 +13,25 @@
 //!   never read. At most [`MAX_PLAN_LINES`] lines are kept (the last ones); when nix
 //!   printed more, the plan is incomplete (the list of derivations to build comes first,
 //!   so it is the one lost) and, with a limit set, counts as over it ([`BuildPlan::over_limit`]).
-//! - nix checks signatures only when it fetches, and a path with no trusted signature is
-//!   then built here instead (silently). So each path to fetch is looked up in the
-//!   substituters (`nix path-info --json --store URL`) and its signatures' key names are
-//!   compared with `trusted-public-keys` (`nix show-config --json`): a path signed by no
-//!   trusted key counts as a local build, and says why. Names, not the cryptography: nix
-//!   still verifies each signature when it fetches. The paths are asked about a bounded
-//!   batch per command ([`MAX_QUERY_ARGS_BYTES`]), never all on one command line (the
-//!   OS limits its size); when a substituter cannot be asked, the count is unknown and,
-//!   with a limit set, over it ([`BuildPlan::unchecked`]).
+//! - Each substituter is reached ([`super::caches::reach`]): one that cannot be is its
+//!   own cause in the plan and the refusal ([`BuildPlan::unreachable`]), not left for the
+//!   reader to guess from "N to build here" (nix's dry run only warns, and then plans to
+//!   build what it would have fetched).
+//! - nix checks signatures only when it fetches, and a path it will not accept is then
+//!   built here instead (silently). So each path to fetch is looked up in the reachable
+//!   substituters (`nix path-info --json --store URL`) and nix's decision predicted from
+//!   all its inputs ([`super::sigs`]: `require-sigs`, a substituter's `?trusted=1`, and
+//!   a signature that *verifies* with a trusted key): a path no substituter offers
+//!   acceptably counts as a local build, and says why. The paths are asked about a
+//!   bounded batch per command ([`MAX_QUERY_ARGS_BYTES`]), never all on one command line
+//!   (the OS limits its size); when a substituter cannot be asked, the count is unknown
+//!   and, with a limit set, over it ([`BuildPlan::unchecked`]).
 
 use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::{flake_ref, BuildError, BuildRequest};
+use super::{caches, flake_ref, sigs, BuildError, BuildRequest};
 use crate::process::{Cmd, CmdError, Finished};
 
 /// The most lines of a dry run read (a whole NixOS closure is a few thousand paths).
@@ -54,6 +58,23 @@ pub struct BuildPlan {
     /// Why the signatures of the paths to fetch could not be checked (a substituter or
     /// nix could not be asked): how much would be compiled here is then unknown.
     pub unchecked: Option<String>,
+    /// The substituters that could not be reached: nix builds here what it would have
+    /// fetched from them.
+    pub unreachable: Vec<Unreachable>,
+}
+
+/// A substituter that could not be reached, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreachable {
+    /// Without its `?settings` and any user or password.
+    pub url: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.url, self.why)
+    }
 }
 
 impl BuildPlan {
@@ -71,6 +92,12 @@ impl BuildPlan {
         );
         if !self.build.is_empty() {
             text.push_str(&format!(" (build: {})", names(&self.build, 8)));
+        }
+        if !self.unreachable.is_empty() {
+            text.push_str(&format!(
+                "; binary cache not reached: {}",
+                self.unreachable_list()
+            ));
         }
         if !self.untrusted.is_empty() {
             text.push_str(&format!(
@@ -92,6 +119,12 @@ impl BuildPlan {
         text
     }
 
+    /// The unreachable substituters, one after the other.
+    fn unreachable_list(&self) -> String {
+        let list: Vec<String> = self.unreachable.iter().map(|u| u.to_string()).collect();
+        list.join("; ")
+    }
+
     /// The refusal when more would be compiled here than `limit` allows.
     /// An incomplete plan (see [`BuildPlan::unread_lines`]) is over any limit: the
     /// derivations to build are listed first, so they are what went unread, and a limit
@@ -105,7 +138,8 @@ impl BuildPlan {
                  not read; an unknown count is treated as over the limit\n\
                  hint: run `nix build --dry-run` on the commit's toplevel here to see why it says so much \
                  (a very large build, or a flood of evaluation warnings); push the outputs to a binary \
-                 cache this machine uses, or remove [build] max_local_builds to build without the check",
+                 cache this machine uses, or remove [build] max_local_builds to build without the check; \
+                 then `homelab-agent retry` (else the next try is after the build backoff)",
                 self.unread_lines + MAX_PLAN_LINES,
                 self.unread_lines,
             ));
@@ -118,16 +152,51 @@ impl BuildPlan {
                  are signed by a trusted key (nix builds those that are not here) could not be checked: \
                  {why}; an unknown count is treated as over the limit\n\
                  hint: check that each substituter answers (`nix path-info --store URL PATH`) and that \
-                 nix runs here; or remove [build] max_local_builds to build without the check",
+                 nix runs here; or remove [build] max_local_builds to build without the check; \
+                 `homelab-agent retry` checks again at once (else the next try is after the build backoff)",
                 self.build.len(),
                 self.fetch.len(),
+            ));
+        }
+        let what = format!(
+            "{} derivation{}",
+            self.local_builds(),
+            if self.local_builds() == 1 { "" } else { "s" }
+        );
+        if !self.unreachable.is_empty() {
+            let [one] = &self.unreachable[..] else {
+                return Some(format!(
+                    "refusing to compile {what} on this machine ([build] max_local_builds = {limit}): \
+                     {} binary caches could not be reached: {}; without them, nix would build here: \
+                     {}\n\
+                     hint: check that the caches are up and reachable from this machine \
+                     (`curl URL/nix-cache-info`), then `homelab-agent retry` (else the next try is \
+                     after the build backoff); the commit is not blamed",
+                    self.unreachable.len(),
+                    self.unreachable_list(),
+                    names(&self.all_local(), 8),
+                ));
+            };
+            return Some(format!(
+                "refusing to compile {what} on this machine ([build] max_local_builds = {limit}): \
+                 the binary cache {} could not be reached ({}); without it, nix would build here: \
+                 {}\n\
+                 hint: check that {} is up and reachable from this machine (`curl {}/nix-cache-info`), \
+                 then `homelab-agent retry` (else the next try is after the build backoff); the commit \
+                 is not blamed",
+                one.url,
+                one.why,
+                names(&self.all_local(), 8),
+                one.url,
+                one.url,
             ));
         }
         let cause = if self.untrusted.is_empty() {
             String::new()
         } else {
             format!(
-                "\n{} of them {} in a binary cache but not signed by a trusted key: {}",
+                "\n{} of them {} in a binary cache but not signed by a trusted key (none of their \
+                 signatures verifies with a key in trusted-public-keys): {}",
                 self.untrusted.len(),
                 if self.untrusted.len() == 1 {
                     "is"
@@ -138,13 +207,18 @@ impl BuildPlan {
             )
         };
         Some(format!(
-            "refusing to compile {} derivation{} on this machine ([build] max_local_builds = {limit}): {}{cause}\n\
+            "refusing to compile {what} on this machine ([build] max_local_builds = {limit}): {}{cause}\n\
              hint: push the outputs to a binary cache this machine uses (signed with a key in trusted-public-keys), \
-             or raise [build] max_local_builds; the next run checks again",
-            self.local_builds(),
-            if self.local_builds() == 1 { "" } else { "s" },
+             or raise [build] max_local_builds; then `homelab-agent retry` checks again at once (else the \
+             next try is after the build backoff)",
             names(&self.build, 8),
         ))
+    }
+
+    /// Everything that would be compiled here: the derivations, then the paths to fetch
+    /// that nix would not accept.
+    fn all_local(&self) -> Vec<String> {
+        self.build.iter().chain(&self.untrusted).cloned().collect()
     }
 }
 
@@ -217,83 +291,39 @@ fn is_store_path(p: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b))
 }
 
-/// The `--option NAME VALUE` triples of the build's extra arguments (so that the
-/// settings asked about are the build's).
+/// The settings a cache's use depends on, given as their own flags (`--NAME VALUE`).
+const SETTING_FLAGS: &[&str] = &[
+    "--substituters",
+    "--extra-substituters",
+    "--trusted-public-keys",
+    "--extra-trusted-public-keys",
+    "--secret-key-files",
+    "--extra-secret-key-files",
+    "--ssl-cert-file",
+];
+
+/// The settings among the build's extra arguments (so that the settings asked about are
+/// the build's): `--option NAME VALUE` triples, the cache settings' own flags with their
+/// value, and `--require-sigs` / `--no-require-sigs`.
 fn options(extra: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < extra.len() {
-        if extra[i] == "--option" && i + 2 < extra.len() {
+        let arg = extra[i].as_str();
+        if arg == "--option" && i + 2 < extra.len() {
             out.extend_from_slice(&extra[i..i + 3]);
             i += 3;
+        } else if SETTING_FLAGS.contains(&arg) && i + 1 < extra.len() {
+            out.extend_from_slice(&extra[i..i + 2]);
+            i += 2;
         } else {
+            if matches!(arg, "--require-sigs" | "--no-require-sigs") {
+                out.push(arg.to_string());
+            }
             i += 1;
         }
     }
     out
-}
-
-/// A setting's value from `nix show-config --json`: `{"name": {"value": …}}` (2.8 and
-/// later), or `{"name": …}` (older).
-fn setting<'a>(config: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
-    let v = config.get(name)?;
-    Some(v.get("value").unwrap_or(v))
-}
-
-/// The substituters, the names of the trusted keys, and whether signatures are required.
-pub fn parse_config(json: &str) -> Result<(Vec<String>, BTreeSet<String>, bool), String> {
-    let config: serde_json::Value =
-        serde_json::from_str(json.trim()).map_err(|e| format!("`nix show-config --json`: {e}"))?;
-    let list = |name: &str| -> Vec<String> {
-        match setting(&config, name) {
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            Some(serde_json::Value::String(s)) => {
-                s.split_whitespace().map(str::to_string).collect()
-            }
-            _ => Vec::new(),
-        }
-    };
-    let keys = list("trusted-public-keys")
-        .into_iter()
-        .filter_map(|k| k.split_once(':').map(|(name, _)| name.to_string()))
-        .collect();
-    let require = setting(&config, "require-sigs")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(true);
-    Ok((list("substituters"), keys, require))
-}
-
-/// The paths that carry a signature by one of `trusted` (key names), from
-/// `nix path-info --json`: an array of `{path, signatures}` (2.8 to 2.18) or an object
-/// keyed by path (2.19+).
-pub fn signed_paths(json: &str, trusted: &BTreeSet<String>) -> Result<BTreeSet<String>, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(json.trim()).map_err(|e| format!("`nix path-info --json`: {e}"))?;
-    let entries: Vec<(String, &serde_json::Value)> = match &value {
-        serde_json::Value::Array(a) => a
-            .iter()
-            .filter_map(|e| Some((e.get("path")?.as_str()?.to_string(), e)))
-            .collect(),
-        serde_json::Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), v)).collect(),
-        _ => return Err("`nix path-info --json`: neither an array nor an object".into()),
-    };
-    Ok(entries
-        .into_iter()
-        .filter(|(_, info)| {
-            info.get("signatures")
-                .and_then(|s| s.as_array())
-                .is_some_and(|sigs| {
-                    sigs.iter().filter_map(|s| s.as_str()).any(|s| {
-                        s.split_once(':')
-                            .is_some_and(|(name, _)| trusted.contains(name))
-                    })
-                })
-        })
-        .map(|(path, _)| path)
-        .collect())
 }
 
 /// Asks nix what building `req` would do (evaluating the commit, as the build would).
@@ -315,18 +345,88 @@ async fn dry_run(req: &BuildRequest<'_>) -> Result<BuildPlan, BuildError> {
         Err(e) => return Err(BuildError::Machine(e.to_string(), None)),
     };
     let mut plan = lists(&done);
-    // An incomplete plan is over any limit already: its signatures are not worth asking.
+    // An incomplete plan is over any limit already: its caches are not worth asking.
     // A check that cannot be made leaves the count unknown, which a limit refuses.
-    if !plan.fetch.is_empty() && plan.unread_lines == 0 {
-        match untrusted(&req.settings.extra_args, &plan.fetch).await {
-            Ok(paths) => plan.untrusted = paths,
-            Err(why) => {
+    if (!plan.build.is_empty() || !plan.fetch.is_empty()) && plan.unread_lines == 0 {
+        check_caches(&req.settings.extra_args, &mut plan).await;
+    }
+    Ok(plan)
+}
+
+/// Reaches every substituter, then asks the reachable ones whether nix would accept the
+/// paths to fetch from them (filling in `unreachable`, `untrusted` or `unchecked`).
+async fn check_caches(extra_args: &[String], plan: &mut BuildPlan) {
+    let trust = match settings(extra_args).await {
+        Ok(trust) => trust,
+        Err(why) => {
+            // With nothing to fetch, nothing depends on it.
+            if !plan.fetch.is_empty() {
                 log::warn!("checking the signatures of the paths to fetch: {why}");
                 plan.unchecked = Some(why);
             }
+            return;
+        }
+    };
+    let mut reachable = Vec::new();
+    for sub in &trust.substituters {
+        match caches::reach(&sub.url, trust.ssl_cert_file.as_deref()).await {
+            Ok(()) => reachable.push(sub.clone()),
+            Err(why) => {
+                let url = caches::base_url(&sub.url);
+                log::warn!("binary cache {url} cannot be reached: {why}");
+                plan.unreachable.push(Unreachable { url, why });
+            }
         }
     }
-    Ok(plan)
+    if plan.fetch.is_empty() {
+        return;
+    }
+    match untrusted(extra_args, &trust, &reachable, &plan.fetch).await {
+        Ok(paths) => plan.untrusted = paths,
+        Err(why) => {
+            log::warn!("checking the signatures of the paths to fetch: {why}");
+            plan.unchecked = Some(why);
+        }
+    }
+}
+
+/// nix's settings as the build sees them (`nix show-config --json` with its `--option`s).
+async fn settings(extra_args: &[String]) -> Result<caches::NixTrust, String> {
+    let mut args: Vec<String> = vec![
+        "--extra-experimental-features".into(),
+        "nix-command flakes".into(),
+        "show-config".into(),
+        "--json".into(),
+    ];
+    args.extend(options(extra_args));
+    let config = match query(args).await {
+        Ok(done) if done.status.success() => caches::parse_config(&done.stdout),
+        Ok(done) => Err(done.stderr_tail),
+        Err(e) => Err(e.to_string()),
+    };
+    let mut trust =
+        config.map_err(|e| format!("reading nix's settings (`nix show-config --json`): {e}"))?;
+    // nix 2.8 has no `ssl-cert-file` setting but reads the variable.
+    if trust.ssl_cert_file.is_none() {
+        trust.ssl_cert_file = std::env::var("NIX_SSL_CERT_FILE")
+            .ok()
+            .filter(|f| !f.is_empty());
+    }
+    trust.read_secret_keys();
+    for problem in &trust.key_problems {
+        log::warn!("nix's trusted keys: {problem}");
+    }
+    Ok(trust)
+}
+
+/// Runs a bounded `nix` query, its stdout captured.
+async fn query(args: Vec<String>) -> Result<Finished, CmdError> {
+    Cmd::new("nix")
+        .args(args)
+        .timeout(QUERY_TIMEOUT)
+        .capture_stdout()
+        .run()
+        .await
 }
 
 /// How the dry run's output is read: stdout (the `--json` outputs) kept, and the last
@@ -344,6 +444,7 @@ fn lists(done: &Finished) -> BuildPlan {
         untrusted: Vec::new(),
         unread_lines: done.stderr_lines_dropped,
         unchecked: None,
+        unreachable: Vec::new(),
     }
 }
 
@@ -367,36 +468,20 @@ fn batches(paths: &[String], max_bytes: usize) -> Vec<&[String]> {
     out
 }
 
-/// The paths to fetch that no substituter offers with a trusted signature; an error
-/// (saying why) when nix or a substituter cannot be asked, as then nothing can be told.
-async fn untrusted(extra_args: &[String], fetch: &[String]) -> Result<Vec<String>, String> {
-    let nix = |args: Vec<String>| async move {
-        Cmd::new("nix")
-            .args(args)
-            .timeout(QUERY_TIMEOUT)
-            .capture_stdout()
-            .run()
-            .await
-    };
-    let mut args: Vec<String> = vec![
-        "--extra-experimental-features".into(),
-        "nix-command flakes".into(),
-        "show-config".into(),
-        "--json".into(),
-    ];
-    args.extend(options(extra_args));
-    let config = match nix(args).await {
-        Ok(done) if done.status.success() => parse_config(&done.stdout),
-        Ok(done) => Err(done.stderr_tail),
-        Err(e) => Err(e.to_string()),
-    };
-    let (substituters, trusted, required) =
-        config.map_err(|e| format!("reading nix's settings (`nix show-config --json`): {e}"))?;
-    if !required {
+/// The paths to fetch that no substituter in `subs` offers in a way nix accepts (see
+/// [`super::sigs`]); an error (saying why) when nix or a substituter cannot be asked, as
+/// then nothing can be told.
+async fn untrusted(
+    extra_args: &[String],
+    trust: &caches::NixTrust,
+    subs: &[caches::Substituter],
+    fetch: &[String],
+) -> Result<Vec<String>, String> {
+    if !trust.require_sigs {
         return Ok(Vec::new());
     }
-    let mut signed = BTreeSet::new();
-    for store in &substituters {
+    let mut accepted = BTreeSet::new();
+    for sub in subs {
         for batch in batches(fetch, MAX_QUERY_ARGS_BYTES) {
             let mut args: Vec<String> = vec![
                 "--extra-experimental-features".into(),
@@ -404,17 +489,24 @@ async fn untrusted(extra_args: &[String], fetch: &[String]) -> Result<Vec<String
                 "path-info".into(),
                 "--json".into(),
                 "--store".into(),
-                store.clone(),
+                sub.url.clone(),
             ];
             args.extend(options(extra_args));
             args.extend(batch.iter().cloned());
             // A path the substituter lacks is `"valid": false` (2.8, 2.18) or null
             // (2.19+), not an error; an error is the substituter's (unreachable, not a
             // store), and then nothing can be told.
-            let problem = match nix(args).await {
-                Ok(done) if done.status.success() => match signed_paths(&done.stdout, &trusted) {
-                    Ok(s) => {
-                        signed.extend(s);
+            let problem = match query(args).await {
+                Ok(done) if done.status.success() => match sigs::path_infos(&done.stdout) {
+                    Ok(infos) => {
+                        accepted.extend(
+                            infos
+                                .into_iter()
+                                .filter(|i| {
+                                    i.accepted(&trust.keys, trust.require_sigs, sub.trusted)
+                                })
+                                .map(|i| i.path),
+                        );
                         continue;
                     }
                     Err(e) => e,
@@ -423,14 +515,15 @@ async fn untrusted(extra_args: &[String], fetch: &[String]) -> Result<Vec<String
                 Err(e) => e.to_string(),
             };
             return Err(format!(
-                "asking {store} for the signatures of {} paths: {problem}",
+                "asking {} for the signatures of {} paths: {problem}",
+                caches::base_url(&sub.url),
                 batch.len()
             ));
         }
     }
     Ok(fetch
         .iter()
-        .filter(|p| !signed.contains(*p))
+        .filter(|p| !accepted.contains(*p))
         .cloned()
         .collect())
 }
@@ -457,6 +550,8 @@ pub struct Record<'a> {
     /// Lines of the dry run not read (more than it reads): the counts are then only
     /// what was seen, and a limit refuses.
     pub unread_lines: usize,
+    /// The substituters that could not be reached (`url`, `why`).
+    pub unreachable_caches: &'a [Unreachable],
 }
 
 /// The file the last plan is recorded in.
@@ -496,14 +591,21 @@ pub async fn gate(
         build_names: short(&plan.build),
         untrusted_names: short(&plan.untrusted),
         unread_lines: plan.unread_lines,
+        unreachable_caches: &plan.unreachable,
     };
     if let Ok(bytes) = serde_json::to_vec_pretty(&record) {
         if let Err(e) = crate::state::write_atomic(&state_dir.join(RECORD_FILE), &bytes) {
             log::warn!("recording the build plan in {}: {e}", state_dir.display());
         }
     }
+    // An unreachable cache is the network's (transient); any other refusal is this
+    // machine's setup. Neither is the commit's.
+    let kind = match plan.unreachable.is_empty() {
+        true => Kind::Environment,
+        false => Kind::Transient,
+    };
     match refusal {
-        Some(message) => Err(Failure::new(Kind::Environment, message)),
+        Some(message) => Err(Failure::new(kind, message)),
         None => Ok(plan),
     }
 }
@@ -551,15 +653,14 @@ mod tests {
             build: vec![format!("/nix/store/{H}-nixos-system-pi1.drv")],
             fetch: vec![format!("/nix/store/{H}-bash-5.2")],
             untrusted: vec![format!("/nix/store/{H}-bash-5.2")],
-            unread_lines: 0,
-            unchecked: None,
+            ..BuildPlan::default()
         };
         assert_eq!(plan.local_builds(), 2);
         assert_eq!(plan.over_limit(2), None);
         let text = plan.over_limit(1).unwrap();
         assert!(text.starts_with("refusing to compile 2 derivations on this machine ([build] max_local_builds = 1): nixos-system-pi1.drv"), "{text}");
         assert!(
-            text.contains("not signed by a trusted key: bash-5.2"),
+            text.contains("not signed by a trusted key (none of their signatures verifies with a key in trusted-public-keys): bash-5.2"),
             "{text}"
         );
         assert!(text.contains("hint: "), "{text}");
@@ -568,6 +669,48 @@ mod tests {
             .map(|i| format!("/nix/store/{H}-p{i}.drv"))
             .collect();
         assert!(names(&many, 8).ends_with("p7.drv, and 4 more"));
+    }
+
+    #[test]
+    fn an_unreachable_cache_leads_the_refusal() {
+        let cache = |n: u16| Unreachable {
+            url: format!("http://127.0.0.1:{n}"),
+            why: "connection refused".into(),
+        };
+        let mut plan = BuildPlan {
+            build: vec![format!("/nix/store/{H}-nixos-system-pi1.drv")],
+            untrusted: vec![format!("/nix/store/{H}-bash-5.2")],
+            unreachable: vec![cache(1)],
+            ..BuildPlan::default()
+        };
+        assert!(plan
+            .summary()
+            .contains("; binary cache not reached: http://127.0.0.1:1 (connection refused)"));
+        assert_eq!(
+            plan.over_limit(2),
+            None,
+            "within the limit, nothing to refuse"
+        );
+        let text = plan.over_limit(1).unwrap();
+        assert_eq!(
+            text,
+            "refusing to compile 2 derivations on this machine ([build] max_local_builds = 1): the binary \
+             cache http://127.0.0.1:1 could not be reached (connection refused); without it, nix would \
+             build here: nixos-system-pi1.drv, bash-5.2\n\
+             hint: check that http://127.0.0.1:1 is up and reachable from this machine \
+             (`curl http://127.0.0.1:1/nix-cache-info`), then `homelab-agent retry` (else the next try is \
+             after the build backoff); the commit is not blamed"
+        );
+        plan.unreachable.push(cache(2));
+        let text = plan.over_limit(0).unwrap();
+        assert!(
+            text.contains("): 2 binary caches could not be reached: http://127.0.0.1:1 (connection refused); http://127.0.0.1:2 (connection refused); without them, nix would build here: "),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nhint: check that the caches are up"),
+            "{text}"
+        );
     }
 
     /// A dry run that prints more than is read: nix's list of derivations to build (it
@@ -624,28 +767,6 @@ mod tests {
     }
 
     #[test]
-    fn settings_and_signatures_of_both_nix_generations() {
-        let v28 = r#"{"substituters":{"value":["http://127.0.0.1:1"]},"trusted-public-keys":{"value":["k-1:AAAA","other:BBBB"]},"require-sigs":{"value":true}}"#;
-        let (subs, keys, req) = parse_config(v28).unwrap();
-        assert_eq!(subs, ["http://127.0.0.1:1"]);
-        assert!(keys.contains("k-1") && keys.contains("other"));
-        assert!(req);
-        let trusted: BTreeSet<String> = ["k-1".to_string()].into();
-        // As nix 2.8 prints it, a path the store lacks included.
-        let array = r#"[{"path":"/nix/store/a-x","signatures":["k-1:sig"]},{"path":"/nix/store/b-y","signatures":["evil:sig"]},{"path":"/nix/store/c-z","valid":false}]"#;
-        assert_eq!(
-            signed_paths(array, &trusted).unwrap(),
-            ["/nix/store/a-x".to_string()].into()
-        );
-        let object = r#"{"/nix/store/a-x":{"signatures":["k-1:sig"]},"/nix/store/b-y":null}"#;
-        assert_eq!(
-            signed_paths(object, &trusted).unwrap(),
-            ["/nix/store/a-x".to_string()].into()
-        );
-        assert!(signed_paths("nope", &trusted).is_err());
-    }
-
-    #[test]
     fn paths_are_asked_about_in_bounded_batches() {
         let paths: Vec<String> = (0..10_000)
             .map(|i| format!("/nix/store/{H}-p{i}"))
@@ -669,7 +790,7 @@ mod tests {
             store,
             "--option",
             "trusted-public-keys",
-            "k-1:AAAA",
+            "k-1:g3dBb7o2hJxp4X/ZsIxP3ucMd0w+HxraL4DvAmfJjcA=",
             "--option",
             "require-sigs",
             "true",
@@ -692,7 +813,7 @@ mod tests {
             .map(|i| format!("/nix/store/{H}-path-number-{i:06}"))
             .collect();
         assert!(fetch.iter().map(|p| p.len() + 1).sum::<usize>() > 2 << 20);
-        let got = untrusted(&signature_options(&store), &fetch).await.unwrap();
+        let got = ask(&signature_options(&store), &fetch).await.unwrap();
         assert_eq!(got.len(), fetch.len());
     }
 
@@ -704,7 +825,7 @@ mod tests {
             return;
         }
         let fetch = vec![format!("/nix/store/{H}-bash-5.2")];
-        let why = untrusted(&signature_options("bogus://nowhere"), &fetch)
+        let why = ask(&signature_options("bogus://nowhere"), &fetch)
             .await
             .unwrap_err();
         assert!(
@@ -739,6 +860,13 @@ mod tests {
             .contains("signatures not checked: asking bogus://nowhere"));
     }
 
+    /// [`untrusted`] as the plan asks it: nix's settings first, every substituter.
+    async fn ask(options: &[String], fetch: &[String]) -> Result<Vec<String>, String> {
+        let trust = settings(options).await?;
+        assert!(trust.key_problems.is_empty(), "{:?}", trust.key_problems);
+        untrusted(options, &trust, &trust.substituters, fetch).await
+    }
+
     /// Whether `nix` can be run (HOMELAB_TEST_REQUIRE_ALL makes its absence a failure).
     fn nix_here() -> bool {
         let found = std::process::Command::new("nix")
@@ -756,18 +884,66 @@ mod tests {
     }
 
     #[test]
-    fn only_option_triples_are_passed_on() {
+    fn only_settings_are_passed_on() {
         let extra: Vec<String> = [
             "--option",
             "substituters",
             "http://x",
             "--keep-going",
+            "--extra-substituters",
+            "http://y?trusted=1",
+            "--no-require-sigs",
+            "--max-jobs",
+            "2",
             "--option",
             "dangling",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        assert_eq!(options(&extra), ["--option", "substituters", "http://x"]);
+        assert_eq!(
+            options(&extra),
+            [
+                "--option",
+                "substituters",
+                "http://x",
+                "--extra-substituters",
+                "http://y?trusted=1",
+                "--no-require-sigs"
+            ]
+        );
+        let dangling = ["--trusted-public-keys".to_string()];
+        assert!(options(&dangling).is_empty());
+    }
+
+    /// The build's flags reach nix's settings as the build sees them (a real nix).
+    #[tokio::test(flavor = "current_thread")]
+    async fn settings_given_as_flags_are_the_builds() {
+        if !nix_here() {
+            return;
+        }
+        let extra: Vec<String> = [
+            "--option",
+            "substituters",
+            "",
+            "--extra-substituters",
+            "file:///srv/c?trusted=1",
+            "--no-require-sigs",
+            "--max-jobs",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let trust = settings(&extra).await.unwrap();
+        assert!(!trust.require_sigs);
+        assert!(
+            trust
+                .substituters
+                .iter()
+                .any(|s| s.url == "file:///srv/c?trusted=1" && s.trusted),
+            "{:?}",
+            trust.substituters
+        );
     }
 }

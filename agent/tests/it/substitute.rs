@@ -16,7 +16,7 @@ use crate::support::{nix_available, require, Harness, NIX_CONFIG};
 
 const ATTR: &str = "nixosConfigurations.\"pi1\".config.system.build.toplevel";
 
-fn nix(args: &[&str]) -> String {
+pub(crate) fn nix(args: &[&str]) -> String {
     let out = Command::new("nix")
         .args(["--extra-experimental-features", "nix-command flakes"])
         .args(args)
@@ -32,7 +32,7 @@ fn nix(args: &[&str]) -> String {
 }
 
 /// A signing key pair: (secret file, public key text).
-fn key(dir: &Path, name: &str) -> (PathBuf, String) {
+pub(crate) fn key(dir: &Path, name: &str) -> (PathBuf, String) {
     let (sk, pk) = (
         dir.join(format!("{name}.sk")),
         dir.join(format!("{name}.pk")),
@@ -52,6 +52,14 @@ fn key(dir: &Path, name: &str) -> (PathBuf, String) {
 /// Builds the head of the harness's repository here, copies it into the file cache
 /// `cache` signed with `secret`, then deletes it from the store. Returns its path.
 fn publish(h: &Harness, cache: &Path, secret: &Path) -> String {
+    publish_to(
+        h,
+        &format!("file://{}?secret-key={}", cache.display(), secret.display()),
+    )
+}
+
+/// As [`publish`], into the store at `url` (unsigned unless it says `?secret-key=`).
+pub(crate) fn publish_to(h: &Harness, url: &str) -> String {
     let link = h.path("published");
     let flake = format!("git+file://{}#{ATTR}", h.repo.display());
     let json = nix(&[
@@ -64,12 +72,7 @@ fn publish(h: &Harness, cache: &Path, secret: &Path) -> String {
     ]);
     let built: Value = serde_json::from_str(&json).unwrap();
     let out = built[0]["outputs"]["out"].as_str().unwrap().to_string();
-    nix(&[
-        "copy",
-        "--to",
-        &format!("file://{}?secret-key={}", cache.display(), secret.display()),
-        &out,
-    ]);
+    nix(&["copy", "--to", url, &out]);
     std::fs::remove_file(&link).unwrap();
     let del = Command::new("nix-store")
         .args(["--delete", &out])
@@ -85,13 +88,13 @@ fn publish(h: &Harness, cache: &Path, secret: &Path) -> String {
     out
 }
 
-struct HttpServer {
+pub(crate) struct HttpServer {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl HttpServer {
-    fn start(dir: &Path) -> HttpServer {
+    pub(crate) fn start(dir: &Path) -> HttpServer {
         let port = closed_port();
         let mut child = Command::new("python3")
             .args(["-m", "http.server", "--bind", "127.0.0.1"])
@@ -129,7 +132,7 @@ fn trust(h: &mut Harness, port: u16, public_key: &str) {
     )];
 }
 
-fn plan(h: &Harness) -> Value {
+pub(crate) fn plan(h: &Harness) -> Value {
     h.status()["build_plan"].clone()
 }
 
