@@ -249,8 +249,32 @@ fn unit_name(s: &str) -> Result<String, String> {
     }
 }
 
+/// Commands that only print (status, history, the man page, the demo...) end quietly when
+/// their reader goes away (`homelab-agent status | head -1`), as Unix tools do: SIGPIPE's
+/// default action, instead of Rust's ignored SIGPIPE and an `error: Broken pipe` or a
+/// panic from `println!`. Those that talk to the network or run a deployment keep it
+/// ignored, so a closed socket is an error they handle, never their death.
+fn quiet_on_closed_pipe(command: &Command) {
+    let prints_only = !matches!(
+        command,
+        Command::Run { .. }
+            | Command::Check { .. }
+            | Command::Rollback { .. }
+            | Command::Trigger { .. }
+            | Command::VerifyBoot { .. }
+            | Command::SourceCall { .. }
+    );
+    if prints_only {
+        use nix::sys::signal::{signal, SigHandler, Signal};
+        // SAFETY: called first thing in main, before any thread or handler exists;
+        // SIG_DFL installs no Rust code as a handler.
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_on_closed_pipe(&cli.command);
     match &cli.command {
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

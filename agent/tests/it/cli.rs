@@ -277,3 +277,51 @@ fn concurrent_runs_one_proceeds() {
     );
     assert_eq!(h.nix_builds(), 1);
 }
+
+/// `status | head -1`, `history | head`, `man | head`: a reader that goes away ends the
+/// command quietly (SIGPIPE's default, as Unix tools), never `error: Broken pipe` or a
+/// panic. The pipe's read end is closed before the command writes at all.
+#[test]
+fn a_closed_pipe_ends_printing_commands_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.deploy("v1", "first");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["history"],
+        vec!["history", "--json"],
+        vec!["config", "check"],
+    ];
+    let run = |mut cmd: Command| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = cmd
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in cases {
+        let (status, stderr) = run(h.command(&args));
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(
+            status.signal(),
+            Some(13),
+            "{args:?} not ended by SIGPIPE: {status:?} {stderr}"
+        );
+    }
+    let mut man = Command::new(BIN);
+    man.arg("man");
+    let (status, stderr) = run(man);
+    assert_eq!(status.signal(), Some(13), "man: {status:?} {stderr}");
+    assert!(stderr.is_empty(), "man: {stderr}");
+}
