@@ -184,6 +184,44 @@ if [ -n "$NIXPKGS_LIB_DIR" ]; then
   fi
 fi
 
+# 4. The README's quick start, as a reader runs it: its first ```sh block with the three
+# variables the reader sets (HLA, REPO, KEY) given this repository's copy, a local
+# repository and a test key; the rest verbatim. Then nothing of the template's
+# placeholders is left, and the flake it made evaluates (the stand-in nixpkgs, as above).
+if [ -n "$NIXPKGS_LIB_DIR" ] && [ -d "$work/src" ]; then
+  quick_start() {
+    local block dir="$work/reader"
+    block=$(awk '/^## Quick start/ { on = 1 } on && /^```sh$/ { inside = 1; next } inside && /^```$/ { exit } inside { print }' README.md)
+    [ -n "$block" ] || { echo "README.md: no \`\`\`sh block under '## Quick start'"; return 1; }
+    grep -q '^HLA=' <<<"$block" && grep -q '^REPO=' <<<"$block" && grep -q '^KEY=' <<<"$block" ||
+      { echo "the quick start does not set HLA, REPO and KEY"; return 1; }
+    block=$(grep -v '^HLA=\|^REPO=\|^KEY=' <<<"$block")
+    # HLA: this repository's copy whose own nixpkgs input is the stand-in (no network
+    # here: `nix flake init` evaluates the flake's outputs, so it fetches its inputs).
+    rm -rf "$work/hla" && cp -r "$work/src" "$work/hla" &&
+      sed -i "s|^  inputs.nixpkgs.url = .*|  inputs.nixpkgs.url = \"path:$work/stand-in\";|" "$work/hla/flake.nix" &&
+      rm -f "$work/hla/flake.lock" || return 1
+    mkdir -p "$dir" && cd "$dir" || return 1
+    HLA="path:$work/hla" REPO="file:///srv/homelab.git" \
+      KEY="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIQuickStartReaderKey reader@laptop" \
+      GIT_CONFIG_GLOBAL=/dev/null bash -euo pipefail -c "$block" || return 1
+    cd "$dir/homelab" || return 1
+    if grep -n 'git.example.org\|github:homelab-agent/homelab-agent\|AAAAI\.\.\.' flake.nix; then
+      echo "a placeholder is left in flake.nix"
+      return 1
+    fi
+    grep -q 'QuickStartReaderKey' flake.nix && grep -q 'file:///srv/homelab.git' flake.nix || return 1
+    nix flake check --no-build --no-write-lock-file \
+      --override-input nixpkgs "path:$work/stand-in" "path:$dir/homelab"
+  }
+  if out=$(quick_start 2>&1); then
+    pass "README quick start: run as written (the reader's three variables set), no placeholder left, the flake evaluates"
+  else
+    fail "README quick start: run as written (the reader's three variables set), no placeholder left, the flake evaluates"
+    echo "$out" | grep -v '^warning: \|^• \|^    .path:\|^ *follows ' | tail -n 20 | sed 's/^/      /'
+  fi
+fi
+
 summary="nix-checks: $passed passed, $failed failed"
 [ "$skipped" -eq 0 ] || summary="$summary, $skipped skipped"
 echo "$summary"

@@ -5,7 +5,7 @@
 #   nix-instantiate --eval --strict --json --read-write-mode tests/nix/eval.nix \
 #     --argstr nixpkgsLib /path/to/lib
 #
-# (--read-write-mode: the documented examples are read from docs/nixos.md and README.md
+# (--read-write-mode: the documented examples are read from README.md and docs/
 # and written to the store with builtins.toFile, to be imported.) Besides the modules, it
 # evaluates those examples and the template through this repository's flake.nix with a
 # stand-in nixpkgs (stand-in/nixpkgs.nix), and checks what the documents tell a newcomer.
@@ -374,8 +374,8 @@ let
           flake = docExample ../../docs/nixos.md;
         }
         {
-          name = "README example";
-          flake = docExample ../../README.md;
+          name = "docs/quick-start.md example";
+          flake = docExample ../../docs/quick-start.md;
         }
         {
           name = "template";
@@ -424,6 +424,10 @@ let
   ) [
     ../../README.md
     ../../docs/nixos.md
+    ../../docs/quick-start.md
+    ../../docs/monitoring.md
+    ../../docs/notifications.md
+    ../../docs/deploy-on-push.md
   ];
 
   # When the template's Pis first poll after boot: OnBootSec, plus up to RandomizedDelaySec.
@@ -476,8 +480,8 @@ let
       "configurationRevision"
       "is a\n  placeholder"
     ])
-    (has "README: commit flake.lock; the input is a placeholder; the remote builder's trust"
-      (builtins.readFile ../../README.md)
+    (has "docs/quick-start.md: commit flake.lock; the input is a placeholder; the remote builder's trust"
+      (builtins.readFile ../../docs/quick-start.md)
       [
         "commit `flake.lock`"
         "# a placeholder: where you get homelab-agent from"
