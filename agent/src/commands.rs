@@ -420,17 +420,24 @@ pub fn config_check(config: Option<&Path>, json: bool, files: bool) -> u8 {
     let ok = errors.is_empty();
     let code = if ok { exit::OK } else { exit::CONFIG };
     if json {
-        let summary: serde_json::Map<String, serde_json::Value> = settings
+        let problems: Vec<serde_json::Value> = errors
             .iter()
-            .flat_map(config::summary)
-            .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+            .map(|e| {
+                serde_json::json!({
+                    "file": e.file.display().to_string(),
+                    "key": e.key,
+                    "line": e.line,
+                    "message": e.message,
+                })
+            })
             .collect();
         let value = serde_json::json!({
             "file": file.display().to_string(),
             "ok": ok,
             "error": errors.first().map(|e| e.to_string()),
             "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-            "summary": summary,
+            "problems": problems,
+            "summary": settings.as_ref().map(config::summary_json),
         });
         return match write_json(&mut std::io::stdout().lock(), &value) {
             Ok(()) => code,

@@ -12,6 +12,7 @@ mod metrics;
 mod names;
 mod raw;
 pub mod reboot;
+mod suggest;
 mod testing;
 pub mod trust;
 mod validate;
@@ -199,11 +200,17 @@ pub fn load(file: &Path) -> Result<Settings, ConfigError> {
 
 /// Parses and validates config text; `file` is only used in error messages.
 pub fn parse(file: &Path, text: &str) -> Result<Settings, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-        file: file.to_path_buf(),
-        key: toml_error_key(text, &e),
-        message: e.message().trim().replace('\n', " "),
-        line: e.span().map(|s| locate::line_at(text, s.start)),
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim().replace('\n', " ");
+        ConfigError {
+            file: file.to_path_buf(),
+            key: toml_error_key(text, &e),
+            message: match suggest::closest_field(&message) {
+                Some(name) => format!("{message} (did you mean `{name}`?)"),
+                None => message,
+            },
+            line: e.span().map(|s| locate::line_at(text, s.start)),
+        }
     })?;
     Validator { file }.settings(raw).map_err(|e| ConfigError {
         file: file.to_path_buf(),
@@ -232,6 +239,27 @@ fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
         (None, Some(field)) => field.to_string(),
         (None, None) => "(syntax)".into(),
     }
+}
+
+/// For `config check --json`: what was understood, typed (numbers as numbers, absent as
+/// null), with snake_case keys.
+pub fn summary_json(s: &Settings) -> serde_json::Value {
+    serde_json::json!({
+        "source": {
+            "url": s.source.url.redacted(),
+            "branch": s.source.branch,
+            "testing_branch": s.source.testing_branch,
+        },
+        "host": s.host,
+        "host_map": s.host_map,
+        "attribute": s.attribute,
+        "state_dir": s.paths.state_dir.display().to_string(),
+        "health_checks": s.health.checks.len(),
+        "reboot": {
+            "policy": s.reboot.policy.as_str(),
+            "summary": reboot::summary(&s.reboot),
+        },
+    })
 }
 
 /// For `config check`: a short summary of what was understood.

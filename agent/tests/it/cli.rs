@@ -22,7 +22,7 @@ const BASE: &str =
 #[test]
 fn bad_configs_are_refused_with_file_key_and_reason() {
     let cases: &[(&str, &[&str])] = &[
-        ("[source]\nurl = \"/r\"\nurll = \"x\"\n[host]\nname = \"pi1\"\n", &["source.urll", "unknown field `urll`", "line 3"]),
+        ("[source]\nurl = \"/r\"\nurll = \"x\"\n[host]\nname = \"pi1\"\n", &["source.urll", "unknown field `urll`", "line 3", "(did you mean `url`?)"]),
         (&format!("{BASE}[build]\ntimeout = 5\n"), &["build.timeout", "invalid type"]),
         (&format!("{BASE}[build]\ntimeout = \"soon\"\n"), &["build.timeout", "invalid duration \"soon\""]),
         ("[source]\nurl = \"ext::sh -c touch% /tmp/pwned\"\n[host]\nname = \"pi1\"\n", &["source.url", "spaces"]),
@@ -324,4 +324,51 @@ fn a_closed_pipe_ends_printing_commands_quietly() {
     let (status, stderr) = run(man);
     assert_eq!(status.signal(), Some(13), "man: {status:?} {stderr}");
     assert!(stderr.is_empty(), "man: {stderr}");
+}
+
+/// `config check --json`: snake_case keys, typed values, null for what is not set, and the
+/// errors as objects beside their text.
+#[test]
+fn config_check_json_is_typed() {
+    let (out, file) = config_check_output(
+        &format!("{BASE}[[health.checks]]\ntype = \"tcp\"\naddress = \"127.0.0.1:22\"\n"),
+        &["--json", "--no-file-checks"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["file"], file.as_str());
+    let s = &v["summary"];
+    assert_eq!(s["health_checks"], 1, "{s}");
+    assert_eq!(s["host"], "pi1");
+    assert_eq!(s["source"]["branch"], "main");
+    assert!(
+        s["host_map"].is_null() && s["source"]["testing_branch"].is_null(),
+        "{s}"
+    );
+    assert_eq!(s["reboot"]["policy"], "never");
+    for key in s.as_object().unwrap().keys() {
+        assert!(!key.contains(' '), "a key with a space: {key:?}");
+    }
+    assert_eq!(v["problems"], serde_json::json!([]));
+
+    let (out, _) = config_check_output(&format!("{BASE}[build]\ntimout = \"1h\"\n"), &["--json"]);
+    assert_eq!(out.status.code(), Some(78));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["summary"].is_null(), "{v}");
+    let p = &v["problems"][0];
+    assert_eq!(p["key"], "build.timout", "{v}");
+    assert_eq!(p["line"], 6, "{v}");
+    assert!(
+        p["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("(did you mean `timeout`?)"),
+        "{v}"
+    );
 }
