@@ -27,6 +27,43 @@ Environment:
   HOMELAB_AGENT_CONFIG  config file when --config is not given
   HOMELAB_AGENT_LOG     error | warn | info (default) | debug | trace";
 
+/// The man page's sections that clap does not write (roff).
+const MAN_EXTRA: &str = r#".SH EXAMPLES
+.TP
+\fBhomelab\-agent status\fR
+What runs, the branch head, the last run and what needs a person; exit 0 when all is well, 3 when something needs attention.
+.TP
+\fBssh pi1 homelab\-agent status \-\-json\fR
+The same for a script, from another machine.
+.TP
+\fBhomelab\-agent history \-\-limit 5\fR
+The last five runs, each with its error and what to do.
+.TP
+\fBsudo homelab\-agent pause \-\-for 2h "moving the rack"\fR
+Deploy nothing for two hours; \fBsudo homelab\-agent resume\fR ends it sooner.
+.TP
+\fBsudo homelab\-agent rollback\fR
+Back to the previous generation, through the health checks, and pinned there until \fBresume\fR.
+.TP
+\fBsudo homelab\-agent retry\fR
+Forget the failed commit and try the branch head again now.
+.TP
+\fBhomelab\-agent config check\fR
+Validate the configuration and the files it names.
+.SH FILES
+.TP
+\fI/etc/homelab\-agent/config.toml\fR
+The configuration, unless \fB\-\-config\fR or \fBHOMELAB_AGENT_CONFIG\fR names another (NixOS: written by the module).
+.TP
+\fI/var/lib/homelab\-agent/\fR
+state.json (what was deployed, history, bad commits, the intent of a deployment under way), reboot.json, and the git cache of the homelab repository.
+.TP
+\fI/run/homelab\-agent/\fR
+The run lock, the last poll and the progress of a run under way (volatile: never written to the SD card).
+.SH SEE ALSO
+\fBnixos\-rebuild\fR(8), \fBsystemctl\fR(1), \fBjournalctl\fR(1). The manual is docs/ in the homelab\-agent repository: docs/cli.md (commands, exit codes), docs/configuration.md, docs/status.md, docs/reboots.md.
+"#;
+
 #[derive(Parser)]
 #[command(
     name = "homelab-agent",
@@ -68,7 +105,7 @@ enum Command {
         after_help = "Exit codes:\n  0   idle, running, pinned or failed (the last run failed; see `last run`)\n  3   needs attention: a rollback failed, a run was interrupted, or the live system is not the boot default\n  71  the state file cannot be read (what runs is still shown, from the system links)\n  78  invalid configuration"
     )]
     Status {
-        /// Machine-readable output (schema_version, state, head, ...; README "Status and history")
+        /// Machine-readable output (schema_version, state, head, ...; docs/status.md)
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -139,7 +176,7 @@ enum Command {
         config: ConfigArg,
     },
     /// Deploy on push: start the agent's unit now (systemctl start --no-block) and return
-    /// at once; the forced command of a restricted SSH key (README "Deploy on push")
+    /// at once; the forced command of a restricted SSH key (docs/deploy-on-push.md)
     #[command(
         after_help = "Exit codes:\n  0   the unit was started (its run logs to the journal)\n  1   systemctl failed (not root? unit not installed?)\n  71  systemctl not found\n  78  invalid configuration"
     )]
@@ -283,7 +320,13 @@ fn main() -> ExitCode {
         }
         Command::Man => {
             let man = clap_mangen::Man::new(Cli::command());
-            return match man.render(&mut std::io::stdout()) {
+            let mut page = Vec::new();
+            let written = man.render(&mut page).and_then(|()| {
+                use std::io::Write;
+                page.extend_from_slice(MAN_EXTRA.as_bytes());
+                std::io::stdout().write_all(&page)
+            });
+            return match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: writing the man page: {e}");

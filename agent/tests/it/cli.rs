@@ -372,3 +372,32 @@ fn config_check_json_is_typed() {
         "{v}"
     );
 }
+
+/// The man page has EXAMPLES, FILES and SEE ALSO, and every page of the manual it names
+/// exists (it named README sections that had moved).
+#[test]
+fn the_man_page_has_examples_files_and_pages_that_exist() {
+    let out = Command::new(BIN).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    for section in [".SH EXAMPLES", ".SH FILES", ".SH SEE ALSO"] {
+        assert!(page.contains(section), "no {section}");
+    }
+    assert!(
+        !page.contains("README"),
+        "the man page points into the README"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let named: Vec<String> = page
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | ';'))
+        .filter(|w| w.starts_with("docs/") && w.ends_with(".md"))
+        .map(|w| w.replace("\\-", "-")) // roff's escaped hyphen
+        .collect();
+    assert!(named.len() >= 4, "{named:?}");
+    for doc in named {
+        assert!(
+            root.join(&doc).is_file(),
+            "the man page names {doc}, which does not exist"
+        );
+    }
+}
