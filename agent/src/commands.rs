@@ -218,7 +218,7 @@ pub fn history(config: Option<&Path>, json: bool, limit: usize) -> u8 {
     let runs = status::history(&state, limit);
     let mut out = std::io::stdout().lock();
     let result = if json {
-        write_json(&mut out, &runs)
+        write_json(&mut out, &status::history_json(runs))
     } else if runs.is_empty() {
         writeln!(out, "no runs recorded yet")
     } else {

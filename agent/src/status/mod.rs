@@ -489,6 +489,38 @@ pub fn history(state: &State, limit: usize) -> &[Run] {
     &state.history[..state.history.len().min(limit)]
 }
 
+/// The keys of a run that the state file leaves out when empty: `history --json` gives
+/// them as null (an empty list for `checks`), as `status --json` does for `last_run`.
+const RUN_KEYS_OMITTED_WHEN_EMPTY: [&str; 9] = [
+    "commit",
+    "subject",
+    "phase",
+    "error",
+    "rolled_back",
+    "system",
+    "generation",
+    "build_ms",
+    "health_ms",
+];
+
+/// `history --json`: every run with every key.
+pub fn history_json(runs: &[Run]) -> Vec<serde_json::Value> {
+    runs.iter()
+        .map(|run| {
+            let mut value = serde_json::to_value(run).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                for key in RUN_KEYS_OMITTED_WHEN_EMPTY {
+                    object.entry(key).or_insert(serde_json::Value::Null);
+                }
+                object
+                    .entry("checks")
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+            }
+            value
+        })
+        .collect()
+}
+
 /// The state for `status` and `history`, read without changing anything; the problem, if
 /// it cannot be read (a permission problem says to use sudo).
 pub fn load_state(state_dir: &Path) -> (State, Option<String>) {

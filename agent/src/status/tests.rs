@@ -559,3 +559,39 @@ fn paused_has_every_key_and_an_expired_pause_is_none() {
         .iter()
         .any(|a| a["kind"] == "paused"));
 }
+
+#[test]
+fn history_json_gives_every_key_of_a_run_even_when_empty() {
+    use crate::state::{Outcome, Phase, Run};
+    let full = Run {
+        at: "2026-12-07T00:00:00Z".into(),
+        outcome: Outcome::Failed,
+        commit: Some("c".into()),
+        subject: Some("s".into()),
+        phase: Some(Phase::Build),
+        error: Some("e".into()),
+        rolled_back: Some(false),
+        system: Some("/nix/store/x".into()),
+        generation: Some(1),
+        checks: Vec::new(),
+        duration_ms: 1,
+        build_ms: Some(1),
+        health_ms: Some(1),
+    };
+    let every: Vec<String> = {
+        let v = serde_json::to_value(&full).unwrap();
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.push("checks".into());
+        keys
+    };
+    let empty = super::history_json(&[Run::new(Outcome::UpToDate)]);
+    let object = empty[0].as_object().unwrap();
+    for key in &every {
+        assert!(
+            object.contains_key(key),
+            "history --json leaves out {key}: {object:?}"
+        );
+    }
+    assert!(object["commit"].is_null() && object["phase"].is_null());
+    assert_eq!(object["checks"], serde_json::json!([]));
+}
