@@ -35,6 +35,7 @@ async fn demo(keep: bool) -> anyhow::Result<u8> {
     std::fs::create_dir_all(fake.join("run"))?;
     let settings = write_config(&root, &repo, &fake)?;
 
+    let mut tally = Tally::default();
     let mut pi1 = Host::new("pi1");
     let pi2 = Host::new("pi2");
     git(&repo, &["init", "-q", "-b", "main"])?;
@@ -45,13 +46,13 @@ async fn demo(keep: bool) -> anyhow::Result<u8> {
     );
     pi1.content = "v1".into();
     commit(&repo, &fake, &[&pi1, &pi2], "pi1: first configuration")?;
-    step(&settings).await;
+    tally.expect(1, step(&settings).await, crate::exit::OK);
 
     banner(
         2,
         "poll again with nothing new: one round trip to the remote, no fetch, no build",
     );
-    step(&settings).await;
+    tally.expect(2, step(&settings).await, crate::exit::OK);
 
     banner(
         3,
@@ -59,7 +60,7 @@ async fn demo(keep: bool) -> anyhow::Result<u8> {
     );
     pi1.content = "v2".into();
     commit(&repo, &fake, &[&pi1, &pi2], "pi1: enable grafana")?;
-    step(&settings).await;
+    tally.expect(3, step(&settings).await, crate::exit::OK);
 
     banner(
         4,
@@ -68,7 +69,7 @@ async fn demo(keep: bool) -> anyhow::Result<u8> {
     let mut pi2b = pi2.clone();
     pi2b.content = "pi2 only".into();
     commit(&repo, &fake, &[&pi1, &pi2b], "pi2: add a backup job")?;
-    step(&settings).await;
+    tally.expect(4, step(&settings).await, crate::exit::OK);
 
     banner(
         5,
@@ -78,13 +79,13 @@ async fn demo(keep: bool) -> anyhow::Result<u8> {
     broken.content = "v3".into();
     broken.healthy = false;
     commit(&repo, &fake, &[&broken, &pi2b], "pi1: break the web server")?;
-    step(&settings).await;
+    tally.expect(5, step(&settings).await, crate::exit::FAILED);
 
     banner(
         6,
         "poll again: the bad commit is remembered and not retried",
     );
-    step(&settings).await;
+    tally.expect(6, step(&settings).await, crate::exit::OK);
 
     banner(7, "history");
     let state = Store::new(&settings.paths.state_dir).peek()?;
@@ -95,6 +96,14 @@ async fn demo(keep: bool) -> anyhow::Result<u8> {
     )?;
 
     println!();
+    if !tally.wrong.is_empty() {
+        let _ = sandbox.keep();
+        anyhow::bail!(
+            "the demo did not go as it should: {}; the sandbox is kept at {}\nhint: the steps' output above says why (`nix` unusable for this user? run as root, or with a nix-daemon: sudo apt-get install nix-setup-systemd)",
+            tally.wrong.join(", "),
+            root.display()
+        );
+    }
     if keep {
         let kept = sandbox.keep();
         println!("sandbox kept at {}", kept.display());
@@ -108,13 +117,30 @@ async fn demo(keep: bool) -> anyhow::Result<u8> {
     Ok(crate::exit::OK)
 }
 
-async fn step(settings: &Settings) {
+/// One `run --once`, printed with `status`; returns its exit code.
+async fn step(settings: &Settings) -> u8 {
     let code = commands::cycle(settings).await;
     println!("\n$ homelab-agent run --once   # exit code {code}");
     let (state, _) = status::load_state(&settings.paths.state_dir);
     println!("$ homelab-agent status");
     let _ = Status::gather(settings, &state)
         .write_human(&mut std::io::stdout(), std::time::SystemTime::now());
+    code
+}
+
+/// Each step's exit code against the one it must have; what went otherwise.
+#[derive(Default)]
+struct Tally {
+    wrong: Vec<String>,
+}
+
+impl Tally {
+    fn expect(&mut self, n: u32, got: u8, want: u8) {
+        if got != want {
+            self.wrong
+                .push(format!("step {n} exited {got}, expected {want}"));
+        }
+    }
 }
 
 fn banner(n: u32, text: &str) {
@@ -128,6 +154,14 @@ fn require_tools() -> anyhow::Result<()> {
         if Command::new(tool).arg("--version").output().is_err() {
             anyhow::bail!("`{tool}` not found on PATH\nhint: {HINT}");
         }
+    }
+    // Not root: nix builds through the daemon, which must be there.
+    let socket = Path::new("/nix/var/nix/daemon-socket/socket");
+    if !nix::unistd::Uid::effective().is_root() && !socket.exists() {
+        anyhow::bail!(
+            "nix cannot build for this user: not root, and no nix-daemon ({} is missing)\nhint: run the demo as root, or start a nix-daemon: sudo apt-get install nix-setup-systemd",
+            socket.display()
+        );
     }
     Ok(())
 }

@@ -401,3 +401,62 @@ fn the_man_page_has_examples_files_and_pages_that_exist() {
         );
     }
 }
+
+/// The demo says when it did not go as it should, and exits 1 (it printed "done" and
+/// exited 0 after seven failed steps): a nix that fails every build, and a user who
+/// cannot use nix at all (not root, no daemon).
+#[test]
+fn a_demo_whose_steps_fail_says_so_and_exits_1() {
+    use std::os::unix::process::CommandExt;
+    if !nix_available() {
+        return;
+    }
+    let shim = tempfile::tempdir().unwrap();
+    let nix = shim.path().join("nix");
+    std::fs::write(
+        &nix,
+        "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'nix (Nix) 2.8.0'; exit 0; }\necho 'error: broken on purpose' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&nix, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        shim.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let out = Command::new(BIN)
+        .arg("demo")
+        .env("PATH", &path)
+        .env_remove("HOMELAB_AGENT_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the demo did not go as it should: step 1 exited"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("done; the sandbox"));
+    if let Some(kept) = stderr.split("the sandbox is kept at ").nth(1) {
+        let _ = std::fs::remove_dir_all(kept.lines().next().unwrap().trim());
+    }
+
+    // Not root, and no nix-daemon: said before anything runs.
+    if nix::unistd::Uid::effective().is_root()
+        && !std::path::Path::new("/nix/var/nix/daemon-socket/socket").exists()
+    {
+        let out = Command::new(BIN)
+            .arg("demo")
+            .env("HOME", "/tmp")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("nix cannot build for this user: not root, and no nix-daemon"),
+            "{stderr}"
+        );
+    }
+}
