@@ -336,7 +336,15 @@ impl Agent {
         state.bad_commits.clear();
         state.interruptions.clear();
         state.retries = None;
-        state.last_handled = None;
+        // The head is built again only if it failed: a deployed (or unchanged) head stays
+        // handled, and is not rebuilt for nothing.
+        if state
+            .last_handled
+            .as_ref()
+            .is_some_and(|h| forgotten.contains(h))
+        {
+            state.last_handled = None;
+        }
         self.store.save(&state)?;
         Ok(forgotten)
     }

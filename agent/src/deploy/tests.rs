@@ -847,3 +847,30 @@ async fn the_orphan_guard_can_be_turned_off_for_a_machine_being_retired() {
     assert_eq!(b.switches(), ["test /sys/s1", "boot /sys/s1"]);
     b.assert_consistent();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn retry_rebuilds_a_failed_head_but_not_a_deployed_one() {
+    let b = Bench::new();
+    b.push("c1", Ok(sys("s1")));
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert!(b.agent().retry().unwrap().is_empty());
+    b.w().calls.clear();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(
+        b.w().calls,
+        ["head"],
+        "the deployed head was rebuilt after `retry`"
+    );
+
+    b.w().unhealthy.insert(sys("s2"));
+    b.push("c2", Ok(sys("s2")));
+    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Commit)));
+    assert_eq!(b.agent().retry().unwrap(), ["c2"]);
+    b.w().calls.clear();
+    b.run().await;
+    assert!(
+        b.w().calls.contains(&"build c2".to_string()),
+        "{:?}",
+        b.w().calls
+    );
+}
