@@ -226,6 +226,10 @@ pub struct Retry {
     /// Not built again before this time (RFC 3339): a backoff that doubles per failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<String>,
+    /// For a configuration failure: the configuration's digest then. Another one now (the
+    /// operator fixed it) ends the wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

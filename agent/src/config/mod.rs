@@ -51,6 +51,9 @@ pub struct ConfigError {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub file: PathBuf,
+    /// A digest of the configuration text: a backoff started by a configuration failure
+    /// ends when the configuration changes (deploy/record.rs).
+    pub digest: String,
     pub source: SourceSettings,
     pub host: String,
     /// The flake attribute that is built, e.g. `nixosConfigurations."pi1".config.system.build.toplevel`.
@@ -212,12 +215,20 @@ pub fn parse(file: &Path, text: &str) -> Result<Settings, ConfigError> {
             line: e.span().map(|s| locate::line_at(text, s.start)),
         }
     })?;
-    Validator { file }.settings(raw).map_err(|e| ConfigError {
+    let mut settings = Validator { file }.settings(raw).map_err(|e| ConfigError {
         file: file.to_path_buf(),
         line: locate::line_of(text, &e.key),
         key: e.key,
         message: e.message,
-    })
+    })?;
+    settings.digest = {
+        use sha1::{Digest, Sha1};
+        Sha1::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    Ok(settings)
 }
 
 /// The key path a toml error is about: the key or value at the error's position (from

@@ -82,6 +82,7 @@ impl Validator<'_> {
         };
         Ok(Settings {
             file: self.file.to_path_buf(),
+            digest: String::new(), // set by `parse`, which has the text
             source,
             host,
             attribute,

@@ -16,8 +16,12 @@ use super::{short, Agent, Exit};
 
 /// A build of `head` still waiting out its backoff: the kind of the failure that started
 /// the wait, and what to say (main's cycle and the testing branch say the same).
-pub(super) fn backoff_left(state: &State, head: &str) -> Option<(Kind, String)> {
+pub(super) fn backoff_left(state: &State, head: &str, config: &str) -> Option<(Kind, String)> {
     let r = state.retries.as_ref().filter(|r| r.commit == head)?;
+    // A configuration failure waits only while the configuration is the same.
+    if r.config.as_deref().is_some_and(|then| then != config) {
+        return None;
+    }
     let until = humantime::parse_rfc3339(r.not_before.as_deref()?).ok()?;
     let left = until.duration_since(SystemTime::now()).ok()?;
     // A clock that jumped back must not stretch the wait past its longest.
@@ -25,8 +29,14 @@ pub(super) fn backoff_left(state: &State, head: &str) -> Option<(Kind, String)> 
         return None;
     }
     let kind = r.kind.unwrap_or(Kind::Transient);
+    let hint = match kind {
+        Kind::Configuration => {
+            "a changed configuration ends the wait; `sudo homelab-agent retry` tries now"
+        }
+        _ => "`sudo homelab-agent retry` tries now",
+    };
     let message = format!(
-        "the build of {} failed {} time(s) ({}); next try in {}\nhint: `homelab-agent retry` tries now",
+        "the build of {} failed {} time(s) ({}); next try in {}\nhint: {hint}",
         short(head),
         r.count,
         kind.as_str(),
@@ -124,6 +134,7 @@ impl Agent {
             not_before: Some(
                 humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string(),
             ),
+            config: (kind == Kind::Configuration).then(|| self.settings.digest.clone()),
         });
         match self.save(state) {
             Ok(()) => Ok((count, wait)),
@@ -174,7 +185,7 @@ impl Agent {
     /// A build of `head` is still waiting out its backoff: news only, and the same kind
     /// of failure as the one that started the wait (so systemd still shows it).
     pub(super) fn waiting(&self, state: &State, head: &str) -> Option<Exit> {
-        let (kind, message) = backoff_left(state, head)?;
+        let (kind, message) = backoff_left(state, head, &self.settings.digest)?;
         log::info!("{}", message.lines().next().unwrap_or_default());
         self.note_poll(
             Outcome::Failed,

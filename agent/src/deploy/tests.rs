@@ -874,3 +874,37 @@ async fn retry_rebuilds_a_failed_head_but_not_a_deployed_one() {
         b.w().calls
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_changed_configuration_ends_a_configuration_failures_backoff() {
+    let b = Bench::new();
+    b.push(
+        "c1",
+        Err(Failure::new(
+            Kind::Configuration,
+            "no host pi1 in the flake",
+        )),
+    );
+    let builds = || b.w().calls.iter().filter(|c| *c == "build c1").count();
+    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Configuration)));
+    // The same configuration: the wait holds.
+    assert_eq!(b.run().await, Some(Exit::Failed(Kind::Configuration)));
+    assert_eq!(builds(), 1, "rebuilt during the backoff");
+    // The operator fixed the configuration ([host] name): built at once.
+    let fixed = b.agent_with("name = \"pi1\"\n# fixed", "");
+    fixed.run_once().await.unwrap();
+    assert_eq!(
+        builds(),
+        2,
+        "the fixed configuration still waited out the backoff"
+    );
+    // A transient failure's backoff does not end with a configuration edit.
+    let b = Bench::new();
+    b.push("c1", Err(Failure::new(Kind::Transient, "timed out")));
+    b.run().await;
+    b.agent_with("name = \"pi1\"\n# edited", "")
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(b.w().calls.iter().filter(|c| *c == "build c1").count(), 1);
+}
