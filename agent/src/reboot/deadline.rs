@@ -1,0 +1,113 @@
+//! `homelab-agent trial-deadline`: the bound on a trial boot (docs/reboots.md). A unit
+//! that does not depend on `multi-user.target` (`DefaultDependencies=no`,
+//! `IgnoreOnIsolate=yes`, wanted by `sysinit.target`, `emergency.target` and
+//! `rescue.target`) starts it in every boot; in a trial boot that is not verified by
+//! `[reboot] trial_deadline` after the kernel started, it reboots, and the bootloader boots
+//! its default, the last verified generation. Emergency and rescue mode included: they
+//! never start `verify-boot`.
+//!
+//! A trial boot: the reboot record names a trial for the booted system (`verify-boot`
+//! removes it once it decided). A record that cannot be read counts as a trial when the
+//! booted system is not the profile's default: an unreadable record never keeps an
+//! unverified boot.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::system::{self, profile};
+
+use super::doors::Rebooter;
+use super::record;
+
+/// How often the watch looks whether the boot verified meanwhile.
+const LOOK_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not a trial boot (or one already decided): nothing to watch.
+    NotATrial(String),
+    /// The trial boot was verified (or failed and fell back) before the deadline.
+    Decided,
+    /// The deadline passed: the reboot was queued.
+    Rebooting(String),
+    /// The deadline passed and the reboot failed.
+    RebootFailed(String),
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::NotATrial(_) | Outcome::Decided | Outcome::Rebooting(_) => crate::exit::OK,
+            Outcome::RebootFailed(_) => crate::exit::FAILED,
+        }
+    }
+}
+
+/// `Some(system)` while this boot is a trial not yet decided by `verify-boot`.
+pub fn undecided_trial(settings: &Settings) -> Option<String> {
+    let p = &settings.paths;
+    let booted = system::resolve(&p.booted_system)?;
+    let shown = booted.display().to_string();
+    match record::load(&p.state_dir) {
+        Ok(r) => r.trial.filter(|t| t.system == shown).map(|t| t.system),
+        Err(problem) => {
+            let default = profile::current(&p.profile).map(|g| g.system);
+            (default.as_deref() != Some(booted.as_path())).then(|| {
+                log::warn!("{problem}: the booted {shown} is not the boot default, so it is watched as a trial");
+                shown
+            })
+        }
+    }
+}
+
+/// Time since the kernel started (`/proc/uptime`: CLOCK_BOOTTIME, suspend included).
+pub fn uptime() -> Option<Duration> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(Path::new("/proc/uptime"))
+        .ok()?
+        .take(4096)
+        .read_to_string(&mut text)
+        .ok()?;
+    let first = text.split_whitespace().next()?;
+    Duration::try_from_secs_f64(first.parse().ok()?).ok()
+}
+
+/// Watches this boot until it is decided or the deadline passes. `uptime` is the time
+/// since the kernel started (`None`: unknown, then the deadline counts from now).
+pub async fn watch(
+    settings: &Settings,
+    rebooter: &dyn Rebooter,
+    uptime: &dyn Fn() -> Option<Duration>,
+) -> Outcome {
+    let Some(system) = undecided_trial(settings) else {
+        return Outcome::NotATrial("not a trial boot, or one verify-boot already decided".into());
+    };
+    let deadline = settings.reboot.trial_deadline;
+    let started = std::time::Instant::now();
+    let since_boot = || uptime().unwrap_or_else(|| started.elapsed());
+    log::info!(
+        "trial boot of {system}: rebooting into the boot default unless verified within {} of the kernel's start",
+        humantime::format_duration(deadline)
+    );
+    loop {
+        if undecided_trial(settings).is_none() {
+            return Outcome::Decided;
+        }
+        let now = since_boot();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep((deadline - now).min(LOOK_EVERY)).await;
+    }
+    let reason = format!(
+        "homelab-agent: the trial boot of {system} was not verified within {} ([reboot] trial_deadline); rebooting into the last verified generation",
+        humantime::format_duration(deadline)
+    );
+    log::error!(message_id = crate::logging::message_id::FELL_BACK, system = system.as_str(); "{reason}");
+    match rebooter.reboot(&reason).await {
+        Ok(()) => Outcome::Rebooting(reason),
+        Err(e) => Outcome::RebootFailed(format!("{reason}: the reboot failed: {e}\nhint: reboot by hand: the boot default is the last verified generation")),
+    }
+}
