@@ -111,3 +111,131 @@ pub async fn watch(
         Err(e) => Outcome::RebootFailed(format!("{reason}: the reboot failed: {e}\nhint: reboot by hand: the boot default is the last verified generation")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::deploy::doors::Fut;
+    use crate::reboot::record::{Record, Trial};
+
+    struct Machine {
+        dir: tempfile::TempDir,
+        settings: Settings,
+    }
+
+    impl Machine {
+        /// Profile default `a`, booted `booted`.
+        fn new(booted: &str) -> Machine {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            for name in ["a", "b"] {
+                std::fs::create_dir_all(d.join("store").join(name)).unwrap();
+            }
+            std::fs::create_dir_all(d.join("profiles")).unwrap();
+            symlink(d.join("store/a"), d.join("profiles/system-1-link")).unwrap();
+            symlink("system-1-link", d.join("profiles/system")).unwrap();
+            symlink(d.join("store").join(booted), d.join("booted")).unwrap();
+            let text = format!(
+                "[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[paths]\nstate_dir = \"{d}/state\"\nprofile = \"{d}/profiles/system\"\nbooted_system = \"{d}/booted\"\n[reboot]\ntrial_deadline = \"15m\"\n",
+                d = d.display()
+            );
+            let settings = crate::config::parse(Path::new("/t.toml"), &text).unwrap();
+            Machine { dir, settings }
+        }
+
+        fn sys(&self, name: &str) -> PathBuf {
+            self.dir.path().join("store").join(name)
+        }
+
+        fn trial_of(&self, name: &str) {
+            let r = Record {
+                trial: Some(Trial {
+                    system: self.sys(name).display().to_string(),
+                    generation: None,
+                    at: "2026-11-25T02:00:00Z".into(),
+                    door: "fake".into(),
+                }),
+                ..Default::default()
+            };
+            record::save(&self.settings.paths.state_dir, &r).unwrap();
+        }
+    }
+
+    #[derive(Default)]
+    struct Reboots(RefCell<Vec<String>>);
+
+    impl Rebooter for Reboots {
+        fn reboot<'a>(&'a self, reason: &'a str) -> Fut<'a, Result<(), String>> {
+            self.0.borrow_mut().push(reason.to_string());
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    const PAST: fn() -> Option<Duration> = || Some(Duration::from_secs(16 * 60));
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_trial_not_verified_by_the_deadline_is_rebooted() {
+        let m = Machine::new("b");
+        m.trial_of("b");
+        let r = Reboots::default();
+        let out = watch(&m.settings, &r, &PAST).await;
+        assert!(matches!(&out, Outcome::Rebooting(why) if why.contains("not verified within 15m")), "{out:?}");
+        assert_eq!(r.0.borrow().len(), 1);
+        assert_eq!(out.exit_code(), crate::exit::OK);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_decided_trial_or_another_boot_is_left_alone() {
+        // Not a trial: the default booted, or a trial of another system recorded.
+        for (booted, trial) in [("a", None), ("a", Some("b")), ("b", Some("a"))] {
+            let m = Machine::new(booted);
+            if let Some(t) = trial {
+                m.trial_of(t);
+            }
+            let r = Reboots::default();
+            let out = watch(&m.settings, &r, &PAST).await;
+            assert!(matches!(out, Outcome::NotATrial(_)), "{booted} {trial:?}: {out:?}");
+            assert!(r.0.borrow().is_empty());
+        }
+        // Verified before the deadline (verify-boot removed the trial): no reboot.
+        let m = Machine::new("b");
+        m.trial_of("b");
+        let r = Reboots::default();
+        let calls = RefCell::new(0);
+        let state_dir = m.settings.paths.state_dir.clone();
+        let uptime = || {
+            *calls.borrow_mut() += 1;
+            if *calls.borrow() == 2 {
+                record::save(&state_dir, &Record::default()).unwrap();
+            }
+            Some(Duration::from_secs(15 * 60 - 1))
+        };
+        let out = watch(&m.settings, &r, &uptime).await;
+        assert_eq!(out, Outcome::Decided);
+        assert!(r.0.borrow().is_empty());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_unreadable_record_never_keeps_a_boot_that_is_not_the_default() {
+        let m = Machine::new("b");
+        std::fs::create_dir_all(&m.settings.paths.state_dir).unwrap();
+        std::fs::write(record::path(&m.settings.paths.state_dir), "{ damaged").unwrap();
+        let r = Reboots::default();
+        assert!(matches!(watch(&m.settings, &r, &PAST).await, Outcome::Rebooting(_)));
+        // The default, with the same damage: left alone.
+        let m = Machine::new("a");
+        std::fs::create_dir_all(&m.settings.paths.state_dir).unwrap();
+        std::fs::write(record::path(&m.settings.paths.state_dir), "{ damaged").unwrap();
+        assert!(matches!(watch(&m.settings, &r, &PAST).await, Outcome::NotATrial(_)));
+        assert_eq!(r.0.borrow().len(), 1);
+    }
+
+    #[test]
+    fn uptime_reads_proc() {
+        assert!(uptime().is_some_and(|u| u > Duration::ZERO));
+    }
+}

@@ -32,6 +32,10 @@ struct TempMachine {
 
 impl TempMachine {
     fn new(reboot_toml: &str) -> TempMachine {
+        TempMachine::named("pi1", reboot_toml)
+    }
+
+    fn named(host: &str, reboot_toml: &str) -> TempMachine {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for (name, kernel) in [("a", "k1"), ("b", "k2"), ("c", "k1"), ("b2", "k2")] {
@@ -43,7 +47,7 @@ impl TempMachine {
         }
         std::fs::create_dir_all(d.join("profiles")).unwrap();
         let text = format!(
-            "[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[paths]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/run\"\nprofile = \"{d}/profiles/system\"\ncurrent_system = \"{d}/current\"\nbooted_system = \"{d}/booted\"\n[[health.checks]]\ntype = \"tcp\"\naddress = \"127.0.0.1:22\"\n[reboot]\n{reboot_toml}\n",
+            "[source]\nurl = \"/r\"\n[host]\nname = \"{host}\"\n[paths]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/run\"\nprofile = \"{d}/profiles/system\"\ncurrent_system = \"{d}/current\"\nbooted_system = \"{d}/booted\"\n[[health.checks]]\ntype = \"tcp\"\naddress = \"127.0.0.1:22\"\n[reboot]\n{reboot_toml}\n",
             d = d.display()
         );
         let settings = crate::config::parse(Path::new("/t.toml"), &text).unwrap();
@@ -345,7 +349,11 @@ const WHEN_REQUIRED: &str = "policy = \"when-required\"\nbootloader = \"uboot\""
 /// Booted `a` (generation 1, verified); commit c0ffee with another kernel deployed: `b`
 /// is live, and the boot default stays `a` until a trial boot into `b` verified.
 fn kernel_deploy(reboot_toml: &str) -> TempMachine {
-    let b = TempMachine::new(reboot_toml);
+    kernel_deploy_on("pi1", reboot_toml)
+}
+
+fn kernel_deploy_on(host: &str, reboot_toml: &str) -> TempMachine {
+    let b = TempMachine::named(host, reboot_toml);
     let r = record::Record {
         verified: Some(record::Verified {
             system: b.sys("a").display().to_string(),
@@ -897,4 +905,125 @@ async fn a_slot_from_before_the_boot_is_released_at_boot_and_retried_until_ackno
     assert!(!b.record().slot_held);
     assert_eq!(f.cycle(&b).await, Acted::NotRequired);
     assert!(f.take().is_empty());
+}
+
+/// Issue 19 item 8, against the project's FleetLock server: an SD card cloned from pi1
+/// (its machine id and its record) running as pi2 is told, and never takes a slot with
+/// pi1's id; pi1 itself goes on as before. The id sent is the app-specific one.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cloned_machine_id_is_detected_and_takes_no_slot() {
+    let lockdir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fleetlock/server.py");
+    let (port_file, events) = (lockdir.path().join("port"), lockdir.path().join("events"));
+    let mut child = std::process::Command::new("python3")
+        .arg(&script)
+        .arg("--port-file")
+        .arg(&port_file)
+        .arg("--events")
+        .arg(&events)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs the FleetLock test server");
+    let port = (0..200)
+        .find_map(|_| {
+            let p = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u16>().ok());
+            if p.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            p
+        })
+        .expect("the server writes its port");
+    let url = format!("http://127.0.0.1:{port}");
+    let machine_id = lockdir.path().join("machine-id");
+    std::fs::write(&machine_id, "3d1219c7c4c5404aaa1f6d2a48adfda4\n").unwrap();
+    let toml = format!("{WHEN_REQUIRED}\nfleetlock_url = \"{url}\"");
+    let effects = |b: &TempMachine, f: &mut Fakes| {
+        let fl = b.settings.reboot.fleetlock.clone().unwrap();
+        let id = super::fleetlock::lock_id(&fl, &machine_id).unwrap();
+        let client = super::fleetlock::Client::new(&fl.url, &fl.group, &id).unwrap();
+        f.effects.slot = Some(Ok(Box::new(client) as Box<dyn Slot>));
+    };
+    let pi1 = kernel_deploy_on("pi1", &toml);
+    let mut f1 = Fakes::new(&pi1, false);
+    effects(&pi1, &mut f1);
+    assert_eq!(f1.cycle(&pi1).await, Acted::Rebooting);
+    let identity = pi1.record().identity.unwrap();
+    assert_eq!((identity.id.as_str(), identity.host.as_str()), ("7d46091d5cfa4676b30b362f2bedd4d1", "pi1"));
+
+    // The clone: pi1's card, its record included, configured as pi2.
+    let pi2 = kernel_deploy_on("pi2", &toml);
+    std::fs::copy(
+        record::path(&pi1.settings.paths.state_dir),
+        record::path(&pi2.settings.paths.state_dir),
+    )
+    .unwrap();
+    let mut r2 = pi2.record();
+    r2.trial = None;
+    r2.rebooted = None;
+    r2.slot_held = false;
+    record::save(&pi2.settings.paths.state_dir, &r2).unwrap();
+    let mut f2 = Fakes::new(&pi2, false);
+    effects(&pi2, &mut f2);
+    let acted = f2.cycle(&pi2).await;
+    let Acted::Waiting(w) = acted else {
+        panic!("{acted:?}")
+    };
+    assert_eq!(w.what, "attention");
+    assert!(w.detail.contains("has the machine id of pi1") && w.detail.contains("systemd-machine-id-setup"), "{}", w.detail);
+    assert_eq!(Fakes::reboots(&f2.take()), 0);
+    assert_eq!(pi2.view().pending.unwrap().waiting_for.as_deref(), Some("attention"));
+
+    child.kill().unwrap();
+    let _ = child.wait();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let takes: Vec<_> = lines.iter().filter(|e| e["endpoint"] == "v1/pre-reboot").collect();
+    assert_eq!(takes.len(), 1, "only pi1 took a slot: {lines:?}");
+    assert_eq!(takes[0]["id"], "7d46091d5cfa4676b30b362f2bedd4d1", "never the raw machine id");
+}
+
+/// A slot taken by an older agent with the raw machine id (no id recorded) is released
+/// with that id, not stranded.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slot_taken_with_an_older_id_is_released_with_it() {
+    #[derive(Default)]
+    struct Ids(RefCell<Vec<String>>);
+    struct IdSlot(Rc<Ids>);
+    impl Slot for IdSlot {
+        fn describe(&self) -> String {
+            "lock".into()
+        }
+        fn id(&self) -> String {
+            "new-id".into()
+        }
+        fn take(&self) -> Fut<'_, Result<(), LockError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn release_as<'a>(&'a self, id: &'a str) -> Fut<'a, Result<(), LockError>> {
+            self.0 .0.borrow_mut().push(id.to_string());
+            Box::pin(async { Ok(()) })
+        }
+    }
+    let b = TempMachine::new(WHEN_REQUIRED);
+    let ids = Rc::new(Ids::default());
+    let mut f = Fakes::new(&b, false);
+    f.effects.slot = Some(Ok(Box::new(IdSlot(ids.clone())) as Box<dyn Slot>));
+    f.effects.legacy_slot_id = Some("raw-machine-id".into());
+    for (recorded, expect) in [(None, "raw-machine-id"), (Some("taken-as"), "taken-as")] {
+        let r = record::Record {
+            slot_held: true,
+            slot_id: recorded.map(str::to_string),
+            ..Default::default()
+        };
+        record::save(&b.settings.paths.state_dir, &r).unwrap();
+        assert_eq!(f.cycle(&b).await, Acted::NotRequired);
+        assert_eq!(ids.0.borrow_mut().pop().as_deref(), Some(expect));
+        let r = b.record();
+        assert!(!r.slot_held && r.slot_id.is_none());
+    }
 }
