@@ -533,7 +533,7 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
         crate::reboot::verify::Verdict::Nothing(why) => println!("nothing to verify: {why}"),
         crate::reboot::verify::Verdict::Verified => println!("boot verified: health checks passed"),
         crate::reboot::verify::Verdict::FellBack { rebooting } => eprintln!(
-            "error: boot verification failed: the previous generation is the boot default again{}",
+            "error: boot verification failed: the last verified generation is the boot default{}",
             if *rebooting { "; rebooting into it" } else { "; the reboot failed: reboot by hand" }
         ),
         crate::reboot::verify::Verdict::FallbackBoot => {

@@ -69,6 +69,10 @@ pub enum Bootloader {
     None,
     /// U-Boot + extlinux with the environment in `uboot.env` (the Pi image).
     Uboot,
+    /// A model for the project's own tests, never a machine's bootloader: a flag file and
+    /// a trial file in `[reboot.uboot] boot_dir` that the test harnesses' model bootloader
+    /// reads (`reboot/model_door.rs`).
+    TestModel,
 }
 
 impl Bootloader {
@@ -76,6 +80,7 @@ impl Bootloader {
         match self {
             Bootloader::None => "none",
             Bootloader::Uboot => "uboot",
+            Bootloader::TestModel => "test-model",
         }
     }
 }
@@ -266,7 +271,7 @@ pub(super) fn validate(raw: RawReboot) -> Result<RebootSettings, KeyProblem> {
             .unwrap_or(TRIAL_DEADLINE.default),
         &TRIAL_DEADLINE,
     )?;
-    if raw.uboot.is_some() && bootloader != Bootloader::Uboot {
+    if raw.uboot.is_some() && bootloader == Bootloader::None {
         return Err(problem(
             "reboot.uboot",
             "only used with reboot.bootloader = \"uboot\": set that too, or leave the table out",

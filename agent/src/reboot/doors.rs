@@ -47,9 +47,12 @@ pub fn trial_door(bootloader: Bootloader, settings: UBootSettings) -> Option<Box
     match bootloader {
         Bootloader::None => None,
         Bootloader::Uboot => {
-            let _ = settings;
+            let _ = &settings;
             None // lead: wire uboot::UBoot
         }
+        Bootloader::TestModel => Some(Box::new(super::model_door::TestModelDoor::new(
+            &settings.boot_dir,
+        ))),
     }
 }
 

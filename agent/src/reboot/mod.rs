@@ -24,6 +24,7 @@
 //! | `verify.rs`    | `verify-boot`: verification, promotion, fallback, loop breaker    |
 //! | `deadline.rs`  | `trial-deadline`: a trial boot not verified in time is rebooted   |
 //! | `trial.rs`     | the bootloader's one-shot trial door ([`trial::TrialBoot`])       |
+//! | `model_door.rs`| a *test model* of that door (flag + trial file), for the harnesses |
 //! | `record.rs`    | `reboot.json`: pending, rebooted-for, last boot, last fallback    |
 //! | `fleetlock.rs` | the FleetLock client (pre-reboot / steady-state)                  |
 //! | `doors.rs`     | the side effects behind traits (slot, reboot) and the real ones   |
@@ -32,6 +33,7 @@
 pub mod deadline;
 pub mod doors;
 pub mod fleetlock;
+pub mod model_door;
 pub mod policy;
 pub mod record;
 pub mod trial;
