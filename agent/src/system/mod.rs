@@ -41,9 +41,41 @@ fn part_differs(booted: &Path, current: &Path, name: &str) -> bool {
     // read: a kernel or an initrd is compared by path identity first, then by content.
     match (b.is_dir(), c.is_dir()) {
         (false, false) => read_capped(&b) != read_capped(&c),
-        // Two different store directories (dtbs, kernel-modules): different.
+        // Two directories (dtbs, kernel-modules) at different paths: their trees, by
+        // name, kind, size and link target (a NixOS kernel-modules is a tree of links into
+        // the store); too large to list is different.
+        (true, true) => listing(&b).is_none_or(|l| Some(l) != listing(&c)),
         _ => true,
     }
+}
+
+/// Entries listed at most before two trees count as different.
+const MAX_ENTRIES: usize = 20_000;
+
+fn listing(root: &Path) -> Option<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).ok()? {
+            let entry = entry.ok()?;
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).ok()?;
+            let what = if meta.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&path).ok()?.display())
+            } else if meta.is_dir() {
+                todo.push(path.clone());
+                "dir".to_string()
+            } else {
+                format!("file {}", meta.len())
+            };
+            out.push((path.strip_prefix(root).ok()?.to_path_buf(), what));
+            if out.len() > MAX_ENTRIES {
+                return None;
+            }
+        }
+    }
+    out.sort();
+    Some(out)
 }
 
 fn read_capped(file: &Path) -> Option<Vec<u8>> {
@@ -89,6 +121,16 @@ mod tests {
             let other = system(root.path(), &format!("other-{part}"), &parts);
             assert_eq!(reboot_required(&booted, &other), Some(true), "{part}");
         }
+        // Module trees at different paths: compared by what they hold.
+        for (name, module) in [("same-mods-1", "a.ko"), ("same-mods-2", "a.ko"), ("other-mods", "b.ko")] {
+            let dir = system(root.path(), name, &base);
+            std::fs::remove_file(dir.join("kernel-modules")).unwrap();
+            std::fs::create_dir_all(dir.join("kernel-modules/lib")).unwrap();
+            std::fs::write(dir.join("kernel-modules/lib").join(module), "ko").unwrap();
+        }
+        let (m1, m2, m3) = (root.path().join("same-mods-1"), root.path().join("same-mods-2"), root.path().join("other-mods"));
+        assert_eq!(reboot_required(&m1, &m2), Some(false));
+        assert_eq!(reboot_required(&m1, &m3), Some(true));
         // A device tree that appears (or goes away) is a change too.
         let without: Vec<_> = base.iter().copied().filter(|(p, _)| *p != "dtbs").collect();
         let no_dtbs = system(root.path(), "no-dtbs", &without);
