@@ -294,7 +294,10 @@ fn uboot(raw: RawUBoot) -> Result<UBootSettings, KeyProblem> {
         let text = value.unwrap_or_else(|| default.to_string());
         let key = format!("reboot.uboot.{key}");
         if text.is_empty() || text.chars().any(|c| c.is_control()) {
-            return Err(problem(&key, format!("{text:?}: an empty path or one with control characters")));
+            return Err(problem(
+                &key,
+                format!("{text:?}: an empty path or one with control characters"),
+            ));
         }
         // A program may be a bare name looked up in PATH; a file or directory is absolute.
         if !(text.starts_with('/') || program && !text.contains('/')) {
@@ -315,7 +318,12 @@ fn uboot(raw: RawUBoot) -> Result<UBootSettings, KeyProblem> {
         ));
     }
     Ok(UBootSettings {
-        fw_env_config: path("fw_env_config", raw.fw_env_config, "/etc/fw_env.config", false)?,
+        fw_env_config: path(
+            "fw_env_config",
+            raw.fw_env_config,
+            "/etc/fw_env.config",
+            false,
+        )?,
         fw_printenv: path("fw_printenv", raw.fw_printenv, "fw_printenv", true)?,
         fw_setenv: path("fw_setenv", raw.fw_setenv, "fw_setenv", true)?,
         boot_dir: path("boot_dir", raw.boot_dir, "/boot", false)?,
@@ -648,12 +656,36 @@ mod tests {
     fn bad_trial_keys_name_their_key_and_say_why() {
         let cases: &[(&str, &str, &str)] = &[
             ("bootloader = \"grub\"", "", "unknown variant"),
-            ("trial_deadline = \"10s\"", "reboot.trial_deadline", "too short"),
-            ("trial_deadline = \"3d\"", "reboot.trial_deadline", "too long"),
-            ("[uboot]\npanic_seconds = 5", "reboot.uboot", "bootloader = \"uboot\""),
-            ("bootloader = \"uboot\"\n[uboot]\npanic_seconds = 0", "reboot.uboot.panic_seconds", "between 1 and 600"),
-            ("bootloader = \"uboot\"\n[uboot]\nboot_dir = \"boot\"", "reboot.uboot.boot_dir", "an absolute path"),
-            ("bootloader = \"uboot\"\n[uboot]\nfw_setenv = \"bin/fw_setenv\"", "reboot.uboot.fw_setenv", "found in PATH"),
+            (
+                "trial_deadline = \"10s\"",
+                "reboot.trial_deadline",
+                "too short",
+            ),
+            (
+                "trial_deadline = \"3d\"",
+                "reboot.trial_deadline",
+                "too long",
+            ),
+            (
+                "[uboot]\npanic_seconds = 5",
+                "reboot.uboot",
+                "bootloader = \"uboot\"",
+            ),
+            (
+                "bootloader = \"uboot\"\n[uboot]\npanic_seconds = 0",
+                "reboot.uboot.panic_seconds",
+                "between 1 and 600",
+            ),
+            (
+                "bootloader = \"uboot\"\n[uboot]\nboot_dir = \"boot\"",
+                "reboot.uboot.boot_dir",
+                "an absolute path",
+            ),
+            (
+                "bootloader = \"uboot\"\n[uboot]\nfw_setenv = \"bin/fw_setenv\"",
+                "reboot.uboot.fw_setenv",
+                "found in PATH",
+            ),
         ];
         for (text, key, says) in cases {
             match toml::from_str::<RawReboot>(text) {
@@ -668,7 +700,8 @@ mod tests {
                 }
             }
         }
-        let e = toml::from_str::<RawReboot>("bootloader = \"uboot\"\n[uboot]\nfw_env = \"x\"").unwrap_err();
+        let e = toml::from_str::<RawReboot>("bootloader = \"uboot\"\n[uboot]\nfw_env = \"x\"")
+            .unwrap_err();
         assert!(e.to_string().contains("unknown field `fw_env`"), "{e}");
     }
 }

@@ -822,11 +822,18 @@ async fn a_deploy_that_needs_a_reboot_stays_live_and_never_moves_the_boot_defaul
     b.push("c1", Ok(k.clone()));
     assert_eq!(b.run().await, Some(Exit::Ok));
     assert_eq!(b.switches(), [format!("test {}", k.display())]);
-    assert!(!b.w().calls.iter().any(|c| c.starts_with("set ")), "{:?}", b.w().calls);
+    assert!(
+        !b.w().calls.iter().any(|c| c.starts_with("set ")),
+        "{:?}",
+        b.w().calls
+    );
     assert_eq!(b.w().profile, Some(1));
     let state = b.state();
     let deployed = state.deployed.unwrap();
-    assert_eq!((deployed.system, deployed.generation), (k.display().to_string(), None));
+    assert_eq!(
+        (deployed.system, deployed.generation),
+        (k.display().to_string(), None)
+    );
     assert_eq!(state.history[0].outcome, Outcome::Deployed);
     assert!(state.intent.is_none());
     // The next poll: up to date, and live-but-not-default is expected, not drift to undo.
@@ -847,7 +854,11 @@ async fn a_reboot_deploy_lost_to_an_unplanned_reboot_is_activated_again() {
     b.w().current = Some(s0.clone()); // the reboot
     b.w().calls.clear();
     assert_eq!(b.run().await, Some(Exit::Ok));
-    assert!(b.w().calls.contains(&"build c1".to_string()), "{:?}", b.w().calls);
+    assert!(
+        b.w().calls.contains(&"build c1".to_string()),
+        "{:?}",
+        b.w().calls
+    );
     assert_eq!(b.switches(), [format!("test {}", k.display())]);
     assert_eq!(b.w().profile, Some(1));
     assert_eq!(b.w().current.as_ref(), Some(&k));
@@ -859,7 +870,11 @@ async fn a_reboot_deploy_lost_to_an_unplanned_reboot_is_activated_again() {
 async fn a_kill_during_a_reboot_deploy_ends_on_the_untouched_profile() {
     for point in ["build c1", "test", "health"] {
         let (b, k) = kernel_bench();
-        let at = if point == "test" { format!("test {}", k.display()) } else { point.to_string() };
+        let at = if point == "test" {
+            format!("test {}", k.display())
+        } else {
+            point.to_string()
+        };
         b.w().die_at = Some(at);
         b.push("c1", Ok(k.clone()));
         assert_eq!(b.run().await, None, "{point}: did not die");
@@ -868,9 +883,16 @@ async fn a_kill_during_a_reboot_deploy_ends_on_the_untouched_profile() {
         let w = b.w();
         assert_eq!(w.profile, Some(1), "{point}");
         assert_eq!(w.generations.len(), 1, "{point}: the profile moved");
-        assert!(!w.calls.iter().any(|c| c.starts_with("boot ")), "{point}: {:?}", w.calls);
+        assert!(
+            !w.calls.iter().any(|c| c.starts_with("boot ")),
+            "{point}: {:?}",
+            w.calls
+        );
         drop(w);
         let state = b.state();
-        assert!(state.intent.is_none() && state.rollback_pending.is_none(), "{point}");
+        assert!(
+            state.intent.is_none() && state.rollback_pending.is_none(),
+            "{point}"
+        );
     }
 }

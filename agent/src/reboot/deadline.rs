@@ -183,7 +183,10 @@ mod tests {
         m.trial_of("b");
         let r = Reboots::default();
         let out = watch(&m.settings, &r, &PAST).await;
-        assert!(matches!(&out, Outcome::Rebooting(why) if why.contains("not verified within 15m")), "{out:?}");
+        assert!(
+            matches!(&out, Outcome::Rebooting(why) if why.contains("not verified within 15m")),
+            "{out:?}"
+        );
         assert_eq!(r.0.borrow().len(), 1);
         assert_eq!(out.exit_code(), crate::exit::OK);
     }
@@ -198,7 +201,10 @@ mod tests {
             }
             let r = Reboots::default();
             let out = watch(&m.settings, &r, &PAST).await;
-            assert!(matches!(out, Outcome::NotATrial(_)), "{booted} {trial:?}: {out:?}");
+            assert!(
+                matches!(out, Outcome::NotATrial(_)),
+                "{booted} {trial:?}: {out:?}"
+            );
             assert!(r.0.borrow().is_empty());
         }
         // Verified before the deadline (verify-boot removed the trial): no reboot.
@@ -225,12 +231,18 @@ mod tests {
         std::fs::create_dir_all(&m.settings.paths.state_dir).unwrap();
         std::fs::write(record::path(&m.settings.paths.state_dir), "{ damaged").unwrap();
         let r = Reboots::default();
-        assert!(matches!(watch(&m.settings, &r, &PAST).await, Outcome::Rebooting(_)));
+        assert!(matches!(
+            watch(&m.settings, &r, &PAST).await,
+            Outcome::Rebooting(_)
+        ));
         // The default, with the same damage: left alone.
         let m = Machine::new("a");
         std::fs::create_dir_all(&m.settings.paths.state_dir).unwrap();
         std::fs::write(record::path(&m.settings.paths.state_dir), "{ damaged").unwrap();
-        assert!(matches!(watch(&m.settings, &r, &PAST).await, Outcome::NotATrial(_)));
+        assert!(matches!(
+            watch(&m.settings, &r, &PAST).await,
+            Outcome::NotATrial(_)
+        ));
         assert_eq!(r.0.borrow().len(), 1);
     }
 

@@ -111,7 +111,12 @@ pub fn machine_id(file: &Path) -> Result<[u8; 16], String> {
                 file.display()
             ))
         }
-        Err(e) => return Err(format!("reading {}: {e}\nhint: set [reboot] id", file.display())),
+        Err(e) => {
+            return Err(format!(
+                "reading {}: {e}\nhint: set [reboot] id",
+                file.display()
+            ))
+        }
     }
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let text = text.trim();
@@ -263,17 +268,27 @@ mod tests {
             id: None,
         };
         let e = lock_id(&s, &file).unwrap_err();
-        assert!(e.contains("does not exist") && e.contains("hint: set [reboot] id"), "{e}");
+        assert!(
+            e.contains("does not exist") && e.contains("hint: set [reboot] id"),
+            "{e}"
+        );
         std::fs::write(&file, "3d1219c7c4c5404aaa1f6d2a48adfda4\n").unwrap();
         // What `systemd-id128 machine-id --app-specific=8b3d6c4cef3c4cfbac50b7ac2c89617e`
         // printed on a machine with this machine id (systemd 252).
-        assert_eq!(lock_id(&s, &file).unwrap(), "7d46091d5cfa4676b30b362f2bedd4d1");
+        assert_eq!(
+            lock_id(&s, &file).unwrap(),
+            "7d46091d5cfa4676b30b362f2bedd4d1"
+        );
         // The raw machine id is what an older agent took its slot with.
         assert_eq!(
             legacy_lock_id(&s, &file).as_deref(),
             Some("3d1219c7c4c5404aaa1f6d2a48adfda4")
         );
-        for bad in ["uninitialized\n", "0123\n", "zz1219c7c4c5404aaa1f6d2a48adfda4\n"] {
+        for bad in [
+            "uninitialized\n",
+            "0123\n",
+            "zz1219c7c4c5404aaa1f6d2a48adfda4\n",
+        ] {
             std::fs::write(&file, bad).unwrap();
             let e = lock_id(&s, &file).unwrap_err();
             assert!(e.contains("holds no machine id"), "{bad:?}: {e}");

@@ -263,19 +263,25 @@ async fn tend_trial(record: &mut Record, facts: &policy::Facts, effects: &Effect
     let Some(door) = &effects.trial else {
         return;
     };
-    if !wanted {
-        match door.disarm().await {
-            Ok(()) => {
-                log::info!("disarmed the trial of {}: no longer the deployment waiting for a reboot", t.system);
-                record.trial = None;
-            }
-            Err(f) => log::error!("disarming the trial of {} through {}: {f}\nhint: the next run tries again", t.system, door.describe()),
-        }
-        return;
-    }
     // Armed and wanted: left as it is. A trial armed by a run killed before its reboot
     // is not tried again by the policy (never twice for one system: a bootloader that
     // ignored the flag must not cause a reboot loop); a boot by anyone tries it.
+    if !wanted {
+        match door.disarm().await {
+            Ok(()) => {
+                log::info!(
+                    "disarmed the trial of {}: no longer the deployment waiting for a reboot",
+                    t.system
+                );
+                record.trial = None;
+            }
+            Err(f) => log::error!(
+                "disarming the trial of {} through {}: {f}\nhint: the next run tries again",
+                t.system,
+                door.describe()
+            ),
+        }
+    }
 }
 
 /// Journal a pending reboot when it is new or waits for something else now.
@@ -364,11 +370,17 @@ async fn reboot(
             if let Err(d) = door.disarm().await {
                 log::error!("disarming the trial after a failed arm: {d}");
             }
-            log::error!("not rebooting: arming the trial boot of {generation} through {}: {f}", door.describe());
+            log::error!(
+                "not rebooting: arming the trial boot of {generation} through {}: {f}",
+                door.describe()
+            );
             let waiting = Waiting {
                 what: "trial".into(),
                 until: None,
-                detail: format!("arming the trial boot through {} failed: {f}", door.describe()),
+                detail: format!(
+                    "arming the trial boot through {} failed: {f}",
+                    door.describe()
+                ),
             };
             return not_rebooted(settings, effects, record, pending, waiting).await;
         }
@@ -522,7 +534,10 @@ pub(crate) async fn release(record: &mut Record, effects: &Effects) {
                 .unwrap_or_else(|| slot.id());
             match slot.release_as(&id).await {
                 Ok(()) => {
-                    log::info!("released the FleetLock slot of {} (taken as {id})", slot.describe());
+                    log::info!(
+                        "released the FleetLock slot of {} (taken as {id})",
+                        slot.describe()
+                    );
                     record.slot_held = false;
                     record.slot_id = None;
                 }

@@ -35,7 +35,10 @@ impl TestModelDoor {
     fn failure(&self, what: &str, e: std::io::Error) -> Failure {
         Failure::new(
             Kind::Environment,
-            format!("{what} in the test model bootloader's {}: {e}", self.dir.display()),
+            format!(
+                "{what} in the test model bootloader's {}: {e}",
+                self.dir.display()
+            ),
         )
     }
 }
@@ -54,7 +57,10 @@ impl TrialBoot for TestModelDoor {
         } else if self.dir.join(BROKEN).exists() {
             Err(Failure::new(
                 Kind::Environment,
-                format!("{} is damaged (the model's damaged environment)", self.dir.display()),
+                format!(
+                    "{} is damaged (the model's damaged environment)",
+                    self.dir.display()
+                ),
             ))
         } else {
             Ok(())
@@ -112,6 +118,11 @@ mod tests {
         let e = door.ready().await.unwrap_err();
         assert!(e.message.contains("damaged"), "{e}");
         let gone = TestModelDoor::new(&dir.path().join("absent"));
-        assert!(gone.ready().await.unwrap_err().message.contains("not a directory"));
+        assert!(gone
+            .ready()
+            .await
+            .unwrap_err()
+            .message
+            .contains("not a directory"));
     }
 }

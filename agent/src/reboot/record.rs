@@ -101,12 +101,15 @@ impl Record {
     /// The last generation that booted and verified here: recorded, or (a record from
     /// before it was kept) the last boot verified after the agent's reboot.
     pub fn last_verified(&self) -> Option<&str> {
-        self.verified.as_ref().map(|v| v.system.as_str()).or_else(|| {
-            self.boot
-                .as_ref()
-                .filter(|b| b.verified == Some(true))
-                .map(|b| b.system.as_str())
-        })
+        self.verified
+            .as_ref()
+            .map(|v| v.system.as_str())
+            .or_else(|| {
+                self.boot
+                    .as_ref()
+                    .filter(|b| b.verified == Some(true))
+                    .map(|b| b.system.as_str())
+            })
     }
 }
 

@@ -10,8 +10,8 @@ use std::rc::Rc;
 use jiff::Timestamp;
 
 use super::doors::{Effects, Rebooter, Slot};
-use super::trial::TrialBoot;
 use super::fleetlock::LockError;
+use super::trial::TrialBoot;
 use super::verify::{verify_boot, BootDoors, Verdict};
 use super::{after_cycle_with, record, Acted};
 use crate::config::Settings;
@@ -175,7 +175,10 @@ impl TrialBoot for FakeTrial {
         Box::pin(async move { r.map_or(Ok(()), |m| Err(Failure::new(Kind::Environment, m))) })
     }
     fn arm<'a>(&'a self, system: &'a Path) -> Fut<'a, Result<(), Failure>> {
-        self.0.log.borrow_mut().push(format!("arm {}", name(system)));
+        self.0
+            .log
+            .borrow_mut()
+            .push(format!("arm {}", name(system)));
         let r = self.0.arm_fails.borrow().clone();
         if r.is_none() {
             *self.0.armed.borrow_mut() = true;
@@ -384,7 +387,10 @@ async fn policy_never_looks_at_nothing_and_writes_nothing() {
     let f = Fakes::new(&b, true);
     assert_eq!(f.cycle(&b).await, Acted::Off);
     assert!(f.take().is_empty());
-    assert_eq!(std::fs::read(record::path(&b.settings.paths.state_dir)).unwrap(), before);
+    assert_eq!(
+        std::fs::read(record::path(&b.settings.paths.state_dir)).unwrap(),
+        before
+    );
     // status still says a reboot is pending, waiting for a person.
     let view = b.view();
     assert_eq!(view.pending.unwrap().waiting_for.as_deref(), Some("policy"));
@@ -400,7 +406,11 @@ async fn a_kernel_deploy_is_tried_once_as_a_trial_and_never_twice() {
     assert_eq!(Fakes::reboots(&log), 1, "{log:?}");
     assert!(log[3].contains("as a trial"), "{log:?}");
     // The boot default never moved: no profile change, no switch-to-configuration boot.
-    assert!(!log.iter().any(|c| c.starts_with("set") || c.starts_with("boot")), "{log:?}");
+    assert!(
+        !log.iter()
+            .any(|c| c.starts_with("set") || c.starts_with("boot")),
+        "{log:?}"
+    );
     assert_eq!(b.default_system(), b.sys("a"));
     let r = b.record();
     assert!(r.slot_held);
@@ -431,10 +441,17 @@ async fn a_trial_that_cannot_be_armed_never_reboots_and_status_says_why() {
         panic!("{acted:?}")
     };
     assert_eq!(w.what, "trial");
-    assert!(w.detail.contains("bad CRC") && w.detail.contains("fake uboot.env"), "{}", w.detail);
+    assert!(
+        w.detail.contains("bad CRC") && w.detail.contains("fake uboot.env"),
+        "{}",
+        w.detail
+    );
     assert_eq!(f.take(), ["ready"], "no slot, no arming, no reboot");
     let r = b.record();
-    assert!(r.trial.is_none() && r.rebooted.is_none() && !r.slot_held, "{r:?}");
+    assert!(
+        r.trial.is_none() && r.rebooted.is_none() && !r.slot_held,
+        "{r:?}"
+    );
     assert_eq!(b.default_system(), b.sys("a"));
     let view = b.view();
     let p = view.pending.unwrap();
@@ -444,10 +461,16 @@ async fn a_trial_that_cannot_be_armed_never_reboots_and_status_says_why() {
     *f.calls.not_ready.borrow_mut() = None;
     *f.calls.arm_fails.borrow_mut() = Some("fw_setenv exited with 1".into());
     let acted = f.cycle(&b).await;
-    assert!(matches!(&acted, Acted::Waiting(w) if w.what == "trial" && w.detail.contains("fw_setenv exited")), "{acted:?}");
+    assert!(
+        matches!(&acted, Acted::Waiting(w) if w.what == "trial" && w.detail.contains("fw_setenv exited")),
+        "{acted:?}"
+    );
     assert_eq!(f.take(), ["ready", "take", "arm b", "disarm", "release"]);
     let r = b.record();
-    assert!(r.trial.is_none() && r.rebooted.is_none() && !r.slot_held, "{r:?}");
+    assert!(
+        r.trial.is_none() && r.rebooted.is_none() && !r.slot_held,
+        "{r:?}"
+    );
     // Fixed: the next run reboots.
     *f.calls.arm_fails.borrow_mut() = None;
     assert_eq!(f.cycle(&b).await, Acted::Rebooting);
@@ -463,14 +486,21 @@ async fn without_a_trial_mechanism_it_stays_live_and_pending_and_says_what_to_do
         panic!("{acted:?}")
     };
     assert_eq!(w.what, "trial");
-    assert!(w.detail.contains("bootloader = \"none\"") && w.detail.contains("hint:"), "{}", w.detail);
+    assert!(
+        w.detail.contains("bootloader = \"none\"") && w.detail.contains("hint:"),
+        "{}",
+        w.detail
+    );
     assert!(f.take().is_empty());
     // bootloader = "uboot" in a build without the door: the same wait, another reason.
     let b = kernel_deploy(WHEN_REQUIRED);
     let mut f = Fakes::new(&b, false);
     f.effects.trial = None;
     let acted = f.cycle(&b).await;
-    assert!(matches!(&acted, Acted::Waiting(w) if w.what == "trial" && w.detail.contains("no U-Boot trial door")), "{acted:?}");
+    assert!(
+        matches!(&acted, Acted::Waiting(w) if w.what == "trial" && w.detail.contains("no U-Boot trial door")),
+        "{acted:?}"
+    );
     assert_eq!(Fakes::reboots(&f.take()), 0);
 }
 
@@ -491,7 +521,10 @@ async fn a_failed_reboot_is_not_recorded_and_gives_the_slot_back() {
     assert_eq!(&log[..3], ["ready", "take", "arm b"], "{log:?}");
     assert_eq!(&log[4..], ["disarm", "release"], "{log:?}");
     let r = b.record();
-    assert!(r.rebooted.is_none() && r.trial.is_none() && !r.slot_held, "{r:?}");
+    assert!(
+        r.rebooted.is_none() && r.trial.is_none() && !r.slot_held,
+        "{r:?}"
+    );
     assert_eq!(
         r.pending.unwrap().waiting.unwrap().what,
         "reboot",
@@ -660,7 +693,10 @@ async fn a_trial_that_passes_its_checks_becomes_the_boot_default() {
     assert_eq!(r.boot.as_ref().unwrap().generation, Some(2));
     assert_eq!(r.rebooted.as_ref().unwrap().verified, Some(true));
     assert!(r.trial.is_none() && !r.slot_held);
-    assert_eq!(b.store().load().unwrap().deployed.unwrap().generation, Some(2));
+    assert_eq!(
+        b.store().load().unwrap().deployed.unwrap().generation,
+        Some(2)
+    );
     // Once per boot.
     assert_eq!(f.verify(&b).await, Verdict::AlreadyDone);
     assert!(f.take().is_empty());
@@ -683,26 +719,45 @@ async fn a_trial_that_fails_its_checks_reboots_into_the_untouched_default() {
     assert_eq!(&log[..2], ["disarm", "health"], "{log:?}");
     assert_eq!(Fakes::reboots(&log), 1, "{log:?}");
     assert!(
-        !log.iter().any(|c| c.starts_with("set") || c.starts_with("boot")),
+        !log.iter()
+            .any(|c| c.starts_with("set") || c.starts_with("boot")),
         "the default never moved: nothing to undo: {log:?}"
     );
-    assert!(!log.contains(&"release".to_string()), "the slot is kept across the reboot: {log:?}");
+    assert!(
+        !log.contains(&"release".to_string()),
+        "the slot is kept across the reboot: {log:?}"
+    );
     assert_eq!(b.default_system(), b.sys("a"));
     let st = b.store().load().unwrap();
     assert_eq!(st.bad("c0ffee").expect("marked bad").phase, Phase::Health);
     assert_eq!(st.history[0].outcome, Outcome::Failed);
-    assert!(st.history[0].error.as_deref().unwrap().contains("sshd.service is failed"));
-    assert_eq!(st.deployed.as_ref().unwrap().system, b.sys("a").display().to_string());
+    assert!(st.history[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("sshd.service is failed"));
+    assert_eq!(
+        st.deployed.as_ref().unwrap().system,
+        b.sys("a").display().to_string()
+    );
     let fb = b.record().fallback.unwrap();
     assert!(fb.rebooted && fb.kind == "trial-failed", "{fb:?}");
-    assert_eq!(fb.to_system.as_deref(), Some(&*b.sys("a").display().to_string()));
+    assert_eq!(
+        fb.to_system.as_deref(),
+        Some(&*b.sys("a").display().to_string())
+    );
 
     // The next boot is the last verified generation: nothing to verify, the slot released.
     b.boot("a");
     assert!(matches!(f.verify(&b).await, Verdict::Nothing(_)));
     assert_eq!(f.take(), ["release"]);
     assert_eq!(f.cycle(&b).await, Acted::NotRequired);
-    assert!(b.view().fell_back.unwrap().reason.contains("failed its health checks"));
+    assert!(b
+        .view()
+        .fell_back
+        .unwrap()
+        .reason
+        .contains("failed its health checks"));
 }
 
 /// A reset during the trial (a panic with panic=N, a hang and the watchdog, the deadline,
@@ -726,7 +781,10 @@ async fn a_trial_reset_before_it_verified_lands_in_the_last_verified_and_is_not_
     // ... and never tried twice: once it is live again, the policy waits for a person.
     b.live("b");
     let acted = f.cycle(&b).await;
-    assert!(matches!(&acted, Acted::Waiting(w) if w.what == "attention" && w.detail.contains("already rebooted once")), "{acted:?}");
+    assert!(
+        matches!(&acted, Acted::Waiting(w) if w.what == "attention" && w.detail.contains("already rebooted once")),
+        "{acted:?}"
+    );
     assert_eq!(Fakes::reboots(&f.take()), 0);
 }
 
@@ -747,7 +805,11 @@ async fn two_queued_generations_with_one_bad_kernel_fall_back_to_the_last_verifi
     assert_eq!(f.verify(&b).await, Verdict::FellBack { rebooting: true });
     f.take();
     assert_eq!(b.default_system(), b.sys("a"));
-    assert_eq!(profile::list(&b.settings.paths.profile).len(), 1, "b never became a generation");
+    assert_eq!(
+        profile::list(&b.settings.paths.profile).len(),
+        1,
+        "b never became a generation"
+    );
     b.boot("a");
     assert!(matches!(f.verify(&b).await, Verdict::Nothing(_)));
     assert_eq!(f.cycle(&b).await, Acted::NotRequired);
@@ -760,9 +822,17 @@ async fn verify_boot_started_by_an_activation_in_the_same_boot_does_nothing() {
     let b = legacy_kernel_deploy(WHEN_REQUIRED); // booted a, default b: a "fallback" before
     let f = Fakes::new(&b, false);
     let v = f.verify(&b).await;
-    assert!(matches!(&v, Verdict::Nothing(why) if why.contains("started by an activation")), "{v:?}");
+    assert!(
+        matches!(&v, Verdict::Nothing(why) if why.contains("started by an activation")),
+        "{v:?}"
+    );
     assert!(f.take().is_empty());
-    assert!(!b.settings.paths.runtime_dir.join(super::verify::MARKER).exists());
+    assert!(!b
+        .settings
+        .paths
+        .runtime_dir
+        .join(super::verify::MARKER)
+        .exists());
     assert!(b.store().load().unwrap().bad_commits.is_empty());
     assert_eq!(b.default_system(), b.sys("b"));
     assert!(super::verify::started_by_activation(&b.settings).is_some());
@@ -782,17 +852,28 @@ async fn an_unverified_default_is_verified_whoever_rebooted_and_falls_back_to_th
     *f.calls.healthy.borrow_mut() = false;
     assert_eq!(f.verify(&b).await, Verdict::FellBack { rebooting: true });
     let log = f.take();
-    assert_eq!(&log[..3], ["health", "set a", "boot a"], "never `c`, the previous one: {log:?}");
+    assert_eq!(
+        &log[..3],
+        ["health", "set a", "boot a"],
+        "never `c`, the previous one: {log:?}"
+    );
     assert_eq!(b.default_system(), b.sys("a"));
     // It booted `b` again (the bootloader ignored the default): the loop breaker.
     b.boot("b");
     assert_eq!(f.verify(&b).await, Verdict::LoopBroken);
     let log = f.take();
     assert_eq!(Fakes::reboots(&log), 0, "{log:?}");
-    assert!(!log.iter().any(|c| c.starts_with("set") || c.starts_with("boot")), "{log:?}");
+    assert!(
+        !log.iter()
+            .any(|c| c.starts_with("set") || c.starts_with("boot")),
+        "{log:?}"
+    );
     // Issue 23 item 15: the next run does not reboot either.
     let acted = f.cycle(&b).await;
-    assert!(matches!(&acted, Acted::Waiting(w) if w.what == "attention" && w.detail.contains("given up")), "{acted:?}");
+    assert!(
+        matches!(&acted, Acted::Waiting(w) if w.what == "attention" && w.detail.contains("given up")),
+        "{acted:?}"
+    );
     assert_eq!(Fakes::reboots(&f.take()), 0);
     // Even if `b` became the default again by hand and is booted: no second fallback.
     b.add_generation("b");
@@ -811,7 +892,10 @@ async fn a_passing_unverified_default_becomes_the_last_verified() {
     let f = Fakes::new(&b, false);
     assert_eq!(f.verify(&b).await, Verdict::Verified);
     assert_eq!(f.take(), ["health"]);
-    assert_eq!(b.record().last_verified(), Some(&*b.sys("c").display().to_string()));
+    assert_eq!(
+        b.record().last_verified(),
+        Some(&*b.sys("c").display().to_string())
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -820,7 +904,10 @@ async fn a_bootloader_fallback_from_an_unverified_default_is_a_failed_deployment
     let f = Fakes::new(&b, true);
     assert_eq!(f.cycle(&b).await, Acted::Rebooting);
     let log = f.take();
-    assert!(!log.iter().any(|c| c.starts_with("arm")), "a default needs no trial: {log:?}");
+    assert!(
+        !log.iter().any(|c| c.starts_with("arm")),
+        "a default needs no trial: {log:?}"
+    );
     // The reboot was meant for `b`; the bootloader fell back to `a`.
     b.boot("a");
     assert_eq!(f.verify(&b).await, Verdict::FallbackBoot);
@@ -864,7 +951,10 @@ async fn a_trial_of_a_replaced_deployment_is_disarmed_and_never_promoted() {
     assert_eq!(v, Verdict::FellBack { rebooting: true });
     let log = f.take();
     assert_eq!(log[0], "disarm");
-    assert!(!log.iter().any(|c| c == "health" || c.starts_with("set")), "{log:?}");
+    assert!(
+        !log.iter().any(|c| c == "health" || c.starts_with("set")),
+        "{log:?}"
+    );
     assert_eq!(b.default_system(), b.sys("c"));
     // The same found by a run before any boot.
     let b = kernel_deploy(WHEN_REQUIRED);
@@ -950,7 +1040,10 @@ async fn a_cloned_machine_id_is_detected_and_takes_no_slot() {
     effects(&pi1, &mut f1);
     assert_eq!(f1.cycle(&pi1).await, Acted::Rebooting);
     let identity = pi1.record().identity.unwrap();
-    assert_eq!((identity.id.as_str(), identity.host.as_str()), ("7d46091d5cfa4676b30b362f2bedd4d1", "pi1"));
+    assert_eq!(
+        (identity.id.as_str(), identity.host.as_str()),
+        ("7d46091d5cfa4676b30b362f2bedd4d1", "pi1")
+    );
 
     // The clone: pi1's card, its record included, configured as pi2.
     let pi2 = kernel_deploy_on("pi2", &toml);
@@ -971,9 +1064,17 @@ async fn a_cloned_machine_id_is_detected_and_takes_no_slot() {
         panic!("{acted:?}")
     };
     assert_eq!(w.what, "attention");
-    assert!(w.detail.contains("has the machine id of pi1") && w.detail.contains("systemd-machine-id-setup"), "{}", w.detail);
+    assert!(
+        w.detail.contains("has the machine id of pi1")
+            && w.detail.contains("systemd-machine-id-setup"),
+        "{}",
+        w.detail
+    );
     assert_eq!(Fakes::reboots(&f2.take()), 0);
-    assert_eq!(pi2.view().pending.unwrap().waiting_for.as_deref(), Some("attention"));
+    assert_eq!(
+        pi2.view().pending.unwrap().waiting_for.as_deref(),
+        Some("attention")
+    );
 
     child.kill().unwrap();
     let _ = child.wait();
@@ -982,9 +1083,15 @@ async fn a_cloned_machine_id_is_detected_and_takes_no_slot() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let takes: Vec<_> = lines.iter().filter(|e| e["endpoint"] == "v1/pre-reboot").collect();
+    let takes: Vec<_> = lines
+        .iter()
+        .filter(|e| e["endpoint"] == "v1/pre-reboot")
+        .collect();
     assert_eq!(takes.len(), 1, "only pi1 took a slot: {lines:?}");
-    assert_eq!(takes[0]["id"], "7d46091d5cfa4676b30b362f2bedd4d1", "never the raw machine id");
+    assert_eq!(
+        takes[0]["id"], "7d46091d5cfa4676b30b362f2bedd4d1",
+        "never the raw machine id"
+    );
 }
 
 /// A slot taken by an older agent with the raw machine id (no id recorded) is released

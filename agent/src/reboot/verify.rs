@@ -175,7 +175,10 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
         match default.as_ref().filter(|d| d.system != booted) {
             Some(default)
                 if last_verified.as_deref() == Some(&*default.system.to_string_lossy())
-                    && record.fallback.as_ref().is_none_or(|f| f.from_system != shown) =>
+                    && record
+                        .fallback
+                        .as_ref()
+                        .is_none_or(|f| f.from_system != shown) =>
             {
                 boot.detail = format!(
                     "booted {shown}, not the boot default generation {} (verified): chosen by a person, left as it is",
@@ -289,7 +292,9 @@ async fn check(
         return Verdict::LoopBroken;
     }
     // Only ever to the last generation that booted and verified here.
-    let Some(previous) = last_verified_generation(settings, record).filter(|g| g.system.to_string_lossy() != booted) else {
+    let Some(previous) =
+        last_verified_generation(settings, record).filter(|g| g.system.to_string_lossy() != booted)
+    else {
         boot.detail = format!(
             "health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back\nhint: look at the machine (journalctl -b); `homelab-agent rollback` goes back to the previous generation"
         );
@@ -420,7 +425,10 @@ async fn trial_boot(
         }
         if default.as_ref().is_none_or(|d| d.system != back.system) {
             if let Err(e) = make_default(settings, doors.machine, &back.system, now).await {
-                log::error!("making generation {} the boot default again: {e}", back.number);
+                log::error!(
+                    "making generation {} the boot default again: {e}",
+                    back.number
+                );
             }
         }
         let mut run = Run::new(Outcome::Failed);

@@ -132,9 +132,10 @@ impl View {
         }
         if let Some(p) = &self.pending {
             // Live and waiting for its trial boot: no generation yet.
-            let into = p
-                .generation
-                .map_or_else(|| format!("{} (live)", p.system), |g| format!("generation {g}"));
+            let into = p.generation.map_or_else(
+                || format!("{} (live)", p.system),
+                |g| format!("generation {g}"),
+            );
             let why = match (p.waiting_for.as_deref(), p.detail.as_deref()) {
                 (Some(_), Some(d)) => first_line(d).to_string(),
                 _ => "the next run reboots".into(),

@@ -14,7 +14,13 @@ pub fn resolve(link: &Path) -> Option<PathBuf> {
 /// What a boot loads from a NixOS toplevel: a difference in any of these needs a reboot
 /// (NixOS's auto-upgrade compares the first three; the kernel command line and the device
 /// tree are read by the bootloader too).
-pub const BOOT_PARTS: [&str; 5] = ["kernel", "initrd", "kernel-modules", "kernel-params", "dtbs"];
+pub const BOOT_PARTS: [&str; 5] = [
+    "kernel",
+    "initrd",
+    "kernel-modules",
+    "kernel-params",
+    "dtbs",
+];
 
 /// Whether `current` boots differently from `booted` ([`BOOT_PARTS`]). `None` when either
 /// system is unknown.
@@ -23,7 +29,11 @@ pub fn reboot_required(booted: &Path, current: &Path) -> Option<bool> {
     if booted == current {
         return Some(false);
     }
-    Some(BOOT_PARTS.iter().any(|name| part_differs(&booted, &current, name)))
+    Some(
+        BOOT_PARTS
+            .iter()
+            .any(|name| part_differs(&booted, &current, name)),
+    )
 }
 
 fn part_differs(booted: &Path, current: &Path, name: &str) -> bool {
@@ -122,13 +132,21 @@ mod tests {
             assert_eq!(reboot_required(&booted, &other), Some(true), "{part}");
         }
         // Module trees at different paths: compared by what they hold.
-        for (name, module) in [("same-mods-1", "a.ko"), ("same-mods-2", "a.ko"), ("other-mods", "b.ko")] {
+        for (name, module) in [
+            ("same-mods-1", "a.ko"),
+            ("same-mods-2", "a.ko"),
+            ("other-mods", "b.ko"),
+        ] {
             let dir = system(root.path(), name, &base);
             std::fs::remove_file(dir.join("kernel-modules")).unwrap();
             std::fs::create_dir_all(dir.join("kernel-modules/lib")).unwrap();
             std::fs::write(dir.join("kernel-modules/lib").join(module), "ko").unwrap();
         }
-        let (m1, m2, m3) = (root.path().join("same-mods-1"), root.path().join("same-mods-2"), root.path().join("other-mods"));
+        let (m1, m2, m3) = (
+            root.path().join("same-mods-1"),
+            root.path().join("same-mods-2"),
+            root.path().join("other-mods"),
+        );
         assert_eq!(reboot_required(&m1, &m2), Some(false));
         assert_eq!(reboot_required(&m1, &m3), Some(true));
         // A device tree that appears (or goes away) is a change too.

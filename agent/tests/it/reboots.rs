@@ -201,7 +201,10 @@ fn two_machines_in_one_group_with_one_slot_never_reboot_together() {
             .contains("failed_lock_semaphore_full"),
         "{s2}"
     );
-    assert!(pending["generation"].is_null(), "live, no generation yet: {s2}");
+    assert!(
+        pending["generation"].is_null(),
+        "live, no generation yet: {s2}"
+    );
     // Another run: still waiting, still no reboot.
     pi2.run_once();
     assert!(reboots(&pi2).is_empty());
@@ -229,7 +232,11 @@ fn two_machines_in_one_group_with_one_slot_never_reboot_together() {
     );
     assert_eq!(model_boot(&pi2), pi2_new);
     assert_eq!(pi2.agent(&["verify-boot"]).code(), 0);
-    assert_eq!(pi2.profile_system(), Some(pi2_new), "verified: now the boot default");
+    assert_eq!(
+        pi2.profile_system(),
+        Some(pi2_new),
+        "verified: now the boot default"
+    );
 
     // The server's own log: never two holders at once, and each took and released.
     let events = server.events();
@@ -351,7 +358,10 @@ fn a_boot_that_fails_its_checks_falls_back_reboots_once_and_never_loops() {
     assert_eq!(reboots(&h).len(), 2);
     // The commit is bad: not redeployed.
     assert_eq!(h.profile_system().as_deref(), Some(first.as_path()));
-    assert_eq!(std::fs::canonicalize(h.current_system_link()).unwrap(), first);
+    assert_eq!(
+        std::fs::canonicalize(h.current_system_link()).unwrap(),
+        first
+    );
 }
 
 /// A failed boot verification is a recorded failure like any other: the receivers hear
