@@ -125,7 +125,7 @@ in
         server that is down or refuses means wait, never reboot.
       '';
       group = nullable (types.strMatching "[a-zA-Z0-9.-]+") "FleetLock group (`reboot.group`). `null`: `\"default\"`.";
-      id = nullable types.str "FleetLock id of this machine (`reboot.id`). `null`: its /etc/machine-id.";
+      id = nullable types.str "FleetLock id of this machine (`reboot.id`). `null`: an app-specific hash of its /etc/machine-id (docs/reboots.md).";
     };
 
     bootloader = nullable (types.enum [
