@@ -471,7 +471,7 @@ pub async fn trial_deadline(config: Option<&Path>) -> u8 {
         program: settings.paths.systemctl.clone(),
     };
     let outcome =
-        crate::reboot::deadline::watch(&settings, &rebooter, &crate::reboot::deadline::uptime)
+        crate::reboot::deadline::watch(&settings, &rebooter, &crate::reboot::deadline::since())
             .await;
     match &outcome {
         crate::reboot::deadline::Outcome::NotATrial(why) => println!("nothing to watch: {why}"),

@@ -142,7 +142,7 @@ in
     '';
 
     trialDeadline = nullable duration ''
-      A trial boot not verified this long after its kernel started is rebooted back to the
+      A trial boot not verified this long after its early start (sysinit) is rebooted back to the
       last verified generation (`reboot.trial_deadline`), emergency and rescue mode
       included (`homelab-agent-trial-deadline.service`). `null`: the agent's default, 15
       minutes.

@@ -124,7 +124,7 @@ pub struct RebootSettings {
     pub window: Option<Window>,
     pub fleetlock: Option<FleetLockSettings>,
     pub bootloader: Bootloader,
-    /// A trial boot not verified this long after the kernel started is rebooted back.
+    /// A trial boot not verified this long after its early start (sysinit) is rebooted back.
     pub trial_deadline: Duration,
     /// `[reboot.uboot]`, with its defaults (used when `bootloader = "uboot"`).
     pub uboot: UBootSettings,
