@@ -95,8 +95,9 @@ pub async fn watch(
         }
         tokio::time::sleep((deadline - now).min(LOOK_EVERY)).await;
     }
+    // Short: systemctl's --message keeps 200 characters (doors.rs).
     let reason = format!(
-        "homelab-agent: the trial boot of {system} was not verified within {} ([reboot] trial_deadline); rebooting into the last verified generation",
+        "homelab-agent: trial boot of {system} not verified within {} ([reboot] trial_deadline)",
         humantime::format_duration(deadline)
     );
     log::error!(message_id = crate::logging::message_id::FELL_BACK, system = system.as_str(); "{reason}");

@@ -325,10 +325,11 @@ async fn reboot(
     let generation = pending
         .generation
         .map_or_else(|| pending.system.clone(), |g| format!("generation {g}"));
+    // Short: systemctl's --message keeps 200 characters (doors.rs).
     let reason = if trial {
-        format!("homelab-agent: {generation} boots differently (kernel, initrd, modules, parameters or device tree); rebooting into it once, as a trial")
+        format!("homelab-agent: rebooting once into {generation} as a trial (kernel, initrd, modules, parameters or device tree changed)")
     } else {
-        format!("homelab-agent: {generation} boots differently (kernel, initrd, modules, parameters or device tree); rebooting into it")
+        format!("homelab-agent: rebooting into {generation} (kernel, initrd, modules, parameters or device tree changed)")
     };
     let door = effects.trial.as_ref().filter(|_| trial);
     if let Some(door) = door {

@@ -181,7 +181,8 @@ fn two_machines_in_one_group_with_one_slot_never_reboot_together() {
     let (_, pi1_new) = kernel_deployed(&mut pi1);
     assert_eq!(reboots(&pi1).len(), 1, "pi1 reboots with the slot");
     assert!(
-        reboots(&pi1)[0].contains("rebooting into it once, as a trial"),
+        reboots(&pi1)[0].contains("--message=homelab-agent: rebooting once into /nix/store/")
+            && reboots(&pi1)[0].contains(" as a trial"),
         "{:?}",
         reboots(&pi1)
     );
