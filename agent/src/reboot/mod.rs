@@ -304,8 +304,9 @@ fn note_pending(before: &Record, now: &record::Pending) {
     if changed {
         log::info!(
             message_id = message_id::REBOOT_PENDING, system = now.system.as_str();
-            "reboot pending into generation {}: {detail}",
-            now.generation.map_or("?".into(), |g| g.to_string())
+            "reboot pending into {}: {detail}",
+            now.generation
+                .map_or_else(|| now.system.clone(), |g| format!("generation {g}"))
         );
     } else {
         log::debug!("reboot still pending: {detail}");

@@ -148,8 +148,8 @@ pub fn decide(
             "attention",
             None,
             format!(
-                "already rebooted once for generation {} (at {}), and the machine booted {} instead: not rebooting again for it\nhint: look at the boot (journalctl -b -1); a new deployment or a reboot by hand clears this",
-                show_gen(r.generation),
+                "already rebooted once for {} (at {}), and the machine booted {} instead: not rebooting again for it\nhint: look at the boot (journalctl -b -1); a new deployment or a reboot by hand clears this",
+                r.generation.map_or_else(|| r.system.clone(), |g| format!("generation {g}")),
                 r.at,
                 booted.display()
             ),
@@ -197,10 +197,6 @@ fn add(t: Timestamp, d: Duration) -> Timestamp {
 /// later than it was).
 pub fn rfc3339(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-fn show_gen(g: Option<u32>) -> String {
-    g.map_or("?".into(), |g| g.to_string())
 }
 
 #[cfg(test)]
