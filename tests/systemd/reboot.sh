@@ -571,3 +571,43 @@ group_reboot_model_emergency() {
     "$(printf '%s\n' "$out" "v1 $sys1" "$(reboot_evidence "$m")")"
   machine_down "$m"
 }
+
+# Issue 20 item 2: a deployment whose switch starts verify-boot (switch-to-configuration
+# test starts every wanted unit that is not running: turning reboots on does that once).
+# The fake's hook does what the real switch does in that order: the new system is made
+# current, then the unit is started and waited for.
+group_reboot_same_boot() {
+  local m=hla-$GROUP sys1 sys2 v2 st out unit
+  export REAL_SYSTEMD_NAME=$m
+  reboot_machine "$m" reboot || return
+  sys1=$SYS1
+  unit=$(g verify_unit)
+  # Written from the host into the machine's root (no quoting through g).
+  cat >"$work/machines/$m/merged$FAKE/start-verify.sh" <<SH
+tr '\\0' '\\n' </proc/\$PPID/cmdline | grep -qx test || exit 0
+out=\$(tr '\\0' '\\n' </proc/\$PPID/cmdline | sed -n 's|/bin/switch-to-configuration\$||p')
+ln -sfn "\$out" $FAKE/run/current-system
+systemctl start $unit
+echo "verify-boot started: \$?" >>$FAKE/start-verify.log
+SH
+  g "echo hook:$FAKE/start-verify.sh > $FAKE/faults/all; systemctl stop $unit; rm -f /run/homelab-agent/boot-verified"
+  local c
+  c=$(g cursor)
+  v2=$(g "commit v2")
+  g "timeout 120 systemctl start $SERVICE" >/dev/null 2>&1
+  g "rm -f $FAKE/faults/all"
+  sys2=$(g current)
+  st=$(status_json)
+  out="hook: $(g "cat $FAKE/start-verify.log" 2>&1); current $sys2, booted $(booted), default $(profile_default)"
+  out+=$'\n'"$unit: $(g "systemctl show -P Result -P ExecMainStatus $unit | tr '\n' ' '")"
+  out+=$'\n'"said: $(g "journalctl --after-cursor='$c' -o cat --no-pager -u $unit | grep -c 'started by an activation in this boot'")"
+  [[ $sys2 != "$sys1" ]] && grep -qF "hook: verify-boot started: 0; current $sys2, booted $sys1, default $sys2" <<<"$out" &&
+    grep -qF "$unit: success 0 " <<<"$out" && grep -q '^said: [1-9]' <<<"$out" &&
+    [[ $(q 'd["deployed"]["commit"]' <<<"$st") == "$v2" ]] &&
+    [[ $(q '(d.get("bad_commit") or {}).get("commit")' <<<"$st") == "" ]] &&
+    [[ $(q '((d.get("reboot") or {}).get("fell_back") or {}).get("kind")' <<<"$st") == "" ]] &&
+    [[ $(q 'd["last_run"]["outcome"]' <<<"$st") == deployed ]]
+  check "issue 20: verify-boot started by the deployment's own switch-to-configuration test (the new system current, the unit started and waited for) does nothing and returns at once: the deployment succeeds, no fallback, nothing marked bad" $? \
+    "$(printf '%s\n' "$out" "v1 $sys1, v2 $sys2" "status: $st")"
+  machine_down "$m"
+}
