@@ -561,3 +561,59 @@ fn the_client_and_the_test_server_speak_the_protocol() {
         .collect();
     assert_eq!(holders.len(), 5, "{holders:?}");
 }
+
+/// Kill points of the trial (the `failpoints` feature): the agent killed right after
+/// arming the trial, and verify-boot killed right after promoting it. Each leaves a
+/// consistent machine: the boot default is always a verified generation, and the next
+/// boot or run finishes the job.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_kill_while_arming_or_promoting_a_trial_leaves_a_verified_default() {
+    if !prerequisites() {
+        return;
+    }
+    let mut h = machine("policy = \"when-required\"");
+    let (_, first) = h.bootstrap();
+    boot(&h, &first);
+    h.host("pi1").kernel = "k2".into();
+    h.commit("new kernel");
+    let mut cmd = h.command(&["run", "--once"]);
+    cmd.env("HOMELAB_AGENT_FAILPOINTS", "after_trial_arm");
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        None,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(reboots(&h).is_empty(), "killed before the reboot");
+    // The default never moved; the trial is armed: whoever reboots next boots it once.
+    assert_eq!(h.profile_system().as_deref(), Some(first.as_path()));
+    let second = std::fs::canonicalize(h.current_system_link()).unwrap();
+    assert_eq!(model_boot(&h), second);
+
+    // verify-boot is killed right after the profile and the boot entry moved.
+    let mut cmd = h.command(&["verify-boot"]);
+    cmd.env("HOMELAB_AGENT_FAILPOINTS", "after_trial_promote");
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        None,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        h.profile_system().as_deref(),
+        Some(second.as_path()),
+        "verified: the default"
+    );
+    // The next boot (of the new default) finishes the record; nothing is rebooted.
+    assert_eq!(model_boot(&h), second);
+    let v = h.agent(&["verify-boot"]);
+    assert_eq!(v.code(), 0, "{}\n{}", v.stdout(), v.stderr());
+    let s = h.status();
+    assert_eq!(s["reboot"]["booted"]["verified"], true, "{s}");
+    assert!(s["reboot"]["pending"].is_null(), "{s}");
+    assert!(reboots(&h).is_empty());
+    assert_eq!(h.profile_system().as_deref(), Some(second.as_path()));
+}
