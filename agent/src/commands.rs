@@ -468,6 +468,27 @@ pub async fn trigger(config: Option<&Path>, unit: &str) -> u8 {
     }
 }
 
+/// `trial-deadline`: no run lock (verify-boot may hold it for long); it only reads.
+pub async fn trial_deadline(config: Option<&Path>) -> u8 {
+    let settings = match settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rebooter = crate::reboot::doors::Systemctl {
+        program: settings.paths.systemctl.clone(),
+    };
+    let outcome =
+        crate::reboot::deadline::watch(&settings, &rebooter, &crate::reboot::deadline::since())
+            .await;
+    match &outcome {
+        crate::reboot::deadline::Outcome::NotATrial(why) => println!("nothing to watch: {why}"),
+        crate::reboot::deadline::Outcome::Decided => println!("the trial boot was decided in time"),
+        crate::reboot::deadline::Outcome::Rebooting(why) => println!("{why}"),
+        crate::reboot::deadline::Outcome::RebootFailed(why) => eprintln!("error: {why}"),
+    }
+    outcome.exit_code()
+}
+
 /// How long `verify-boot` waits for a run that holds the lock.
 const VERIFY_LOCK_WAIT: Duration = Duration::from_secs(600);
 
@@ -477,6 +498,12 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
+    if let Some(why) = crate::reboot::verify::started_by_activation(&settings) {
+        // Started by `switch-to-configuration test` during a deployment (issue 20): the
+        // deployment's run holds the lock and waits for this unit; nothing to verify.
+        println!("nothing to verify: {why}");
+        return crate::exit::OK;
+    }
     crate::source::tls_stream::register();
     // A run someone started by hand may hold the lock: wait for it (bounded) rather than
     // fail the boot's verification for it.
@@ -513,7 +540,7 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
         crate::reboot::verify::Verdict::Nothing(why) => println!("nothing to verify: {why}"),
         crate::reboot::verify::Verdict::Verified => println!("boot verified: health checks passed"),
         crate::reboot::verify::Verdict::FellBack { rebooting } => eprintln!(
-            "error: boot verification failed: the previous generation is the boot default again{}",
+            "error: boot verification failed: the last verified generation is the boot default{}",
             if *rebooting { "; rebooting into it" } else { "; the reboot failed: reboot by hand" }
         ),
         crate::reboot::verify::Verdict::FallbackBoot => {

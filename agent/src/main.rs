@@ -197,6 +197,15 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// At every boot (a unit outside multi-user.target, emergency and rescue mode
+    /// included): reboot a trial boot that is not verified within [reboot] trial_deadline
+    #[command(
+        after_help = "Exit codes:\n  0   not a trial boot, verified in time, or the reboot was queued\n  1   the deadline passed and the reboot failed\n  78  invalid configuration"
+    )]
+    TrialDeadline {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Configuration commands
     Config {
         #[command(subcommand)]
@@ -372,6 +381,9 @@ fn main() -> ExitCode {
             }
             Command::VerifyBoot { config } => {
                 commands::verify_boot(pick(config).as_deref()).await
+            }
+            Command::TrialDeadline { config } => {
+                commands::trial_deadline(pick(config).as_deref()).await
             }
             Command::Pause {
                 duration,

@@ -51,10 +51,11 @@ in
       "when-required"
     ]) ''
       When the agent reboots (`reboot.policy`). `"never"` (the agent's default): `status` says
-      a reboot is required and pending, a person reboots. `"when-required"`: after a
-      deployment whose kernel, initrd or kernel modules differ from the booted system's
-      (activated live and health-checked first, like every deployment, then made the boot
-      default), the agent reboots into it, inside
+      a reboot is required and pending, a person decides. `"when-required"`: after a
+      deployment whose kernel, initrd, kernel modules, kernel parameters or device tree
+      differ from the booted system's (activated live and health-checked first, like every
+      deployment, but not made the boot default), the agent reboots into it once as a trial
+      ({option}`services.homelab-agent.reboot.bootloader`), inside
       {option}`services.homelab-agent.reboot.window`, holding a FleetLock slot if
       {option}`services.homelab-agent.reboot.fleetlock.url` is set. Never twice for the same
       generation; the boot is then verified by `homelab-agent verify-boot`.
@@ -124,19 +125,43 @@ in
         server that is down or refuses means wait, never reboot.
       '';
       group = nullable (types.strMatching "[a-zA-Z0-9.-]+") "FleetLock group (`reboot.group`). `null`: `\"default\"`.";
-      id = nullable types.str "FleetLock id of this machine (`reboot.id`). `null`: its /etc/machine-id.";
+      id = nullable types.str "FleetLock id of this machine (`reboot.id`). `null`: an app-specific hash of its /etc/machine-id (docs/reboots.md).";
     };
+
+    bootloader = nullable (types.enum [
+      "none"
+      "uboot"
+    ]) ''
+      The bootloader's one-shot trial (`reboot.bootloader`; docs/reboots.md). A deployment
+      that needs a reboot is activated live and health-checked, but becomes the boot default
+      only once a trial boot into it verified. `"uboot"`: U-Boot + extlinux with its
+      environment in `uboot.env` (the Pi image): the agent arms a one-entry trial and the
+      one-shot flag (`fw_setenv`), and reboots. `"none"` (`null`: the agent's default): no
+      trial mechanism; such a deployment stays live and pending, never the boot default
+      unverified, and `status` says what to do.
+    '';
+
+    trialDeadline = nullable duration ''
+      A trial boot not verified this long after its early start (sysinit) is rebooted back to the
+      last verified generation (`reboot.trial_deadline`), emergency and rescue mode
+      included (`homelab-agent-trial-deadline.service`). `null`: the agent's default, 15
+      minutes.
+    '';
 
     verifyBoot = mkOption {
       type = types.bool;
       default = whenRequired;
       defaultText = lib.literalExpression ''services.homelab-agent.reboot.policy == "when-required"'';
       description = ''
-        Run `homelab-agent verify-boot` at every boot, before `boot-complete.target`: after
-        the agent's reboot into a new generation it runs the health checks (pass: verified,
-        the FleetLock slot released; fail: the previous generation becomes the boot default
-        again, the commit is marked bad, one reboot), and it records a boot that is not the
-        profile's default (the bootloader fell back) as a failed deployment.
+        Run `homelab-agent verify-boot` at every boot, before `boot-complete.target`: in the
+        agent's trial boot it runs the health checks (pass: the generation becomes the boot
+        default, the FleetLock slot is released; fail: the commit is marked bad, one reboot
+        into the untouched default, the last verified generation); a boot of a default that
+        never verified here is checked too, and falls back to the last verified generation;
+        a boot that is not the profile's default (the bootloader fell back) is recorded as a
+        failed deployment. Started by `switch-to-configuration test` in the deployment's own
+        boot, it does nothing. With it comes
+        `homelab-agent-trial-deadline.service` (see {option}`services.homelab-agent.reboot.trialDeadline`).
       '';
     };
 
@@ -151,7 +176,8 @@ in
   config = lib.mkMerge [
     {
       services.homelab-agent.reboot.rendered = {
-        inherit (r) policy delay;
+        inherit (r) policy delay bootloader;
+        trial_deadline = r.trialDeadline;
         max_wait = r.maxWait;
         fleetlock_url = r.fleetlock.url;
         inherit (r.fleetlock) group id;
@@ -212,6 +238,34 @@ in
       };
       # The first run after a boot comes after its verification.
       systemd.services.homelab-agent.after = [ "homelab-agent-verify-boot.service" ];
+
+      # The bound on a trial boot (docs/reboots.md): started in every boot, early and
+      # outside multi-user.target, so a trial that ends in emergency or rescue mode (where
+      # verify-boot never starts) is rebooted too; it exits at once in any other boot.
+      systemd.services.homelab-agent-trial-deadline = {
+        description = "homelab-agent: reboot a trial boot that is not verified in time";
+        wantedBy = [
+          "sysinit.target"
+          "emergency.target"
+          "rescue.target"
+        ];
+        after = [ "local-fs.target" ];
+        before = [ "shutdown.target" ];
+        unitConfig = {
+          DefaultDependencies = false;
+          Conflicts = "shutdown.target";
+          # Isolating emergency.target or rescue.target does not stop the watch.
+          IgnoreOnIsolate = true;
+        };
+        restartIfChanged = false;
+        stopIfChanged = false;
+        serviceConfig = {
+          Type = "simple";
+          ExecStart = "${lib.getExe cfg.package} --config /etc/homelab-agent/config.toml trial-deadline";
+          # `systemctl reboot` when the deadline passes.
+          Environment = "PATH=${lib.makeBinPath [ config.systemd.package ]}";
+        };
+      };
     })
   ];
 }

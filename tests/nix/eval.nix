@@ -254,6 +254,8 @@ let
 
   # services.homelab-agent.reboot (modules/homelab-agent/reboot.nix).
   rebooting = agent (base {
+    # verify-boot's checks: the agent refuses "when-required" without any.
+    health.checks = [ { systemd.units = [ "sshd.service" ]; } ];
     reboot = {
       policy = "when-required";
       delay = "10min";
@@ -612,6 +614,49 @@ let
         ExecStart = "${fake "homelab-agent"}/bin/homelab-agent --config /etc/homelab-agent/config.toml verify-boot";
       }
     )
+    (expect "reboot: the trial deadline unit runs outside multi-user.target, emergency and rescue included"
+      (
+        let
+          u = rebooting.c.systemd.services.homelab-agent-trial-deadline;
+        in
+        {
+          inherit (u) wantedBy unitConfig restartIfChanged;
+          inherit (u.serviceConfig) Type ExecStart;
+        }
+      )
+      {
+        wantedBy = [
+          "sysinit.target"
+          "emergency.target"
+          "rescue.target"
+        ];
+        unitConfig = {
+          DefaultDependencies = false;
+          Conflicts = "shutdown.target";
+          IgnoreOnIsolate = true;
+        };
+        restartIfChanged = false;
+        Type = "simple";
+        ExecStart = "${fake "homelab-agent"}/bin/homelab-agent --config /etc/homelab-agent/config.toml trial-deadline";
+      }
+    )
+    (expect "reboot: bootloader and trial deadline in the [reboot] table"
+      (agent (base {
+        reboot = {
+          policy = "when-required";
+          bootloader = "uboot";
+          trialDeadline = "20min";
+        };
+      })).toml.reboot
+      {
+        policy = "when-required";
+        bootloader = "uboot";
+        trial_deadline = "20min";
+      }
+    )
+    (expectTypeError "reboot: a bootloader the agent has no trial for is a type error" (base {
+      reboot.bootloader = "grub";
+    }))
     (expect "reboot: the agent's first run after a boot waits for its verification"
       (lib.elem "homelab-agent-verify-boot.service" rebooting.unit.after)
       true
@@ -975,6 +1020,10 @@ let
         bad-duration = {
           settings.build.timeout = "soon";
           key = "build.timeout";
+        };
+        reboot-without-checks = {
+          settings.reboot.policy = "when-required";
+          key = "reboot.policy";
         };
         reboot-policy = {
           settings.reboot.policy = "always";

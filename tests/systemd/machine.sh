@@ -11,6 +11,16 @@
 #     generation the system profile points at;
 #   - a one-shot entry ($FAKE/bootloader/oneshot, as systemd-boot's LoaderEntryOneShot)
 #     is booted once instead: what the harness uses to model "the bootloader fell back";
+#   - the agent's one-shot trial (`[reboot] bootloader = "test-model"`, a MODEL of the
+#     U-Boot door: $FAKE/model-boot/trial-model.flag and trial-model.system): the flag is
+#     cleared first, then the trial system boots once (how "trial"), as the U-Boot boot
+#     command provisioned by the module does; a trial entry marked never-boots (below) is
+#     tried and the default boots instead (how "trial-reset"): the board reset by
+#     `panic=N`. The QEMU tier proves this with real U-Boot (trial_panics, trial_verifies);
+#   - a generation marked $FAKE/bootloader/emergency/<store name> (or emergency/kernel-<its
+#     kernel>) boots into emergency mode (`systemd.unit=emergency.target` to PID 1), where
+#     the emergency shell waits for a person who never comes (emergency.service's shell is
+#     replaced by a sleep: nobody types a root password in a test);
 #   - boot counting: a generation marked $FAKE/bootloader/never-boots/<store name> (or
 #     never-boots/kernel-<its kernel>) never reaches userspace; the bootloader tries it
 #     (logged, no container is started for it) and boots the profile's previous
@@ -57,15 +67,27 @@ bootloader() {
     default=$(inside "$MACHINE_FAKE/profiles/system")
   fi
   entry=$default how=default
+  marked() { [[ -e $fake/bootloader/$1/${2##*/} ]] || [[ -e $fake/bootloader/$1/kernel-$(cat "$m$2/kernel" 2>/dev/null) ]]; }
   if [[ -s $fake/bootloader/oneshot ]]; then
     entry=$(<"$fake/bootloader/oneshot") how=oneshot
     rm -f "$fake/bootloader/oneshot"
+  elif [[ -e $fake/model-boot/trial-model.flag ]]; then
+    rm -f "$fake/model-boot/trial-model.flag"
+    entry=$(<"$fake/model-boot/trial-model.system") how=trial
+    if marked never-boots "$entry"; then
+      tried+=("$entry")
+      entry=$default how=trial-reset
+    fi
   fi
-  while [[ -n $entry ]] && { [[ -e $fake/bootloader/never-boots/${entry##*/} ]] ||
-    [[ -e $fake/bootloader/never-boots/kernel-$(cat "$m$entry/kernel" 2>/dev/null) ]]; }; do
+  while [[ -n $entry ]] && marked never-boots "$entry"; do
     tried+=("$entry")
     entry=$(previous_generation "$m" "$entry") how=fallback
   done
+  rm -f "${m%/merged}/boot-args"
+  if [[ -n $entry ]] && marked emergency "$entry"; then
+    echo systemd.unit=emergency.target >"${m%/merged}/boot-args"
+    how+=-emergency
+  fi
   rm -rf "$fake/run"
   mkdir -p "$fake/run"
   if [[ -n $entry ]]; then
@@ -102,7 +124,12 @@ previous_generation() {
 provision() {
   local m=$1
   mkdir -p "$m/etc/systemd/system/sysinit.target.wants" "$m/etc/systemd/system/multi-user.target.wants" \
-    "$m$MACHINE_FAKE/bootloader/never-boots" "$m$MACHINE_FAKE/bootloader/breaks"
+    "$m$MACHINE_FAKE/bootloader/never-boots" "$m$MACHINE_FAKE/bootloader/breaks" \
+    "$m$MACHINE_FAKE/bootloader/emergency" "$m$MACHINE_FAKE/model-boot" \
+    "$m/etc/systemd/system/emergency.service.d"
+  # Emergency mode's shell waits for a person who never comes (see the top).
+  printf '[Service]\nExecStart=\nExecStart=/bin/sleep infinity\nExecStopPost=\n' \
+    >"$m/etc/systemd/system/emergency.service.d/hla-model.conf"
   cat >"$m/etc/systemd/system/kernel-driver.service" <<UNIT
 [Unit]
 Description=What the booted kernel brings up (fails on a generation marked broken)
@@ -156,7 +183,8 @@ supervise() {
     line=$(bootloader "$dir/merged" "$n" 2>&1)
     echo "$(date -u +%T.%N | cut -c1-12) $line" >>"$dir/boots.log"
     mkdir -p "/run/real-systemd/$name"
-    systemd-nspawn "$@" </dev/null >>"$dir/console.log" 2>&1 &
+    # shellcheck disable=SC2046 # the bootloader's arguments to PID 1, one word each
+    systemd-nspawn "$@" $(cat "$dir/boot-args" 2>/dev/null) </dev/null >>"$dir/console.log" 2>&1 &
     pid=$!
     echo "$pid" >"/run/real-systemd/$name/nspawn.pid"
     echo "$n" >"$dir/boots"
@@ -199,10 +227,11 @@ machine_up() {
 # machine_boots NAME: how many times the machine has booted (0 before the first).
 machine_boots() { cat "$work/machines/$1/boots" 2>/dev/null || echo 0; }
 
-# machine_wait NAME N [SECONDS]: until boot N (or a later one) of the machine is up:
-# its systemd says running or degraded.
+# machine_wait NAME N [SECONDS] [STATES]: until boot N (or a later one) of the machine is
+# up: its systemd says running or degraded (or one of STATES, e.g. "maintenance": emergency
+# mode).
 machine_wait() {
-  local name=$1 want=$2 secs=${3:-90} dir=$work/machines/$1 i state=
+  local name=$1 want=$2 secs=${3:-90} states=${4:-running degraded} dir=$work/machines/$1 i state=
   for ((i = 0; i < secs * 5; i++)); do
     if [[ -e $dir/exit ]]; then
       echo "machine $name stopped (nspawn exit $(<"$dir/exit")) while waiting for boot $want" >&2
@@ -211,7 +240,7 @@ machine_wait() {
     fi
     if (($(machine_boots "$name") >= want)); then
       state=$(REAL_SYSTEMD_NAME=$name timeout 10 "$RS/exec" systemctl is-system-running 2>/dev/null </dev/null)
-      case $state in running | degraded) return 0 ;; esac
+      [[ -n $state && " $states " == *" $state "* ]] && return 0
     fi
     sleep 0.2
   done

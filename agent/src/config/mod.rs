@@ -28,7 +28,7 @@ pub use bounds::DurationKey;
 pub use metrics::MetricsSettings;
 pub use names::{default_attribute, valid_unit_name, validate_branch, validate_host};
 use raw::RawConfig;
-pub use reboot::{FleetLockSettings, RebootPolicy, RebootSettings, Window};
+pub use reboot::{Bootloader, FleetLockSettings, RebootPolicy, RebootSettings, Window};
 use validate::Validator;
 
 /// Where the config is read from when `--config` is not given.
@@ -322,6 +322,20 @@ mod tests {
         assert_eq!(s.build.timeout, Duration::from_secs(7200));
         assert_eq!(s.health.settle, Duration::from_secs(10));
         assert_eq!(s.activation.mode, ActivationMode::Auto);
+    }
+
+    #[test]
+    fn when_required_without_health_checks_is_refused_with_a_hint() {
+        let text = format!("{MINIMAL}[reboot]\npolicy = \"when-required\"\n");
+        let e = parse_str(&text).unwrap_err().to_string();
+        assert!(e.contains("reboot.policy"), "{e}");
+        assert!(e.contains("needs at least one [[health.checks]]"), "{e}");
+        assert!(e.contains("hint: add checks"), "{e}");
+        let with_check =
+            format!("{text}[[health.checks]]\ntype = \"tcp\"\naddress = \"127.0.0.1:22\"\n");
+        assert!(parse_str(&with_check).is_ok());
+        // "never" with no checks stays valid: nothing reboots.
+        assert!(parse_str(&format!("{MINIMAL}[reboot]\npolicy = \"never\"\n")).is_ok());
     }
 
     #[test]

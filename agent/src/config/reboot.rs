@@ -10,6 +10,14 @@
 //! fleetlock_url = "http://lock.lan:8080"   # take a FleetLock slot before rebooting
 //! group = "default"            # FleetLock group
 //! id = "…"                     # FleetLock id (default: /etc/machine-id)
+//! bootloader = "uboot"         # none (default) | uboot: the one-shot trial (docs/reboots.md)
+//! trial_deadline = "15m"       # a trial boot not verified by then is rebooted back
+//! [reboot.uboot]               # only with bootloader = "uboot"; every key optional
+//! fw_env_config = "/etc/fw_env.config"
+//! fw_printenv = "fw_printenv"  # from PATH, or an absolute path
+//! fw_setenv = "fw_setenv"
+//! boot_dir = "/boot"           # holds extlinux/extlinux.conf
+//! panic_seconds = 10           # panic=N on the trial's kernel command line
 //! [reboot.window]
 //! days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 //! start = "01:00"              # nixpkgs' rebootWindow.lower
@@ -23,6 +31,8 @@ use jiff::civil::{Time, Weekday};
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 
+use crate::reboot::trial::UBootSettings;
+
 use super::bounds::{self, DurationKey};
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +45,44 @@ pub(super) struct RawReboot {
     pub(super) group: Option<String>,
     pub(super) id: Option<String>,
     pub(super) window: Option<RawWindow>,
+    pub(super) bootloader: Option<Bootloader>,
+    pub(super) trial_deadline: Option<String>,
+    pub(super) uboot: Option<RawUBoot>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawUBoot {
+    pub(super) fw_env_config: Option<String>,
+    pub(super) fw_printenv: Option<String>,
+    pub(super) fw_setenv: Option<String>,
+    pub(super) boot_dir: Option<String>,
+    pub(super) panic_seconds: Option<u32>,
+}
+
+/// The bootloader's one-shot trial mechanism (`[reboot] bootloader`; docs/reboots.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bootloader {
+    /// No trial mechanism: a deployment that needs a reboot stays live and pending, never
+    /// the boot default unverified.
+    None,
+    /// U-Boot + extlinux with the environment in `uboot.env` (the Pi image).
+    Uboot,
+    /// A model for the project's own tests, never a machine's bootloader: a flag file and
+    /// a trial file in `[reboot.uboot] boot_dir` that the test harnesses' model bootloader
+    /// reads (`reboot/model_door.rs`).
+    TestModel,
+}
+
+impl Bootloader {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bootloader::None => "none",
+            Bootloader::Uboot => "uboot",
+            Bootloader::TestModel => "test-model",
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +123,11 @@ pub struct RebootSettings {
     pub max_wait: Option<Duration>,
     pub window: Option<Window>,
     pub fleetlock: Option<FleetLockSettings>,
+    pub bootloader: Bootloader,
+    /// A trial boot not verified this long after its early start (sysinit) is rebooted back.
+    pub trial_deadline: Duration,
+    /// `[reboot.uboot]`, with its defaults (used when `bootloader = "uboot"`).
+    pub uboot: UBootSettings,
 }
 
 impl Default for RebootSettings {
@@ -85,7 +138,21 @@ impl Default for RebootSettings {
             max_wait: None,
             window: None,
             fleetlock: None,
+            bootloader: Bootloader::None,
+            trial_deadline: Duration::from_secs(15 * 60),
+            uboot: uboot_defaults(),
         }
+    }
+}
+
+/// The defaults of `[reboot.uboot]` (what the NixOS module provisions).
+pub fn uboot_defaults() -> UBootSettings {
+    UBootSettings {
+        fw_env_config: "/etc/fw_env.config".into(),
+        fw_printenv: "fw_printenv".into(),
+        fw_setenv: "fw_setenv".into(),
+        boot_dir: "/boot".into(),
+        panic_seconds: 10,
     }
 }
 
@@ -144,6 +211,14 @@ pub const MAX_WAIT: DurationKey = DurationKey {
     max: Duration::from_secs(365 * 24 * 3600),
 };
 
+/// `[reboot] trial_deadline`: long enough for a slow first boot and the health checks'
+/// own timeout, short enough that a hung trial is back within the hour.
+pub const TRIAL_DEADLINE: DurationKey = DurationKey {
+    default: "15m",
+    min: Duration::from_secs(60),
+    max: Duration::from_secs(24 * 3600),
+};
+
 /// A key path and what is wrong with it.
 pub(super) type KeyProblem = (String, String);
 
@@ -188,12 +263,71 @@ pub(super) fn validate(raw: RawReboot) -> Result<RebootSettings, KeyProblem> {
             None
         }
     };
+    let bootloader = raw.bootloader.unwrap_or(Bootloader::None);
+    let trial_deadline = duration(
+        "reboot.trial_deadline",
+        raw.trial_deadline
+            .as_deref()
+            .unwrap_or(TRIAL_DEADLINE.default),
+        &TRIAL_DEADLINE,
+    )?;
+    if raw.uboot.is_some() && bootloader == Bootloader::None {
+        return Err(problem(
+            "reboot.uboot",
+            "only used with reboot.bootloader = \"uboot\": set that too, or leave the table out",
+        ));
+    }
     Ok(RebootSettings {
         policy: raw.policy.unwrap_or(RebootPolicy::Never),
         delay,
         max_wait,
         window,
         fleetlock,
+        bootloader,
+        trial_deadline,
+        uboot: uboot(raw.uboot.unwrap_or_default())?,
+    })
+}
+
+fn uboot(raw: RawUBoot) -> Result<UBootSettings, KeyProblem> {
+    let path = |key: &str, value: Option<String>, default: &str, program: bool| {
+        let text = value.unwrap_or_else(|| default.to_string());
+        let key = format!("reboot.uboot.{key}");
+        if text.is_empty() || text.chars().any(|c| c.is_control()) {
+            return Err(problem(
+                &key,
+                format!("{text:?}: an empty path or one with control characters"),
+            ));
+        }
+        // A program may be a bare name looked up in PATH; a file or directory is absolute.
+        if !(text.starts_with('/') || program && !text.contains('/')) {
+            let want = if program {
+                "a program name found in PATH, or an absolute path"
+            } else {
+                "an absolute path"
+            };
+            return Err(problem(&key, format!("{text:?}: expected {want}")));
+        }
+        Ok(std::path::PathBuf::from(text))
+    };
+    let panic_seconds = raw.panic_seconds.unwrap_or(10);
+    if !(1..=600).contains(&panic_seconds) {
+        return Err(problem(
+            "reboot.uboot.panic_seconds",
+            format!("{panic_seconds}: between 1 and 600 (seconds before a panicking trial kernel resets the board)"),
+        ));
+    }
+    Ok(UBootSettings {
+        fw_env_config: path(
+            "fw_env_config",
+            raw.fw_env_config,
+            "/etc/fw_env.config",
+            false,
+        )?,
+        fw_printenv: path("fw_printenv", raw.fw_printenv, "fw_printenv", true)?,
+        fw_setenv: path("fw_setenv", raw.fw_setenv, "fw_setenv", true)?,
+        boot_dir: path("boot_dir", raw.boot_dir, "/boot", false)?,
+        panic_seconds,
     })
 }
 
@@ -209,6 +343,11 @@ pub fn summary(s: &RebootSettings) -> String {
     if let Some(f) = &s.fleetlock {
         line.push_str(&format!(", FleetLock {} group {}", f.url, f.group));
     }
+    line.push_str(&format!(
+        ", bootloader {} (trial deadline {})",
+        s.bootloader.as_str(),
+        humantime::format_duration(s.trial_deadline)
+    ));
     line
 }
 
@@ -410,7 +549,7 @@ mod tests {
         assert_eq!((f.group.as_str(), f.id.clone()), ("pis", None));
         assert_eq!(
             summary(&s),
-            "when-required, window sat,sun 23:00-04:30 UTC, FleetLock http://127.0.0.1:9/base group pis"
+            "when-required, window sat,sun 23:00-04:30 UTC, FleetLock http://127.0.0.1:9/base group pis, bootloader none (trial deadline 15m)"
         );
     }
 
@@ -487,5 +626,82 @@ mod tests {
             assert!(m.contains(words), "{text}: {m}");
         }
         assert!(toml::from_str::<RawReboot>("policy = \"always\"").is_err());
+    }
+
+    #[test]
+    fn the_trial_keys_default_and_parse() {
+        let s = validate(RawReboot::default()).unwrap();
+        assert_eq!(s.bootloader, Bootloader::None);
+        assert_eq!(s.trial_deadline, Duration::from_secs(900));
+        assert_eq!(s.uboot, uboot_defaults());
+        let s = validate(raw(
+            "bootloader = \"uboot\"\ntrial_deadline = \"20m\"\n[uboot]\nfw_env_config = \"/run/fw_env.config\"\nfw_setenv = \"/opt/bin/fw_setenv\"\nboot_dir = \"/mnt/boot\"\npanic_seconds = 5\n",
+        ))
+        .unwrap();
+        assert_eq!(s.bootloader, Bootloader::Uboot);
+        assert_eq!(s.trial_deadline, Duration::from_secs(1200));
+        assert_eq!(
+            s.uboot,
+            UBootSettings {
+                fw_env_config: "/run/fw_env.config".into(),
+                fw_printenv: "fw_printenv".into(),
+                fw_setenv: "/opt/bin/fw_setenv".into(),
+                boot_dir: "/mnt/boot".into(),
+                panic_seconds: 5,
+            }
+        );
+    }
+
+    #[test]
+    fn bad_trial_keys_name_their_key_and_say_why() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("bootloader = \"grub\"", "", "unknown variant"),
+            (
+                "trial_deadline = \"10s\"",
+                "reboot.trial_deadline",
+                "too short",
+            ),
+            (
+                "trial_deadline = \"3d\"",
+                "reboot.trial_deadline",
+                "too long",
+            ),
+            (
+                "[uboot]\npanic_seconds = 5",
+                "reboot.uboot",
+                "bootloader = \"uboot\"",
+            ),
+            (
+                "bootloader = \"uboot\"\n[uboot]\npanic_seconds = 0",
+                "reboot.uboot.panic_seconds",
+                "between 1 and 600",
+            ),
+            (
+                "bootloader = \"uboot\"\n[uboot]\nboot_dir = \"boot\"",
+                "reboot.uboot.boot_dir",
+                "an absolute path",
+            ),
+            (
+                "bootloader = \"uboot\"\n[uboot]\nfw_setenv = \"bin/fw_setenv\"",
+                "reboot.uboot.fw_setenv",
+                "found in PATH",
+            ),
+        ];
+        for (text, key, says) in cases {
+            match toml::from_str::<RawReboot>(text) {
+                Err(e) => {
+                    assert!(key.is_empty(), "{text}: {e}");
+                    assert!(e.to_string().contains(says), "{text}: {e}");
+                }
+                Ok(r) => {
+                    let (k, m) = validate(r).unwrap_err();
+                    assert_eq!(&k, key, "{text}: {m}");
+                    assert!(m.contains(says), "{text}: {m}");
+                }
+            }
+        }
+        let e = toml::from_str::<RawReboot>("bootloader = \"uboot\"\n[uboot]\nfw_env = \"x\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `fw_env`"), "{e}");
     }
 }

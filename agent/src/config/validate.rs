@@ -80,6 +80,17 @@ impl Validator<'_> {
             }
             None => default_attribute(&host),
         };
+        let checks_configured = !raw.health.checks.is_empty();
+        let reboot = super::reboot::validate(raw.reboot)
+            .map_err(|(key, message)| KeyError { key, message })?;
+        // verify-boot is the health checks on the new kernel: without any, every trial
+        // boot would "verify" and become the boot default unchecked (issue 19).
+        if reboot.policy == super::RebootPolicy::WhenRequired && !checks_configured {
+            return Err(err(
+                "reboot.policy",
+                "\"when-required\" needs at least one [[health.checks]]: they decide whether a reboot into a new kernel is kept\nhint: add checks that prove this machine works (e.g. type = \"systemd\" with your services, type = \"remote\"), or set policy = \"never\"",
+            ));
+        }
         Ok(Settings {
             file: self.file.to_path_buf(),
             digest: String::new(), // set by `parse`, which has the text
@@ -100,8 +111,7 @@ impl Validator<'_> {
             },
             health: self.health(raw.health)?,
             notify: self.notify(raw.notify)?,
-            reboot: super::reboot::validate(raw.reboot)
-                .map_err(|(key, message)| KeyError { key, message })?,
+            reboot,
             run: RunSettings {
                 interval: self.duration(
                     "run.interval",

@@ -6,6 +6,13 @@
 //!                        └──────── any failure ─────────→ restore the previous system
 //! ```
 //!
+//! A deployment that boots differently from the booted system (kernel, initrd, modules,
+//! kernel parameters, device tree: `system::reboot_required`) also stops after the health
+//! checks ([`Ending::Live`]): it is live, and it becomes the profile's generation and the
+//! boot default only once a trial boot into it verified (`reboot/verify.rs`; the rule of
+//! docs/reboots.md). Until then the profile stays at the last verified generation, so a
+//! power cut, a kill or any recovery goes back to a generation that booted here.
+//!
 //! A test plan (the testing branch, `testing.rs`) stops after the health checks: the
 //! profile and the boot default never move, and recovery (`recover.rs`) treats a killed
 //! test like a killed deployment that had not committed: back to the profile's generation.
@@ -54,6 +61,9 @@ pub enum Ending {
     /// A test plan ([`IntentKind::Test`]) ended healthy: live now, and nothing more. No
     /// generation was made; the profile and the boot default did not move.
     Tested { checks: Vec<CheckResult> },
+    /// A deployment that needs a reboot ended healthy: live now, not the boot default; the
+    /// profile did not move. The reboot side (`reboot/`) boots it once as a trial.
+    Live { checks: Vec<CheckResult> },
     /// Failed; `back` says what became of the way back.
     Failed { failed: StepFailure, back: Back },
 }
@@ -202,6 +212,16 @@ impl Agent {
                 report.results,
             ));
         }
+        if intent.kind == IntentKind::Deploy && self.needs_reboot(target) {
+            // Only a boot that verified makes it the default (reboot/verify.rs).
+            log::info!(
+                "{} boots differently from the booted system (kernel, initrd, modules, parameters or device tree): live now, the boot default stays the last verified generation until a trial boot into it verified",
+                target.display()
+            );
+            return Ok(Ending::Live {
+                checks: report.results,
+            });
+        }
         if intent.kind == IntentKind::Test {
             // A test activation never commits: the profile and the boot default stay
             // where they are, and a reboot or the next deployment replaces the tested
@@ -231,6 +251,11 @@ impl Agent {
             generation,
             checks: report.results,
         })
+    }
+
+    /// Whether `target` needs a reboot: it boots differently from the booted system.
+    fn needs_reboot(&self, target: &Path) -> bool {
+        crate::system::reboot_required(&self.settings.paths.booted_system, target) == Some(true)
     }
 
     /// Makes `target` the live system and the profile's current generation again.

@@ -302,7 +302,7 @@ impl Agent {
                 });
                 Exit::RollbackFailed
             }
-            Ending::Tested { checks } => {
+            Ending::Tested { checks } | Ending::Live { checks } => {
                 let error = "the rollback was activated but not committed".to_string();
                 record::wrong_ending(&mut run, checks, error)
             }

@@ -260,6 +260,23 @@ impl Agent {
                 );
                 Exit::Ok
             }
+            Ending::Live { checks } => {
+                run.checks = checks;
+                // No generation: the profile and the boot default did not move.
+                state.deployed = Some(Deployed {
+                    commit: Some(fetched.commit.clone()),
+                    subject: Some(fetched.subject.clone()),
+                    system: shown.clone(),
+                    generation: None,
+                    at: state::now(),
+                });
+                log::info!(
+                    commit = fetched.commit.as_str(), system = shown.as_str(),
+                    message_id = message_id::DEPLOYED;
+                    "deployed {} ({}) live; it needs a reboot, and becomes the boot default only once a trial boot into it verified", short(&fetched.commit), fetched.subject
+                );
+                Exit::Ok
+            }
             Ending::Failed { failed, back } => {
                 let (f, exit) = record_failure(state, &mut run, failed, back, None);
                 failure = Some(f);

@@ -205,10 +205,44 @@ impl Agent {
         let (Some(current), Some(profile)) = (machine.current_system(), machine.profile()) else {
             return None;
         };
+        let shown = current.display().to_string();
+        let live_deploy = state
+            .deployed
+            .as_ref()
+            .filter(|d| d.generation.is_none() && d.system != profile.system.display().to_string());
         if current == profile.system {
+            if let Some(lost) = live_deploy.filter(|d| d.system != shown) {
+                // A deployment live and waiting for its trial boot is gone: a reboot (a
+                // power cut, a person) booted the boot default, the last verified
+                // generation. The next poll activates it again.
+                log::warn!(
+                    "{} was live and waiting for its trial boot, and a reboot booted generation {} instead; activating it again",
+                    lost.system,
+                    profile.number
+                );
+                state.last_handled = None;
+                let back = profile.system.display().to_string();
+                let commit = state
+                    .history
+                    .iter()
+                    .find(|r| r.system.as_deref() == Some(&back) && r.outcome == Outcome::Deployed)
+                    .and_then(|r| r.commit.clone());
+                state.deployed = Some(crate::state::Deployed {
+                    commit,
+                    subject: None,
+                    system: back,
+                    generation: Some(profile.number),
+                    at: crate::state::now(),
+                });
+                return self.save(state).err().map(|f| self.stop_run(f));
+            }
             return None;
         }
-        let shown = current.display().to_string();
+        if live_deploy.is_some_and(|d| d.system == shown) {
+            // A deployment that needs a reboot: healthy, live, and the boot default stays
+            // the last verified generation until its trial boot verified (docs/reboots.md).
+            return None;
+        }
         if super::testing::on_test(state, &shown) {
             // The testing branch's commit, healthy, live until a reboot or the next
             // deployment: expected, not drift.

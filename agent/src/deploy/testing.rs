@@ -195,6 +195,10 @@ impl Agent {
                     format!("the test of {commit} was committed as generation {generation}");
                 wrong_ending(&mut run, checks, error)
             }
+            Ending::Live { checks } => {
+                let error = format!("the test of {commit} ended as a deployment");
+                wrong_ending(&mut run, checks, error)
+            }
         };
         self.close(state, run, exit)
     }

@@ -908,3 +908,103 @@ async fn a_changed_configuration_ends_a_configuration_failures_backoff() {
         .unwrap();
     assert_eq!(b.w().calls.iter().filter(|c| *c == "build c1").count(), 1);
 }
+
+/// A bench whose booted system `s0` and new system `k` are real directories: `k` has
+/// another kernel, so it needs a reboot (issue 19: `system::reboot_required`).
+fn kernel_bench() -> (Bench, PathBuf) {
+    let b = Bench::new();
+    let d = b.dir.path().to_path_buf();
+    let (old, new) = (d.join("store/s0"), d.join("store/k"));
+    for (dir, kernel) in [(&old, "k1"), (&new, "k2")] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("kernel"), kernel).unwrap();
+    }
+    std::os::unix::fs::symlink(&old, d.join("booted")).unwrap();
+    {
+        let mut w = b.w();
+        w.current = Some(old.clone());
+        w.generations = vec![old];
+    }
+    (b, new)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_deploy_that_needs_a_reboot_stays_live_and_never_moves_the_boot_default() {
+    let (b, k) = kernel_bench();
+    b.push("c1", Ok(k.clone()));
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert_eq!(b.switches(), [format!("test {}", k.display())]);
+    assert!(
+        !b.w().calls.iter().any(|c| c.starts_with("set ")),
+        "{:?}",
+        b.w().calls
+    );
+    assert_eq!(b.w().profile, Some(1));
+    let state = b.state();
+    let deployed = state.deployed.unwrap();
+    assert_eq!(
+        (deployed.system, deployed.generation),
+        (k.display().to_string(), None)
+    );
+    assert_eq!(state.history[0].outcome, Outcome::Deployed);
+    assert!(state.intent.is_none());
+    // The next poll: up to date, and live-but-not-default is expected, not drift to undo.
+    b.w().calls.clear();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert!(b.switches().is_empty(), "{:?}", b.w().calls);
+    assert_eq!(b.w().current.as_ref(), Some(&k));
+}
+
+/// A power cut or a person reboots while it waits for its trial: the boot default (the
+/// last verified generation) boots, and the next run activates the deployment again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_reboot_deploy_lost_to_an_unplanned_reboot_is_activated_again() {
+    let (b, k) = kernel_bench();
+    b.push("c1", Ok(k.clone()));
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    let s0 = b.w().generations[0].clone();
+    b.w().current = Some(s0.clone()); // the reboot
+    b.w().calls.clear();
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    assert!(
+        b.w().calls.contains(&"build c1".to_string()),
+        "{:?}",
+        b.w().calls
+    );
+    assert_eq!(b.switches(), [format!("test {}", k.display())]);
+    assert_eq!(b.w().profile, Some(1));
+    assert_eq!(b.w().current.as_ref(), Some(&k));
+}
+
+/// The interruption recovery for the new ending: a kill at any step of a reboot deploy
+/// ends on the profile's (last verified) system, which never moved.
+#[tokio::test(flavor = "current_thread")]
+async fn a_kill_during_a_reboot_deploy_ends_on_the_untouched_profile() {
+    for point in ["build c1", "test", "health"] {
+        let (b, k) = kernel_bench();
+        let at = if point == "test" {
+            format!("test {}", k.display())
+        } else {
+            point.to_string()
+        };
+        b.w().die_at = Some(at);
+        b.push("c1", Ok(k.clone()));
+        assert_eq!(b.run().await, None, "{point}: did not die");
+        b.run().await.expect("the second run finishes");
+        // Recovery went back to the profile; the deployment is retried by a later run.
+        let w = b.w();
+        assert_eq!(w.profile, Some(1), "{point}");
+        assert_eq!(w.generations.len(), 1, "{point}: the profile moved");
+        assert!(
+            !w.calls.iter().any(|c| c.starts_with("boot ")),
+            "{point}: {:?}",
+            w.calls
+        );
+        drop(w);
+        let state = b.state();
+        assert!(
+            state.intent.is_none() && state.rollback_pending.is_none(),
+            "{point}"
+        );
+    }
+}

@@ -297,6 +297,22 @@ pub fn render(s: &Snapshot) -> String {
         seconds(s.record.reboot_required_since.as_deref())
             .filter(|_| view.reboot_required == Some(true)),
     );
+    // A reboot that is wanted and held back, and by what: `trial` when no one-shot trial
+    // can be armed (docs/reboots.md), `attention` when a person must look.
+    let waiting: Vec<(Labels, f64)> = view
+        .reboot
+        .pending
+        .as_ref()
+        .and_then(|p| p.waiting_for.clone())
+        .map(|w| (vec![("for", w)], 1.0))
+        .into_iter()
+        .collect();
+    out.family(
+        "homelab_agent_reboot_waiting",
+        "gauge",
+        "1 while a reboot is pending and held back, labelled with what it waits for (policy, delay, window, trial, lock, reboot, attention).",
+        &waiting,
+    );
     out.family(
         "homelab_agent_poll_failures_total",
         "counter",

@@ -218,3 +218,43 @@ fn a_missing_directory_is_an_error_not_a_panic() {
     let err = write_if_changed(&dir.path().join("missing"), b"a 1\n").unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
 }
+
+/// Issue 19 item 9: a reboot held back because no trial can be armed says so in a metric.
+#[test]
+fn a_reboot_held_back_says_what_it_waits_for() {
+    let s = crate::config::parse(
+        Path::new("/etc/test.toml"),
+        "[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[metrics]\ntextfile_dir = \"/tmp/x\"\n[[health.checks]]\ntype = \"tcp\"\naddress = \"127.0.0.1:22\"\n[reboot]\npolicy = \"when-required\"\n",
+    )
+    .unwrap();
+    let state = deployed_state();
+    let mut facts = Facts {
+        state: state.clone(),
+        reboot_required: Some(true),
+        ..Facts::default()
+    };
+    facts.reboot.policy = crate::reboot::policy::Facts {
+        booted: Some("/nix/store/old".into()),
+        target: Some(crate::reboot::policy::Target {
+            system: "/nix/store/x".into(),
+            generation: None,
+            live: true,
+        }),
+        kernel_changed: Some(true),
+        ..Default::default()
+    };
+    let view = Status::from_facts(&s, facts);
+    let text = render(&Snapshot {
+        version: "1.2.3",
+        view: &view,
+        state: &state,
+        paused: None,
+        record: &Record::default(),
+    });
+    assert!(
+        text.contains("homelab_agent_reboot_waiting{for=\"trial\"} 1"),
+        "{text}"
+    );
+    // Nothing pending: no sample at all.
+    assert!(!text_of(deployed_state(), &Record::default()).contains("homelab_agent_reboot_waiting"));
+}

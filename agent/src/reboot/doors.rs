@@ -1,23 +1,28 @@
 //! The reboot side's effects behind traits, so every decision is a unit test with fakes:
-//! the FleetLock slot ([`Slot`]) and the reboot itself ([`Rebooter`]). The real ones are
+//! the FleetLock slot ([`Slot`]), the reboot itself ([`Rebooter`]) and the bootloader's
+//! one-shot trial ([`TrialBoot`], built by [`trial_door`]). The real ones are
 //! the HTTP client of `fleetlock.rs` and `systemctl reboot --message=<reason>` (systemd
 //! logs the reason; systemd 252, Debian 12's, accepts the option).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::Settings;
+use crate::config::{Bootloader, Settings};
 use crate::deploy::doors::Fut;
 use crate::process::Cmd;
 
 use super::fleetlock::{self, Client, LockError};
+use super::trial::{TrialBoot, UBootSettings};
 
 /// A FleetLock reboot slot for this machine.
 pub trait Slot {
     /// `url (group g, id i)`, for messages and status.
     fn describe(&self) -> String;
+    /// The id it takes the slot with.
+    fn id(&self) -> String;
     fn take(&self) -> Fut<'_, Result<(), LockError>>;
-    fn release(&self) -> Fut<'_, Result<(), LockError>>;
+    /// Releases the slot taken with `id` (this id, or the one recorded when it was taken).
+    fn release_as<'a>(&'a self, id: &'a str) -> Fut<'a, Result<(), LockError>>;
 }
 
 /// Reboots the machine (returns once the reboot is queued).
@@ -29,7 +34,26 @@ pub trait Rebooter {
 pub struct Effects {
     /// `None` without `[reboot] fleetlock_url`; an error when the lock id is unknown.
     pub slot: Option<Result<Box<dyn Slot>, String>>,
+    /// The id an agent that did not record its slot's id took it with (the raw machine id).
+    pub legacy_slot_id: Option<String>,
     pub rebooter: Box<dyn Rebooter>,
+    /// The bootloader's one-shot trial; `None` without one (`[reboot] bootloader =
+    /// "none"`): then a deployment that needs a reboot is never booted into by the agent.
+    pub trial: Option<Box<dyn TrialBoot>>,
+}
+
+/// The real trial door for `[reboot] bootloader`.
+pub fn trial_door(bootloader: Bootloader, settings: UBootSettings) -> Option<Box<dyn TrialBoot>> {
+    match bootloader {
+        Bootloader::None => None,
+        Bootloader::Uboot => {
+            let _ = &settings;
+            None // lead: wire uboot::UBoot
+        }
+        Bootloader::TestModel => Some(Box::new(super::model_door::TestModelDoor::new(
+            &settings.boot_dir,
+        ))),
+    }
 }
 
 impl Effects {
@@ -39,11 +63,16 @@ impl Effects {
             let client = Client::new(&f.url, &f.group, &id)?;
             Ok(Box::new(client) as Box<dyn Slot>)
         });
+        let legacy_slot_id = settings.reboot.fleetlock.as_ref().and_then(|f| {
+            fleetlock::legacy_lock_id(f, std::path::Path::new(fleetlock::MACHINE_ID))
+        });
         Effects {
             slot,
+            legacy_slot_id,
             rebooter: Box::new(Systemctl {
                 program: settings.paths.systemctl.clone(),
             }),
+            trial: trial_door(settings.reboot.bootloader, settings.reboot.uboot.clone()),
         }
     }
 }
@@ -52,11 +81,14 @@ impl Slot for Client {
     fn describe(&self) -> String {
         Client::describe(self)
     }
+    fn id(&self) -> String {
+        Client::id(self).to_string()
+    }
     fn take(&self) -> Fut<'_, Result<(), LockError>> {
         Box::pin(self.pre_reboot())
     }
-    fn release(&self) -> Fut<'_, Result<(), LockError>> {
-        Box::pin(self.steady_state())
+    fn release_as<'a>(&'a self, id: &'a str) -> Fut<'a, Result<(), LockError>> {
+        Box::pin(self.steady_state_as(id))
     }
 }
 

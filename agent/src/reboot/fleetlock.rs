@@ -63,25 +63,91 @@ pub fn body(id: &str, group: &str) -> String {
     .to_string()
 }
 
-/// This machine's lock id: the configured one, else the machine id.
+/// The application id of homelab-agent's FleetLock id (`8b3d6c4c-ef3c-4cfb-ac50-b7ac2c89617e`,
+/// random, fixed for ever: changing it would strand every held slot).
+pub const APP_ID: [u8; 16] = [
+    0x8b, 0x3d, 0x6c, 0x4c, 0xef, 0x3c, 0x4c, 0xfb, 0xac, 0x50, 0xb7, 0xac, 0x2c, 0x89, 0x61, 0x7e,
+];
+
+/// This machine's lock id: the configured one, else the app-specific id derived from the
+/// machine id ([`app_specific`]), as Zincati sends: the raw machine id stays on the
+/// machine (machine-id(5): "should be considered confidential").
 pub fn lock_id(settings: &FleetLockSettings, machine_id_file: &Path) -> Result<String, String> {
     if let Some(id) = &settings.id {
         return Ok(id.clone());
     }
-    let text = std::fs::read_to_string(machine_id_file).map_err(|e| {
-        format!(
-            "reading {}: {e}\nhint: set [reboot] id",
-            machine_id_file.display()
-        )
-    })?;
-    let id = text.trim();
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!(
-            "{} holds no machine id\nhint: set [reboot] id",
-            machine_id_file.display()
-        ));
+    let machine = machine_id(machine_id_file)?;
+    Ok(hex(&app_specific(&machine, &APP_ID)))
+}
+
+/// The id a slot was taken with before ids were app-specific: the raw machine id (or the
+/// configured one). Released with it, so an upgrade never strands a slot.
+pub fn legacy_lock_id(settings: &FleetLockSettings, machine_id_file: &Path) -> Option<String> {
+    if let Some(id) = &settings.id {
+        return Some(id.clone());
     }
-    Ok(id.to_string())
+    machine_id(machine_id_file).ok().map(|m| hex(&m))
+}
+
+/// `/etc/machine-id`: 32 hex digits.
+pub fn machine_id(file: &Path) -> Result<[u8; 16], String> {
+    let bad = || {
+        format!(
+            "{} holds no machine id\nhint: set [reboot] id, or create one (`systemd-machine-id-setup`)",
+            file.display()
+        )
+    };
+    // Bounded; a symlink is followed (some systems link it to /var/lib/dbus/machine-id).
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(file).and_then(|f| {
+        use std::io::Read;
+        f.take(4096).read_to_end(&mut bytes)
+    });
+    match read {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "reading {}: it does not exist\nhint: set [reboot] id",
+                file.display()
+            ))
+        }
+        Err(e) => {
+            return Err(format!(
+                "reading {}: {e}\nhint: set [reboot] id",
+                file.display()
+            ))
+        }
+    }
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let text = text.trim();
+    if text.len() != 32 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut id = [0u8; 16];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(id)
+}
+
+/// systemd's `sd_id128_get_machine_app_specific`: HMAC-SHA256 keyed by the machine id
+/// over the application id, the first 16 bytes, made a version 4 UUID.
+pub fn app_specific(machine: &[u8; 16], app: &[u8; 16]) -> [u8; 16] {
+    use hmac::{Mac, SimpleHmac};
+    let mut mac = <SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(machine)
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(app);
+    let digest = mac.finalize().into_bytes();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id
+}
+
+/// Lowercase hex without dashes (Zincati's `lower_hex`, the machine id's own form).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub struct Client {
@@ -112,24 +178,33 @@ impl Client {
         format!("{} (group {}, id {})", self.base, self.group, self.id)
     }
 
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// `RecursiveLock`: take (or keep) this machine's reboot slot.
     pub async fn pre_reboot(&self) -> Result<(), LockError> {
-        self.post("pre-reboot").await
+        self.post("pre-reboot", &self.id).await
     }
 
     /// `UnlockIfHeld`: release this machine's slot, if it holds one.
     pub async fn steady_state(&self) -> Result<(), LockError> {
-        self.post("steady-state").await
+        self.post("steady-state", &self.id).await
     }
 
-    async fn post(&self, endpoint: &'static str) -> Result<(), LockError> {
+    /// `UnlockIfHeld` for a slot taken with another id (an older derivation's).
+    pub async fn steady_state_as(&self, id: &str) -> Result<(), LockError> {
+        self.post("steady-state", id).await
+    }
+
+    async fn post(&self, endpoint: &'static str, id: &str) -> Result<(), LockError> {
         let url = format!("{}/v1/{endpoint}", self.base);
         let sent = self
             .http
             .post(&url)
             .header("fleet-lock-protocol", "true")
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body(&self.id, &self.group))
+            .body(body(id, &self.group))
             .send()
             .await;
         let response = sent.map_err(|e| LockError::Unreachable {
@@ -184,7 +259,7 @@ mod tests {
     }
 
     #[test]
-    fn the_id_defaults_to_the_machine_id() {
+    fn the_id_is_the_app_specific_hash_of_the_machine_id() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("machine-id");
         let s = FleetLockSettings {
@@ -192,21 +267,68 @@ mod tests {
             group: "default".into(),
             id: None,
         };
-        assert!(lock_id(&s, &file)
-            .unwrap_err()
-            .contains("hint: set [reboot] id"));
-        std::fs::write(&file, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let e = lock_id(&s, &file).unwrap_err();
+        assert!(
+            e.contains("does not exist") && e.contains("hint: set [reboot] id"),
+            "{e}"
+        );
+        std::fs::write(&file, "3d1219c7c4c5404aaa1f6d2a48adfda4\n").unwrap();
+        // What `systemd-id128 machine-id --app-specific=8b3d6c4cef3c4cfbac50b7ac2c89617e`
+        // printed on a machine with this machine id (systemd 252).
         assert_eq!(
             lock_id(&s, &file).unwrap(),
-            "0123456789abcdef0123456789abcdef"
+            "7d46091d5cfa4676b30b362f2bedd4d1"
         );
-        std::fs::write(&file, "uninitialized\n").unwrap();
-        assert!(lock_id(&s, &file).is_err());
+        // The raw machine id is what an older agent took its slot with.
+        assert_eq!(
+            legacy_lock_id(&s, &file).as_deref(),
+            Some("3d1219c7c4c5404aaa1f6d2a48adfda4")
+        );
+        for bad in [
+            "uninitialized\n",
+            "0123\n",
+            "zz1219c7c4c5404aaa1f6d2a48adfda4\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let e = lock_id(&s, &file).unwrap_err();
+            assert!(e.contains("holds no machine id"), "{bad:?}: {e}");
+        }
         let named = FleetLockSettings {
             id: Some("pi1".into()),
             ..s
         };
         assert_eq!(lock_id(&named, &file).unwrap(), "pi1");
+        assert_eq!(legacy_lock_id(&named, &file).as_deref(), Some("pi1"));
+    }
+
+    /// The derivation against systemd's own tool, on this machine's id, when both exist.
+    #[test]
+    fn the_derivation_matches_systemd_id128() {
+        let tool = std::path::Path::new("/usr/bin/systemd-id128");
+        let file = std::path::Path::new("/etc/machine-id");
+        let Ok(machine) = machine_id(file) else {
+            assert!(
+                std::env::var_os("HOMELAB_TEST_REQUIRE_ALL").is_none(),
+                "no /etc/machine-id here"
+            );
+            return;
+        };
+        if !tool.exists() {
+            assert!(
+                std::env::var_os("HOMELAB_TEST_REQUIRE_ALL").is_none(),
+                "systemd-id128 is missing (Debian: systemd)"
+            );
+            return;
+        }
+        let out = std::process::Command::new(tool)
+            .args(["machine-id", "--app-specific", &hex(&APP_ID)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            hex(&app_specific(&machine, &APP_ID))
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

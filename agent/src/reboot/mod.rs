@@ -21,14 +21,19 @@
 //! | `mod.rs`       | [`after_cycle`]: the policy acted on (slot, record, reboot)        |
 //! | `policy.rs`    | the decision, a pure function of settings, record, facts and time |
 //! | `window.rs`    | window math in the window's time zone                             |
-//! | `verify.rs`    | `verify-boot`: verification, fallback, loop breaker               |
+//! | `verify.rs`    | `verify-boot`: verification, promotion, fallback, loop breaker    |
+//! | `deadline.rs`  | `trial-deadline`: a trial boot not verified in time is rebooted   |
+//! | `trial.rs`     | the bootloader's one-shot trial door ([`trial::TrialBoot`])       |
+//! | `model_door.rs`| a *test model* of that door (flag + trial file), for the harnesses |
 //! | `record.rs`    | `reboot.json`: pending, rebooted-for, last boot, last fallback    |
 //! | `fleetlock.rs` | the FleetLock client (pre-reboot / steady-state)                  |
 //! | `doors.rs`     | the side effects behind traits (slot, reboot) and the real ones   |
 //! | `view.rs`      | the `reboot` object of `status --json` and its human line         |
 
+pub mod deadline;
 pub mod doors;
 pub mod fleetlock;
+pub mod model_door;
 pub mod policy;
 pub mod record;
 pub mod trial;
@@ -74,10 +79,10 @@ pub async fn after_cycle(settings: &Settings) -> Acted {
 pub fn facts(settings: &Settings, state: &State, record_problem: Option<String>) -> policy::Facts {
     let p = &settings.paths;
     let booted = system::resolve(&p.booted_system);
-    let default = system::profile::current(&p.profile);
-    let kernel_changed = default
+    let target = target(settings, state);
+    let kernel_changed = target
         .as_ref()
-        .and_then(|d| system::reboot_required(&p.booted_system, &d.system));
+        .and_then(|t| system::reboot_required(&p.booted_system, &t.system));
     let unresolved = if state.rollback_pending.is_some() {
         Some("a rollback failed (status needs attention)".to_string())
     } else if let Some(p) = crate::pause::active(state) {
@@ -91,10 +96,38 @@ pub fn facts(settings: &Settings, state: &State, record_problem: Option<String>)
     };
     policy::Facts {
         booted,
-        default,
+        target,
         kernel_changed,
         unresolved,
         record_problem,
+    }
+}
+
+/// What a reboot would be for: the agent's deployment that is live and not the boot
+/// default (it waits for its trial boot), else the profile's default generation.
+pub fn target(settings: &Settings, state: &State) -> Option<policy::Target> {
+    let p = &settings.paths;
+    let default = system::profile::current(&p.profile);
+    let current = system::resolve(&p.current_system);
+    let live = current.filter(|c| {
+        default.as_ref().is_none_or(|d| d.system != *c)
+            && state
+                .deployed
+                .as_ref()
+                .is_some_and(|d| std::path::Path::new(&d.system) == c)
+    });
+    match (live, default) {
+        (Some(system), _) => Some(policy::Target {
+            system,
+            generation: None,
+            live: true,
+        }),
+        (None, Some(d)) => Some(policy::Target {
+            system: d.system,
+            generation: Some(d.number),
+            live: false,
+        }),
+        (None, None) => None,
     }
 }
 
@@ -123,7 +156,16 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
     };
     let facts = facts(settings, &state, problem);
     let before = record.clone();
-    let acted = match policy::decide(&settings.reboot, &record, &facts, now) {
+    if readable {
+        tend_trial(&mut record, &facts, effects).await;
+    }
+    let decision = policy::decide(&settings.reboot, &record, &facts, now);
+    // Bad input never boots an unverified default: a trial that cannot be armed means wait.
+    let trial_blocked = match &decision {
+        Decision::Reboot(_) if needs_trial(&facts) => trial_problem(effects).await,
+        _ => None,
+    };
+    let acted = match decision {
         Decision::NotRequired => {
             record.pending = None;
             release_if_done(&mut record, &facts, effects).await;
@@ -139,27 +181,45 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
             record.pending = Some(p);
             Acted::Waiting(waiting)
         }
+        Decision::Reboot(p) if trial_blocked.is_some() => {
+            let detail = trial_blocked.unwrap_or_default();
+            log::warn!("not rebooting: {detail}");
+            let waiting = Waiting {
+                what: "trial".into(),
+                until: None,
+                detail,
+            };
+            let mut p = p;
+            p.waiting = Some(waiting.clone());
+            note_pending(&before, &p);
+            record.pending = Some(p);
+            Acted::Waiting(waiting)
+        }
         Decision::Reboot(p) => {
             // The slot first: a server that is down or says no means wait.
-            let lock = match &effects.slot {
+            let lock: Result<(), (&str, String)> = match &effects.slot {
                 None => Ok(()),
-                Some(Err(e)) => Err(format!("FleetLock slot: {e}")),
-                Some(Ok(slot)) => match slot.take().await {
-                    Ok(()) => {
-                        record.slot_held = true;
-                        Ok(())
-                    }
-                    Err(e) => Err(format!(
-                        "waiting for the FleetLock slot of {}: {e}",
-                        slot.describe()
-                    )),
+                Some(Err(e)) => Err(("lock", format!("FleetLock slot: {e}"))),
+                Some(Ok(slot)) => match shared_id(settings, &mut record, &slot.id()) {
+                    Some(clone) => Err(("attention", clone)),
+                    None => match slot.take().await {
+                        Ok(()) => {
+                            record.slot_held = true;
+                            record.slot_id = Some(slot.id());
+                            Ok(())
+                        }
+                        Err(e) => Err((
+                            "lock",
+                            format!("waiting for the FleetLock slot of {}: {e}", slot.describe()),
+                        )),
+                    },
                 },
             };
             match lock {
-                Err(detail) => {
+                Err((what, detail)) => {
                     let mut p = p;
                     let waiting = Waiting {
-                        what: "lock".into(),
+                        what: what.into(),
                         until: None,
                         detail,
                     };
@@ -168,7 +228,10 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
                     record.pending = Some(p);
                     Acted::Waiting(waiting)
                 }
-                Ok(()) => return reboot(settings, effects, record, p, now).await,
+                Ok(()) => {
+                    let trial = needs_trial(&facts);
+                    return reboot(settings, effects, record, p, trial, now).await;
+                }
             }
         }
     };
@@ -182,6 +245,43 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
         }
     }
     acted
+}
+
+/// A trial armed and not booted: still wanted, or for a deployment replaced since
+/// (disarmed: a later reboot must not boot it).
+async fn tend_trial(record: &mut Record, facts: &policy::Facts, effects: &Effects) {
+    let Some(t) = record.trial.clone() else {
+        return;
+    };
+    if facts.booted.as_deref() == Some(std::path::Path::new(&t.system)) {
+        return; // the trial boot itself: verify-boot's
+    }
+    let wanted = facts
+        .target
+        .as_ref()
+        .is_some_and(|x| x.live && x.system == std::path::Path::new(&t.system));
+    let Some(door) = &effects.trial else {
+        return;
+    };
+    // Armed and wanted: left as it is. A trial armed by a run killed before its reboot
+    // is not tried again by the policy (never twice for one system: a bootloader that
+    // ignored the flag must not cause a reboot loop); a boot by anyone tries it.
+    if !wanted {
+        match door.disarm().await {
+            Ok(()) => {
+                log::info!(
+                    "disarmed the trial of {}: no longer the deployment waiting for a reboot",
+                    t.system
+                );
+                record.trial = None;
+            }
+            Err(f) => log::error!(
+                "disarming the trial of {} through {}: {f}\nhint: the next run tries again",
+                t.system,
+                door.describe()
+            ),
+        }
+    }
 }
 
 /// Journal a pending reboot when it is new or waits for something else now.
@@ -204,8 +304,9 @@ fn note_pending(before: &Record, now: &record::Pending) {
     if changed {
         log::info!(
             message_id = message_id::REBOOT_PENDING, system = now.system.as_str();
-            "reboot pending into generation {}: {detail}",
-            now.generation.map_or("?".into(), |g| g.to_string())
+            "reboot pending into {}: {detail}",
+            now.generation
+                .map_or_else(|| now.system.clone(), |g| format!("generation {g}"))
         );
     } else {
         log::debug!("reboot still pending: {detail}");
@@ -218,13 +319,29 @@ async fn reboot(
     effects: &Effects,
     mut record: Record,
     pending: record::Pending,
+    trial: bool,
     now: Timestamp,
 ) -> Acted {
     let dir = &settings.paths.state_dir;
-    let generation = pending.generation.map_or("?".into(), |g| g.to_string());
-    let reason = format!(
-        "homelab-agent: generation {generation} changes the kernel, initrd or kernel modules; rebooting into it"
-    );
+    let generation = pending
+        .generation
+        .map_or_else(|| pending.system.clone(), |g| format!("generation {g}"));
+    // Short: systemctl's --message keeps 200 characters (doors.rs).
+    let reason = if trial {
+        format!("homelab-agent: rebooting once into {generation} as a trial (kernel, initrd, modules, parameters or device tree changed)")
+    } else {
+        format!("homelab-agent: rebooting into {generation} (kernel, initrd, modules, parameters or device tree changed)")
+    };
+    let door = effects.trial.as_ref().filter(|_| trial);
+    if let Some(door) = door {
+        // Intent before touching the bootloader: a trial boot finds what it is for.
+        record.trial = Some(record::Trial {
+            system: pending.system.clone(),
+            generation: pending.generation,
+            at: rfc3339(now),
+            door: door.describe(),
+        });
+    }
     record.pending = None;
     record.rebooted = Some(Rebooted {
         system: pending.system.clone(),
@@ -248,37 +365,134 @@ async fn reboot(
             detail: format!("cannot save {}: {e}", record::path(dir).display()),
         });
     }
-    crate::notify::status(&format!("rebooting into generation {generation}"));
+    if let Some(door) = door {
+        crate::failpoint("before_trial_arm");
+        if let Err(f) = door.arm(std::path::Path::new(&pending.system)).await {
+            // Whatever half of it happened is undone: no unverified boot is left armed.
+            if let Err(d) = door.disarm().await {
+                log::error!("disarming the trial after a failed arm: {d}");
+            }
+            log::error!(
+                "not rebooting: arming the trial boot of {generation} through {}: {f}",
+                door.describe()
+            );
+            let waiting = Waiting {
+                what: "trial".into(),
+                until: None,
+                detail: format!(
+                    "arming the trial boot through {} failed: {f}",
+                    door.describe()
+                ),
+            };
+            return not_rebooted(settings, effects, record, pending, waiting).await;
+        }
+        crate::failpoint("after_trial_arm");
+    }
+    crate::notify::status(&format!("rebooting into {generation}"));
     log::warn!(
         message_id = message_id::REBOOTING, system = pending.system.as_str();
-        "rebooting into generation {generation} ({})", pending.system
+        "rebooting into {generation} ({})", pending.system
     );
     match effects.rebooter.reboot(&reason).await {
         Ok(()) => Acted::Rebooting,
         Err(e) => {
             // Not queued: no reboot happened, so it is not one for this system yet.
-            log::error!("rebooting into generation {generation}: {e}\nhint: the next run tries again; or reboot by hand (`systemctl reboot`)");
-            record.rebooted = None;
+            log::error!("rebooting into {generation}: {e}\nhint: the next run tries again; or reboot by hand (`systemctl reboot`)");
+            if let Some(door) = door {
+                if let Err(d) = door.disarm().await {
+                    log::error!("disarming the trial after a failed reboot: {d}");
+                }
+            }
             let waiting = Waiting {
                 what: "reboot".into(),
                 until: None,
                 detail: format!("systemctl reboot failed: {e}"),
             };
-            let mut p = pending;
-            p.waiting = Some(waiting.clone());
-            record.pending = Some(p);
-            // No reboot is under way: the slot goes back to the group until the next try.
-            release(&mut record, effects).await;
-            if let Err(se) = record::save(dir, &record) {
-                // The record on disk still says this system was rebooted for: the policy
-                // would never reboot for it again (and the record is sealed: no hand edit).
-                log::error!(
-                    "saving {}: {se}\nhint: it claims a reboot into generation {generation} that never happened: reboot by hand (`systemctl reboot`); the boot is then verified as usual",
-                    record::path(dir).display()
-                );
-            }
-            Acted::Waiting(waiting)
+            return not_rebooted(settings, effects, record, pending, waiting).await;
         }
+    }
+}
+
+/// The reboot did not happen: not recorded as one, waiting for `waiting`, the slot given
+/// back.
+async fn not_rebooted(
+    settings: &Settings,
+    effects: &Effects,
+    mut record: Record,
+    pending: record::Pending,
+    waiting: Waiting,
+) -> Acted {
+    let dir = &settings.paths.state_dir;
+    let generation = pending
+        .generation
+        .map_or_else(|| pending.system.clone(), |g| format!("generation {g}"));
+    record.rebooted = None;
+    record.trial = None;
+    let mut p = pending;
+    p.waiting = Some(waiting.clone());
+    record.pending = Some(p);
+    // No reboot is under way: the slot goes back to the group until the next try.
+    release(&mut record, effects).await;
+    if let Err(se) = record::save(dir, &record) {
+        // The record on disk still says this system was rebooted for: the policy would
+        // never reboot for it again (and the record is sealed: no hand edit).
+        log::error!(
+            "saving {}: {se}\nhint: it claims a reboot into {generation} that never happened: reboot by hand (`systemctl reboot`); the boot is then verified as usual",
+            record::path(dir).display()
+        );
+    }
+    Acted::Waiting(waiting)
+}
+
+/// Two machines with one machine id (an SD card cloned from a running Pi) would share one
+/// FleetLock id, so one slot: both could reboot at once. The record keeps which host first
+/// used the id derived from the machine id; another host with the same id (the record
+/// came along with the clone) is told, and takes no slot. `None`: fine (and recorded).
+fn shared_id(settings: &Settings, record: &mut Record, id: &str) -> Option<String> {
+    if settings
+        .reboot
+        .fleetlock
+        .as_ref()
+        .is_none_or(|f| f.id.is_some())
+    {
+        return None; // an id set by the operator is the operator's
+    }
+    let host = &settings.host;
+    match &record.identity {
+        Some(i) if i.id == id && i.host != *host => Some(format!(
+            "this machine ({host}) has the machine id of {} (FleetLock id {id}): an SD card cloned from it? The two would share one reboot slot and could reboot at once: not taking it\nhint: give this machine its own id: `rm /etc/machine-id && systemd-machine-id-setup`, then reboot (or set [reboot] id)",
+            i.host
+        )),
+        Some(i) if i.id == id => None,
+        _ => {
+            record.identity = Some(record::Identity {
+                id: id.to_string(),
+                host: host.clone(),
+            });
+            None
+        }
+    }
+}
+
+/// Whether the reboot is into a live deployment that is not the boot default: only a
+/// one-shot trial may boot it.
+fn needs_trial(facts: &policy::Facts) -> bool {
+    facts.target.as_ref().is_some_and(|t| t.live)
+}
+
+/// Why no trial can be armed now (`None`: it can).
+async fn trial_problem(effects: &Effects) -> Option<String> {
+    let Some(door) = &effects.trial else {
+        return Some(
+            "[reboot] bootloader = \"uboot\" but this build has no U-Boot trial door: not rebooting\nhint: upgrade the agent, or set bootloader = \"none\" (a deployment that needs a reboot then stays live and pending)".into(),
+        );
+    };
+    match door.ready().await {
+        Ok(()) => None,
+        Err(f) => Some(format!(
+            "the trial boot through {} cannot be armed: {f}",
+            door.describe()
+        )),
     }
 }
 
@@ -301,15 +515,37 @@ pub(crate) async fn release_if_done(record: &mut Record, facts: &policy::Facts, 
     release(record, effects).await;
 }
 
+/// At boot: a slot this machine may hold is released even when the record does not say
+/// so (it may have been lost): with the id recorded, else this machine's id.
+pub(crate) async fn release_at_boot(record: &mut Record, effects: &Effects) {
+    if let (false, Some(Ok(slot))) = (record.slot_held, &effects.slot) {
+        record.slot_id = Some(slot.id());
+    }
+    record.slot_held = true;
+    release(record, effects).await;
+}
+
 pub(crate) async fn release(record: &mut Record, effects: &Effects) {
     match &effects.slot {
-        Some(Ok(slot)) => match slot.release().await {
-            Ok(()) => {
-                log::info!("released the FleetLock slot of {}", slot.describe());
-                record.slot_held = false;
+        Some(Ok(slot)) => {
+            // The id it was taken with: an upgrade that changed the id never strands it.
+            let id = record
+                .slot_id
+                .clone()
+                .or_else(|| effects.legacy_slot_id.clone())
+                .unwrap_or_else(|| slot.id());
+            match slot.release_as(&id).await {
+                Ok(()) => {
+                    log::info!(
+                        "released the FleetLock slot of {} (taken as {id})",
+                        slot.describe()
+                    );
+                    record.slot_held = false;
+                    record.slot_id = None;
+                }
+                Err(e) => log::warn!("{e} (the next run tries again)"),
             }
-            Err(e) => log::warn!("{e} (the next run tries again)"),
-        },
+        }
         Some(Err(e)) => log::warn!("cannot release the FleetLock slot: {e}"),
         // No server configured any more: nothing to release.
         None => record.slot_held = false,

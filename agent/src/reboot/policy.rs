@@ -1,12 +1,17 @@
 //! The reboot decision, a pure function of the settings, the record, the machine's facts
 //! and the time: [`decide`]. What it returns is acted on by `mod.rs` ([`super::after_cycle`]).
 //!
-//! A reboot is wanted when the profile's default generation (what the next boot runs)
-//! has another kernel, initrd or kernel modules than the booted system. It is issued only
-//! when all of these hold, in this order:
+//! A reboot is wanted when the *target* boots differently from the booted system
+//! (kernel, initrd, modules, kernel parameters, device tree: `system::reboot_required`).
+//! The target is the deployment that is live and waiting for its trial boot (never the
+//! boot default before it verified: docs/reboots.md), else the profile's default
+//! generation (one a person made the default). It is issued only when all of these hold,
+//! in this order:
 //!
-//! 1. the policy is `when-required`, the reboot record is readable, and no deployment or
-//!    rollback is left unresolved;
+//! 1. the policy is `when-required`, the reboot record is readable, no deployment or
+//!    rollback is left unresolved, the booted system is not one given up after a failed
+//!    verification (the loop breaker: that machine needs a person), and a live target has
+//!    a trial mechanism (`[reboot] bootloader`);
 //! 2. the agent has not rebooted for this system before (never twice for one system:
 //!    a reboot that did not land in it is a fallback, not a reason to try again);
 //! 3. `delay` has passed since the reboot became pending;
@@ -14,13 +19,12 @@
 //! 5. the FleetLock slot is taken, when a server is configured (checked by the caller:
 //!    a server that is down or says no means wait).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::config::{RebootPolicy, RebootSettings};
-use crate::system::profile::Generation;
+use crate::config::{Bootloader, RebootPolicy, RebootSettings};
 
 use super::record::{Pending, Record, Waiting};
 use super::window;
@@ -30,14 +34,25 @@ use super::window;
 pub struct Facts {
     /// `/run/booted-system`, resolved.
     pub booted: Option<PathBuf>,
-    /// The profile's current generation: what the next boot runs.
-    pub default: Option<Generation>,
-    /// Kernel, initrd or modules of `default` differ from `booted`'s.
+    /// What a reboot would be for.
+    pub target: Option<Target>,
+    /// What the target boots (kernel, initrd, modules, parameters, device tree) differs
+    /// from `booted`'s.
     pub kernel_changed: Option<bool>,
     /// A deployment or rollback left unresolved (intent, failed rollback): why.
     pub unresolved: Option<String>,
     /// Why the reboot record cannot be read.
     pub record_problem: Option<String>,
+}
+
+/// The system a reboot would be for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub system: PathBuf,
+    /// Its profile generation; `None` for a live deployment not yet the boot default.
+    pub generation: Option<u32>,
+    /// Live and not the boot default: only a one-shot trial boot may boot it.
+    pub live: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -57,13 +72,13 @@ pub fn decide(
     facts: &Facts,
     now: Timestamp,
 ) -> Decision {
-    let (Some(booted), Some(default)) = (&facts.booted, &facts.default) else {
+    let (Some(booted), Some(target)) = (&facts.booted, &facts.target) else {
         return Decision::NotRequired;
     };
-    if *booted == default.system || facts.kernel_changed != Some(true) {
+    if *booted == target.system || facts.kernel_changed != Some(true) {
         return Decision::NotRequired;
     }
-    let system = default.system.display().to_string();
+    let system = target.system.display().to_string();
     // The same pending reboot keeps its start (delay and max_wait count from it).
     let since = record
         .pending
@@ -73,7 +88,7 @@ pub fn decide(
         .unwrap_or(now);
     let pending = |what: &str, until: Option<Timestamp>, detail: String| Pending {
         system: system.clone(),
-        generation: Some(default.number),
+        generation: target.generation,
         since: rfc3339(since),
         waiting: Some(Waiting {
             what: what.into(),
@@ -102,13 +117,39 @@ pub fn decide(
             format!("not rebooting while {why}"),
         ));
     }
+    if let Some(f) = record
+        .fallback
+        .as_ref()
+        .filter(|f| Path::new(&f.from_system) == booted)
+    {
+        // Issue 23 item 15: the loop breaker held at boot; the runs hold it too.
+        return Decision::Wait(pending(
+            "attention",
+            None,
+            format!(
+                "the machine booted {}, which was given up at {} ({}): not rebooting\nhint: the bootloader did not boot its default: look at the machine (journalctl -b); a reboot by hand boots the default",
+                booted.display(),
+                f.at,
+                f.reason.lines().next().unwrap_or_default()
+            ),
+        ));
+    }
+    if target.live && settings.bootloader == Bootloader::None {
+        return Decision::Wait(pending(
+            "trial",
+            None,
+            format!(
+                "{system} is live but not the boot default: it needs a trial boot, and [reboot] bootloader = \"none\" has none; a reboot boots the last verified generation\nhint: on a U-Boot machine set [reboot] bootloader = \"uboot\" (docs/reboots.md); else make it the default by hand and reboot: verify-boot checks that boot"
+            ),
+        ));
+    }
     if let Some(r) = record.rebooted.as_ref().filter(|r| r.system == system) {
         return Decision::Wait(pending(
             "attention",
             None,
             format!(
-                "already rebooted once for generation {} (at {}), and the machine booted {} instead: not rebooting again for it\nhint: look at the boot (journalctl -b -1); a new deployment or a reboot by hand clears this",
-                show_gen(r.generation),
+                "already rebooted once for {} (at {}), and the machine booted {} instead: not rebooting again for it\nhint: look at the boot (journalctl -b -1); a new deployment or a reboot by hand clears this",
+                r.generation.map_or_else(|| r.system.clone(), |g| format!("generation {g}")),
                 r.at,
                 booted.display()
             ),
@@ -158,10 +199,6 @@ pub fn rfc3339(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-fn show_gen(g: Option<u32>) -> String {
-    g.map_or("?".into(), |g| g.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,9 +214,10 @@ mod tests {
     fn facts() -> Facts {
         Facts {
             booted: Some("/nix/store/old-system".into()),
-            default: Some(Generation {
-                number: 5,
+            target: Some(Target {
+                generation: Some(5),
                 system: "/nix/store/new-system".into(),
+                live: false,
             }),
             kernel_changed: Some(true),
             ..Default::default()
@@ -267,7 +305,7 @@ mod tests {
         assert_eq!(waiting_for(&d).0, "attention");
         // Another system is a new reason.
         let mut f = facts();
-        f.default.as_mut().unwrap().system = "/nix/store/newer-system".into();
+        f.target.as_mut().unwrap().system = "/nix/store/newer-system".into();
         assert!(matches!(
             decide(&when_required(), &record, &f, ts(NOW)),
             Decision::Reboot(_)

@@ -53,6 +53,64 @@ pub struct Record {
     pub fallback: Option<Fallback>,
     /// A FleetLock slot taken (pre-reboot) and not yet released (steady-state).
     pub slot_held: bool,
+    /// The FleetLock id the held slot was taken with: released with the same id even if
+    /// the id's derivation changed since (an upgrade never strands a slot). `None` with
+    /// `slot_held`: taken by a version that did not record it, with the raw machine id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_id: Option<String>,
+    /// The one-shot trial armed for the agent's reboot (docs/reboots.md): written before
+    /// the bootloader is touched; the trial boot finds it and is verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial: Option<Trial>,
+    /// The last generation that booted and verified on this machine: what a failed
+    /// verification falls back to (never merely "the previous one").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Verified>,
+    /// Which host this machine's FleetLock id was first used by: a clone of this SD card
+    /// running as another host shares the machine id, and is told so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub system: String,
+    pub generation: Option<u32>,
+    /// When it was armed (RFC 3339).
+    pub at: String,
+    /// The bootloader's door, as it describes itself.
+    pub door: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verified {
+    pub system: String,
+    pub generation: Option<u32>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The FleetLock id derived from the machine id.
+    pub id: String,
+    /// The host name (`[host] name`) that used it first.
+    pub host: String,
+}
+
+impl Record {
+    /// The last generation that booted and verified here: recorded, or (a record from
+    /// before it was kept) the last boot verified after the agent's reboot.
+    pub fn last_verified(&self) -> Option<&str> {
+        self.verified
+            .as_ref()
+            .map(|v| v.system.as_str())
+            .or_else(|| {
+                self.boot
+                    .as_ref()
+                    .filter(|b| b.verified == Some(true))
+                    .map(|b| b.system.as_str())
+            })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,18 +11,20 @@ use jiff::Timestamp;
 
 use super::doors::{Effects, Rebooter, Slot};
 use super::fleetlock::LockError;
+use super::trial::TrialBoot;
 use super::verify::{verify_boot, BootDoors, Verdict};
 use super::{after_cycle_with, record, Acted};
 use crate::config::Settings;
 use crate::deploy::doors::{Fut, Health, Machine};
-use crate::failure::Failure;
+use crate::failure::{Failure, Kind};
 use crate::health::{CheckResult, Report, Verdict as Check};
 use crate::state::{Deployed, Outcome, Phase, State, Store};
 use crate::system::profile::{self, Generation};
 use crate::system::switch::Action;
 
-/// A temp machine: systems `a` (kernel k1) and `b` (kernel k2) and `c` (kernel k1, other
-/// userspace); the profile's generations; the booted link.
+/// A temp machine: systems `a` (kernel k1), `b` (kernel k2), `c` (kernel k1, other
+/// userspace) and `b2` (kernel k2, other userspace); the profile's generations; the booted
+/// and current links.
 struct TempMachine {
     dir: tempfile::TempDir,
     settings: Settings,
@@ -30,9 +32,13 @@ struct TempMachine {
 
 impl TempMachine {
     fn new(reboot_toml: &str) -> TempMachine {
+        TempMachine::named("pi1", reboot_toml)
+    }
+
+    fn named(host: &str, reboot_toml: &str) -> TempMachine {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for (name, kernel) in [("a", "k1"), ("b", "k2"), ("c", "k1")] {
+        for (name, kernel) in [("a", "k1"), ("b", "k2"), ("c", "k1"), ("b2", "k2")] {
             let sys = d.join(format!("store/{name}"));
             std::fs::create_dir_all(&sys).unwrap();
             std::fs::write(sys.join("kernel"), kernel).unwrap();
@@ -41,7 +47,7 @@ impl TempMachine {
         }
         std::fs::create_dir_all(d.join("profiles")).unwrap();
         let text = format!(
-            "[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[paths]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/run\"\nprofile = \"{d}/profiles/system\"\ncurrent_system = \"{d}/current\"\nbooted_system = \"{d}/booted\"\n[reboot]\n{reboot_toml}\n",
+            "[source]\nurl = \"/r\"\n[host]\nname = \"{host}\"\n[paths]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/run\"\nprofile = \"{d}/profiles/system\"\ncurrent_system = \"{d}/current\"\nbooted_system = \"{d}/booted\"\n[[health.checks]]\ntype = \"tcp\"\naddress = \"127.0.0.1:22\"\n[reboot]\n{reboot_toml}\n",
             d = d.display()
         );
         let settings = crate::config::parse(Path::new("/t.toml"), &text).unwrap();
@@ -67,12 +73,21 @@ impl TempMachine {
         n
     }
 
-    /// A boot: the booted link points at `name`, the runtime dir is empty again.
+    /// A boot: the booted and current links point at `name`, the runtime dir is empty
+    /// again.
     fn boot(&self, name: &str) {
         let booted = self.dir.path().join("booted");
         let _ = std::fs::remove_file(&booted);
         symlink(self.sys(name), &booted).unwrap();
+        self.live(name);
         let _ = std::fs::remove_dir_all(self.dir.path().join("run"));
+    }
+
+    /// `switch-to-configuration test` of `name`: live, the boot default unchanged.
+    fn live(&self, name: &str) {
+        let current = self.dir.path().join("current");
+        let _ = std::fs::remove_file(&current);
+        symlink(self.sys(name), &current).unwrap();
     }
 
     fn record(&self) -> record::Record {
@@ -94,14 +109,23 @@ impl TempMachine {
     }
 
     fn deployed(&self, name: &str, commit: &str) {
+        let generation = profile::current(&self.settings.paths.profile)
+            .filter(|g| g.system == self.sys(name))
+            .map(|g| g.number);
         let store = self.store();
         let mut st: State = store.load().unwrap();
         st.deployed = Some(Deployed {
             commit: Some(commit.into()),
             subject: None,
             system: self.sys(name).display().to_string(),
-            generation: None,
+            generation,
             at: crate::state::now(),
+        });
+        st.push_run({
+            let mut r = crate::state::Run::new(Outcome::Deployed);
+            r.commit = Some(commit.into());
+            r.system = Some(self.sys(name).display().to_string());
+            r
         });
         store.save(&st).unwrap();
     }
@@ -123,6 +147,11 @@ struct Calls {
     /// What `systemctl reboot` answers (`None`: queued).
     reboot_fails: RefCell<Option<String>>,
     healthy: RefCell<bool>,
+    /// What the trial door's `ready` and `arm` answer (`None`: fine).
+    not_ready: RefCell<Option<String>>,
+    arm_fails: RefCell<Option<String>>,
+    /// The trial door's flag.
+    armed: RefCell<bool>,
 }
 
 type Shared = Rc<Calls>;
@@ -134,17 +163,52 @@ struct FakeMachine {
     profile: PathBuf,
 }
 struct FakeHealth(Shared);
+struct FakeTrial(Shared);
+
+impl TrialBoot for FakeTrial {
+    fn describe(&self) -> String {
+        "fake uboot.env".into()
+    }
+    fn ready(&self) -> Fut<'_, Result<(), Failure>> {
+        self.0.log.borrow_mut().push("ready".into());
+        let r = self.0.not_ready.borrow().clone();
+        Box::pin(async move { r.map_or(Ok(()), |m| Err(Failure::new(Kind::Environment, m))) })
+    }
+    fn arm<'a>(&'a self, system: &'a Path) -> Fut<'a, Result<(), Failure>> {
+        self.0
+            .log
+            .borrow_mut()
+            .push(format!("arm {}", name(system)));
+        let r = self.0.arm_fails.borrow().clone();
+        if r.is_none() {
+            *self.0.armed.borrow_mut() = true;
+        }
+        Box::pin(async move { r.map_or(Ok(()), |m| Err(Failure::new(Kind::Environment, m))) })
+    }
+    fn armed(&self) -> Fut<'_, Result<bool, Failure>> {
+        let a = *self.0.armed.borrow();
+        Box::pin(async move { Ok(a) })
+    }
+    fn disarm(&self) -> Fut<'_, Result<(), Failure>> {
+        self.0.log.borrow_mut().push("disarm".into());
+        *self.0.armed.borrow_mut() = false;
+        Box::pin(async { Ok(()) })
+    }
+}
 
 impl Slot for FakeSlot {
     fn describe(&self) -> String {
         "http://lock (group default, id pi1)".into()
+    }
+    fn id(&self) -> String {
+        "pi1".into()
     }
     fn take(&self) -> Fut<'_, Result<(), LockError>> {
         self.0.log.borrow_mut().push("take".into());
         let r = self.0.refuse.borrow().clone().map_or(Ok(()), Err);
         Box::pin(async move { r })
     }
-    fn release(&self) -> Fut<'_, Result<(), LockError>> {
+    fn release_as<'a>(&'a self, _: &'a str) -> Fut<'a, Result<(), LockError>> {
         self.0.log.borrow_mut().push("release".into());
         let r = self.0.refuse_release.borrow().clone().map_or(Ok(()), Err);
         Box::pin(async move { r })
@@ -241,7 +305,9 @@ impl Fakes {
         Fakes {
             effects: Effects {
                 slot: with_slot.then(|| Ok(Box::new(FakeSlot(calls.clone())) as Box<dyn Slot>)),
+                legacy_slot_id: None,
                 rebooter: Box::new(FakeRebooter(calls.clone())),
+                trial: Some(Box::new(FakeTrial(calls.clone()))),
             },
             machine: FakeMachine {
                 calls: calls.clone(),
@@ -281,12 +347,35 @@ fn now() -> Timestamp {
     NOW.parse().unwrap()
 }
 
-const WHEN_REQUIRED: &str = "policy = \"when-required\"";
+const WHEN_REQUIRED: &str = "policy = \"when-required\"\nbootloader = \"uboot\"";
 
-/// Booted `a`, deployed `b` (another kernel) as generation 2.
+/// Booted `a` (generation 1, verified); commit c0ffee with another kernel deployed: `b`
+/// is live, and the boot default stays `a` until a trial boot into `b` verified.
 fn kernel_deploy(reboot_toml: &str) -> TempMachine {
+    kernel_deploy_on("pi1", reboot_toml)
+}
+
+fn kernel_deploy_on(host: &str, reboot_toml: &str) -> TempMachine {
+    let b = TempMachine::named(host, reboot_toml);
+    let r = record::Record {
+        verified: Some(record::Verified {
+            system: b.sys("a").display().to_string(),
+            generation: Some(1),
+            at: "2026-11-20T00:00:00Z".into(),
+        }),
+        ..Default::default()
+    };
+    record::save(&b.settings.paths.state_dir, &r).unwrap();
+    b.live("b");
+    b.deployed("b", "c0ffee");
+    b
+}
+
+/// As an older agent (or a person) did it: `b` made the boot default unverified.
+fn legacy_kernel_deploy(reboot_toml: &str) -> TempMachine {
     let b = TempMachine::new(reboot_toml);
     b.add_generation("b");
+    b.live("b");
     b.deployed("b", "c0ffee");
     b
 }
@@ -294,30 +383,41 @@ fn kernel_deploy(reboot_toml: &str) -> TempMachine {
 #[tokio::test(flavor = "current_thread")]
 async fn policy_never_looks_at_nothing_and_writes_nothing() {
     let b = kernel_deploy("");
+    let before = std::fs::read(record::path(&b.settings.paths.state_dir)).unwrap();
     let f = Fakes::new(&b, true);
     assert_eq!(f.cycle(&b).await, Acted::Off);
     assert!(f.take().is_empty());
-    assert!(!record::path(&b.settings.paths.state_dir).exists());
+    assert_eq!(
+        std::fs::read(record::path(&b.settings.paths.state_dir)).unwrap(),
+        before
+    );
     // status still says a reboot is pending, waiting for a person.
     let view = b.view();
     assert_eq!(view.pending.unwrap().waiting_for.as_deref(), Some("policy"));
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_kernel_change_reboots_once_and_never_twice_for_the_same_generation() {
+async fn a_kernel_deploy_is_tried_once_as_a_trial_and_never_twice() {
     let b = kernel_deploy(WHEN_REQUIRED);
     let f = Fakes::new(&b, true);
     assert_eq!(f.cycle(&b).await, Acted::Rebooting);
     let log = f.take();
-    assert_eq!(log[0], "take", "{log:?}");
+    assert_eq!(&log[..3], ["ready", "take", "arm b"], "{log:?}");
     assert_eq!(Fakes::reboots(&log), 1, "{log:?}");
-    assert!(log[1].contains("generation 2"), "{log:?}");
+    assert!(log[3].contains("as a trial"), "{log:?}");
+    // The boot default never moved: no profile change, no switch-to-configuration boot.
+    assert!(
+        !log.iter()
+            .any(|c| c.starts_with("set") || c.starts_with("boot")),
+        "{log:?}"
+    );
+    assert_eq!(b.default_system(), b.sys("a"));
     let r = b.record();
     assert!(r.slot_held);
-    assert_eq!(
-        r.rebooted.as_ref().unwrap().system,
-        b.sys("b").display().to_string()
-    );
+    assert_eq!(r.slot_id.as_deref(), Some("pi1"));
+    let shown_b = b.sys("b").display().to_string();
+    assert_eq!(r.trial.as_ref().unwrap().system, shown_b);
+    assert_eq!(r.rebooted.as_ref().unwrap().system, shown_b);
     // The reboot did not happen (or the machine came back in `a`): not again.
     let acted = f.cycle(&b).await;
     let Acted::Waiting(w) = acted else {
@@ -328,8 +428,84 @@ async fn a_kernel_change_reboots_once_and_never_twice_for_the_same_generation() 
     assert_eq!(Fakes::reboots(&f.take()), 0);
 }
 
+/// Issue 19 item 9: a trial that cannot be armed never reboots; the deployment stays
+/// live and pending, and status says why.
+#[tokio::test(flavor = "current_thread")]
+async fn a_trial_that_cannot_be_armed_never_reboots_and_status_says_why() {
+    let b = kernel_deploy(WHEN_REQUIRED);
+    let f = Fakes::new(&b, true);
+    *f.calls.not_ready.borrow_mut() =
+        Some("/boot/firmware/uboot.env: bad CRC (damaged environment)".into());
+    let acted = f.cycle(&b).await;
+    let Acted::Waiting(w) = acted else {
+        panic!("{acted:?}")
+    };
+    assert_eq!(w.what, "trial");
+    assert!(
+        w.detail.contains("bad CRC") && w.detail.contains("fake uboot.env"),
+        "{}",
+        w.detail
+    );
+    assert_eq!(f.take(), ["ready"], "no slot, no arming, no reboot");
+    let r = b.record();
+    assert!(
+        r.trial.is_none() && r.rebooted.is_none() && !r.slot_held,
+        "{r:?}"
+    );
+    assert_eq!(b.default_system(), b.sys("a"));
+    let view = b.view();
+    let p = view.pending.unwrap();
+    assert_eq!(p.waiting_for.as_deref(), Some("trial"));
+    assert!(p.detail.unwrap().contains("bad CRC"));
+    // Arming itself fails (fw_setenv fails): undone, the slot given back, no reboot.
+    *f.calls.not_ready.borrow_mut() = None;
+    *f.calls.arm_fails.borrow_mut() = Some("fw_setenv exited with 1".into());
+    let acted = f.cycle(&b).await;
+    assert!(
+        matches!(&acted, Acted::Waiting(w) if w.what == "trial" && w.detail.contains("fw_setenv exited")),
+        "{acted:?}"
+    );
+    assert_eq!(f.take(), ["ready", "take", "arm b", "disarm", "release"]);
+    let r = b.record();
+    assert!(
+        r.trial.is_none() && r.rebooted.is_none() && !r.slot_held,
+        "{r:?}"
+    );
+    // Fixed: the next run reboots.
+    *f.calls.arm_fails.borrow_mut() = None;
+    assert_eq!(f.cycle(&b).await, Acted::Rebooting);
+}
+
+/// Without a trial mechanism a reboot deploy stays live and pending: never the default.
+#[tokio::test(flavor = "current_thread")]
+async fn without_a_trial_mechanism_it_stays_live_and_pending_and_says_what_to_do() {
+    let b = kernel_deploy("policy = \"when-required\"");
+    let f = Fakes::new(&b, true);
+    let acted = f.cycle(&b).await;
+    let Acted::Waiting(w) = acted else {
+        panic!("{acted:?}")
+    };
+    assert_eq!(w.what, "trial");
+    assert!(
+        w.detail.contains("bootloader = \"none\"") && w.detail.contains("hint:"),
+        "{}",
+        w.detail
+    );
+    assert!(f.take().is_empty());
+    // bootloader = "uboot" in a build without the door: the same wait, another reason.
+    let b = kernel_deploy(WHEN_REQUIRED);
+    let mut f = Fakes::new(&b, false);
+    f.effects.trial = None;
+    let acted = f.cycle(&b).await;
+    assert!(
+        matches!(&acted, Acted::Waiting(w) if w.what == "trial" && w.detail.contains("no U-Boot trial door")),
+        "{acted:?}"
+    );
+    assert_eq!(Fakes::reboots(&f.take()), 0);
+}
+
 /// `systemctl reboot` fails: no reboot is recorded for the system (the next run tries
-/// again), status says it waits for the reboot and why, and the slot goes back.
+/// again), the trial is disarmed, status says why, and the slot goes back.
 #[tokio::test(flavor = "current_thread")]
 async fn a_failed_reboot_is_not_recorded_and_gives_the_slot_back() {
     let b = kernel_deploy(WHEN_REQUIRED);
@@ -342,10 +518,13 @@ async fn a_failed_reboot_is_not_recorded_and_gives_the_slot_back() {
     assert_eq!(w.what, "reboot");
     assert!(w.detail.contains("Access denied"), "{}", w.detail);
     let log = f.take();
-    assert_eq!(log.first().map(String::as_str), Some("take"), "{log:?}");
-    assert_eq!(log.last().map(String::as_str), Some("release"), "{log:?}");
+    assert_eq!(&log[..3], ["ready", "take", "arm b"], "{log:?}");
+    assert_eq!(&log[4..], ["disarm", "release"], "{log:?}");
     let r = b.record();
-    assert!(r.rebooted.is_none() && !r.slot_held, "{r:?}");
+    assert!(
+        r.rebooted.is_none() && r.trial.is_none() && !r.slot_held,
+        "{r:?}"
+    );
     assert_eq!(
         r.pending.unwrap().waiting.unwrap().what,
         "reboot",
@@ -400,7 +579,7 @@ async fn a_lock_server_that_says_no_or_is_down_means_wait() {
             "{}",
             w.detail
         );
-        assert_eq!(f.take(), ["take"]);
+        assert_eq!(f.take(), ["ready", "take"]);
         assert!(b.record().rebooted.is_none() && !b.record().slot_held);
         let view = b.view();
         assert_eq!(view.pending.unwrap().waiting_for.as_deref(), Some("lock"));
@@ -485,54 +664,72 @@ async fn outside_the_window_it_waits_and_status_says_until_when() {
     let view = b.view();
     let p = view.pending.unwrap();
     assert_eq!(p.until.as_deref(), Some("2026-11-26T02:00:00Z"));
-    assert_eq!(p.generation, Some(2));
+    // Live, not a generation yet.
+    assert_eq!(p.generation, None);
+    assert_eq!(p.system, b.sys("b").display().to_string());
 }
 
-/// The agent rebooted into `b`; this is the boot.
-async fn rebooted_into_b(b: &TempMachine, f: &Fakes) {
+/// The agent armed a trial of `b` and rebooted; this is the trial boot.
+async fn trial_boot_of_b(b: &TempMachine, f: &Fakes) {
     assert_eq!(f.cycle(b).await, Acted::Rebooting);
     f.take();
+    *f.calls.armed.borrow_mut() = false; // the bootloader consumed the flag
     b.boot("b");
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_boot_that_passes_its_checks_is_verified_and_releases_the_slot() {
+async fn a_trial_that_passes_its_checks_becomes_the_boot_default() {
     let b = kernel_deploy(WHEN_REQUIRED);
     let f = Fakes::new(&b, true);
-    rebooted_into_b(&b, &f).await;
+    trial_boot_of_b(&b, &f).await;
     assert_eq!(f.verify(&b).await, Verdict::Verified);
-    assert_eq!(f.take(), ["health", "release"]);
+    assert_eq!(f.take(), ["disarm", "health", "set b", "boot b", "release"]);
+    assert_eq!(b.default_system(), b.sys("b"));
     let r = b.record();
+    let shown_b = b.sys("b").display().to_string();
+    assert_eq!(r.verified.as_ref().unwrap().system, shown_b);
+    assert_eq!(r.verified.as_ref().unwrap().generation, Some(2));
     assert_eq!(r.boot.as_ref().unwrap().verified, Some(true));
     assert_eq!(r.boot.as_ref().unwrap().generation, Some(2));
     assert_eq!(r.rebooted.as_ref().unwrap().verified, Some(true));
-    assert!(!r.slot_held);
+    assert!(r.trial.is_none() && !r.slot_held);
+    assert_eq!(
+        b.store().load().unwrap().deployed.unwrap().generation,
+        Some(2)
+    );
     // Once per boot.
     assert_eq!(f.verify(&b).await, Verdict::AlreadyDone);
     assert!(f.take().is_empty());
     // And the policy is content: the booted system is the default.
     assert_eq!(f.cycle(&b).await, Acted::NotRequired);
+    // The next boot of it (a power cut): verified before, nothing to do.
+    b.boot("b");
+    assert!(matches!(f.verify(&b).await, Verdict::Nothing(_)));
+    assert_eq!(f.take(), ["release"]);
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_boot_that_fails_its_checks_falls_back_and_reboots_once() {
+async fn a_trial_that_fails_its_checks_reboots_into_the_untouched_default() {
     let b = kernel_deploy(WHEN_REQUIRED);
     let f = Fakes::new(&b, true);
-    rebooted_into_b(&b, &f).await;
+    trial_boot_of_b(&b, &f).await;
     *f.calls.healthy.borrow_mut() = false;
     assert_eq!(f.verify(&b).await, Verdict::FellBack { rebooting: true });
     let log = f.take();
-    assert_eq!(&log[..3], ["health", "set a", "boot a"], "{log:?}");
+    assert_eq!(&log[..2], ["disarm", "health"], "{log:?}");
     assert_eq!(Fakes::reboots(&log), 1, "{log:?}");
     assert!(
+        !log.iter()
+            .any(|c| c.starts_with("set") || c.starts_with("boot")),
+        "the default never moved: nothing to undo: {log:?}"
+    );
+    assert!(
         !log.contains(&"release".to_string()),
-        "the slot is kept across the fallback reboot: {log:?}"
+        "the slot is kept across the reboot: {log:?}"
     );
     assert_eq!(b.default_system(), b.sys("a"));
-    // The commit is bad, history says why, deployed is what boots now.
     let st = b.store().load().unwrap();
-    let bad = st.bad("c0ffee").expect("marked bad");
-    assert_eq!(bad.phase, Phase::Health);
+    assert_eq!(st.bad("c0ffee").expect("marked bad").phase, Phase::Health);
     assert_eq!(st.history[0].outcome, Outcome::Failed);
     assert!(st.history[0]
         .error
@@ -544,30 +741,124 @@ async fn a_boot_that_fails_its_checks_falls_back_and_reboots_once() {
         b.sys("a").display().to_string()
     );
     let fb = b.record().fallback.unwrap();
-    assert!(fb.rebooted && fb.kind == "boot-verification-failed");
+    assert!(fb.rebooted && fb.kind == "trial-failed", "{fb:?}");
+    assert_eq!(
+        fb.to_system.as_deref(),
+        Some(&*b.sys("a").display().to_string())
+    );
 
-    // The next boot is the previous generation: nothing to verify, the slot released.
+    // The next boot is the last verified generation: nothing to verify, the slot released.
     b.boot("a");
     assert!(matches!(f.verify(&b).await, Verdict::Nothing(_)));
     assert_eq!(f.take(), ["release"]);
     assert_eq!(f.cycle(&b).await, Acted::NotRequired);
-    let view = b.view();
-    assert!(view
+    assert!(b
+        .view()
         .fell_back
         .unwrap()
         .reason
         .contains("failed its health checks"));
 }
 
+/// A reset during the trial (a panic with panic=N, a hang and the watchdog, the deadline,
+/// a power cut): the bootloader boots its default. Recorded, never tried twice.
 #[tokio::test(flavor = "current_thread")]
-async fn the_loop_breaker_never_reboots_twice_for_the_same_failure() {
+async fn a_trial_reset_before_it_verified_lands_in_the_last_verified_and_is_not_retried() {
     let b = kernel_deploy(WHEN_REQUIRED);
     let f = Fakes::new(&b, false);
-    rebooted_into_b(&b, &f).await;
+    trial_boot_of_b(&b, &f).await;
+    b.boot("a"); // the trial kernel panicked; the board reset into the default
+    assert!(matches!(f.verify(&b).await, Verdict::Nothing(_)));
+    assert_eq!(f.take(), ["disarm"]);
+    let r = b.record();
+    let fb = r.fallback.unwrap();
+    assert_eq!(fb.kind, "trial-reset");
+    assert!(fb.reason.contains("reset before"), "{}", fb.reason);
+    assert!(r.trial.is_none());
+    assert_eq!(r.rebooted.unwrap().verified, Some(false));
+    // Not blamed on the commit (a power cut is not its fault) ...
+    assert!(b.store().load().unwrap().bad_commits.is_empty());
+    // ... and never tried twice: once it is live again, the policy waits for a person.
+    b.live("b");
+    let acted = f.cycle(&b).await;
+    assert!(
+        matches!(&acted, Acted::Waiting(w) if w.what == "attention" && w.detail.contains("already rebooted once")),
+        "{acted:?}"
+    );
+    assert_eq!(Fakes::reboots(&f.take()), 0);
+}
+
+/// Two queued generations share a bad kernel: the newer one's trial fails, and the
+/// fallback is the last verified generation, never the older queued one.
+#[tokio::test(flavor = "current_thread")]
+async fn two_queued_generations_with_one_bad_kernel_fall_back_to_the_last_verified() {
+    let b = kernel_deploy(WHEN_REQUIRED);
+    // b2 (same kernel k2) deployed after b, before any reboot.
+    b.live("b2");
+    b.deployed("b2", "c0ffee2");
+    let f = Fakes::new(&b, false);
+    assert_eq!(f.cycle(&b).await, Acted::Rebooting);
+    assert!(f.take().contains(&"arm b2".to_string()));
+    *f.calls.armed.borrow_mut() = false;
+    b.boot("b2");
     *f.calls.healthy.borrow_mut() = false;
     assert_eq!(f.verify(&b).await, Verdict::FellBack { rebooting: true });
     f.take();
-    // The bootloader ignores the new default and boots `b` again.
+    assert_eq!(b.default_system(), b.sys("a"));
+    assert_eq!(
+        profile::list(&b.settings.paths.profile).len(),
+        1,
+        "b never became a generation"
+    );
+    b.boot("a");
+    assert!(matches!(f.verify(&b).await, Verdict::Nothing(_)));
+    assert_eq!(f.cycle(&b).await, Acted::NotRequired);
+}
+
+/// Issue 20 item 2: `switch-to-configuration test` starts verify-boot in the deployment's
+/// own boot; it does nothing (no checks, no fallback, no marker).
+#[tokio::test(flavor = "current_thread")]
+async fn verify_boot_started_by_an_activation_in_the_same_boot_does_nothing() {
+    let b = legacy_kernel_deploy(WHEN_REQUIRED); // booted a, default b: a "fallback" before
+    let f = Fakes::new(&b, false);
+    let v = f.verify(&b).await;
+    assert!(
+        matches!(&v, Verdict::Nothing(why) if why.contains("started by an activation")),
+        "{v:?}"
+    );
+    assert!(f.take().is_empty());
+    assert!(!b
+        .settings
+        .paths
+        .runtime_dir
+        .join(super::verify::MARKER)
+        .exists());
+    assert!(b.store().load().unwrap().bad_commits.is_empty());
+    assert_eq!(b.default_system(), b.sys("b"));
+    assert!(super::verify::started_by_activation(&b.settings).is_some());
+    b.live("a");
+    assert!(super::verify::started_by_activation(&b.settings).is_none());
+}
+
+/// A person made `b` the default (or an older agent did) and rebooted: that boot is
+/// verified too, and a failure falls back to the recorded last verified generation.
+#[tokio::test(flavor = "current_thread")]
+async fn an_unverified_default_is_verified_whoever_rebooted_and_falls_back_to_the_last_verified() {
+    let b = kernel_deploy(WHEN_REQUIRED);
+    b.add_generation("c"); // generation 2: never verified, not the agent's trial
+    b.add_generation("b"); // generation 3
+    b.boot("b"); // a power cut, a person
+    let f = Fakes::new(&b, false);
+    *f.calls.healthy.borrow_mut() = false;
+    assert_eq!(f.verify(&b).await, Verdict::FellBack { rebooting: true });
+    let log = f.take();
+    assert_eq!(
+        &log[..3],
+        ["health", "set a", "boot a"],
+        "never `c`, the previous one: {log:?}"
+    );
+    assert_eq!(b.default_system(), b.sys("a"));
+    // It booted `b` again (the bootloader ignored the default): the loop breaker.
     b.boot("b");
     assert_eq!(f.verify(&b).await, Verdict::LoopBroken);
     let log = f.take();
@@ -577,21 +868,46 @@ async fn the_loop_breaker_never_reboots_twice_for_the_same_failure() {
             .any(|c| c.starts_with("set") || c.starts_with("boot")),
         "{log:?}"
     );
+    // Issue 23 item 15: the next run does not reboot either.
+    let acted = f.cycle(&b).await;
+    assert!(
+        matches!(&acted, Acted::Waiting(w) if w.what == "attention" && w.detail.contains("given up")),
+        "{acted:?}"
+    );
+    assert_eq!(Fakes::reboots(&f.take()), 0);
     // Even if `b` became the default again by hand and is booted: no second fallback.
     b.add_generation("b");
     b.boot("b");
-    assert!(matches!(f.verify(&b).await, Verdict::Nothing(_)));
+    assert_eq!(f.verify(&b).await, Verdict::LoopBroken);
     let log = f.take();
     assert_eq!(Fakes::reboots(&log), 0, "{log:?}");
     assert!(!log.iter().any(|c| c.starts_with("set")), "{log:?}");
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_bootloader_fallback_is_a_failed_deployment() {
+async fn a_passing_unverified_default_becomes_the_last_verified() {
     let b = kernel_deploy(WHEN_REQUIRED);
+    b.add_generation("c");
+    b.boot("c");
+    let f = Fakes::new(&b, false);
+    assert_eq!(f.verify(&b).await, Verdict::Verified);
+    assert_eq!(f.take(), ["health"]);
+    assert_eq!(
+        b.record().last_verified(),
+        Some(&*b.sys("c").display().to_string())
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_bootloader_fallback_from_an_unverified_default_is_a_failed_deployment() {
+    let b = legacy_kernel_deploy(WHEN_REQUIRED);
     let f = Fakes::new(&b, true);
     assert_eq!(f.cycle(&b).await, Acted::Rebooting);
-    f.take();
+    let log = f.take();
+    assert!(
+        !log.iter().any(|c| c.starts_with("arm")),
+        "a default needs no trial: {log:?}"
+    );
     // The reboot was meant for `b`; the bootloader fell back to `a`.
     b.boot("a");
     assert_eq!(f.verify(&b).await, Verdict::FallbackBoot);
@@ -619,6 +935,40 @@ async fn a_boot_into_another_generation_than_an_agent_deployment_is_only_recorde
     assert!(b.store().load().unwrap().bad_commits.is_empty());
 }
 
+/// A trial armed for `b`, then a deployment that needs no reboot replaced it: the next
+/// run disarms it; and a trial boot of a replaced deployment is never promoted.
+#[tokio::test(flavor = "current_thread")]
+async fn a_trial_of_a_replaced_deployment_is_disarmed_and_never_promoted() {
+    let b = kernel_deploy(WHEN_REQUIRED);
+    let f = Fakes::new(&b, false);
+    assert_eq!(f.cycle(&b).await, Acted::Rebooting);
+    f.take();
+    // The reboot never came; the boot of the trial (a power cut) after `c` was committed.
+    b.add_generation("c");
+    b.deployed("c", "c1c1c1");
+    b.boot("b");
+    let v = f.verify(&b).await;
+    assert_eq!(v, Verdict::FellBack { rebooting: true });
+    let log = f.take();
+    assert_eq!(log[0], "disarm");
+    assert!(
+        !log.iter().any(|c| c == "health" || c.starts_with("set")),
+        "{log:?}"
+    );
+    assert_eq!(b.default_system(), b.sys("c"));
+    // The same found by a run before any boot.
+    let b = kernel_deploy(WHEN_REQUIRED);
+    let f = Fakes::new(&b, false);
+    assert_eq!(f.cycle(&b).await, Acted::Rebooting);
+    f.take();
+    b.add_generation("c");
+    b.live("c");
+    b.deployed("c", "c1c1c1");
+    assert_eq!(f.cycle(&b).await, Acted::NotRequired);
+    assert_eq!(f.take(), ["disarm"]);
+    assert!(b.record().trial.is_none());
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_slot_from_before_the_boot_is_released_at_boot_and_retried_until_acknowledged() {
     // No record at all (lost, or a first boot): the slot is released anyway.
@@ -629,8 +979,9 @@ async fn a_slot_from_before_the_boot_is_released_at_boot_and_retried_until_ackno
         url: "http://lock/v1/steady-state".into(),
         message: "connection refused".into(),
     });
-    assert!(matches!(f.verify(&b).await, Verdict::Nothing(_)));
-    assert_eq!(f.take(), ["release"]);
+    // A first boot with this version: the default is verified once.
+    assert_eq!(f.verify(&b).await, Verdict::Verified);
+    assert_eq!(f.take(), ["health", "release"]);
     assert!(
         b.record().slot_held,
         "not acknowledged: still counted as held"
@@ -644,4 +995,142 @@ async fn a_slot_from_before_the_boot_is_released_at_boot_and_retried_until_ackno
     assert!(!b.record().slot_held);
     assert_eq!(f.cycle(&b).await, Acted::NotRequired);
     assert!(f.take().is_empty());
+}
+
+/// Issue 19 item 8, against the project's FleetLock server: an SD card cloned from pi1
+/// (its machine id and its record) running as pi2 is told, and never takes a slot with
+/// pi1's id; pi1 itself goes on as before. The id sent is the app-specific one.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cloned_machine_id_is_detected_and_takes_no_slot() {
+    let lockdir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fleetlock/server.py");
+    let (port_file, events) = (lockdir.path().join("port"), lockdir.path().join("events"));
+    let mut child = std::process::Command::new("python3")
+        .arg(&script)
+        .arg("--port-file")
+        .arg(&port_file)
+        .arg("--events")
+        .arg(&events)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs the FleetLock test server");
+    let port = (0..200)
+        .find_map(|_| {
+            let p = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u16>().ok());
+            if p.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            p
+        })
+        .expect("the server writes its port");
+    let url = format!("http://127.0.0.1:{port}");
+    let machine_id = lockdir.path().join("machine-id");
+    std::fs::write(&machine_id, "3d1219c7c4c5404aaa1f6d2a48adfda4\n").unwrap();
+    let toml = format!("{WHEN_REQUIRED}\nfleetlock_url = \"{url}\"");
+    let effects = |b: &TempMachine, f: &mut Fakes| {
+        let fl = b.settings.reboot.fleetlock.clone().unwrap();
+        let id = super::fleetlock::lock_id(&fl, &machine_id).unwrap();
+        let client = super::fleetlock::Client::new(&fl.url, &fl.group, &id).unwrap();
+        f.effects.slot = Some(Ok(Box::new(client) as Box<dyn Slot>));
+    };
+    let pi1 = kernel_deploy_on("pi1", &toml);
+    let mut f1 = Fakes::new(&pi1, false);
+    effects(&pi1, &mut f1);
+    assert_eq!(f1.cycle(&pi1).await, Acted::Rebooting);
+    let identity = pi1.record().identity.unwrap();
+    assert_eq!(
+        (identity.id.as_str(), identity.host.as_str()),
+        ("7d46091d5cfa4676b30b362f2bedd4d1", "pi1")
+    );
+
+    // The clone: pi1's card, its record included, configured as pi2.
+    let pi2 = kernel_deploy_on("pi2", &toml);
+    std::fs::copy(
+        record::path(&pi1.settings.paths.state_dir),
+        record::path(&pi2.settings.paths.state_dir),
+    )
+    .unwrap();
+    let mut r2 = pi2.record();
+    r2.trial = None;
+    r2.rebooted = None;
+    r2.slot_held = false;
+    record::save(&pi2.settings.paths.state_dir, &r2).unwrap();
+    let mut f2 = Fakes::new(&pi2, false);
+    effects(&pi2, &mut f2);
+    let acted = f2.cycle(&pi2).await;
+    let Acted::Waiting(w) = acted else {
+        panic!("{acted:?}")
+    };
+    assert_eq!(w.what, "attention");
+    assert!(
+        w.detail.contains("has the machine id of pi1")
+            && w.detail.contains("systemd-machine-id-setup"),
+        "{}",
+        w.detail
+    );
+    assert_eq!(Fakes::reboots(&f2.take()), 0);
+    assert_eq!(
+        pi2.view().pending.unwrap().waiting_for.as_deref(),
+        Some("attention")
+    );
+
+    child.kill().unwrap();
+    let _ = child.wait();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let takes: Vec<_> = lines
+        .iter()
+        .filter(|e| e["endpoint"] == "v1/pre-reboot")
+        .collect();
+    assert_eq!(takes.len(), 1, "only pi1 took a slot: {lines:?}");
+    assert_eq!(
+        takes[0]["id"], "7d46091d5cfa4676b30b362f2bedd4d1",
+        "never the raw machine id"
+    );
+}
+
+/// A slot taken by an older agent with the raw machine id (no id recorded) is released
+/// with that id, not stranded.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slot_taken_with_an_older_id_is_released_with_it() {
+    #[derive(Default)]
+    struct Ids(RefCell<Vec<String>>);
+    struct IdSlot(Rc<Ids>);
+    impl Slot for IdSlot {
+        fn describe(&self) -> String {
+            "lock".into()
+        }
+        fn id(&self) -> String {
+            "new-id".into()
+        }
+        fn take(&self) -> Fut<'_, Result<(), LockError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn release_as<'a>(&'a self, id: &'a str) -> Fut<'a, Result<(), LockError>> {
+            self.0 .0.borrow_mut().push(id.to_string());
+            Box::pin(async { Ok(()) })
+        }
+    }
+    let b = TempMachine::new(WHEN_REQUIRED);
+    let ids = Rc::new(Ids::default());
+    let mut f = Fakes::new(&b, false);
+    f.effects.slot = Some(Ok(Box::new(IdSlot(ids.clone())) as Box<dyn Slot>));
+    f.effects.legacy_slot_id = Some("raw-machine-id".into());
+    for (recorded, expect) in [(None, "raw-machine-id"), (Some("taken-as"), "taken-as")] {
+        let r = record::Record {
+            slot_held: true,
+            slot_id: recorded.map(str::to_string),
+            ..Default::default()
+        };
+        record::save(&b.settings.paths.state_dir, &r).unwrap();
+        assert_eq!(f.cycle(&b).await, Acted::NotRequired);
+        assert_eq!(ids.0.borrow_mut().pop().as_deref(), Some(expect));
+        let r = b.record();
+        assert!(!r.slot_held && r.slot_id.is_none());
+    }
 }

@@ -1,18 +1,27 @@
 //! `homelab-agent verify-boot`, run once per boot by a unit ordered before
-//! `boot-complete.target` (README "Reboots"):
+//! `boot-complete.target` (docs/reboots.md). The rule it keeps: the boot default only ever
+//! points at a generation that booted and verified on this machine.
 //!
-//! - **a boot the agent rebooted into, not yet verified**: run the health checks. Pass:
-//!   verified, the FleetLock slot released. Fail: the previous generation becomes the
-//!   boot default again (`nix-env -p <profile> --set` + its `switch-to-configuration
-//!   boot`), the commit is marked bad, and the machine reboots once. The loop breaker: a
-//!   fallback reboot is recorded *before* it is issued, and never issued twice for the
-//!   same system; a boot that lands in a system it already fell back from changes nothing.
-//! - **a fallback boot**: the booted system is not the profile's default (the bootloader
-//!   fell back, or the default never came up). When the default is the agent's latest
-//!   deployment, that deployment failed: recorded as such (phase `boot`), its commit
-//!   marked bad, and the booted system made the boot default again so the next boot is
-//!   the one that works.
-//! - anything else: nothing to verify; a stale FleetLock slot is released.
+//! - **the trial boot** the agent armed (`record.trial`): run the health checks. Pass: the
+//!   generation becomes the boot default (profile + `switch-to-configuration boot`), is
+//!   recorded as the last verified one, the trial is disarmed, the FleetLock slot
+//!   released. Fail: its commit is marked bad and the machine reboots once; the boot
+//!   default never moved, so the last verified generation boots.
+//! - **a boot of the default that never verified here** (a person made it the default, a
+//!   record from an older agent, a first boot): the checks too. Pass: recorded as
+//!   verified. Fail: the last verified generation (recorded, never merely "the previous
+//!   one") becomes the boot default again, the commit is marked bad, one reboot. The loop
+//!   breaker: a fallback reboot is recorded *before* it is issued, never issued twice for
+//!   the same system, and a boot that lands in a system given up changes nothing.
+//! - **a fallback boot**: the booted system is not the profile's default, and the default
+//!   never verified (the bootloader fell back): recorded as a failed deployment (phase
+//!   `boot`) when it was the agent's, and the booted system made the default again.
+//! - anything else (the verified default, or another generation a person chose while the
+//!   default is verified): nothing to verify; a stale FleetLock slot is released.
+//!
+//! Started in the same boot as a deployment (`switch-to-configuration test` starts every
+//! wanted unit that is not running; issue 20): the running system is then not the booted
+//! one, and it does nothing, without waiting for the run lock ([`started_by_activation`]).
 //!
 //! A marker in the runtime directory (a tmpfs, empty at every boot) makes a second call
 //! in the same boot a no-op.
@@ -76,11 +85,36 @@ pub struct BootDoors<'a> {
     pub effects: &'a Effects,
 }
 
+/// `Some(why)` when this is not the start of a boot: an activation already ran in it
+/// (the running system is not the booted one), so `switch-to-configuration` started the
+/// unit, and there is nothing to verify (issue 20). Checked before the run lock: the run
+/// that holds it is the one whose activation started us.
+pub fn started_by_activation(settings: &Settings) -> Option<String> {
+    let p = &settings.paths;
+    let (Some(booted), Some(current)) = (
+        system::resolve(&p.booted_system),
+        system::resolve(&p.current_system),
+    ) else {
+        return None;
+    };
+    (booted != current).then(|| {
+        format!(
+            "{} runs, not the booted {}: started by an activation in this boot, not by a boot; a boot is verified at its start",
+            current.display(),
+            booted.display()
+        )
+    })
+}
+
 pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timestamp) -> Verdict {
     let p = &settings.paths;
     let marker = p.runtime_dir.join(MARKER);
     if marker.exists() {
         return Verdict::AlreadyDone;
+    }
+    if let Some(why) = started_by_activation(settings) {
+        // No marker: the boot's own verification (if it has not run yet) still runs.
+        return Verdict::Nothing(why);
     }
     let mut record = match record::load(&p.state_dir) {
         Ok(r) => r,
@@ -108,42 +142,82 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
         verified: None,
         detail: "not a boot the agent rebooted into: nothing to verify".into(),
     };
-    let verdict = match default.as_ref().filter(|d| d.system != booted) {
-        Some(default) => fallback_boot(settings, doors, &mut record, &mut boot, default, now).await,
-        None => {
-            let ours = record
-                .rebooted
-                .as_ref()
-                .is_some_and(|r| r.system == shown && r.verified.is_none());
-            if ours {
-                check(settings, doors, &mut record, &mut boot, now).await
-            } else {
+    if let Some(t) = record.trial.clone().filter(|t| t.system != shown) {
+        // The trial was armed and this is not it: the trial boot was reset before it
+        // verified (a panic, a hang and the watchdog, the trial deadline, a power cut),
+        // and the bootloader booted its default, the last verified generation. Not blamed
+        // on the commit (a power cut is not its fault); never tried twice (policy.rs).
+        disarm(doors).await;
+        record.trial = None;
+        if let Some(r) = record.rebooted.as_mut().filter(|r| r.system == t.system) {
+            r.verified = Some(false);
+        }
+        let reason = format!(
+            "the trial boot of {} (armed at {}) did not verify: it was reset before (a panic, a hang and the watchdog, the trial deadline or a power cut), and the boot default {shown} booted",
+            t.system, t.at
+        );
+        log::error!(message_id = message_id::FELL_BACK, system = t.system.as_str(); "{reason}");
+        record.fallback = Some(Fallback {
+            at: rfc3339(now),
+            from_system: t.system.clone(),
+            from_generation: t.generation,
+            to_system: Some(shown.clone()),
+            reason,
+            kind: "trial-reset".into(),
+            rebooted: false,
+        });
+    }
+    let trial = record.trial.clone().filter(|t| t.system == shown);
+    let last_verified = record.last_verified().map(str::to_string);
+    let verdict = if trial.is_some() {
+        trial_boot(settings, doors, &mut record, &mut boot, now).await
+    } else {
+        match default.as_ref().filter(|d| d.system != booted) {
+            Some(default)
+                if last_verified.as_deref() == Some(&*default.system.to_string_lossy())
+                    && record
+                        .fallback
+                        .as_ref()
+                        .is_none_or(|f| f.from_system != shown) =>
+            {
+                boot.detail = format!(
+                    "booted {shown}, not the boot default generation {} (verified): chosen by a person, left as it is",
+                    default.number
+                );
                 Verdict::Nothing(boot.detail.clone())
             }
+            Some(default) => {
+                fallback_boot(settings, doors, &mut record, &mut boot, default, now).await
+            }
+            None if last_verified.as_deref() == Some(&shown) => {
+                boot.verified = Some(true);
+                boot.detail = "the last verified generation: nothing to verify".into();
+                Verdict::Nothing(boot.detail.clone())
+            }
+            // The boot default never verified on this machine: whoever rebooted, verify.
+            None => check(settings, doors, &mut record, &mut boot, now).await,
         }
     };
     // A slot this machine may hold from before the boot is released (UnlockIfHeld is
     // harmless when it holds none, and the record may have been lost): as Zincati does at
     // start. Until the server acknowledges, every run tries again.
     if !matches!(verdict, Verdict::FellBack { rebooting: true }) && doors.effects.slot.is_some() {
-        record.slot_held = true;
-        super::release(&mut record, doors.effects).await;
+        super::release_at_boot(&mut record, doors.effects).await;
     }
+    let reason = format!(
+        "homelab-agent: {}",
+        boot.detail.lines().next().unwrap_or_default()
+    );
     record.boot = Some(boot);
     if let Err(e) = record::save(&p.state_dir, &record) {
         log::error!("saving {}: {e}", record::path(&p.state_dir).display());
     }
     mark(&marker);
     if let Verdict::FellBack { rebooting: true } = verdict {
-        let reason = record
-            .fallback
-            .as_ref()
-            .map(|f| format!("homelab-agent: boot verification of {} failed; rebooting into the previous generation", f.from_system))
-            .unwrap_or_default();
         // Told before the reboot stops this unit (the queue is sent once).
         crate::announce::send_queued(settings).await;
         if let Err(e) = doors.effects.rebooter.reboot(&reason).await {
-            log::error!("rebooting into the previous generation: {e}\nhint: it is the boot default: reboot by hand");
+            log::error!("rebooting into the boot default: {e}\nhint: it is the last verified generation: reboot by hand");
             return Verdict::FellBack { rebooting: false };
         }
     }
@@ -180,10 +254,15 @@ async fn check(
     let booted = boot.system.clone();
     if report.healthy {
         boot.verified = Some(true);
-        boot.detail = "rebooted into by the agent; health checks passed".into();
-        if let Some(r) = record.rebooted.as_mut() {
+        boot.detail = "a boot of a generation not yet verified here; health checks passed".into();
+        if let Some(r) = record.rebooted.as_mut().filter(|r| r.system == booted) {
             r.verified = Some(true);
         }
+        record.verified = Some(record::Verified {
+            system: booted.clone(),
+            generation: boot.generation,
+            at: rfc3339(now),
+        });
         log::info!(
             message_id = message_id::BOOT_VERIFIED, system = booted.as_str();
             "boot of generation {} verified: health checks passed", gen(boot.generation)
@@ -212,9 +291,12 @@ async fn check(
         );
         return Verdict::LoopBroken;
     }
-    let Some(previous) = doors.machine.previous_generation() else {
+    // Only ever to the last generation that booted and verified here.
+    let Some(previous) =
+        last_verified_generation(settings, record).filter(|g| g.system.to_string_lossy() != booted)
+    else {
         boot.detail = format!(
-            "health checks failed ({why}) and there is no previous generation to fall back to"
+            "health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back\nhint: look at the machine (journalctl -b); `homelab-agent rollback` goes back to the previous generation"
         );
         log::error!(message_id = message_id::FELL_BACK; "{}", boot.detail);
         return Verdict::Failed(boot.detail.clone());
@@ -269,6 +351,148 @@ async fn check(
         "{error}; rebooting into it"
     );
     Verdict::FellBack { rebooting: true }
+}
+
+/// The profile's newest generation of the last verified system, if it is still there.
+fn last_verified_generation(settings: &Settings, record: &Record) -> Option<profile::Generation> {
+    let system = record.last_verified()?;
+    profile::list(&settings.paths.profile)
+        .into_iter()
+        .rev()
+        .find(|g| g.system == Path::new(system))
+}
+
+/// The trial boot the agent armed: the checks decide whether it becomes the default.
+async fn trial_boot(
+    settings: &Settings,
+    doors: &BootDoors<'_>,
+    record: &mut Record,
+    boot: &mut Boot,
+    now: Timestamp,
+) -> Verdict {
+    let booted = boot.system.clone();
+    let deployed = Store::new(&settings.paths.state_dir)
+        .peek()
+        .ok()
+        .and_then(|s| s.deployed)
+        .map(|d| d.system);
+    // The trial's files go; the flag was consumed by the bootloader at this boot.
+    disarm(doors).await;
+    record.trial = None;
+    if deployed.as_deref() != Some(booted.as_str()) {
+        // Armed for a deployment that a later one replaced: never promoted.
+        boot.detail = format!(
+            "a trial boot of {booted}, which is no longer the agent's deployment ({}): not verified; rebooting into the boot default",
+            deployed.as_deref().unwrap_or("none")
+        );
+        log::warn!(message_id = message_id::FELL_BACK; "{}", boot.detail);
+        return Verdict::FellBack { rebooting: true };
+    }
+    let report = doors.health.wait_until_healthy().await;
+    if !report.healthy {
+        let why = report
+            .failure()
+            .unwrap_or_else(|| "health checks did not pass".into());
+        boot.verified = Some(false);
+        if let Some(r) = record.rebooted.as_mut().filter(|r| r.system == booted) {
+            r.verified = Some(false);
+        }
+        // The boot default never moved: it is the last verified generation, and the
+        // reboot boots it. Made sure of when the record names another one.
+        let default = doors.machine.profile();
+        let back = last_verified_generation(settings, record).or(default.clone());
+        let Some(back) = back else {
+            boot.detail = format!("the trial boot failed its health checks ({why}) and there is no boot default to go back to");
+            return Verdict::Failed(boot.detail.clone());
+        };
+        let error = format!(
+            "the trial boot of {booted} failed its health checks: {why}; generation {} ({}) stays the boot default",
+            back.number,
+            back.system.display()
+        );
+        record.fallback = Some(Fallback {
+            at: rfc3339(now),
+            from_system: booted.clone(),
+            from_generation: None,
+            to_system: Some(back.system.display().to_string()),
+            reason: error.clone(),
+            kind: "trial-failed".into(),
+            rebooted: true,
+        });
+        if let Err(e) = record::save(&settings.paths.state_dir, record) {
+            boot.detail = format!("{error}; but saving the record failed ({e}): not rebooting");
+            return Verdict::Failed(boot.detail.clone());
+        }
+        if default.as_ref().is_none_or(|d| d.system != back.system) {
+            if let Err(e) = make_default(settings, doors.machine, &back.system, now).await {
+                log::error!(
+                    "making generation {} the boot default again: {e}",
+                    back.number
+                );
+            }
+        }
+        let mut run = Run::new(Outcome::Failed);
+        run.phase = Some(Phase::Health);
+        run.checks = report.results.clone();
+        run.rolled_back = Some(true);
+        record_failure(settings, &booted, &back.system, run, &error);
+        boot.detail = error.clone();
+        log::error!(
+            message_id = message_id::FELL_BACK, system = booted.as_str();
+            "{error}; rebooting into it"
+        );
+        return Verdict::FellBack { rebooting: true };
+    }
+    // Verified: now it becomes the boot default.
+    let number = match make_default(settings, doors.machine, Path::new(&booted), now).await {
+        Ok(n) => n,
+        Err(e) => {
+            boot.verified = Some(true);
+            boot.detail = format!(
+                "the trial boot passed its health checks, but making it the boot default failed: {e}\nhint: the boot default is still the last verified generation; the next deployment tries again"
+            );
+            log::error!("{}", boot.detail);
+            return Verdict::Failed(boot.detail.clone());
+        }
+    };
+    crate::failpoint("after_trial_promote");
+    boot.generation = Some(number);
+    boot.verified = Some(true);
+    boot.detail = "the agent's trial boot; health checks passed: now the boot default".into();
+    if let Some(r) = record.rebooted.as_mut().filter(|r| r.system == booted) {
+        r.verified = Some(true);
+        r.generation = Some(number);
+    }
+    record.verified = Some(record::Verified {
+        system: booted.clone(),
+        generation: Some(number),
+        at: rfc3339(now),
+    });
+    let store = Store::new(&settings.paths.state_dir);
+    match store.load() {
+        Ok(mut st) => {
+            if let Some(d) = st.deployed.as_mut().filter(|d| d.system == booted) {
+                d.generation = Some(number);
+            }
+            if let Err(e) = store.save(&st) {
+                log::error!("recording generation {number} in the state: {e:#}");
+            }
+        }
+        Err(e) => log::error!("recording generation {number} in the state: {e:#}"),
+    }
+    log::info!(
+        message_id = message_id::BOOT_VERIFIED, system = booted.as_str();
+        "trial boot verified: health checks passed; generation {number} is the boot default"
+    );
+    Verdict::Verified
+}
+
+async fn disarm(doors: &BootDoors<'_>) {
+    if let Some(door) = &doors.effects.trial {
+        if let Err(f) = door.disarm().await {
+            log::warn!("disarming the trial through {}: {f}", door.describe());
+        }
+    }
 }
 
 /// The booted system is not the profile's default.

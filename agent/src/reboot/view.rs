@@ -56,8 +56,8 @@ pub struct PendingView {
     pub system: String,
     pub generation: Option<u32>,
     pub since: String,
-    /// `policy`, `delay`, `window`, `lock`, `reboot`, `attention`; `null`: the next run
-    /// reboots.
+    /// `policy`, `delay`, `window`, `trial`, `lock`, `reboot`, `attention`; `null`: the
+    /// next run reboots.
     pub waiting_for: Option<String>,
     /// Until when (RFC 3339), when known.
     pub until: Option<String>,
@@ -131,7 +131,11 @@ impl View {
             return Ok(());
         }
         if let Some(p) = &self.pending {
-            let gen = p.generation.map_or("?".into(), |g| g.to_string());
+            // Live and waiting for its trial boot: no generation yet.
+            let into = p.generation.map_or_else(
+                || format!("{} (live)", p.system),
+                |g| format!("generation {g}"),
+            );
             let why = match (p.waiting_for.as_deref(), p.detail.as_deref()) {
                 (Some(_), Some(d)) => first_line(d).to_string(),
                 _ => "the next run reboots".into(),
@@ -141,7 +145,7 @@ impl View {
                 .as_deref()
                 .map(|u| format!(" (until {u})"))
                 .unwrap_or_default();
-            writeln!(out, "reboot pending: into generation {gen}: {why}{until}")?;
+            writeln!(out, "reboot pending: into {into}: {why}{until}")?;
         }
         if let Some(r) = &self.rebooting {
             writeln!(out, "rebooting:  into {} since {}", r.system, r.at)?;

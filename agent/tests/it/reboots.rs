@@ -1,6 +1,11 @@
 //! Reboots with the real binary, real git and nix, and the FleetLock test server
 //! (tests/fleetlock/server.py) on loopback. `systemctl` is a shim that logs its argv: the
 //! reboot itself is tested under real systemd in the container harness.
+//!
+//! The bootloader is a *model* (`[reboot] bootloader = "test-model"`, [`model_boot`]): a
+//! flag file boots the trial system once. What a real bootloader does is proved by the
+//! QEMU tier against real U-Boot and a real kernel (trial_verifies, trial_panics,
+//! power_cut_during_trial, trial_hangs_watchdog).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -98,8 +103,28 @@ fn machine(reboot: &str) -> Harness {
     .unwrap();
     std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
     h.systemctl = Some(shim);
-    h.extra = format!("[reboot]\n{reboot}\n");
+    let model = h.path("model-boot");
+    std::fs::create_dir_all(&model).unwrap();
+    h.extra = format!(
+        "[reboot]\nbootloader = \"test-model\"\n{reboot}\n[reboot.uboot]\nboot_dir = \"{}\"\n",
+        model.display()
+    );
     h
+}
+
+/// The model bootloader boots: the trial system once when the flag is set (clearing the
+/// flag first, as the U-Boot boot command does), else the profile's default. Returns
+/// what booted.
+fn model_boot(h: &Harness) -> PathBuf {
+    let flag = h.path("model-boot/trial-model.flag");
+    let system = if flag.exists() {
+        std::fs::remove_file(&flag).unwrap();
+        PathBuf::from(std::fs::read_to_string(h.path("model-boot/trial-model.system")).unwrap())
+    } else {
+        h.profile_system().unwrap()
+    };
+    boot(h, &system);
+    system
 }
 
 fn reboots(h: &Harness) -> Vec<String> {
@@ -131,8 +156,10 @@ fn kernel_deployed(h: &mut Harness) -> (PathBuf, PathBuf) {
     h.commit("new kernel");
     let run = h.run_once();
     assert_eq!(run.code(), 0, "deploy failed:\n{}", run.stderr());
-    let second = h.profile_system().unwrap();
+    // Live, and not the boot default: that stays the last verified generation.
+    let second = std::fs::canonicalize(h.current_system_link()).unwrap();
     assert_ne!(first, second);
+    assert_eq!(h.profile_system().as_deref(), Some(first.as_path()));
     (first, second)
 }
 
@@ -154,7 +181,8 @@ fn two_machines_in_one_group_with_one_slot_never_reboot_together() {
     let (_, pi1_new) = kernel_deployed(&mut pi1);
     assert_eq!(reboots(&pi1).len(), 1, "pi1 reboots with the slot");
     assert!(
-        reboots(&pi1)[0].contains("--message=homelab-agent: generation 2 changes the kernel"),
+        reboots(&pi1)[0].contains("--message=homelab-agent: rebooting once into /nix/store/")
+            && reboots(&pi1)[0].contains(" as a trial"),
         "{:?}",
         reboots(&pi1)
     );
@@ -174,13 +202,16 @@ fn two_machines_in_one_group_with_one_slot_never_reboot_together() {
             .contains("failed_lock_semaphore_full"),
         "{s2}"
     );
-    assert_eq!(pending["generation"], 2, "{s2}");
+    assert!(
+        pending["generation"].is_null(),
+        "live, no generation yet: {s2}"
+    );
     // Another run: still waiting, still no reboot.
     pi2.run_once();
     assert!(reboots(&pi2).is_empty());
 
-    // pi1 comes back in its new generation; verify-boot confirms it and frees the slot.
-    boot(&pi1, &pi1_new);
+    // pi1 comes back in its trial; verify-boot confirms it and frees the slot.
+    assert_eq!(model_boot(&pi1), pi1_new);
     let v = pi1.agent(&["verify-boot"]);
     assert_eq!(v.code(), 0, "{}\n{}", v.stdout(), v.stderr());
     assert!(v.stdout().contains("boot verified"), "{}", v.stdout());
@@ -200,8 +231,13 @@ fn two_machines_in_one_group_with_one_slot_never_reboot_together() {
         1,
         "pi2 reboots once pi1 released the slot"
     );
-    boot(&pi2, &pi2_new);
+    assert_eq!(model_boot(&pi2), pi2_new);
     assert_eq!(pi2.agent(&["verify-boot"]).code(), 0);
+    assert_eq!(
+        pi2.profile_system(),
+        Some(pi2_new),
+        "verified: now the boot default"
+    );
 
     // The server's own log: never two holders at once, and each took and released.
     let events = server.events();
@@ -252,7 +288,7 @@ fn a_fleetlock_server_that_is_down_means_wait_never_reboot() {
     assert!(
         human
             .stdout()
-            .contains("reboot pending: into generation 2: waiting for the FleetLock slot"),
+            .contains("(live): waiting for the FleetLock slot"),
         "{}",
         human.stdout()
     );
@@ -276,9 +312,9 @@ fn a_boot_that_fails_its_checks_falls_back_reboots_once_and_never_loops() {
         .unwrap()
         .to_string();
 
-    // The new kernel boots, and something is broken.
+    // The trial boots the new kernel, and something is broken.
     std::fs::write(h.path("broken"), "").unwrap();
-    boot(&h, &second);
+    assert_eq!(model_boot(&h), second);
     let v = h.agent(&["verify-boot"]);
     assert_eq!(v.code(), 1, "{}\n{}", v.stdout(), v.stderr());
     assert!(
@@ -286,42 +322,47 @@ fn a_boot_that_fails_its_checks_falls_back_reboots_once_and_never_loops() {
         "{}",
         v.stderr()
     );
-    assert_eq!(reboots(&h).len(), 2, "one fallback reboot");
-    // The previous system is the boot default again, through its own switch (boot).
+    assert_eq!(reboots(&h).len(), 2, "one reboot back");
+    // The boot default never moved: nothing was switched to make it so.
     assert_eq!(h.profile_system().as_deref(), Some(first.as_path()));
-    let base = first.file_name().unwrap().to_string_lossy().to_string();
     assert!(
-        h.stc_log()
-            .iter()
-            .any(|(sys, action)| sys.contains(&base) && action == "boot"),
+        !h.stc_log().iter().any(|(_, action)| action == "boot"),
         "{:?}",
         h.stc_log()
     );
     let s = h.status();
-    assert_eq!(
-        s["reboot"]["fell_back"]["kind"], "boot-verification-failed",
-        "{s}"
-    );
+    assert_eq!(s["reboot"]["fell_back"]["kind"], "trial-failed", "{s}");
     assert_eq!(s["reboot"]["booted"]["verified"], false, "{s}");
     let history = h.history();
     assert_eq!(history[0]["outcome"], "failed");
     assert_eq!(history[0]["commit"], deployed_commit.as_str());
 
-    // The bootloader boots the bad generation again anyway: no second reboot.
+    // The bootloader boots the bad system again anyway: no second reboot.
     boot(&h, &second);
     let v = h.agent(&["verify-boot"]);
     assert_eq!(v.code(), 1, "{}", v.stderr());
     assert!(v.stderr().contains("not rebooting again"), "{}", v.stderr());
     assert_eq!(reboots(&h).len(), 2);
+    // Nor does the next run (issue 23 item 15).
+    let run = h.run_once();
+    assert_eq!(reboots(&h).len(), 2, "{}", run.stderr());
+    assert_eq!(h.status()["reboot"]["pending"]["waiting_for"], "attention");
 
-    // The previous generation boots: nothing to verify, nothing to reboot for.
-    boot(&h, &first);
-    assert_eq!(h.agent(&["verify-boot"]).code(), 0);
+    // The model bootloader boots its default (the breakage was the new kernel's): it
+    // verifies, nothing to reboot for.
+    std::fs::remove_file(h.path("broken")).unwrap();
+    assert_eq!(model_boot(&h), first);
+    let v = h.agent(&["verify-boot"]);
+    assert_eq!(v.code(), 0, "{}\n{}", v.stdout(), v.stderr());
     let run = h.run_once();
     assert_eq!(run.code(), 0, "{}", run.stderr());
     assert_eq!(reboots(&h).len(), 2);
     // The commit is bad: not redeployed.
     assert_eq!(h.profile_system().as_deref(), Some(first.as_path()));
+    assert_eq!(
+        std::fs::canonicalize(h.current_system_link()).unwrap(),
+        first
+    );
 }
 
 /// A failed boot verification is a recorded failure like any other: the receivers hear
@@ -367,7 +408,7 @@ fn a_failed_boot_verification_is_notified_before_the_fallback_reboot() {
         .to_string();
 
     std::fs::write(h.path("broken"), "").unwrap();
-    boot(&h, &second);
+    assert_eq!(model_boot(&h), second);
     let v = h.agent(&["verify-boot"]);
     assert_eq!(v.code(), 1, "{}\n{}", v.stdout(), v.stderr());
     assert_eq!(reboots(&h).len(), 2, "one fallback reboot");
@@ -385,15 +426,16 @@ fn a_failed_boot_verification_is_notified_before_the_fallback_reboot() {
     assert_eq!(doc["commit"], deployed_commit.as_str(), "{doc}");
     assert_eq!(doc["system"], second.display().to_string(), "{doc}");
     assert_eq!(doc["phase"], "health", "{doc}");
-    assert_eq!(
-        doc["generation"], 2,
-        "the failed system's generation: {doc}"
+    assert!(
+        doc["generation"].is_null(),
+        "a trial is no generation: {doc}"
     );
     assert_eq!(doc["rolled_back"], true, "{doc}");
     assert!(
-        doc["error"].as_str().is_some_and(
-            |e| e.contains("the boot of generation 2 failed its health checks: after-boot")
-        ),
+        doc["error"].as_str().is_some_and(|e| e.contains(&format!(
+            "the trial boot of {} failed its health checks: after-boot",
+            second.display()
+        ))),
         "{doc}"
     );
     // Told once: verify-boot's own send after the reboot request finds the queue empty.
@@ -518,4 +560,60 @@ fn the_client_and_the_test_server_speak_the_protocol() {
         })
         .collect();
     assert_eq!(holders.len(), 5, "{holders:?}");
+}
+
+/// Kill points of the trial (the `failpoints` feature): the agent killed right after
+/// arming the trial, and verify-boot killed right after promoting it. Each leaves a
+/// consistent machine: the boot default is always a verified generation, and the next
+/// boot or run finishes the job.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_kill_while_arming_or_promoting_a_trial_leaves_a_verified_default() {
+    if !prerequisites() {
+        return;
+    }
+    let mut h = machine("policy = \"when-required\"");
+    let (_, first) = h.bootstrap();
+    boot(&h, &first);
+    h.host("pi1").kernel = "k2".into();
+    h.commit("new kernel");
+    let mut cmd = h.command(&["run", "--once"]);
+    cmd.env("HOMELAB_AGENT_FAILPOINTS", "after_trial_arm");
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        None,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(reboots(&h).is_empty(), "killed before the reboot");
+    // The default never moved; the trial is armed: whoever reboots next boots it once.
+    assert_eq!(h.profile_system().as_deref(), Some(first.as_path()));
+    let second = std::fs::canonicalize(h.current_system_link()).unwrap();
+    assert_eq!(model_boot(&h), second);
+
+    // verify-boot is killed right after the profile and the boot entry moved.
+    let mut cmd = h.command(&["verify-boot"]);
+    cmd.env("HOMELAB_AGENT_FAILPOINTS", "after_trial_promote");
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        None,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        h.profile_system().as_deref(),
+        Some(second.as_path()),
+        "verified: the default"
+    );
+    // The next boot (of the new default) finishes the record; nothing is rebooted.
+    assert_eq!(model_boot(&h), second);
+    let v = h.agent(&["verify-boot"]);
+    assert_eq!(v.code(), 0, "{}\n{}", v.stdout(), v.stderr());
+    let s = h.status();
+    assert_eq!(s["reboot"]["booted"]["verified"], true, "{s}");
+    assert!(s["reboot"]["pending"].is_null(), "{s}");
+    assert!(reboots(&h).is_empty());
+    assert_eq!(h.profile_system().as_deref(), Some(second.as_path()));
 }
