@@ -32,6 +32,7 @@ pub mod fleetlock;
 pub mod policy;
 pub mod record;
 pub mod trial;
+pub mod uboot;
 pub mod verify;
 pub mod view;
 pub mod window;
