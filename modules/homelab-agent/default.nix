@@ -88,6 +88,7 @@ in
     ./host-map.nix
     ./reboot.nix
     ./metrics.nix
+    ./uboot.nix
   ];
 
   config = lib.mkIf cfg.enable {

@@ -78,6 +78,20 @@ impl UBoot {
                 ),
             ));
         }
+        // libubootenv refuses a configuration naming a missing file ("Configuration file
+        // wrong or corrupted"): say what it really is.
+        if let Some((device, _)) = first_device(&text) {
+            if !device.exists() {
+                return Err(Failure::new(
+                    Kind::Environment,
+                    format!(
+                        "U-Boot's environment {} (named by {}) does not exist: U-Boot has never saved its environment there\nhint: run `homelab-agent bootloader setup --initial-env FILE` (U-Boot's `make u-boot-initial-env` output), or `saveenv` once at the U-Boot prompt",
+                        device.display(),
+                        path.display()
+                    ),
+                ));
+            }
+        }
         for tool in [&self.settings.fw_printenv, &self.settings.fw_setenv] {
             if find_program(tool).is_none() {
                 return Err(Failure::new(
@@ -192,10 +206,10 @@ impl UBoot {
                 "--save-command must be one line of U-Boot commands (default: saveenv)",
             ));
         }
-        self.check_config()?;
         if initial_env.is_some() {
             self.create_missing_env()?;
         }
+        self.check_config()?;
         let (base, default_env) = match self.tools.read().await? {
             Env::Valid(vars) => (vars, None),
             Env::Invalid => match initial_env {
@@ -226,7 +240,8 @@ impl UBoot {
             ("bootcmd", BOOTCMD),
         ])
         .map_err(|e| Failure::new(Kind::Configuration, e))?;
-        let dir = tempfile::tempdir().map_err(|e| files::io_failure(&e, "creating", &std::env::temp_dir()))?;
+        let dir = tempfile::tempdir()
+            .map_err(|e| files::io_failure(&e, "creating", &std::env::temp_dir()))?;
         let file = dir.path().join("homelab-boot.env");
         std::fs::write(&file, script).map_err(|e| files::io_failure(&e, "writing", &file))?;
         self.tools
@@ -271,7 +286,10 @@ impl UBoot {
         }
         crate::state::write_atomic(&device, &vec![0; end as usize])
             .map_err(|e| files::io_failure(&e, "creating", &device))?;
-        log::info!("created {} ({end} bytes) for U-Boot's environment", device.display());
+        log::info!(
+            "created {} ({end} bytes) for U-Boot's environment",
+            device.display()
+        );
         Ok(())
     }
 
@@ -280,13 +298,22 @@ impl UBoot {
         self.check_config()?;
         let mut out = format!("environment: {}\n", self.settings.fw_env_config.display());
         match self.tools.read().await? {
-            Env::Invalid => out.push_str("valid:       no (missing or bad CRC: U-Boot uses its built-in default)\n"),
+            Env::Invalid => out.push_str(
+                "valid:       no (missing or bad CRC: U-Boot uses its built-in default)\n",
+            ),
             Env::Valid(vars) => {
-                let get = |k: &str| vars.get(k).map_or("(unset)".to_string(), |v| v.escape_debug().to_string());
+                let get = |k: &str| {
+                    vars.get(k)
+                        .map_or("(unset)".to_string(), |v| v.escape_debug().to_string())
+                };
                 out.push_str("valid:       yes\n");
                 out.push_str(&format!(
                     "provisioned: {}\n",
-                    if provisioned(&vars, &self.settings.fw_env_config).is_ok() { "yes" } else { "no" }
+                    if provisioned(&vars, &self.settings.fw_env_config).is_ok() {
+                        "yes"
+                    } else {
+                        "no"
+                    }
                 ));
                 for k in ["bootcmd", BOOT_VAR, SAVE_VAR, DEFAULT_VAR, FLAG] {
                     out.push_str(&format!("{k}={}\n", get(k)));
@@ -297,7 +324,10 @@ impl UBoot {
         match read_small(&conf, MAX_CONFIG) {
             Ok(text) => {
                 out.push_str(&format!("trial entry: {}\n", conf.display()));
-                for l in text.lines().filter(|l| l.trim_start().starts_with("APPEND")) {
+                for l in text
+                    .lines()
+                    .filter(|l| l.trim_start().starts_with("APPEND"))
+                {
                     out.push_str(&format!("  {}\n", l.trim().escape_debug()));
                 }
             }
@@ -378,7 +408,7 @@ fn read_initial_env(file: &Path) -> Result<BTreeMap<String, String>, Failure> {
         )
     })?;
     let vars = fwenv::parse_dump(&text);
-    if !vars.get("bootcmd").is_some_and(|v| !v.trim().is_empty()) {
+    if vars.get("bootcmd").is_none_or(|v| v.trim().is_empty()) {
         return Err(Failure::new(
             Kind::Configuration,
             format!("the initial environment {} has no bootcmd: it is not U-Boot's default environment\nhint: give U-Boot's `make u-boot-initial-env` output for this board's U-Boot", file.display()),

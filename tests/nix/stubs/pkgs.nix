@@ -17,6 +17,7 @@ in
   openssh = fake "openssh";
   systemd = fake "systemd";
   gnupg = fake "gnupg";
+  libubootenv = fake "libubootenv";
 
   writeText = name: text: fake name // { inherit text; };
 

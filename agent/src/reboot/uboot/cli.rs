@@ -115,9 +115,13 @@ pub async fn run(cmd: BootloaderCommand) -> u8 {
         }
         BootloaderCommand::Arm { system, uboot } => {
             let door = uboot.door();
-            door.arm(&system)
-                .await
-                .map(|()| format!("armed: the next boot tries {} once ({})", system.display(), door.describe()))
+            door.arm(&system).await.map(|()| {
+                format!(
+                    "armed: the next boot tries {} once ({})",
+                    system.display(),
+                    door.describe()
+                )
+            })
         }
         BootloaderCommand::Disarm { uboot } => uboot
             .door()

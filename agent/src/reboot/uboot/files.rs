@@ -37,14 +37,18 @@ fn system_failure(system: &Path, what: &str) -> Failure {
 /// Copies `system`'s kernel, initrd and dtbs into `boot_dir/homelab-trial` (replacing
 /// an old trial's) and says what the entry must name.
 pub fn lay_out(boot_dir: &Path, system: &Path) -> Result<Entry, Failure> {
-    let sys = fs::canonicalize(system).map_err(|e| system_failure(system, &format!("cannot be resolved: {e}")))?;
+    let sys = fs::canonicalize(system)
+        .map_err(|e| system_failure(system, &format!("cannot be resolved: {e}")))?;
     let file = |name: &str| -> Result<std::path::PathBuf, Failure> {
         let p = fs::canonicalize(sys.join(name))
             .map_err(|e| system_failure(system, &format!("has no {name}: {e}")))?;
         if p.is_file() {
             Ok(p)
         } else {
-            Err(system_failure(system, &format!("has a {name} that is not a file")))
+            Err(system_failure(
+                system,
+                &format!("has a {name} that is not a file"),
+            ))
         }
     };
     let kernel = file("kernel")?;
@@ -56,7 +60,10 @@ pub fn lay_out(boot_dir: &Path, system: &Path) -> Result<Entry, Failure> {
     let params = read_params(&sys.join("kernel-params"))
         .map_err(|e| system_failure(system, &format!("has an unreadable kernel-params: {e}")))?;
     if params.chars().any(char::is_control) {
-        return Err(system_failure(system, "has control characters in kernel-params"));
+        return Err(system_failure(
+            system,
+            "has control characters in kernel-params",
+        ));
     }
 
     let fresh = boot_dir.join(format!(".{TRIAL_DIR}.tmp"));
@@ -90,7 +97,10 @@ pub fn remove_trial(boot_dir: &Path) -> Result<(), Failure> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_failure(&e, "removing", &conf)),
     }
-    for dir in [boot_dir.join(TRIAL_DIR), boot_dir.join(format!(".{TRIAL_DIR}.tmp"))] {
+    for dir in [
+        boot_dir.join(TRIAL_DIR),
+        boot_dir.join(format!(".{TRIAL_DIR}.tmp")),
+    ] {
         remove_dir(&dir).map_err(|e| io_failure(&e, "removing", &dir))?;
     }
     if let Some(parent) = conf.parent().filter(|p| p.is_dir()) {
@@ -119,7 +129,10 @@ fn read_params(path: &Path) -> io::Result<String> {
 fn copy_file(src: &Path, dst: &Path) -> Result<(), Failure> {
     (|| {
         let mut from = fs::File::open(src)?;
-        let mut to = fs::OpenOptions::new().write(true).create_new(true).open(dst)?;
+        let mut to = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dst)?;
         io::copy(&mut from, &mut to)?;
         to.sync_all()
     })()
@@ -130,7 +143,10 @@ fn copy_dir(src: &Path, dst: &Path, depth: usize) -> Result<(), Failure> {
     if depth > MAX_DEPTH {
         return Err(Failure::new(
             Kind::Environment,
-            format!("{} is nested more than {MAX_DEPTH} levels deep: not a dtbs directory", src.display()),
+            format!(
+                "{} is nested more than {MAX_DEPTH} levels deep: not a dtbs directory",
+                src.display()
+            ),
         ));
     }
     fs::create_dir(dst).map_err(|e| io_failure(&e, "creating", dst))?;

@@ -223,10 +223,17 @@ mod tests {
         );
         assert_eq!(
             t.setenv_cmd("homelab_trial", None).argv(),
-            ["fw_setenv", "-c", "/etc/fw_env.config", "-f", NO_DEFAULT, "homelab_trial"]
+            [
+                "fw_setenv",
+                "-c",
+                "/etc/fw_env.config",
+                "-f",
+                NO_DEFAULT,
+                "homelab_trial"
+            ]
         );
         assert_eq!(
-            t.setenv_script_cmd(Path::new("/tmp/s"), None).argv()[3..],
+            t.setenv_script_cmd(Path::new("/tmp/s"), None).argv()[4..],
             [NO_DEFAULT, "-s", "/tmp/s"]
         );
     }
