@@ -176,9 +176,15 @@ impl UBoot {
     }
 
     async fn disarm_now(&self) -> Result<(), Failure> {
-        self.check_config()?;
-        if self.flag_set().await? {
-            self.tools.write(&self.tools.setenv_cmd(FLAG, None)).await?;
+        match self.check_config() {
+            Ok(()) => {
+                if self.flag_set().await? {
+                    self.tools.write(&self.tools.setenv_cmd(FLAG, None)).await?;
+                }
+            }
+            // No environment file: U-Boot runs its built-in one, which holds no flag.
+            Err(_) if self.env_file_missing() => {}
+            Err(e) => return Err(e),
         }
         let boot_dir = self.settings.boot_dir.clone();
         tokio::task::spawn_blocking(move || files::remove_trial(&boot_dir))
@@ -291,6 +297,13 @@ impl UBoot {
             device.display()
         );
         Ok(())
+    }
+
+    fn env_file_missing(&self) -> bool {
+        read_small(&self.settings.fw_env_config, MAX_CONFIG)
+            .ok()
+            .and_then(|text| first_device(&text))
+            .is_some_and(|(device, _)| !device.exists())
     }
 
     /// What `bootloader show` prints.

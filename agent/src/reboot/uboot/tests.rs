@@ -111,8 +111,15 @@ fn real_tools_provision_arm_and_disarm_a_trial() {
         // No uboot.env yet (a Pi that never ran saveenv): not ready, arm refused.
         let e = m.door.ready().await.unwrap_err();
         assert_eq!(e.kind, Kind::Environment);
-        assert!(e.message.contains("uboot.env (named by") && e.message.contains("does not exist"), "{e}");
-        assert!(e.message.contains("hint: run `homelab-agent bootloader setup --initial-env"), "{e}");
+        assert!(
+            e.message.contains("uboot.env (named by") && e.message.contains("does not exist"),
+            "{e}"
+        );
+        assert!(
+            e.message
+                .contains("hint: run `homelab-agent bootloader setup --initial-env"),
+            "{e}"
+        );
         let sys = m.system();
         assert!(m.door.arm(&sys).await.is_err());
         assert!(!m.path("boot").join(TRIAL_DIR).exists());
@@ -362,4 +369,25 @@ fn reads_the_environment_device_from_fw_env_config() {
     );
     assert_eq!(first_device("/dev/mtd1 zero"), None);
     assert_eq!(first_device("# only\n"), None);
+}
+
+#[test]
+fn disarm_without_an_environment_file_removes_the_trial() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Machine::new(
+            &dir.path().join("no-fw_printenv"),
+            &dir.path().join("no-fw_setenv"),
+        );
+        std::fs::create_dir_all(m.path("boot").join(TRIAL_DIR)).unwrap();
+        std::fs::write(m.path("boot").join(TRIAL_CONF), "LABEL homelab-trial\n").unwrap();
+        // No uboot.env (and no tools): nothing can hold a flag; the files go.
+        m.door.disarm().await.unwrap();
+        assert!(!m.path("boot").join(TRIAL_DIR).exists());
+        assert!(!m.path("boot").join(TRIAL_CONF).exists());
+        // With an environment file but no tools, the flag cannot be checked: an error.
+        std::fs::write(m.path("uboot.env"), vec![0u8; SIZE]).unwrap();
+        let e = m.door.disarm().await.unwrap_err();
+        assert!(e.message.contains("not found"), "{e}");
+    });
 }
