@@ -262,8 +262,9 @@ impl UBoot {
             ));
         }
         Ok(format!(
-            "{}: bootcmd={BOOTCMD}; {BOOT_VAR}={command}; {DEFAULT_VAR}={original}{}",
+            "{}: bootcmd={BOOTCMD}; {BOOT_VAR}={command}; {DEFAULT_VAR}={}{}",
             self.settings.fw_env_config.display(),
+            original.escape_debug(),
             if default_env.is_some() {
                 " (the damaged environment was replaced from --initial-env)"
             } else {
