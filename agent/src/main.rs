@@ -206,6 +206,12 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// U-Boot one-shot trials: provision the boot command, arm or disarm a trial, show
+    /// the environment (docs/reboots-uboot.md)
+    Bootloader {
+        #[command(subcommand)]
+        command: homelab_agent::reboot::uboot::cli::BootloaderCommand,
+    },
     /// Configuration commands
     Config {
         #[command(subcommand)]
@@ -390,6 +396,9 @@ fn main() -> ExitCode {
                 reason,
                 config,
             } => commands::pause(pick(config).as_deref(), duration, reason.as_deref()),
+            Command::Bootloader { command } => {
+                homelab_agent::reboot::uboot::cli::run(command).await
+            }
             Command::Config {
                 command:
                     ConfigCommand::Check {

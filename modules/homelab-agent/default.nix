@@ -89,6 +89,7 @@ in
     ./reboot.nix
     ./metrics.nix
     ./resources.nix
+    ./uboot.nix
   ];
 
   config = lib.mkIf cfg.enable {

@@ -104,6 +104,10 @@ let
 
   withMetrics = agent (base { metrics.textfileDir = "/var/lib/prometheus-node-exporter/textfile"; });
 
+  # services.homelab-agent.reboot.uboot (modules/homelab-agent/uboot.nix).
+  withUboot = agent (base { reboot.uboot.enable = true; });
+  ubootSetup = withUboot.c.systemd.services.homelab-agent-uboot-setup;
+
   full = agent {
     networking.hostName = "pi1";
     services.homelab-agent = {
@@ -814,6 +818,62 @@ let
       textfile_dir = "/var/lib/prometheus-node-exporter/textfile";
     })
     (expect "metrics: none by default" (minimal.toml ? metrics) false)
+    (expect "uboot: fw_env.config names uboot.env on the firmware partition, 16 KiB"
+      withUboot.c.environment.etc."fw_env.config".text
+      "# homelab-agent (services.homelab-agent.reboot.uboot): U-Boot's environment\n/boot/firmware/uboot.env 0x0 16384\n")
+    (expect "uboot: the setup unit provisions the boot command before the agent runs" {
+      inherit (ubootSetup) wantedBy before;
+      inherit (ubootSetup.serviceConfig) Type ExecStart;
+    } {
+      wantedBy = [ "multi-user.target" ];
+      before = [ "homelab-agent.service" ];
+      Type = "oneshot";
+      ExecStart = "${fake "homelab-agent"}/bin/homelab-agent bootloader setup --fw-env-config /etc/fw_env.config --fw-printenv ${fake "libubootenv"}/bin/fw_printenv --fw-setenv ${fake "libubootenv"}/bin/fw_setenv --boot-dir /boot --sysboot-device mmc --sysboot-partition 0:2 --boot-prefix /boot/";
+    })
+    (expect "uboot: libubootenv on the agent's path" (lib.elem (fake "libubootenv") (map toString withUboot.unit.path)) true)
+    (expect "uboot: the agent's config names the door, with absolute tool paths; verify-boot only with a reboot policy"
+      (
+        let
+          on = agent (base {
+            reboot.policy = "when-required";
+            reboot.uboot.enable = true;
+          });
+        in
+        {
+          inherit (on.toml.reboot) bootloader;
+          inherit (on.toml.reboot.uboot) fw_printenv fw_setenv fw_env_config;
+          verifyMounts = on.c.systemd.services.homelab-agent-verify-boot.unitConfig.RequiresMountsFor;
+          noPolicyNoVerify = withUboot.c.systemd.services ? homelab-agent-verify-boot;
+        }
+      )
+      {
+        bootloader = "uboot";
+        fw_printenv = "${fake "libubootenv"}/bin/fw_printenv";
+        fw_setenv = "${fake "libubootenv"}/bin/fw_setenv";
+        fw_env_config = "/etc/fw_env.config";
+        verifyMounts = [
+          "/boot/firmware"
+          "/boot"
+        ];
+        noPolicyNoVerify = false;
+      }
+    )
+    (expect "uboot: nothing when not enabled" (minimal.c.environment.etc ? "fw_env.config") false)
+    {
+      name = "uboot: a sysboot partition that could bend U-Boot's command is a type error";
+      ok =
+        !(tryEval (
+          deepSeq
+            (agent (base {
+              reboot.uboot = {
+                enable = true;
+                sysboot.partition = "0:2; reset";
+              };
+            })).c.systemd.services.homelab-agent-uboot-setup.serviceConfig.ExecStart
+            true
+        )).success;
+      detail = "expected a type error, but it evaluated";
+    }
     (expect "metrics: the alert rules are shipped" (builtins.pathExists withMetrics.c.services.homelab-agent.metrics.alertRules) true)
     (expect "known hosts lines written to a file" full.c.environment.etc."homelab-agent/config.toml".source.value.source.known_hosts_file
       (fake "homelab-agent-known-hosts")

@@ -46,10 +46,7 @@ pub struct Effects {
 pub fn trial_door(bootloader: Bootloader, settings: UBootSettings) -> Option<Box<dyn TrialBoot>> {
     match bootloader {
         Bootloader::None => None,
-        Bootloader::Uboot => {
-            let _ = &settings;
-            None // lead: wire uboot::UBoot
-        }
+        Bootloader::Uboot => Some(Box::new(super::uboot::UBoot::new(settings))),
         Bootloader::TestModel => Some(Box::new(super::model_door::TestModelDoor::new(
             &settings.boot_dir,
         ))),

@@ -37,6 +37,7 @@ pub mod model_door;
 pub mod policy;
 pub mod record;
 pub mod trial;
+pub mod uboot;
 pub mod verify;
 pub mod view;
 pub mod window;

@@ -1,6 +1,7 @@
 //! One integration-test binary: the real `homelab-agent` against real git and real nix.
 //! See support/mod.rs for the harness.
 
+mod bootloader;
 mod cache_trust;
 mod cli;
 mod config_bounds;

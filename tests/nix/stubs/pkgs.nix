@@ -21,6 +21,7 @@ in
   findutils = fake "findutils";
   gnugrep = fake "gnugrep";
   gnused = fake "gnused";
+  libubootenv = fake "libubootenv";
 
   writeText = name: text: fake name // { inherit text; };
 
