@@ -44,6 +44,14 @@ pub enum SourceError {
         hint: &'static str,
         kind: Kind,
     },
+    /// A redirect the agent refused: to another server that wants credentials, or from
+    /// https to plain http (source/origin.rs).
+    #[error("{url}: {what}\nhint: {hint}")]
+    Redirect {
+        url: String,
+        what: String,
+        hint: &'static str,
+    },
     /// `[source] ca_file` cannot be read or holds no certificate.
     #[error("cannot use [source] ca_file {}: {message}\nhint: ca_file must be a readable PEM file of CA certificates", path.display())]
     CaFile { path: PathBuf, message: String },
@@ -104,6 +112,7 @@ impl SourceError {
             SourceError::Auth { .. }
             | SourceError::CaFile { .. }
             | SourceError::HostKey { .. }
+            | SourceError::Redirect { .. }
             | SourceError::BranchNotFound { .. }
             | SourceError::RepoMissing { .. } => Kind::Configuration,
             SourceError::SecretFile { source, .. }
@@ -202,6 +211,16 @@ mod tests {
                 },
                 Kind::Configuration,
                 "hint: check [source] token_file",
+                "network",
+            ),
+            (
+                SourceError::Redirect {
+                    url: url(),
+                    what: "https://a:443 redirected to http://b:80".into(),
+                    hint: "if the repository moved, set [source] url to its new https:// location",
+                },
+                Kind::Configuration,
+                "\nhint: if the repository moved",
                 "network",
             ),
             (

@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
 use super::error::SourceError;
+use super::origin::{self, Origin, Refusal};
 use super::url::Scheme;
 use super::{cache, known_hosts, tls};
 use crate::config::SourceSettings;
@@ -165,6 +166,7 @@ impl<'a> Remote<'a> {
     pub fn heads(&self, testing: Option<&str>) -> Result<Heads, SourceError> {
         let started = Instant::now();
         self.check_local_repository()?;
+        let _session = origin::enter(&self.settings.url);
         let mut remote = git2::Remote::create_detached(self.settings.url.for_git())
             .map_err(|e| self.classify(e, "reading remote", started))?;
         let tries = Cell::new(0);
@@ -226,6 +228,7 @@ impl<'a> Remote<'a> {
                 cache_path.display()
             );
         }
+        let _session = origin::enter(&self.settings.url);
         let mut remote = repo
             .remote_anonymous(self.settings.url.for_git())
             .map_err(|e| self.classify(e, "reading remote", started))?;
@@ -272,7 +275,24 @@ impl<'a> Remote<'a> {
     fn callbacks<'c>(&'c self, tries: &'c Cell<u32>, started: Instant) -> RemoteCallbacks<'c> {
         let mut cb = RemoteCallbacks::new();
         let settings = self.settings;
-        cb.credentials(move |_url, user_from_url, allowed| {
+        cb.credentials(move |url, user_from_url, allowed| {
+            // After a redirect libgit2 asks for the new server's credentials: only the
+            // configured server gets them (source/origin.rs).
+            if let Some(home) = origin::home().filter(|h| !h.matches_git_url(url)) {
+                let to = Origin::parse(url).unwrap_or(Origin {
+                    https: false,
+                    host: "an unrecognised server".into(),
+                    port: 0,
+                });
+                origin::refuse(Refusal::CredentialsElsewhere {
+                    home,
+                    to,
+                    asked: true,
+                });
+                return Err(git2::Error::from_str(
+                    "credentials refused for a server other than [source] url's",
+                ));
+            }
             // libgit2 asks again after a rejected credential: answer once, then give up.
             tries.set(tries.get() + 1);
             let answer = if tries.get() > 1 {
@@ -389,6 +409,12 @@ impl<'a> Remote<'a> {
     /// host key or the credentials were refused.
     fn classify_known(&self, e: &git2::Error, started: Instant) -> Option<SourceError> {
         let url = self.url();
+        // A redirect we refused to follow with credentials, or to plain http: the cause,
+        // whatever libgit2 then reported.
+        if let Some(refusal) = origin::take_refusal() {
+            let (what, hint) = refusal.explain();
+            return Some(SourceError::Redirect { url, what, hint });
+        }
         if started.elapsed() >= self.deadline {
             return Some(SourceError::TimedOut {
                 url,

@@ -14,6 +14,7 @@ mod pause;
 mod pivot;
 mod push_trigger;
 mod reboots;
+mod redirects;
 mod safety;
 mod state_damage;
 mod status;
