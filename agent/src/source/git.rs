@@ -355,9 +355,7 @@ impl<'a> Remote<'a> {
             let token = self.token.as_deref().ok_or_else(|| {
                 git2::Error::from_str("the server wants credentials: set [source] token_file")
             })?;
-            // Forges accept any user name with a token as the password.
-            let user = s.url.user().unwrap_or("homelab-agent");
-            return Cred::userpass_plaintext(user, token);
+            return Cred::userpass_plaintext(token_user(s), token);
         }
         if allowed.contains(CredentialType::USERNAME) {
             return Cred::username(s.url.user().unwrap_or("git"));
@@ -499,6 +497,20 @@ impl<'a> Remote<'a> {
             None => message.to_string(),
         }
     }
+}
+
+/// The user name sent with the https token. Most forges accept any name with a token as
+/// the password, but some need theirs: a GitLab deploy token its own name
+/// (`gitlab+deploy-token-7`), Bitbucket `x-token-auth`. With `token_file`, a user name
+/// in the URL (`https://NAME@host/…`) is that name; a token in the URL
+/// (`https://NAME:TOKEN@host/…`) goes with its name; otherwise `homelab-agent`.
+fn token_user(s: &SourceSettings) -> &str {
+    let from_url = if s.token_file.is_some() {
+        s.url.user_for_token_file()
+    } else {
+        s.url.user()
+    };
+    from_url.unwrap_or("homelab-agent")
 }
 
 fn host_key_message(verdict: known_hosts::Verdict, name: &str, kind: &str, file: &Path) -> String {
@@ -671,6 +683,32 @@ mod tests {
         let started = Instant::now() - Duration::from_secs(1);
         let e = r.classify(Error::new(Code::Auth, Class::Http, "x"), "x", started);
         assert!(matches!(e, SourceError::TimedOut { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_token_goes_with_the_user_name_the_url_gives() {
+        let cases = [
+            (
+                "https://gitlab+deploy-token-7@h.example/me/h.git",
+                true,
+                "gitlab+deploy-token-7",
+            ),
+            (
+                "https://x-token-auth@bitbucket.org/me/h.git",
+                true,
+                "x-token-auth",
+            ),
+            ("https://h.example/me/h.git", true, "homelab-agent"),
+            ("https://me:T@h.example/me/h.git", true, "me"),
+            ("https://me:T@h.example/me/h.git", false, "me"),
+            // Alone and without token_file, the userinfo is the token, not a name.
+            ("https://T0KEN@h.example/me/h.git", false, "homelab-agent"),
+        ];
+        for (url, token_file, user) in cases {
+            let mut s = settings(url);
+            s.token_file = token_file.then(|| "/run/keys/t".into());
+            assert_eq!(token_user(&s), user, "{url} token_file={token_file}");
+        }
     }
 
     #[test]

@@ -22,5 +22,6 @@ mod substitute;
 mod support;
 mod testing_branch;
 mod tls;
+mod token_users;
 mod transports;
 mod trust;

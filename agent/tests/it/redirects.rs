@@ -79,7 +79,12 @@ fn setup() -> Setup {
         ),
         site("127.0.0.2", open, true, String::new(), false),
     ];
-    let nginx = Nginx::start_sites(&h.path("nginx"), &h.path("srv"), &sites, TOKEN);
+    let nginx = Nginx::start_sites(
+        &h.path("nginx"),
+        &h.path("srv"),
+        &sites,
+        &[("homelab-agent", TOKEN)],
+    );
     std::fs::write(h.path("token"), format!("{TOKEN}\n")).unwrap();
     Setup {
         h,

@@ -229,10 +229,16 @@ impl Nginx {
                 auth: true,
             })
             .collect();
-        Nginx::start_sites(dir, root, &sites, token)
+        Nginx::start_sites(dir, root, &sites, &[("homelab-agent", token)])
     }
 
-    pub(crate) fn start_sites(dir: &Path, root: &Path, sites: &[Site], token: &str) -> Nginx {
+    /// `users`: (name, password) pairs Basic auth accepts.
+    pub(crate) fn start_sites(
+        dir: &Path,
+        root: &Path,
+        sites: &[Site],
+        users: &[(&str, &str)],
+    ) -> Nginx {
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let socket = dir.join("fcgi.sock");
         let fcgi = Command::new(program(FCGIWRAP, "fcgiwrap"))
@@ -244,18 +250,18 @@ impl Nginx {
             .process_group(0)
             .spawn()
             .expect("fcgiwrap");
-        let hash = Command::new("openssl")
-            .args(["passwd", "-apr1", token])
-            .output()
-            .expect("openssl passwd");
-        std::fs::write(
-            dir.join("htpasswd"),
-            format!(
-                "homelab-agent:{}\n",
+        let mut htpasswd = String::new();
+        for (user, password) in users {
+            let hash = Command::new("openssl")
+                .args(["passwd", "-apr1", password])
+                .output()
+                .expect("openssl passwd");
+            htpasswd.push_str(&format!(
+                "{user}:{}\n",
                 String::from_utf8_lossy(&hash.stdout).trim()
-            ),
-        )
-        .unwrap();
+            ));
+        }
+        std::fs::write(dir.join("htpasswd"), htpasswd).unwrap();
         let backend = format!(
             "{}/git-http-backend",
             crate::support::git_out(root, &["--exec-path"])
