@@ -59,6 +59,15 @@ pub enum SourceError {
         "branch '{branch}' not found on {url}\nhint: check [source] branch, or push the branch"
     )]
     BranchNotFound { url: String, branch: String },
+    /// The branch points at something that is no commit and peels to none (a tag of a
+    /// tree, a tree, a blob).
+    #[error("branch '{branch}' on {url} points at {object}, a {found}, not a commit\nhint: point the branch at a commit (e.g. `git push -f origin COMMIT:refs/heads/{branch}`)")]
+    NotACommit {
+        url: String,
+        branch: String,
+        object: String,
+        found: String,
+    },
     /// `[source] token_file` or `ssh_key_file` cannot be read (or the token file is empty).
     #[error("cannot read [source] {key} {}: {source}\nhint: check [source] {key}", path.display())]
     SecretFile {
@@ -114,6 +123,7 @@ impl SourceError {
             | SourceError::HostKey { .. }
             | SourceError::Redirect { .. }
             | SourceError::BranchNotFound { .. }
+            | SourceError::NotACommit { .. }
             | SourceError::RepoMissing { .. } => Kind::Configuration,
             SourceError::SecretFile { source, .. }
                 if matches!(

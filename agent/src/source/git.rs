@@ -177,12 +177,18 @@ impl<'a> Remote<'a> {
         let listed = connection
             .list()
             .map_err(|e| self.classify(e, "listing refs", started))?;
+        // A branch may point at an annotated (or signed) tag object: the server also
+        // lists what it peels to (`<ref>^{}`), and that is the head.
         let find = |branch: &str| {
             let wanted = format!("refs/heads/{branch}");
-            listed
-                .iter()
-                .find(|h| h.name() == wanted)
-                .map(|h| h.oid().to_string())
+            let peeled = format!("{wanted}^{{}}");
+            let oid = |name: &str| {
+                listed
+                    .iter()
+                    .find(|h| h.name() == name)
+                    .map(|h| h.oid().to_string())
+            };
+            oid(&peeled).or_else(|| oid(&wanted))
         };
         let main = find(&self.settings.branch).ok_or_else(|| SourceError::BranchNotFound {
             url: self.url(),
@@ -250,9 +256,8 @@ impl<'a> Remote<'a> {
                 url: self.url(),
                 branch: self.settings.branch.clone(),
             })?;
-        let commit = repo
-            .find_commit(oid)
-            .map_err(|e| self.classify(e, "reading the fetched commit", started))?;
+        let commit = self.peel_candidate(&repo, oid, started)?;
+        let oid = commit.id();
         let fetched = Fetched {
             commit: oid.to_string(),
             subject: commit.summary().unwrap_or("").chars().take(200).collect(),
@@ -270,6 +275,61 @@ impl<'a> Remote<'a> {
             ),
         }
         Ok(fetched)
+    }
+
+    /// The commit the fetched branch head is, or peels to: a branch pointing at an
+    /// annotated or signed tag object is peeled (and [`CANDIDATE_REF`] moved to the
+    /// commit, which nix then builds); one whose tag leads to no commit (a tree, a blob)
+    /// is [`SourceError::NotACommit`].
+    fn peel_candidate<'r>(
+        &self,
+        repo: &'r git2::Repository,
+        oid: git2::Oid,
+        started: Instant,
+    ) -> Result<git2::Commit<'r>, SourceError> {
+        let object = repo
+            .find_object(oid, None)
+            .map_err(|e| self.classify(e, "reading the fetched commit", started))?;
+        let is_tag = object.kind() == Some(git2::ObjectType::Tag);
+        let target = if is_tag {
+            object
+                .peel(git2::ObjectType::Any)
+                .map_err(|e| self.classify(e, "peeling the fetched tag", started))?
+        } else {
+            object
+        };
+        let commit = match target.into_commit() {
+            Ok(commit) => commit,
+            Err(other) => {
+                let kind = other.kind().map_or("unknown object", |k| k.str());
+                return Err(SourceError::NotACommit {
+                    url: self.url(),
+                    branch: self.settings.branch.clone(),
+                    object: oid.to_string(),
+                    found: if is_tag {
+                        format!("tag of a {kind}")
+                    } else {
+                        kind.to_string()
+                    },
+                });
+            }
+        };
+        if !is_tag {
+            return Ok(commit);
+        }
+        repo.reference(
+            CANDIDATE_REF,
+            commit.id(),
+            true,
+            "homelab-agent: peeled tag",
+        )
+        .map_err(|e| self.classify(e, "peeling the fetched tag", started))?;
+        log::info!(
+            "branch {} points at the tag object {oid}: using the commit it peels to, {}",
+            self.settings.branch,
+            commit.id()
+        );
+        Ok(commit)
     }
 
     fn callbacks<'c>(&'c self, tries: &'c Cell<u32>, started: Instant) -> RemoteCallbacks<'c> {

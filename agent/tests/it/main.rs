@@ -20,6 +20,7 @@ mod state_damage;
 mod status;
 mod substitute;
 mod support;
+mod tag_heads;
 mod testing_branch;
 mod tls;
 mod token_users;
