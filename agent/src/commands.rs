@@ -21,7 +21,10 @@ fn settings(path: Option<&Path>) -> Result<Settings, u8> {
 }
 
 fn report(e: &anyhow::Error) -> u8 {
-    eprintln!("error: {e:#}");
+    eprintln!(
+        "error: {}",
+        crate::text::escape_controls(&format!("{e:#}"), true)
+    );
     exit::FAILED
 }
 

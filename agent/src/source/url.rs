@@ -72,7 +72,8 @@ impl RemoteUrl {
                 "git" => Scheme::Git,
                 other => {
                     return Err(format!(
-                        "unsupported transport {other:?}: use https://, ssh://, git://, file:// or an absolute path"
+                        "unsupported transport {}: use https://, ssh://, git://, file:// or an absolute path",
+                        crate::text::quote(other),
                     ))
                 }
             };
@@ -87,7 +88,8 @@ impl RemoteUrl {
     fn local(path: &str, url: &str) -> Result<RemoteUrl, String> {
         if !path.starts_with('/') {
             return Err(format!(
-                "a local repository needs an absolute path, got {path:?}"
+                "a local repository needs an absolute path, got {}",
+                crate::text::quote(path)
             ));
         }
         Ok(RemoteUrl {
@@ -165,12 +167,14 @@ impl RemoteUrl {
     fn scp_style(text: &str) -> Result<RemoteUrl, String> {
         let (authority, path) = text.split_once(':').ok_or_else(|| {
             format!(
-                "{text:?} is not a URL: use https://, ssh://, git://, file:// or an absolute path"
+                "{} is not a URL: use https://, ssh://, git://, file:// or an absolute path",
+                crate::text::quote(text)
             )
         })?;
         if authority.contains('/') || path.is_empty() {
             return Err(format!(
-                "{text:?} is not a URL: use https://, ssh://, git://, file:// or an absolute path"
+                "{} is not a URL: use https://, ssh://, git://, file:// or an absolute path",
+                crate::text::quote(text)
             ));
         }
         let (user, host) = match authority.split_once('@') {
@@ -291,20 +295,23 @@ fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
         return Err("the URL has no host".into());
     }
     if host.starts_with('-') {
-        return Err(format!("refusing host {host:?}: it starts with '-'"));
+        return Err(format!(
+            "refusing host {}: it starts with '-'",
+            crate::text::quote(host)
+        ));
     }
     if !host
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
     {
-        return Err(format!("invalid host {host:?}"));
+        return Err(format!("invalid host {}", crate::text::quote(host)));
     }
     let port = match port {
         Some(p) => Some(
             p.parse::<u16>()
                 .ok()
                 .filter(|&n| n != 0)
-                .ok_or_else(|| format!("invalid port {p:?} (1 to 65535)"))?,
+                .ok_or_else(|| format!("invalid port {} (1 to 65535)", crate::text::quote(p)))?,
         ),
         None => None,
     };
