@@ -42,7 +42,8 @@ pub enum Reason {
     /// An allowed key's signature that does not verify (altered commit, wrong namespace,
     /// outside the key's validity window).
     BadSignature,
-    /// Signed by an allowed OpenPGP key that has expired.
+    /// Signed by an allowed OpenPGP key that has expired, or by an ssh key outside its
+    /// `valid-after`/`valid-before` window in the allowed-signers file.
     ExpiredKey,
     /// Signed by an allowed OpenPGP key that has been revoked.
     RevokedKey,
