@@ -6,6 +6,7 @@
 //! from the moment it exists, so a garbage collection cannot delete it before activation.
 
 pub mod failure;
+pub mod metadata;
 pub mod plan;
 
 use std::os::unix::process::ExitStatusExt;

@@ -11,10 +11,12 @@
 //! | `ssh.rs`       | `ssh-keygen -Y find-principals` / `-Y verify`, by exit code    |
 //! | `gpg.rs`       | `gpgv --status-fd`, by exit code and status lines              |
 //! | `ancestry.rs`  | the floor commits and `graph_descendant_of`                    |
+//! | `inputs.rs`    | with signatures on, every flake input locked by the commit     |
 //! | `stamp.rs`     | the commit the running system says it was built from           |
 
 pub mod ancestry;
 pub mod gpg;
+pub mod inputs;
 pub mod signature;
 pub mod ssh;
 pub mod stamp;
@@ -133,6 +135,12 @@ pub async fn check(
             Some(gpg::verify(keyring, &extracted).await?)
         }
     };
+    // What the signature vouches for must be all that is built: no unlocked input.
+    if *verify != Verify::None {
+        let committed = inputs::check(&repo, oid)?;
+        let resolved = inputs::resolved(cache, commit).await?;
+        inputs::matches_resolved(commit, &committed, &resolved)?;
+    }
     Ok(Checked { signer })
 }
 

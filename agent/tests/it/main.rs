@@ -7,6 +7,7 @@ mod daemon_git;
 mod deploy;
 mod http_checks;
 mod killpoints;
+mod locked_inputs;
 mod metrics;
 mod notifications;
 mod orphans;

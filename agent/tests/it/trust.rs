@@ -18,7 +18,7 @@ fn tool(name: &str, probe: &[&str]) -> bool {
     require_that(name, ok)
 }
 
-fn ssh_tools() -> bool {
+pub(crate) fn ssh_tools() -> bool {
     tool("ssh-keygen", &["-?"])
 }
 
@@ -27,7 +27,7 @@ fn gpg_tools() -> bool {
 }
 
 /// How a commit is signed.
-enum Sign<'a> {
+pub(crate) enum Sign<'a> {
     None,
     /// `gpg.format = ssh` with this private key file.
     Ssh(&'a Path),
@@ -80,7 +80,7 @@ fn commit(h: &Harness, message: &str, sign: Sign) -> String {
     git_out(&h.repo, &["rev-parse", "HEAD"])
 }
 
-fn ssh_key(dir: &Path, name: &str) -> (PathBuf, String) {
+pub(crate) fn ssh_key(dir: &Path, name: &str) -> (PathBuf, String) {
     let key = dir.join(name);
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
