@@ -275,7 +275,8 @@ pub async fn check(config: Option<&Path>, json: bool) -> u8 {
                 "{:<14} {}: {}",
                 r.verdict.label(),
                 r.name,
-                r.verdict.detail()
+                // What a check saw (a body, a command's output) is outside text.
+                crate::text::escape_controls(&r.verdict.detail(), false)
             )
         })
     };

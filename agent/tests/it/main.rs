@@ -17,6 +17,7 @@ mod push_trigger;
 mod reboots;
 mod redirects;
 mod safety;
+mod shown_text;
 mod state_damage;
 mod status;
 mod substitute;
