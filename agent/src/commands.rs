@@ -276,7 +276,7 @@ pub async fn check(config: Option<&Path>, json: bool) -> u8 {
                 r.verdict.label(),
                 r.name,
                 // What a check saw (a body, a command's output) is outside text.
-                crate::text::escape_controls(&r.verdict.detail(), false)
+                crate::text::escape_controls(r.verdict.detail(), false)
             )
         })
     };
