@@ -33,6 +33,12 @@ pub use ancestry::Floor;
 /// How long one verification tool may run.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The most one [`check`] may take: up to three tool runs (ssh: find-principals, its
+/// window re-run, verify) and resolving the flake's inputs ([`inputs`]).
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(
+    TOOL_TIMEOUT.as_secs() * 3 + crate::nix::metadata::METADATA_TIMEOUT.as_secs(),
+);
+
 /// Why a head was refused (status `refused.reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
