@@ -21,7 +21,10 @@ fn settings(path: Option<&Path>) -> Result<Settings, u8> {
 }
 
 fn report(e: &anyhow::Error) -> u8 {
-    eprintln!("error: {e:#}");
+    eprintln!(
+        "error: {}",
+        crate::text::escape_controls(&format!("{e:#}"), true)
+    );
     exit::FAILED
 }
 
@@ -272,7 +275,8 @@ pub async fn check(config: Option<&Path>, json: bool) -> u8 {
                 "{:<14} {}: {}",
                 r.verdict.label(),
                 r.name,
-                r.verdict.detail()
+                // What a check saw (a body, a command's output) is outside text.
+                crate::text::escape_controls(r.verdict.detail(), false)
             )
         })
     };

@@ -21,6 +21,7 @@
 //! | [`status`]      | `status` / `history` view model and rendering                     |
 //! | [`commands`]    | one function per CLI command, returning an exit code              |
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
+//! | [`text`]        | outside text as shown: control characters escaped, quotes capped  |
 //! | [`free_space`]  | read-only or full filesystem, by `statvfs` (cache and build)      |
 //! | [`oom_kills`]   | the kernel's OOM kills in the agent's memory cgroup (build)       |
 //! | [`demo`], [`fake_system`] | the sandboxed walkthrough and the fake NixOS it uses    |
@@ -49,6 +50,7 @@ pub mod source;
 pub mod state;
 pub mod status;
 pub mod system;
+pub mod text;
 pub mod trigger;
 pub mod trust;
 

@@ -76,7 +76,8 @@ impl Log for Stderr {
             Level::Info => "",
             Level::Debug | Level::Trace => "debug: ",
         };
-        eprintln!("{prefix}{}", record.args());
+        let text = record.args().to_string();
+        eprintln!("{prefix}{}", crate::text::escape_controls(&text, true));
     }
     fn flush(&self) {}
 }

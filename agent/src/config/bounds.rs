@@ -136,13 +136,24 @@ pub fn parse_duration(key: &DurationKey, text: &str) -> Result<Duration, String>
     let show = |d: Duration| humantime::format_duration(d).to_string();
     parse(key, text).map_err(|e| match e {
         DurationError::Invalid(e) => {
-            format!("invalid duration {text:?}: {e} (examples: \"30s\", \"5m\", \"2h\")")
+            format!(
+                "invalid duration {}: {e} (examples: \"30s\", \"5m\", \"2h\")",
+                crate::text::quote(text)
+            )
         }
         DurationError::TooShort => {
-            format!("{text:?} is too short: must be at least {}", show(key.min))
+            format!(
+                "{} is too short: must be at least {}",
+                crate::text::quote(text),
+                show(key.min)
+            )
         }
         DurationError::TooLong => {
-            format!("{text:?} is too long: must be at most {}", show(key.max))
+            format!(
+                "{} is too long: must be at most {}",
+                crate::text::quote(text),
+                show(key.max)
+            )
         }
     })
 }

@@ -41,7 +41,8 @@ pub fn validate_host(host: &str) -> Result<(), String> {
         Err("empty: set [host] name (the machine's hostname could not be read)".into())
     } else {
         Err(format!(
-            "invalid host name {host:?}: 1 to 63 letters, digits, '-' or '_', starting with a letter or digit"
+            "invalid host name {}: 1 to 63 letters, digits, '-' or '_', starting with a letter or digit",
+            crate::text::quote(host)
         ))
     }
 }
@@ -53,7 +54,8 @@ pub fn validate_attribute(attr: &str) -> Result<(), String> {
             .any(|c| c.is_control() || c.is_whitespace() || c == '#' || c == '?')
     {
         Err(format!(
-            "invalid flake attribute {attr:?}: no spaces, '#' or '?'"
+            "invalid flake attribute {}: no spaces, '#' or '?'",
+            crate::text::quote(attr)
         ))
     } else {
         Ok(())

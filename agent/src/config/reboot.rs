@@ -387,7 +387,10 @@ fn group(text: &str) -> Result<String, KeyProblem> {
     if !ok {
         return Err(problem(
             "reboot.group",
-            format!("{text:?}: a FleetLock group is letters, digits, '.' and '-' (non-empty)"),
+            format!(
+                "{}: a FleetLock group is letters, digits, '.' and '-' (non-empty)",
+                crate::text::quote(text)
+            ),
         ));
     }
     Ok(text.to_string())
@@ -399,7 +402,8 @@ fn lock_id(text: &str) -> Result<String, KeyProblem> {
         return Err(problem(
             "reboot.id",
             format!(
-                "{text:?}: a FleetLock id is 1 to 128 printable ASCII characters without spaces"
+                "{}: a FleetLock id is 1 to 128 printable ASCII characters without spaces",
+                crate::text::quote(text)
             ),
         ));
     }
@@ -490,7 +494,10 @@ fn weekday(text: &str) -> Result<Weekday, KeyProblem> {
 fn bad_day(text: &str) -> KeyProblem {
     problem(
         "reboot.window.days",
-        format!("{text:?} is not a day: use mon, tue, wed, thu, fri, sat, sun"),
+        format!(
+            "{} is not a day: use mon, tue, wed, thu, fri, sat, sun",
+            crate::text::quote(text)
+        ),
     )
 }
 
@@ -508,7 +515,10 @@ fn time_of_day(key: &str, text: Option<&str>) -> Result<Time, KeyProblem> {
     parsed.ok_or_else(|| {
         problem(
             key,
-            format!("{text:?} is not a time of day: use HH:MM, 00:00 to 23:59"),
+            format!(
+                "{} is not a time of day: use HH:MM, 00:00 to 23:59",
+                crate::text::quote(text)
+            ),
         )
     })
 }

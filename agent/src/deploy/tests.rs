@@ -59,6 +59,8 @@ struct World {
     attributes: Vec<String>,
     /// Systems that would lose the agent or sshd (the orphan guard).
     losing: Vec<(PathBuf, Vec<crate::system::reach::Lost>)>,
+    /// The downgrade floors each trust check was given, in order.
+    floors: Vec<Vec<crate::trust::Floor>>,
 }
 
 struct Fake {
@@ -114,10 +116,11 @@ impl Source for F {
     fn verify<'a>(
         &'a self,
         commit: &'a str,
-        _floors: &'a [crate::trust::Floor],
+        floors: &'a [crate::trust::Floor],
     ) -> Fut<'a, Result<crate::trust::Checked, crate::trust::Verdict>> {
         let mut w = self.world.borrow_mut();
         w.verified.push(commit.to_string());
+        w.floors.push(floors.to_vec());
         let refused = w.refuse.contains(commit);
         drop(w);
         Box::pin(async move {

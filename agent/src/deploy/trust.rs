@@ -29,13 +29,19 @@ impl Agent {
         }
         // The running system's stamp, unless a testing-branch test runs now: its stamp is
         // the testing commit, which main need not contain; main's system is the boot
-        // default then.
+        // default then. After the state file is lost nothing says a test is live, but a
+        // live system that is not the boot default is never main's deployment (those
+        // always become the boot default): the boot default's stamp is the floor then too.
         let running = self.doors.machine.current_system();
+        let boot_default = self.doors.machine.profile().map(|g| g.system);
         let on_test = running
             .as_ref()
             .is_some_and(|c| super::testing::on_test(state, &c.display().to_string()));
-        let (system, which) = if on_test {
-            let boot_default = self.doors.machine.profile().map(|g| g.system);
+        let not_boot_default = match (&running, &boot_default) {
+            (Some(live), Some(boot)) => live != boot,
+            _ => false,
+        };
+        let (system, which) = if on_test || not_boot_default {
             (boot_default, "the boot default's")
         } else {
             (

@@ -7,6 +7,7 @@
 
 pub mod caches;
 pub mod failure;
+pub mod metadata;
 pub mod plan;
 pub mod sigs;
 

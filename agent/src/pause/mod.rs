@@ -122,7 +122,7 @@ pub fn describe(p: &Paused) -> String {
         None => text.push_str(" until `homelab-agent resume`"),
     }
     if let Some(r) = &p.reason {
-        text.push_str(&format!(": {r}"));
+        text.push_str(&format!(": {}", crate::text::escape_controls(r, false)));
     }
     text
 }

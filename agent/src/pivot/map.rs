@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::config::validate_host;
+use crate::text::quote;
 
 /// The largest map read from a commit (a map for hundreds of machines is a few KiB).
 pub const MAX_BYTES: usize = 64 * 1024;
@@ -31,17 +32,25 @@ impl Identity {
         let lower = key.to_ascii_lowercase();
         if let Some(serial) = lower.strip_prefix("serial-") {
             return serial_number(serial).map(Identity::Serial).ok_or_else(|| {
-                format!("invalid serial number {serial:?}: 1 to 32 hexadecimal digits")
+                format!(
+                    "invalid serial number {}: 1 to 32 hexadecimal digits",
+                    quote(serial)
+                )
             });
         }
         if let Some(mac) = lower.strip_prefix("mac-") {
             return mac_address(mac).map(Identity::Mac).ok_or_else(|| {
-                format!("invalid MAC address {mac:?}: six hexadecimal pairs, as in mac-dc-a6-32-01-02-03")
+                format!(
+                    "invalid MAC address {}: six hexadecimal pairs, as in mac-dc-a6-32-01-02-03",
+                    quote(mac)
+                )
             });
         }
         let kind = lower.split('-').next().unwrap_or_default();
         Err(format!(
-            "unknown identity kind {kind:?} in {key:?}: keys start with \"serial-\" or \"mac-\""
+            "unknown identity kind {} in {}: keys start with \"serial-\" or \"mac-\"",
+            quote(kind),
+            quote(key)
         ))
     }
 }
@@ -117,13 +126,16 @@ pub fn parse(text: &str) -> Result<Map, MapError> {
                 "tables are not supported: write one `identity = \"host\"` per line".into(),
             ));
         }
-        let (key, value) = content
-            .split_once('=')
-            .ok_or_else(|| fail(format!("expected `identity = \"host\"`, found {content:?}")))?;
+        let (key, value) = content.split_once('=').ok_or_else(|| {
+            fail(format!(
+                "expected `identity = \"host\"`, found {}",
+                quote(content)
+            ))
+        })?;
         let key = unquote(key.trim(), true).map_err(fail)?;
         let host = unquote(value.trim(), false).map_err(fail)?;
         let id = Identity::parse(&key).map_err(fail)?;
-        validate_host(&host).map_err(|m| fail(format!("{key}: {m}")))?;
+        validate_host(&host).map_err(|m| fail(format!("{}: {m}", quote(&key))))?;
         if let Some((_, first)) = map.entries.get(&id) {
             return Err(fail(format!(
                 "{id} is listed twice (first on line {first})"
@@ -155,7 +167,8 @@ fn unquote(text: &str, bare_ok: bool) -> Result<String, String> {
     if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
         if inner.contains(['"', '\\']) || inner.chars().any(char::is_control) {
             return Err(format!(
-                "{text}: quotes, backslashes and control characters are not allowed"
+                "{}: quotes, backslashes and control characters are not allowed",
+                quote(text)
             ));
         }
         return Ok(inner.to_string());
@@ -167,10 +180,12 @@ fn unquote(text: &str, bare_ok: bool) -> Result<String, String> {
     match (bare_ok, bare) {
         (true, true) => Ok(text.to_string()),
         (true, false) => Err(format!(
-            "invalid key {text:?}: letters, digits, '-' and '_', or a double-quoted string"
+            "invalid key {}: letters, digits, '-' and '_', or a double-quoted string",
+            quote(text)
         )),
         (false, _) => Err(format!(
-            "the host must be a double-quoted name, as in \"pi1\"; found {text:?}"
+            "the host must be a double-quoted name, as in \"pi1\"; found {}",
+            quote(text)
         )),
     }
 }

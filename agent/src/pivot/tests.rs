@@ -247,3 +247,34 @@ fn the_host_is_the_resolved_one_in_map_mode_only() {
     let named = w.settings("name = \"pi7\"");
     assert_eq!(host(&named, &state), "pi7");
 }
+
+/// An error that quotes input is a line, not the input (issue 23, item 18): a 60 KB map
+/// line, a 1 MB host file, a huge key or host name.
+#[test]
+fn errors_quote_at_most_a_line_of_the_input() {
+    let cap = crate::text::QUOTE_MAX + 200;
+    let long = "x".repeat(60_000);
+    for text in [
+        long.clone(),
+        format!("serial-{long} = \"pi1\""),
+        format!("mac-{long} = \"pi1\""),
+        format!("\"{long}\" = \"pi1\""),
+        format!("serial-00000001 = \"{long}\""),
+        format!("serial-00000001 = {long}"),
+        format!("{long} = \"pi1\""),
+    ] {
+        let e = map::parse(&text).unwrap_err();
+        assert!(
+            e.message.len() < cap,
+            "{} bytes: {}",
+            e.message.len(),
+            &e.message[..300]
+        );
+        assert!(e.message.contains("bytes in all)"), "{}", e.message);
+    }
+    let m = FakeMachine::new();
+    m.write("homelab-host", &"y".repeat(1 << 20));
+    let e = identity::read(&m.paths()).unwrap_err();
+    assert!(e.len() < cap + 300, "{} bytes", e.len());
+    assert!(e.contains("invalid host name \"yyyy"), "{e}");
+}

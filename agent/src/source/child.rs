@@ -159,8 +159,8 @@ pub async fn verify(
         "--floors".into(),
         serde_json::to_string(&floors).unwrap_or_default().into(),
     ];
-    // The signature tools have their own timeout each.
-    let answer = call(settings, &args, crate::trust::TOOL_TIMEOUT * 2).await;
+    // The signature tools and the inputs' resolution have their own timeout each.
+    let answer = call(settings, &args, crate::trust::CHECK_TIMEOUT).await;
     match answer {
         Ok(Answer::Trusted { signer }) => Ok(Checked { signer }),
         Ok(Answer::Refused {

@@ -44,6 +44,14 @@ pub enum SourceError {
         hint: &'static str,
         kind: Kind,
     },
+    /// A redirect the agent refused: to another server that wants credentials, or from
+    /// https to plain http (source/origin.rs).
+    #[error("{url}: {what}\nhint: {hint}")]
+    Redirect {
+        url: String,
+        what: String,
+        hint: &'static str,
+    },
     /// `[source] ca_file` cannot be read or holds no certificate.
     #[error("cannot use [source] ca_file {}: {message}\nhint: ca_file must be a readable PEM file of CA certificates", path.display())]
     CaFile { path: PathBuf, message: String },
@@ -51,6 +59,15 @@ pub enum SourceError {
         "branch '{branch}' not found on {url}\nhint: check [source] branch, or push the branch"
     )]
     BranchNotFound { url: String, branch: String },
+    /// The branch points at something that is no commit and peels to none (a tag of a
+    /// tree, a tree, a blob).
+    #[error("branch '{branch}' on {url} points at {object}, a {found}, not a commit\nhint: point the branch at a commit (e.g. `git push -f origin COMMIT:refs/heads/{branch}`)")]
+    NotACommit {
+        url: String,
+        branch: String,
+        object: String,
+        found: String,
+    },
     /// `[source] token_file` or `ssh_key_file` cannot be read (or the token file is empty).
     #[error("cannot read [source] {key} {}: {source}\nhint: check [source] {key}", path.display())]
     SecretFile {
@@ -104,7 +121,9 @@ impl SourceError {
             SourceError::Auth { .. }
             | SourceError::CaFile { .. }
             | SourceError::HostKey { .. }
+            | SourceError::Redirect { .. }
             | SourceError::BranchNotFound { .. }
+            | SourceError::NotACommit { .. }
             | SourceError::RepoMissing { .. } => Kind::Configuration,
             SourceError::SecretFile { source, .. }
                 if matches!(
@@ -202,6 +221,16 @@ mod tests {
                 },
                 Kind::Configuration,
                 "hint: check [source] token_file",
+                "network",
+            ),
+            (
+                SourceError::Redirect {
+                    url: url(),
+                    what: "https://a:443 redirected to http://b:80".into(),
+                    hint: "if the repository moved, set [source] url to its new https:// location",
+                },
+                Kind::Configuration,
+                "\nhint: if the repository moved",
                 "network",
             ),
             (

@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
 use super::error::SourceError;
+use super::origin::{self, Origin, Refusal};
 use super::url::Scheme;
 use super::{cache, known_hosts, tls};
 use crate::config::SourceSettings;
@@ -165,6 +166,7 @@ impl<'a> Remote<'a> {
     pub fn heads(&self, testing: Option<&str>) -> Result<Heads, SourceError> {
         let started = Instant::now();
         self.check_local_repository()?;
+        let _session = origin::enter(&self.settings.url);
         let mut remote = git2::Remote::create_detached(self.settings.url.for_git())
             .map_err(|e| self.classify(e, "reading remote", started))?;
         let tries = Cell::new(0);
@@ -175,12 +177,18 @@ impl<'a> Remote<'a> {
         let listed = connection
             .list()
             .map_err(|e| self.classify(e, "listing refs", started))?;
+        // A branch may point at an annotated (or signed) tag object: the server also
+        // lists what it peels to (`<ref>^{}`), and that is the head.
         let find = |branch: &str| {
             let wanted = format!("refs/heads/{branch}");
-            listed
-                .iter()
-                .find(|h| h.name() == wanted)
-                .map(|h| h.oid().to_string())
+            let peeled = format!("{wanted}^{{}}");
+            let oid = |name: &str| {
+                listed
+                    .iter()
+                    .find(|h| h.name() == name)
+                    .map(|h| h.oid().to_string())
+            };
+            oid(&peeled).or_else(|| oid(&wanted))
         };
         let main = find(&self.settings.branch).ok_or_else(|| SourceError::BranchNotFound {
             url: self.url(),
@@ -226,6 +234,7 @@ impl<'a> Remote<'a> {
                 cache_path.display()
             );
         }
+        let _session = origin::enter(&self.settings.url);
         let mut remote = repo
             .remote_anonymous(self.settings.url.for_git())
             .map_err(|e| self.classify(e, "reading remote", started))?;
@@ -247,9 +256,8 @@ impl<'a> Remote<'a> {
                 url: self.url(),
                 branch: self.settings.branch.clone(),
             })?;
-        let commit = repo
-            .find_commit(oid)
-            .map_err(|e| self.classify(e, "reading the fetched commit", started))?;
+        let commit = self.peel_candidate(&repo, oid, started)?;
+        let oid = commit.id();
         let fetched = Fetched {
             commit: oid.to_string(),
             subject: commit.summary().unwrap_or("").chars().take(200).collect(),
@@ -269,10 +277,82 @@ impl<'a> Remote<'a> {
         Ok(fetched)
     }
 
+    /// The commit the fetched branch head is, or peels to: a branch pointing at an
+    /// annotated or signed tag object is peeled (and [`CANDIDATE_REF`] moved to the
+    /// commit, which nix then builds); one whose tag leads to no commit (a tree, a blob)
+    /// is [`SourceError::NotACommit`].
+    fn peel_candidate<'r>(
+        &self,
+        repo: &'r git2::Repository,
+        oid: git2::Oid,
+        started: Instant,
+    ) -> Result<git2::Commit<'r>, SourceError> {
+        let object = repo
+            .find_object(oid, None)
+            .map_err(|e| self.classify(e, "reading the fetched commit", started))?;
+        let is_tag = object.kind() == Some(git2::ObjectType::Tag);
+        let target = if is_tag {
+            object
+                .peel(git2::ObjectType::Any)
+                .map_err(|e| self.classify(e, "peeling the fetched tag", started))?
+        } else {
+            object
+        };
+        let commit = match target.into_commit() {
+            Ok(commit) => commit,
+            Err(other) => {
+                let kind = other.kind().map_or("unknown object", |k| k.str());
+                return Err(SourceError::NotACommit {
+                    url: self.url(),
+                    branch: self.settings.branch.clone(),
+                    object: oid.to_string(),
+                    found: if is_tag {
+                        format!("tag of a {kind}")
+                    } else {
+                        kind.to_string()
+                    },
+                });
+            }
+        };
+        if !is_tag {
+            return Ok(commit);
+        }
+        repo.reference(
+            CANDIDATE_REF,
+            commit.id(),
+            true,
+            "homelab-agent: peeled tag",
+        )
+        .map_err(|e| self.classify(e, "peeling the fetched tag", started))?;
+        log::info!(
+            "branch {} points at the tag object {oid}: using the commit it peels to, {}",
+            self.settings.branch,
+            commit.id()
+        );
+        Ok(commit)
+    }
+
     fn callbacks<'c>(&'c self, tries: &'c Cell<u32>, started: Instant) -> RemoteCallbacks<'c> {
         let mut cb = RemoteCallbacks::new();
         let settings = self.settings;
-        cb.credentials(move |_url, user_from_url, allowed| {
+        cb.credentials(move |url, user_from_url, allowed| {
+            // After a redirect libgit2 asks for the new server's credentials: only the
+            // configured server gets them (source/origin.rs).
+            if let Some(home) = origin::home().filter(|h| !h.matches_git_url(url)) {
+                let to = Origin::parse(url).unwrap_or(Origin {
+                    https: false,
+                    host: "an unrecognised server".into(),
+                    port: 0,
+                });
+                origin::refuse(Refusal::CredentialsElsewhere {
+                    home,
+                    to,
+                    asked: true,
+                });
+                return Err(git2::Error::from_str(
+                    "credentials refused for a server other than [source] url's",
+                ));
+            }
             // libgit2 asks again after a rejected credential: answer once, then give up.
             tries.set(tries.get() + 1);
             let answer = if tries.get() > 1 {
@@ -335,9 +415,7 @@ impl<'a> Remote<'a> {
             let token = self.token.as_deref().ok_or_else(|| {
                 git2::Error::from_str("the server wants credentials: set [source] token_file")
             })?;
-            // Forges accept any user name with a token as the password.
-            let user = s.url.user().unwrap_or("homelab-agent");
-            return Cred::userpass_plaintext(user, token);
+            return Cred::userpass_plaintext(token_user(s), token);
         }
         if allowed.contains(CredentialType::USERNAME) {
             return Cred::username(s.url.user().unwrap_or("git"));
@@ -389,6 +467,12 @@ impl<'a> Remote<'a> {
     /// host key or the credentials were refused.
     fn classify_known(&self, e: &git2::Error, started: Instant) -> Option<SourceError> {
         let url = self.url();
+        // A redirect we refused to follow with credentials, or to plain http: the cause,
+        // whatever libgit2 then reported.
+        if let Some(refusal) = origin::take_refusal() {
+            let (what, hint) = refusal.explain();
+            return Some(SourceError::Redirect { url, what, hint });
+        }
         if started.elapsed() >= self.deadline {
             return Some(SourceError::TimedOut {
                 url,
@@ -473,6 +557,20 @@ impl<'a> Remote<'a> {
             None => message.to_string(),
         }
     }
+}
+
+/// The user name sent with the https token. Most forges accept any name with a token as
+/// the password, but some need theirs: a GitLab deploy token its own name
+/// (`gitlab+deploy-token-7`), Bitbucket `x-token-auth`. With `token_file`, a user name
+/// in the URL (`https://NAME@host/…`) is that name; a token in the URL
+/// (`https://NAME:TOKEN@host/…`) goes with its name; otherwise `homelab-agent`.
+fn token_user(s: &SourceSettings) -> &str {
+    let from_url = if s.token_file.is_some() {
+        s.url.user_for_token_file()
+    } else {
+        s.url.user()
+    };
+    from_url.unwrap_or("homelab-agent")
 }
 
 fn host_key_message(verdict: known_hosts::Verdict, name: &str, kind: &str, file: &Path) -> String {
@@ -645,6 +743,32 @@ mod tests {
         let started = Instant::now() - Duration::from_secs(1);
         let e = r.classify(Error::new(Code::Auth, Class::Http, "x"), "x", started);
         assert!(matches!(e, SourceError::TimedOut { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_token_goes_with_the_user_name_the_url_gives() {
+        let cases = [
+            (
+                "https://gitlab+deploy-token-7@h.example/me/h.git",
+                true,
+                "gitlab+deploy-token-7",
+            ),
+            (
+                "https://x-token-auth@bitbucket.org/me/h.git",
+                true,
+                "x-token-auth",
+            ),
+            ("https://h.example/me/h.git", true, "homelab-agent"),
+            ("https://me:T@h.example/me/h.git", true, "me"),
+            ("https://me:T@h.example/me/h.git", false, "me"),
+            // Alone and without token_file, the userinfo is the token, not a name.
+            ("https://T0KEN@h.example/me/h.git", false, "homelab-agent"),
+        ];
+        for (url, token_file, user) in cases {
+            let mut s = settings(url);
+            s.token_file = token_file.then(|| "/run/keys/t".into());
+            assert_eq!(token_user(&s), user, "{url} token_file={token_file}");
+        }
     }
 
     #[test]

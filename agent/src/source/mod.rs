@@ -17,6 +17,7 @@ pub mod child;
 pub mod error;
 pub mod git;
 pub mod known_hosts;
+pub mod origin;
 pub mod tls;
 pub mod tls_stream;
 pub mod url;

@@ -16,6 +16,10 @@
 //! libgit2, which passes it to the certificate callback (source/git.rs keeps it and
 //! [`super::tls::diagnose`] says why). Until the server is verified nothing is read or
 //! written. No HTTP CONNECT proxy (the agent never configures one).
+//!
+//! It is also the last point before bytes leave: a request carrying credentials to
+//! another server than `[source] url`'s is refused here, and response heads are looked at
+//! for a redirect to plain http (source/origin.rs).
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::io::{Read, Write};
@@ -28,6 +32,7 @@ use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
 use openssl::x509::X509VerifyResult;
 
 use super::git::{CONNECT_TIMEOUT, IO_TIMEOUT};
+use super::origin;
 
 // The bit-field `encrypted : 1, proxy_support : 1` below is laid out for little-endian
 // targets (x86_64, aarch64: what the agent is built for).
@@ -79,7 +84,13 @@ struct Stream {
     der: Vec<u8>,
     cert: raw::git_cert_x509,
     verified: bool,
+    /// The head of the response to the last request written, while it arrives: read
+    /// for a redirect to plain http ([`origin::saw_response_head`]).
+    head: Option<Vec<u8>>,
 }
+
+/// The most of a response head kept to look for its `Location`.
+const HEAD_CAP: usize = 16 * 1024;
 
 /// The `[source] ca_file` trusted beside the system's store, set before a connection.
 static CA_FILE: Mutex<Option<PathBuf>> = Mutex::new(None);
@@ -188,6 +199,7 @@ unsafe extern "C" fn stream_init(
             len: 0,
         },
         verified: false,
+        head: None,
     });
     // SAFETY: `out` is libgit2's pointer to fill; it frees the stream with `free`.
     unsafe { *out = Box::into_raw(stream).cast() };
@@ -357,7 +369,17 @@ unsafe extern "C" fn stream_read(raw: *mut RawStream, data: *mut c_void, len: us
         return fail(raw::GIT_ERROR_SSL as c_int, "TLS stream: not connected") as isize;
     };
     match tls.read(buf) {
-        Ok(n) => n as isize,
+        Ok(n) => {
+            if let Some(head) = s.head.as_mut() {
+                let room = HEAD_CAP.saturating_sub(head.len());
+                head.extend_from_slice(&buf[..n.min(room)]);
+                if n == 0 || head.len() >= HEAD_CAP || origin::find(head, b"\r\n\r\n").is_some() {
+                    origin::saw_response_head(&s.host, &s.port, head);
+                    s.head = None;
+                }
+            }
+            n as isize
+        }
         Err(e) => io_failure("read", &e),
     }
 }
@@ -378,6 +400,18 @@ unsafe extern "C" fn stream_write(
     let Some(tls) = s.tls.as_mut().filter(|_| s.verified) else {
         return fail(raw::GIT_ERROR_SSL as c_int, "TLS stream: not connected") as isize;
     };
+    // Credentials go to the configured server only (source/origin.rs), whatever libgit2
+    // decided after a redirect.
+    if !origin::allows_request(&s.host, &s.port, buf) {
+        let message = format!(
+            "refusing to send credentials to {}:{}: it is not the server of [source] url",
+            s.host, s.port
+        );
+        return fail(raw::GIT_ERROR_HTTP as c_int, &message) as isize;
+    }
+    if origin::is_request_head(buf) {
+        s.head = Some(Vec::new());
+    }
     match tls.write(buf) {
         Ok(n) => n as isize,
         Err(e) => io_failure("write", &e),

@@ -20,6 +20,9 @@ pub struct RemoteUrl {
     user: Option<String>,
     /// Password or token found in the URL itself.
     password: Option<String>,
+    /// The name part of an http(s) userinfo, percent-decoded, even when alone (then it is
+    /// also taken as the token, unless `[source] token_file` gives one).
+    http_name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +72,8 @@ impl RemoteUrl {
                 "git" => Scheme::Git,
                 other => {
                     return Err(format!(
-                        "unsupported transport {other:?}: use https://, ssh://, git://, file:// or an absolute path"
+                        "unsupported transport {}: use https://, ssh://, git://, file:// or an absolute path",
+                        crate::text::quote(other),
                     ))
                 }
             };
@@ -84,7 +88,8 @@ impl RemoteUrl {
     fn local(path: &str, url: &str) -> Result<RemoteUrl, String> {
         if !path.starts_with('/') {
             return Err(format!(
-                "a local repository needs an absolute path, got {path:?}"
+                "a local repository needs an absolute path, got {}",
+                crate::text::quote(path)
             ));
         }
         Ok(RemoteUrl {
@@ -95,6 +100,7 @@ impl RemoteUrl {
             port: None,
             user: None,
             password: None,
+            http_name: None,
         })
     }
 
@@ -152,6 +158,7 @@ impl RemoteUrl {
             } else {
                 user.clone()
             },
+            http_name: user.as_deref().filter(|_| is_http).map(percent_decode),
             // A lone http userinfo is treated as the token itself.
             password: if is_http { password.or(user) } else { password },
         })
@@ -160,12 +167,14 @@ impl RemoteUrl {
     fn scp_style(text: &str) -> Result<RemoteUrl, String> {
         let (authority, path) = text.split_once(':').ok_or_else(|| {
             format!(
-                "{text:?} is not a URL: use https://, ssh://, git://, file:// or an absolute path"
+                "{} is not a URL: use https://, ssh://, git://, file:// or an absolute path",
+                crate::text::quote(text)
             )
         })?;
         if authority.contains('/') || path.is_empty() {
             return Err(format!(
-                "{text:?} is not a URL: use https://, ssh://, git://, file:// or an absolute path"
+                "{} is not a URL: use https://, ssh://, git://, file:// or an absolute path",
+                crate::text::quote(text)
             ));
         }
         let (user, host) = match authority.split_once('@') {
@@ -188,6 +197,7 @@ impl RemoteUrl {
             port: None,
             user,
             password: None,
+            http_name: None,
         })
     }
 
@@ -211,6 +221,12 @@ impl RemoteUrl {
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
+    /// The user name for a token from `[source] token_file`: the name in the URL's
+    /// userinfo (`https://gitlab+deploy-token-7@host/…`, `https://x-token-auth@host/…`),
+    /// percent-decoded; `None` when the URL has none.
+    pub fn user_for_token_file(&self) -> Option<&str> {
+        self.http_name.as_deref()
+    }
     /// A password or token that was written into the URL itself.
     pub fn embedded_secret(&self) -> Option<&str> {
         self.password.as_deref()
@@ -230,6 +246,31 @@ impl RemoteUrl {
         self.scheme != Scheme::Http
             || matches!(self.host.as_str(), "127.0.0.1" | "localhost" | "::1")
     }
+}
+
+/// `%XX` escapes decoded (RFC 3986 userinfo); anything else, a bad escape included, as is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| {
+            std::str::from_utf8(h)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        });
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn bracket(host: &str) -> String {
@@ -254,20 +295,23 @@ fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
         return Err("the URL has no host".into());
     }
     if host.starts_with('-') {
-        return Err(format!("refusing host {host:?}: it starts with '-'"));
+        return Err(format!(
+            "refusing host {}: it starts with '-'",
+            crate::text::quote(host)
+        ));
     }
     if !host
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
     {
-        return Err(format!("invalid host {host:?}"));
+        return Err(format!("invalid host {}", crate::text::quote(host)));
     }
     let port = match port {
         Some(p) => Some(
             p.parse::<u16>()
                 .ok()
                 .filter(|&n| n != 0)
-                .ok_or_else(|| format!("invalid port {p:?} (1 to 65535)"))?,
+                .ok_or_else(|| format!("invalid port {} (1 to 65535)", crate::text::quote(p)))?,
         ),
         None => None,
     };
@@ -291,6 +335,37 @@ mod tests {
         assert_eq!(lone.embedded_secret(), Some("SEKRET"));
         assert_eq!(lone.user(), None);
         assert!(!lone.redacted().contains("SEKRET"));
+    }
+
+    #[test]
+    fn the_url_user_name_is_kept_for_a_token_file() {
+        let cases = [
+            (
+                "https://gitlab+deploy-token-7@gitlab.example.org/me/h.git",
+                Some("gitlab+deploy-token-7"),
+            ),
+            (
+                "https://x-token-auth@bitbucket.org/me/h.git",
+                Some("x-token-auth"),
+            ),
+            ("https://me:SEKRET@git.example.org/h.git", Some("me")),
+            (
+                "https://first%40example.org@git.example.org/h.git",
+                Some("first@example.org"),
+            ),
+            ("https://git.example.org/h.git", None),
+            ("ssh://git@host/h.git", None),
+        ];
+        for (text, user) in cases {
+            let u = RemoteUrl::parse(text).unwrap();
+            assert_eq!(u.user_for_token_file(), user, "{text}");
+            assert!(
+                !u.for_git().contains('@') || text.starts_with("ssh"),
+                "{text}"
+            );
+        }
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
     }
 
     #[test]

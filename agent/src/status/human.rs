@@ -8,9 +8,12 @@ use std::time::{Duration, SystemTime};
 use super::{AttentionKind, HeadStatus, Label, Status};
 use crate::deploy::short;
 use crate::state::Run;
+use crate::text::Escaping;
 
 impl Status {
     pub fn write_human(&self, out: &mut impl Write, now: SystemTime) -> io::Result<()> {
+        // Subjects, a pause reason, errors quoting servers and tools: shown escaped.
+        let out = &mut Escaping(out);
         let mut hints = Hints::default();
         for a in &self.attention {
             let label = match a.kind {
@@ -243,6 +246,7 @@ fn span(d: Duration) -> String {
 
 /// `history`: newest first, times relative to `now`.
 pub fn write_history_human(runs: &[Run], out: &mut impl Write, now: SystemTime) -> io::Result<()> {
+    let out = &mut Escaping(out);
     for r in runs {
         let commit = r.commit.as_deref().map(short).unwrap_or("-");
         let phase = r

@@ -595,3 +595,38 @@ fn history_json_gives_every_key_of_a_run_even_when_empty() {
     assert!(object["commit"].is_null() && object["phase"].is_null());
     assert_eq!(object["checks"], serde_json::json!([]));
 }
+
+/// Terminal escapes in a pause reason and commit subjects (issue 23, item 16): the human
+/// output shows them escaped, the JSON keeps the text (JSON-escaped).
+#[test]
+fn control_characters_from_outside_are_shown_escaped() {
+    let retitle = "\u{1b}]0;pwned\u{7}";
+    let clear = "\u{1b}[2J\u{1b}[H";
+    let mut f = deployed();
+    f.state.deployed.as_mut().unwrap().subject = Some(format!("fix {clear}dns"));
+    f.state.paused = Some(crate::pause::Paused {
+        since: "2026-11-24T11:00:00Z".into(),
+        until: None,
+        reason: Some(format!("rack {retitle}move")),
+    });
+    let mut run = Run::new(Outcome::Deployed);
+    run.subject = Some(format!("history {clear}subject"));
+    let text = human(f.clone());
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains("rack \\u{1b}]0;pwned\\u{7}move"), "{text}");
+    assert!(text.contains("fix \\u{1b}[2J\\u{1b}[Hdns"), "{text}");
+    let v = json(f);
+    assert_eq!(v["paused"]["reason"], format!("rack {retitle}move"));
+    assert_eq!(v["deployed"]["subject"], format!("fix {clear}dns"));
+    let mut out = Vec::new();
+    crate::status::human::write_history_human(&[run], &mut out, now()).unwrap();
+    let history = String::from_utf8(out).unwrap();
+    assert!(!history.contains('\u{1b}'), "{history:?}");
+    assert!(
+        history.contains("history \\u{1b}[2J\\u{1b}[Hsubject"),
+        "{history}"
+    );
+}

@@ -11,10 +11,12 @@
 //! | `ssh.rs`       | `ssh-keygen -Y find-principals` / `-Y verify`, by exit code    |
 //! | `gpg.rs`       | `gpgv --status-fd`, by exit code and status lines              |
 //! | `ancestry.rs`  | the floor commits and `graph_descendant_of`                    |
+//! | `inputs.rs`    | with signatures on, every flake input locked by the commit     |
 //! | `stamp.rs`     | the commit the running system says it was built from           |
 
 pub mod ancestry;
 pub mod gpg;
+pub mod inputs;
 pub mod signature;
 pub mod ssh;
 pub mod stamp;
@@ -31,6 +33,12 @@ pub use ancestry::Floor;
 /// How long one verification tool may run.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The most one [`check`] may take: up to three tool runs (ssh: find-principals, its
+/// window re-run, verify) and resolving the flake's inputs ([`inputs`]).
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(
+    TOOL_TIMEOUT.as_secs() * 3 + crate::nix::metadata::METADATA_TIMEOUT.as_secs(),
+);
+
 /// Why a head was refused (status `refused.reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -42,7 +50,8 @@ pub enum Reason {
     /// An allowed key's signature that does not verify (altered commit, wrong namespace,
     /// outside the key's validity window).
     BadSignature,
-    /// Signed by an allowed OpenPGP key that has expired.
+    /// Signed by an allowed OpenPGP key that has expired, or by an ssh key outside its
+    /// `valid-after`/`valid-before` window in the allowed-signers file.
     ExpiredKey,
     /// Signed by an allowed OpenPGP key that has been revoked.
     RevokedKey,
@@ -132,6 +141,12 @@ pub async fn check(
             Some(gpg::verify(keyring, &extracted).await?)
         }
     };
+    // What the signature vouches for must be all that is built: no unlocked input.
+    if *verify != Verify::None {
+        let committed = inputs::check(&repo, oid)?;
+        let resolved = inputs::resolved(cache, commit).await?;
+        inputs::matches_resolved(commit, &committed, &resolved)?;
+    }
     Ok(Checked { signer })
 }
 

@@ -4,6 +4,13 @@
 //! modules/version.nix), then the JSON that NixOS bakes into `nixos-version --json`
 //! (`<system>/sw/bin/nixos-version`). Only a full commit id counts: a dirty tree's
 //! `<rev>-dirty` or a missing stamp gives no floor.
+//!
+//! The script is read, never run, and only one form in it counts (docs/security.md):
+//! a line that, trimmed, is a whole JSON object (NixOS writes `builtins.toJSON` of the
+//! version info on one line, in the `--json)` case's here-document) with a string
+//! `configurationRevision` of 40 hex digits. Lines are looked at in order, within the
+//! first 64 KiB; the first such line wins. Nothing else is read: not the
+//! `--configurationRevision)` case's `echo`, not a JSON object spread over lines.
 
 use std::path::{Path, PathBuf};
 
@@ -67,6 +74,65 @@ mod tests {
         let other = "fedcba9876543210fedcba9876543210fedcba98";
         std::fs::write(sys.join(STAMP), format!("{other}\n")).unwrap();
         assert_eq!(read(sys).unwrap().0, other);
+    }
+
+    /// NixOS's own script (nixos/modules/installer/tools/nixos-version.sh, substituted),
+    /// with `json` as the here-document's line and `rev` in the `echo` case.
+    fn nixos_script(json: &str, rev: &str) -> String {
+        format!(
+            "#! /nix/store/x-bash/bin/sh\n\nif [ $# -eq 0 ]; then\n    echo \"24.11.20241201.abcdef0 (Vicuna)\"\n    exit 0\nfi\n\n\
+             case \"$1\" in\n  --configurationRevision)\n    if ! [[ {rev} =~ ^[0-9a-f]+$ ]]; then\n      echo \"$0: configuration commit hash is unknown\" >&2\n      exit 1\n    fi\n    echo \"{rev}\"\n    ;;\n  \
+             --json)\n    cat <<EOF\n{json}\nEOF\n    ;;\nesac\n"
+        )
+    }
+
+    #[test]
+    fn exactly_the_documented_form_of_nixos_version_is_read() {
+        let upper = REV.to_ascii_uppercase();
+        let line = |rev: &str| {
+            format!("{{\"codeName\":\"Vicuna\",\"configurationRevision\":\"{rev}\",\"nixosVersion\":\"24.11\"}}")
+        };
+        let read_as: Vec<(String, Option<&str>)> = vec![
+            // The form NixOS writes.
+            (nixos_script(&line(REV), REV), Some(REV)),
+            // Indented, upper-case hex (lower-cased), other keys in any order.
+            (
+                nixos_script(&format!("   {}  ", line(&upper)), REV),
+                Some(REV),
+            ),
+            // Refused: a dirty tree, a short id, no revision, not a string.
+            (nixos_script(&line(&format!("{REV}-dirty")), ""), None),
+            (nixos_script(&line("0123456"), ""), None),
+            (nixos_script("{\"nixosVersion\":\"24.11\"}", ""), None),
+            (nixos_script("{\"configurationRevision\":null}", ""), None),
+            // Refused: the revision only in the `echo` case, or the JSON over lines.
+            (nixos_script("{\"nixosVersion\":\"24.11\"}", REV), None),
+            (
+                nixos_script(
+                    &format!("{{\n  \"configurationRevision\": \"{REV}\"\n}}"),
+                    "",
+                ),
+                None,
+            ),
+            // Refused: not a whole object on its line.
+            (nixos_script(&format!("x {}", line(REV)), ""), None),
+        ];
+        for (script, expected) in read_as {
+            assert_eq!(from_nixos_version(&script).as_deref(), expected, "{script}");
+        }
+    }
+
+    #[test]
+    fn the_json_line_must_be_within_the_first_64_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path();
+        std::fs::create_dir_all(sys.join("sw/bin")).unwrap();
+        let line = format!("{{\"configurationRevision\":\"{REV}\"}}");
+        let padded = format!("#!/bin/sh\n#{}\n{line}\n", "x".repeat(64 << 10));
+        std::fs::write(sys.join(NIXOS_VERSION), padded).unwrap();
+        assert_eq!(read(sys), None);
+        std::fs::write(sys.join(NIXOS_VERSION), format!("#!/bin/sh\n{line}\n")).unwrap();
+        assert_eq!(read(sys).map(|(c, _)| c).as_deref(), Some(REV));
     }
 
     #[test]

@@ -163,3 +163,31 @@ fn bad_for_values_are_refused_with_what_to_give() {
         "a refused pause wrote the state"
     );
 }
+
+/// Terminal escapes in a pause reason (issue 23, item 16) never reach the terminal raw:
+/// `pause`, `status` and the run's log show them escaped; `status --json` keeps the text.
+#[test]
+fn a_pause_reason_with_terminal_escapes_is_shown_escaped() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.bootstrap();
+    let reason = "rack \u{1b}]0;pwned\u{7}\u{1b}[2Jmove";
+    let out = h.agent(&["pause", reason]);
+    out.expect(0);
+    let shown = "rack \\u{1b}]0;pwned\\u{7}\\u{1b}[2Jmove";
+    for (what, text) in [
+        ("pause", out.stdout()),
+        ("status", h.agent(&["status"]).stdout()),
+    ] {
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{what}: {text:?}"
+        );
+        assert!(text.contains(shown), "{what}: {text}");
+    }
+    let run = h.run_once();
+    assert!(!run.stderr().contains('\u{1b}'), "{:?}", run.stderr());
+    assert_eq!(h.status()["paused"]["reason"], reason);
+}

@@ -162,6 +162,41 @@ fn a_live_stamped_test_is_no_downgrade_floor_for_main() {
     assert!(s["refused"].is_null(), "{s}");
 }
 
+/// The same after the state file is lost while the test is live (issue 23, item 5):
+/// nothing says the live system is a test any more, but it is not the boot default, so
+/// the floor is the boot default's stamp, not the live test's.
+#[test]
+fn after_state_loss_a_live_test_is_still_no_downgrade_floor_for_main() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = watching();
+    h.host("pi1").stamp = true;
+    let (c1, _) = h.bootstrap();
+    checkout(&h, "testing/pi1", true);
+    let t1 = h.deploy("on test", "try something");
+    assert_eq!(h.status()["testing"]["live"], true);
+    std::fs::remove_file(h.path("state/state.json")).unwrap();
+    checkout(&h, "main", false);
+    h.host("pi1").content = "main v2".into();
+    let c2 = h.commit("main moves");
+    let run = h.run_once();
+    run.expect(0);
+    let s = h.status();
+    assert_eq!(s["deployed"]["commit"], c2.as_str(), "{s}");
+    assert!(s["refused"].is_null(), "{s}");
+    assert_ne!(t1, c1);
+    // A real downgrade is still refused: main reset below the boot default's stamp.
+    crate::support::git(&h.repo, &["reset", "-q", "--hard", &c1]);
+    h.host("pi1").content = "old".into();
+    let c3 = h.commit("below the floor");
+    let run = h.run_once();
+    run.expect(1);
+    let s = h.status();
+    assert_eq!(s["refused"]["commit"], c3.as_str(), "{s}");
+    assert_eq!(s["refused"]["reason"], "downgrade", "{s}");
+}
+
 #[test]
 fn a_missing_testing_branch_is_not_an_error() {
     if !nix_available() {

@@ -25,7 +25,7 @@ const TLS_ENV: [&str; 5] = [
 const NGINX: &str = "/usr/sbin/nginx";
 const FCGIWRAP: &str = "/usr/sbin/fcgiwrap";
 
-fn tools_available() -> bool {
+pub(crate) fn tools_available() -> bool {
     nix_available()
         && require_that(
             "nginx (Debian nginx-light)",
@@ -69,12 +69,12 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A private CA, and a server certificate signed by it for `names` (`DNS:x,IP:y`).
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
 impl Pki {
-    fn new(dir: PathBuf) -> Pki {
+    pub(crate) fn new(dir: PathBuf) -> Pki {
         std::fs::create_dir_all(&dir).unwrap();
         openssl(
             &dir,
@@ -97,12 +97,12 @@ impl Pki {
         Pki { dir }
     }
 
-    fn ca(&self) -> PathBuf {
+    pub(crate) fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
 
     /// Returns (certificate, key).
-    fn server(&self, name: &str, san: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn server(&self, name: &str, san: &str) -> (PathBuf, PathBuf) {
         let ext = self.dir.join(format!("{name}.ext"));
         std::fs::write(&ext, format!("subjectAltName={san}\n")).unwrap();
         let (key, csr, pem) = (
@@ -199,15 +199,46 @@ impl Pki {
 
 /// nginx (one process, as root) with one TLS server per certificate, all serving the
 /// repositories under `root` through `git http-backend`, Basic auth required.
-struct Nginx {
+pub(crate) struct Nginx {
     nginx: Child,
     fcgi: Child,
     ports: Vec<u16>,
     log: PathBuf,
 }
 
+/// One nginx `server`: where it listens, its certificate and key (`None`: plain http),
+/// and what its `location /` does first (e.g. `return 301 …;`: nginx's rewrite phase
+/// runs before its Basic auth). `auth`: Basic auth is required to reach git.
+pub(crate) struct Site {
+    pub ip: &'static str,
+    pub port: u16,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub first: String,
+    pub auth: bool,
+}
+
 impl Nginx {
     fn start(dir: &Path, root: &Path, certs: &[(PathBuf, PathBuf)], token: &str) -> Nginx {
+        let sites: Vec<Site> = certs
+            .iter()
+            .map(|cert| Site {
+                ip: "127.0.0.1",
+                port: closed_port(),
+                tls: Some(cert.clone()),
+                first: String::new(),
+                auth: true,
+            })
+            .collect();
+        Nginx::start_sites(dir, root, &sites, &[("homelab-agent", token)])
+    }
+
+    /// `users`: (name, password) pairs Basic auth accepts.
+    pub(crate) fn start_sites(
+        dir: &Path,
+        root: &Path,
+        sites: &[Site],
+        users: &[(&str, &str)],
+    ) -> Nginx {
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let socket = dir.join("fcgi.sock");
         let fcgi = Command::new(program(FCGIWRAP, "fcgiwrap"))
@@ -219,18 +250,18 @@ impl Nginx {
             .process_group(0)
             .spawn()
             .expect("fcgiwrap");
-        let hash = Command::new("openssl")
-            .args(["passwd", "-apr1", token])
-            .output()
-            .expect("openssl passwd");
-        std::fs::write(
-            dir.join("htpasswd"),
-            format!(
-                "homelab-agent:{}\n",
+        let mut htpasswd = String::new();
+        for (user, password) in users {
+            let hash = Command::new("openssl")
+                .args(["passwd", "-apr1", password])
+                .output()
+                .expect("openssl passwd");
+            htpasswd.push_str(&format!(
+                "{user}:{}\n",
                 String::from_utf8_lossy(&hash.stdout).trim()
-            ),
-        )
-        .unwrap();
+            ));
+        }
+        std::fs::write(dir.join("htpasswd"), htpasswd).unwrap();
         let backend = format!(
             "{}/git-http-backend",
             crate::support::git_out(root, &["--exec-path"])
@@ -238,19 +269,32 @@ impl Nginx {
         let d = dir.display();
         let mut servers = String::new();
         let mut ports = Vec::new();
-        for (cert, key) in certs {
-            let port = closed_port();
+        for site in sites {
+            let port = site.port;
             ports.push(port);
+            let tls = match &site.tls {
+                Some((cert, key)) => format!(
+                    " ssl;\n ssl_certificate {};\n ssl_certificate_key {};\n",
+                    cert.display(),
+                    key.display()
+                ),
+                None => ";\n".to_string(),
+            };
+            let auth = if site.auth {
+                format!("auth_basic \"git\";\n  auth_basic_user_file {d}/htpasswd;\n  ")
+            } else {
+                String::new()
+            };
             servers.push_str(&format!(
-                "server {{\n listen 127.0.0.1:{port} ssl;\n ssl_certificate {};\n ssl_certificate_key {};\n \
-                 location / {{\n  auth_basic \"git\";\n  auth_basic_user_file {d}/htpasswd;\n  \
+                "server {{\n listen {}:{port}{tls} \
+                 location / {{\n  {}\n  {auth}\
                  fastcgi_pass unix:{};\n  fastcgi_param SCRIPT_FILENAME {backend};\n  \
                  fastcgi_param GIT_PROJECT_ROOT {};\n  fastcgi_param GIT_HTTP_EXPORT_ALL \"\";\n  \
                  fastcgi_param PATH_INFO $uri;\n  fastcgi_param QUERY_STRING $query_string;\n  \
                  fastcgi_param REQUEST_METHOD $request_method;\n  fastcgi_param CONTENT_TYPE $content_type;\n  \
                  fastcgi_param CONTENT_LENGTH $content_length;\n  fastcgi_param REMOTE_USER $remote_user;\n }}\n}}\n",
-                cert.display(),
-                key.display(),
+                site.ip,
+                site.first,
                 socket.display(),
                 root.display(),
             ));
@@ -258,7 +302,7 @@ impl Nginx {
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
              events {{ worker_connections 64; }}\nhttp {{\n \
-             log_format tls '$server_port $scheme $ssl_protocol user=$remote_user auth=$http_authorization status=$status $request_method $uri';\n \
+             log_format tls '$server_addr:$server_port $scheme $ssl_protocol user=$remote_user auth=$http_authorization status=$status $request_method $uri';\n \
              access_log {d}/access.log tls;\n client_body_temp_path {d}/tmp/body;\n fastcgi_temp_path {d}/tmp/fastcgi;\n \
              proxy_temp_path {d}/tmp/proxy;\n uwsgi_temp_path {d}/tmp/uwsgi;\n scgi_temp_path {d}/tmp/scgi;\n{servers}}}\n"
         );
@@ -276,8 +320,9 @@ impl Nginx {
             .spawn()
             .expect("nginx");
         let deadline = Instant::now() + Duration::from_secs(20);
-        for port in &ports {
-            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+        for site in sites {
+            let port = &site.port;
+            while std::net::TcpStream::connect((site.ip, *port)).is_err() {
                 if let Ok(Some(status)) = nginx.try_wait() {
                     panic!(
                         "nginx exited ({status}): {}",
@@ -296,7 +341,7 @@ impl Nginx {
         }
     }
 
-    fn access_log(&self) -> String {
+    pub(crate) fn access_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -314,7 +359,7 @@ impl Drop for Nginx {
 }
 
 /// Runs the agent without any of the TLS environment variables.
-fn agent(h: &Harness, args: &[&str]) -> Run {
+pub(crate) fn agent(h: &Harness, args: &[&str]) -> Run {
     let mut cmd = h.command(args);
     for var in TLS_ENV {
         cmd.env_remove(var);

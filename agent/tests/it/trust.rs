@@ -18,7 +18,7 @@ fn tool(name: &str, probe: &[&str]) -> bool {
     require_that(name, ok)
 }
 
-fn ssh_tools() -> bool {
+pub(crate) fn ssh_tools() -> bool {
     tool("ssh-keygen", &["-?"])
 }
 
@@ -27,7 +27,7 @@ fn gpg_tools() -> bool {
 }
 
 /// How a commit is signed.
-enum Sign<'a> {
+pub(crate) enum Sign<'a> {
     None,
     /// `gpg.format = ssh` with this private key file.
     Ssh(&'a Path),
@@ -80,7 +80,7 @@ fn commit(h: &Harness, message: &str, sign: Sign) -> String {
     git_out(&h.repo, &["rev-parse", "HEAD"])
 }
 
-fn ssh_key(dir: &Path, name: &str) -> (PathBuf, String) {
+pub(crate) fn ssh_key(dir: &Path, name: &str) -> (PathBuf, String) {
     let key = dir.join(name);
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
@@ -244,8 +244,37 @@ fn ssh_signed_heads_deploy_and_unsigned_or_foreign_ones_are_refused() {
     commit(&h, "alice, expired", Sign::Ssh(&alice));
     let run = h.run_once();
     run.expect(1);
-    assert!(run.stderr().contains("valid-before"), "{}", run.stderr());
-    assert_eq!(refused(&h)["refused"]["reason"], "untrusted-key");
+    let said = format!(
+        "is signed by the key of alice@example.org, which {} allows only valid-before=\"20200101\": the key has expired or is not valid yet",
+        allowed.display()
+    );
+    assert!(run.stderr().contains(&said), "{}", run.stderr());
+    assert_eq!(refused(&h)["refused"]["reason"], "expired-key");
+
+    // Not valid yet (valid-after in the future), with other options beside it: the same.
+    std::fs::write(
+        &allowed,
+        format!("alice@example.org namespaces=\"git\",valid-after=\"20990101\" {alice_pub}\n"),
+    )
+    .unwrap();
+    h.host("pi1").content = "v6".into();
+    let c6 = commit(&h, "alice, not yet", Sign::Ssh(&alice));
+    let (_, s) = run_is_refused(
+        &h,
+        &c6,
+        "expired-key",
+        "allows only valid-after=\"20990101\": the key has expired or is not valid yet",
+    );
+    assert_eq!(s["refused"]["reason"], "expired-key");
+    // mallory, not in the file at all, stays untrusted-key.
+    h.host("pi1").content = "v7".into();
+    let c7 = commit(&h, "mallory again", Sign::Ssh(&mallory));
+    run_is_refused(
+        &h,
+        &c7,
+        "untrusted-key",
+        "is signed by a key that no entry of",
+    );
 }
 
 #[test]

@@ -260,3 +260,55 @@ async fn a_refused_testing_head_is_fetched_once_and_a_new_one_is_tried() {
     assert!(state.testing_refused.is_none());
     assert_eq!(state.testing.unwrap().commit, "t2");
 }
+
+/// After the state file is lost while a test is live (issue 23, item 5), nothing in the
+/// state says so, but the live system is not the boot default: main's floor is the boot
+/// default's stamp, not the live test's.
+#[tokio::test(flavor = "current_thread")]
+async fn without_state_a_live_system_that_is_not_the_boot_default_is_no_floor() {
+    let b = Bench::new();
+    let stamped = |name: &str, rev: &str| {
+        let system = b.dir.path().join(name);
+        let stamp = system.join(crate::trust::stamp::STAMP);
+        std::fs::create_dir_all(stamp.parent().unwrap()).unwrap();
+        std::fs::write(stamp, format!("{rev}\n")).unwrap();
+        system
+    };
+    let (main_rev, test_rev) = ("1".repeat(40), "2".repeat(40));
+    let boot = stamped("boot", &main_rev);
+    let live = stamped("live", &test_rev);
+    std::os::unix::fs::symlink(&live, b.dir.path().join("current")).unwrap();
+    {
+        let mut w = b.w();
+        w.generations = vec![boot.clone()];
+        w.current = Some(live.clone());
+    }
+    b.push("c2", Ok(sys("s2")));
+    b.run().await;
+    let floors = b.w().floors[0].clone();
+    assert!(
+        floors
+            .iter()
+            .any(|f| f.commit == main_rev && f.from.starts_with("the boot default's")),
+        "{floors:?}"
+    );
+    assert!(!floors.iter().any(|f| f.commit == test_rev), "{floors:?}");
+    // The live system is the boot default: its own stamp is the floor.
+    let b = Bench::new();
+    let only = stamped("only", &main_rev);
+    std::os::unix::fs::symlink(&only, b.dir.path().join("current")).unwrap();
+    {
+        let mut w = b.w();
+        w.generations = vec![only.clone()];
+        w.current = Some(only);
+    }
+    b.push("c2", Ok(sys("s2")));
+    b.run().await;
+    let floors = b.w().floors[0].clone();
+    assert!(
+        floors
+            .iter()
+            .any(|f| f.commit == main_rev && f.from.starts_with("the running system's")),
+        "{floors:?}"
+    );
+}
