@@ -131,21 +131,19 @@ impl Agent {
         }
     }
 
-    /// The build failed. Only a failure of the commit itself marks it bad; any other is
-    /// retried by the next run.
+    /// The build of `host` failed (in map mode the mapped host, not this machine's
+    /// name). Only a failure of the commit itself marks it bad; any other is retried by
+    /// the next run.
     pub(super) fn build_failed(
         &self,
         state: &mut State,
         fetched: &Fetched,
+        host: &str,
         f: Failure,
         started: Instant,
     ) -> Exit {
         self.doors.builder.release();
-        let message = format!(
-            "building {} for {}: {f}",
-            short(&fetched.commit),
-            self.settings.host
-        );
+        let message = format!("building {} for {host}: {f}", short(&fetched.commit));
         if !f.kind.blames_commit() {
             let (count, wait) = match self.back_off(state, &fetched.commit, f.kind) {
                 Ok(counted) => counted,
