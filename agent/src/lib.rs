@@ -21,6 +21,7 @@
 //! | [`status`]      | `status` / `history` view model and rendering                     |
 //! | [`commands`]    | one function per CLI command, returning an exit code              |
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
+//! | [`http_body`]   | every HTTP body read from the network, with a size cap            |
 //! | [`free_space`]  | read-only or full filesystem, by `statvfs` (cache and build)      |
 //! | [`demo`], [`fake_system`] | the sandboxed walkthrough and the fake NixOS it uses    |
 
@@ -33,6 +34,7 @@ pub mod failure;
 pub mod fake_system;
 pub mod free_space;
 pub mod health;
+pub mod http_body;
 pub mod lock;
 pub mod logging;
 pub mod metrics;

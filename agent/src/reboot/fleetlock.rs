@@ -16,6 +16,8 @@ use crate::config::FleetLockSettings;
 /// One request's deadline: a lock server that hangs is one that is down.
 const TIMEOUT: Duration = Duration::from_secs(30);
 pub const MACHINE_ID: &str = "/etc/machine-id";
+/// The most of an error answer's body that is read (the protocol's is a small JSON).
+pub const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// Why the server did not say yes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,9 +143,20 @@ impl Client {
         if status == 200 {
             return Ok(());
         }
-        let text = response.text().await.unwrap_or_default();
-        let (kind, value) = match serde_json::from_str::<Rejection>(&text) {
+        // A refusal is a small JSON object: a server that sends more is not read further
+        // (a 512 MiB answer once cost the agent 1 GiB of memory).
+        let body = crate::http_body::read_capped(response, MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        let (kind, value) = match serde_json::from_slice::<Rejection>(&body.bytes) {
             Ok(r) if !r.kind.is_empty() => (r.kind, r.value),
+            _ if body.truncated => (
+                format!("generic_http_{status}"),
+                format!(
+                    "(no FleetLock error in the answer: its body is over {} KiB, the rest was not read)",
+                    MAX_ERROR_BODY >> 10
+                ),
+            ),
             _ => (
                 format!("generic_http_{status}"),
                 "(no FleetLock error in the answer)".into(),
