@@ -154,7 +154,11 @@ fn bad_for_values_are_refused_with_what_to_give() {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let out = h.agent(&args);
             assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr());
-            assert!(out.stderr().contains(expected), "{args:?}: {}", out.stderr());
+            assert!(
+                out.stderr().contains(expected),
+                "{args:?}: {}",
+                out.stderr()
+            );
             assert!(out.stderr().contains("--for"), "{args:?}: {}", out.stderr());
             assert!(
                 !out.stderr().contains("unexpected argument"),

@@ -580,7 +580,9 @@ fn a_huge_fleetlock_error_body_is_not_read_whole() {
     );
     assert!(reboots(&h).is_empty(), "rebooted without the slot");
     let s = h.status();
-    let detail = s["reboot"]["pending"]["detail"].as_str().unwrap_or_default();
+    let detail = s["reboot"]["pending"]["detail"]
+        .as_str()
+        .unwrap_or_default();
     assert!(detail.contains("HTTP 500"), "{s}");
     assert!(
         detail.contains("its body is over 64 KiB, the rest was not read"),
