@@ -160,7 +160,7 @@ async fn daemon(settings: &Settings) -> u8 {
     };
     loop {
         let code = cycle(settings).await;
-        let wait = settings.run.interval + jitter(settings.run.jitter);
+        let wait = until_pause_ends(settings, settings.run.interval + jitter(settings.run.jitter));
         crate::runtime::set_next_poll(&settings.paths.runtime_dir, SystemTime::now() + wait);
         crate::notify::status(&format!(
             "idle (last cycle exit {code}); next poll in {}",
@@ -173,6 +173,17 @@ async fn daemon(settings: &Settings) -> u8 {
             _ = now.recv() => log::info!("SIGUSR1: polling now"),
         }
     }
+}
+
+/// `wait`, or less: a pause that ends by itself before then wakes the daemon a second
+/// after its end, so its cycle drops the pause and the metrics stop saying `paused` at
+/// once, not one interval later.
+fn until_pause_ends(settings: &Settings, wait: Duration) -> Duration {
+    let (state, _) = status::load_state(&settings.paths.state_dir);
+    crate::pause::active(&state)
+        .and_then(|p| p.until_time())
+        .and_then(|until| until.duration_since(SystemTime::now()).ok())
+        .map_or(wait, |left| wait.min(left + Duration::from_secs(1)))
 }
 
 /// Up to `max`, from the clock's nanoseconds: spreading a fleet needs no better randomness.

@@ -26,6 +26,7 @@ fn text_of(state: State, record: &Record) -> String {
         state: &state,
         paused: crate::pause::active(&state),
         record,
+        activation_budget: std::time::Duration::from_secs(1800),
     })
 }
 
