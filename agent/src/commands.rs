@@ -160,7 +160,10 @@ async fn daemon(settings: &Settings) -> u8 {
     };
     loop {
         let code = cycle(settings).await;
-        let wait = until_pause_ends(settings, settings.run.interval + jitter(settings.run.jitter));
+        let wait = until_pause_ends(
+            settings,
+            settings.run.interval + jitter(settings.run.jitter),
+        );
         crate::runtime::set_next_poll(&settings.paths.runtime_dir, SystemTime::now() + wait);
         crate::notify::status(&format!(
             "idle (last cycle exit {code}); next poll in {}",

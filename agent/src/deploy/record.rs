@@ -161,7 +161,9 @@ impl Agent {
             // One record per backoff, never one per poll.
             match message.contains("\nhint:") {
                 true => log::error!(message_id = message_id::FAILED; "{message}"),
-                false => log::error!(message_id = message_id::FAILED; "{message}\nhint: {}", f.kind.hint()),
+                false => {
+                    log::error!(message_id = message_id::FAILED; "{message}\nhint: {}", f.kind.hint())
+                }
             }
             let mut run = self.run_record(Outcome::Failed, fetched, started);
             run.phase = Some(Phase::Build);

@@ -511,7 +511,11 @@ async fn only_a_failure_of_the_commit_marks_it_bad() {
         assert_eq!(b.run().await, Some(Exit::Failed(kind)));
         let builds = || b.w().calls.iter().filter(|c| *c == "build c1").count();
         assert_eq!(builds(), 1, "{kind:?}: rebuilt during the backoff");
-        assert_eq!(b.state().history.len(), 1, "{kind:?}: a waiting poll wrote history");
+        assert_eq!(
+            b.state().history.len(),
+            1,
+            "{kind:?}: a waiting poll wrote history"
+        );
         // `retry` ends the wait.
         b.agent().retry().unwrap();
         b.run().await;

@@ -266,7 +266,10 @@ pub fn render(s: &Snapshot) -> String {
 
     // An activation in progress (the intent on disk): written when it starts, gone when
     // it is recorded. A run killed in the middle leaves exactly this in the file.
-    let started = state.intent.as_ref().and_then(|i| seconds(Some(&i.started_at)));
+    let started = state
+        .intent
+        .as_ref()
+        .and_then(|i| seconds(Some(&i.started_at)));
     out.gauge(
         "homelab_agent_activation_started_timestamp_seconds",
         "When the activation in progress began (absent: none).",
