@@ -581,3 +581,45 @@ fn the_shipped_rules_fire_once_per_event_on_the_agents_textfile() {
         ],
     );
 }
+
+/// Issue 23 item 10: a daemon polling every hour wakes when a pause ends by itself, so the
+/// textfile says `homelab_agent_paused 0` seconds after the end, not an hour later.
+#[test]
+fn a_daemon_rewrites_the_textfile_when_a_pause_ends() {
+    if !tools() {
+        return;
+    }
+    let (mut h, dir) = harness();
+    h.bootstrap();
+    h.extra
+        .push_str("[run]\ninterval = \"1h\"\njitter = \"0s\"\n");
+    h.agent(&["pause", "--for", "3s"]).expect(0);
+    let file = dir.join(PROM);
+    let mut daemon = h
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut text = String::new();
+    while started.elapsed() < Duration::from_secs(20) {
+        text = std::fs::read_to_string(&file).unwrap_or_default();
+        if text.contains("homelab_agent_paused 0\n") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let out = daemon.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("homelab_agent_paused 0\n"),
+        "after {:?} the textfile still says paused:\n{text}\n--- daemon:\n{err}",
+        started.elapsed()
+    );
+    assert!(err.contains("the pause ended"), "{err}");
+}
