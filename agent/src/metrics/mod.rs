@@ -1,6 +1,7 @@
 //! Prometheus textfile metrics (the node_exporter textfile-collector convention): with
 //! `[metrics] textfile_dir` set, the agent keeps `<dir>/homelab_agent.prom` up to date
-//! after every cycle and every operator command.
+//! after every cycle and every operator command, and when an activation starts (so that a
+//! run killed in it leaves "activating since T, deadline D" behind: docs/monitoring.md).
 //!
 //! The file is a pure function of what `status` shows plus a small runtime record
 //! (`record.rs`), rendered (`render.rs`) and compared with the file that is there: only a

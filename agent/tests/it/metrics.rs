@@ -595,7 +595,7 @@ fn a_daemon_rewrites_the_textfile_when_a_pause_ends() {
         .push_str("[run]\ninterval = \"1h\"\njitter = \"0s\"\n");
     h.agent(&["pause", "--for", "3s"]).expect(0);
     let file = dir.join(PROM);
-    let mut daemon = h
+    let daemon = h
         .command(&["run"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
