@@ -70,12 +70,30 @@ pub fn lock_id(settings: &FleetLockSettings, machine_id_file: &Path) -> Result<S
     if let Some(id) = &settings.id {
         return Ok(id.clone());
     }
-    let text = std::fs::read_to_string(machine_id_file).map_err(|e| {
-        format!(
-            "reading {}: {e}\nhint: set [reboot] id",
-            machine_id_file.display()
-        )
-    })?;
+    // The state's bounded reader: a FIFO or a device there never blocks the agent.
+    use crate::state::{read_regular, Found, Links};
+    let bytes = match read_regular(machine_id_file, 4096, Links::Follow, "a machine id has") {
+        Ok(Found::File(bytes)) => bytes,
+        Ok(Found::Missing) => {
+            return Err(format!(
+                "reading {}: no such file\nhint: set [reboot] id",
+                machine_id_file.display()
+            ))
+        }
+        Ok(Found::Wrong(why)) => {
+            return Err(format!(
+                "reading {}: {why}\nhint: set [reboot] id",
+                machine_id_file.display()
+            ))
+        }
+        Err(e) => {
+            return Err(format!(
+                "reading {}: {e}\nhint: set [reboot] id",
+                machine_id_file.display()
+            ))
+        }
+    };
+    let text = String::from_utf8_lossy(&bytes);
     let id = text.trim();
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!(
@@ -215,6 +233,14 @@ mod tests {
         );
         std::fs::write(&file, "uninitialized\n").unwrap();
         assert!(lock_id(&s, &file).is_err());
+        // A FIFO there: refused at once, never a blocked open.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = lock_id(&s, &fifo).unwrap_err();
+        assert!(
+            e.contains("a FIFO, not a regular file\nhint: set [reboot] id"),
+            "{e}"
+        );
         let named = FleetLockSettings {
             id: Some("pi1".into()),
             ..s
