@@ -280,6 +280,17 @@ pub fn render(s: &Snapshot) -> String {
         "When the activation in progress must have ended, every step at its limit; past it, it was interrupted or hangs.",
         started.map(|t| t + s.activation_budget.as_secs() as f64),
     );
+    // The newest interrupted run in history (resolved by the run after it, which may have
+    // deployed since): the rules page for an hour after it.
+    out.gauge(
+        "homelab_agent_last_interrupted_timestamp_seconds",
+        "When the newest interrupted run in history was recorded (absent: none).",
+        state
+            .history
+            .iter()
+            .find(|r| r.outcome == Outcome::Interrupted)
+            .and_then(|r| seconds(Some(&r.at))),
+    );
     // A build of the head that failed without blaming it, waiting out its backoff.
     let retry = state.retries.as_ref();
     out.gauge(

@@ -477,14 +477,24 @@ fn an_interrupted_run_reaches_prometheus_as_needs_attention() {
         &[("1m", &[]), ("2h", &["HomelabAgentNeedsAttention"])],
     );
 
-    // The next run resolves it (and deploys the commit again): nothing fires.
+    // The next run resolves it (and deploys the commit again): NeedsAttention for the
+    // hour after the interruption, then nothing.
     h.run_once().expect(0);
     let body = exporter.scrape();
     assert!(
         value(&body, "homelab_agent_activation_started_timestamp_seconds").is_none(),
         "{body}"
     );
-    assert_alerts("resolved", &body, now(), &[("1m", &[]), ("7h", &[])]);
+    assert!(
+        value(&body, "homelab_agent_last_interrupted_timestamp_seconds").is_some(),
+        "{body}"
+    );
+    assert_alerts(
+        "resolved",
+        &body,
+        now(),
+        &[("1m", &["HomelabAgentNeedsAttention"]), ("2h", &[])],
+    );
 }
 
 /// Issue 23 items 9-11 with the agent's real textfile: a build that times out (no blame)
