@@ -169,12 +169,58 @@ async fn daemon(settings: &Settings) -> u8 {
             "idle (last cycle exit {code}); next poll in {}",
             humantime::format_duration(Duration::from_secs(wait.as_secs()))
         ));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = term.recv() => return exit::OK,
-            _ = int.recv() => return exit::OK,
-            _ = now.recv() => log::info!("SIGUSR1: polling now"),
+        // Until the next poll, but a pause that ends by itself (or a `resume`) meanwhile
+        // starts a cycle a second after: the pause is dropped and the metrics stop saying
+        // `paused` then, not one interval later (docs/monitoring.md).
+        let next = tokio::time::Instant::now() + wait;
+        let mut paused = pause_ends_in(settings);
+        loop {
+            let left = next.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(nap(left, paused)) => {}
+                _ = term.recv() => return exit::OK,
+                _ = int.recv() => return exit::OK,
+                _ = now.recv() => {
+                    log::info!("SIGUSR1: polling now");
+                    break;
+                }
+            }
+            let was = paused.is_some();
+            paused = pause_ends_in(settings);
+            if was && paused.is_none() {
+                log::info!("the pause ended: polling now");
+                break;
+            }
         }
+    }
+}
+
+/// How often a sleeping daemon looks whether a pause began or ended (a read of the state
+/// file, nothing written).
+const PAUSE_CHECK: Duration = Duration::from_secs(60);
+
+/// For a pause in force: how long until it ends by itself (`Duration::MAX` when only
+/// `resume` ends it); none when not paused.
+fn pause_ends_in(settings: &Settings) -> Option<Duration> {
+    let (state, _) = status::load_state(&settings.paths.state_dir);
+    let p = crate::pause::active(&state)?;
+    Some(
+        p.until_time()
+            .and_then(|until| until.duration_since(SystemTime::now()).ok())
+            .unwrap_or(Duration::MAX),
+    )
+}
+
+/// One sleep of the daemon: at most `left` (until the next poll) and [`PAUSE_CHECK`];
+/// a second past the end of a pause that ends sooner.
+fn nap(left: Duration, pause_ends_in: Option<Duration>) -> Duration {
+    let nap = left.min(PAUSE_CHECK);
+    match pause_ends_in {
+        Some(end) => nap.min(end.saturating_add(Duration::from_secs(1))),
+        None => nap,
     }
 }
 
@@ -556,4 +602,19 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
         crate::reboot::verify::Verdict::Failed(why) => eprintln!("error: {why}"),
     }
     verdict.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_naps_until_the_poll_a_pause_check_or_just_past_a_pause() {
+        let s = Duration::from_secs;
+        assert_eq!(nap(s(3600), None), PAUSE_CHECK);
+        assert_eq!(nap(s(10), None), s(10));
+        assert_eq!(nap(s(3600), Some(s(5))), s(6));
+        assert_eq!(nap(s(3600), Some(Duration::MAX)), PAUSE_CHECK);
+        assert_eq!(nap(s(2), Some(s(5))), s(2));
+    }
 }

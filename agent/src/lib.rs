@@ -22,6 +22,7 @@
 //! | [`commands`]    | one function per CLI command, returning an exit code              |
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
 //! | [`text`]        | outside text as shown: control characters escaped, quotes capped  |
+//! | [`http_body`]   | every HTTP body read from the network, with a size cap            |
 //! | [`free_space`]  | read-only or full filesystem, by `statvfs` (cache and build)      |
 //! | [`oom_kills`]   | the kernel's OOM kills in the agent's memory cgroup (build)       |
 //! | [`demo`], [`fake_system`] | the sandboxed walkthrough and the fake NixOS it uses    |
@@ -35,6 +36,7 @@ pub mod failure;
 pub mod fake_system;
 pub mod free_space;
 pub mod health;
+pub mod http_body;
 pub mod lock;
 pub mod logging;
 pub mod metrics;

@@ -160,7 +160,9 @@ enum Command {
     Pause {
         /// End the pause by itself after this long (30m, 2h, 1d; at most 366 days);
         /// without it, the pause lasts until `resume`
-        #[arg(long = "for", value_name = "DURATION", value_parser = pause_for)]
+        // (`allow_hyphen_values`: `--for -1h` is a bad value, refused by pause_for with
+        // what to give, not clap's "unexpected argument '-1'")
+        #[arg(long = "for", value_name = "DURATION", value_parser = pause_for, allow_hyphen_values = true)]
         duration: Option<std::time::Duration>,
         /// Why (shown by `status` and kept in the state file; not a secret)
         reason: Option<String>,

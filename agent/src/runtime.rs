@@ -21,7 +21,11 @@ pub struct Progress {
 }
 
 pub fn read_progress(dir: &Path) -> Option<Progress> {
-    serde_json::from_slice(&std::fs::read(dir.join(PROGRESS_FILE)).ok()?).ok()
+    // Bounded and non-blocking, like every file read (`status` reads it too).
+    match crate::state::read_bounded(&dir.join(PROGRESS_FILE), 64 << 10) {
+        Ok(crate::state::Found::File(bytes)) => serde_json::from_slice(&bytes).ok(),
+        _ => None,
+    }
 }
 
 pub fn write_progress(dir: &Path, phase: &str) {

@@ -14,7 +14,9 @@ pub mod format;
 mod memory;
 mod store;
 
-pub use file::{read_bounded, remove_stale_temps, write_atomic, Found, MAX_SIZE};
+pub use file::{
+    read_bounded, read_regular, remove_stale_temps, write_atomic, Found, Links, MAX_SIZE,
+};
 pub use memory::FILE as MEMORY_FILE;
 pub use store::Store;
 

@@ -19,8 +19,13 @@ Not part of the protocol, for the tests: `GET <base>/debug/holders` answers
 id, group, status, holders after it), so a test can prove two machines never held a slot
 at the same time.
 
+Also for the tests: --huge-error MIB makes every lock request fail with HTTP 500 and a
+body of MIB mebibytes (streamed, never held in memory here): a client must not read it
+whole.
+
 Usage: server.py [--host 127.0.0.1] [--port 0] [--port-file F] [--slots N]
                  [--group-slots GROUP=N ...] [--base /prefix] [--events FILE]
+                 [--huge-error MIB]
 Prints "listening on http://HOST:PORT<base>" on stdout once it accepts connections.
 """
 
@@ -73,7 +78,7 @@ class Semaphores:
             return {g: list(ids) for g, ids in self.holders.items() if ids}
 
 
-def make_handler(sems, base, events):
+def make_handler(sems, base, events, huge_error=0):
     events_lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -121,12 +126,29 @@ def make_handler(sems, base, events):
                 return self.reply(200, sems.snapshot())
             self.error(404, "not_found", "no such endpoint")
 
+        def huge(self, endpoint):
+            size = huge_error * 1024 * 1024
+            self.record(endpoint, None, None, 500)
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = b"x" * (1024 * 1024)
+            try:
+                for _ in range(huge_error):
+                    self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped reading: what it should do
+            self.close_connection = True
+
         def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY:
                 return self.error(413, "body_too_large", "request body too large")
             raw = self.rfile.read(length) if length else b""
             endpoint = self.endpoint()
+            if huge_error and endpoint in ("v1/pre-reboot", "v1/steady-state"):
+                return self.huge(endpoint)
             if endpoint not in ("v1/pre-reboot", "v1/steady-state"):
                 return self.error(404, "not_found", "no such endpoint")
             if self.headers.get("fleet-lock-protocol") != "true":
@@ -170,6 +192,10 @@ def main():
     ap.add_argument("--group-slots", action="append", default=[], metavar="GROUP=N")
     ap.add_argument("--base", default="", help="path prefix of the base URL, e.g. /lock")
     ap.add_argument("--events", help="append one JSON line per lock request here")
+    ap.add_argument(
+        "--huge-error", type=int, default=0, metavar="MIB",
+        help="answer every lock request with HTTP 500 and a body of MIB mebibytes",
+    )
     args = ap.parse_args()
     group_slots = {}
     for item in args.group_slots:
@@ -181,7 +207,7 @@ def main():
     if base and not base.startswith("/"):
         ap.error("--base must start with /")
     sems = Semaphores(args.slots, group_slots)
-    httpd = ThreadingHTTPServer((args.host, args.port), make_handler(sems, base, args.events))
+    httpd = ThreadingHTTPServer((args.host, args.port), make_handler(sems, base, args.events, args.huge_error))
     port = httpd.server_address[1]
     if args.port_file:
         tmp = args.port_file + ".tmp"

@@ -23,6 +23,22 @@ pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
             "HOMELAB_AGENT_NEEDS_ATTENTION",
             if event.needs_attention { "1" } else { "0" }.into(),
         ),
+        // `rolled_back`: 1 the previous system was restored, 0 it could not be, empty
+        // when nothing was rolled back (not a failed activation).
+        (
+            "HOMELAB_AGENT_ROLLED_BACK",
+            match event.rolled_back {
+                Some(true) => "1",
+                Some(false) => "0",
+                None => "",
+            }
+            .into(),
+        ),
+        ("HOMELAB_AGENT_FROM_COMMIT", opt(event.from_commit.clone())),
+        (
+            "HOMELAB_AGENT_FROM_GENERATION",
+            opt(event.from_generation.map(|g| g.to_string())),
+        ),
         ("HOMELAB_AGENT_MESSAGE", event.message.clone()),
     ]
 }

@@ -45,6 +45,10 @@ pub struct Event {
     pub rolled_back: Option<bool>,
     pub error: Option<String>,
     pub duration_ms: u64,
+    /// An operator's rollback: the commit and generation it rolled back from (added; null
+    /// otherwise, or when unknown). `commit` and `generation` are what runs now.
+    pub from_commit: Option<String>,
+    pub from_generation: Option<u32>,
     /// One line for people: what the other fields say.
     pub message: String,
 }
@@ -68,8 +72,17 @@ impl Event {
             rolled_back: run.rolled_back,
             error: run.error.clone(),
             duration_ms: run.duration_ms,
+            from_commit: None,
+            from_generation: None,
             message: String::new(),
         };
+        if run.outcome == Outcome::RolledBack {
+            // The pin `rollback` just made says where it came from.
+            if let Some(pin) = &state.pinned {
+                event.from_commit = pin.from_commit.clone();
+                event.from_generation = pin.from_generation;
+            }
+        }
         event.message = event.summary();
         event
     }
@@ -100,7 +113,25 @@ impl Event {
         let mut text = match self.outcome {
             "deployed" => format!("{}: deployed{commit}{subject}", self.host),
             "unchanged" => format!("{}: built{commit}{subject}, same system", self.host),
-            "rolled-back" => format!("{}: rolled back by the operator", self.host),
+            "rolled-back" => {
+                let from = match (&self.from_commit, self.from_generation) {
+                    (Some(c), Some(g)) => format!(" from {} (generation {g})", short12(c)),
+                    (Some(c), None) => format!(" from {}", short12(c)),
+                    (None, Some(g)) => format!(" from generation {g}"),
+                    (None, None) => String::new(),
+                };
+                let to = match (self.generation, &self.commit) {
+                    (Some(g), Some(c)) => format!(" to generation {g} ({})", short12(c)),
+                    (Some(g), None) => format!(" to generation {g}"),
+                    (None, Some(c)) => format!(" to {}", short12(c)),
+                    (None, None) => String::new(),
+                };
+                format!("{}: rolled back{from}{to}", self.host)
+            }
+            "interrupted" if self.commit.is_some() => format!(
+                "{}: a run was interrupted while deploying{commit}{subject}",
+                self.host
+            ),
             "interrupted" => format!("{}: a run was interrupted", self.host),
             _ => format!(
                 "{}: failed{commit}{subject}{}",
@@ -108,8 +139,12 @@ impl Event {
                 self.phase.map(|p| format!(" in {p}")).unwrap_or_default()
             ),
         };
-        if let Some(g) = self.generation {
-            text.push_str(&format!(" as generation {g}"));
+        match self.generation {
+            // A rollback's message already says which generation it went to.
+            Some(g) if self.outcome != "rolled-back" => {
+                text.push_str(&format!(" as generation {g}"))
+            }
+            _ => {}
         }
         match self.rolled_back {
             Some(true) => text.push_str("; rolled back"),
@@ -122,6 +157,11 @@ impl Event {
         }
         text
     }
+}
+
+/// The first 12 characters of a commit id, as messages show it.
+fn short12(c: &str) -> &str {
+    &c[..c.len().min(12)]
 }
 
 static QUEUED: Mutex<Vec<Event>> = Mutex::new(Vec::new());

@@ -65,6 +65,8 @@ fn the_json_document_is_versioned_and_complete() {
         "rolled_back",
         "error",
         "duration_ms",
+        "from_commit",
+        "from_generation",
         "message",
     ] {
         assert!(v.get(key).is_some(), "{key} missing");
@@ -112,4 +114,58 @@ fn a_healthy_test_is_no_event_and_a_failed_one_is() {
     assert!(!tested.notifiable());
     assert!(Event::of(&run(Outcome::Failed), "pi1", &State::default()).notifiable());
     assert!(Event::of(&run(Outcome::Deployed), "pi1", &State::default()).notifiable());
+}
+
+/// Issue 23 item 11: an operator's rollback names what it rolled back from (the pin it
+/// made) and to; the hook gets HOMELAB_AGENT_ROLLED_BACK and the "from" facts.
+#[test]
+fn an_operator_rollback_says_from_what_to_what() {
+    let mut r = run(Outcome::RolledBack);
+    r.commit = Some("aaaaaaaaaaaabbbbbbbbbbbbbbbbbbbbbbbbbbbb".into());
+    r.subject = None;
+    r.generation = Some(4);
+    let state = State {
+        pinned: Some(crate::state::Pinned {
+            since: "t".into(),
+            system: "/nix/store/old".into(),
+            generation: Some(4),
+            from_system: "/nix/store/new".into(),
+            from_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            from_generation: Some(3),
+        }),
+        ..State::default()
+    };
+    let e = Event::of(&r, "pi1", &state);
+    assert_eq!(
+        e.message,
+        "pi1: rolled back from 0123456789ab (generation 3) to generation 4 (aaaaaaaaaaaa)"
+    );
+    let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+    assert_eq!(v["from_commit"], "0123456789abcdef0123456789abcdef01234567");
+    assert_eq!(v["from_generation"], 3);
+    let env = hook::environment(&e);
+    let get = |k: &str| env.iter().find(|(n, _)| *n == k).unwrap().1.clone();
+    assert_eq!(get("HOMELAB_AGENT_FROM_GENERATION"), "3");
+    assert_eq!(get("HOMELAB_AGENT_ROLLED_BACK"), "");
+
+    // A failed deployment that was restored: 1; one that could not be: 0.
+    let mut f = run(Outcome::Failed);
+    f.rolled_back = Some(true);
+    let env = hook::environment(&Event::of(&f, "pi1", &State::default()));
+    assert!(env.contains(&("HOMELAB_AGENT_ROLLED_BACK", "1".into())));
+    f.rolled_back = Some(false);
+    let env = hook::environment(&Event::of(&f, "pi1", &State::default()));
+    assert!(env.contains(&("HOMELAB_AGENT_ROLLED_BACK", "0".into())));
+}
+
+#[test]
+fn an_interruption_names_the_commit_it_was_deploying() {
+    let mut r = run(Outcome::Interrupted);
+    r.rolled_back = Some(true);
+    let e = Event::of(&r, "pi1", &State::default());
+    assert!(e.needs_attention);
+    assert_eq!(
+        e.message,
+        "pi1: a run was interrupted while deploying 0123456789ab (bump nixpkgs); rolled back"
+    );
 }

@@ -133,6 +133,7 @@ impl Agent {
         };
         state.intent = Some(intent.clone());
         self.save(state)?;
+        crate::metrics::refresh(&self.settings, crate::metrics::After::Activating);
         crate::failpoint("after_intent");
 
         let failed = match self

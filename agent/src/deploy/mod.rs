@@ -150,7 +150,7 @@ impl Agent {
         crate::metrics::phases::build_took(started.elapsed());
         let system = match built {
             Ok(system) => system,
-            Err(f) => return Ok(self.build_failed(&mut state, &fetched, f, started)),
+            Err(f) => return Ok(self.build_failed(&mut state, &fetched, host, f, started)),
         };
         if self.doors.machine.current_system().as_deref() == Some(system.as_path()) {
             return Ok(self.record_unchanged(&mut state, &fetched, &system, started));

@@ -142,21 +142,19 @@ impl Agent {
         }
     }
 
-    /// The build failed. Only a failure of the commit itself marks it bad; any other is
-    /// retried by the next run.
+    /// The build of `host` failed (in map mode the mapped host, not this machine's
+    /// name). Only a failure of the commit itself marks it bad; any other is retried by
+    /// the next run.
     pub(super) fn build_failed(
         &self,
         state: &mut State,
         fetched: &Fetched,
+        host: &str,
         f: Failure,
         started: Instant,
     ) -> Exit {
         self.doors.builder.release();
-        let message = format!(
-            "building {} for {}: {f}",
-            short(&fetched.commit),
-            self.settings.host
-        );
+        let message = format!("building {} for {host}: {f}", short(&fetched.commit));
         if !f.kind.blames_commit() {
             let (count, wait) = match self.back_off(state, &fetched.commit, f.kind) {
                 Ok(counted) => counted,
@@ -167,11 +165,21 @@ impl Agent {
                 humantime::format_duration(wait),
                 s = if count == 1 { "" } else { "s" }
             );
-            return self.not_tried(
-                Some(&fetched.commit),
-                Phase::Build,
-                Failure::new(f.kind, message),
-            );
+            // Not the commit's fault, but a failed run all the same (nix missing, a build
+            // timeout, a full disk): history, `last_run`, the metrics and the notifications
+            // say so. The commit is not marked bad and not handled: after the backoff
+            // (`homelab_agent_next_build_timestamp_seconds`) the next run builds it again.
+            // One record per backoff, never one per poll.
+            match message.contains("\nhint:") {
+                true => log::error!(message_id = message_id::FAILED; "{message}"),
+                false => {
+                    log::error!(message_id = message_id::FAILED; "{message}\nhint: {}", f.kind.hint())
+                }
+            }
+            let mut run = self.run_record(Outcome::Failed, fetched, started);
+            run.phase = Some(Phase::Build);
+            run.error = Some(message);
+            return self.close(state, run, Exit::Failed(f.kind));
         }
         log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{message}");
         let mut run = self.run_record(Outcome::Failed, fetched, started);

@@ -502,15 +502,38 @@ async fn only_a_failure_of_the_commit_marks_it_bad() {
         assert_eq!(exit.code(), code);
         let state = b.state();
         assert!(state.bad("c1").is_none(), "{kind:?} blamed the commit");
-        assert!(state.history.is_empty(), "{kind:?} wrote history");
-        // Backing off: the next poll does not build again, and says the same.
+        // A failed run all the same (issue 23 item 9): recorded, so history, last_run,
+        // the metrics and the notifications say so; nothing blamed, nothing handled.
+        assert_eq!(state.history.len(), 1, "{kind:?}: not in history");
+        let run = &state.history[0];
+        assert_eq!(
+            (run.outcome, run.phase, run.rolled_back),
+            (Outcome::Failed, Some(crate::state::Phase::Build), None),
+            "{kind:?}"
+        );
+        assert!(
+            run.error.as_deref().unwrap_or_default().contains(
+                "nix not found\n(failed 1 time without blaming the commit; not built again for 10m)"
+            ),
+            "{kind:?}: {:?}",
+            run.error
+        );
+        assert!(state.last_handled.is_none(), "{kind:?}");
+        assert_eq!(state.retries.as_ref().map(|r| r.count), Some(1));
+        // Backing off: the next poll does not build again, says the same, records nothing.
         assert_eq!(b.run().await, Some(Exit::Failed(kind)));
         let builds = || b.w().calls.iter().filter(|c| *c == "build c1").count();
         assert_eq!(builds(), 1, "{kind:?}: rebuilt during the backoff");
+        assert_eq!(
+            b.state().history.len(),
+            1,
+            "{kind:?}: a waiting poll wrote history"
+        );
         // `retry` ends the wait.
         b.agent().retry().unwrap();
         b.run().await;
         assert_eq!(builds(), 2, "{kind:?}: not retried after `retry`");
+        assert_eq!(b.state().history.len(), 2, "{kind:?}");
     }
     let b = Bench::new();
     b.push("c1", Err(commit_failure("evaluation failed")));

@@ -6,6 +6,9 @@ use super::{Context, Verdict};
 use crate::config::{Check, CheckKind};
 use crate::process::{Cmd, CmdError};
 
+/// The most of an http check's body that is read for `body_contains`.
+pub const MAX_HTTP_BODY: usize = 1 << 20;
+
 pub async fn run(check: &Check, ctx: &Context<'_>) -> Verdict {
     match &check.kind {
         CheckKind::Command { command } => command_check(command, check.timeout).await,
@@ -104,10 +107,15 @@ async fn http_check(
     let Some(needle) = body_contains else {
         return Verdict::Healthy(format!("HTTP {status}"));
     };
-    match response.text().await {
-        Ok(body) if body.contains(needle) => {
+    // A health page is small: only its first MAX_HTTP_BODY bytes are read and searched.
+    match crate::http_body::read_capped(response, MAX_HTTP_BODY).await {
+        Ok(body) if body.text().contains(needle) => {
             Verdict::Healthy(format!("HTTP {status}, body contains {needle:?}"))
         }
+        Ok(body) if body.truncated => Verdict::Unhealthy(format!(
+            "HTTP {status}, but the body's first {} KiB do not contain {needle:?} (the rest is not read)",
+            MAX_HTTP_BODY >> 10
+        )),
         Ok(_) => Verdict::Unhealthy(format!(
             "HTTP {status}, but the body does not contain {needle:?}"
         )),
@@ -211,5 +219,51 @@ fn last_line(text: &str) -> String {
     match text.lines().rev().find(|l| !l.trim().is_empty()) {
         Some(l) => format!(": {}", l.chars().take(300).collect::<String>()),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A one-shot HTTP server on loopback: 200 with `len` bytes of 'x', then `tail`.
+    fn serve(len: usize, tail: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.read(&mut [0u8; 1024]);
+            let total = len + tail.len();
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n");
+            let chunk = vec![b'x'; 64 << 10];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if s.write_all(&chunk[..n]).is_err() {
+                    return;
+                }
+                left -= n;
+            }
+            let _ = s.write_all(tail.as_bytes());
+        });
+        format!("http://127.0.0.1:{port}/")
+    }
+
+    /// Issue 23 item 14: a health page is read up to MAX_HTTP_BODY, never whole.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_http_check_reads_at_most_the_cap_of_a_body() {
+        let t = Duration::from_secs(20);
+        let near = serve(1000, "all good");
+        let v = http_check(&near, None, Some("all good"), false, t).await;
+        assert!(matches!(v, Verdict::Healthy(_)), "{v:?}");
+        let far = serve(64 << 20, "all good");
+        match http_check(&far, None, Some("all good"), false, t).await {
+            Verdict::Unhealthy(m) => assert!(
+                m.contains("first 1024 KiB do not contain \"all good\" (the rest is not read)"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }

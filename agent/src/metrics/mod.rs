@@ -1,6 +1,7 @@
 //! Prometheus textfile metrics (the node_exporter textfile-collector convention): with
 //! `[metrics] textfile_dir` set, the agent keeps `<dir>/homelab_agent.prom` up to date
-//! after every cycle and every operator command.
+//! after every cycle and every operator command, and when an activation starts (so that a
+//! run killed in it leaves "activating since T, deadline D" behind: docs/monitoring.md).
 //!
 //! The file is a pure function of what `status` shows plus a small runtime record
 //! (`record.rs`), rendered (`render.rs`) and compared with the file that is there: only a
@@ -39,6 +40,10 @@ pub enum After {
     Cycle,
     /// An operator command (`pause`, `resume`, `rollback`, `retry`): no poll.
     Command,
+    /// An activation begins (its intent is on disk): the file says `running` with the
+    /// activation's start and deadline, so a run killed in the middle leaves that behind
+    /// (the alert rules turn a deadline in the past into `HomelabAgentNeedsAttention`).
+    Activating,
 }
 
 /// Brings the metrics file up to date, if `[metrics] textfile_dir` is set. Called by the
@@ -50,7 +55,11 @@ pub fn refresh(settings: &Settings, after: After) {
     };
     let runtime_dir = &settings.paths.runtime_dir;
     let (state, problem) = status::load_state(&settings.paths.state_dir);
-    let facts = status::Facts::settled(settings, state, problem);
+    let mut facts = status::Facts::settled(settings, state, problem);
+    if after == After::Activating {
+        // This process holds the run lock and is activating: `running`, not interrupted.
+        facts.lock = Some(crate::lock::Probe::Held(Some(std::process::id())));
+    }
     let state = facts.state.clone();
     let poll_failed = facts
         .poll
@@ -78,6 +87,7 @@ pub fn refresh(settings: &Settings, after: After) {
         state: &state,
         paused: crate::pause::active(&state),
         record: &record,
+        activation_budget: render::activation_budget(settings),
     });
     let written = std::fs::DirBuilder::new()
         .recursive(true)

@@ -20,6 +20,19 @@ pub struct Snapshot<'a> {
     pub state: &'a State,
     pub paused: Option<&'a Paused>,
     pub record: &'a Record,
+    /// The longest an activation can take ([`activation_budget`]): its deadline.
+    pub activation_budget: std::time::Duration,
+}
+
+/// The longest an activation of these settings can last, every step at its limit: the
+/// switch (test), settle and health checks, the commit's switch (boot) or a rollback's
+/// switch, and five minutes of slack. An activation still unfinished past it was killed
+/// (its intent is still on disk) or hangs: either way a person must look.
+pub fn activation_budget(settings: &crate::config::Settings) -> std::time::Duration {
+    settings.activation.timeout * 3
+        + settings.health.settle
+        + settings.health.timeout
+        + std::time::Duration::from_secs(300)
 }
 
 const LABELS: [Label; 6] = [
@@ -250,6 +263,46 @@ pub fn render(s: &Snapshot) -> String {
             Some(flag(run.rolled_back == Some(true))),
         );
     }
+
+    // An activation in progress (the intent on disk): written when it starts, gone when
+    // it is recorded. A run killed in the middle leaves exactly this in the file.
+    let started = state
+        .intent
+        .as_ref()
+        .and_then(|i| seconds(Some(&i.started_at)));
+    out.gauge(
+        "homelab_agent_activation_started_timestamp_seconds",
+        "When the activation in progress began (absent: none).",
+        started,
+    );
+    out.gauge(
+        "homelab_agent_activation_deadline_timestamp_seconds",
+        "When the activation in progress must have ended, every step at its limit; past it, it was interrupted or hangs.",
+        started.map(|t| t + s.activation_budget.as_secs() as f64),
+    );
+    // The newest interrupted run in history (resolved by the run after it, which may have
+    // deployed since): the rules page for an hour after it.
+    out.gauge(
+        "homelab_agent_last_interrupted_timestamp_seconds",
+        "When the newest interrupted run in history was recorded (absent: none).",
+        state
+            .history
+            .iter()
+            .find(|r| r.outcome == Outcome::Interrupted)
+            .and_then(|r| seconds(Some(&r.at))),
+    );
+    // A build of the head that failed without blaming it, waiting out its backoff.
+    let retry = state.retries.as_ref();
+    out.gauge(
+        "homelab_agent_build_retries",
+        "Builds of the head in a row that failed without blaming it (nix missing, a timeout, a full disk).",
+        retry.map(|r| f64::from(r.count)),
+    );
+    out.gauge(
+        "homelab_agent_next_build_timestamp_seconds",
+        "When the backoff after such failures ends and the next run builds the head again.",
+        retry.and_then(|r| seconds(r.not_before.as_deref())),
+    );
 
     out.gauge(
         "homelab_agent_bad_commit",

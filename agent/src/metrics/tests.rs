@@ -26,6 +26,7 @@ fn text_of(state: State, record: &Record) -> String {
         state: &state,
         paused: crate::pause::active(&state),
         record,
+        activation_budget: std::time::Duration::from_secs(1800),
     })
 }
 
@@ -250,6 +251,7 @@ fn a_reboot_held_back_says_what_it_waits_for() {
         state: &state,
         paused: None,
         record: &Record::default(),
+        activation_budget: std::time::Duration::from_secs(1800),
     });
     assert!(
         text.contains("homelab_agent_reboot_waiting{for=\"trial\"} 1"),
@@ -257,4 +259,42 @@ fn a_reboot_held_back_says_what_it_waits_for() {
     );
     // Nothing pending: no sample at all.
     assert!(!text_of(deployed_state(), &Record::default()).contains("homelab_agent_reboot_waiting"));
+}
+
+/// Issue 23 items 8-9: an activation in progress has its start and deadline; a build
+/// waiting out its backoff has its count and next try; neither otherwise.
+#[test]
+fn an_activation_and_a_build_backoff_have_their_series() {
+    let text = text_of(deployed_state(), &Record::default());
+    assert!(!text.contains("homelab_agent_activation_"), "{text}");
+    assert!(!text.contains("homelab_agent_build_retries"), "{text}");
+
+    let mut state = deployed_state();
+    state.intent = Some(crate::state::Intent {
+        kind: crate::state::IntentKind::Deploy,
+        step: crate::state::Step::Checking,
+        commit: Some("b".repeat(40)),
+        subject: None,
+        system: "/nix/store/y".into(),
+        previous_system: "/nix/store/x".into(),
+        previous_generation: Some(7),
+        started_at: "2026-11-25T11:00:00Z".into(),
+        activation: "t".into(),
+    });
+    state.retries = Some(crate::state::Retry {
+        commit: "c".repeat(40),
+        count: 2,
+        kind: Some(crate::failure::Kind::Transient),
+        not_before: Some("2026-11-25T11:20:00Z".into()),
+        config: None,
+    });
+    let text = text_of(state, &Record::default());
+    for line in [
+        "homelab_agent_activation_started_timestamp_seconds 1795604400\n",
+        "homelab_agent_activation_deadline_timestamp_seconds 1795606200\n",
+        "homelab_agent_build_retries 2\n",
+        "homelab_agent_next_build_timestamp_seconds 1795605600\n",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
 }

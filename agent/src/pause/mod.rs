@@ -3,8 +3,9 @@
 //!
 //! A paused agent still polls (so `status` shows the branch head) but never fetches,
 //! builds or activates. A pause with an expiry ends by itself: from that instant it is
-//! inactive everywhere (`status`, metrics, `run`), and the next `run` drops it from the
-//! state file. The pause lives in `state.json` (written atomically, like every state
+//! inactive for `status`, `run` and the shipped alert rules (which compare its end with
+//! the time), and the next `run` drops it from the state file and rewrites the metrics (a
+//! daemon wakes a second after the end for that; under the timer, the next tick). The pause lives in `state.json` (written atomically, like every state
 //! write), independent of a `rollback` pin: `resume` clears both and says which.
 
 use std::time::{Duration, SystemTime};

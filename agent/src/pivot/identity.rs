@@ -34,38 +34,50 @@ impl Machine {
     }
 }
 
-/// The files are small and local: at most this much of each is read.
+/// The files are small and local: at most this much of each is read (cpuinfo: one
+/// paragraph per core, so more).
 const MAX_FILE: u64 = 64 * 1024;
+const MAX_CPUINFO: u64 = 1 << 20;
 
-/// Reads the identity. `Err` only for a host file that exists and is wrong (the operator
-/// wrote it): a message naming the file.
+/// Reads the identity. `Err` for a host file that exists and is wrong (the operator
+/// wrote it), and for anything at an identity path that is not a regular file (a FIFO
+/// there once hung the agent, holding the run lock): a message naming the path.
 pub fn read(paths: &IdentityPaths) -> Result<Machine, String> {
     let mut machine = Machine {
         named: host_file(&paths.host_file)?,
         ids: Vec::new(),
     };
-    if let Some(serial) = serial(paths) {
+    if let Some(serial) = serial(paths)? {
         machine.ids.push(Identity::Serial(serial));
     }
     machine
         .ids
-        .extend(macs(&paths.net_class).into_iter().map(Identity::Mac));
+        .extend(macs(&paths.net_class)?.into_iter().map(Identity::Mac));
     Ok(machine)
 }
 
-fn read_small(path: &Path) -> Option<String> {
-    use std::io::Read;
-    let mut text = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(MAX_FILE)
-        .read_to_end(&mut text)
-        .ok()?;
-    Some(String::from_utf8_lossy(&text).into_owned())
+/// `path`'s text when it is a regular file (sysfs and procfs files are), `None` when it
+/// does not exist or cannot be read, `Err` for a FIFO, device, directory or a file over
+/// `max` (the state's bounded reader: non-blocking open, fstat first, capped read).
+fn read_small(path: &Path, max: u64) -> Result<Option<String>, String> {
+    use crate::state::{read_regular, Found, Links};
+    match read_regular(path, max, Links::Follow, "read from an identity file") {
+        Ok(Found::File(bytes)) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Ok(Found::Missing) => Ok(None),
+        Ok(Found::Wrong(why)) => Err(format!(
+            "reading this machine's identity from {}: {why}\nhint: it must be the kernel's file (or, for the host file, a small text file): remove what is there, or point [paths] at the right file",
+            path.display()
+        )),
+        // Unreadable (permissions, I/O): as if absent; the map says what is missing.
+        Err(e) => {
+            log::debug!("cannot read {}: {e}", path.display());
+            Ok(None)
+        }
+    }
 }
 
 fn host_file(path: &Path) -> Result<Option<String>, String> {
-    let Some(text) = read_small(path) else {
+    let Some(text) = read_small(path, MAX_FILE)? else {
         return Ok(None);
     };
     // The first line that is not empty or a comment.
@@ -89,41 +101,52 @@ fn host_file(path: &Path) -> Result<Option<String>, String> {
 
 /// The serial number: the device tree's (NUL-terminated) first, then `/proc/cpuinfo`.
 /// An all-zero serial (what some boards report) identifies nothing.
-fn serial(paths: &IdentityPaths) -> Option<String> {
-    let from_tree =
-        read_small(&paths.serial_number).and_then(|t| serial_number(t.trim_end_matches('\0')));
-    let from_cpuinfo = || {
-        read_small(&paths.cpuinfo)?.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            (key.trim() == "Serial").then(|| serial_number(value))?
-        })
+fn serial(paths: &IdentityPaths) -> Result<Option<String>, String> {
+    let from_tree = read_small(&paths.serial_number, MAX_FILE)?
+        .and_then(|t| serial_number(t.trim_end_matches('\0')));
+    let from_cpuinfo = match from_tree {
+        Some(_) => None,
+        None => read_small(&paths.cpuinfo, MAX_CPUINFO)?.and_then(|text| {
+            text.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                (key.trim() == "Serial").then(|| serial_number(value))?
+            })
+        }),
     };
-    from_tree
-        .or_else(from_cpuinfo)
-        .filter(|s| s.chars().any(|c| c != '0'))
+    Ok(from_tree
+        .or(from_cpuinfo)
+        .filter(|s| s.chars().any(|c| c != '0')))
 }
 
 /// MAC addresses of physical interfaces (those with a `device` link: `lo`, bridges,
 /// veths and other virtual ones have none), by interface name. Locally administered
 /// addresses (randomised, set by software) are skipped: they are not the hardware's.
-fn macs(net_class: &Path) -> Vec<String> {
+fn macs(net_class: &Path) -> Result<Vec<String>, String> {
     let Ok(entries) = std::fs::read_dir(net_class) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    let mut found: Vec<(String, String)> = entries
-        .flatten()
-        .filter(|e| e.file_name() != "lo" && e.path().join("device").exists())
-        .filter_map(|e| {
-            let mac = mac_address(&read_small(&e.path().join("address"))?)?;
-            let first = u8::from_str_radix(&mac[..2], 16).ok()?;
-            let universal = first & 0x02 == 0 && mac != "00-00-00-00-00-00";
-            universal.then(|| (e.file_name().to_string_lossy().into_owned(), mac))
-        })
-        .collect();
+    let mut found: Vec<(String, String)> = Vec::new();
+    for e in entries.flatten() {
+        if e.file_name() == "lo" || !e.path().join("device").exists() {
+            continue;
+        }
+        let Some(mac) = read_small(&e.path().join("address"), MAX_FILE)?
+            .as_deref()
+            .and_then(mac_address)
+        else {
+            continue;
+        };
+        let Ok(first) = u8::from_str_radix(&mac[..2], 16) else {
+            continue;
+        };
+        if first & 0x02 == 0 && mac != "00-00-00-00-00-00" {
+            found.push((e.file_name().to_string_lossy().into_owned(), mac));
+        }
+    }
     found.sort();
     let mut macs: Vec<String> = found.into_iter().map(|(_, m)| m).collect();
     macs.dedup();
-    macs
+    Ok(macs)
 }
 
 #[cfg(test)]
@@ -220,5 +243,43 @@ pub mod tests {
         m.write("homelab-host", "\n");
         let e = read(&m.paths()).unwrap_err();
         assert!(e.contains("homelab-host: empty"), "{e}");
+    }
+
+    /// A FIFO (no writer), a directory or an oversized file at any identity path: an
+    /// error naming the path, at once (the open never blocks).
+    #[test]
+    fn a_fifo_or_other_non_file_is_refused_by_name() {
+        for file in [
+            "homelab-host",
+            "serial-number",
+            "cpuinfo",
+            "net/eth0/address",
+        ] {
+            let m = FakeMachine::new();
+            m.nic("eth0", "b8:27:eb:00:00:01", true);
+            let path = m.dir.path().join(file);
+            let _ = std::fs::remove_file(&path);
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+            let e = read(&m.paths()).unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "reading this machine's identity from {}: a FIFO, not a regular file\nhint: ",
+                    path.display()
+                )),
+                "{file}: {e}"
+            );
+        }
+        let m = FakeMachine::new();
+        std::fs::create_dir(m.dir.path().join("homelab-host")).unwrap();
+        assert!(read(&m.paths())
+            .unwrap_err()
+            .contains("a directory, not a regular file"));
+        let m = FakeMachine::new();
+        m.write("serial-number", &"1".repeat(MAX_FILE as usize + 1));
+        let e = read(&m.paths()).unwrap_err();
+        assert!(
+            e.contains("65537 bytes, more than the 65536 read from an identity file"),
+            "{e}"
+        );
     }
 }

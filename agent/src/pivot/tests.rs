@@ -272,9 +272,15 @@ fn errors_quote_at_most_a_line_of_the_input() {
         );
         assert!(e.message.contains("bytes in all)"), "{}", e.message);
     }
+    // A host file within the identity reader's cap (64 KiB): its name quoted, capped.
     let m = FakeMachine::new();
-    m.write("homelab-host", &"y".repeat(1 << 20));
+    m.write("homelab-host", &"y".repeat(60_000));
     let e = identity::read(&m.paths()).unwrap_err();
     assert!(e.len() < cap + 300, "{} bytes", e.len());
     assert!(e.contains("invalid host name \"yyyy"), "{e}");
+    // Over it: refused by its size, never read whole.
+    m.write("homelab-host", &"y".repeat(1 << 20));
+    let e = identity::read(&m.paths()).unwrap_err();
+    assert!(e.len() < cap + 300, "{} bytes", e.len());
+    assert!(e.contains("1048576 bytes, more than the 65536 read"), "{e}");
 }

@@ -16,6 +16,8 @@ use crate::config::FleetLockSettings;
 /// One request's deadline: a lock server that hangs is one that is down.
 const TIMEOUT: Duration = Duration::from_secs(30);
 pub const MACHINE_ID: &str = "/etc/machine-id";
+/// The most of an error answer's body that is read (the protocol's is a small JSON).
+pub const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// Why the server did not say yes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,17 +99,20 @@ pub fn machine_id(file: &Path) -> Result<[u8; 16], String> {
             file.display()
         )
     };
-    // Bounded; a symlink is followed (some systems link it to /var/lib/dbus/machine-id).
-    let mut bytes = Vec::new();
-    let read = std::fs::File::open(file).and_then(|f| {
-        use std::io::Read;
-        f.take(4096).read_to_end(&mut bytes)
-    });
-    match read {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    // The state's bounded reader: a FIFO or a device there never blocks the agent; a
+    // symlink is followed (some systems link it to /var/lib/dbus/machine-id).
+    use crate::state::{read_regular, Found, Links};
+    let bytes = match read_regular(file, 4096, Links::Follow, "a machine id has") {
+        Ok(Found::File(bytes)) => bytes,
+        Ok(Found::Missing) => {
             return Err(format!(
                 "reading {}: it does not exist\nhint: set [reboot] id",
+                file.display()
+            ))
+        }
+        Ok(Found::Wrong(why)) => {
+            return Err(format!(
+                "reading {}: {why}\nhint: set [reboot] id",
                 file.display()
             ))
         }
@@ -117,7 +122,7 @@ pub fn machine_id(file: &Path) -> Result<[u8; 16], String> {
                 file.display()
             ))
         }
-    }
+    };
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let text = text.trim();
     if text.len() != 32 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -216,9 +221,20 @@ impl Client {
         if status == 200 {
             return Ok(());
         }
-        let text = response.text().await.unwrap_or_default();
-        let (kind, value) = match serde_json::from_str::<Rejection>(&text) {
+        // A refusal is a small JSON object: a server that sends more is not read further
+        // (a 512 MiB answer once cost the agent 1 GiB of memory).
+        let body = crate::http_body::read_capped(response, MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        let (kind, value) = match serde_json::from_slice::<Rejection>(&body.bytes) {
             Ok(r) if !r.kind.is_empty() => (r.kind, r.value),
+            _ if body.truncated => (
+                format!("generic_http_{status}"),
+                format!(
+                    "(no FleetLock error in the answer: its body is over {} KiB, the rest was not read)",
+                    MAX_ERROR_BODY >> 10
+                ),
+            ),
             _ => (
                 format!("generic_http_{status}"),
                 "(no FleetLock error in the answer)".into(),
@@ -293,6 +309,14 @@ mod tests {
             let e = lock_id(&s, &file).unwrap_err();
             assert!(e.contains("holds no machine id"), "{bad:?}: {e}");
         }
+        // A FIFO there: refused at once, never a blocked open.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = lock_id(&s, &fifo).unwrap_err();
+        assert!(
+            e.contains("a FIFO, not a regular file\nhint: set [reboot] id"),
+            "{e}"
+        );
         let named = FleetLockSettings {
             id: Some("pi1".into()),
             ..s

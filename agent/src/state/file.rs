@@ -31,9 +31,33 @@ pub enum Found {
 /// Reads `path` if it is a regular file of at most `max` bytes. Never follows a symlink,
 /// never blocks on a FIFO, never reads a device.
 pub fn read_bounded(path: &Path, max: u64) -> io::Result<Found> {
+    read_regular(path, max, Links::Refuse, "the agent ever writes")
+}
+
+/// Whether a symlink at the path itself is followed ([`read_regular`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// The agent's own files: a link there is damage (O_NOFOLLOW).
+    Refuse,
+    /// Files the kernel or the operator provide (`/proc/cpuinfo`, a host file): the
+    /// link's target is checked instead.
+    Follow,
+}
+
+/// The one bounded reader: `path` read whole if it is a regular file (after `links`) of
+/// at most `max` bytes; anything else (a FIFO, a device, a directory, a larger file) is
+/// [`Found::Wrong`] saying what it is. Opened with O_NONBLOCK, so a FIFO with no writer
+/// never blocks the open; checked with fstat before any read. `/proc` and `/sys` files
+/// are regular (their stat size is 0 or 4096: the read itself is capped). `limit` says
+/// what `max` is, in the too-large message ("the agent ever writes").
+pub fn read_regular(path: &Path, max: u64, links: Links, limit: &str) -> io::Result<Found> {
+    let nofollow = match links {
+        Links::Refuse => nix::libc::O_NOFOLLOW,
+        Links::Follow => 0,
+    };
     let opened = OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .custom_flags(nofollow | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
         .open(path);
     let file = match opened {
         Ok(f) => f,
@@ -79,18 +103,18 @@ pub fn read_bounded(path: &Path, max: u64) -> io::Result<Found> {
         return Ok(Found::Wrong(format!("{what}, not a regular file")));
     }
     if meta.len() > max {
-        return Ok(Found::Wrong(too_large(meta.len(), max)));
+        return Ok(Found::Wrong(too_large(meta.len(), max, limit)));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
-        return Ok(Found::Wrong(too_large(bytes.len() as u64, max)));
+        return Ok(Found::Wrong(too_large(bytes.len() as u64, max, limit)));
     }
     Ok(Found::File(bytes))
 }
 
-fn too_large(len: u64, max: u64) -> String {
-    format!("{len} bytes, more than the {max} the agent ever writes")
+fn too_large(len: u64, max: u64, limit: &str) -> String {
+    format!("{len} bytes, more than the {max} {limit}")
 }
 
 /// Temp file in the same directory → write → fsync → rename over `path` → fsync the

@@ -360,3 +360,276 @@ fn a_metrics_directory_that_cannot_be_written_never_fails_a_run() {
     assert_eq!(h.profile_generation(), Some(1));
     assert_eq!(std::fs::read(&not_a_dir).unwrap(), b"");
 }
+
+// ---- the shipped alert rules, fed by the agent's own textfile (issue 23 items 8-11) ----
+
+/// The shipped rules (modules/homelab-agent/alerts.yml).
+fn shipped_rules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../modules/homelab-agent/alerts.yml")
+}
+
+/// The `homelab_agent_*` samples of a node_exporter scrape as promtool input series for
+/// machine pi1 (the labels a scrape adds: instance, job), each held for 10 hours. Real
+/// time "now" is promtool's time 0: timestamps are shifted by it, so ages are kept.
+fn as_input_series(body: &str, now: f64) -> String {
+    let mut out = String::new();
+    for line in body.lines() {
+        if line.starts_with('#') || !line.starts_with("homelab_agent_") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let mut value: f64 = value.parse().unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, format!("{},", rest.trim_end_matches('}'))),
+            None => (series, String::new()),
+        };
+        if name.ends_with("_timestamp_seconds") {
+            value -= now;
+        }
+        out.push_str(&format!(
+            "      - series: '{name}{{{labels}instance=\"pi1\",job=\"node\"}}'\n        values: \"{value}+0x60\"\n"
+        ));
+    }
+    out
+}
+
+/// `promtool test rules` with the shipped rules over `body` (a scrape made at `now`):
+/// exactly the alerts `expected` fire at each evaluation time (from the scrape on).
+fn assert_alerts(what: &str, body: &str, now: f64, expected: &[(&str, &[&str])]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut test = format!(
+        "rule_files:\n  - {}\nevaluation_interval: 1m\ntests:\n  - interval: 10m\n    input_series:\n{}    promql_expr_test:\n",
+        shipped_rules().display(),
+        as_input_series(body, now)
+    );
+    for (at, alerts) in expected {
+        test.push_str(&format!(
+            "      - expr: count by (alertname) (ALERTS{{alertstate=\"firing\"}})\n        eval_time: {at}\n        exp_samples:\n"
+        ));
+        for a in alerts.iter() {
+            test.push_str(&format!(
+                "          - labels: '{{alertname=\"{a}\"}}'\n            value: 1\n"
+            ));
+        }
+        if alerts.is_empty() {
+            test.truncate(test.len() - "        exp_samples:\n".len());
+            test.push_str("        exp_samples: []\n");
+        }
+    }
+    let file = dir.path().join("test.yml");
+    std::fs::write(&file, &test).unwrap();
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "{what}: the shipped rules did not fire as expected on the agent's textfile:\n{}{}\n--- test:\n{test}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Issue 23 item 8: a run killed in the middle of its activation. `status` says
+/// needs-attention; the textfile it left says running, with the activation's deadline;
+/// the shipped rules raise NeedsAttention once the deadline is past (and nothing else).
+/// The next run resolves it and the alert ends.
+#[cfg(feature = "failpoints")]
+#[test]
+fn an_interrupted_run_reaches_prometheus_as_needs_attention() {
+    if !tools() {
+        return;
+    }
+    let (mut h, dir) = harness();
+    let exporter = NodeExporter::start(&dir);
+    h.bootstrap();
+    h.host("pi1").content = "v2".into();
+    h.commit("v2");
+    let mut cmd = h.command(&["run", "--once"]);
+    cmd.env("HOMELAB_AGENT_FAILPOINTS", "after_activate");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), None, "not killed");
+    let status = h.agent(&["status", "--json"]);
+    assert_eq!(status.code(), 3, "{}", status.stdout());
+    promtool_check(&dir.join(PROM), "interrupted");
+    let body = exporter.scrape();
+    assert_values(
+        &body,
+        "interrupted",
+        &[("homelab_agent_state{state=\"running\"}", 1.0)],
+    );
+    let deadline = value(&body, "homelab_agent_activation_deadline_timestamp_seconds")
+        .expect("no activation deadline in the file a killed run left");
+    let (t, left) = (now(), deadline - now());
+    assert!(left > 0.0 && left < 3600.0, "deadline in {left}s");
+    assert_alerts(
+        "interrupted",
+        &body,
+        t,
+        &[("1m", &[]), ("2h", &["HomelabAgentNeedsAttention"])],
+    );
+
+    // The next run resolves it (and deploys the commit again): NeedsAttention for the
+    // hour after the interruption, then nothing.
+    h.run_once().expect(0);
+    let body = exporter.scrape();
+    assert!(
+        value(&body, "homelab_agent_activation_started_timestamp_seconds").is_none(),
+        "{body}"
+    );
+    assert!(
+        value(&body, "homelab_agent_last_interrupted_timestamp_seconds").is_some(),
+        "{body}"
+    );
+    assert_alerts(
+        "resolved",
+        &body,
+        now(),
+        &[("1m", &["HomelabAgentNeedsAttention"]), ("2h", &[])],
+    );
+}
+
+/// Issue 23 items 9-11 with the agent's real textfile: a build that times out (no blame)
+/// is a failed run (DeployFailed, never Stuck beside it); an expired pause no longer holds
+/// Stuck back though the file still says paused; a known-bad head that was rolled back is
+/// RolledBack only (no Stuck beside it).
+#[test]
+fn the_shipped_rules_fire_once_per_event_on_the_agents_textfile() {
+    if !tools() {
+        return;
+    }
+    // A build that times out: recorded, with its backoff.
+    let (mut h, dir) = harness();
+    let exporter = NodeExporter::start(&dir);
+    h.bootstrap();
+    h.host("pi1").build = "build-sleep:617".into();
+    h.build_timeout = "2s".into();
+    h.host("pi1").content = "v2".into();
+    h.commit("slow build");
+    h.run_once().expect(75);
+    assert_eq!(h.history()[0]["outcome"], "failed", "{:?}", h.history());
+    promtool_check(&dir.join(PROM), "build timeout");
+    let body = exporter.scrape();
+    assert_values(
+        &body,
+        "build timeout",
+        &[
+            ("homelab_agent_last_run_outcome{outcome=\"failed\"}", 1.0),
+            ("homelab_agent_last_run_rolled_back", 0.0),
+            ("homelab_agent_build_retries", 1.0),
+            ("homelab_agent_head_status{status=\"pending\"}", 1.0),
+        ],
+    );
+    let next = value(&body, "homelab_agent_next_build_timestamp_seconds").expect("next build");
+    assert!((next - now() - 600.0).abs() < 60.0, "next build at {next}");
+    assert_alerts(
+        "build timeout",
+        &body,
+        now(),
+        &[
+            ("1m", &["HomelabAgentDeployFailed"]),
+            ("7h", &["HomelabAgentDeployFailed"]),
+        ],
+    );
+    drop(exporter);
+
+    // A pause that ended, with no run since: the file still says paused 1.
+    let (mut h, dir) = harness();
+    let exporter = NodeExporter::start(&dir);
+    h.bootstrap();
+    h.agent(&["pause", "--for", "2s"]).expect(0);
+    h.host("pi1").content = "v2".into();
+    h.commit("v2");
+    h.run_once().expect(0); // paused: polls, the head is pending
+    std::thread::sleep(Duration::from_millis(2500));
+    let body = exporter.scrape();
+    assert_values(
+        &body,
+        "expired pause",
+        &[
+            ("homelab_agent_paused", 1.0),
+            ("homelab_agent_head_status{status=\"pending\"}", 1.0),
+        ],
+    );
+    assert_alerts(
+        "expired pause",
+        &body,
+        now(),
+        &[("1m", &[]), ("7h", &["HomelabAgentStuck"])],
+    );
+    drop(exporter);
+
+    // A known-bad head, rolled back.
+    let (mut h, dir) = harness();
+    let exporter = NodeExporter::start(&dir);
+    h.bootstrap();
+    h.host("pi1").content = "v2".into();
+    h.host("pi1").healthy = false;
+    h.commit("unhealthy");
+    h.run_once().expect(1);
+    let body = exporter.scrape();
+    assert_values(
+        &body,
+        "bad head",
+        &[("homelab_agent_head_status{status=\"bad\"}", 1.0)],
+    );
+    assert_alerts(
+        "bad head",
+        &body,
+        now(),
+        &[
+            ("1m", &["HomelabAgentRolledBack"]),
+            ("7h", &["HomelabAgentRolledBack"]),
+        ],
+    );
+}
+
+/// Issue 23 item 10: a daemon polling every hour wakes when a pause ends by itself, so the
+/// textfile says `homelab_agent_paused 0` seconds after the end, not an hour later.
+#[test]
+fn a_daemon_rewrites_the_textfile_when_a_pause_ends() {
+    if !tools() {
+        return;
+    }
+    let (mut h, dir) = harness();
+    h.bootstrap();
+    h.extra
+        .push_str("[run]\ninterval = \"1h\"\njitter = \"0s\"\n");
+    h.agent(&["pause", "--for", "3s"]).expect(0);
+    let file = dir.join(PROM);
+    let daemon = h
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut text = String::new();
+    while started.elapsed() < Duration::from_secs(20) {
+        text = std::fs::read_to_string(&file).unwrap_or_default();
+        if text.contains("homelab_agent_paused 0\n") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let out = daemon.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("homelab_agent_paused 0\n"),
+        "after {:?} the textfile still says paused:\n{text}\n--- daemon:\n{err}",
+        started.elapsed()
+    );
+    assert!(err.contains("the pause ended"), "{err}");
+}

@@ -144,19 +144,28 @@ fn bad_for_values_are_refused_with_what_to_give() {
         ("2", "not a duration"),
         ("400d", "longer than"),
     ] {
-        // `--for=VALUE`: a value starting with `-` is the value, not a flag.
-        let out = h.agent(&["pause", &format!("--for={value}")]);
-        assert_eq!(out.code(), 2, "--for {value}: {}", out.stderr());
-        assert!(
-            out.stderr().contains(expected),
-            "--for {value}: {}",
-            out.stderr()
-        );
-        assert!(
-            out.stderr().contains("--for"),
-            "--for {value}: {}",
-            out.stderr()
-        );
+        // `--for=VALUE` and `--for VALUE` (README's `pause --for -1h`): a value
+        // starting with `-` is the value, not a flag.
+        for args in [
+            vec!["pause".to_string(), format!("--for={value}")],
+            vec!["pause".into(), "--for".into(), value.into()],
+            vec!["pause".into(), "--for".into(), value.into(), "why".into()],
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = h.agent(&args);
+            assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr());
+            assert!(
+                out.stderr().contains(expected),
+                "{args:?}: {}",
+                out.stderr()
+            );
+            assert!(out.stderr().contains("--for"), "{args:?}: {}", out.stderr());
+            assert!(
+                !out.stderr().contains("unexpected argument"),
+                "{args:?}: {}",
+                out.stderr()
+            );
+        }
     }
     assert!(
         !h.path("state/state.json").exists(),

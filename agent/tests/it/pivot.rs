@@ -216,3 +216,80 @@ fn a_testing_commits_map_is_resolved_but_never_remembered() {
     assert!(base(&h.current_system().unwrap()).contains("pi2"));
     assert_eq!(s["pivot"]["host"], "pi2");
 }
+
+/// Runs `cmd`, killing it after `limit`: (exit code, stderr, stdout); `None` code if killed.
+fn within(
+    mut cmd: std::process::Command,
+    limit: std::time::Duration,
+) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, err, out)
+}
+
+/// Issue 23 item 13: a FIFO (nobody writing) at any identity path never hangs `run` or
+/// `status`: each ends at once with an error naming the path.
+#[test]
+fn a_fifo_at_an_identity_path_never_hangs_and_is_named() {
+    if !nix_available() {
+        return;
+    }
+    for file in ["homelab-host", "serial-number", "net/eth0/address"] {
+        let h = generic(SERIAL, MAP);
+        h.commit("first");
+        let path = h.path("identity").join(file);
+        let _ = std::fs::remove_file(&path);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        if file == "net/eth0/address" {
+            // The MAC files are read whatever the serial says; no serial, to be sure.
+            std::fs::remove_file(h.path("identity/serial-number")).unwrap();
+        }
+        let limit = std::time::Duration::from_secs(60);
+        let (code, err, _) = within(h.command(&["run", "--once"]), limit);
+        let said = format!(
+            "reading this machine's identity from {}: a FIFO, not a regular file",
+            path.display()
+        );
+        assert!(code.is_some(), "{file}: run --once hung on a FIFO:\n{err}");
+        assert_ne!(code, Some(0), "{file}: {err}");
+        assert!(err.contains(&said), "{file}: {err}");
+        assert!(err.contains("hint: "), "{file}: {err}");
+        assert_eq!(h.nix_builds(), 0, "{file}");
+
+        let (code, _, out) = within(h.command(&["status", "--json"]), limit);
+        assert!(code.is_some(), "{file}: status hung on a FIFO");
+        let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let problem = s["pivot"]["problem"].as_str().unwrap_or_default();
+        assert!(problem.contains(&said), "{file}: {s}");
+    }
+}

@@ -617,3 +617,73 @@ fn a_kill_while_arming_or_promoting_a_trial_leaves_a_verified_default() {
     assert!(reboots(&h).is_empty());
     assert_eq!(h.profile_system().as_deref(), Some(second.as_path()));
 }
+
+/// Runs `cmd` under python3 and returns its exit code, stderr and the largest resident
+/// set (KiB) of it and its descendants (getrusage of the children, which only it has).
+fn with_max_rss(cmd: &Command) -> (Option<i32>, String, u64) {
+    const SCRIPT: &str = "import resource, subprocess, sys\n\
+        p = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n\
+        sys.stderr.write(p.stderr.decode(errors='replace'))\n\
+        sys.stderr.write('\\nmaxrss_kib=%d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+        sys.exit(p.returncode)\n";
+    let mut py = Command::new("python3");
+    py.arg("-c")
+        .arg(SCRIPT)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => py.env(k, v),
+            None => py.env_remove(k),
+        };
+    }
+    let out = py.output().expect("python3");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let rss = err
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no maxrss in:\n{err}"));
+    (out.status.code(), err, rss)
+}
+
+/// Issue 23 item 14: a FleetLock server answering 500 with a 256 MiB body. The agent reads
+/// at most 64 KiB of it (memory stays far below the body), says what happened, and waits.
+#[test]
+fn a_huge_fleetlock_error_body_is_not_read_whole() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = FleetLock::start_with(dir.path(), &["--huge-error", "256"]);
+    let mut h = machine(&format!(
+        "policy = \"when-required\"\nfleetlock_url = \"{}\"\nid = \"pi1\"",
+        server.url()
+    ));
+    kernel_deployed(&mut h);
+    let asked = server.events().len();
+    assert!(asked >= 1, "the deployment did not ask for the slot");
+
+    // The next run asks again: measured alone (no build in it).
+    let (code, err, rss_kib) = with_max_rss(&h.command(&["run", "--once"]));
+    assert!(
+        server.events().len() > asked,
+        "the measured run did not ask for the slot ({code:?}):\n{err}"
+    );
+    assert!(
+        rss_kib < 100 * 1024,
+        "the agent's memory grew to {} MiB on a 256 MiB error body:\n{err}",
+        rss_kib / 1024
+    );
+    assert!(reboots(&h).is_empty(), "rebooted without the slot");
+    let s = h.status();
+    let detail = s["reboot"]["pending"]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(detail.contains("HTTP 500"), "{s}");
+    assert!(
+        detail.contains("its body is over 64 KiB, the rest was not read"),
+        "{s}"
+    );
+}

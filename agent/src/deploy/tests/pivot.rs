@@ -94,3 +94,33 @@ async fn an_unknown_machine_builds_nothing_and_blames_nothing() {
     assert!(state.pivot.is_none());
     b.assert_consistent();
 }
+
+/// Issue 23 item 17: a build error in map mode names the mapped host (pi2), never the
+/// machine's hostname (what `[host] name` defaults to), both when it blames the commit
+/// and when it does not.
+#[tokio::test(flavor = "current_thread")]
+async fn a_build_error_names_the_mapped_host() {
+    for kind in [Kind::Commit, Kind::Environment] {
+        let b = Bench::new();
+        let machine = FakeMachine::new();
+        machine.write("serial-number", "10000000abcdef01\0");
+        let c1 = cached_commit(&b, MAP);
+        b.push(&c1, Err(Failure::new(kind, "builder exploded")));
+        assert_eq!(run_map_mode(&b, &machine).await, Some(Exit::Failed(kind)));
+        let poll = crate::runtime::read(&b.dir.path().join("run")).unwrap();
+        let error = poll.error.unwrap_or_default();
+        assert!(
+            error.starts_with(&format!("building {} for pi2: ", crate::deploy::short(&c1))),
+            "{kind:?}: {error}"
+        );
+        let settings = b
+            .agent_with("map = \"machines.toml\"", "")
+            .settings
+            .host
+            .clone();
+        assert!(
+            !error.contains(&format!(" for {settings}:")),
+            "{kind:?}: names the hostname {settings}: {error}"
+        );
+    }
+}
