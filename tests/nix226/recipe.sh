@@ -54,7 +54,7 @@ if grep -qx 'experimental-features = nix-command flakes' /etc/nix/nix.conf 2>/de
   pass "/etc/nix/nix.conf turns flakes on"
 else
   fail "/etc/nix/nix.conf does not turn flakes on"
-  indent </etc/nix/nix.conf
+  { indent </etc/nix/nix.conf; } 2>/dev/null
 fi
 
 # No daemon and no nixbld group in the root: root's own store, Nix's own settings
