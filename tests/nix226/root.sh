@@ -15,7 +15,7 @@
 NIX226_CACHE=${HOMELAB_NIX226_CACHE:-/var/cache/homelab-agent-nix226}
 NIX226_SUITE=trixie
 # Bump when the way the root is configured changes.
-NIX226_VERSION=1
+NIX226_VERSION=2
 # What the Nix-using tests need, as tests/setup installs it on the host (without the
 # build tools: nothing is compiled inside), plus qemu-user-binfmt for the aarch64
 # recipe (trixie ships the binfmt lines there; the emulator comes with qemu-user).
@@ -67,6 +67,11 @@ nix226_root_build() {
         chmod 0755 "$tmp/usr/sbin/policy-rc.d" &&
         printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
           >"$tmp/etc/apt/apt.conf.d/90nix226" &&
+        # Lean: qemu-user ships an emulator for every architecture (450 MB); the tests
+        # need aarch64's. No documentation either.
+        printf '%s\n' 'path-exclude=/usr/bin/qemu-*' 'path-include=/usr/bin/qemu-aarch64' \
+          'path-exclude=/usr/share/doc/*' 'path-exclude=/usr/share/man/*' \
+          'path-exclude=/usr/share/locale/*' >"$tmp/etc/dpkg/dpkg.cfg.d/90nix226" &&
         unshare --mount --propagation private -- bash -c '
           set -e
           tmp=$1 debs=$2; shift 2
