@@ -16,8 +16,16 @@ let
       manifest.package.version
     else
       workspace.workspace.package.version;
+  # nixpkgs' lib needs Nix 2.18 (its lib/minver.nix; lib.fileset below fails on older ones
+  # with "attribute 'readFileType' missing"): say so first, and how to upgrade.
+  minimumNix = "2.18";
+  nixTooOld = builtins.compareVersions builtins.nixVersion minimumNix < 0;
 in
-rustPlatform.buildRustPackage {
+lib.throwIf nixTooOld ''
+  homelab-agent needs Nix ${minimumNix} or newer to evaluate (nixpkgs' lib requires it); this is Nix ${builtins.nixVersion}.
+  hint: on Debian 13, Ubuntu 25.04 or newer: sudo apt-get install nix-bin; on Debian 12 or an
+  older Ubuntu: install Nix with the upstream installer (docs/nix-on-debian.md)''
+(rustPlatform.buildRustPackage {
   pname = "homelab-agent";
   inherit version;
 
@@ -71,4 +79,4 @@ rustPlatform.buildRustPackage {
     mainProgram = "homelab-agent";
     platforms = lib.platforms.linux;
   };
-}
+})

@@ -12,7 +12,11 @@
 #   3. `nix flake check --no-build` on a copy of the repository with the nixpkgs input
 #      replaced by a stand-in (tests/nix/stand-in: the real lib, stub NixOS options, empty
 #      derivations): the outputs' shape as this Nix checks it; and the same for the
-#      template, with that copy as its homelab-agent input.
+#      template, with that copy as its homelab-agent input; every `.#packages.SYSTEM.NAME`
+#      that README.md and docs/ name is defined by one of the two;
+#   4. the Nix version guard of pkgs/homelab-agent.nix: under Nix < 2.18 it refuses with
+#      its message (what to install), under 2.18 or newer it lets the package evaluate
+#      (tests/nix226/run runs this file under Debian 13's Nix 2.26).
 #
 # The builds, the real-NixOS evaluation and the VM tests are the flake's checks:
 # `nix flake check` on x86_64-linux with KVM.
@@ -150,18 +154,9 @@ fi
 # have a toplevel derivation, overlays, templates, packages and checks evaluate to
 # derivations), not what the derivations build: the flake's checks on real nixpkgs do.
 if [ -n "$NIXPKGS_LIB_DIR" ]; then
+  . tests/nix/lib/stand-in.sh
   flake_check() {
-    mkdir -p "$work/stand-in" "$work/src" &&
-      cp -r "$NIXPKGS_LIB_DIR" "$work/stand-in/lib" &&
-      cp tests/nix/stand-in/flake.nix tests/nix/stand-in/nixpkgs.nix "$work/stand-in/" &&
-      cp -r tests/nix/stubs "$work/stand-in/stubs" || return 1
-    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-      git ls-files -z --cached --others --exclude-standard |
-        while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done |
-        tar --null -T - -cf - | tar -xf - -C "$work/src" || return 1
-    else
-      tar --exclude=./target --exclude=./.git -cf - . | tar -xf - -C "$work/src" || return 1
-    fi
+    stand_in_assemble "$work" "$NIXPKGS_LIB_DIR" || return 1
     nix flake check --no-build --no-write-lock-file \
       --override-input nixpkgs "path:$work/stand-in" "path:$work/src"
   }
@@ -181,6 +176,60 @@ if [ -n "$NIXPKGS_LIB_DIR" ]; then
   else
     fail "template: nix flake check --no-build (nixpkgs: stand-in; homelab-agent: this repository)"
     echo "$out" | grep -v '^warning: \|^• \|^    .path:\|^ *follows ' | tail -n 20 | sed 's/^/      /'
+  fi
+  # Every `.#packages.SYSTEM.NAME` the README and docs tell users to build is one the
+  # repository's flake or the template defines (names only: nothing is evaluated).
+  names_of() { # names_of FLAKEREF OVERRIDES...: "SYSTEM.NAME" lines of its packages
+    local ref=$1
+    shift
+    nix eval --json --no-write-lock-file "$@" "$ref#packages" \
+      --apply 'ps: builtins.concatLists (builtins.attrValues (builtins.mapAttrs (s: p: map (n: s + "." + n) (builtins.attrNames p)) ps))' |
+      python3 -c 'import json, sys; print("\n".join(json.load(sys.stdin)))'
+  }
+  if [ -d "$work/src/templates/default" ] &&
+    { names_of "path:$work/src" --override-input nixpkgs "path:$work/stand-in" &&
+      names_of "path:$work/src/templates/default" --override-input nixpkgs "path:$work/stand-in" \
+        --override-input homelab-agent "path:$work/src"; } >"$work/defined" 2>"$work/defined.err"; then
+    documented=$(grep -oE '\.#packages\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+' README.md docs/*.md | sort -u)
+    missing=$(printf '%s\n' "$documented" | while IFS=: read -r file ref; do
+      [ -n "$ref" ] && ! grep -qxF "${ref#.#packages.}" "$work/defined" && echo "$file: $ref"
+    done)
+    if [ -z "$documented" ]; then
+      fail "documented packages: no .#packages.SYSTEM.NAME found in README.md or docs/ (the pattern is stale)"
+    elif [ -z "$missing" ]; then
+      pass "every .#packages output README.md and docs/ name is defined ($(printf '%s\n' "$documented" | sed 's/.*#packages\.//' | sort -u | tr '\n' ' '))"
+    else
+      fail "README.md and docs/ name packages that neither the flake nor the template define"
+      printf '%s\n' "$missing" | sed 's/^/      /'
+    fi
+  else
+    fail "documented packages: listing the flake's and the template's packages failed"
+    tail -n 10 "$work/defined.err" | sed 's/^/      /'
+  fi
+fi
+
+# 4. The Nix version guard of pkgs/homelab-agent.nix (tests/nix/version-guard.nix): under
+# Nix < 2.18 (Debian 12's 2.8) the package refuses to evaluate with a message that says
+# what to install; under 2.18 or newer (tests/nix226/run: Debian 13's 2.26) it evaluates.
+if [ -n "$NIXPKGS_LIB_DIR" ]; then
+  version=$(nix-instantiate --eval --json -E builtins.nixVersion 2>/dev/null | tr -d '"')
+  out=$(nix-instantiate --eval tests/nix/version-guard.nix --argstr nixpkgsLib "$NIXPKGS_LIB_DIR" 2>&1)
+  status=$?
+  if [ "$(printf '%s\n' 2.18 "$version" | sort -V | head -n 1)" != 2.18 ]; then
+    if [ $status -ne 0 ] &&
+      printf '%s' "$out" | grep -q "homelab-agent needs Nix 2.18 or newer to evaluate (nixpkgs' lib requires it); this is Nix $version\." &&
+      printf '%s' "$out" | grep -q 'sudo apt-get install nix-bin; on Debian 12 or an' &&
+      printf '%s' "$out" | grep -q 'upstream installer (docs/nix-on-debian.md)'; then
+      pass "Nix $version: the package refuses to evaluate and says to install Nix 2.18 or newer, and how"
+    else
+      fail "Nix $version: the package should refuse to evaluate with the version guard's message (status $status)"
+      printf '%s\n' "$out" | tail -n 10 | sed 's/^/      /'
+    fi
+  elif [ $status -eq 0 ] && [ "$out" = true ]; then
+    pass "Nix $version: the version guard lets the package evaluate"
+  else
+    fail "Nix $version: the version guard should let the package evaluate (status $status)"
+    printf '%s\n' "$out" | tail -n 10 | sed 's/^/      /'
   fi
 fi
 
