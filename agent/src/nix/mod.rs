@@ -8,17 +8,19 @@
 pub mod caches;
 pub mod failure;
 pub mod plan;
+pub mod progress;
 pub mod sigs;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::errno::Errno;
 
 use crate::config::BuildSettings;
-use crate::process::{Cmd, CmdError};
+use crate::process::{Cmd, CmdError, LineFilter};
 use crate::source::git::CANDIDATE_REF;
 pub use failure::BuildError;
 
@@ -58,6 +60,10 @@ pub fn build_args(req: &BuildRequest) -> Vec<String> {
         // The mirror is read-only input; never write or update a lock file.
         "--no-write-lock-file".into(),
         "--print-build-logs".into(),
+        // After -L: Nix 2.8's -L sets the log format too, and the last one wins. Progress
+        // and messages as JSON lines (progress.rs), errors turned back into text there.
+        "--log-format".into(),
+        "internal-json".into(),
         "--out-link".into(),
         req.out_link.display().to_string(),
     ];
@@ -80,12 +86,57 @@ pub async fn build(req: &BuildRequest<'_>) -> Result<PathBuf, BuildError> {
             "the state directory {path:?} contains a character that cannot go into a flake URL"
         )));
     }
+    let reporter = Arc::new(Mutex::new(Reporter::default()));
     let cmd = Cmd::new("nix")
         .args(build_args(req))
         .timeout(req.settings.timeout)
-        .capture_stdout();
+        .capture_stdout()
+        .stderr_filter(reporter_filter(reporter.clone()));
+    let ticker = tokio::spawn(report_every(reporter, PROGRESS_EVERY));
     let oom_before = crate::oom_kills::count();
-    or_out_of_memory(run_build(req, &cmd).await, oom_before)
+    let result = run_build(req, &cmd).await;
+    ticker.abort();
+    crate::notify::build_finished();
+    or_out_of_memory(result, oom_before)
+}
+
+/// How often nix's progress is reported at most (STATUS=, the runtime file, the terminal).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// nix's progress so far, and whether it changed since it was last reported.
+#[derive(Default)]
+struct Reporter {
+    tracker: progress::Tracker,
+    changed: bool,
+}
+
+/// Reads nix's internal-json stderr ([`progress`]) and gives back each line's text for
+/// the error tail.
+fn reporter_filter(reporter: Arc<Mutex<Reporter>>) -> LineFilter {
+    LineFilter(Arc::new(move |line: &str| {
+        let Ok(mut r) = reporter.lock() else {
+            return Some(line.to_string());
+        };
+        r.changed |= line.starts_with("@nix ");
+        r.tracker.line(line)
+    }))
+}
+
+/// Reports the progress when it changed, at most once per `every`, until aborted.
+async fn report_every(reporter: Arc<Mutex<Reporter>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let snapshot = match reporter.lock() {
+            Ok(mut r) if r.changed => {
+                r.changed = false;
+                r.tracker.snapshot()
+            }
+            _ => continue,
+        };
+        crate::notify::build_progress(&snapshot);
+    }
 }
 
 /// `result`, unless the kernel killed processes of this service for memory since the
@@ -312,6 +363,10 @@ mod tests {
             "git+file:///var/lib/homelab-agent/cache.git?ref=refs/heads/homelab-agent/candidate&rev=0123456789abcdef0123456789abcdef01234567#nixosConfigurations.\"pi1\".config.system.build.toplevel"
         );
         assert!(args.windows(2).any(|w| w == ["--max-jobs", "1"]));
+        // internal-json after -L, which in Nix 2.8 sets the log format as well.
+        let json = args.windows(2).position(|w| w == ["--log-format", "internal-json"]);
+        let logs = args.iter().position(|a| a == "--print-build-logs");
+        assert!(json.unwrap() > logs.unwrap(), "{args:?}");
     }
 
     #[test]
