@@ -95,9 +95,7 @@ impl Log for Stderr {
 
 /// Local time to the second, as log lines on stderr start.
 fn timestamp() -> String {
-    jiff::Zoned::now()
-        .strftime("%Y-%m-%d %H:%M:%S")
-        .to_string()
+    jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// Writes to stderr with the progress line (if shown) taken away first and put back after.

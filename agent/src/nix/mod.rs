@@ -364,7 +364,9 @@ mod tests {
         );
         assert!(args.windows(2).any(|w| w == ["--max-jobs", "1"]));
         // internal-json after -L, which in Nix 2.8 sets the log format as well.
-        let json = args.windows(2).position(|w| w == ["--log-format", "internal-json"]);
+        let json = args
+            .windows(2)
+            .position(|w| w == ["--log-format", "internal-json"]);
         let logs = args.iter().position(|a| a == "--print-build-logs");
         assert!(json.unwrap() > logs.unwrap(), "{args:?}");
     }

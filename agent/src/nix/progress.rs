@@ -316,11 +316,7 @@ mod tests {
         let s = t.snapshot();
         assert_eq!((s.derivations_built, s.derivations_total), (1, 4), "{s:?}");
         assert_eq!(s.current.as_deref(), Some("dep-b"));
-        assert_eq!(
-            s.summary(),
-            "building 1/4 derivations, now: dep-b",
-            "{s:?}"
-        );
+        assert_eq!(s.summary(), "building 1/4 derivations, now: dep-b", "{s:?}");
     }
 
     /// A real substitution from a file:// binary cache: four paths, and the bytes nix
@@ -363,11 +359,19 @@ mod tests {
             t.line(line);
         }
         let s = t.snapshot();
-        assert_eq!((s.bytes_fetched, s.bytes_total), (1 << 20, 3 << 20), "{s:?}");
+        assert_eq!(
+            (s.bytes_fetched, s.bytes_total),
+            (1 << 20, 3 << 20),
+            "{s:?}"
+        );
         t.line(r#"@nix {"action":"result","id":2,"type":105,"fields":[2097152,2097152,0,0]}"#);
         t.line(r#"@nix {"action":"stop","id":2}"#);
         let s = t.snapshot();
-        assert_eq!((s.bytes_fetched, s.bytes_total), (2 << 20, 3 << 20), "{s:?}");
+        assert_eq!(
+            (s.bytes_fetched, s.bytes_total),
+            (2 << 20, 3 << 20),
+            "{s:?}"
+        );
     }
 
     /// The text nix would have printed: the error, without colour codes, and the
@@ -403,9 +407,11 @@ mod tests {
             ]
         );
         assert_eq!(t.snapshot().summary(), "evaluating");
-        assert!(super::super::failure::from_text(&text.join("\n"), String::new())
-            .to_string()
-            .starts_with("evaluation failed"));
+        assert!(
+            super::super::failure::from_text(&text.join("\n"), String::new())
+                .to_string()
+                .starts_with("evaluation failed")
+        );
     }
 
     #[test]
@@ -446,7 +452,10 @@ mod tests {
             store_name("/nix/store/6049mz9jgsiyjb608zl08mz9csr2n5yl-linux-6.6.drv"),
             "linux-6.6"
         );
-        assert_eq!(store_name("/nix/store/short-x\u{1b}[31m"), "short-x\\u{1b}[31m");
+        assert_eq!(
+            store_name("/nix/store/short-x\u{1b}[31m"),
+            "short-x\\u{1b}[31m"
+        );
         assert_eq!(plain("\u{1b}[31;1merror:\u{1b}[0m x"), "error: x");
     }
 }

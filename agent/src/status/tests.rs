@@ -575,7 +575,10 @@ fn a_build_in_progress_shows_nix_progress() {
         pid: 7,
         build: None,
     });
-    assert_eq!(json(f.clone())["running"]["progress"], serde_json::Value::Null);
+    assert_eq!(
+        json(f.clone())["running"]["progress"],
+        serde_json::Value::Null
+    );
     f.progress.as_mut().unwrap().build = Some(crate::runtime::BuildProgress {
         derivations_built: 3,
         derivations_total: 17,
@@ -589,7 +592,10 @@ fn a_build_in_progress_shows_nix_progress() {
     let v = json(f.clone());
     let p = &v["running"]["progress"];
     assert_eq!(
-        (p["derivations_built"].as_u64(), p["derivations_total"].as_u64()),
+        (
+            p["derivations_built"].as_u64(),
+            p["derivations_total"].as_u64()
+        ),
         (Some(3), Some(17))
     );
     assert_eq!(p["paths_fetched"], 120);
@@ -604,6 +610,9 @@ fn a_build_in_progress_shows_nix_progress() {
     );
     // The progress file of another process is not this run's.
     f.progress.as_mut().unwrap().pid = 8;
-    assert_eq!(json(f.clone())["running"]["progress"], serde_json::Value::Null);
+    assert_eq!(
+        json(f.clone())["running"]["progress"],
+        serde_json::Value::Null
+    );
     assert!(!human(f).contains("progress:"));
 }
