@@ -38,11 +38,7 @@ pub fn build_progress(progress: &crate::runtime::BuildProgress) {
     let summary = progress.summary();
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
         let phase = PHASE.lock().map(|p| p.clone()).unwrap_or_default();
-        let text = if phase.is_empty() {
-            summary.clone()
-        } else {
-            format!("{phase}: {summary}")
-        };
+        let text = status_with_progress(&phase, &summary);
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&text)]);
     }
     let dir = PROGRESS_DIR.lock().ok().and_then(|d| d.clone());
@@ -55,4 +51,33 @@ pub fn build_progress(progress: &crate::runtime::BuildProgress) {
 /// The build is over: the progress line goes (what the next phase sends replaces the rest).
 pub fn build_finished() {
     crate::logging::progress_line(None);
+}
+
+/// `STATUS=` during a build: the phase, then nix's progress.
+fn status_with_progress(phase: &str, summary: &str) -> String {
+    if phase.is_empty() {
+        summary.to_string()
+    } else {
+        format!("{phase}: {summary}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_during_a_build_is_the_phase_and_the_progress() {
+        let p = crate::runtime::BuildProgress {
+            derivations_built: 3,
+            derivations_total: 17,
+            current: Some("linux-6.6".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_with_progress("building 3f2a9c1e for pi1", &p.summary()),
+            "building 3f2a9c1e for pi1: building 3/17 derivations, now: linux-6.6"
+        );
+        assert_eq!(status_with_progress("", "evaluating"), "evaluating");
+    }
 }

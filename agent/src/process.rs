@@ -60,7 +60,10 @@ pub struct Cmd {
 /// Reads a command's stderr lines as they come (nix's `--log-format internal-json`:
 /// [`crate::nix::progress`]) and says what text each stands for.
 #[derive(Clone)]
-pub struct LineFilter(pub Arc<dyn Fn(&str) -> Option<String> + Send + Sync>);
+pub struct LineFilter(pub Arc<LineFn>);
+
+/// A line of stderr in, the text it stands for out (`None`: nothing).
+pub type LineFn = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 impl std::fmt::Debug for LineFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -149,9 +149,7 @@ impl Tracker {
                     let (Some(of), Some(n)) = (field_u64(0), field_u64(1)) else {
                         return None;
                     };
-                    let Some(a) = self.live.get_mut(&id) else {
-                        return None;
-                    };
+                    let a = self.live.get_mut(&id)?;
                     let before = match a.expected_of.iter_mut().find(|(t, _)| *t == of) {
                         Some(e) => std::mem::replace(&mut e.1, n),
                         None => {

@@ -181,3 +181,28 @@ fn plan_refuses_bad_commits_and_a_held_lock() {
     drop(lock);
     before.check(&h);
 }
+
+/// The CLI help and the man page tell of `plan`.
+#[test]
+fn plan_is_in_the_help_and_the_man_page() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_homelab-agent"))
+        .args(["plan", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for word in [
+        "--eval-only",
+        "--json",
+        "[COMMIT]",
+        "Exit codes",
+        "never activates",
+    ] {
+        assert!(help.contains(word), "{word} missing from:\n{help}");
+    }
+    let man = std::process::Command::new(env!("CARGO_BIN_EXE_homelab-agent"))
+        .arg("man")
+        .output()
+        .unwrap();
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(man.contains("plan"), "{man}");
+}
