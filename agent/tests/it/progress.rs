@@ -64,3 +64,43 @@ fn status_shows_nix_progress_during_a_slow_build() {
     assert_eq!(s["state"], "idle", "{s}");
     assert!(s["running"].is_null(), "{s}");
 }
+
+/// A manual run on a terminal (a real pty, python's `pty.spawn`) shows one progress line,
+/// updated in place (`\r`, erase line) and erased at the end of the build.
+#[test]
+fn a_run_on_a_terminal_shows_a_progress_line() {
+    if !nix_available() || !crate::support::require("python3") {
+        return;
+    }
+    let mut h = Harness::new();
+    h.bootstrap();
+    h.host("pi1").content = "slow on a tty".into();
+    h.host("pi1").build = "build-sleep:3".into();
+    h.commit("slow");
+    let agent = h.command(&["run", "--once"]);
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args([
+        "-c",
+        "import pty, sys; status = pty.spawn(sys.argv[1:]); sys.exit(status >> 8)",
+    ]);
+    cmd.arg(agent.get_program()).args(agent.get_args());
+    for (k, v) in agent.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("\r\x1b[Kbuilding 0/1 derivations, now: nixos-system-pi1"),
+        "no progress line: {text:?}"
+    );
+    // Erased when the build ended, before the next log line.
+    let after = text
+        .rfind("now: nixos-system-pi1")
+        .map(|i| &text[i..])
+        .unwrap();
+    assert!(after.contains("\r\x1b[K"), "never erased: {after:?}");
+}
