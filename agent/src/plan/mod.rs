@@ -119,7 +119,7 @@ pub async fn plan(settings: &Settings, opts: &Options) -> Result<Plan, PlanError
         .await
         .map_err(|e| PlanError::new(e.kind().exit_code(), e.to_string()))?;
     let (commit, subject) = match &opts.commit {
-        None => (fetched.commit.clone(), fetched.subject.clone()),
+        None => (fetched.commit.clone(), shown(&fetched.subject)),
         Some(c) => on_branch(&cache, c, &fetched.commit).map_err(|why| {
             PlanError::new(
                 crate::exit::FAILED,
@@ -253,9 +253,12 @@ fn on_branch(cache: &Path, commit: &str, head: &str) -> Result<(String, String),
     if !reachable {
         return Err("it is not the branch head nor one of its ancestors".into());
     }
-    let subject: String = found
-        .summary()
-        .unwrap_or("")
+    Ok((oid.to_string(), shown(found.summary().unwrap_or(""))))
+}
+
+/// A commit subject to show: at most 200 characters, control characters escaped.
+fn shown(subject: &str) -> String {
+    subject
         .chars()
         .take(200)
         .flat_map(|c| {
@@ -265,8 +268,7 @@ fn on_branch(cache: &Path, commit: &str, head: &str) -> Result<(String, String),
                 vec![c]
             }
         })
-        .collect();
-    Ok((oid.to_string(), subject))
+        .collect()
 }
 
 /// Writes the plan for a person (see [`render`]).
@@ -277,4 +279,20 @@ pub fn write_human(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Resul
 /// The path of the GC root a plan's build holds while it runs.
 pub fn out_link(settings: &Settings) -> PathBuf {
     settings.paths.runtime_dir.join("plan-result")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_ids_are_checked_and_subjects_escaped() {
+        assert!(check_commit_id("3f2a9c1e").is_ok());
+        assert!(check_commit_id(&"a".repeat(40)).is_ok());
+        for bad in ["abc", "xyz123", &"a".repeat(41), "--upload-pack=x", ""] {
+            let e = check_commit_id(bad).unwrap_err();
+            assert!(e.contains("is not a commit id\nhint: "), "{bad}: {e}");
+        }
+        assert_eq!(shown("fix\x1b[31m red"), "fix\\u{1b}[31m red");
+    }
 }
