@@ -75,10 +75,10 @@ struct Totals {
 
 #[derive(Debug, Default)]
 pub struct Tracker {
-    live: HashMap<u64, Activity>,
+    live: HashMap<String, Activity>,
     totals: HashMap<u64, Totals>,
     /// Builds and substitutions in the order they started (ids), for "now:".
-    started: Vec<u64>,
+    started: Vec<String>,
 }
 
 impl Tracker {
@@ -96,7 +96,9 @@ impl Tracker {
             // Cut by the line cap, or not nix's: kept as text, never dropped.
             return Some(line.to_string());
         };
-        let id = v.get("id").and_then(Value::as_u64).unwrap_or(0);
+        // A number in Nix 2.8 and 2.18+; kept as its JSON text, so another form of id
+        // (a remote daemon's activities are namespaced in newer versions) still matches.
+        let id = v.get("id").map(Value::to_string).unwrap_or_default();
         let kind = v.get("type").and_then(Value::as_u64).unwrap_or(0);
         let fields = v.get("fields").and_then(Value::as_array);
         let field_u64 = |i: usize| fields.and_then(|f| f.get(i)).and_then(Value::as_u64);
@@ -110,7 +112,7 @@ impl Tracker {
                 };
                 if self.live.len() < MAX_ACTIVITIES {
                     if name.is_some() {
-                        self.started.push(id);
+                        self.started.push(id.clone());
                     }
                     self.live.insert(
                         id,
@@ -126,7 +128,7 @@ impl Tracker {
                 (level <= LEVEL_INFO && !text.is_empty()).then(|| plain(text))
             }
             Some("stop") => {
-                self.stop(id);
+                self.stop(&id);
                 None
             }
             Some("result") => match kind {
@@ -168,8 +170,8 @@ impl Tracker {
         }
     }
 
-    fn stop(&mut self, id: u64) {
-        let Some(a) = self.live.remove(&id) else {
+    fn stop(&mut self, id: &str) {
+        let Some(a) = self.live.remove(id) else {
             return;
         };
         let t = self.totals.entry(a.kind).or_default();
@@ -179,7 +181,7 @@ impl Tracker {
             let t = self.totals.entry(of).or_default();
             t.expected = t.expected.saturating_sub(n);
         }
-        self.started.retain(|s| *s != id);
+        self.started.retain(|s| s != id);
     }
 
     /// (done, expected) of one activity type, as nix's progress bar counts it.
@@ -444,6 +446,15 @@ mod tests {
         assert_eq!(t.line("@nix {").as_deref(), Some("@nix {"));
         assert_eq!(t.line("plain").as_deref(), Some("plain"));
         let _ = t.snapshot().summary();
+    }
+
+    #[test]
+    fn an_id_that_is_not_a_number_still_matches() {
+        let mut t = Tracker::new();
+        t.line(r#"@nix {"action":"start","id":"ssh-ng://pi:7","type":105,"fields":["/nix/store/00000000000000000000000000000000-linux-6.6.drv"]}"#);
+        assert_eq!(t.snapshot().current.as_deref(), Some("linux-6.6"));
+        t.line(r#"@nix {"action":"stop","id":"ssh-ng://pi:7"}"#);
+        assert_eq!(t.snapshot().current, None);
     }
 
     #[test]
