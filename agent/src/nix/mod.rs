@@ -92,7 +92,11 @@ pub async fn build(req: &BuildRequest<'_>) -> Result<PathBuf, BuildError> {
         .timeout(req.settings.timeout)
         .capture_stdout()
         .stderr_filter(reporter_filter(reporter.clone()));
-    let ticker = tokio::spawn(report_every(reporter, PROGRESS_EVERY));
+    let ticker = tokio::spawn(report_every(
+        reporter,
+        PROGRESS_EVERY,
+        crate::notify::build_progress,
+    ));
     let oom_before = crate::oom_kills::count();
     let result = run_build(req, &cmd).await;
     ticker.abort();
@@ -123,7 +127,11 @@ fn reporter_filter(reporter: Arc<Mutex<Reporter>>) -> LineFilter {
 }
 
 /// Reports the progress when it changed, at most once per `every`, until aborted.
-async fn report_every(reporter: Arc<Mutex<Reporter>>, every: Duration) {
+async fn report_every(
+    reporter: Arc<Mutex<Reporter>>,
+    every: Duration,
+    report: impl Fn(&crate::runtime::BuildProgress),
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -135,7 +143,7 @@ async fn report_every(reporter: Arc<Mutex<Reporter>>, every: Duration) {
             }
             _ => continue,
         };
-        crate::notify::build_progress(&snapshot);
+        report(&snapshot);
     }
 }
 
@@ -369,6 +377,48 @@ mod tests {
             .position(|w| w == ["--log-format", "internal-json"]);
         let logs = args.iter().position(|a| a == "--print-build-logs");
         assert!(json.unwrap() > logs.unwrap(), "{args:?}");
+    }
+
+    /// nix's lines as fast as they come; a report at most once a second, and none
+    /// while nothing changes.
+    #[tokio::test(flavor = "current_thread")]
+    async fn progress_is_reported_at_most_once_a_second() {
+        let reporter = Arc::new(Mutex::new(Reporter::default()));
+        let filter = reporter_filter(reporter.clone());
+        let reports = Arc::new(Mutex::new(Vec::<std::time::Duration>::new()));
+        let seen = reports.clone();
+        let start = tokio::time::Instant::now();
+        let ticker = tokio::spawn(report_every(reporter, PROGRESS_EVERY, move |_| {
+            seen.lock().unwrap().push(start.elapsed());
+        }));
+        let line = r#"@nix {"action":"start","id":1,"type":104,"text":""}"#;
+        // 2.5 s of a line every 10 ms, then 1.5 s of silence (real time).
+        for _ in 0..250 {
+            assert_eq!((filter.0)(line), None);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let fed_until = start.elapsed();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        ticker.abort();
+        let reports = reports.lock().unwrap().clone();
+        // One at the start, then one per tick while lines came.
+        assert!(
+            reports.len() >= 2 && reports.len() as u64 <= fed_until.as_secs() + 2,
+            "{fed_until:?}: {reports:?}"
+        );
+        for pair in reports.windows(2) {
+            // The interval's ticks, give or take the scheduler.
+            assert!(
+                pair[1] - pair[0] >= PROGRESS_EVERY - Duration::from_millis(50),
+                "{reports:?}"
+            );
+        }
+        assert!(
+            *reports.last().unwrap() <= fed_until + Duration::from_millis(1100),
+            "reported while nothing changed ({fed_until:?}): {reports:?}"
+        );
+        // Plain text goes through as it is.
+        assert_eq!((filter.0)("error: x").as_deref(), Some("error: x"));
     }
 
     #[test]
