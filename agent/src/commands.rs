@@ -604,6 +604,45 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
     verdict.exit_code()
 }
 
+/// `plan [COMMIT]`: what the commit would do here (plan/), under the run lock so it never
+/// races a deployment; nothing is switched or recorded.
+pub async fn plan(
+    config: Option<&Path>,
+    commit: Option<String>,
+    eval_only: bool,
+    json: bool,
+) -> u8 {
+    let (settings, _lock) = match settings_and_lock(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    // While it runs, `status` shows what it is doing.
+    crate::notify::progress_to(&settings.paths.runtime_dir);
+    let options = crate::plan::Options { commit, eval_only };
+    let plan = match crate::plan::plan(&settings, &options).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.code;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        write_json(&mut out, &plan)
+    } else {
+        crate::plan::write_human(&plan, &mut out)
+    };
+    match written {
+        Ok(()) => exit::OK,
+        // A closed pipe (`plan | head`) is no failure of the plan.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => {
+            eprintln!("error: writing the plan: {e}");
+            exit::FAILED
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

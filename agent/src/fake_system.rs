@@ -37,6 +37,8 @@ pub struct Host {
     /// what the orphan guard looks for. On by default.
     pub agent: bool,
     pub sshd: bool,
+    /// Packages (`name-version`) in the system's closure, each its own derivation.
+    pub packages: Vec<String>,
 }
 
 impl Host {
@@ -51,6 +53,7 @@ impl Host {
             stamp: false,
             agent: true,
             sshd: true,
+            packages: Vec::new(),
         }
     }
 }
@@ -89,6 +92,12 @@ fn hosts_nix(fake_root: &Path, hosts: &[Host]) -> String {
             h.agent,
             h.sshd
         ));
+        if !h.packages.is_empty() {
+            // Into the host's attribute set, just before its closing `};`.
+            let list: Vec<String> = h.packages.iter().map(|p| nix_string(p)).collect();
+            let at = text.len() - " };\n".len();
+            text.insert_str(at, &format!(" packages = [ {} ];", list.join(" ")));
+        }
     }
     text.push_str("  };\n}\n");
     text

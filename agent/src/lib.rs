@@ -18,6 +18,7 @@
 //! | [`runtime`]     | volatile facts (last poll) kept off the SD card                   |
 //! | [`metrics`]     | Prometheus textfile metrics, written only when a value changed    |
 //! | [`pause`]       | the operator's maintenance pause (`pause`, `resume`)              |
+//! | [`plan`]        | `plan [COMMIT]`: what a commit would do here, without touching it |
 //! | [`status`]      | `status` / `history` view model and rendering                     |
 //! | [`commands`]    | one function per CLI command, returning an exit code              |
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
@@ -45,6 +46,7 @@ pub mod notify;
 pub mod oom_kills;
 pub mod pause;
 pub mod pivot;
+pub mod plan;
 pub mod process;
 pub mod reboot;
 pub mod runtime;
@@ -60,6 +62,8 @@ pub mod trust;
 pub mod exit {
     pub const OK: u8 = 0;
     pub const FAILED: u8 = 1;
+    /// A bad command line (as clap exits).
+    pub const USAGE: u8 = 2;
     pub const ROLLBACK_FAILED: u8 = 3;
     pub const LOCKED: u8 = 4;
     /// This machine is the problem (nix missing, disk full, permissions): not the commit.

@@ -169,6 +169,28 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// What a commit would do on this machine, without touching it: the build plan, the
+    /// packages added, removed and changed against the live system, the size difference,
+    /// and whether it needs a reboot (docs/plan.md)
+    #[command(
+        after_help = "Builds the commit (or with --eval-only only evaluates it), never activates it, never \
+records it, never marks it bad. Takes the run lock: while a run deploys, plan says it is busy.\n\n\
+Examples:\n  homelab-agent plan                 the branch head\n  homelab-agent plan 3f2a9c1e        a commit on the watched branch\n  homelab-agent plan --eval-only --json\n\n\
+Exit codes:\n  0   planned\n  1   the commit is not on the branch, would be refused (unsigned), or fails to evaluate or build\n  2   bad command line (not a commit id)\n  4   another run holds the lock\n  71  this machine is the problem (nix missing, disk full, permissions: use sudo)\n  75  transient failure (remote unreachable, timeout)\n  78  invalid configuration"
+    )]
+    Plan {
+        /// The commit (4 to 40 hex digits) on the watched branch [default: the branch head]
+        commit: Option<String>,
+        /// Only evaluate (the build plan's dry run): no build, so no closure difference
+        /// and no reboot answer
+        #[arg(long)]
+        eval_only: bool,
+        /// Machine-readable output (docs/plan.md)
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Forget failed commits so the next run tries the branch head again
     #[command(
         after_help = "Exit codes:\n  0   done\n  4   another run holds the lock\n  71  cannot take the lock or write the state (not root? use sudo)\n  78  invalid configuration"
@@ -316,6 +338,7 @@ fn quiet_on_closed_pipe(command: &Command) {
             | Command::Rollback { .. }
             | Command::Trigger { .. }
             | Command::VerifyBoot { .. }
+            | Command::Plan { .. }
             | Command::SourceCall { .. }
     );
     if prints_only {
@@ -384,6 +407,12 @@ fn main() -> ExitCode {
             Command::Rollback { config } => commands::rollback(pick(config).as_deref()).await,
             Command::Resume { config } => commands::resume(pick(config).as_deref()),
             Command::Retry { config } => commands::retry(pick(config).as_deref()),
+            Command::Plan {
+                commit,
+                eval_only,
+                json,
+                config,
+            } => commands::plan(pick(config).as_deref(), commit, eval_only, json).await,
             Command::Trigger { unit, config } => {
                 commands::trigger(pick(config).as_deref(), &unit).await
             }

@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsRawFd;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
@@ -24,6 +25,9 @@ const READER_GRACE: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_millis(500);
 /// Captured stdout is parsed (JSON); more than this is not a sane answer.
 const MAX_STDOUT: u64 = 4 << 20;
+/// The longest stderr line read whole; the rest of a longer one is skipped (a single
+/// huge line must not fill memory).
+const MAX_LINE: usize = 64 << 10;
 /// Variables systemd gives the agent alone. With `NOTIFY_SOCKET` a child could send
 /// `STATUS=` or `READY=1` in the agent's name (`NotifyAccess=main` drops it, with a
 /// warning in the journal; `all` would take it).
@@ -48,6 +52,23 @@ pub struct Cmd {
     /// disposition of SIG_IGN survives fork and exec, by what it starts): a deadline
     /// then ends it with SIGKILL after [`KILL_GRACE`].
     ignore_stop_signals: bool,
+    /// Each stderr line goes through it as it comes; what it returns is logged and kept
+    /// in the tail instead of the line (nothing, for `None`).
+    stderr_filter: Option<LineFilter>,
+}
+
+/// Reads a command's stderr lines as they come (nix's `--log-format internal-json`:
+/// [`crate::nix::progress`]) and says what text each stands for.
+#[derive(Clone)]
+pub struct LineFilter(pub Arc<LineFn>);
+
+/// A line of stderr in, the text it stands for out (`None`: nothing).
+pub type LineFn = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+impl std::fmt::Debug for LineFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineFilter")
+    }
 }
 
 /// A command that ran to its end (whatever its exit status).
@@ -126,6 +147,7 @@ impl Cmd {
             max_stdout: MAX_STDOUT,
             inherit_stderr: false,
             ignore_stop_signals: false,
+            stderr_filter: None,
         }
     }
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
@@ -175,6 +197,11 @@ impl Cmd {
     /// in the caller's log as they are); [`Finished::stderr_tail`] is then empty.
     pub fn inherit_stderr(mut self) -> Cmd {
         self.inherit_stderr = true;
+        self
+    }
+    /// Each stderr line goes through `filter` as it is read (see [`LineFilter`]).
+    pub fn stderr_filter(mut self, filter: LineFilter) -> Cmd {
+        self.stderr_filter = Some(filter);
         self
     }
     /// The command ignores SIGTERM and SIGINT from its start (see the field).
@@ -277,6 +304,7 @@ impl Cmd {
             child.stderr.take(),
             program.clone(),
             self.tail_lines,
+            self.stderr_filter.clone(),
             stopped.clone(),
         ));
         let stdout = tokio::spawn(read_stdout(child.stdout.take(), self.max_stdout, stopped));
@@ -369,36 +397,81 @@ async fn stop_signal(mut stopped: tokio::sync::watch::Receiver<bool>) {
 }
 
 /// The last `keep` lines, and how many came before them (reading ends at EOF or `stopped`).
+/// Each line is at most [`MAX_LINE`] bytes as read, and goes through `filter` if any.
 async fn read_tail(
     stream: Option<impl AsyncRead + Unpin>,
     program: String,
     keep: usize,
+    filter: Option<LineFilter>,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> (String, usize) {
     let Some(stream) = stream else {
         return (String::new(), 0);
     };
     let mut dropped = 0;
-    let mut lines = BufReader::new(stream).lines();
+    let mut reader = BufReader::new(stream);
+    let mut partial = Vec::new();
     let mut tail: VecDeque<String> = VecDeque::with_capacity(keep.min(TAIL_LINES));
     let stop = stop_signal(stopped);
     tokio::pin!(stop);
     loop {
-        // `next_line` is cancel-safe: a line half read when stopped is dropped, no more.
+        // Cancel-safe: a line half read when stopped is dropped, no more.
         let line = tokio::select! {
-            line = lines.next_line() => line,
+            line = next_line(&mut reader, &mut partial, MAX_LINE) => line,
             _ = &mut stop => break,
         };
         let Ok(Some(line)) = line else { break };
-        log::debug!("{program}: {line}");
-        if tail.len() == keep {
-            tail.pop_front();
-            dropped += 1;
+        let text = match &filter {
+            Some(f) => match (f.0)(&line) {
+                Some(text) => text,
+                None => continue,
+            },
+            None => line,
+        };
+        for line in text.lines() {
+            log::debug!("{program}: {line}");
+            if tail.len() == keep {
+                tail.pop_front();
+                dropped += 1;
+            }
+            // Bound each kept line too: a single huge line must not bloat status.
+            tail.push_back(line.chars().take(400).collect());
         }
-        // Bound each kept line too: a single huge line must not bloat status.
-        tail.push_back(line.chars().take(400).collect());
     }
     (tail.into_iter().collect::<Vec<_>>().join("\n"), dropped)
+}
+
+/// The next line (without its newline, invalid UTF-8 replaced), at most `cap` bytes of it:
+/// the rest of a longer line is read and skipped. `partial` holds what was read of a line
+/// when the future is dropped at its only await (cancel-safe). `None` at the end.
+async fn next_line(
+    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    partial: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<Option<String>> {
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            if partial.is_empty() {
+                return Ok(None);
+            }
+            let line = String::from_utf8_lossy(partial).into_owned();
+            partial.clear();
+            return Ok(Some(line));
+        }
+        let (piece, used, ends) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1, true),
+            None => (chunk, chunk.len(), false),
+        };
+        let room = cap.saturating_sub(partial.len());
+        partial.extend_from_slice(&piece[..piece.len().min(room)]);
+        reader.consume(used);
+        if ends {
+            let line = String::from_utf8_lossy(partial).into_owned();
+            partial.clear();
+            return Ok(Some(line));
+        }
+    }
 }
 
 /// At most `max` bytes, and whether there was more. Reading stops there and the pipe is
@@ -745,6 +818,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(done.stderr_lines_dropped, 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn stderr_lines_are_capped_filtered_and_kept() {
+        // A 1 MiB line, then two lines the filter turns into text and into nothing.
+        let script = "head -c 1048576 /dev/zero | tr '\\0' x >&2; echo >&2; echo keep >&2; echo drop >&2; printf 'no newline' >&2";
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+        let lengths = seen.clone();
+        let done = Cmd::new("/bin/sh")
+            .args(["-c", script])
+            .stderr_filter(LineFilter(Arc::new(move |line: &str| {
+                lengths.lock().unwrap().push(line.len());
+                match line {
+                    "drop" => None,
+                    "keep" => Some("kept\nas two".into()),
+                    l => Some(l.chars().take(3).collect()),
+                }
+            })))
+            .run_ok()
+            .await
+            .unwrap();
+        assert_eq!(done.stderr_tail, "xxx\nkept\nas two\nno ");
+        assert_eq!(*seen.lock().unwrap(), [MAX_LINE, 4, 4, 10]);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -18,6 +18,60 @@ pub struct Progress {
     /// When this phase began (RFC 3339).
     pub since: String,
     pub pid: u32,
+    /// What nix reports while building (added; `running.progress` in `status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildProgress>,
+}
+
+/// nix's progress while it builds, counted from `--log-format internal-json`
+/// ([`crate::nix::progress`]): written here at most once a second, never to the SD card.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BuildProgress {
+    pub derivations_built: u64,
+    pub derivations_total: u64,
+    pub paths_fetched: u64,
+    pub paths_total: u64,
+    pub bytes_fetched: u64,
+    pub bytes_total: u64,
+    /// The derivation being built now (its name, without hash), else the path being
+    /// fetched.
+    pub current: Option<String>,
+    /// When nix last reported (RFC 3339).
+    pub at: String,
+}
+
+impl BuildProgress {
+    /// "building 3/17 derivations, fetched 120/300 paths (45.0 MiB), now: linux-6.6".
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if self.derivations_total > 0 {
+            parts.push(format!(
+                "building {}/{} derivations",
+                self.derivations_built, self.derivations_total
+            ));
+        }
+        if self.paths_total > 0 {
+            parts.push(format!(
+                "fetched {}/{} paths ({})",
+                self.paths_fetched,
+                self.paths_total,
+                mib(self.bytes_fetched)
+            ));
+        }
+        if parts.is_empty() {
+            parts.push("evaluating".into());
+        }
+        let mut text = parts.join(", ");
+        if let Some(now) = &self.current {
+            text.push_str(&format!(", now: {now}"));
+        }
+        text
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
 pub fn read_progress(dir: &Path) -> Option<Progress> {
@@ -33,10 +87,31 @@ pub fn write_progress(dir: &Path, phase: &str) {
         phase: phase.to_string(),
         since: crate::state::now(),
         pid: std::process::id(),
+        build: None,
     };
+    put_progress(dir, &progress);
+}
+
+/// Adds nix's progress to this run's phase in the progress file (the phase and its
+/// start stay).
+pub fn write_build_progress(dir: &Path, build: &BuildProgress) {
+    let me = std::process::id();
+    let mut progress = read_progress(dir)
+        .filter(|p| p.pid == me)
+        .unwrap_or_else(|| Progress {
+            phase: "building".into(),
+            since: crate::state::now(),
+            pid: me,
+            build: None,
+        });
+    progress.build = Some(build.clone());
+    put_progress(dir, &progress);
+}
+
+fn put_progress(dir: &Path, progress: &Progress) {
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        crate::state::write_atomic(&dir.join(PROGRESS_FILE), &serde_json::to_vec(&progress)?)
+        crate::state::write_atomic(&dir.join(PROGRESS_FILE), &serde_json::to_vec(progress)?)
     };
     if let Err(e) = write() {
         log::debug!("cannot write {}: {e}", dir.join(PROGRESS_FILE).display());

@@ -116,6 +116,9 @@ group_notify() {
   grep -Eq "building ${v2:0:8} for pi1\|(.*\|)?activating ${v2:0:8}\|(.*\|)?checking health of ${v2:0:8}\|" <<<"$seq" &&
     has success "$out"
   check "notify: STATUS= (systemctl show -p StatusText) names each phase in turn: building, activating, checking health" $? "$out"
+  # nix's progress during the build (issue 21), added to the phase at most once a second.
+  grep -Eq "^status: building ${v2:0:8} for pi1: building 0/1 derivations, now: nixos-system-pi1$" <<<"$out"
+  check "notify: STATUS= adds nix's progress to the building phase (derivations built of total, the one now built)" $? "$out"
 
   # An unhealthy system: the health rounds that fail show in STATUS= too.
   g "commit v3 ok ok false" >/dev/null

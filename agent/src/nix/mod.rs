@@ -9,17 +9,19 @@ pub mod caches;
 pub mod failure;
 pub mod metadata;
 pub mod plan;
+pub mod progress;
 pub mod sigs;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::errno::Errno;
 
 use crate::config::BuildSettings;
-use crate::process::{Cmd, CmdError};
+use crate::process::{Cmd, CmdError, LineFilter};
 use crate::source::git::CANDIDATE_REF;
 pub use failure::BuildError;
 
@@ -59,6 +61,10 @@ pub fn build_args(req: &BuildRequest) -> Vec<String> {
         // The mirror is read-only input; never write or update a lock file.
         "--no-write-lock-file".into(),
         "--print-build-logs".into(),
+        // After -L: Nix 2.8's -L sets the log format too, and the last one wins. Progress
+        // and messages as JSON lines (progress.rs), errors turned back into text there.
+        "--log-format".into(),
+        "internal-json".into(),
         "--out-link".into(),
         req.out_link.display().to_string(),
     ];
@@ -81,12 +87,65 @@ pub async fn build(req: &BuildRequest<'_>) -> Result<PathBuf, BuildError> {
             "the state directory {path:?} contains a character that cannot go into a flake URL"
         )));
     }
+    let reporter = Arc::new(Mutex::new(Reporter::default()));
     let cmd = Cmd::new("nix")
         .args(build_args(req))
         .timeout(req.settings.timeout)
-        .capture_stdout();
+        .capture_stdout()
+        .stderr_filter(reporter_filter(reporter.clone()));
+    let ticker = tokio::spawn(report_every(
+        reporter,
+        PROGRESS_EVERY,
+        crate::notify::build_progress,
+    ));
     let oom_before = crate::oom_kills::count();
-    or_out_of_memory(run_build(req, &cmd).await, oom_before)
+    let result = run_build(req, &cmd).await;
+    ticker.abort();
+    crate::notify::build_finished();
+    or_out_of_memory(result, oom_before)
+}
+
+/// How often nix's progress is reported at most (STATUS=, the runtime file, the terminal).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// nix's progress so far, and whether it changed since it was last reported.
+#[derive(Default)]
+struct Reporter {
+    tracker: progress::Tracker,
+    changed: bool,
+}
+
+/// Reads nix's internal-json stderr ([`progress`]) and gives back each line's text for
+/// the error tail.
+fn reporter_filter(reporter: Arc<Mutex<Reporter>>) -> LineFilter {
+    LineFilter(Arc::new(move |line: &str| {
+        let Ok(mut r) = reporter.lock() else {
+            return Some(line.to_string());
+        };
+        r.changed |= line.starts_with("@nix ");
+        r.tracker.line(line)
+    }))
+}
+
+/// Reports the progress when it changed, at most once per `every`, until aborted.
+async fn report_every(
+    reporter: Arc<Mutex<Reporter>>,
+    every: Duration,
+    report: impl Fn(&crate::runtime::BuildProgress),
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let snapshot = match reporter.lock() {
+            Ok(mut r) if r.changed => {
+                r.changed = false;
+                r.tracker.snapshot()
+            }
+            _ => continue,
+        };
+        report(&snapshot);
+    }
 }
 
 /// `result`, unless the kernel killed processes of this service for memory since the
@@ -313,6 +372,54 @@ mod tests {
             "git+file:///var/lib/homelab-agent/cache.git?ref=refs/heads/homelab-agent/candidate&rev=0123456789abcdef0123456789abcdef01234567#nixosConfigurations.\"pi1\".config.system.build.toplevel"
         );
         assert!(args.windows(2).any(|w| w == ["--max-jobs", "1"]));
+        // internal-json after -L, which in Nix 2.8 sets the log format as well.
+        let json = args
+            .windows(2)
+            .position(|w| w == ["--log-format", "internal-json"]);
+        let logs = args.iter().position(|a| a == "--print-build-logs");
+        assert!(json.unwrap() > logs.unwrap(), "{args:?}");
+    }
+
+    /// nix's lines as fast as they come; a report at most once a second, and none
+    /// while nothing changes.
+    #[tokio::test(flavor = "current_thread")]
+    async fn progress_is_reported_at_most_once_a_second() {
+        let reporter = Arc::new(Mutex::new(Reporter::default()));
+        let filter = reporter_filter(reporter.clone());
+        let reports = Arc::new(Mutex::new(Vec::<std::time::Duration>::new()));
+        let seen = reports.clone();
+        let start = tokio::time::Instant::now();
+        let ticker = tokio::spawn(report_every(reporter, PROGRESS_EVERY, move |_| {
+            seen.lock().unwrap().push(start.elapsed());
+        }));
+        let line = r#"@nix {"action":"start","id":1,"type":104,"text":""}"#;
+        // 2.5 s of a line every 10 ms, then 1.5 s of silence (real time).
+        for _ in 0..250 {
+            assert_eq!((filter.0)(line), None);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let fed_until = start.elapsed();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        ticker.abort();
+        let reports = reports.lock().unwrap().clone();
+        // One at the start, then one per tick while lines came.
+        assert!(
+            reports.len() >= 2 && reports.len() as u64 <= fed_until.as_secs() + 2,
+            "{fed_until:?}: {reports:?}"
+        );
+        for pair in reports.windows(2) {
+            // The interval's ticks, give or take the scheduler.
+            assert!(
+                pair[1] - pair[0] >= PROGRESS_EVERY - Duration::from_millis(50),
+                "{reports:?}"
+            );
+        }
+        assert!(
+            *reports.last().unwrap() <= fed_until + Duration::from_millis(1100),
+            "reported while nothing changed ({fed_until:?}): {reports:?}"
+        );
+        // Plain text goes through as it is.
+        assert_eq!((filter.0)("error: x").as_deref(), Some("error: x"));
     }
 
     #[test]

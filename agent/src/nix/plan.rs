@@ -223,7 +223,7 @@ impl BuildPlan {
 }
 
 /// `name` of `/nix/store/<hash>-name`, the first `n` of them, then "and N more".
-fn names(paths: &[String], n: usize) -> String {
+pub fn names(paths: &[String], n: usize) -> String {
     let mut shown: Vec<&str> = paths
         .iter()
         .take(n)

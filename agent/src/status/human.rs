@@ -111,6 +111,9 @@ impl Status {
                 "running:    {pid}{}{since}",
                 r.phase.as_deref().unwrap_or("a run is in progress")
             )?;
+            if let Some(p) = &r.progress {
+                writeln!(out, "progress:   {}", p.summary())?;
+            }
         }
         self.write_last_run(out, now, &mut hints)?;
         if let Some(b) = &self.bad_commit {

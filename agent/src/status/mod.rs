@@ -269,6 +269,8 @@ pub struct RunningView {
     /// What it is doing (the text it sent as `STATUS=`).
     pub phase: Option<String>,
     pub since: Option<String>,
+    /// nix's progress while it builds (added; docs/status.md), else null.
+    pub progress: Option<runtime::BuildProgress>,
 }
 
 impl Status {
@@ -309,6 +311,7 @@ impl Status {
                     // then it is starting (never a running run without a phase).
                     phase: Some(progress.map_or_else(|| STARTING.into(), |p| p.phase.clone())),
                     since: progress.map(|p| p.since.clone()),
+                    progress: progress.and_then(|p| p.build.clone()),
                 })
             }
             _ => None,

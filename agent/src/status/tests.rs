@@ -117,6 +117,7 @@ fn named() -> Vec<(&'static str, Facts)> {
         phase: "building 22222222 for pi1".into(),
         since: "2026-11-24T11:58:00Z".into(),
         pid: 4242,
+        build: None,
     });
 
     // A transient failure: not the commit's fault, retried.
@@ -375,6 +376,7 @@ fn running_and_interrupted_are_told_apart() {
         phase: "checking health of 22222222".into(),
         since: "2026-11-24T11:58:30Z".into(),
         pid: 7,
+        build: None,
     });
     let live = json(f.clone());
     assert_eq!(live["state"], "running");
@@ -397,6 +399,7 @@ fn a_run_before_its_first_phase_is_starting() {
         phase: "building 22222222".into(),
         since: "2026-11-24T11:58:30Z".into(),
         pid: 8,
+        build: None,
     });
     assert_eq!(json(f)["running"]["phase"], "starting");
 }
@@ -629,4 +632,58 @@ fn control_characters_from_outside_are_shown_escaped() {
         history.contains("history \\u{1b}[2J\\u{1b}[Hsubject"),
         "{history}"
     );
+}
+
+/// nix's progress of the run holding the lock: `running.progress` in JSON (null when
+/// there is none) and a line under `running:`; another run's progress is not shown.
+#[test]
+fn a_build_in_progress_shows_nix_progress() {
+    let mut f = deployed();
+    f.lock = Some(Probe::Held(Some(7)));
+    f.progress = Some(Progress {
+        phase: "building 22222222 for pi1".into(),
+        since: "2026-11-24T11:58:30Z".into(),
+        pid: 7,
+        build: None,
+    });
+    assert_eq!(
+        json(f.clone())["running"]["progress"],
+        serde_json::Value::Null
+    );
+    f.progress.as_mut().unwrap().build = Some(crate::runtime::BuildProgress {
+        derivations_built: 3,
+        derivations_total: 17,
+        paths_fetched: 120,
+        paths_total: 300,
+        bytes_fetched: 45 << 20,
+        bytes_total: 100 << 20,
+        current: Some("linux-6.6".into()),
+        at: "2026-11-24T11:59:59Z".into(),
+    });
+    let v = json(f.clone());
+    let p = &v["running"]["progress"];
+    assert_eq!(
+        (
+            p["derivations_built"].as_u64(),
+            p["derivations_total"].as_u64()
+        ),
+        (Some(3), Some(17))
+    );
+    assert_eq!(p["paths_fetched"], 120);
+    assert_eq!(p["bytes_fetched"], 45 << 20);
+    assert_eq!(p["current"], "linux-6.6");
+    let text = human(f.clone());
+    assert!(
+        text.contains(
+            "progress:   building 3/17 derivations, fetched 120/300 paths (45.0 MiB), now: linux-6.6\n"
+        ),
+        "{text}"
+    );
+    // The progress file of another process is not this run's.
+    f.progress.as_mut().unwrap().pid = 8;
+    assert_eq!(
+        json(f.clone())["running"]["progress"],
+        serde_json::Value::Null
+    );
+    assert!(!human(f).contains("progress:"));
 }

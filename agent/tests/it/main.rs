@@ -16,6 +16,8 @@ mod notifications;
 mod orphans;
 mod pause;
 mod pivot;
+mod plan;
+mod progress;
 mod push_trigger;
 mod reboots;
 mod redirects;
