@@ -22,6 +22,14 @@ pub fn check(dir: &Path, min_free: u64) -> nix::Result<Option<Errno>> {
     Ok((free < min_free).then_some(Errno::ENOSPC))
 }
 
+/// Bytes available to us on the filesystem holding `dir`.
+pub fn available(dir: &Path) -> nix::Result<u64> {
+    let stat = statvfs(dir)?;
+    // The casts are for 32-bit targets (armv7 Pis), where these are 32-bit.
+    #[allow(clippy::unnecessary_cast)]
+    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,6 +71,9 @@ pub struct Settings {
     /// `[reboot]` (config/reboot.rs): never, unless a policy is set.
     pub reboot: RebootSettings,
     pub metrics: MetricsSettings,
+    /// `[retention] keep`: at most this many profile generations are kept (the newest;
+    /// the booted and the default one always). `None`: all (nix.gc decides).
+    pub retention_keep: Option<u32>,
 }
 
 #[derive(Debug, Clone)]

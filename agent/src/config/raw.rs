@@ -20,6 +20,13 @@ pub(super) struct RawConfig {
     pub(super) notify: super::announce::RawNotify,
     pub(super) reboot: super::reboot::RawReboot,
     pub(super) metrics: super::metrics::RawMetrics,
+    pub(super) retention: RawRetention,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRetention {
+    pub(super) keep: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

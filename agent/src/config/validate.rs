@@ -125,6 +125,15 @@ impl Validator<'_> {
                 )?,
             },
             metrics: super::metrics::validate(raw.metrics).map_err(|(k, m)| err(&k, m))?,
+            retention_keep: match raw.retention.keep {
+                Some(0) => {
+                    return Err(err(
+                        "retention.keep",
+                        "0: at least the generation that runs is kept; give 1 or more (e.g. 3), or leave it out to keep every generation",
+                    ))
+                }
+                keep => keep,
+            },
         })
     }
 

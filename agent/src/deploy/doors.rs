@@ -308,10 +308,27 @@ impl Machine for std::rc::Rc<Real> {
 
     fn set_profile<'a>(&'a self, system: &'a Path) -> Fut<'a, Result<u32, Failure>> {
         Box::pin(async move {
-            profile::set(&self.settings.paths.profile, system)
+            let p = &self.settings.paths;
+            let number = profile::set(&p.profile, system)
                 .await
                 .map(|g| g.number)
-                .map_err(|e| Failure::new(Kind::Environment, format!("{e:#}")))
+                .map_err(|e| Failure::new(Kind::Environment, format!("{e:#}")))?;
+            // `[retention] keep`, before the caller's `switch-to-configuration boot`, which
+            // then drops the deleted generations' entries and kernels from /boot. Never the
+            // new default or the booted system. A failure here fails nothing.
+            if let Some(keep) = self.settings.retention_keep {
+                let mut protect = vec![system.to_path_buf()];
+                protect.extend(crate::system::resolve(&p.booted_system));
+                let old = profile::beyond_retention(&profile::list(&p.profile), keep, &protect);
+                match profile::delete(&p.profile, &old).await {
+                    Ok(()) if !old.is_empty() => {
+                        log::info!("[retention] keep = {keep}: deleted generations {old:?}")
+                    }
+                    Ok(()) => {}
+                    Err(e) => log::warn!("[retention] keep = {keep}: {e:#}"),
+                }
+            }
+            Ok(number)
         })
     }
 

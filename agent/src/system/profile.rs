@@ -22,6 +22,48 @@ pub fn current(profile: &Path) -> Option<Generation> {
     Some(Generation { number, system })
 }
 
+/// `[retention] keep`: the generations to delete so that at most `keep` remain, oldest
+/// first; never one whose system is in `protect` (the default and the booted system).
+/// The newest `keep` are kept, and the protected ones whatever their age.
+pub fn beyond_retention(generations: &[Generation], keep: u32, protect: &[PathBuf]) -> Vec<u32> {
+    let mut newest_first: Vec<&Generation> = generations.iter().collect();
+    newest_first.sort_by_key(|g| std::cmp::Reverse(g.number));
+    let mut kept = 0u32;
+    let mut delete = Vec::new();
+    for g in newest_first {
+        if protect.contains(&g.system) || kept < keep {
+            kept += 1;
+        } else {
+            delete.push(g.number);
+        }
+    }
+    delete.sort_unstable();
+    delete
+}
+
+/// Deletes these generations of `profile` (`nix-env --delete-generations`); the next
+/// `switch-to-configuration boot` drops their boot entries and their kernels from /boot.
+pub async fn delete(profile: &Path, numbers: &[u32]) -> anyhow::Result<()> {
+    if numbers.is_empty() {
+        return Ok(());
+    }
+    Cmd::new("nix-env")
+        .arg("-p")
+        .arg(profile)
+        .arg("--delete-generations")
+        .args(numbers.iter().map(u32::to_string))
+        .timeout(Duration::from_secs(300))
+        .run_ok()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "deleting generations {numbers:?} of {}: {e}",
+                profile.display()
+            )
+        })?;
+    Ok(())
+}
+
 /// All generations, oldest first.
 pub fn list(profile: &Path) -> Vec<Generation> {
     let (Some(dir), Some(_)) = (profile.parent(), profile.file_name()) else {
@@ -130,5 +172,42 @@ mod tests {
             })
         );
         assert_eq!(current(&dir.path().join("nope")), None);
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    fn gens(n: u32) -> Vec<Generation> {
+        (1..=n)
+            .map(|number| Generation {
+                number,
+                system: PathBuf::from(format!("/nix/store/s{number}")),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_newest_are_kept_and_the_protected_never_deleted() {
+        assert_eq!(beyond_retention(&gens(5), 2, &[]), [1, 2, 3]);
+        assert_eq!(beyond_retention(&gens(2), 3, &[]), Vec::<u32>::new());
+        // The booted system is generation 1 (a machine not rebooted for a while): kept
+        // beside the newest two.
+        let booted = PathBuf::from("/nix/store/s1");
+        assert_eq!(beyond_retention(&gens(5), 2, std::slice::from_ref(&booted)), [2, 3]);
+        // keep = 1 keeps the newest and the protected ones only.
+        let default = PathBuf::from("/nix/store/s5");
+        assert_eq!(beyond_retention(&gens(5), 1, &[default, booted]), [2, 3, 4]);
+        // Two generations of one system (a rollback's): both protected.
+        let mut g = gens(3);
+        g.push(Generation {
+            number: 4,
+            system: PathBuf::from("/nix/store/s1"),
+        });
+        assert_eq!(
+            beyond_retention(&g, 1, &[PathBuf::from("/nix/store/s1")]),
+            [2, 3]
+        );
     }
 }

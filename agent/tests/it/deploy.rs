@@ -297,3 +297,34 @@ fn a_commit_that_would_remove_the_agent_or_sshd_is_refused_before_activation() {
     assert_ne!(h.current_system(), Some(system));
     assert_eq!(h.status()["deployed"]["commit"], c2.as_str());
 }
+
+/// `[retention] keep = 2` with the real nix-env profile: after four deployments two
+/// generations are left, the newest; the boot default is the last one.
+#[test]
+fn retention_keeps_the_newest_generations_of_the_profile() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.extra = "[retention]\nkeep = 2\n".into();
+    for v in ["v1", "v2", "v3", "v4"] {
+        h.deploy(v, v);
+    }
+    let mut links: Vec<String> = std::fs::read_dir(h.path("profiles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("system-") && n.ends_with("-link"))
+        .collect();
+    links.sort();
+    assert_eq!(links, ["system-3-link", "system-4-link"], "{links:?}");
+    assert_eq!(h.profile_generation(), Some(4));
+    assert_eq!(h.profile_system(), h.current_system());
+
+    // keep = 0 is refused, saying why.
+    let (out, _) = crate::support::config_check_output(
+        "[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\n[retention]\nkeep = 0\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retention.keep"));
+}

@@ -9,6 +9,10 @@ use std::path::Path;
 use super::layout::{clean_name, Entry, TRIAL_CONF, TRIAL_DIR};
 use crate::failure::{io_kind, Failure, Kind};
 
+/// Room kept free on the boot partition beyond what a trial needs (extlinux.conf, its
+/// temporary copy, the filesystem's own bookkeeping).
+pub const BOOT_MARGIN: u64 = 4 << 20;
+
 /// kernel-params is one line; a few KiB at most.
 const MAX_PARAMS: u64 = 64 << 10;
 /// dtbs: `dtbs/<vendor>/<board>.dtb` and `overlays/`: a few levels.
@@ -66,6 +70,28 @@ pub fn lay_out(boot_dir: &Path, system: &Path) -> Result<Entry, Failure> {
         ));
     }
 
+    // /boot never fills: the trial's copy now, and the boot entry's copy that
+    // `switch-to-configuration boot` makes once the trial verified, must both fit, or
+    // nothing is written (a half-written boot partition is the one thing a Pi cannot
+    // boot past).
+    let size = file_size(&kernel)? + file_size(&initrd)? + tree_size(dtbs.as_deref(), 0)?;
+    let need = 2 * size + BOOT_MARGIN;
+    let free = crate::free_space::available(boot_dir)
+        .map_err(|e| io_failure(&io::Error::from(e), "checking the free space on", boot_dir))?;
+    if free < need {
+        return Err(Failure::new(
+            Kind::Environment,
+            format!(
+                "not enough space on {} for this kernel: {} free, {} needed (its kernel, initrd and device trees, {}, once for the trial and once for its boot entry, and {} spare); nothing was written\nhint: free the boot partition: remove old generations (`sudo nix-env -p /nix/var/nix/profiles/system --delete-generations +3`, then `sudo /run/current-system/bin/switch-to-configuration boot`) or set [retention] keep; the deployment waits and the next run tries again",
+                boot_dir.display(),
+                mib(free),
+                mib(need),
+                mib(size),
+                mib(BOOT_MARGIN)
+            ),
+        ));
+    }
+
     let fresh = boot_dir.join(format!(".{TRIAL_DIR}.tmp"));
     let dest = boot_dir.join(TRIAL_DIR);
     remove_dir(&fresh).map_err(|e| io_failure(&e, "removing", &fresh))?;
@@ -110,6 +136,36 @@ pub fn remove_trial(boot_dir: &Path) -> Result<(), Failure> {
         sync_dir(boot_dir).map_err(|e| io_failure(&e, "syncing", boot_dir))?;
     }
     Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+fn file_size(path: &Path) -> Result<u64, Failure> {
+    fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| io_failure(&e, "reading the size of", path))
+}
+
+/// The bytes of the files under `dir` (none: 0), as deep as [`copy_dir`] goes.
+fn tree_size(dir: Option<&Path>, depth: usize) -> Result<u64, Failure> {
+    let Some(dir) = dir else { return Ok(0) };
+    if depth > MAX_DEPTH {
+        return Ok(0);
+    }
+    let mut total = 0;
+    for entry in fs::read_dir(dir).map_err(|e| io_failure(&e, "reading", dir))? {
+        let entry = entry.map_err(|e| io_failure(&e, "reading", dir))?;
+        let path = entry.path();
+        let meta = fs::metadata(&path).map_err(|e| io_failure(&e, "reading", &path))?;
+        total += if meta.is_dir() {
+            tree_size(Some(&path), depth + 1)?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }
 
 fn read_params(path: &Path) -> io::Result<String> {

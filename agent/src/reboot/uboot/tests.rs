@@ -391,3 +391,71 @@ fn disarm_without_an_environment_file_removes_the_trial() {
         assert!(e.message.contains("not found"), "{e}");
     });
 }
+
+/// A boot partition mounted for the test (a small tmpfs), unmounted on drop.
+struct SmallBoot(PathBuf);
+impl Drop for SmallBoot {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// /boot never fills (issue 20): a trial whose kernel, initrd and device trees would not
+/// fit twice (the trial's copy, then its boot entry's) on a small real tmpfs /boot is
+/// refused before anything is written, saying how much is free and needed; one that fits
+/// is armed.
+#[test]
+fn a_trial_that_would_fill_the_boot_partition_is_refused_before_writing() {
+    let Some((p, s)) = real_tools() else { return };
+    let root = nix::unistd::Uid::effective().is_root();
+    if !root {
+        assert!(
+            std::env::var_os("HOMELAB_TEST_REQUIRE_ALL").is_none(),
+            "mounting a small /boot needs root (HOMELAB_TEST_REQUIRE_ALL)"
+        );
+        eprintln!("skip: not root, cannot mount a tmpfs /boot");
+        return;
+    }
+    rt().block_on(async {
+        let m = Machine::new(&p, &s);
+        let boot = m.path("boot");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(&boot)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount a tmpfs at {}", boot.display());
+        let _boot = SmallBoot(boot.clone());
+        std::fs::create_dir_all(boot.join("extlinux")).unwrap();
+        std::fs::write(
+            boot.join("extlinux/extlinux.conf"),
+            "DEFAULT nixos-default\n",
+        )
+        .unwrap();
+        m.setup().await.unwrap();
+        let sys = m.system();
+
+        // 3 MiB of kernel: 2 × 3 MiB + 4 MiB spare do not fit in 8 MiB.
+        std::fs::write(m.path("store/k-linux/Image"), vec![7u8; 3 << 20]).unwrap();
+        let e = m.door.arm(&sys).await.unwrap_err();
+        assert_eq!(e.kind, Kind::Environment, "{e}");
+        assert!(
+            e.message.contains(&format!(
+                "not enough space on {} for this kernel: ",
+                boot.display()
+            )) && e.message.contains("needed")
+                && e.message.contains("nothing was written"),
+            "{e}"
+        );
+        assert!(e.message.contains("hint: free the boot partition"), "{e}");
+        assert!(!boot.join(TRIAL_DIR).exists(), "trial files written");
+        assert!(!boot.join(TRIAL_CONF).exists(), "trial entry written");
+        assert!(!m.door.armed().await.unwrap(), "the flag was set");
+
+        // 1 MiB of kernel: fits, and is armed.
+        std::fs::write(m.path("store/k-linux/Image"), vec![7u8; 1 << 20]).unwrap();
+        m.door.arm(&sys).await.unwrap();
+        assert!(m.door.armed().await.unwrap());
+        m.door.disarm().await.unwrap();
+    });
+}
