@@ -47,10 +47,12 @@ pub fn acquire(dir: &Path) -> Result<RunLock, LockError> {
         .map_err(io)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
-            // The holder's pid, for the message a second run prints.
-            let _ = lock.set_len(0);
+            // The holder's pid, for the message a second run prints and for `status`.
+            // Overwritten in place at a fixed width, never truncated first: a reader that
+            // probes between the lock and the write sees the last holder's pid or this
+            // one, never an empty file (`status` said running with no pid).
             let _ = lock.rewind();
-            let _ = write!(lock, "{}", std::process::id());
+            let _ = writeln!(lock, "{:<20}", std::process::id());
             Ok(RunLock { _lock: lock })
         }
         Err((mut file, _)) => {
@@ -98,9 +100,20 @@ pub fn probe(dir: &Path) -> Probe {
     match Flock::lock(file, FlockArg::LockSharedNonblock) {
         Ok(_released_on_drop) => Probe::Free,
         Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            Probe::Held(text.trim().parse().ok())
+            // The holder writes its pid just after it took the lock: a pid that names no
+            // process (the last holder's) or none yet is read again, for up to 50 ms.
+            let mut pid = None;
+            for _ in 0..5 {
+                let mut text = String::new();
+                let _ = file.rewind();
+                let _ = (&mut file).take(64).read_to_string(&mut text);
+                pid = text.trim().parse::<u32>().ok();
+                if pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Probe::Held(pid)
         }
         Err(_) => Probe::Unknown,
     }

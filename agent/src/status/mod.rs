@@ -335,9 +335,12 @@ impl Status {
         let attention = attention(&f, running.is_some());
         let mut last_run = last_run(state.history.first(), f.poll.as_ref());
         // A recorded failure of a commit no longer remembered as bad (`retry` forgot it):
-        // its "run retry" hint is stale.
+        // its "run retry" hint is stale. Not so for a failure that blamed nothing and is
+        // waiting out its backoff (`retries` names the commit): its hint still holds.
         let recorded = state.history.first().map(|r| &r.at) == last_run.at.as_ref();
+        let backing_off = state.retries.as_ref().map(|r| &r.commit) == last_run.commit.as_ref();
         if recorded
+            && !backing_off
             && last_run
                 .commit
                 .as_deref()

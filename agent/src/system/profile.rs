@@ -195,7 +195,10 @@ mod retention_tests {
         // The booted system is generation 1 (a machine not rebooted for a while): kept
         // beside the newest two.
         let booted = PathBuf::from("/nix/store/s1");
-        assert_eq!(beyond_retention(&gens(5), 2, std::slice::from_ref(&booted)), [2, 3]);
+        assert_eq!(
+            beyond_retention(&gens(5), 2, std::slice::from_ref(&booted)),
+            [2, 3]
+        );
         // keep = 1 keeps the newest and the protected ones only.
         let default = PathBuf::from("/nix/store/s5");
         assert_eq!(beyond_retention(&gens(5), 1, &[default, booted]), [2, 3, 4]);
