@@ -164,8 +164,11 @@ in
         # The agent reports its phase with sd_notify STATUS= (`systemctl status homelab-agent`).
         NotifyAccess = "main";
         StateDirectory = "homelab-agent";
-        # The mirror of the homelab repository, which may be private: root only.
-        StateDirectoryMode = "0700";
+        # Readable by every user, so `ssh pi homelab-agent status` works without sudo:
+        # the state holds no secret (tokens and keys never reach it). The mirror of the
+        # homelab repository in it, which may be private, is root only (0700): the agent
+        # keeps it so.
+        StateDirectoryMode = "0755";
         # Last-poll data lives in /run (not on the SD card) and must survive between runs.
         RuntimeDirectory = "homelab-agent";
         RuntimeDirectoryPreserve = "yes";

@@ -224,7 +224,7 @@ in
           RemainAfterExit = true;
           ExecStart = "${lib.getExe cfg.package} --config /etc/homelab-agent/config.toml verify-boot";
           StateDirectory = "homelab-agent";
-          StateDirectoryMode = "0700";
+          StateDirectoryMode = "0755"; # as the agent's unit: the state for everyone, the git cache root only
           RuntimeDirectory = "homelab-agent";
           RuntimeDirectoryPreserve = "yes";
           # Settle and health timeout of the checks, a switch-to-configuration boot, margin.

@@ -708,8 +708,9 @@ let
       StateDirectoryMode = minimal.unit.serviceConfig.StateDirectoryMode or null;
     } {
       StateDirectory = "homelab-agent";
-      # It holds a mirror of the homelab repository, which may be private.
-      StateDirectoryMode = "0700";
+      # Readable by every user (`status` without sudo); the agent keeps the git cache in
+      # it, a mirror of a repository that may be private, at 0700.
+      StateDirectoryMode = "0755";
       RuntimeDirectory = "homelab-agent";
       RuntimeDirectoryPreserve = "yes";
     })

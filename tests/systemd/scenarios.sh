@@ -33,7 +33,7 @@ group_units_timer() {
   [[ $shown == "$(cat "$work/units/timer/homelab-agent.service"; echo; cat "$work/units/timer/homelab-agent.timer")" ]] &&
     [[ $verify == "exit 0" ]] && has Type=oneshot "$props" && has NotifyAccess=main "$props" &&
     has Restart=on-failure "$props" && has "RestartPreventExitStatus=1 2 4 78" "$props" &&
-    has StateDirectory=homelab-agent "$props" && has StateDirectoryMode=0700 "$props" &&
+    has StateDirectory=homelab-agent "$props" && has StateDirectoryMode=0755 "$props" &&
     has RuntimeDirectory=homelab-agent "$props" &&
     has RuntimeDirectoryPreserve=yes "$props" &&
     grep -q '^Environment=HOME=/root PATH=/usr/bin:' <<<"$props" &&
@@ -68,6 +68,17 @@ group_units_timer() {
     has "switches: 1" "$out"
   check "timer: the timer starts the oneshot service; the first run deploys, the next ones find it up to date (one activation)" $? \
     "$(printf '%s\n' "$out" "finished start jobs: $runs" "deployed in invocations: $deployed_in" "up to date in: $uptodate_in" "the agent's messages:" "$(messages "$j" "e.get('SYSLOG_IDENTIFIER') == 'homelab-agent'")")"
+
+  # Status for everyone (issue 21): a user who is not root reads the whole status over
+  # ssh, while the git cache (a mirror of a repository that may be private) stays root's.
+  out=$(g "runuser -u nobody -- homelab-agent --config /etc/homelab-agent/config.toml status --json; echo \"exit \$?\"
+    stat -c 'state dir %a' /var/lib/homelab-agent
+    stat -c 'cache %a' /var/lib/homelab-agent/cache.git
+    runuser -u nobody -- ls /var/lib/homelab-agent/cache.git >/dev/null 2>&1 && echo 'cache readable by nobody'" 2>&1)
+  grep -q '"commit": "'"$v1"'"' <<<"$out" && grep -qx 'exit 0' <<<"$out" &&
+    grep -qx 'state dir 755' <<<"$out" && grep -qx 'cache 700' <<<"$out" &&
+    ! grep -q 'cache readable by nobody' <<<"$out" && ! grep -q 'state unknown' <<<"$out"
+  check "status for everyone: user nobody reads the whole status (exit 0, the deployed commit); the state dir is 0755, the git cache 0700 and unreadable to nobody" $? "$out"
 }
 
 # ---- activation in the transient unit ------------------------------------------------------

@@ -25,11 +25,24 @@ pub const MIN_FREE_BYTES: u64 = 1 << 20;
 /// usable repository (it only ever holds copies of remote data).
 pub fn open(path: &Path) -> Result<Repository, CacheError> {
     std::fs::create_dir_all(path).map_err(|e| CacheError::Io("creating", e))?;
+    private(path).map_err(|e| CacheError::Io("making private", e))?;
     if let Ok(repo) = Repository::open_bare(path) {
         return Ok(repo);
     }
     clear(path).map_err(|e| CacheError::Io("resetting", e))?;
     Repository::init_bare(path).map_err(CacheError::Git)
+}
+
+/// The cache is a copy of a repository that may be private: root only (0700), while the
+/// state directory around it is readable by every user, for `status`. Changed only when
+/// it differs, so an unchanged cache is not written to.
+fn private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -331,5 +344,23 @@ mod tests {
             .output()
             .unwrap();
         assert!(fsck.status.success(), "git fsck: {fsck:?}");
+    }
+
+    #[test]
+    fn the_cache_is_root_only_in_a_readable_state_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache.git");
+        std::fs::create_dir(&cache).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+        open(&cache).unwrap();
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{mode:o}");
+        // Already private: not changed (no write to an unchanged cache).
+        let before = std::fs::metadata(&cache).unwrap();
+        open(&cache).unwrap();
+        let after = std::fs::metadata(&cache).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(before.ctime_nsec(), after.ctime_nsec());
     }
 }

@@ -417,3 +417,40 @@ fn no_stale_bad_commit_line() {
     assert_eq!(s["state"], "idle");
     assert_eq!(s["head"]["status"], "deployed");
 }
+
+/// Status for everyone (issue 21): a user who is not root reads the whole status (NixOS
+/// gives the state directory 0755), while the git cache, a mirror of a repository that may
+/// be private, stays root's (0700).
+#[test]
+fn a_user_who_is_not_root_reads_the_whole_status() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix_available() {
+        return;
+    }
+    if !crate::support::require_that(
+        "root (to run status as another user)",
+        nix::unistd::Uid::effective().is_root(),
+    ) {
+        return;
+    }
+    let mut h = Harness::new();
+    let c1 = h.deploy("v1", "first");
+    // The machine's own directories are readable on a real machine; the test's temporary
+    // one is made so too.
+    std::fs::set_permissions(h.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = h
+        .command(&["status", "--json"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["deployed"]["commit"], c1.as_str(), "{s}");
+    assert_eq!(s["state"], "idle", "{s}");
+    let cache = h.path("state/cache.git");
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "the git cache is {mode:o}");
+}
