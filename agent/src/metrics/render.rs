@@ -340,6 +340,13 @@ pub fn render(s: &Snapshot) -> String {
         Some(flag(view.state == Label::NeedsAttention)),
     );
     out.gauge(
+        "homelab_agent_drift",
+        "1 when the live system or the boot default is not what the agent deployed (a switch made by hand, or a live system that is not the boot default).",
+        Some(flag(view.attention.iter().any(|a| {
+            a.kind == crate::status::AttentionKind::Drift
+        }))),
+    );
+    out.gauge(
         "homelab_agent_reboot_required",
         "1 when the booted kernel, initrd or modules differ from the running system's.",
         view.reboot_required.map(flag),

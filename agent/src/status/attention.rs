@@ -95,7 +95,18 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
         .testing
         .as_ref()
         .is_some_and(|t| crate::deploy::testing_live(t, f.current_system.as_deref()));
-    if drifted && !on_test && !running && state.intent.is_none() && state.rollback_pending.is_none()
+    // A deployment that needs a reboot runs live, outside the profile, until its trial
+    // boot verifies it (it has no generation yet): the agent's own doing, not drift.
+    let live_pending_trial = state.deployed.as_ref().is_some_and(|d| {
+        d.generation.is_none()
+            && f.current_system.as_ref().map(|c| c.display().to_string()) == Some(d.system.clone())
+    });
+    if drifted
+        && !on_test
+        && !live_pending_trial
+        && !running
+        && state.intent.is_none()
+        && state.rollback_pending.is_none()
     {
         let (c, p) = (
             f.current_system.as_ref().unwrap(),
@@ -118,6 +129,44 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
             } else {
                 "not the agent's doing (a manual switch?): left alone; a reboot or the next deployment replaces it".into()
             },
+            since: None,
+        });
+    }
+    // Changed by hand: the live system is the boot default (no drift above), but neither
+    // is what the agent deployed (what a manual `nixos-rebuild switch` leaves).
+    let deployed = state.deployed.as_ref();
+    let by_hand = match (deployed, &f.profile, &f.current_system) {
+        (Some(d), Some(p), Some(_live)) => {
+            let shown = p.system.display().to_string();
+            // A deployment that waits for its trial boot never became a generation: it
+            // runs live outside the profile, or (after an unplanned reboot) not at all
+            // until the next run activates it again. Both are the agent's own doing.
+            let pending_trial = d.generation.is_none();
+            !drifted && !pending_trial && shown != d.system
+        }
+        _ => false,
+    };
+    if by_hand
+        && !on_test
+        && !running
+        && state.intent.is_none()
+        && state.rollback_pending.is_none()
+        && state.pinned.is_none()
+    {
+        let (d, p) = (deployed.unwrap(), f.profile.as_ref().unwrap());
+        out.push(Attention {
+            kind: AttentionKind::Drift,
+            message: format!(
+                "changed by hand: generation {} ({}) is live and the boot default, not what the agent deployed ({}{})",
+                p.number,
+                p.system.display(),
+                d.commit
+                    .as_deref()
+                    .map(|c| format!("{} as ", crate::deploy::short(c)))
+                    .unwrap_or_default(),
+                d.system
+            ),
+            hint: "not the agent's doing (a manual nixos-rebuild switch?): left alone until the next commit on the branch, which is deployed over it as usual; to return now, `sudo nixos-rebuild switch --rollback` or push a commit".into(),
             since: None,
         });
     }

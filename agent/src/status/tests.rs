@@ -687,3 +687,48 @@ fn a_build_in_progress_shows_nix_progress() {
     );
     assert!(!human(f).contains("progress:"));
 }
+
+/// Changed by hand (issue 21): what a manual `nixos-rebuild switch` leaves (a new profile
+/// generation, live) is told, with what the next deployment does; a deployment waiting
+/// for its trial boot (no generation) is not.
+#[test]
+fn a_switch_made_by_hand_is_told() {
+    let mut f = deployed();
+    let by_hand = "/nix/store/hhh-nixos-system-pi1-by-hand";
+    f.current_system = Some(by_hand.into());
+    f.profile = gen(8, by_hand);
+    let v = json(f.clone());
+    assert_eq!(v["state"], "needs-attention", "{v}");
+    assert_eq!(v["attention"][0]["kind"], "drift", "{v}");
+    let message = v["attention"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "changed by hand: generation 8 ({by_hand}) is live and the boot default, not what the agent deployed ({} as {S1})",
+            &C1[..8]
+        )),
+        "{message}"
+    );
+    assert!(
+        v["attention"][0]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("left alone until the next commit on the branch"),
+        "{v}"
+    );
+    assert_eq!(
+        Status::from_facts(&settings(), f).exit_code(),
+        crate::exit::ROLLBACK_FAILED
+    );
+
+    // The agent's own: a reboot deployment live, waiting for its trial (no generation).
+    let mut f = deployed();
+    let pending = "/nix/store/kkk-nixos-system-pi1-new-kernel";
+    f.state.deployed.as_mut().unwrap().system = pending.into();
+    f.state.deployed.as_mut().unwrap().generation = None;
+    f.current_system = Some(pending.into());
+    let v = json(f);
+    assert!(
+        v["attention"].as_array().unwrap().is_empty(),
+        "a pending trial told as a change by hand: {v}"
+    );
+}

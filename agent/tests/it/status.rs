@@ -454,3 +454,65 @@ fn a_user_who_is_not_root_reads_the_whole_status() {
     let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o700, "the git cache is {mode:o}");
 }
+
+/// A switch made by hand (issue 21): what `nixos-rebuild switch` does (a new profile
+/// generation with `nix-env --set`, then that system live) is told in status and the
+/// metrics, not "up to date"; the next commit is deployed over it as usual.
+#[test]
+fn a_switch_made_by_hand_is_told_not_up_to_date() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.extra = format!(
+        "[metrics]\ntextfile_dir = \"{}\"\n",
+        h.path("textfile").display()
+    );
+    h.deploy("v1", "first");
+    // A system the agent did not deploy: another host of the same flake, built by hand.
+    h.host("other").content = "by hand".into();
+    h.commit("another host");
+    let built = Command::new("nix")
+        .env("NIX_CONFIG", crate::support::NIX_CONFIG)
+        .args(["build", "--json", "--no-link", "--no-write-lock-file"])
+        .arg(format!(
+            "git+file://{}#nixosConfigurations.other.config.system.build.toplevel",
+            h.path("homelab").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&built.stdout).unwrap();
+    let by_hand = v[0]["outputs"]["out"].as_str().unwrap().to_string();
+    let set = Command::new("nix-env")
+        .env("NIX_CONFIG", crate::support::NIX_CONFIG)
+        .arg("-p")
+        .arg(h.path("profiles/system"))
+        .args(["--set", &by_hand])
+        .status()
+        .unwrap();
+    assert!(set.success());
+    let link = h.current_system_link();
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&by_hand, &link).unwrap();
+
+    let run = h.agent(&["status", "--json"]);
+    run.expect(3);
+    let s: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
+    assert_eq!(s["state"], "needs-attention", "{s}");
+    assert!(
+        s["attention"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("changed by hand: generation 2 ("),
+        "{s}"
+    );
+    // The metrics say so after the next run (the poll, which finds the head handled).
+    h.run_once();
+    let text = std::fs::read_to_string(h.path("textfile/homelab_agent.prom")).unwrap();
+    assert!(text.contains("homelab_agent_drift 1"), "{text}");
+}
