@@ -254,7 +254,7 @@ pub fn status(config: Option<&Path>, json: bool) -> u8 {
 }
 
 /// `history`: an unreadable state file is an error (71), never "no runs recorded yet".
-pub fn history(config: Option<&Path>, json: bool, limit: usize) -> u8 {
+pub fn history(config: Option<&Path>, json: bool, limit: usize, absolute: bool) -> u8 {
     let settings = match settings(config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -271,7 +271,7 @@ pub fn history(config: Option<&Path>, json: bool, limit: usize) -> u8 {
     } else if runs.is_empty() {
         writeln!(out, "no runs recorded yet")
     } else {
-        status::write_history_human(runs, &mut out, SystemTime::now())
+        status::write_history_human(runs, &mut out, SystemTime::now(), absolute)
     };
     match result {
         Ok(()) => exit::OK,

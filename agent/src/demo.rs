@@ -93,6 +93,7 @@ async fn demo(keep: bool) -> anyhow::Result<u8> {
         status::history(&state, 20),
         &mut std::io::stdout(),
         std::time::SystemTime::now(),
+        false,
     )?;
 
     println!();

@@ -122,6 +122,9 @@ enum Command {
         /// Show at most N runs (1 or more; the last 100 are kept)
         #[arg(long, value_name = "N", default_value_t = 20, value_parser = limit)]
         limit: usize,
+        /// Times as dates and times (local, with the offset) instead of "3h ago"
+        #[arg(long)]
+        absolute: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -399,8 +402,9 @@ fn main() -> ExitCode {
             Command::History {
                 json,
                 limit,
+                absolute,
                 config,
-            } => commands::history(pick(config).as_deref(), json, limit),
+            } => commands::history(pick(config).as_deref(), json, limit, absolute),
             Command::Check { json, config } => {
                 commands::check(pick(config).as_deref(), json).await
             }

@@ -248,7 +248,14 @@ fn span(d: Duration) -> String {
 }
 
 /// `history`: newest first, times relative to `now`.
-pub fn write_history_human(runs: &[Run], out: &mut impl Write, now: SystemTime) -> io::Result<()> {
+/// One run a paragraph: when, how it ended, how long it took, and for a failure the error's
+/// key lines (its first line, the lines nix marks `error:`) and its hint.
+pub fn write_history_human(
+    runs: &[Run],
+    out: &mut impl Write,
+    now: SystemTime,
+    absolute: bool,
+) -> io::Result<()> {
     let out = &mut Escaping(out);
     for r in runs {
         let commit = r.commit.as_deref().map(short).unwrap_or("-");
@@ -265,16 +272,89 @@ pub fn write_history_human(runs: &[Run], out: &mut impl Write, now: SystemTime) 
         } else {
             ""
         };
-        let when = relative(&r.at, now).unwrap_or_else(|| r.at.clone());
+        let when = match absolute {
+            true => local_time(&r.at).unwrap_or_else(|| r.at.clone()),
+            false => relative(&r.at, now).unwrap_or_else(|| r.at.clone()),
+        };
+        let width = if absolute { 25 } else { 12 };
         writeln!(
             out,
-            "{when:>12}  {:<11} {commit:<8} {}{phase}{gen}{back}",
+            "{when:>width$}  {:<11} {commit:<8} {}{phase}{gen}{back}{}",
             r.outcome.as_str(),
-            r.subject.as_deref().unwrap_or("")
+            r.subject.as_deref().unwrap_or(""),
+            took(r)
         )?;
         if let Some(e) = &r.error {
-            writeln!(out, "    {}", e.lines().next().unwrap_or(""))?;
+            let (key, hint) = key_lines(e);
+            for line in key {
+                writeln!(out, "    {line}")?;
+            }
+            if let Some(hint) = hint {
+                writeln!(out, "    hint: {hint}")?;
+            }
         }
     }
     Ok(())
+}
+
+/// How long a run took, with its build and checks: " in 3m 12s (build 2m 50s, checks 12s)".
+fn took(r: &Run) -> String {
+    let span = |ms: u64| {
+        let secs = ms.div_ceil(1000);
+        humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+    };
+    if r.duration_ms == 0 {
+        return String::new();
+    }
+    let parts: Vec<String> = [("build", r.build_ms), ("checks", r.health_ms)]
+        .into_iter()
+        .filter_map(|(what, ms)| ms.map(|ms| format!("{what} {}", span(ms))))
+        .collect();
+    match parts.is_empty() {
+        true => format!(" in {}", span(r.duration_ms)),
+        false => format!(" in {} ({})", span(r.duration_ms), parts.join(", ")),
+    }
+}
+
+/// At most this many lines of an error in `history`; each at most this long.
+const KEY_LINES: usize = 4;
+const KEY_LINE_CHARS: usize = 200;
+
+/// The lines of an error that say what went wrong: the first, then the lines nix marks
+/// `error:` (where the real cause is, under "evaluation failed:"), else the next ones;
+/// and the hint, apart.
+fn key_lines(error: &str) -> (Vec<String>, Option<String>) {
+    let hint = error
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("hint:"))
+        .map(|h| h.trim().to_string());
+    let lines: Vec<&str> = error
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("hint:"))
+        .collect();
+    let mut key: Vec<&str> = lines.first().copied().into_iter().collect();
+    let marked: Vec<&str> = lines
+        .iter()
+        .skip(1)
+        .copied()
+        .filter(|l| l.trim_start().starts_with("error:"))
+        .collect();
+    let rest: Vec<&str> = match marked.is_empty() {
+        true => lines.iter().skip(1).copied().collect(),
+        false => marked,
+    };
+    key.extend(rest.into_iter().take(KEY_LINES - 1));
+    let cap = |l: &str| match l.chars().count() > KEY_LINE_CHARS {
+        true => format!("{}…", l.chars().take(KEY_LINE_CHARS).collect::<String>()),
+        false => l.trim().to_string(),
+    };
+    (key.into_iter().map(cap).collect(), hint)
+}
+
+/// An RFC 3339 time as a local date and time with its offset, e.g. "2026-12-07 13:02:11 +01:00".
+fn local_time(at: &str) -> Option<String> {
+    let t: jiff::Timestamp = at.parse().ok()?;
+    let zoned = t.to_zoned(jiff::tz::TimeZone::system());
+    Some(zoned.strftime("%Y-%m-%d %H:%M:%S %:z").to_string())
 }

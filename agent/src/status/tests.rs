@@ -625,7 +625,7 @@ fn control_characters_from_outside_are_shown_escaped() {
     assert_eq!(v["paused"]["reason"], format!("rack {retitle}move"));
     assert_eq!(v["deployed"]["subject"], format!("fix {clear}dns"));
     let mut out = Vec::new();
-    crate::status::human::write_history_human(&[run], &mut out, now()).unwrap();
+    crate::status::human::write_history_human(&[run], &mut out, now(), false).unwrap();
     let history = String::from_utf8(out).unwrap();
     assert!(!history.contains('\u{1b}'), "{history:?}");
     assert!(
@@ -730,5 +730,53 @@ fn a_switch_made_by_hand_is_told() {
     assert!(
         v["attention"].as_array().unwrap().is_empty(),
         "a pending trial told as a change by hand: {v}"
+    );
+}
+
+/// History (issue 21): the error's key lines (an evaluation error's `error:` line, not only
+/// "evaluation failed:"), its hint, how long the run took, and `--absolute` times.
+#[test]
+fn history_shows_the_error_that_matters_durations_and_absolute_times() {
+    let mut run = Run::new(Outcome::Failed);
+    run.at = "2026-11-24T11:00:00Z".into();
+    run.commit = Some(C2.into());
+    run.subject = Some("break the flake".into());
+    run.phase = Some(Phase::Build);
+    run.duration_ms = 192_400;
+    run.build_ms = Some(190_100);
+    run.error = Some(
+        "building 22222222 for pi1: evaluation failed:\n\n       … while evaluating the attribute 'config'\n\n       error: undefined variable 'grafna'\n\n       at /nix/store/x/hosts/pi1.nix:12:5:\nhint: fix the Nix error in your flake and push".into(),
+    );
+    let mut out = Vec::new();
+    crate::status::human::write_history_human(&[run.clone()], &mut out, now(), false).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("failed      22222222 break the flake (build) in 3m 13s (build 3m 11s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    building 22222222 for pi1: evaluation failed:\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    error: undefined variable 'grafna'\n"),
+        "{text}"
+    );
+    assert!(!text.contains("while evaluating"), "not a key line: {text}");
+    assert!(
+        text.contains("    hint: fix the Nix error in your flake and push\n"),
+        "{text}"
+    );
+    assert!(text.contains("1h ago"), "{text}");
+
+    let mut out = Vec::new();
+    crate::status::human::write_history_human(&[run], &mut out, now(), true).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    // The machine's own zone: the date and the offset, never "ago".
+    assert!(!text.contains("ago"), "{text}");
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.trim_start().starts_with("2026-11-2") && first.contains(':'),
+        "{first}"
     );
 }
