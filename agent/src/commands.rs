@@ -235,7 +235,7 @@ fn jitter(max: Duration) -> Duration {
 
 /// `status`: the view model, as JSON or for a terminal; the exit code follows its state
 /// (README "Commands and exit codes").
-pub fn status(config: Option<&Path>, json: bool) -> u8 {
+pub fn status(config: Option<&Path>, json: bool, color: status::style::ColorChoice) -> u8 {
     let settings = match settings(config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -245,7 +245,9 @@ pub fn status(config: Option<&Path>, json: bool) -> u8 {
     let result = if json {
         view.write_json(&mut out)
     } else {
-        view.write_human(&mut out, SystemTime::now())
+        let mut text = Vec::new();
+        view.write_human(&mut text, SystemTime::now())
+            .and_then(|()| styled(&mut out, &text, color))
     };
     match result {
         Ok(()) => view.exit_code(),
@@ -254,7 +256,23 @@ pub fn status(config: Option<&Path>, json: bool) -> u8 {
 }
 
 /// `history`: an unreadable state file is an error (71), never "no runs recorded yet".
-pub fn history(config: Option<&Path>, json: bool, limit: usize, absolute: bool) -> u8 {
+/// Human output, as the terminal and `--color` allow (status/style.rs).
+fn styled(
+    out: &mut impl Write,
+    text: &[u8],
+    color: status::style::ColorChoice,
+) -> std::io::Result<()> {
+    let style = status::style::Style::for_stdout(color);
+    out.write_all(style.apply(&String::from_utf8_lossy(text)).as_bytes())
+}
+
+pub fn history(
+    config: Option<&Path>,
+    json: bool,
+    limit: usize,
+    absolute: bool,
+    color: status::style::ColorChoice,
+) -> u8 {
     let settings = match settings(config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -271,7 +289,9 @@ pub fn history(config: Option<&Path>, json: bool, limit: usize, absolute: bool) 
     } else if runs.is_empty() {
         writeln!(out, "no runs recorded yet")
     } else {
-        status::write_history_human(runs, &mut out, SystemTime::now(), absolute)
+        let mut text = Vec::new();
+        status::write_history_human(runs, &mut text, SystemTime::now(), absolute)
+            .and_then(|()| styled(&mut out, &text, color))
     };
     match result {
         Ok(()) => exit::OK,

@@ -108,6 +108,9 @@ enum Command {
         /// Machine-readable output (schema_version, state, head, ...; docs/status.md)
         #[arg(long)]
         json: bool,
+        /// Colour: auto (on a terminal, unless NO_COLOR is set), always or never
+        #[arg(long, value_enum, default_value_t, value_name = "WHEN")]
+        color: homelab_agent::status::style::ColorChoice,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -125,6 +128,9 @@ enum Command {
         /// Times as dates and times (local, with the offset) instead of "3h ago"
         #[arg(long)]
         absolute: bool,
+        /// Colour: auto (on a terminal, unless NO_COLOR is set), always or never
+        #[arg(long, value_enum, default_value_t, value_name = "WHEN")]
+        color: homelab_agent::status::style::ColorChoice,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -398,13 +404,18 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Run { once, config } => commands::run(pick(config).as_deref(), once).await,
-            Command::Status { json, config } => commands::status(pick(config).as_deref(), json),
+            Command::Status {
+                json,
+                color,
+                config,
+            } => commands::status(pick(config).as_deref(), json, color),
             Command::History {
                 json,
                 limit,
                 absolute,
+                color,
                 config,
-            } => commands::history(pick(config).as_deref(), json, limit, absolute),
+            } => commands::history(pick(config).as_deref(), json, limit, absolute, color),
             Command::Check { json, config } => {
                 commands::check(pick(config).as_deref(), json).await
             }

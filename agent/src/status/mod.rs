@@ -13,6 +13,7 @@
 mod attention;
 mod human;
 mod pivot;
+pub mod style;
 #[cfg(test)]
 mod tests;
 

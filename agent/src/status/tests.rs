@@ -246,6 +246,78 @@ fn human_output_matches_the_fixtures() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
+/// The human output on a terminal (issue 21): at 80 and 120 columns, with and without
+/// colour, against `fixtures/wide/<name>.<columns>[.color].txt`.
+#[test]
+fn human_output_on_terminals_matches_the_fixtures() {
+    use super::style::Style;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/status/fixtures/wide");
+    let update = std::env::var_os("HOMELAB_UPDATE_FIXTURES").is_some();
+    if update {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    let mut wrong = Vec::new();
+    for (name, facts) in named() {
+        if !["bad-commit", "drift", "rollback-failed", "paused"].contains(&name) {
+            continue;
+        }
+        let text = human(facts);
+        for width in [80, 120] {
+            for color in [false, true] {
+                let shown = Style {
+                    color,
+                    width: Some(width),
+                }
+                .apply(&text);
+                for line in shown.lines() {
+                    let visible: String = strip_colour(line);
+                    let long_word = visible.split(' ').any(|w| w.chars().count() > width / 2);
+                    assert!(
+                        visible.chars().count() <= width || long_word,
+                        "{name} at {width}: a line of {}: {visible}",
+                        visible.chars().count()
+                    );
+                }
+                let path = dir.join(format!(
+                    "{name}.{width}{}.txt",
+                    if color { ".color" } else { "" }
+                ));
+                if update {
+                    std::fs::write(&path, &shown).unwrap();
+                    continue;
+                }
+                let want = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                if shown != want {
+                    wrong.push(format!(
+                        "--- {}: want\n{want}--- got\n{shown}",
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// A line without its colour codes (ESC [ ... m).
+fn strip_colour(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[test]
 fn each_situation_has_its_state() {
     let want = [

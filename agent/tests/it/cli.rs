@@ -460,3 +460,55 @@ fn a_demo_whose_steps_fail_says_so_and_exits_1() {
         );
     }
 }
+
+/// `status --color` and the terminal's width (issue 21): colour only when asked for (or on
+/// a terminal without NO_COLOR), lines wrapped at COLUMNS on word boundaries.
+#[test]
+fn status_colour_and_width_follow_the_flags_and_the_environment() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.deploy(
+        "v1",
+        "a first deployment with a subject long enough to need wrapping at eighty columns",
+    );
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = h.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // A pipe: no colour, whole lines.
+    let plain = run(&["status"], &[]);
+    assert!(!plain.contains('\u{1b}'), "{plain:?}");
+    assert!(plain.lines().any(|l| l.chars().count() > 80), "{plain}");
+    // Asked for, at 80 columns: colour, and no line over 80 once the codes are left out.
+    let coloured = run(&["status", "--color", "always"], &[("COLUMNS", "80")]);
+    assert!(coloured.contains("\u{1b}[32midle\u{1b}[0m"), "{coloured:?}");
+    let visible = coloured.replace("\u{1b}[32m", "").replace("\u{1b}[0m", "");
+    assert!(
+        visible.lines().all(|l| l.chars().count() <= 80),
+        "{visible}"
+    );
+    // never wins over a terminal-like setting; NO_COLOR only matters for auto.
+    let never = run(&["status", "--color", "never"], &[("COLUMNS", "80")]);
+    assert!(!never.contains('\u{1b}'));
+    let history = run(&["history", "--color", "always"], &[("NO_COLOR", "1")]);
+    assert!(!history.is_empty());
+    // A bad value is refused by name.
+    let out = h
+        .command(&["status", "--color", "sometimes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'sometimes'"));
+}
