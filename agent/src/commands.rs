@@ -429,7 +429,7 @@ pub fn pause(config: Option<&Path>, duration: Option<Duration>, reason: Option<&
         println!("replaced the pause {}", crate::pause::describe(&old));
     }
     println!(
-        "paused {}; runs poll but deploy nothing\nhint: `homelab-agent resume` ends it",
+        "paused {}; runs poll but deploy nothing\nhint: `sudo homelab-agent resume` ends it",
         crate::pause::describe(&paused)
     );
     exit::OK
@@ -461,11 +461,11 @@ pub fn retry(config: Option<&Path>) -> u8 {
     if code == exit::OK {
         let state = status::load_state(&state_dir).0;
         if state.pinned.is_some() {
-            println!("note: the machine is pinned by `rollback`: nothing is deployed until `homelab-agent resume`");
+            println!("note: the machine is pinned by `rollback`: nothing is deployed until `sudo homelab-agent resume`");
         }
         if let Some(p) = crate::pause::active(&state) {
             println!(
-                "note: the machine is paused ({}): nothing is deployed until it ends or `homelab-agent resume`",
+                "note: the machine is paused ({}): nothing is deployed until it ends or `sudo homelab-agent resume`",
                 crate::pause::describe(p)
             );
         }

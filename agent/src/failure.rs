@@ -58,7 +58,7 @@ impl Kind {
             Kind::Configuration => {
                 "fix /etc/homelab-agent/config.toml (or the NixOS options); `homelab-agent config check` validates it"
             }
-            Kind::Commit => "push a fix, or run `homelab-agent retry` to try this commit again",
+            Kind::Commit => "push a fix, or run `sudo homelab-agent retry` to try this commit again",
         }
     }
 }
@@ -176,5 +176,48 @@ mod tests {
         .map(|k| k.exit_code())
         .collect();
         assert_eq!(codes.len(), 4);
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    /// Hints say the same thing the same way (issue 21): a command that needs root is
+    /// always given as `sudo homelab-agent …`, in every message of the agent's source.
+    #[test]
+    fn every_hint_that_names_a_root_command_says_sudo() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut bare = Vec::new();
+        let mut stack = vec![root];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    if line.trim_start().starts_with("//") || line.contains("1 when ") {
+                        continue;
+                    }
+                    for cmd in ["retry", "resume", "rollback", "pause", "run --once"] {
+                        let named = format!("`homelab-agent {cmd}");
+                        let mut rest = line;
+                        while let Some(at) = rest.find(&named) {
+                            if !rest[..at].ends_with("sudo ") {
+                                bare.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                            }
+                            rest = &rest[at + named.len()..];
+                        }
+                    }
+                }
+            }
+        }
+        // This test's own needles are not messages.
+        bare.retain(|l| !l.contains("let named = format!"));
+        assert!(bare.is_empty(), "hints without sudo:\n{}", bare.join("\n"));
     }
 }

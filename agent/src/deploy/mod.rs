@@ -103,7 +103,7 @@ impl Agent {
         if let Some(pin) = &state.pinned {
             // Pinned by the operator: the head is news, never deployed, never history.
             log::info!(
-                "pinned to {} since {} (by `homelab-agent rollback`); branch head {} not deployed\nhint: `homelab-agent resume` follows the branch again",
+                "pinned to {} since {} (by `sudo homelab-agent rollback`); branch head {} not deployed\nhint: `sudo homelab-agent resume` follows the branch again",
                 pin.system,
                 pin.since,
                 short(&head)
@@ -174,7 +174,7 @@ impl Agent {
         }
         if let Some(bad) = state.bad(head) {
             let error = format!(
-                "commit {} failed in {} at {}: not retried until the branch moves\nhint: push a fix, or run `homelab-agent retry`",
+                "commit {} failed in {} at {}: not retried until the branch moves\nhint: push a fix, or run `sudo homelab-agent retry`",
                 short(head),
                 bad.phase.as_str(),
                 bad.at

@@ -24,7 +24,7 @@ impl Agent {
             return None;
         }
         log::info!(
-            "paused {}; branch head {} not deployed\nhint: `homelab-agent resume` ends the pause",
+            "paused {}; branch head {} not deployed\nhint: `sudo homelab-agent resume` ends the pause",
             crate::pause::describe(paused),
             short(head)
         );

@@ -93,7 +93,7 @@ impl Agent {
                 state.mark_bad_system(
                     commit,
                     Phase::Activate,
-                    &format!("its activation was interrupted {count} times: the agent was stopped or killed while {} was being activated or checked\nhint: does this configuration stop, restart or kill homelab-agent.service? then fix it and push; `homelab-agent retry` tries this commit again", intent.system),
+                    &format!("its activation was interrupted {count} times: the agent was stopped or killed while {} was being activated or checked\nhint: does this configuration stop, restart or kill homelab-agent.service? then fix it and push; `sudo homelab-agent retry` tries this commit again", intent.system),
                     Some(&intent.system),
                 );
                 state.last_handled = Some(commit.clone());

@@ -37,7 +37,7 @@ pub enum BuildError {
         host: String,
         message: String,
     },
-    #[error("build failed:\n{0}\nhint: fix the failing derivation in the flake and push; this commit is marked bad and not built again (`nix log <drv>` shows a builder's whole log; if it failed for a passing reason, such as a download, `homelab-agent retry` builds it again)")]
+    #[error("build failed:\n{0}\nhint: fix the failing derivation in the flake and push; this commit is marked bad and not built again (`nix log <drv>` shows a builder's whole log; if it failed for a passing reason, such as a download, `sudo homelab-agent retry` builds it again)")]
     Failed(String),
     #[error("build timed out after {} (limit: [build] timeout); nix and its builders were stopped\nhint: the commit is not blamed and the build is retried after a backoff; if it is just long, raise [build] timeout, or build it elsewhere and push the outputs to a binary cache this machine uses", humantime::format_duration(*after))]
     TimedOut { after: Duration },

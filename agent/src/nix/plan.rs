@@ -139,7 +139,7 @@ impl BuildPlan {
                  hint: run `nix build --dry-run` on the commit's toplevel here to see why it says so much \
                  (a very large build, or a flood of evaluation warnings); push the outputs to a binary \
                  cache this machine uses, or remove [build] max_local_builds to build without the check; \
-                 then `homelab-agent retry` (else the next try is after the build backoff)",
+                 then `sudo homelab-agent retry` (else the next try is after the build backoff)",
                 self.unread_lines + MAX_PLAN_LINES,
                 self.unread_lines,
             ));
@@ -153,7 +153,7 @@ impl BuildPlan {
                  {why}; an unknown count is treated as over the limit\n\
                  hint: check that each substituter answers (`nix path-info --store URL PATH`) and that \
                  nix runs here; or remove [build] max_local_builds to build without the check; \
-                 `homelab-agent retry` checks again at once (else the next try is after the build backoff)",
+                 `sudo homelab-agent retry` checks again at once (else the next try is after the build backoff)",
                 self.build.len(),
                 self.fetch.len(),
             ));
@@ -170,7 +170,7 @@ impl BuildPlan {
                      {} binary caches could not be reached: {}; without them, nix would build here: \
                      {}\n\
                      hint: check that the caches are up and reachable from this machine \
-                     (`curl URL/nix-cache-info`), then `homelab-agent retry` (else the next try is \
+                     (`curl URL/nix-cache-info`), then `sudo homelab-agent retry` (else the next try is \
                      after the build backoff); the commit is not blamed",
                     self.unreachable.len(),
                     self.unreachable_list(),
@@ -182,7 +182,7 @@ impl BuildPlan {
                  the binary cache {} could not be reached ({}); without it, nix would build here: \
                  {}\n\
                  hint: check that {} is up and reachable from this machine (`curl {}/nix-cache-info`), \
-                 then `homelab-agent retry` (else the next try is after the build backoff); the commit \
+                 then `sudo homelab-agent retry` (else the next try is after the build backoff); the commit \
                  is not blamed",
                 one.url,
                 one.why,
@@ -209,7 +209,7 @@ impl BuildPlan {
         Some(format!(
             "refusing to compile {what} on this machine ([build] max_local_builds = {limit}): {}{cause}\n\
              hint: push the outputs to a binary cache this machine uses (signed with a key in trusted-public-keys), \
-             or raise [build] max_local_builds; then `homelab-agent retry` checks again at once (else the \
+             or raise [build] max_local_builds; then `sudo homelab-agent retry` checks again at once (else the \
              next try is after the build backoff)",
             names(&self.build, 8),
         ))
@@ -698,7 +698,7 @@ mod tests {
              cache http://127.0.0.1:1 could not be reached (connection refused); without it, nix would \
              build here: nixos-system-pi1.drv, bash-5.2\n\
              hint: check that http://127.0.0.1:1 is up and reachable from this machine \
-             (`curl http://127.0.0.1:1/nix-cache-info`), then `homelab-agent retry` (else the next try is \
+             (`curl http://127.0.0.1:1/nix-cache-info`), then `sudo homelab-agent retry` (else the next try is \
              after the build backoff); the commit is not blamed"
         );
         plan.unreachable.push(cache(2));

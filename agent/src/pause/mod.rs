@@ -120,7 +120,7 @@ pub fn describe(p: &Paused) -> String {
     let mut text = format!("since {}", p.since);
     match &p.until {
         Some(u) => text.push_str(&format!(" until {u}")),
-        None => text.push_str(" until `homelab-agent resume`"),
+        None => text.push_str(" until `sudo homelab-agent resume`"),
     }
     if let Some(r) = &p.reason {
         text.push_str(&format!(": {}", crate::text::escape_controls(r, false)));

@@ -296,7 +296,7 @@ async fn check(
         last_verified_generation(settings, record).filter(|g| g.system.to_string_lossy() != booted)
     else {
         boot.detail = format!(
-            "health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back\nhint: look at the machine (journalctl -b); `homelab-agent rollback` goes back to the previous generation"
+            "health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back\nhint: look at the machine (journalctl -b); `sudo homelab-agent rollback` goes back to the previous generation"
         );
         log::error!(message_id = message_id::FELL_BACK; "{}", boot.detail);
         return Verdict::Failed(boot.detail.clone());

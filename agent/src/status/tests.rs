@@ -82,7 +82,7 @@ fn bad_commit() -> Facts {
     run.commit = Some(C2.into());
     run.phase = Some(Phase::Health);
     run.rolled_back = Some(true);
-    run.error = Some("health check failed: http http://127.0.0.1:8080/health: got HTTP 500, expected 2xx\nhint: push a fix, or run `homelab-agent retry` to try this commit again".into());
+    run.error = Some("health check failed: http http://127.0.0.1:8080/health: got HTTP 500, expected 2xx\nhint: push a fix, or run `sudo homelab-agent retry` to try this commit again".into());
     run.checks = vec![CheckResult {
         name: "http http://127.0.0.1:8080/health".into(),
         verdict: Verdict::Unhealthy("got HTTP 500, expected 2xx".into()),
@@ -91,7 +91,7 @@ fn bad_commit() -> Facts {
     f.state.mark_bad_system(
         C2,
         Phase::Health,
-        "health check failed\nhint: push a fix, or run `homelab-agent retry` to try this commit again",
+        "health check failed\nhint: push a fix, or run `sudo homelab-agent retry` to try this commit again",
         Some(S2),
     );
     f.state.bad_commits[0].at = "2026-11-24T11:00:00Z".into();

@@ -191,7 +191,7 @@ fn a_forged_signature_under_a_trusted_name_is_a_local_build() {
     // The hint says how to check again before the backoff ends (21).
     let hint = status["last_run"]["hint"].as_str().unwrap_or_default();
     assert!(
-        hint.contains("then `homelab-agent retry` checks again at once"),
+        hint.contains("then `sudo homelab-agent retry` checks again at once"),
         "{status}"
     );
     assert_eq!(status["build_plan"]["untrusted"], 1, "{status}");
@@ -260,7 +260,7 @@ fn an_unreachable_cache_is_its_own_cause() {
         hint.starts_with(&format!("check that {cache} is up and reachable")),
         "{status}"
     );
-    assert!(hint.contains("`homelab-agent retry`"), "{hint}");
+    assert!(hint.contains("`sudo homelab-agent retry`"), "{hint}");
     assert!(!hint.contains("push the outputs"), "{hint}");
     let p = &status["build_plan"];
     assert_eq!(p["commit"], commit.as_str());
