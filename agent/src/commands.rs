@@ -414,13 +414,68 @@ pub fn resume(config: Option<&Path>) -> u8 {
 }
 
 /// `pause`: no deploys until `resume` or the end of `--for`; polls go on.
+/// How long `pause` waits for a run that holds the lock to stop its build and end.
+const PAUSE_WAIT: Duration = Duration::from_secs(60);
+
 pub fn pause(config: Option<&Path>, duration: Option<Duration>, reason: Option<&str>) -> u8 {
-    let (settings, _lock) = match settings_and_lock(config) {
-        Ok(both) => both,
+    let settings = match settings(config) {
+        Ok(s) => s,
         Err(code) => return code,
     };
+    let asked = crate::pause::new_pause(duration, reason);
+    let _lock = match lock::acquire(&settings.paths.runtime_dir) {
+        Ok(lock) => lock,
+        // A run is under way: ask it to pause (a build stops at once; an activation is
+        // never interrupted), then wait for it to end and record the pause here.
+        Err(LockError::Held { holder, .. }) => {
+            let runtime = &settings.paths.runtime_dir;
+            if let Err(e) = crate::pause::request(runtime, &asked) {
+                eprintln!("error: asking the run under way to pause ({}): {e}\nhint: needs root: run with sudo", runtime.display());
+                return exit::ENVIRONMENT;
+            }
+            eprintln!(
+                "a run holds the lock{}: asked it to stop its build and pause; waiting up to {}s for it to end",
+                holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                PAUSE_WAIT.as_secs()
+            );
+            let deadline = std::time::Instant::now() + PAUSE_WAIT;
+            loop {
+                match lock::acquire(runtime) {
+                    Ok(lock) => break lock,
+                    Err(LockError::Held { .. }) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                    Err(LockError::Held { .. }) => {
+                        println!(
+                            "the run still holds the lock after {}s (an activation is never interrupted): the pause is recorded when the next run starts\nhint: `homelab-agent status` shows what the run does",
+                            PAUSE_WAIT.as_secs()
+                        );
+                        return exit::OK;
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return e.exit_code();
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
+    // The run that stopped for it may have recorded it already: recorded once.
+    let still_asked = crate::pause::take_request(&settings.paths.runtime_dir).is_some();
     let store = crate::state::Store::new(&settings.paths.state_dir);
-    let (paused, replaced) = match crate::pause::pause(&store, duration, reason) {
+    let recorded = match store.load() {
+        Ok(state) => state.paused.filter(|p| *p == asked),
+        Err(e) => return report_state(&e),
+    };
+    let applied = match recorded {
+        Some(p) if !still_asked => Ok((p, None)),
+        _ => crate::pause::apply(&store, asked),
+    };
+    let (paused, replaced) = match applied {
         Ok(p) => p,
         Err(e) => return report_state(&e),
     };

@@ -55,6 +55,9 @@ pub struct Cmd {
     /// Each stderr line goes through it as it comes; what it returns is logged and kept
     /// in the tail instead of the line (nothing, for `None`).
     stderr_filter: Option<LineFilter>,
+    /// When it turns true, the command and its whole process group are stopped as at
+    /// the deadline, and the run ends with [`CmdError::Cancelled`].
+    cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Reads a command's stderr lines as they come (nix's `--log-format internal-json`:
@@ -106,6 +109,9 @@ pub enum CmdError {
         status: ExitStatus,
         stderr_tail: String,
     },
+    /// Stopped on request ([`Cmd::cancel_on`]), with its children.
+    #[error("{program} was stopped on request; it and its children were stopped")]
+    Cancelled { program: String },
 }
 
 impl CmdError {
@@ -148,7 +154,13 @@ impl Cmd {
             inherit_stderr: false,
             ignore_stop_signals: false,
             stderr_filter: None,
+            cancel: None,
         }
+    }
+    /// Stops the command and its whole process group as soon as `cancel` turns true.
+    pub fn cancel_on(mut self, cancel: tokio::sync::watch::Receiver<bool>) -> Cmd {
+        self.cancel = Some(cancel);
+        self
     }
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
         self.args.push(a.as_ref().to_os_string());
@@ -316,7 +328,25 @@ impl Cmd {
         };
         tokio::pin!(output);
 
-        let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+        let cancelled = async {
+            match self.cancel.clone() {
+                Some(rx) => stop_signal(rx).await,
+                None => std::future::pending().await,
+            }
+        };
+        let waited = tokio::select! {
+            waited = tokio::time::timeout_at(deadline, child.wait()) => Some(waited),
+            () = cancelled => None,
+        };
+        let Some(waited) = waited else {
+            if let Some(pid) = pid {
+                kill_tree(pid).await;
+            }
+            let _ = child.wait().await;
+            let _ = drain(output, &stop).await;
+            return Err(CmdError::Cancelled { program });
+        };
+        let status = match waited {
             Ok(status) => status.map_err(|source| CmdError::Spawn {
                 program: program.clone(),
                 source,
@@ -968,5 +998,44 @@ mod tests {
             !alive(Pid::from_raw(pid)),
             "grandchild {pid} survived the deadline"
         );
+    }
+
+    /// `cancel_on`: a command and what it started are stopped when asked, at once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cancelled_command_is_stopped_with_its_children() {
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
+        let marker = format!("{}", 4000 + std::process::id() % 997);
+        let cmd = Cmd::new("sh")
+            .args(["-c", &format!("sleep {marker} & sleep {marker}")])
+            .timeout(Duration::from_secs(60))
+            .cancel_on(cancelled);
+        let asked = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = cancel.send(true);
+            std::future::pending::<()>().await
+        };
+        let started = std::time::Instant::now();
+        let result = tokio::select! {
+            r = cmd.run() => r,
+            () = asked => unreachable!(),
+        };
+        assert!(
+            matches!(result, Err(CmdError::Cancelled { .. })),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let left: Vec<_> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.trim() == format!("sleep {marker}"))
+            .collect();
+        assert!(left.is_empty(), "left running: {left:?}");
     }
 }

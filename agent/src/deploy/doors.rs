@@ -259,20 +259,40 @@ impl Builder for std::rc::Rc<Real> {
                 })?;
             }
             let cache = self.cache_repo();
+            // A `pause` asked for during the evaluation or the build stops it, with all
+            // it started (the cycle then records the pause: deploy/paused.rs).
+            let (cancel, cancelled) = tokio::sync::watch::channel(false);
+            let runtime_dir = self.settings.paths.runtime_dir.clone();
+            let watcher = tokio::spawn(async move {
+                loop {
+                    if crate::pause::requested(&runtime_dir) {
+                        let _ = cancel.send(true);
+                        // Keep the sender: a dropped one reads as a stop too.
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            });
             let request = BuildRequest {
                 cache: &cache,
                 commit,
                 attribute,
                 out_link: &out_link,
                 settings: &self.settings.build,
+                cancel: Some(cancelled),
             };
             crate::failpoint("before_build");
             // What would be compiled here, before anything is (and a refusal over
             // [build] max_local_builds).
-            nix::plan::gate(&request, &self.settings.paths.state_dir).await?;
-            let system = nix::build(&request)
-                .await
-                .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
+            let built = async {
+                nix::plan::gate(&request, &self.settings.paths.state_dir).await?;
+                nix::build(&request)
+                    .await
+                    .map_err(|e| Failure::new(e.kind(), e.to_string()))
+            }
+            .await;
+            watcher.abort();
+            let system = built?;
             // A toplevel that cannot be activated is the commit's fault, found before
             // anything is touched.
             if !system.join("bin/switch-to-configuration").exists() {

@@ -111,7 +111,10 @@ impl Agent {
             self.note_poll(Outcome::Pinned, Some(&head), None, None);
             return Ok(Exit::Ok);
         }
-        if let Some(exit) = self.paused(&mut state, &head) {
+        if let Some(exit) = self
+            .pause_requested(&mut state, &head)
+            .or_else(|| self.paused(&mut state, &head))
+        {
             return Ok(exit);
         }
         if let Some(exit) = self.nothing_to_do(&state, &head) {
@@ -150,6 +153,12 @@ impl Agent {
         crate::metrics::phases::build_took(started.elapsed());
         let system = match built {
             Ok(system) => system,
+            // A `pause` asked for during the build stopped it: the pause, not a failure.
+            Err(_) if crate::pause::requested(&self.settings.paths.runtime_dir) => {
+                self.doors.builder.release();
+                let exit = self.pause_requested(&mut state, &fetched.commit);
+                return Ok(exit.unwrap_or(Exit::Ok));
+            }
             Err(f) => return Ok(self.build_failed(&mut state, &fetched, host, f, started)),
         };
         if self.doors.machine.current_system().as_deref() == Some(system.as_path()) {

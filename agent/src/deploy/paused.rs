@@ -31,4 +31,22 @@ impl Agent {
         self.note_poll(Outcome::Paused, Some(head), None, None);
         Some(Exit::Ok)
     }
+
+    /// A pause asked for while a run held the lock (`pause` during a build, which stopped
+    /// it): recorded in the state now, and this run ends as paused. `None` when none was
+    /// asked for.
+    pub(super) fn pause_requested(&self, state: &mut State, head: &str) -> Option<Exit> {
+        let asked = crate::pause::take_request(&self.settings.paths.runtime_dir)?;
+        log::info!(
+            "paused {} (asked for while this run held the lock); branch head {} not deployed\nhint: `sudo homelab-agent resume` ends the pause",
+            crate::pause::describe(&asked),
+            short(head)
+        );
+        state.paused = Some(asked);
+        if let Err(f) = self.save(state) {
+            return Some(self.stop_run(f));
+        }
+        self.note_poll(Outcome::Paused, Some(head), None, None);
+        Some(Exit::Ok)
+    }
 }

@@ -39,6 +39,9 @@ pub struct BuildRequest<'a> {
     /// GC root for the result.
     pub out_link: &'a Path,
     pub settings: &'a BuildSettings,
+    /// Stops the evaluation or the build (and everything it started) when it turns true:
+    /// a `pause` asked for during the build.
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// `git+file://<cache>?ref=<agent ref>&rev=<sha>#<attribute>`: always a pinned revision of
@@ -88,11 +91,14 @@ pub async fn build(req: &BuildRequest<'_>) -> Result<PathBuf, BuildError> {
         )));
     }
     let reporter = Arc::new(Mutex::new(Reporter::default()));
-    let cmd = Cmd::new("nix")
+    let mut cmd = Cmd::new("nix")
         .args(build_args(req))
         .timeout(req.settings.timeout)
         .capture_stdout()
         .stderr_filter(reporter_filter(reporter.clone()));
+    if let Some(cancel) = &req.cancel {
+        cmd = cmd.cancel_on(cancel.clone());
+    }
     let ticker = tokio::spawn(report_every(
         reporter,
         PROGRESS_EVERY,
@@ -344,6 +350,7 @@ mod tests {
             attribute: "nixosConfigurations.\"pi1\".config.system.build.toplevel",
             out_link: Path::new("/var/lib/homelab-agent/gcroots/candidate"),
             settings: &s,
+            cancel: None,
         };
         let args = build_args(&req);
         assert_eq!(

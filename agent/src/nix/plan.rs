@@ -333,10 +333,11 @@ pub async fn preview(req: &BuildRequest<'_>) -> Result<BuildPlan, BuildError> {
 }
 
 async fn dry_run(req: &BuildRequest<'_>) -> Result<BuildPlan, BuildError> {
-    let done = reading(Cmd::new("nix").args(dry_run_args(req)))
-        .timeout(req.settings.timeout)
-        .run()
-        .await;
+    let mut cmd = reading(Cmd::new("nix").args(dry_run_args(req))).timeout(req.settings.timeout);
+    if let Some(cancel) = &req.cancel {
+        cmd = cmd.cancel_on(cancel.clone());
+    }
+    let done = cmd.run().await;
     let done = match done {
         Ok(done) if done.status.success() => done,
         Ok(done) => return Err(super::classify(req, &done.status, &done.stderr_tail).await),

@@ -91,13 +91,23 @@ pub fn pause(
     duration: Option<Duration>,
     reason: Option<&str>,
 ) -> anyhow::Result<(Paused, Option<Paused>)> {
-    let mut state = store.load()?;
+    apply(store, new_pause(duration, reason))
+}
+
+/// A pause starting now.
+pub fn new_pause(duration: Option<Duration>, reason: Option<&str>) -> Paused {
     let now = SystemTime::now();
-    let paused = Paused {
+    Paused {
         since: humantime::format_rfc3339_seconds(now).to_string(),
         until: duration.map(|d| humantime::format_rfc3339_seconds(now + d).to_string()),
         reason: clean_reason(reason),
-    };
+    }
+}
+
+/// Records `paused` in the state (replacing a pause in force). The caller holds the lock.
+pub fn apply(store: &Store, paused: Paused) -> anyhow::Result<(Paused, Option<Paused>)> {
+    let mut state = store.load()?;
+    let now = SystemTime::now();
     let replaced = state.paused.take().filter(|p| p.active_at(now));
     state.paused = Some(paused.clone());
     store.save(&state)?;
@@ -130,3 +140,38 @@ pub fn describe(p: &Paused) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// A pause asked for while a run holds the lock (`pause` during a build): a file in the
+/// runtime directory that the run watches. The build stops at once and the run records
+/// the pause; a run that was activating (never interrupted) leaves it to the next run,
+/// which records it before anything else.
+pub const REQUEST_FILE: &str = "pause-request.json";
+
+/// Asks the run that holds the lock to pause.
+pub fn request(runtime_dir: &std::path::Path, paused: &Paused) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(paused).map_err(std::io::Error::other)?;
+    crate::state::write_atomic(&runtime_dir.join(REQUEST_FILE), &bytes)
+}
+
+/// Whether a pause was asked for (one stat, no read).
+pub fn requested(runtime_dir: &std::path::Path) -> bool {
+    runtime_dir.join(REQUEST_FILE).exists()
+}
+
+/// The pause asked for, taken (the file removed); none when there is none or it is
+/// unreadable (removed too: a damaged request never blocks the agent).
+pub fn take_request(runtime_dir: &std::path::Path) -> Option<Paused> {
+    let path = runtime_dir.join(REQUEST_FILE);
+    let read = crate::state::read_regular(
+        &path,
+        4096,
+        crate::state::Links::Refuse,
+        "a pause request has",
+    );
+    let paused = match read {
+        Ok(crate::state::Found::File(bytes)) => serde_json::from_slice(&bytes).ok(),
+        _ => None,
+    };
+    let _ = std::fs::remove_file(&path);
+    paused
+}

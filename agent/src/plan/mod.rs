@@ -161,6 +161,7 @@ pub async fn plan(settings: &Settings, opts: &Options) -> Result<Plan, PlanError
         attribute: &target.attribute,
         out_link: &out_link,
         settings: &settings.build,
+        cancel: None,
     };
     let build_error = |e: nix::BuildError| {
         PlanError::new(

@@ -200,3 +200,66 @@ fn a_pause_reason_with_terminal_escapes_is_shown_escaped() {
     assert!(!run.stderr().contains('\u{1b}'), "{:?}", run.stderr());
     assert_eq!(h.status()["paused"]["reason"], reason);
 }
+
+/// `pause` during a build (issue 21): the run that holds the lock is asked to pause; its
+/// build stops at once with everything it started, the run records the pause and ends
+/// (exit 0), and `pause` returns without waiting for the build. Nothing is blamed.
+#[test]
+fn pause_stops_a_running_build() {
+    use std::time::Instant;
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.bootstrap();
+    // A build that takes 300 s, marked so that its processes can be found.
+    let marker = format!("{}", 300 + (std::process::id() % 97));
+    h.host("pi1").content = "slow".into();
+    h.host("pi1").build = format!("build-sleep:{marker}");
+    let slow = h.commit("a slow build");
+    let mut run = h.command(&["run", "--once"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = h.status();
+        if s["running"]["phase"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("building"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never building: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2)); // the builder is running
+    let started = Instant::now();
+    let out = h.agent(&["pause", "--for", "1h", "moving the rack"]);
+    out.expect(0);
+    assert!(
+        out.stderr().contains("a run holds the lock (pid ")
+            && out
+                .stderr()
+                .contains("asked it to stop its build and pause"),
+        "{}",
+        out.stderr()
+    );
+    assert!(out.stdout().contains("moving the rack"), "{}", out.stdout());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "pause waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        run.wait().unwrap().code(),
+        Some(0),
+        "the run did not end as paused"
+    );
+    crate::support::assert_no_process(&format!("sleep {marker}"), "the stopped build's sleep");
+    let s = h.status();
+    assert_eq!(s["paused"]["reason"], "moving the rack", "{s}");
+    assert_eq!(s["head"]["commit"], slow.as_str());
+    assert!(s["bad_commit"].is_null(), "the commit was blamed: {s}");
+    assert_eq!(s["attention"][0]["kind"], "paused", "{s}");
+    assert_eq!(s["last_run"]["outcome"], "paused", "{s}");
+    // One pause, recorded once; no request left behind.
+    assert!(!h.path("runtime/pause-request.json").exists());
+}
