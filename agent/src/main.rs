@@ -337,8 +337,10 @@ fn unit_name(s: &str) -> Result<String, String> {
 /// Commands that only print (status, history, the man page, the demo...) end quietly when
 /// their reader goes away (`homelab-agent status | head -1`), as Unix tools do: SIGPIPE's
 /// default action, instead of Rust's ignored SIGPIPE and an `error: Broken pipe` or a
-/// panic from `println!`. Those that talk to the network or run a deployment keep it
-/// ignored, so a closed socket is an error they handle, never their death.
+/// panic from `println!`. Those that talk to the network, run a deployment or run at boot
+/// as a unit whose output is the journal's socket (verify-boot, the trial deadline, the
+/// U-Boot setup) keep it ignored: a closed socket is an error they handle, never their
+/// death (a trial deadline killed by a restarted journald would never reboot the trial).
 fn quiet_on_closed_pipe(command: &Command) {
     let prints_only = !matches!(
         command,
@@ -347,6 +349,8 @@ fn quiet_on_closed_pipe(command: &Command) {
             | Command::Rollback { .. }
             | Command::Trigger { .. }
             | Command::VerifyBoot { .. }
+            | Command::TrialDeadline { .. }
+            | Command::Bootloader { .. }
             | Command::Plan { .. }
             | Command::SourceCall { .. }
     );
