@@ -162,6 +162,10 @@ pub fn requested(runtime_dir: &std::path::Path) -> bool {
 /// unreadable (removed too: a damaged request never blocks the agent).
 pub fn take_request(runtime_dir: &std::path::Path) -> Option<Paused> {
     let path = runtime_dir.join(REQUEST_FILE);
+    // The common case, on every poll: nothing asked, one stat and nothing else.
+    if !path.exists() {
+        return None;
+    }
     let read = crate::state::read_regular(
         &path,
         4096,
