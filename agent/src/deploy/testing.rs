@@ -33,7 +33,7 @@ pub(super) fn on_test(state: &State, system: &str) -> bool {
     state
         .testing
         .as_ref()
-        .is_some_and(|t| live(t, Some(Path::new(system))))
+        .is_some_and(|t| t.live(Some(Path::new(system))))
 }
 
 impl Agent {
@@ -241,11 +241,4 @@ impl Agent {
 /// Names the testing branch in a failure's message (its kind is kept).
 fn on_branch(branch: &str, f: Failure) -> Failure {
     Failure::new(f.kind, format!("testing branch {branch}: {}", f.message))
-}
-
-/// The tested system, if it is still what runs (a reboot or a deployment replaces it).
-pub fn live(testing: &Testing, current: Option<&Path>) -> bool {
-    testing.outcome == Outcome::Tested
-        && testing.system.as_deref().map(Path::new) == current
-        && current.is_some()
 }
