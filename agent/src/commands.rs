@@ -602,9 +602,9 @@ pub async fn trial_deadline(config: Option<&Path>) -> u8 {
     let rebooter = crate::doors::reboot::Systemctl {
         program: settings.paths.systemctl.clone(),
     };
-    let outcome =
-        crate::reboot::deadline::watch(&settings, &rebooter, &crate::reboot::deadline::since())
-            .await;
+    let links = crate::doors::links::SystemLinks::new(&settings.paths);
+    let since = crate::reboot::deadline::since();
+    let outcome = crate::reboot::deadline::watch(&settings, &links, &rebooter, &since).await;
     match &outcome {
         crate::reboot::deadline::Outcome::NotATrial(why) => println!("nothing to watch: {why}"),
         crate::reboot::deadline::Outcome::Decided => println!("the trial boot was decided in time"),
@@ -623,7 +623,8 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if let Some(why) = crate::reboot::verify::started_by_activation(&settings) {
+    let links = crate::doors::links::SystemLinks::new(&settings.paths);
+    if let Some(why) = crate::reboot::verify::started_by_activation(&links) {
         // Started by `switch-to-configuration test` during a deployment (issue 20): the
         // deployment's run holds the lock and waits for this unit; nothing to verify.
         println!("nothing to verify: {why}");
