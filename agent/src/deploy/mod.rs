@@ -135,7 +135,7 @@ impl Agent {
             return Ok(exit);
         }
 
-        let target = match self.target(&mut state, &fetched) {
+        let target = match self.target(&mut state, &fetched).await {
             Ok(target) => target,
             Err(exit) => return Ok(exit),
         };

@@ -112,11 +112,19 @@ impl Agent {
         log::info!(commit = fetched.commit.as_str(); "building {commit} ({}) from {branch} for a test activation", fetched.subject);
         // Resolved, never remembered: only main's commits decide which host this
         // machine follows (target.rs).
-        let target =
-            match crate::pivot::resolve(&self.settings, state.pivot.as_ref(), &fetched.commit) {
-                Ok(target) => target,
-                Err(f) => return self.not_tried(None, Phase::Verify, on_branch(branch, f)),
-            };
+        let remembered = state.pivot.as_ref();
+        let source = self.doors.source.as_ref();
+        let target = match crate::pivot::resolve(
+            &self.settings,
+            remembered,
+            &fetched.commit,
+            source,
+        )
+        .await
+        {
+            Ok(target) => target,
+            Err(f) => return self.not_tried(None, Phase::Verify, on_branch(branch, f)),
+        };
         let system = match self
             .doors
             .builder

@@ -6,6 +6,7 @@
 //! | file             | door                                                           |
 //! |------------------|----------------------------------------------------------------|
 //! | `source.rs`      | [`Source`]: the user's repository                              |
+//! | `git.rs`         | the real [`Source`]s: git in this process, or in a child       |
 //! | `builder.rs`     | [`Builder`]: `nix build` of a host's toplevel                  |
 //! | `machine.rs`     | [`Machine`]: the live system, the profile, the switch          |
 //! | `health.rs`      | [`Health`]: the health checks                                  |
@@ -27,6 +28,7 @@ use std::pin::Pin;
 
 mod builder;
 pub mod fleetlock;
+pub mod git;
 mod health;
 pub mod links;
 mod machine;
