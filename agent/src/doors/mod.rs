@@ -10,7 +10,7 @@
 //! | `builder.rs`     | [`Builder`]: `nix build` of a host's toplevel                  |
 //! | `machine.rs`     | [`Machine`]: the live system, the profile, the switch          |
 //! | `health.rs`      | [`Health`]: the health checks                                  |
-//! | `real.rs`        | [`Real`]: the four above, for real; [`Doors`]: the bundle       |
+//! | `real.rs`        | [`Real`]: builder, machine, health; [`Doors`]: the bundle       |
 //! | `reboot.rs`      | [`reboot::Effects`]: the reboot side's bundle                  |
 //! | `slot.rs`        | [`slot::Slot`]: a FleetLock reboot slot                        |
 //! | `fleetlock.rs`   | the FleetLock client (the real [`slot::Slot`])                 |

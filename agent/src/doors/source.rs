@@ -1,5 +1,5 @@
-//! The Source door: the user's repository (the real one: [`super::Real`] over
-//! agent/src/source).
+//! The Source door: the user's repository (the real ones, git in this process or in
+//! the daemon's git child: `git.rs`, over agent/src/source).
 
 use crate::failure::{Failure, Kind};
 use crate::source::{self, Fetched};
