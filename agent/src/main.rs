@@ -268,17 +268,23 @@ Exit codes:\n  0   planned\n  1   the commit is not on the branch, would be refu
     /// as JSON on stdout (source/child.rs)
     #[command(hide = true)]
     SourceCall {
-        /// The call: head, fetch or verify
+        /// The call: head, fetch, verify or read
         what: String,
-        /// The agent's git cache (fetch, verify)
+        /// The agent's git cache (fetch, verify, read)
         #[arg(long)]
         cache: Option<PathBuf>,
         /// The call's deadline, in milliseconds
         #[arg(long)]
         timeout_ms: u64,
-        /// The commit to verify
+        /// The commit to verify or read from
         #[arg(long)]
         commit: Option<String>,
+        /// The file to read, its path in the commit (read)
+        #[arg(long)]
+        file: Option<String>,
+        /// The most bytes of it to read (read)
+        #[arg(long)]
+        max_bytes: Option<usize>,
         /// The downgrade floors, as JSON pairs [commit, where from] (verify)
         #[arg(long)]
         floors: Option<String>,
@@ -469,16 +475,23 @@ fn main() -> ExitCode {
                 cache,
                 timeout_ms,
                 commit,
+                file,
+                max_bytes,
                 floors,
                 branch,
                 config,
             } => {
+                let read = match (commit.clone(), file, max_bytes) {
+                    (Some(c), Some(p), Some(m)) => Some((c, p, m)),
+                    _ => None,
+                };
                 let verify = commit.zip(floors);
                 commands::source_call(
                     pick(config).as_deref(),
                     &what,
                     cache,
                     verify,
+                    read,
                     branch,
                     timeout_ms,
                 )

@@ -113,6 +113,15 @@ pub struct Testing {
     pub at: String,
 }
 
+impl Testing {
+    /// The tested system, if it is still what runs (a reboot or a deployment replaces it).
+    pub fn live(&self, current: Option<&std::path::Path>) -> bool {
+        self.outcome == Outcome::Tested
+            && self.system.as_deref().map(std::path::Path::new) == current
+            && current.is_some()
+    }
+}
+
 /// A damaged or lost state record, as a load found it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Damage {

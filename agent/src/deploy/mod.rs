@@ -43,7 +43,6 @@ use crate::state::{IntentKind, Outcome, Phase, Pinned, Run, State, Store};
 pub use crate::doors::Doors;
 use activate::{Back, Ending, Plan};
 pub use recover::MAX_INTERRUPTIONS;
-pub use testing::live as testing_live;
 
 /// How a run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +135,7 @@ impl Agent {
             return Ok(exit);
         }
 
-        let target = match self.target(&mut state, &fetched) {
+        let target = match self.target(&mut state, &fetched).await {
             Ok(target) => target,
             Err(exit) => return Ok(exit),
         };
@@ -358,7 +357,4 @@ impl Agent {
     }
 }
 
-/// The first 8 characters of a commit id, for messages.
-pub fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(8)]
-}
+pub use crate::model::commit::short;

@@ -33,7 +33,7 @@ pub(super) fn on_test(state: &State, system: &str) -> bool {
     state
         .testing
         .as_ref()
-        .is_some_and(|t| live(t, Some(Path::new(system))))
+        .is_some_and(|t| t.live(Some(Path::new(system))))
 }
 
 impl Agent {
@@ -112,11 +112,19 @@ impl Agent {
         log::info!(commit = fetched.commit.as_str(); "building {commit} ({}) from {branch} for a test activation", fetched.subject);
         // Resolved, never remembered: only main's commits decide which host this
         // machine follows (target.rs).
-        let target =
-            match crate::pivot::resolve(&self.settings, state.pivot.as_ref(), &fetched.commit) {
-                Ok(target) => target,
-                Err(f) => return self.not_tried(None, Phase::Verify, on_branch(branch, f)),
-            };
+        let remembered = state.pivot.as_ref();
+        let source = self.doors.source.as_ref();
+        let target = match crate::pivot::resolve(
+            &self.settings,
+            remembered,
+            &fetched.commit,
+            source,
+        )
+        .await
+        {
+            Ok(target) => target,
+            Err(f) => return self.not_tried(None, Phase::Verify, on_branch(branch, f)),
+        };
         let system = match self
             .doors
             .builder
@@ -241,11 +249,4 @@ impl Agent {
 /// Names the testing branch in a failure's message (its kind is kept).
 fn on_branch(branch: &str, f: Failure) -> Failure {
     Failure::new(f.kind, format!("testing branch {branch}: {}", f.message))
-}
-
-/// The tested system, if it is still what runs (a reboot or a deployment replaces it).
-pub fn live(testing: &Testing, current: Option<&Path>) -> bool {
-    testing.outcome == Outcome::Tested
-        && testing.system.as_deref().map(Path::new) == current
-        && current.is_some()
 }

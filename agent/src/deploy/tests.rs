@@ -61,6 +61,8 @@ struct World {
     losing: Vec<(PathBuf, Vec<crate::system::reach::Lost>)>,
     /// The downgrade floors each trust check was given, in order.
     floors: Vec<Vec<crate::trust::Floor>>,
+    /// The agent's cache, where map mode's files are read from (a real bare repository).
+    cache: PathBuf,
 }
 
 struct Fake {
@@ -92,6 +94,16 @@ fn dead<'a, T: 'a>() -> Fut<'a, T> {
 }
 
 impl Source for F {
+    fn read_file<'a>(
+        &'a self,
+        commit: &'a str,
+        file: &'a str,
+        max: usize,
+    ) -> Fut<'a, Result<Option<String>, Failure>> {
+        self.call(format!("read {file}"));
+        let cache = self.world.borrow().cache.clone();
+        Box::pin(async move { crate::source::blob::read(&cache, commit, file, max) })
+    }
     fn head(&self) -> Fut<'_, Result<String, Failure>> {
         self.call("head".into());
         let w = self.world.borrow();
@@ -311,7 +323,9 @@ fn sys(name: &str) -> PathBuf {
 
 impl Bench {
     fn new() -> Bench {
+        let dir = tempfile::tempdir().unwrap();
         let world = World {
+            cache: dir.path().join("state/cache.git"),
             current: Some(sys("s0")),
             generations: vec![sys("s0")],
             profile: Some(1),
@@ -322,7 +336,7 @@ impl Bench {
                 world: RefCell::new(world),
                 died: Notify::new(),
             }),
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             source_extra: String::new(),
         }
     }

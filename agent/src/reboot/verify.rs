@@ -34,11 +34,11 @@ use crate::config::Settings;
 use crate::doors::{Health, Machine};
 use crate::logging::message_id;
 use crate::state::{self, Deployed, Outcome, Phase, Run, State, Store};
-use crate::system::{self, profile, switch::Action};
+use crate::system::{profile, switch::Action};
 
 use super::policy::rfc3339;
 use super::record::{self, Boot, Fallback, Record};
-use crate::doors::reboot::Effects;
+use crate::doors::reboot::{Effects, Links};
 
 /// The marker: verify-boot already ran in this boot.
 pub const MARKER: &str = "boot-verified";
@@ -89,12 +89,8 @@ pub struct BootDoors<'a> {
 /// (the running system is not the booted one), so `switch-to-configuration` started the
 /// unit, and there is nothing to verify (issue 20). Checked before the run lock: the run
 /// that holds it is the one whose activation started us.
-pub fn started_by_activation(settings: &Settings) -> Option<String> {
-    let p = &settings.paths;
-    let (Some(booted), Some(current)) = (
-        system::resolve(&p.booted_system),
-        system::resolve(&p.current_system),
-    ) else {
+pub fn started_by_activation(links: &dyn Links) -> Option<String> {
+    let (Some(booted), Some(current)) = (links.booted(), links.current()) else {
         return None;
     };
     (booted != current).then(|| {
@@ -112,7 +108,8 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
     if marker.exists() {
         return Verdict::AlreadyDone;
     }
-    if let Some(why) = started_by_activation(settings) {
+    let links = &*doors.effects.links;
+    if let Some(why) = started_by_activation(links) {
         // No marker: the boot's own verification (if it has not run yet) still runs.
         return Verdict::Nothing(why);
     }
@@ -124,13 +121,13 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
             ))
         }
     };
-    let Some(booted) = system::resolve(&p.booted_system) else {
+    let Some(booted) = links.booted() else {
         mark(&marker);
         return Verdict::Nothing(format!("{} does not exist", p.booted_system.display()));
     };
     let shown = booted.display().to_string();
     let default = doors.machine.profile();
-    let generation = generation_of(&p.profile, &booted);
+    let generation = generation_of(links, &booted);
     log::info!(
         message_id = message_id::BOOTED, system = shown.as_str();
         "booted {shown} (generation {})", generation.map_or("?".into(), |g| g.to_string())
@@ -234,8 +231,9 @@ fn mark(marker: &Path) {
 }
 
 /// The newest generation of the profile whose system is `system`.
-fn generation_of(profile: &Path, system: &Path) -> Option<u32> {
-    profile::list(profile)
+fn generation_of(links: &dyn Links, system: &Path) -> Option<u32> {
+    links
+        .generations()
         .into_iter()
         .rev()
         .find(|g| g.system == system)
@@ -292,8 +290,8 @@ async fn check(
         return Verdict::LoopBroken;
     }
     // Only ever to the last generation that booted and verified here.
-    let Some(previous) =
-        last_verified_generation(settings, record).filter(|g| g.system.to_string_lossy() != booted)
+    let Some(previous) = last_verified_generation(&*doors.effects.links, record)
+        .filter(|g| g.system.to_string_lossy() != booted)
     else {
         boot.detail = format!(
             "health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back\nhint: look at the machine (journalctl -b); `sudo homelab-agent rollback` goes back to the previous generation"
@@ -354,9 +352,10 @@ async fn check(
 }
 
 /// The profile's newest generation of the last verified system, if it is still there.
-fn last_verified_generation(settings: &Settings, record: &Record) -> Option<profile::Generation> {
+fn last_verified_generation(links: &dyn Links, record: &Record) -> Option<profile::Generation> {
     let system = record.last_verified()?;
-    profile::list(&settings.paths.profile)
+    links
+        .generations()
         .into_iter()
         .rev()
         .find(|g| g.system == Path::new(system))
@@ -400,7 +399,7 @@ async fn trial_boot(
         // The boot default never moved: it is the last verified generation, and the
         // reboot boots it. Made sure of when the record names another one.
         let default = doors.machine.profile();
-        let back = last_verified_generation(settings, record).or(default.clone());
+        let back = last_verified_generation(&*doors.effects.links, record).or(default.clone());
         let Some(back) = back else {
             boot.detail = format!("the trial boot failed its health checks ({why}) and there is no boot default to go back to");
             return Verdict::Failed(boot.detail.clone());

@@ -9,6 +9,7 @@ mod daemon_git;
 mod deploy;
 mod http_checks;
 mod killpoints;
+mod layers;
 mod locked_inputs;
 mod memory;
 mod metrics;
