@@ -19,6 +19,7 @@
 //! | [`metrics`]     | Prometheus textfile metrics, written only when a value changed    |
 //! | [`pause`]       | the operator's maintenance pause (`pause`, `resume`)              |
 //! | [`plan`]        | `plan [COMMIT]`: what a commit would do here, without touching it |
+//! | [`publish`]     | `publish`: a workstation's prebuilt systems and their signed manifest |
 //! | [`status`]      | `status` / `history` view model and rendering                     |
 //! | [`commands`]    | one function per CLI command, returning an exit code              |
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
@@ -48,6 +49,7 @@ pub mod pause;
 pub mod pivot;
 pub mod plan;
 pub mod process;
+pub mod publish;
 pub mod reboot;
 pub mod runtime;
 pub mod source;

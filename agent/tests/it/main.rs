@@ -18,6 +18,7 @@ mod pause;
 mod pivot;
 mod plan;
 mod progress;
+mod publish;
 mod push_trigger;
 mod reboots;
 mod redirects;
