@@ -10,6 +10,7 @@
 //! | [`pivot`]       | map mode: which host a generic-image machine is (serial, MAC, file) |
 //! | [`system`]      | the system profile, `switch-to-configuration`, reboot-required    |
 //! | [`trust`]       | signed heads and no silent downgrade, before anything is built    |
+//! | [`prebuilt`]    | signed manifests of systems built elsewhere, fetched not evaluated |
 //! | [`health`]      | health checks and the wait-until-healthy policy                   |
 //! | [`deploy`]      | **the deploy cycle**, rollback, crash recovery, the testing branch |
 //! | [`reboot`]      | reboot policy, FleetLock, boot verification and fallback          |
@@ -48,6 +49,7 @@ pub mod oom_kills;
 pub mod pause;
 pub mod pivot;
 pub mod plan;
+pub mod prebuilt;
 pub mod process;
 pub mod publish;
 pub mod reboot;
