@@ -718,21 +718,6 @@ pub async fn plan(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_daemon_naps_until_the_poll_a_pause_check_or_just_past_a_pause() {
-        let s = Duration::from_secs;
-        assert_eq!(nap(s(3600), None), PAUSE_CHECK);
-        assert_eq!(nap(s(10), None), s(10));
-        assert_eq!(nap(s(3600), Some(s(5))), s(6));
-        assert_eq!(nap(s(3600), Some(Duration::MAX)), PAUSE_CHECK);
-        assert_eq!(nap(s(2), Some(s(5))), s(2));
-    }
-}
-
 /// `publish`: build, copy, sign and publish one commit's systems (docs/prebuilt.md).
 pub async fn publish(request: &crate::publish::Request, json: bool) -> u8 {
     match crate::publish::publish(request).await {
@@ -755,5 +740,20 @@ pub async fn publish(request: &crate::publish::Request, json: bool) -> u8 {
             );
             e.kind().exit_code()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_naps_until_the_poll_a_pause_check_or_just_past_a_pause() {
+        let s = Duration::from_secs;
+        assert_eq!(nap(s(3600), None), PAUSE_CHECK);
+        assert_eq!(nap(s(10), None), s(10));
+        assert_eq!(nap(s(3600), Some(s(5))), s(6));
+        assert_eq!(nap(s(3600), Some(Duration::MAX)), PAUSE_CHECK);
+        assert_eq!(nap(s(2), Some(s(5))), s(2));
     }
 }

@@ -5,7 +5,7 @@
 //! fetch and push use the `git` command, so the publisher's own remotes, credential
 //! helpers and ssh configuration apply.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use git2::{ObjectType, Oid, Repository};
@@ -14,8 +14,7 @@ use super::sign::Signature;
 use super::PublishError;
 use crate::process::Cmd;
 
-/// The directory on the branch that holds the manifests.
-pub const DIR: &str = "prebuilt";
+use crate::prebuilt::manifest::DIR;
 /// Where the remote's tip is fetched to (never a branch the publisher uses).
 const TIP_REF: &str = "refs/homelab-agent/publish-tip";
 /// A listing of one ref is small; a push's porcelain report too.
@@ -36,6 +35,14 @@ fn git_failed(what: impl Into<String>, detail: impl std::fmt::Display) -> Publis
         what: what.into(),
         detail: detail.to_string(),
     }
+}
+
+/// The repository's absolute directory (its work tree, or the bare repository itself):
+/// what the flake reference names, wherever publish was started.
+pub fn directory(repo: &Path) -> Result<PathBuf, PublishError> {
+    let r = open(repo)?;
+    let dir = r.workdir().unwrap_or_else(|| r.path());
+    std::fs::canonicalize(dir).map_err(|e| git_failed(format!("reading {}", dir.display()), e))
 }
 
 /// The full id of the commit `rev` names (default `HEAD`).
@@ -132,7 +139,11 @@ pub fn commit_manifest(
         .map(|t| Oid::from_str(t).and_then(|o| r.find_commit(o)))
         .transpose()
         .map_err(fail)?;
-    let root = parent.as_ref().map(|p| p.tree()).transpose().map_err(fail)?;
+    let root = parent
+        .as_ref()
+        .map(|p| p.tree())
+        .transpose()
+        .map_err(fail)?;
     let existing_dir = match &root {
         Some(tree) => match tree.get_name(DIR) {
             Some(entry) if entry.kind() == Some(ObjectType::Tree) => {
@@ -173,16 +184,16 @@ pub fn commit_manifest(
 
 /// Points the local branch at `new`. Refused when the branch is checked out (its work
 /// tree would no longer match it).
-pub fn set_local(
-    repo: &Path,
-    branch: &str,
-    new: &str,
-    _tip: Option<&str>,
-) -> Result<(), PublishError> {
+pub fn set_local(repo: &Path, branch: &str, new: &str) -> Result<(), PublishError> {
     crate::config::validate_branch(branch).map_err(|m| git_failed("using the branch name", m))?;
     let r = open(repo)?;
     let name = format!("refs/heads/{branch}");
-    if r.head().ok().and_then(|h| h.name().map(str::to_string)).as_deref() == Some(&name) {
+    if r.head()
+        .ok()
+        .and_then(|h| h.name().map(str::to_string))
+        .as_deref()
+        == Some(&name)
+    {
         return Err(git_failed(
             format!("updating the branch {branch}"),
             "it is checked out here: switch to another branch first (publish never touches a work tree)",
@@ -222,7 +233,11 @@ pub async fn push(
     }
     Err(git_failed(
         format!("pushing {branch} to {remote}"),
-        format!("git push failed ({}):\n{}", done.status, done.stderr_tail.trim_end()),
+        format!(
+            "git push failed ({}):\n{}",
+            done.status,
+            done.stderr_tail.trim_end()
+        ),
     ))
 }
 
@@ -243,8 +258,12 @@ mod tests {
     fn repo_with_commit(dir: &Path) -> (Repository, String) {
         let r = Repository::init(dir).unwrap();
         let sig = git2::Signature::now("t", "t@example.org").unwrap();
-        let tree = r.find_tree(r.treebuilder(None).unwrap().write().unwrap()).unwrap();
-        let id = r.commit(Some("HEAD"), &sig, &sig, "one", &tree, &[]).unwrap();
+        let tree = r
+            .find_tree(r.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
+        let id = r
+            .commit(Some("HEAD"), &sig, &sig, "one", &tree, &[])
+            .unwrap();
         drop(tree);
         (r, id.to_string())
     }
@@ -261,18 +280,40 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (r, c1) = repo_with_commit(t.path());
         assert_eq!(resolve(t.path(), None).unwrap(), c1);
-        let ssh = Signature { text: "ssh sig".into(), extension: "sig" };
-        let gpg = Signature { text: "gpg sig".into(), extension: "asc" };
+        let dir = directory(&t.path().join(".git")).unwrap();
+        assert_eq!(
+            dir,
+            t.path().canonicalize().unwrap(),
+            "the work tree, absolute"
+        );
+        let ssh = Signature {
+            text: "ssh sig".into(),
+            extension: "sig",
+        };
+        let gpg = Signature {
+            text: "gpg sig".into(),
+            extension: "asc",
+        };
         let b1 = commit_manifest(t.path(), None, &c1, "{}", &ssh).unwrap();
-        assert_eq!(files(&r, &b1), [format!("{c1}.json"), format!("{c1}.json.sig")]);
+        assert_eq!(
+            files(&r, &b1),
+            [format!("{c1}.json"), format!("{c1}.json.sig")]
+        );
         let other = "0".repeat(40);
         let b2 = commit_manifest(t.path(), Some(&b1), &other, "{}", &ssh).unwrap();
         assert_eq!(files(&r, &b2).len(), 4, "the first manifest is kept");
         let b3 = commit_manifest(t.path(), Some(&b2), &c1, "{\"x\":1}", &gpg).unwrap();
         let names = files(&r, &b3);
         assert!(names.contains(&format!("{c1}.json.asc")), "{names:?}");
-        assert!(!names.contains(&format!("{c1}.json.sig")), "stale ssh signature kept: {names:?}");
-        let parent = r.find_commit(Oid::from_str(&b3).unwrap()).unwrap().parent_id(0).unwrap();
+        assert!(
+            !names.contains(&format!("{c1}.json.sig")),
+            "stale ssh signature kept: {names:?}"
+        );
+        let parent = r
+            .find_commit(Oid::from_str(&b3).unwrap())
+            .unwrap()
+            .parent_id(0)
+            .unwrap();
         assert_eq!(parent.to_string(), b2);
     }
 
@@ -281,12 +322,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (r, c1) = repo_with_commit(t.path());
         let head = r.head().unwrap().shorthand().unwrap().to_string();
-        let sig = Signature { text: "s".into(), extension: "sig" };
+        let sig = Signature {
+            text: "s".into(),
+            extension: "sig",
+        };
         let b1 = commit_manifest(t.path(), None, &c1, "{}", &sig).unwrap();
-        let e = set_local(t.path(), &head, &b1, None).unwrap_err().to_string();
+        let e = set_local(t.path(), &head, &b1).unwrap_err().to_string();
         assert!(e.contains("checked out here"), "{e}");
-        set_local(t.path(), "homelab-prebuilt", &b1, None).unwrap();
-        assert_eq!(local_tip(t.path(), "homelab-prebuilt").unwrap().as_deref(), Some(b1.as_str()));
+        set_local(t.path(), "homelab-prebuilt", &b1).unwrap();
+        assert_eq!(
+            local_tip(t.path(), "homelab-prebuilt").unwrap().as_deref(),
+            Some(b1.as_str())
+        );
         assert_eq!(local_tip(t.path(), "nothing-here").unwrap(), None);
     }
 
@@ -303,7 +350,8 @@ mod tests {
     fn porcelain_rejections_are_read_by_their_flag() {
         let out = "To /srv/git/homelab.git\n!\tabc:refs/heads/homelab-prebuilt\t[rejected] (fetch first)\nDone\n";
         assert_eq!(rejected(out).as_deref(), Some("[rejected] (fetch first)"));
-        let ok = "To /srv/git/homelab.git\n*\tabc:refs/heads/homelab-prebuilt\t[new branch]\nDone\n";
+        let ok =
+            "To /srv/git/homelab.git\n*\tabc:refs/heads/homelab-prebuilt\t[new branch]\nDone\n";
         assert_eq!(rejected(ok), None);
     }
 
@@ -311,10 +359,15 @@ mod tests {
     async fn an_option_is_never_taken_for_a_remote() {
         let t = tempfile::tempdir().unwrap();
         repo_with_commit(t.path());
-        let e = fetch_tip(t.path(), "--upload-pack=touch /tmp/x", "homelab-prebuilt", GIT_TIMEOUT)
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = fetch_tip(
+            t.path(),
+            "--upload-pack=touch /tmp/x",
+            "homelab-prebuilt",
+            GIT_TIMEOUT,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("starts with '-'"), "{e}");
     }
 }

@@ -80,7 +80,14 @@ pub async fn host_names(flake: &str, timeout: Duration) -> Result<Vec<String>, P
         .timeout(after)
         .run_ok()
         .await
-        .map_err(|e| failed(e, "the evaluation of nixosConfigurations", commit_of(flake), after))?;
+        .map_err(|e| {
+            failed(
+                e,
+                "the evaluation of nixosConfigurations",
+                commit_of(flake),
+                after,
+            )
+        })?;
     let names: Vec<String> =
         serde_json::from_str(done.stdout.trim()).map_err(|e| PublishError::Output {
             what: "nix eval --json",
@@ -205,13 +212,18 @@ mod tests {
                        {"drvPath":"/nix/store/b.drv","outputs":{"out":"/nix/store/bbb-nixos-system-pi2"}}]"#;
         assert_eq!(
             parse_outs(json, 2).unwrap(),
-            ["/nix/store/aaa-nixos-system-pi1", "/nix/store/bbb-nixos-system-pi2"]
+            [
+                "/nix/store/aaa-nixos-system-pi1",
+                "/nix/store/bbb-nixos-system-pi2"
+            ]
         );
         let e = parse_outs(json, 3).unwrap_err().to_string();
         assert!(e.contains("2 results for 3 systems"), "{e}");
         let e = parse_outs("{}", 1).unwrap_err().to_string();
         assert!(e.contains("not a JSON array"), "{e}");
-        let e = parse_outs(r#"[{"outputs":{}}]"#, 1).unwrap_err().to_string();
+        let e = parse_outs(r#"[{"outputs":{}}]"#, 1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no outputs.out"), "{e}");
     }
 
@@ -231,10 +243,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_host_name_is_refused_before_nix_runs() {
-        let e = build("git+file:///x?rev=1", &["pi1".into(), "../etc".into()], Duration::from_secs(1))
-            .await
-            .unwrap_err();
-        assert!(matches!(e, PublishError::BadHost(ref h) if h == "../etc"), "{e}");
+        let e = build(
+            "git+file:///x?rev=1",
+            &["pi1".into(), "../etc".into()],
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e, PublishError::BadHost(ref h) if h == "../etc"),
+            "{e}"
+        );
         assert!(e.to_string().contains("not a host name"), "{e}");
     }
 }

@@ -20,9 +20,11 @@ use std::time::Duration;
 
 pub use error::PublishError;
 
+use crate::prebuilt::manifest::{Manifest, StorePath};
+
 /// The branch the manifests live on unless `--branch` says otherwise (the agent's
 /// `[prebuilt] branch` default).
-pub const DEFAULT_BRANCH: &str = "homelab-prebuilt";
+pub use crate::prebuilt::manifest::DEFAULT_BRANCH;
 /// How often a push that lost a race is tried again, each time on the new tip.
 const PUSH_ATTEMPTS: usize = 3;
 
@@ -80,7 +82,8 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
 /// copied: a manifest never names a path the cache does not have.
 pub async fn publish(req: &Request) -> Result<Published, PublishError> {
     let commit = branch::resolve(&req.repo, req.commit.as_deref())?;
-    let flake = build::flake(&req.repo, &commit);
+    sign::check(&req.signer).await?;
+    let flake = build::flake(&branch::directory(&req.repo)?, &commit);
     let hosts = if req.hosts.is_empty() {
         build::host_names(&flake, req.timeout).await?
     } else {
@@ -90,12 +93,21 @@ pub async fn publish(req: &Request) -> Result<Published, PublishError> {
     let paths: Vec<&str> = built.values().map(String::as_str).collect();
     build::copy(&req.to, &paths, req.timeout).await?;
 
-    let manifest = crate::prebuilt::manifest::Manifest::new(
-        &commit,
-        jiff::Timestamp::now(),
-        built.clone(),
-    );
-    let text = manifest.to_json();
+    let mut systems = BTreeMap::new();
+    for (host, path) in &built {
+        let path = StorePath::parse(path).map_err(|detail| PublishError::Output {
+            what: "nix build --json",
+            detail: format!("{host}: {detail}"),
+        })?;
+        systems.insert(host.clone(), path);
+    }
+    let manifest = Manifest::new(&commit, jiff::Timestamp::now(), systems).map_err(|e| {
+        PublishError::Output {
+            what: "the manifest",
+            detail: e.to_string(),
+        }
+    })?;
+    let text = String::from_utf8(manifest.to_canonical()).expect("JSON is UTF-8");
     let signature = sign::sign(&req.signer, &text).await?;
 
     let mut attempt = 0;
@@ -106,7 +118,7 @@ pub async fn publish(req: &Request) -> Result<Published, PublishError> {
             None => branch::local_tip(&req.repo, &req.branch)?,
         };
         let new = branch::commit_manifest(&req.repo, tip.as_deref(), &commit, &text, &signature)?;
-        branch::set_local(&req.repo, &req.branch, &new, tip.as_deref())?;
+        branch::set_local(&req.repo, &req.branch, &new)?;
         let Some(remote) = &req.remote else {
             break (new, None);
         };

@@ -6,9 +6,7 @@ use std::time::Duration;
 use super::{PublishError, Signer};
 use crate::process::{Cmd, CmdError};
 
-/// The ssh signature namespace of manifests: a signature made for a git commit (`git`)
-/// or a file (`file`) is never taken for a manifest, nor the other way round.
-pub const NAMESPACE: &str = "homelab-prebuilt";
+use crate::prebuilt::manifest::NAMESPACE;
 /// A signer waiting on a hardware key or a pinentry gets this long.
 const SIGN_TIMEOUT: Duration = Duration::from_secs(300);
 /// A signature is a few hundred bytes; this is far above any.
@@ -20,6 +18,31 @@ pub struct Signature {
     pub text: String,
     /// `sig` (ssh) or `asc` (gpg, armored).
     pub extension: &'static str,
+}
+
+/// Checks that the signer can sign before anything is built (a build can take hours):
+/// the ssh key file opens, or gpg has the secret key.
+pub async fn check(signer: &Signer) -> Result<(), PublishError> {
+    match signer {
+        Signer::Ssh { key } => std::fs::File::open(key)
+            .map(drop)
+            .map_err(|e| sign_failed(signer, format!("cannot open {}: {e}", key.display()))),
+        Signer::Gpg { key_id } => Cmd::new("gpg")
+            .args(["--batch", "--list-secret-keys", "--"])
+            .arg(key_id)
+            .timeout(SIGN_TIMEOUT)
+            .keep_stderr_lines(5)
+            .run_ok()
+            .await
+            .map(drop)
+            .map_err(|e| match e {
+                CmdError::NotFound { program } => PublishError::Tool {
+                    program,
+                    problem: "it is not on PATH".into(),
+                },
+                other => sign_failed(signer, format!("gpg has no secret key for it: {other}")),
+            }),
+    }
 }
 
 /// Signs `manifest` (the exact bytes that are committed).
@@ -44,7 +67,13 @@ pub async fn sign(signer: &Signer, manifest: &str) -> Result<Signature, PublishE
             let out = dir.path().join("manifest.json.asc");
             (
                 Cmd::new("gpg")
-                    .args(["--batch", "--yes", "--armor", "--detach-sign", "--local-user"])
+                    .args([
+                        "--batch",
+                        "--yes",
+                        "--armor",
+                        "--detach-sign",
+                        "--local-user",
+                    ])
                     .arg(key_id)
                     .arg("--output")
                     .arg(&out)
@@ -74,7 +103,12 @@ pub async fn sign(signer: &Signer, manifest: &str) -> Result<Signature, PublishE
         Ok(crate::state::Found::Wrong(why)) => {
             return Err(sign_failed(signer, format!("its signature file {why}")))
         }
-        Err(e) => return Err(sign_failed(signer, format!("cannot read its signature: {e}"))),
+        Err(e) => {
+            return Err(sign_failed(
+                signer,
+                format!("cannot read its signature: {e}"),
+            ))
+        }
     };
     Ok(Signature { text, extension })
 }

@@ -31,7 +31,10 @@ fn cache_key(dir: &Path) -> (PathBuf, String) {
         .output()
         .unwrap();
     assert!(public.status.success(), "{public:?}");
-    (secret, String::from_utf8(public.stdout).unwrap().trim().to_string())
+    (
+        secret,
+        String::from_utf8(public.stdout).unwrap().trim().to_string(),
+    )
 }
 
 fn publish(h: &Harness, args: &[&str]) -> Run {
@@ -65,7 +68,7 @@ fn on_branch(bare: &Path, path: &str) -> Option<String> {
 }
 
 fn ready() -> bool {
-    nix_available() && require("ssh-keygen") && require("git")
+    nix_available() && crate::trust::ssh_tools() && require("git")
 }
 
 struct Setup {
@@ -175,7 +178,10 @@ fn publish_builds_every_host_copies_them_signed_and_pushes_an_ssh_signed_manifes
             .success()
     };
     assert!(verify("homelab-prebuilt"));
-    assert!(!verify("git"), "a manifest signature must not pass as a commit's");
+    assert!(
+        !verify("git"),
+        "a manifest signature must not pass as a commit's"
+    );
 
     // A second commit is published on top: the first manifest stays.
     let mut h = s.h;
@@ -195,14 +201,24 @@ fn publish_builds_every_host_copies_them_signed_and_pushes_an_ssh_signed_manifes
         ],
     )
     .expect(0);
-    assert!(on_branch(&s.bare, &name).is_some(), "the first manifest was lost");
+    assert!(
+        on_branch(&s.bare, &name).is_some(),
+        "the first manifest was lost"
+    );
     let text = on_branch(&s.bare, &format!("prebuilt/{second}.json")).unwrap();
     let manifest: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
-        manifest["hosts"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        manifest["hosts"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
         ["pi1"]
     );
-    let log = git_out(&s.bare, &["log", "--format=%s", "refs/heads/homelab-prebuilt"]);
+    let log = git_out(
+        &s.bare,
+        &["log", "--format=%s", "refs/heads/homelab-prebuilt"],
+    );
     assert_eq!(log.lines().count(), 2, "{log}");
 }
 
@@ -225,9 +241,22 @@ fn publish_signs_with_gpg_and_gpgv_verifies_it() {
         assert!(out.status.success(), "gpg {args:?}: {out:?}");
         out.stdout
     };
-    gpg(&["--quick-gen-key", "CI <ci@example.org>", "ed25519", "sign", "never"]);
+    gpg(&[
+        "--quick-gen-key",
+        "CI <ci@example.org>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
     let run = Command::new(BIN)
-        .args(["publish", "--to", &s.url, "--gpg-key", "ci@example.org", "--no-push"])
+        .args([
+            "publish",
+            "--to",
+            &s.url,
+            "--gpg-key",
+            "ci@example.org",
+            "--no-push",
+        ])
         .arg("--repo")
         .arg(&s.h.repo)
         .env("NIX_CONFIG", NIX_CONFIG)
@@ -260,7 +289,11 @@ fn publish_signs_with_gpg_and_gpgv_verifies_it() {
     std::fs::write(&keyring, gpg(&["--export"])).unwrap();
     // git_out trims; the signed bytes end with a newline.
     std::fs::write(dir.join("m"), format!("{}\n", show(&name))).unwrap();
-    std::fs::write(dir.join("m.asc"), format!("{}\n", show(&format!("{name}.asc")))).unwrap();
+    std::fs::write(
+        dir.join("m.asc"),
+        format!("{}\n", show(&format!("{name}.asc"))),
+    )
+    .unwrap();
     let ok = Command::new("gpgv")
         .arg("--keyring")
         .arg(&keyring)
@@ -294,7 +327,10 @@ fn a_commit_that_fails_to_evaluate_publishes_nothing() {
     );
     run.expect(1);
     let err = run.stderr();
-    assert!(err.contains(&format!("the build failed for commit {commit}")), "{err}");
+    assert!(
+        err.contains(&format!("the build failed for commit {commit}")),
+        "{err}"
+    );
     assert!(err.contains("deliberate eval error in pi2"), "{err}");
     assert!(err.contains("hint: fix the commit"), "{err}");
     assert!(
@@ -324,23 +360,129 @@ fn bad_publish_arguments_say_what_to_give() {
     let out = plain(&["publish", "--to", "file:///tmp/x"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--ssh-key") && err.contains("--gpg-key"), "{err}");
+    assert!(
+        err.contains("--ssh-key") && err.contains("--gpg-key"),
+        "{err}"
+    );
     // A config file is for agents.
-    let out = plain(&["--config", "/etc/x.toml", "publish", "--to", "file:///tmp/x", "--ssh-key", "k"]);
+    let out = plain(&[
+        "--config",
+        "/etc/x.toml",
+        "publish",
+        "--to",
+        "file:///tmp/x",
+        "--ssh-key",
+        "k",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("uses no config file"));
     // Not a repository: the configuration's fault, with the path.
     let out = plain(&[
-        "publish", "--to", "file:///tmp/x", "--ssh-key", "k", "--repo", "/nonexistent/repo",
+        "publish",
+        "--to",
+        "file:///tmp/x",
+        "--ssh-key",
+        "k",
+        "--repo",
+        "/nonexistent/repo",
     ]);
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent/repo") && err.contains("hint: give --repo"), "{err}");
+    assert!(
+        err.contains("/nonexistent/repo") && err.contains("hint: give --repo"),
+        "{err}"
+    );
     // A revision that is not there (the empty repository has none).
-    let out = plain(&["publish", "--to", "file:///tmp/x", "--ssh-key", "k", "--commit", "v9"]);
+    let out = plain(&[
+        "publish",
+        "--to",
+        "file:///tmp/x",
+        "--ssh-key",
+        "k",
+        "--commit",
+        "v9",
+    ]);
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"v9\""));
+    // A signing key that is not there is found before anything is built.
+    h.commit("one");
+    let started = std::time::Instant::now();
+    let out = plain(&[
+        "publish",
+        "--to",
+        "file:///tmp/x",
+        "--ssh-key",
+        "/nonexistent/key",
+    ]);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the ssh key /nonexistent/key") && err.contains("cannot open"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "it built first"
+    );
     // A timeout out of range.
     let out = plain(&["publish", "--to", "x", "--ssh-key", "k", "--timeout", "0s"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_rejected_push_is_tried_again_on_the_new_tip() {
+    if !ready() {
+        return;
+    }
+    let s = setup();
+    let key = s.h.path("publisher");
+    ssh_keygen(&key);
+    // Another publisher wins the race: the remote's first push attempt is refused after
+    // the branch moved on (what a non-fast-forward looks like from here: flag `!`).
+    let hook = s.bare.join("hooks/pre-receive");
+    let count = s.h.path("pushes");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho x >> {c}\n[ $(wc -l < {c}) -gt 1 ] || {{ echo 'someone else pushed' >&2; exit 1; }}\n",
+            c = count.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    publish(
+        &s.h,
+        &[
+            "--to",
+            &s.url,
+            "--ssh-key",
+            key.to_str().unwrap(),
+            "--remote",
+            s.bare.to_str().unwrap(),
+        ],
+    )
+    .expect(0);
+    let attempts = std::fs::read_to_string(&count).unwrap().lines().count();
+    assert_eq!(attempts, 2, "one refusal, then the push");
+    assert!(on_branch(&s.bare, &format!("prebuilt/{}.json", s.commit)).is_some());
+
+    // Refused every time: exit 75 (run it again), naming the branch and the remote.
+    std::fs::write(&hook, "#!/bin/sh\nexit 1\n").unwrap();
+    let run = publish(
+        &s.h,
+        &[
+            "--to",
+            &s.url,
+            "--ssh-key",
+            key.to_str().unwrap(),
+            "--remote",
+            s.bare.to_str().unwrap(),
+        ],
+    );
+    run.expect(75);
+    let err = run.stderr();
+    assert!(
+        err.contains("the push of homelab-prebuilt to") && err.contains("was rejected"),
+        "{err}"
+    );
 }
