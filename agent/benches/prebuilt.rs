@@ -95,8 +95,10 @@ fn main() {
         .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // eval-cache off: a Pi never evaluated this commit, so nix's evaluation cache (filled
+    // by `publish` on this same machine) must not answer for the native run.
     let nix_config = format!(
-        "{NIX_CONFIG_BASE}substituters = file://{}\ntrusted-public-keys = {}\n",
+        "{NIX_CONFIG_BASE}eval-cache = false\nsubstituters = file://{}\ntrusted-public-keys = {}\n",
         cache.display(),
         cache_public.trim()
     );
