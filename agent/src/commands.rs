@@ -730,6 +730,31 @@ pub async fn plan(
     }
 }
 
+/// `publish`: build, copy, sign and publish one commit's systems (docs/prebuilt.md).
+pub async fn publish(request: &crate::publish::Request, json: bool) -> u8 {
+    match crate::publish::publish(request).await {
+        Ok(published) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&published).unwrap_or_default()
+                );
+            } else {
+                print!("{}", crate::publish::summary(&published));
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!(
+                "error: {}\nhint: {}",
+                crate::text::escape_controls(&e.to_string(), true),
+                e.hint()
+            );
+            e.kind().exit_code()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

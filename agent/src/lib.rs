@@ -11,6 +11,7 @@
 //! | [`pivot`]       | map mode: which host a generic-image machine is (serial, MAC, file) |
 //! | [`system`]      | the system profile, `switch-to-configuration`, reboot-required    |
 //! | [`trust`]       | signed heads and no silent downgrade, before anything is built    |
+//! | [`prebuilt`]    | signed manifests of systems built elsewhere, fetched not evaluated |
 //! | [`health`]      | health checks and the wait-until-healthy policy                   |
 //! | [`doors`]       | every side effect behind a trait, and the real implementations    |
 //! | [`deploy`]      | **the deploy cycle**, rollback, crash recovery, the testing branch |
@@ -21,6 +22,7 @@
 //! | [`metrics`]     | Prometheus textfile metrics, written only when a value changed    |
 //! | [`pause`]       | the operator's maintenance pause (`pause`, `resume`)              |
 //! | [`plan`]        | `plan [COMMIT]`: what a commit would do here, without touching it |
+//! | [`publish`]     | `publish`: a workstation's prebuilt systems and their signed manifest |
 //! | [`status`]      | `status` / `history` view model and rendering                     |
 //! | [`commands`]    | one function per CLI command, returning an exit code              |
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
@@ -51,7 +53,9 @@ pub mod oom_kills;
 pub mod pause;
 pub mod pivot;
 pub mod plan;
+pub mod prebuilt;
 pub mod process;
+pub mod publish;
 pub mod reboot;
 pub mod runtime;
 pub mod source;

@@ -119,7 +119,12 @@ pub async fn check(
 
 /// A key file named by the config that cannot be read: missing is the configuration's
 /// fault, anything else this machine's.
-pub(crate) fn key_file_failure(key: &str, path: &Path, e: &std::io::Error) -> Verdict {
+pub(crate) fn key_file_failure(
+    section: &str,
+    key: &str,
+    path: &Path,
+    e: &std::io::Error,
+) -> Verdict {
     let kind = match e.kind() {
         std::io::ErrorKind::NotFound => Kind::Configuration,
         _ => match crate::failure::io_kind(e) {
@@ -130,8 +135,12 @@ pub(crate) fn key_file_failure(key: &str, path: &Path, e: &std::io::Error) -> Ve
     Verdict::Failed(Failure::new(
         kind,
         format!(
-            "cannot read [source] {key} {}: {e}\nhint: check [source] {key}; no head is deployed until it can be read",
-            path.display()
+            "cannot read [{section}] {key} {}: {e}\nhint: check [{section}] {key}; {}",
+            path.display(),
+            match section {
+                "source" => "no head is deployed until it can be read",
+                _ => "until it can be read, every head is built here",
+            }
         ),
     ))
 }

@@ -19,6 +19,7 @@ mod pause;
 mod pivot;
 mod plan;
 mod progress;
+mod publish;
 mod push_trigger;
 mod reboots;
 mod redirects;
