@@ -36,10 +36,12 @@ mod trust;
 
 use std::time::Instant;
 
+use crate::announce::Event;
 use crate::config::Settings;
 use crate::failure::Kind;
+use crate::ledger::{Ledger, Took};
 use crate::notify;
-use crate::state::{IntentKind, Outcome, Phase, Pinned, Run, State, Store};
+use crate::state::{IntentKind, Outcome, Phase, Pinned, Run, State};
 
 use activate::{Back, Ending, Plan};
 pub use doors::Doors;
@@ -69,7 +71,8 @@ impl Exit {
 
 pub struct Agent {
     pub settings: Settings,
-    store: Store,
+    /// Every record this agent writes goes through it (`crate::ledger`).
+    ledger: Ledger,
     doors: Doors,
 }
 
@@ -80,17 +83,22 @@ impl Agent {
     }
 
     pub fn with_doors(settings: Settings, doors: Doors) -> Agent {
-        let store = Store::new(&settings.paths.state_dir);
+        let ledger = Ledger::new(&settings);
         Agent {
             settings,
-            store,
+            ledger,
             doors,
         }
     }
 
+    /// The events of the runs recorded since the last call, for `announce::send_all`.
+    pub fn take_events(&self) -> Vec<Event> {
+        self.ledger.take_events()
+    }
+
     /// One poll-and-deploy cycle (what the timer runs). The caller holds the lock.
     pub async fn run_once(&self) -> anyhow::Result<Exit> {
-        let mut state = self.store.load()?;
+        let mut state = self.ledger.load()?;
         if let Some(exit) = self.recover(&mut state).await {
             return Ok(exit);
         }
@@ -150,7 +158,7 @@ impl Agent {
             .builder
             .build(&fetched.commit, &target.attribute)
             .await;
-        crate::metrics::phases::build_took(started.elapsed());
+        let took = Took::new(Some(started.elapsed()), None);
         let system = match built {
             Ok(system) => system,
             // A `pause` asked for during the build stopped it: the pause, not a failure.
@@ -159,21 +167,32 @@ impl Agent {
                 let exit = self.pause_requested(&mut state, &fetched.commit);
                 return Ok(exit.unwrap_or(Exit::Ok));
             }
-            Err(f) => return Ok(self.build_failed(&mut state, &fetched, host, f, started)),
+            Err(f) => return Ok(self.build_failed(&mut state, &fetched, host, f, started, took)),
         };
         if self.doors.machine.current_system().as_deref() == Some(system.as_path()) {
-            return Ok(self.record_unchanged(&mut state, &fetched, &system, started));
+            return Ok(self.record_unchanged(&mut state, &fetched, &system, started, took));
         }
-        if let Some(exit) = self.refuse_orphan(&mut state, &fetched, &system, host, started) {
+        if let Some(exit) = self.refuse_orphan(&mut state, &fetched, &system, host, started, took) {
             return Ok(exit);
         }
 
         let plan = self.plan(IntentKind::Deploy, &fetched, &system);
-        let ending = match self.activate(&mut state, plan).await {
-            Ok(ending) => ending,
+        let activated = match self.activate(&mut state, plan).await {
+            Ok(activated) => activated,
             Err(f) => return Ok(self.stop_run(f)),
         };
-        Ok(self.record_deploy(&mut state, &fetched, &system, ending, started))
+        let took = Took {
+            health_ms: activated.health_ms,
+            ..took
+        };
+        Ok(self.record_deploy(
+            &mut state,
+            &fetched,
+            &system,
+            activated.ending,
+            started,
+            took,
+        ))
     }
 
     /// A head that is known bad or already handled needs no fetch, no nix, no disk write.
@@ -205,7 +224,7 @@ impl Agent {
     /// `homelab-agent rollback`: the previous profile generation, through the same
     /// protocol (intent, test, health, commit), recorded in history.
     pub async fn rollback(&self) -> anyhow::Result<Exit> {
-        let mut state = self.store.load()?;
+        let mut state = self.ledger.load()?;
         if let Some(exit) = self.recover(&mut state).await {
             return Ok(exit);
         }
@@ -246,25 +265,25 @@ impl Agent {
             previous: Some(current.system.clone()),
             previous_generation: Some(current.number),
         };
-        let ending = match self.activate(&mut state, plan).await {
-            Ok(ending) => ending,
+        let activated = match self.activate(&mut state, plan).await {
+            Ok(activated) => activated,
             Err(f) => return Ok(self.stop_run(f)),
         };
 
         let mut run = Run::new(Outcome::RolledBack);
         run.commit = commit.clone();
         run.system = Some(shown.clone());
-        let exit = match ending {
+        Took {
+            build_ms: None,
+            health_ms: activated.health_ms,
+        }
+        .on(&mut run);
+        let exit = match activated.ending {
             Ending::Committed { generation, checks } => {
                 run.generation = Some(generation);
                 run.checks = checks;
-                state.deployed = Some(crate::state::Deployed {
-                    commit,
-                    subject: None,
-                    system: shown.clone(),
-                    generation: Some(generation),
-                    at: crate::state::now(),
-                });
+                self.ledger
+                    .deployed(&mut state, commit, None, &shown, Some(generation));
                 state.pinned = Some(Pinned {
                     since: crate::state::now(),
                     system: shown.clone(),
@@ -276,40 +295,26 @@ impl Agent {
                 log::info!(message_id = crate::logging::message_id::ROLLED_BACK; "rolled back to {shown} as generation {generation}");
                 Exit::Ok
             }
-            Ending::Failed {
-                failed,
-                back: Back::Restored(_),
-            } => {
-                run.outcome = Outcome::Failed;
-                run.phase = Some(failed.phase);
-                run.checks = failed.checks;
-                run.error = Some(format!(
-                    "rollback to generation {} failed: {}; staying on generation {}",
-                    target.number, failed.failure, current.number
-                ));
-                // The target is an older generation: its failure blames no new commit.
-                Exit::Failed(Kind::Commit)
-            }
-            Ending::Failed {
-                failed,
-                back:
-                    Back::RollbackFailed {
-                        rollback,
-                        target: back,
-                    },
-            } => {
-                run.outcome = Outcome::Failed;
-                run.phase = Some(failed.phase);
-                run.error = Some(format!(
-                    "rollback to generation {} failed: {}; then returning to generation {} failed too: {rollback}",
-                    target.number, failed.failure, current.number
-                ));
-                state.rollback_pending = Some(crate::state::RollbackPending {
-                    system: back.display().to_string(),
-                    reason: rollback.message.clone(),
-                    since: crate::state::now(),
-                });
-                Exit::RollbackFailed
+            Ending::Failed { failed, back } => {
+                // Recorded as any failed activation (record.rs), in the rollback's words.
+                let why = failed.failure.to_string();
+                let error = match &back {
+                    Back::Restored(_) => format!(
+                        "rollback to generation {} failed: {why}; staying on generation {}",
+                        target.number, current.number
+                    ),
+                    Back::RollbackFailed { rollback, .. } => format!(
+                        "rollback to generation {} failed: {why}; then returning to generation {} failed too: {rollback}",
+                        target.number, current.number
+                    ),
+                };
+                let exit = self.failed_activation(&mut state, &mut run, &failed, &back);
+                run.error = Some(error);
+                match exit {
+                    // The target is an older generation: its failure blames no new commit.
+                    Exit::Failed(_) => Exit::Failed(Kind::Commit),
+                    other => other,
+                }
             }
             Ending::Tested { checks } | Ending::Live { checks } => {
                 let error = "the rollback was activated but not committed".to_string();
@@ -328,19 +333,19 @@ impl Agent {
     /// head again (and may redeploy the commit that was rolled back from). `None` when the
     /// machine was not pinned.
     pub fn resume(&self) -> anyhow::Result<Option<Pinned>> {
-        let mut state = self.store.load()?;
+        let mut state = self.ledger.load()?;
         let Some(pin) = state.pinned.take() else {
             return Ok(None);
         };
         // The head seen while pinned was never tried: the next run looks at it afresh.
         state.last_handled = None;
-        self.store.save(&state)?;
+        self.ledger.write(&state)?;
         Ok(Some(pin))
     }
 
     /// `homelab-agent retry`: forget that the current head failed, so the next run tries it.
     pub fn retry(&self) -> anyhow::Result<Vec<String>> {
-        let mut state = self.store.load()?;
+        let mut state = self.ledger.load()?;
         let forgotten: Vec<String> = state.bad_commits.iter().map(|b| b.commit.clone()).collect();
         state.bad_commits.clear();
         state.interruptions.clear();
@@ -354,7 +359,7 @@ impl Agent {
         {
             state.last_handled = None;
         }
-        self.store.save(&state)?;
+        self.ledger.write(&state)?;
         Ok(forgotten)
     }
 }

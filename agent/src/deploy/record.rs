@@ -1,15 +1,17 @@
 //! Recording what a run did: one [`Agent::finish`] for every outcome that is history
-//! (one durable write), and [`Agent::note_poll`] for what is only news (the runtime
-//! directory, a tmpfs: a poll that learns nothing never writes to the SD card).
+//! (one durable write, through the ledger: `crate::ledger`), and [`Agent::note_poll`] for
+//! what is only news (the runtime directory, a tmpfs: a poll that learns nothing never
+//! writes to the SD card).
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::failure::{Failure, Kind};
+use crate::ledger::Took;
 use crate::logging::message_id;
 use crate::runtime::{self, LastPoll};
 use crate::source::Fetched;
-use crate::state::{self, Deployed, Outcome, Phase, Retry, RollbackPending, Run, State};
+use crate::state::{self, Outcome, Phase, Retry, Run, State};
 
 use super::activate::{Back, Ending, StepFailure};
 use super::{short, Agent, Exit};
@@ -47,7 +49,7 @@ pub(super) fn backoff_left(state: &State, head: &str, config: &str) -> Option<(K
 
 impl Agent {
     pub(super) fn save(&self, state: &State) -> Result<(), Failure> {
-        self.store.save(state).map_err(|e| Failure::storage(&e))
+        self.ledger.save(state)
     }
 
     /// Adds `run` to history, makes it what `status` shows, and saves: the one write
@@ -66,12 +68,7 @@ impl Agent {
         poll_commit: Option<&str>,
     ) -> Result<(), Failure> {
         self.note_poll(run.outcome, poll_commit, run.error.as_deref(), run.phase);
-        // Told only once it is saved: never a "deployed" the state file does not have.
-        let told = run.clone();
-        state.push_run(run);
-        self.save(state)?;
-        crate::announce::queue(&self.settings, &told, state);
-        Ok(())
+        self.ledger.record(state, run)
     }
 
     /// [`Agent::finish`], then `exit`; a failed write stops the run.
@@ -152,6 +149,7 @@ impl Agent {
         host: &str,
         f: Failure,
         started: Instant,
+        took: Took,
     ) -> Exit {
         self.doors.builder.release();
         let message = format!("building {} for {host}: {f}", short(&fetched.commit));
@@ -176,16 +174,17 @@ impl Agent {
                     log::error!(message_id = message_id::FAILED; "{message}\nhint: {}", f.kind.hint())
                 }
             }
-            let mut run = self.run_record(Outcome::Failed, fetched, started);
+            let mut run = self.run_record(Outcome::Failed, fetched, started, took);
             run.phase = Some(Phase::Build);
             run.error = Some(message);
             return self.close(state, run, Exit::Failed(f.kind));
         }
         log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{message}");
-        let mut run = self.run_record(Outcome::Failed, fetched, started);
+        let mut run = self.run_record(Outcome::Failed, fetched, started, took);
         run.phase = Some(Phase::Build);
         run.error = Some(message.clone());
-        state.mark_bad(&fetched.commit, Phase::Build, &message);
+        self.ledger
+            .mark_bad(state, &fetched.commit, Phase::Build, &message, None);
         state.last_handled = Some(fetched.commit.clone());
         self.close(state, run, Exit::Failed(Kind::Commit))
     }
@@ -210,6 +209,7 @@ impl Agent {
         fetched: &Fetched,
         system: &Path,
         started: Instant,
+        took: Took,
     ) -> Exit {
         log::info!(
             "{} builds the running system {}: nothing to switch",
@@ -217,19 +217,13 @@ impl Agent {
             system.display()
         );
         self.doors.builder.release();
-        let mut run = self.run_record(Outcome::Unchanged, fetched, started);
+        let mut run = self.run_record(Outcome::Unchanged, fetched, started, took);
         run.system = Some(system.display().to_string());
         state.last_handled = Some(fetched.commit.clone());
         state.retries = None;
-        if let Some(d) = state
-            .deployed
-            .as_mut()
-            .filter(|d| Path::new(&d.system) == system)
-        {
-            // The running system is also what this newer commit describes.
-            d.commit = Some(fetched.commit.clone());
-            d.subject = Some(fetched.subject.clone());
-        }
+        // The running system is also what this newer commit describes.
+        self.ledger
+            .same_system(state, system, &fetched.commit, &fetched.subject);
         self.close(state, run, Exit::Ok)
     }
 
@@ -241,10 +235,11 @@ impl Agent {
         system: &Path,
         ending: Ending,
         started: Instant,
+        took: Took,
     ) -> Exit {
         self.doors.builder.release();
         let shown = system.display().to_string();
-        let mut run = self.run_record(Outcome::Deployed, fetched, started);
+        let mut run = self.run_record(Outcome::Deployed, fetched, started, took);
         run.system = Some(shown.clone());
         state.intent = None;
         state.last_handled = Some(fetched.commit.clone());
@@ -254,13 +249,13 @@ impl Agent {
             Ending::Committed { generation, checks } => {
                 run.generation = Some(generation);
                 run.checks = checks;
-                state.deployed = Some(Deployed {
-                    commit: Some(fetched.commit.clone()),
-                    subject: Some(fetched.subject.clone()),
-                    system: shown.clone(),
-                    generation: Some(generation),
-                    at: state::now(),
-                });
+                self.ledger.deployed(
+                    state,
+                    Some(fetched.commit.clone()),
+                    Some(fetched.subject.clone()),
+                    &shown,
+                    Some(generation),
+                );
                 log::info!(
                     commit = fetched.commit.as_str(), system = shown.as_str(),
                     generation = generation, message_id = message_id::DEPLOYED;
@@ -271,13 +266,13 @@ impl Agent {
             Ending::Live { checks } => {
                 run.checks = checks;
                 // No generation: the profile and the boot default did not move.
-                state.deployed = Some(Deployed {
-                    commit: Some(fetched.commit.clone()),
-                    subject: Some(fetched.subject.clone()),
-                    system: shown.clone(),
-                    generation: None,
-                    at: state::now(),
-                });
+                self.ledger.deployed(
+                    state,
+                    Some(fetched.commit.clone()),
+                    Some(fetched.subject.clone()),
+                    &shown,
+                    None,
+                );
                 log::info!(
                     commit = fetched.commit.as_str(), system = shown.as_str(),
                     message_id = message_id::DEPLOYED;
@@ -286,7 +281,7 @@ impl Agent {
                 Exit::Ok
             }
             Ending::Failed { failed, back } => {
-                let (f, exit) = record_failure(state, &mut run, failed, back, None);
+                let (f, exit) = self.record_failure(state, &mut run, failed, back, None);
                 failure = Some(f);
                 exit
             }
@@ -316,42 +311,72 @@ impl Agent {
         system: &str,
     ) {
         if failure.kind.blames_commit() {
-            state.mark_bad_system(&fetched.commit, phase, error, Some(system));
+            self.ledger
+                .mark_bad(state, &fetched.commit, phase, error, Some(system));
         } else {
             state.last_handled = None;
         }
     }
 
-    /// A run of `fetched`, with the build and health timings noted since the last build.
-    pub(super) fn run_record(&self, outcome: Outcome, fetched: &Fetched, started: Instant) -> Run {
+    /// A run of `fetched`, with its build and health timings.
+    pub(super) fn run_record(
+        &self,
+        outcome: Outcome,
+        fetched: &Fetched,
+        started: Instant,
+        took: Took,
+    ) -> Run {
         let mut run = Run::new(outcome);
         run.commit = Some(fetched.commit.clone());
         run.subject = Some(fetched.subject.clone());
         run.duration_ms = started.elapsed().as_millis() as u64;
-        (run.build_ms, run.health_ms) = crate::metrics::phases::take();
+        took.on(&mut run);
         run
     }
-}
 
-/// A failed activation, recorded the same way for a deployment and for a test (`test`
-/// names it: "abc12345 (testing/pi1)"): the run's outcome, phase, checks, whether it was
-/// rolled back, and its error; a failed way back is pending for the next run. Returns
-/// the activation's failure (whether it blames the commit is the caller's) and the exit.
-pub(super) fn record_failure(
-    state: &mut State,
-    run: &mut Run,
-    failed: StepFailure,
-    back: Back,
-    test: Option<&str>,
-) -> (Failure, Exit) {
-    run.outcome = Outcome::Failed;
-    run.phase = Some(failed.phase);
-    run.checks = failed.checks;
-    let mut error = failed.failure.message.clone();
-    let exit = match back {
-        Back::Restored(restored) => {
-            run.rolled_back = Some(restored.is_some());
-            match (&restored, test) {
+    /// What every failed activation records the same way (a deployment, a test, an
+    /// operator's rollback): the outcome, the phase, the checks, whether the way back
+    /// worked, and a way back that failed is pending for the next run. The error's words
+    /// are the caller's. Returns the exit.
+    pub(super) fn failed_activation(
+        &self,
+        state: &mut State,
+        run: &mut Run,
+        failed: &StepFailure,
+        back: &Back,
+    ) -> Exit {
+        run.outcome = Outcome::Failed;
+        run.phase = Some(failed.phase);
+        run.checks = failed.checks.clone();
+        match back {
+            Back::Restored(restored) => {
+                run.rolled_back = Some(restored.is_some());
+                Exit::Failed(failed.failure.kind)
+            }
+            Back::RollbackFailed { rollback, target } => {
+                run.rolled_back = Some(false);
+                self.ledger
+                    .rollback_pending(state, target, &rollback.message);
+                Exit::RollbackFailed
+            }
+        }
+    }
+
+    /// A failed activation of a deployment or of a test (`test` names it: "abc12345
+    /// (testing/pi1)"): [`Agent::failed_activation`], logged, and its error. Returns the
+    /// activation's failure (whether it blames the commit is the caller's) and the exit.
+    pub(super) fn record_failure(
+        &self,
+        state: &mut State,
+        run: &mut Run,
+        failed: StepFailure,
+        back: Back,
+        test: Option<&str>,
+    ) -> (Failure, Exit) {
+        let exit = self.failed_activation(state, run, &failed, &back);
+        let mut error = failed.failure.message.clone();
+        match back {
+            Back::Restored(restored) => match (&restored, test) {
                 (Some(p), None) => {
                     log::warn!(message_id = message_id::ROLLED_BACK; "rolled back to {}", p.display())
                 }
@@ -359,36 +384,28 @@ pub(super) fn record_failure(
                     log::warn!(message_id = message_id::ROLLED_BACK; "test of {test} failed; rolled back to {}", p.display())
                 }
                 (None, _) => error.push_str("\n(no previous system to roll back to)"),
+            },
+            Back::RollbackFailed { rollback, target } => {
+                let boot = match test {
+                    None => {
+                        log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED: {rollback}");
+                        "the boot default is still the previous generation"
+                    }
+                    Some(test) => {
+                        log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED after the test of {test}: {rollback}");
+                        "the boot default is unchanged"
+                    }
+                };
+                error = format!(
+                    "{}\nthen the rollback to {} failed too: {rollback}\nhint: {boot} (a reboot returns to it); the next run retries the rollback",
+                    failed.failure,
+                    target.display()
+                );
             }
-            Exit::Failed(failed.failure.kind)
         }
-        Back::RollbackFailed { rollback, target } => {
-            run.rolled_back = Some(false);
-            let boot = match test {
-                None => {
-                    log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED: {rollback}");
-                    "the boot default is still the previous generation"
-                }
-                Some(test) => {
-                    log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED after the test of {test}: {rollback}");
-                    "the boot default is unchanged"
-                }
-            };
-            error = format!(
-                "{}\nthen the rollback to {} failed too: {rollback}\nhint: {boot} (a reboot returns to it); the next run retries the rollback",
-                failed.failure,
-                target.display()
-            );
-            state.rollback_pending = Some(RollbackPending {
-                system: target.display().to_string(),
-                reason: rollback.message.clone(),
-                since: state::now(),
-            });
-            Exit::RollbackFailed
-        }
-    };
-    run.error = Some(error);
-    (failed.failure, exit)
+        run.error = Some(error);
+        (failed.failure, exit)
+    }
 }
 
 /// An ending its plan cannot have: a test plan never commits, any other always does

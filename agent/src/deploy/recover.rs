@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::failure::{Failure, Kind};
 use crate::logging::message_id;
-use crate::state::{IntentKind, Outcome, Phase, RollbackPending, Run, State, Step};
+use crate::state::{IntentKind, Outcome, Phase, Run, State, Step};
 
 use super::{Agent, Exit};
 
@@ -90,7 +90,8 @@ impl Agent {
         if let (true, Some(commit)) = (undoing_new, &intent.commit) {
             let count = state.count_interruption(commit);
             if count >= MAX_INTERRUPTIONS {
-                state.mark_bad_system(
+                self.ledger.mark_bad(
+                    state,
                     commit,
                     Phase::Activate,
                     &format!("its activation was interrupted {count} times: the agent was stopped or killed while {} was being activated or checked\nhint: does this configuration stop, restart or kill homelab-agent.service? then fix it and push; `sudo homelab-agent retry` tries this commit again", intent.system),
@@ -141,11 +142,7 @@ impl Agent {
         let exit = match result {
             Err(f) => {
                 log::error!(message_id = message_id::ROLLBACK_FAILED; "recovering from the interrupted run failed: {f}");
-                state.rollback_pending = Some(RollbackPending {
-                    system: target.display().to_string(),
-                    reason: f.message.clone(),
-                    since: crate::state::now(),
-                });
+                self.ledger.rollback_pending(state, &target, &f.message);
                 run.rolled_back = Some(false);
                 run.error = Some(format!(
                     "the agent was stopped while {step}; bringing the machine back to {} failed: {f}",
@@ -160,13 +157,13 @@ impl Agent {
                         .into(),
                 );
                 if intent.kind == IntentKind::Deploy {
-                    state.deployed = Some(crate::state::Deployed {
-                        commit: intent.commit.clone(),
-                        subject: intent.subject.clone(),
-                        system: intent.system.clone(),
-                        generation: run.generation,
-                        at: crate::state::now(),
-                    });
+                    self.ledger.deployed(
+                        state,
+                        intent.commit.clone(),
+                        intent.subject.clone(),
+                        &intent.system,
+                        run.generation,
+                    );
                     state.last_handled = intent.commit.clone();
                 }
                 None
@@ -227,13 +224,8 @@ impl Agent {
                     .iter()
                     .find(|r| r.system.as_deref() == Some(&back) && r.outcome == Outcome::Deployed)
                     .and_then(|r| r.commit.clone());
-                state.deployed = Some(crate::state::Deployed {
-                    commit,
-                    subject: None,
-                    system: back,
-                    generation: Some(profile.number),
-                    at: crate::state::now(),
-                });
+                self.ledger
+                    .deployed(state, commit, None, &back, Some(profile.number));
                 return self.save(state).err().map(|f| self.stop_run(f));
             }
             return None;
@@ -278,11 +270,8 @@ impl Agent {
             Err(f) => format!("found {shown} live without having passed its checks; restoring generation {} failed: {f}", profile.number),
         });
         if let Err(f) = &result {
-            state.rollback_pending = Some(RollbackPending {
-                system: profile.system.display().to_string(),
-                reason: f.message.clone(),
-                since: crate::state::now(),
-            });
+            self.ledger
+                .rollback_pending(state, &profile.system, &f.message);
         }
         if let Err(f) = self.finish(state, run) {
             return Some(self.stop_run(f));

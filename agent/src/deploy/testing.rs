@@ -19,13 +19,14 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::failure::Failure;
+use crate::ledger::Took;
 use crate::logging::message_id;
 use crate::notify;
 use crate::source::{Fetched, TestingHead};
 use crate::state::{self, IntentKind, Outcome, Phase, State, Testing};
 
 use super::activate::Ending;
-use super::record::{record_failure, wrong_ending};
+use super::record::wrong_ending;
 use super::{short, Agent, Exit};
 
 /// Whether `system` (what runs) is the testing branch's healthy, test-activated system.
@@ -117,12 +118,13 @@ impl Agent {
                 Ok(target) => target,
                 Err(f) => return self.not_tried(None, Phase::Verify, on_branch(branch, f)),
             };
-        let system = match self
+        let built = self
             .doors
             .builder
             .build(&fetched.commit, &target.attribute)
-            .await
-        {
+            .await;
+        let took = Took::new(Some(started.elapsed()), None);
+        let system = match built {
             Ok(system) => system,
             Err(f) => {
                 self.doors.builder.release();
@@ -142,10 +144,11 @@ impl Agent {
                     // No commit in the last poll: there, a commit is main's head.
                     return self.not_tried(None, Phase::Build, Failure::new(f.kind, message));
                 }
-                let mut run = self.run_record(Outcome::Failed, fetched, started);
+                let mut run = self.run_record(Outcome::Failed, fetched, started, took);
                 run.phase = Some(Phase::Build);
                 run.error = Some(f.message.clone());
-                state.mark_bad(&fetched.commit, Phase::Build, &f.message);
+                self.ledger
+                    .mark_bad(state, &fetched.commit, Phase::Build, &f.message, None);
                 self.set_testing(state, branch, fetched, Outcome::Failed, None);
                 log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{f}");
                 return self.close(state, run, Exit::Failed(f.kind));
@@ -155,22 +158,26 @@ impl Agent {
         if self.doors.machine.current_system().as_deref() == Some(system.as_path()) {
             log::info!("{commit} ({branch}) builds the running system {shown}: nothing to test");
             self.doors.builder.release();
-            let mut run = self.run_record(Outcome::Unchanged, fetched, started);
+            let mut run = self.run_record(Outcome::Unchanged, fetched, started, took);
             run.system = Some(shown.clone());
             self.set_testing(state, branch, fetched, Outcome::Unchanged, Some(&shown));
             return self.close(state, run, Exit::Ok);
         }
         // A failed test goes back to the boot default, as any failed deployment.
         let plan = self.plan(IntentKind::Test, fetched, &system);
-        let ending = match self.activate(state, plan).await {
-            Ok(ending) => ending,
+        let activated = match self.activate(state, plan).await {
+            Ok(activated) => activated,
             Err(f) => return self.stop_run(f),
         };
         self.doors.builder.release();
         state.intent = None;
-        let mut run = self.run_record(Outcome::Tested, fetched, started);
+        let took = Took {
+            health_ms: activated.health_ms,
+            ..took
+        };
+        let mut run = self.run_record(Outcome::Tested, fetched, started, took);
         run.system = Some(shown.clone());
-        let exit = match ending {
+        let exit = match activated.ending {
             Ending::Tested { checks } => {
                 run.checks = checks;
                 self.set_testing(state, branch, fetched, Outcome::Tested, Some(&shown));
@@ -183,9 +190,10 @@ impl Agent {
             }
             Ending::Failed { failed, back } => {
                 let (test, phase) = (format!("{commit} ({branch})"), failed.phase);
-                let (f, exit) = record_failure(state, &mut run, failed, back, Some(&test));
+                let (f, exit) = self.record_failure(state, &mut run, failed, back, Some(&test));
                 if f.kind.blames_commit() {
-                    state.mark_bad_system(&fetched.commit, phase, &f.message, Some(&shown));
+                    self.ledger
+                        .mark_bad(state, &fetched.commit, phase, &f.message, Some(&shown));
                 }
                 self.set_testing(state, branch, fetched, Outcome::Failed, Some(&shown));
                 exit

@@ -204,8 +204,12 @@ async fn a_healthy_test_plan_ends_tested_without_a_generation() {
     };
     let system = sys("t1");
     let plan = agent.plan(crate::state::IntentKind::Test, &fetched, &system);
-    let ending = agent.activate(&mut state, plan).await.unwrap();
-    match ending {
+    let activated = agent.activate(&mut state, plan).await.unwrap();
+    assert!(
+        activated.health_ms.is_some(),
+        "the checks ran: {activated:?}"
+    );
+    match activated.ending {
         super::super::activate::Ending::Tested { checks } => assert_eq!(checks.len(), 1),
         other => panic!("a healthy test ended {other:?}"),
     }
