@@ -1,10 +1,11 @@
 //! The deploy cycle, top to bottom:
 //!
 //! ```text
-//! recover what a killed run left, reconcile → poll → (bad? handled?) → fetch → build
-//!      → same system? unchanged
+//! recover what a killed run left, reconcile → poll → (bad? handled?) → fetch
+//!      → the track's steps (track.rs): build → same system? unchanged
 //!      → activation protocol (activate.rs): intent → switch test → health → commit | roll back
-//!      → record (record.rs)
+//!      → record (record.rs, through the ledger)
+//! main idle → the testing branch's head → the same steps on the testing track (testing.rs)
 //! ```
 //!
 //! | file          | owns                                                                |
@@ -12,7 +13,8 @@
 //! | `mod.rs`      | the cycle and the operator commands (`rollback`, `retry`)           |
 //! | `activate.rs` | the one activation protocol: deploy, rollback and recovery use it   |
 //! | `recover.rs`  | an interrupted run's leftovers; reconciling live system and profile |
-//! | `testing.rs`  | the per-host testing branch: test activations that never commit    |
+//! | `track.rs`    | a fetched commit's steps, the same on main's and the testing track |
+//! | `testing.rs`  | what differs on the testing branch: its head, its records         |
 //! | `record.rs`   | history, last poll, bad commits: one `finish()` for every outcome   |
 //! | `doors.rs`    | the side effects behind traits: source, builder, machine, health    |
 //! | `target.rs`   | which host is built: the configured one, or the map's (pivot)       |
@@ -32,6 +34,7 @@ mod target;
 mod testing;
 #[cfg(test)]
 mod tests;
+mod track;
 mod trust;
 
 use std::time::Instant;
@@ -47,6 +50,7 @@ use activate::{Back, Ending, Plan};
 pub use doors::Doors;
 pub use recover::MAX_INTERRUPTIONS;
 pub use testing::live as testing_live;
+use track::Track;
 
 /// How a run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,50 +153,9 @@ impl Agent {
             Ok(target) => target,
             Err(exit) => return Ok(exit),
         };
-        let started = Instant::now();
-        let (commit, host) = (short(&fetched.commit), &target.host);
-        notify::status(&format!("building {commit} for {host}"));
-        log::info!(commit = fetched.commit.as_str(); "building {commit} ({}) for {host}", fetched.subject);
-        let built = self
-            .doors
-            .builder
-            .build(&fetched.commit, &target.attribute)
-            .await;
-        let took = Took::new(Some(started.elapsed()), None);
-        let system = match built {
-            Ok(system) => system,
-            // A `pause` asked for during the build stopped it: the pause, not a failure.
-            Err(_) if crate::pause::requested(&self.settings.paths.runtime_dir) => {
-                self.doors.builder.release();
-                let exit = self.pause_requested(&mut state, &fetched.commit);
-                return Ok(exit.unwrap_or(Exit::Ok));
-            }
-            Err(f) => return Ok(self.build_failed(&mut state, &fetched, host, f, started, took)),
-        };
-        if self.doors.machine.current_system().as_deref() == Some(system.as_path()) {
-            return Ok(self.record_unchanged(&mut state, &fetched, &system, started, took));
-        }
-        if let Some(exit) = self.refuse_orphan(&mut state, &fetched, &system, host, started, took) {
-            return Ok(exit);
-        }
-
-        let plan = self.plan(IntentKind::Deploy, &fetched, &system);
-        let activated = match self.activate(&mut state, plan).await {
-            Ok(activated) => activated,
-            Err(f) => return Ok(self.stop_run(f)),
-        };
-        let took = Took {
-            health_ms: activated.health_ms,
-            ..took
-        };
-        Ok(self.record_deploy(
-            &mut state,
-            &fetched,
-            &system,
-            activated.ending,
-            started,
-            took,
-        ))
+        Ok(self
+            .deliver(&mut state, Track::Main, &fetched, &target)
+            .await)
     }
 
     /// A head that is known bad or already handled needs no fetch, no nix, no disk write.

@@ -316,3 +316,15 @@ async fn without_state_a_live_system_that_is_not_the_boot_default_is_no_floor() 
         "{floors:?}"
     );
 }
+
+/// The testing track records what main's does (issue 22): its build and health timings.
+#[tokio::test(flavor = "current_thread")]
+async fn a_test_records_its_build_and_health_timings_as_a_deployment_does() {
+    let b = testing_bench().await;
+    push_testing(&b, "t1", Ok(sys("t1")));
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    let run = b.state().history[0].clone();
+    assert_eq!(run.outcome, Outcome::Tested);
+    assert!(run.build_ms.is_some(), "{run:?}");
+    assert!(run.health_ms.is_some(), "{run:?}");
+}
