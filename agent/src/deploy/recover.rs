@@ -87,9 +87,12 @@ impl Agent {
         // never reaches Committing).
         let undoing_new = matches!(intent.kind, IntentKind::Deploy | IntentKind::Test)
             && matches!(intent.step, Step::Activating | Step::Checking);
+        // Some(count) when this interruption made the commit bad: the entry says so.
+        let mut given_up = None;
         if let (true, Some(commit)) = (undoing_new, &intent.commit) {
             let count = state.count_interruption(commit);
             if count >= MAX_INTERRUPTIONS {
+                given_up = Some(count);
                 self.ledger.mark_bad(
                     state,
                     commit,
@@ -177,6 +180,13 @@ impl Agent {
                 None
             }
         };
+        if let (Some(count), Some(error)) = (given_up, run.error.as_mut()) {
+            // One entry per interrupted activation: the one that gave the commit up says
+            // so, and is not mistaken for a repeat of the one before.
+            error.push_str(&format!(
+                "; its activation was interrupted {count} times: remembered as bad, not activated again until the branch moves"
+            ));
+        }
         state.intent = None;
         if let Err(f) = self.finish(state, run) {
             return Some(self.stop_run(f));

@@ -668,6 +668,24 @@ async fn a_configuration_that_kills_the_agent_is_activated_at_most_twice() {
     assert!(bad.error.contains("interrupted 2 times"), "{}", bad.error);
     assert!(bad.error.contains("hint:"), "{}", bad.error);
     assert_eq!(ends.last(), Some(&Some(Exit::Ok)), "{ends:?}");
+    // One history entry per interrupted activation (issue 22): two activations, two
+    // entries, and the second says that it gave the commit up.
+    let interrupted: Vec<_> = state
+        .history
+        .iter()
+        .filter(|r| r.outcome == Outcome::Interrupted)
+        .collect();
+    assert_eq!(interrupted.len(), activations, "{:#?}", state.history);
+    let (newest, first) = (
+        interrupted[0].error.clone().unwrap_or_default(),
+        interrupted[1].error.clone().unwrap_or_default(),
+    );
+    assert!(
+        newest.contains("interrupted 2 times: remembered as bad"),
+        "{newest}"
+    );
+    assert!(!first.contains("remembered as bad"), "{first}");
+    assert_ne!(newest, first, "two entries that read as one event");
 }
 
 #[tokio::test(flavor = "current_thread")]
