@@ -42,11 +42,11 @@ use std::time::Instant;
 use crate::announce::Event;
 use crate::config::Settings;
 use crate::failure::Kind;
-use crate::ledger::{Ledger, Took};
+use crate::ledger::Ledger;
 use crate::notify;
-use crate::state::{IntentKind, Outcome, Phase, Pinned, Run, State};
+use crate::state::{IntentKind, Outcome, Phase, Pinned, State};
 
-use activate::{Back, Ending, Plan};
+use activate::Plan;
 pub use doors::Doors;
 pub use recover::MAX_INTERRUPTIONS;
 pub use testing::live as testing_live;
@@ -213,13 +213,6 @@ impl Agent {
             target.number,
             target.system.display()
         );
-        let shown = target.system.display().to_string();
-        let from_commit = state.deployed.as_ref().and_then(|d| d.commit.clone());
-        let commit = state
-            .history
-            .iter()
-            .find(|r| r.system.as_deref() == Some(&shown) && r.outcome == Outcome::Deployed)
-            .and_then(|r| r.commit.clone());
         let plan = Plan {
             kind: IntentKind::Rollback,
             commit: None,
@@ -228,68 +221,19 @@ impl Agent {
             previous: Some(current.system.clone()),
             previous_generation: Some(current.number),
         };
+        // What the pin says it came from, read before the activation changes anything.
+        let from_commit = state.deployed.as_ref().and_then(|d| d.commit.clone());
         let activated = match self.activate(&mut state, plan).await {
             Ok(activated) => activated,
             Err(f) => return Ok(self.stop_run(f)),
         };
-
-        let mut run = Run::new(Outcome::RolledBack);
-        run.commit = commit.clone();
-        run.system = Some(shown.clone());
-        Took {
-            build_ms: None,
-            health_ms: activated.health_ms,
-        }
-        .on(&mut run);
-        let exit = match activated.ending {
-            Ending::Committed { generation, checks } => {
-                run.generation = Some(generation);
-                run.checks = checks;
-                self.ledger
-                    .deployed(&mut state, commit, None, &shown, Some(generation));
-                state.pinned = Some(Pinned {
-                    since: crate::state::now(),
-                    system: shown.clone(),
-                    generation: Some(generation),
-                    from_system: current.system.display().to_string(),
-                    from_commit,
-                    from_generation: Some(current.number),
-                });
-                log::info!(message_id = crate::logging::message_id::ROLLED_BACK; "rolled back to {shown} as generation {generation}");
-                Exit::Ok
-            }
-            Ending::Failed { failed, back } => {
-                // Recorded as any failed activation (record.rs), in the rollback's words.
-                let why = failed.failure.to_string();
-                let error = match &back {
-                    Back::Restored(_) => format!(
-                        "rollback to generation {} failed: {why}; staying on generation {}",
-                        target.number, current.number
-                    ),
-                    Back::RollbackFailed { rollback, .. } => format!(
-                        "rollback to generation {} failed: {why}; then returning to generation {} failed too: {rollback}",
-                        target.number, current.number
-                    ),
-                };
-                let exit = self.failed_activation(&mut state, &mut run, &failed, &back);
-                run.error = Some(error);
-                match exit {
-                    // The target is an older generation: its failure blames no new commit.
-                    Exit::Failed(_) => Exit::Failed(Kind::Commit),
-                    other => other,
-                }
-            }
-            Ending::Tested { checks } | Ending::Live { checks } => {
-                let error = "the rollback was activated but not committed".to_string();
-                record::wrong_ending(&mut run, checks, error)
-            }
+        let back = record::Rollback {
+            from: &current,
+            from_commit,
+            to: &target,
+            started,
         };
-        run.duration_ms = started.elapsed().as_millis() as u64;
-        state.intent = None;
-        Ok(match self.finish(&mut state, run) {
-            Ok(()) => exit,
-            Err(f) => self.stop_run(f),
-        })
+        Ok(self.record_rollback(&mut state, back, activated))
     }
 
     /// `homelab-agent resume`: unpin after a `rollback`; the next run follows the branch

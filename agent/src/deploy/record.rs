@@ -11,9 +11,10 @@ use crate::ledger::Took;
 use crate::logging::message_id;
 use crate::runtime::{self, LastPoll};
 use crate::source::Fetched;
-use crate::state::{self, Outcome, Phase, Retry, Run, State};
+use crate::state::{self, Outcome, Phase, Pinned, Retry, Run, State};
+use crate::system::profile::Generation;
 
-use super::activate::{Back, Ending, StepFailure};
+use super::activate::{Activated, Back, Ending, StepFailure};
 use super::{short, Agent, Exit};
 
 /// A build of `head` still waiting out its backoff: the kind of the failure that started
@@ -405,6 +406,91 @@ impl Agent {
         }
         run.error = Some(error);
         (failed.failure, exit)
+    }
+}
+
+/// An operator's rollback from one generation to an older one, for its record.
+pub(super) struct Rollback<'a> {
+    pub from: &'a Generation,
+    pub from_commit: Option<String>,
+    pub to: &'a Generation,
+    pub started: Instant,
+}
+
+impl Agent {
+    /// Records how an operator's rollback ended: committed (and pinned there), or failed
+    /// like any activation, in the rollback's words.
+    pub(super) fn record_rollback(
+        &self,
+        state: &mut State,
+        rollback: Rollback<'_>,
+        activated: Activated,
+    ) -> Exit {
+        let Rollback {
+            from,
+            from_commit,
+            to,
+            started,
+        } = rollback;
+        let shown = to.system.display().to_string();
+        let commit = state
+            .history
+            .iter()
+            .find(|r| r.system.as_deref() == Some(&shown) && r.outcome == Outcome::Deployed)
+            .and_then(|r| r.commit.clone());
+        let mut run = Run::new(Outcome::RolledBack);
+        run.commit = commit.clone();
+        run.system = Some(shown.clone());
+        Took {
+            build_ms: None,
+            health_ms: activated.health_ms,
+        }
+        .on(&mut run);
+        let exit = match activated.ending {
+            Ending::Committed { generation, checks } => {
+                run.generation = Some(generation);
+                run.checks = checks;
+                self.ledger
+                    .deployed(state, commit, None, &shown, Some(generation));
+                state.pinned = Some(Pinned {
+                    since: state::now(),
+                    system: shown.clone(),
+                    generation: Some(generation),
+                    from_system: from.system.display().to_string(),
+                    from_commit,
+                    from_generation: Some(from.number),
+                });
+                log::info!(message_id = message_id::ROLLED_BACK; "rolled back to {shown} as generation {generation}");
+                Exit::Ok
+            }
+            Ending::Failed { failed, back } => {
+                let why = failed.failure.to_string();
+                let error = match &back {
+                    Back::Restored(_) => format!(
+                        "rollback to generation {} failed: {why}; staying on generation {}",
+                        to.number, from.number
+                    ),
+                    Back::RollbackFailed { rollback, .. } => format!(
+                        "rollback to generation {} failed: {why}; then returning to generation {} failed too: {rollback}",
+                        to.number, from.number
+                    ),
+                };
+                let exit = self.failed_activation(state, &mut run, &failed, &back);
+                run.error = Some(error);
+                match exit {
+                    // The target is an older generation: its failure blames no new commit.
+                    Exit::Failed(_) => Exit::Failed(Kind::Commit),
+                    other => other,
+                }
+            }
+            Ending::Tested { checks } | Ending::Live { checks } => {
+                let error = "the rollback was activated but not committed".to_string();
+                wrong_ending(&mut run, checks, error)
+            }
+        };
+        run.duration_ms = started.elapsed().as_millis() as u64;
+        state.intent = None;
+        self.close(state, run, exit)
     }
 }
 
