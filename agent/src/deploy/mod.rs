@@ -15,6 +15,7 @@
 //! | `recover.rs`  | an interrupted run's leftovers; reconciling live system and profile |
 //! | `track.rs`    | a fetched commit's steps, the same on main's and the testing track |
 //! | `testing.rs`  | what differs on the testing branch: its head, its records         |
+//! | `backoff.rs`  | the wait before building again a commit whose build failed blamelessly |
 //! | `record.rs`   | history, last poll, bad commits: one `finish()` for every outcome   |
 //! | `doors.rs`    | the side effects behind traits: source, builder, machine, health    |
 //! | `target.rs`   | which host is built: the configured one, or the map's (pivot)       |
@@ -25,6 +26,7 @@
 //! boot default); only a failure of the commit itself marks it bad.
 
 mod activate;
+mod backoff;
 pub mod doors;
 mod guard;
 mod paused;

@@ -4,49 +4,18 @@
 //! writes to the SD card).
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use crate::failure::{Failure, Kind};
 use crate::ledger::Took;
 use crate::logging::message_id;
 use crate::runtime::{self, LastPoll};
 use crate::source::Fetched;
-use crate::state::{self, Outcome, Phase, Pinned, Retry, Run, State};
+use crate::state::{self, Outcome, Phase, Pinned, Run, State};
 use crate::system::profile::Generation;
 
 use super::activate::{Activated, Back, Ending, StepFailure};
 use super::{short, Agent, Exit};
-
-/// A build of `head` still waiting out its backoff: the kind of the failure that started
-/// the wait, and what to say (main's cycle and the testing branch say the same).
-pub(super) fn backoff_left(state: &State, head: &str, config: &str) -> Option<(Kind, String)> {
-    let r = state.retries.as_ref().filter(|r| r.commit == head)?;
-    // A configuration failure waits only while the configuration is the same.
-    if r.config.as_deref().is_some_and(|then| then != config) {
-        return None;
-    }
-    let until = humantime::parse_rfc3339(r.not_before.as_deref()?).ok()?;
-    let left = until.duration_since(SystemTime::now()).ok()?;
-    // A clock that jumped back must not stretch the wait past its longest.
-    if left > MAX_BACKOFF {
-        return None;
-    }
-    let kind = r.kind.unwrap_or(Kind::Transient);
-    let hint = match kind {
-        Kind::Configuration => {
-            "a changed configuration ends the wait; `sudo homelab-agent retry` tries now"
-        }
-        _ => "`sudo homelab-agent retry` tries now",
-    };
-    let message = format!(
-        "the build of {} failed {} time(s) ({}); next try in {}\nhint: {hint}",
-        short(head),
-        r.count,
-        kind.as_str(),
-        humantime::format_duration(Duration::from_secs(left.as_secs()))
-    );
-    Some((kind, message))
-}
 
 impl Agent {
     pub(super) fn save(&self, state: &State) -> Result<(), Failure> {
@@ -111,35 +80,6 @@ impl Agent {
         Exit::Failed(f.kind)
     }
 
-    /// A build that failed without it being the commit's fault. A build is the costliest
-    /// thing a Pi does: the same commit waits longer after each such failure (`retry`
-    /// ends the wait). Saved at once; returns the count and the wait, or how the run ended.
-    pub(super) fn back_off(
-        &self,
-        state: &mut State,
-        commit: &str,
-        kind: Kind,
-    ) -> Result<(u32, std::time::Duration), Exit> {
-        let count = match &state.retries {
-            Some(r) if r.commit == commit => r.count + 1,
-            _ => 1,
-        };
-        let wait = backoff(count);
-        state.retries = Some(Retry {
-            commit: commit.to_string(),
-            count,
-            kind: Some(kind),
-            not_before: Some(
-                humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string(),
-            ),
-            config: (kind == Kind::Configuration).then(|| self.settings.digest.clone()),
-        });
-        match self.save(state) {
-            Ok(()) => Ok((count, wait)),
-            Err(e) => Err(self.stop_run(e)),
-        }
-    }
-
     /// The build of `host` failed (in map mode the mapped host, not this machine's
     /// name). Only a failure of the commit itself marks it bad; any other is retried by
     /// the next run.
@@ -188,20 +128,6 @@ impl Agent {
             .mark_bad(state, &fetched.commit, Phase::Build, &message, None);
         state.last_handled = Some(fetched.commit.clone());
         self.close(state, run, Exit::Failed(Kind::Commit))
-    }
-
-    /// A build of `head` is still waiting out its backoff: news only, and the same kind
-    /// of failure as the one that started the wait (so systemd still shows it).
-    pub(super) fn waiting(&self, state: &State, head: &str) -> Option<Exit> {
-        let (kind, message) = backoff_left(state, head, &self.settings.digest)?;
-        log::info!("{}", message.lines().next().unwrap_or_default());
-        self.note_poll(
-            Outcome::Failed,
-            Some(head),
-            Some(&message),
-            Some(Phase::Build),
-        );
-        Some(Exit::Failed(kind))
     }
 
     pub(super) fn record_unchanged(
@@ -505,14 +431,4 @@ pub(super) fn wrong_ending(
     run.checks = checks;
     run.error = Some(format!("{error} (a bug: please report it)"));
     Exit::Failed(Kind::Environment)
-}
-
-/// The longest a build waits after failures that blame nothing.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
-
-/// 10 minutes after the first failure, doubling, at most [`MAX_BACKOFF`].
-pub fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_secs(600);
-    base.saturating_mul(1 << failures.saturating_sub(1).min(10))
-        .min(MAX_BACKOFF)
 }

@@ -231,7 +231,7 @@ impl Agent {
 
     /// The testing head is waiting out a build backoff: said, and the same exit.
     fn testing_waits(&self, state: &State, branch: &str, head: &str) -> Option<Exit> {
-        let (kind, message) = super::record::backoff_left(state, head, &self.settings.digest)?;
+        let (kind, message) = super::backoff::backoff_left(state, head, &self.settings.digest)?;
         let message = format!("testing branch {branch}: {message}");
         log::info!("{}", message.lines().next().unwrap_or_default());
         self.note_poll(Outcome::Failed, None, Some(&message), Some(Phase::Build));

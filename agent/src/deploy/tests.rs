@@ -543,7 +543,7 @@ async fn only_a_failure_of_the_commit_marks_it_bad() {
 
 #[test]
 fn the_backoff_doubles_up_to_six_hours() {
-    use super::record::backoff;
+    use super::backoff::backoff;
     let minutes: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs() / 60).collect();
     assert_eq!(minutes, [10, 20, 40, 80, 160, 320, 360, 360]);
     assert_eq!(backoff(u32::MAX).as_secs(), 6 * 3600);
