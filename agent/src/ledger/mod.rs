@@ -2,7 +2,7 @@
 //! deployment that runs (`deployed`), a rollback left for the next run (`rollback_pending`)
 //! and the commits remembered as bad are written here and nowhere else: by the deploy
 //! cycle, the operator's `rollback`, the recovery of a killed run, the testing branch
-//! (`deploy/`) and verify-boot (`reboot/verify.rs`).
+//! (`deploy/`) and verify-boot (`reboot/verify.rs`, [`Ledger::failed_boot`]).
 //!
 //! What a run produced travels as values: its timings ([`Took`]) go into the run it
 //! records, and each recorded run becomes an event to announce, kept by the ledger that
@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::announce::Event;
 use crate::config::Settings;
 use crate::failure::Failure;
-use crate::state::{self, Deployed, Phase, RollbackPending, Run, State, Store};
+use crate::state::{self, Deployed, Outcome, Phase, RollbackPending, Run, State, Store};
 
 /// How long the build and the health checks of a run took (milliseconds), when it built
 /// or checked: measured where they happen, handed to the run that records them.
@@ -161,6 +161,34 @@ impl Ledger {
         });
     }
 
+    /// verify-boot's record of a boot that failed: history gets the failed deployment
+    /// (`run`, with the commit and subject its deployment recorded), its commit is marked
+    /// bad, and `deployed` is what boots now (`now_default`, generation `generation`).
+    pub fn failed_boot(
+        &self,
+        failed: &str,
+        now_default: &Path,
+        generation: Option<u32>,
+        mut run: Run,
+        error: &str,
+    ) -> anyhow::Result<()> {
+        let mut state = self.load()?;
+        let (commit, subject) = deployed_as(&state, failed);
+        run.commit = commit.clone();
+        run.subject = subject;
+        run.system = Some(failed.to_string());
+        run.error = Some(error.to_string());
+        if let Some(c) = &commit {
+            let phase = run.phase.unwrap_or(Phase::Boot);
+            self.mark_bad(&mut state, c, phase, error, Some(failed));
+        }
+        let back = now_default.display().to_string();
+        let (back_commit, _) = deployed_as(&state, &back);
+        self.deployed(&mut state, back_commit, None, &back, generation);
+        self.record(&mut state, run)?;
+        Ok(())
+    }
+
     /// `commit` failed in `phase` by its own fault: not tried again until the branch
     /// moves (or `retry`). `system` is what it built, when it got that far.
     pub fn mark_bad(
@@ -173,6 +201,21 @@ impl Ledger {
     ) {
         state.mark_bad_system(commit, phase, error, system);
     }
+}
+
+/// The commit (and subject) that `system` was deployed from: the deployment's record,
+/// else the newest deployed run in history that built it.
+fn deployed_as(state: &State, system: &str) -> (Option<String>, Option<String>) {
+    if let Some(d) = state.deployed.as_ref().filter(|d| d.system == system) {
+        if d.commit.is_some() {
+            return (d.commit.clone(), d.subject.clone());
+        }
+    }
+    state
+        .history
+        .iter()
+        .find(|r| r.system.as_deref() == Some(system) && r.outcome == Outcome::Deployed)
+        .map_or((None, None), |r| (r.commit.clone(), r.subject.clone()))
 }
 
 #[cfg(test)]

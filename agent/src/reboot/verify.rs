@@ -34,7 +34,7 @@ use crate::config::Settings;
 use crate::deploy::doors::{Health, Machine};
 use crate::ledger::Ledger;
 use crate::logging::message_id;
-use crate::state::{Outcome, Phase, Run, State};
+use crate::state::{Outcome, Phase, Run};
 use crate::system::{self, profile, switch::Action};
 
 use super::doors::Effects;
@@ -600,56 +600,22 @@ async fn make_default(
     Ok(number)
 }
 
-/// History gets the failed deployment (with its commit and subject, as the deployment
-/// recorded them); its commit is marked bad; `deployed` is what now boots. All through the
-/// ledger, as every run.
+/// The failed boot through the ledger ([`Ledger::failed_boot`]); `now_default` is what
+/// boots now, as the profile's generation when it is one.
 fn record_failure(
     settings: &Settings,
     ledger: &Ledger,
     failed: &str,
     now_default: &Path,
-    mut run: Run,
+    run: Run,
     error: &str,
 ) {
-    let mut st: State = match ledger.load() {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("recording the failed boot in the state: {e:#}");
-            return;
-        }
-    };
-    let (commit, subject) = deployed_as(&st, failed);
-    let back = now_default.display().to_string();
-    run.commit = commit.clone();
-    run.subject = subject;
-    run.system = Some(failed.to_string());
-    run.error = Some(error.to_string());
-    if let Some(c) = &commit {
-        let phase = run.phase.unwrap_or(Phase::Boot);
-        ledger.mark_bad(&mut st, c, phase, error, Some(failed));
-    }
-    let (back_commit, _) = deployed_as(&st, &back);
     let generation = profile::current(&settings.paths.profile)
         .filter(|g| g.system == now_default)
         .map(|g| g.number);
-    ledger.deployed(&mut st, back_commit, None, &back, generation);
-    if let Err(f) = ledger.record(&mut st, run) {
-        log::error!("recording the failed boot in the state: {f}");
+    if let Err(e) = ledger.failed_boot(failed, now_default, generation, run, error) {
+        log::error!("recording the failed boot in the state: {e:#}");
     }
-}
-
-/// The commit (and subject) that `system` was deployed from: the deployment's record,
-/// else the newest deployed run in history that built it.
-fn deployed_as(st: &State, system: &str) -> (Option<String>, Option<String>) {
-    if let Some(d) = st.deployed.as_ref().filter(|d| d.system == system) {
-        if d.commit.is_some() {
-            return (d.commit.clone(), d.subject.clone());
-        }
-    }
-    st.history
-        .iter()
-        .find(|r| r.system.as_deref() == Some(system) && r.outcome == Outcome::Deployed)
-        .map_or((None, None), |r| (r.commit.clone(), r.subject.clone()))
 }
 
 fn gen(g: Option<u32>) -> String {
