@@ -119,3 +119,52 @@ fn timings_are_whole_milliseconds_set_on_the_run() {
     Took::new(None, Some(Duration::from_secs(2))).on(&mut run);
     assert_eq!((run.build_ms, run.health_ms), (None, Some(2000)));
 }
+
+#[test]
+fn a_failed_boot_is_blamed_on_the_commit_its_deployment_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger(dir.path(), HOOK);
+    let mut state = State::default();
+    // /sys/a deployed from c1 (history only); /sys/b from c2 (`deployed`).
+    let mut a = Run::new(Outcome::Deployed);
+    (a.commit, a.subject, a.system) =
+        (Some("c1".into()), Some("one".into()), Some("/sys/a".into()));
+    ledger.record(&mut state, a).unwrap();
+    ledger.deployed(
+        &mut state,
+        Some("c2".into()),
+        Some("two".into()),
+        "/sys/b",
+        None,
+    );
+    ledger.save(&state).unwrap();
+    ledger.take_events();
+    let mut run = Run::new(Outcome::Failed);
+    run.phase = Some(Phase::Health);
+    ledger
+        .failed_boot(
+            "/sys/b",
+            Path::new("/sys/a"),
+            Some(1),
+            run,
+            "the trial failed",
+        )
+        .unwrap();
+    let st = ledger.load().unwrap();
+    let r = &st.history[0];
+    assert_eq!(
+        (
+            r.commit.as_deref(),
+            r.subject.as_deref(),
+            r.system.as_deref()
+        ),
+        (Some("c2"), Some("two"), Some("/sys/b"))
+    );
+    assert_eq!(st.bad("c2").unwrap().phase, Phase::Health);
+    let d = st.deployed.unwrap();
+    assert_eq!(
+        (d.commit.as_deref(), d.system.as_str(), d.generation),
+        (Some("c1"), "/sys/a", Some(1))
+    );
+    assert_eq!(ledger.take_events()[0].outcome, "failed");
+}
