@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::failure::{Failure, Kind};
 use crate::logging::message_id;
-use crate::state::{IntentKind, Outcome, Phase, Run, State, Step};
+use crate::state::{Intent, IntentKind, Outcome, Phase, Run, State, Step};
 
 use super::{Agent, Exit};
 
@@ -83,29 +83,10 @@ impl Agent {
             intent.system
         );
         // 1. Count first: whatever fails below, the loop breaker has moved.
-        // A test activation is undone like a deployment that had not committed (it
-        // never reaches Committing).
-        let undoing_new = matches!(intent.kind, IntentKind::Deploy | IntentKind::Test)
-            && matches!(intent.step, Step::Activating | Step::Checking);
-        // Some(count) when this interruption made the commit bad: the entry says so.
-        let mut given_up = None;
-        if let (true, Some(commit)) = (undoing_new, &intent.commit) {
-            let count = state.count_interruption(commit);
-            if count >= MAX_INTERRUPTIONS {
-                given_up = Some(count);
-                self.ledger.mark_bad(
-                    state,
-                    commit,
-                    Phase::Activate,
-                    &format!("its activation was interrupted {count} times: the agent was stopped or killed while {} was being activated or checked\nhint: does this configuration stop, restart or kill homelab-agent.service? then fix it and push; `sudo homelab-agent retry` tries this commit again", intent.system),
-                    Some(&intent.system),
-                );
-                state.last_handled = Some(commit.clone());
-            }
-            if let Err(f) = self.save(state) {
-                return Some(self.stop_run(f));
-            }
-        }
+        let given_up = match self.count_interruption(state, &intent) {
+            Ok(given_up) => given_up,
+            Err(exit) => return Some(exit),
+        };
         // 2. Never two activations at once.
         if !intent.activation.is_empty() {
             if let Err(f) = self
@@ -192,6 +173,34 @@ impl Agent {
             return Some(self.stop_run(f));
         }
         exit
+    }
+
+    /// Counts the interruption of a new system's activation (and saves it); the count
+    /// when it made the commit bad (the loop breaker), `Err` when the save failed. A test
+    /// activation is undone like a deployment that had not committed (it never reaches
+    /// Committing).
+    fn count_interruption(&self, state: &mut State, intent: &Intent) -> Result<Option<u32>, Exit> {
+        let undoing_new = matches!(intent.kind, IntentKind::Deploy | IntentKind::Test)
+            && matches!(intent.step, Step::Activating | Step::Checking);
+        let (true, Some(commit)) = (undoing_new, &intent.commit) else {
+            return Ok(None);
+        };
+        let count = state.count_interruption(commit);
+        let given_up = count >= MAX_INTERRUPTIONS;
+        if given_up {
+            self.ledger.mark_bad(
+                state,
+                commit,
+                Phase::Activate,
+                &format!("its activation was interrupted {count} times: the agent was stopped or killed while {} was being activated or checked\nhint: does this configuration stop, restart or kill homelab-agent.service? then fix it and push; `sudo homelab-agent retry` tries this commit again", intent.system),
+                Some(&intent.system),
+            );
+            state.last_handled = Some(commit.clone());
+        }
+        match self.save(state) {
+            Ok(()) => Ok(given_up.then_some(count)),
+            Err(f) => Err(self.stop_run(f)),
+        }
     }
 
     /// Health had passed and the profile moved: the boot entry may still be missing.
