@@ -27,7 +27,6 @@
 
 mod activate;
 mod backoff;
-pub mod doors;
 mod guard;
 mod paused;
 mod record;
@@ -48,8 +47,8 @@ use crate::ledger::Ledger;
 use crate::notify;
 use crate::state::{IntentKind, Outcome, Phase, Pinned, State};
 
+pub use crate::doors::Doors;
 use activate::Plan;
-pub use doors::Doors;
 pub use recover::MAX_INTERRUPTIONS;
 pub use testing::live as testing_live;
 use track::Track;
