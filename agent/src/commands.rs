@@ -44,13 +44,10 @@ where
     };
     // From here on the phase sent as STATUS= is also what `status` shows.
     crate::notify::progress_to(&settings.paths.runtime_dir);
-    let code = match f().await {
+    match f().await {
         Ok(exit) => exit_code(exit),
         Err(e) => report(&e),
-    };
-    // After the run is saved; bounded by the receivers' timeouts.
-    crate::announce::send_queued(settings).await;
-    code
+    }
 }
 
 /// The run lock, or the exit code: 4 only when another run holds it (a permission
@@ -92,10 +89,10 @@ async fn cycle_with(settings: &Settings, doors: crate::deploy::Doors) -> u8 {
     let agent = Agent::with_doors(settings.clone(), doors);
     locked(settings, || async {
         let exit = agent.run_once().await;
+        // What the run recorded, told after it is saved and before a reboot can stop this
+        // unit; bounded by the receivers' timeouts.
+        crate::announce::send_all(&settings.notify, agent.take_events()).await;
         if exit.is_ok() {
-            // Told before a reboot can stop this unit (send_queued empties the queue, so
-            // locked()'s own send after the run finds nothing left).
-            crate::announce::send_queued(settings).await;
             // Everything is recorded; under the same lock, the reboot policy (reboot/).
             crate::reboot::after_cycle(settings).await;
         }
@@ -373,6 +370,7 @@ pub async fn rollback(config: Option<&Path>) -> u8 {
     locked(&settings, || async {
         let exit = agent.rollback().await;
         crate::metrics::refresh(&settings, crate::metrics::After::Command);
+        crate::announce::send_all(&settings.notify, agent.take_events()).await;
         exit
     })
     .await
@@ -666,10 +664,9 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
     };
     let verdict =
         crate::reboot::verify::verify_boot(&settings, &boot, jiff::Timestamp::now()).await;
-    // A failed or fallen-back boot is a recorded run like any other: metrics and
-    // notifications (send_queued does nothing when nothing was queued).
+    // A failed or fallen-back boot is a recorded run like any other: metrics (its
+    // notifications were sent by verify_boot).
     crate::metrics::refresh(&settings, crate::metrics::After::Command);
-    crate::announce::send_queued(&settings).await;
     match &verdict {
         crate::reboot::verify::Verdict::AlreadyDone => {
             println!("already ran in this boot; `homelab-agent status` shows what it found")

@@ -17,6 +17,7 @@
 //! | [`deploy`]      | **the deploy cycle**, rollback, crash recovery, the testing branch |
 //! | [`reboot`]      | reboot policy, FleetLock, boot verification and fallback          |
 //! | [`failure`]     | the failure taxonomy: transient, environment, configuration, commit |
+//! | [`ledger`]      | the one writer of runs, deployments, pending rollbacks, bad commits |
 //! | [`state`]       | the durable state file: intent, history, bad commits              |
 //! | [`runtime`]     | volatile facts (last poll) kept off the SD card                   |
 //! | [`metrics`]     | Prometheus textfile metrics, written only when a value changed    |
@@ -43,6 +44,7 @@ pub mod fake_system;
 pub mod free_space;
 pub mod health;
 pub mod http_body;
+pub mod ledger;
 pub mod lock;
 pub mod logging;
 pub mod metrics;

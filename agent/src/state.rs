@@ -331,7 +331,7 @@ pub struct Run {
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub checks: Vec<CheckResult>,
     pub duration_ms: u64,
-    /// How long the build took, when this run built (`metrics::phases`).
+    /// How long the build took, when this run built (`crate::ledger::Took`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_ms: Option<u64>,
     /// How long the health checks took (settle included), when they ran.

@@ -116,7 +116,7 @@ impl TempMachine {
         let mut st: State = store.load().unwrap();
         st.deployed = Some(Deployed {
             commit: Some(commit.into()),
-            subject: None,
+            subject: Some(format!("{name}: a kernel update")),
             system: self.sys(name).display().to_string(),
             generation,
             at: crate::state::now(),
@@ -124,6 +124,7 @@ impl TempMachine {
         st.push_run({
             let mut r = crate::state::Run::new(Outcome::Deployed);
             r.commit = Some(commit.into());
+            r.subject = Some(format!("{name}: a kernel update"));
             r.system = Some(self.sys(name).display().to_string());
             r
         });
@@ -732,6 +733,14 @@ async fn a_trial_that_fails_its_checks_reboots_into_the_untouched_default() {
     let st = b.store().load().unwrap();
     assert_eq!(st.bad("c0ffee").expect("marked bad").phase, Phase::Health);
     assert_eq!(st.history[0].outcome, Outcome::Failed);
+    // The same fields as the deployment's own record (issue 22): its commit and subject.
+    assert_eq!(st.history[0].commit.as_deref(), Some("c0ffee"));
+    assert_eq!(
+        st.history[0].subject.as_deref(),
+        Some("b: a kernel update"),
+        "{:?}",
+        st.history[0]
+    );
     assert!(st.history[0]
         .error
         .as_deref()
