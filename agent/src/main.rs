@@ -259,7 +259,7 @@ Exit codes:\n  0   planned\n  1   the commit is not on the branch, would be refu
     },
     /// On a workstation or in CI: build the hosts' systems for a commit, copy them to a
     /// binary cache and publish a signed manifest on the repository's `homelab-prebuilt`
-    /// branch, so small machines fetch instead of evaluating (docs/prebuilt.md)
+    /// branch, so small machines fetch instead of evaluating (docs/publish.md)
     #[command(
         group(clap::ArgGroup::new("signer").required(true).args(["ssh_key", "gpg_key"])),
         after_help = "Examples:\n  homelab-agent publish --to 'file:///srv/nix-cache?secret-key=/etc/nix/cache.sec' --ssh-key ~/.ssh/id_ed25519\n  homelab-agent publish --host pi1 --host pi2 --to ssh://cache-host --gpg-key ci@example.org --remote origin\n\n\

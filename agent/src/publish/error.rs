@@ -74,7 +74,7 @@ impl PublishError {
                 "give --host a name from the flake's nixosConfigurations (or none: all)".into()
             }
             PublishError::Tool { program, .. } => format!(
-                "install {program} (docs/prebuilt.md, \"On the workstation\"), or put it on PATH"
+                "install {program} (docs/publish.md), or put it on PATH"
             ),
             PublishError::Build { .. } => {
                 "fix the commit (the error above is nix's); nothing was copied or published".into()
