@@ -125,6 +125,9 @@ pub struct LastPoll {
     pub outcome: String,
     pub commit: Option<String>,
     pub error: Option<String>,
+    /// What to do about `error` (absent: its kind's hint applies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     pub phase: Option<String>,
     /// When the daemon loop polls next (RFC 3339), if running as a loop.
     pub next_poll: Option<String>,

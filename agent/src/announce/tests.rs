@@ -33,6 +33,7 @@ fn a_failed_rollback_needs_attention() {
             system: "/nix/store/x".into(),
             reason: "r".into(),
             since: "t".into(),
+            hint: None,
         }),
         ..State::default()
     };

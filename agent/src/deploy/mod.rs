@@ -308,6 +308,7 @@ impl Agent {
                     system: back.display().to_string(),
                     reason: rollback.message.clone(),
                     since: crate::state::now(),
+                    hint: rollback.hint.clone(),
                 });
                 Exit::RollbackFailed
             }

@@ -90,11 +90,14 @@ impl Agent {
         error: Option<&str>,
         phase: Option<Phase>,
     ) {
+        // The hint apart, whoever joined it to the error.
+        let (error, hint) = error.map(crate::failure::split_stored_hint).unzip();
         let poll = LastPoll {
             at: state::now(),
             outcome: outcome.as_str().into(),
             commit: commit.map(str::to_string),
-            error: error.map(str::to_string),
+            error,
+            hint: hint.flatten(),
             phase: phase.map(|p| p.as_str().to_string()),
             next_poll: None,
         };
@@ -383,6 +386,7 @@ pub(super) fn record_failure(
                 system: target.display().to_string(),
                 reason: rollback.message.clone(),
                 since: state::now(),
+                hint: rollback.hint.clone(),
             });
             Exit::RollbackFailed
         }

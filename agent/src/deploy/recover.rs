@@ -145,6 +145,7 @@ impl Agent {
                     system: target.display().to_string(),
                     reason: f.message.clone(),
                     since: crate::state::now(),
+                    hint: f.hint.clone(),
                 });
                 run.rolled_back = Some(false);
                 run.error = Some(format!(
@@ -282,6 +283,7 @@ impl Agent {
                 system: profile.system.display().to_string(),
                 reason: f.message.clone(),
                 since: crate::state::now(),
+                hint: f.hint.clone(),
             });
         }
         if let Err(f) = self.finish(state, run) {

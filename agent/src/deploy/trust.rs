@@ -143,6 +143,7 @@ impl Agent {
             at: state::now(),
             reason: refusal.reason,
             error,
+            hint: None,
             expected: refusal.expected,
             policy: self.trust_policy(&floors),
         });

@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 use super::layout::Sysboot;
 use super::UBoot;
 use crate::exit;
-use crate::failure::Failure;
 use crate::reboot::trial::{TrialBoot, UBootSettings};
 
 const EXIT_CODES: &str = "Exit codes:\n  0   done\n  71  this machine: no fw_env.config or tools, a missing or damaged environment, the boot command not provisioned, the boot partition not writable\n  78  bad settings (--sysboot-*, --initial-env)";
@@ -135,9 +134,9 @@ pub async fn run(cmd: BootloaderCommand) -> u8 {
             println!("{}", text.trim_end());
             exit::OK
         }
-        Err(Failure { kind, message }) => {
-            eprintln!("error: {message}");
-            kind.exit_code()
+        Err(f) => {
+            eprintln!("error: {f}");
+            f.kind.exit_code()
         }
     }
 }
