@@ -156,7 +156,7 @@ impl Real {
 }
 
 fn source_failure(e: source::SourceError) -> Failure {
-    Failure::new(e.kind(), e.to_string())
+    e.into()
 }
 
 impl Source for std::rc::Rc<Real> {
@@ -286,9 +286,7 @@ impl Builder for std::rc::Rc<Real> {
             // [build] max_local_builds).
             let built = async {
                 nix::plan::gate(&request, &self.settings.paths.state_dir).await?;
-                nix::build(&request)
-                    .await
-                    .map_err(|e| Failure::new(e.kind(), e.to_string()))
+                nix::build(&request).await.map_err(Failure::from)
             }
             .await;
             watcher.abort();

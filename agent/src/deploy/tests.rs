@@ -666,7 +666,9 @@ async fn a_configuration_that_kills_the_agent_is_activated_at_most_twice() {
     let state = b.state();
     let bad = state.bad("c1").expect("marked bad");
     assert!(bad.error.contains("interrupted 2 times"), "{}", bad.error);
-    assert!(bad.error.contains("hint:"), "{}", bad.error);
+    assert!(!bad.error.contains("hint:"), "{}", bad.error);
+    let hint = bad.hint.as_deref().unwrap_or_default();
+    assert!(hint.contains("kill homelab-agent.service"), "{hint}");
     assert_eq!(ends.last(), Some(&Some(Exit::Ok)), "{ends:?}");
 }
 

@@ -175,15 +175,11 @@ pub fn or_out_of_memory<T>(
     }
 }
 
-/// What nix said, from a classified failure, without the hint the classification added
-/// (the OOM's own hint replaces it); at most 20 lines.
+/// What nix said, from a classified failure (its hint is apart: the OOM's own replaces
+/// it); at most 20 lines.
 fn nix_words(e: &BuildError) -> String {
     let text = e.to_string();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with("hint:"))
-        .take(20)
-        .collect();
+    let lines: Vec<&str> = text.lines().take(20).collect();
     lines.join("\n")
 }
 

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Fetched, Heads, SourceError, TestingHead, GRACE};
 use crate::config::SourceSettings;
-use crate::failure::{Failure, Kind};
+use crate::failure::Kind;
 use crate::process::{Cmd, CmdError};
 use crate::trust::{Checked, Floor, Reason, Refusal, Verdict};
 
@@ -77,6 +77,9 @@ pub enum Answer {
     Failed {
         kind: Kind,
         message: String,
+        /// What to do (absent from a child of a version that joined it to the message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
     },
     /// The trust check passed ([`crate::trust::Checked`]).
     Trusted {
@@ -95,6 +98,7 @@ impl From<SourceError> for Answer {
         Answer::Failed {
             kind: e.kind(),
             message: e.to_string(),
+            hint: e.hint(),
         }
     }
 }
@@ -174,15 +178,23 @@ pub async fn verify(
         })),
         Ok(other) => {
             let e = unexpected(settings, other);
-            Err(Verdict::Failed(Failure::new(e.kind(), e.to_string())))
+            Err(Verdict::Failed(e.into()))
         }
-        Err(e) => Err(Verdict::Failed(Failure::new(e.kind(), e.to_string()))),
+        Err(e) => Err(Verdict::Failed(e.into())),
     }
 }
 
 fn unexpected(settings: &SourceSettings, answer: Answer) -> SourceError {
     match answer {
-        Answer::Failed { kind, message } => SourceError::Relayed { kind, message },
+        Answer::Failed {
+            kind,
+            message,
+            hint,
+        } => SourceError::Relayed {
+            kind,
+            message,
+            hint,
+        },
         other => SourceError::Internal {
             url: settings.url.redacted().to_string(),
             message: format!("the git child process answered {other:?} (a bug: please report it)"),
@@ -318,6 +330,7 @@ pub async fn serve(
         Err(message) => Answer::Failed {
             kind: Kind::Configuration,
             message,
+            hint: None,
         },
         Ok(settings) => {
             let source = &settings.source;
@@ -342,11 +355,13 @@ pub async fn serve(
                     None => Answer::Failed {
                         kind: Kind::Environment,
                         message: "source-call verify: no --commit (a bug)".into(),
+                        hint: None,
                     },
                 },
                 _ => Answer::Failed {
                     kind: Kind::Environment,
                     message: format!("source-call: unknown call {what:?} (a bug)"),
+                    hint: None,
                 },
             }
         }
@@ -375,6 +390,7 @@ async fn trust(
             return Answer::Failed {
                 kind: Kind::Environment,
                 message: format!("source-call verify: bad --floors: {e} (a bug)"),
+                hint: None,
             }
         }
     };
@@ -390,6 +406,7 @@ async fn trust(
         Err(Verdict::Failed(f)) => Answer::Failed {
             kind: f.kind,
             message: f.message,
+            hint: f.hint,
         },
     }
 }
@@ -419,7 +436,8 @@ mod tests {
             },
             Answer::Failed {
                 kind: Kind::Configuration,
-                message: "authentication failed\nhint: check".into(),
+                message: "authentication failed".into(),
+                hint: Some("check".into()),
             },
             Answer::Trusted {
                 signer: Some("alice@example.org".into()),
@@ -475,7 +493,7 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("an answer that is not one"), "{text}");
         assert!(text.contains("Segmentation fault, or so"), "{text}");
-        assert!(text.contains("\nhint: "), "{text}");
+        assert!(e.hint().is_some_and(|h| h.contains("report it")), "{e:?}");
 
         let e = ask_sh("echo '{}'; echo '{}'", Duration::from_secs(5))
             .await
@@ -565,12 +583,23 @@ mod tests {
             url: "git://h/r".into(),
             branch: "main".into(),
         };
-        let (kind, text) = (e.kind(), e.to_string());
-        let Answer::Failed { kind: k, message } = Answer::from(e) else {
+        let (kind, text, hint) = (e.kind(), e.to_string(), e.hint());
+        let Answer::Failed {
+            kind: k,
+            message,
+            hint: h,
+        } = Answer::from(e)
+        else {
             panic!("not a failure")
         };
-        let relayed = SourceError::Relayed { kind: k, message };
+        let relayed = SourceError::Relayed {
+            kind: k,
+            message,
+            hint: h,
+        };
         assert_eq!(relayed.kind(), kind);
         assert_eq!(relayed.to_string(), text);
+        assert_eq!(relayed.hint(), hint);
+        assert!(hint.is_some_and(|h| h.contains("[source] branch")));
     }
 }
