@@ -328,8 +328,9 @@ fn unit_name(s: &str) -> Result<String, String> {
     if homelab_agent::config::valid_unit_name(s) {
         Ok(s.to_string())
     } else {
-        Err(format!(
-            "{s:?} is not a systemd unit name\nhint: e.g. homelab-agent.service"
+        Err(homelab_agent::failure::with_hint_line(
+            format!("{s:?} is not a systemd unit name"),
+            "e.g. homelab-agent.service",
         ))
     }
 }

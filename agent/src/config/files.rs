@@ -83,10 +83,15 @@ fn problem(path: &Path) -> Option<String> {
         .open(path);
     match opened {
         Ok(_) => None,
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
-            "{shown} is not readable by this user (uid {})\nhint: the agent runs as root: `sudo homelab-agent config check`",
-            nix::unistd::getuid()
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Some(crate::failure::with_hint_line(
+                format!(
+                    "{shown} is not readable by this user (uid {})",
+                    nix::unistd::getuid()
+                ),
+                "the agent runs as root: `sudo homelab-agent config check`",
+            ))
+        }
         Err(e) => Some(format!("{shown}: {e}")),
     }
 }

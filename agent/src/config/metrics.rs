@@ -25,16 +25,16 @@ pub(super) fn validate(raw: RawMetrics) -> Result<MetricsSettings, (String, Stri
         if !dir.is_absolute() {
             return Err((
                 "metrics.textfile_dir".into(),
-                format!(
-                    "{} is not an absolute path\nhint: give node_exporter's --collector.textfile.directory, e.g. \"/var/lib/prometheus-node-exporter/textfile\"",
-                    dir.display()
-                ),
+                crate::failure::with_hint_line(format!("{} is not an absolute path", dir.display()), "give node_exporter's --collector.textfile.directory, e.g. \"/var/lib/prometheus-node-exporter/textfile\""),
             ));
         }
         if dir == Path::new("/") {
             return Err((
                 "metrics.textfile_dir".into(),
-                "\"/\" is not a textfile directory\nhint: give node_exporter's --collector.textfile.directory".into(),
+                crate::failure::with_hint_line(
+                    "\"/\" is not a textfile directory",
+                    "give node_exporter's --collector.textfile.directory",
+                ),
             ));
         }
     }

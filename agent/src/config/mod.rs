@@ -196,9 +196,7 @@ pub fn load(file: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
         file: file.to_path_buf(),
         key: "(file)".into(),
-        message: format!(
-            "cannot read: {e}\nhint: pass --config PATH or set {ENV_VAR}; `homelab-agent config check` validates a file"
-        ),
+        message: crate::failure::with_hint_line(format!("cannot read: {e}"), format!("pass --config PATH or set {ENV_VAR}; `homelab-agent config check` validates a file")),
         line: None,
     })?;
     parse(file, &text)

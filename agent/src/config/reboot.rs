@@ -440,7 +440,10 @@ fn window(raw: RawWindow) -> Result<Window, KeyProblem> {
         name => TimeZone::get(name).map_err(|e| {
             problem(
                 "reboot.window.timezone",
-                format!("unknown time zone {name:?}: {e}\nhint: an IANA name such as \"Europe/Berlin\", or \"UTC\", or \"local\""),
+                crate::failure::with_hint_line(
+                    format!("unknown time zone {name:?}: {e}"),
+                    "an IANA name such as \"Europe/Berlin\", or \"UTC\", or \"local\"",
+                ),
             )
         })?,
     };

@@ -88,7 +88,7 @@ impl Validator<'_> {
         if reboot.policy == super::RebootPolicy::WhenRequired && !checks_configured {
             return Err(err(
                 "reboot.policy",
-                "\"when-required\" needs at least one [[health.checks]]: they decide whether a reboot into a new kernel is kept\nhint: add checks that prove this machine works (e.g. type = \"systemd\" with your services, type = \"remote\"), or set policy = \"never\"",
+                crate::failure::with_hint_line("\"when-required\" needs at least one [[health.checks]]: they decide whether a reboot into a new kernel is kept", "add checks that prove this machine works (e.g. type = \"systemd\" with your services, type = \"remote\"), or set policy = \"never\""),
             ));
         }
         Ok(Settings {

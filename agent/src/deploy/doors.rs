@@ -297,10 +297,11 @@ impl Builder for std::rc::Rc<Real> {
                 return Err(Failure::new(
                     Kind::Commit,
                     format!(
-                        "{} has no bin/switch-to-configuration: not a NixOS system\nhint: check [host] attribute; it must name a system.build.toplevel",
+                        "{} has no bin/switch-to-configuration: not a NixOS system",
                         system.display()
                     ),
-                ));
+                )
+                .with_hint("check [host] attribute; it must name a system.build.toplevel"));
             }
             Ok(system)
         })

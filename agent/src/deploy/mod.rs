@@ -182,11 +182,14 @@ impl Agent {
             return Some(exit);
         }
         if let Some(bad) = state.bad(head) {
-            let error = format!(
-                "commit {} failed in {} at {}: not retried until the branch moves\nhint: push a fix, or run `sudo homelab-agent retry`",
-                short(head),
-                bad.phase.as_str(),
-                bad.at
+            let error = crate::failure::with_hint_line(
+                format!(
+                    "commit {} failed in {} at {}: not retried until the branch moves",
+                    short(head),
+                    bad.phase.as_str(),
+                    bad.at
+                ),
+                "push a fix, or run `sudo homelab-agent retry`",
             );
             log::info!("{}", error.lines().next().unwrap_or_default());
             self.note_poll(Outcome::Skipped, Some(head), Some(&error), None);

@@ -35,12 +35,15 @@ pub(super) fn backoff_left(state: &State, head: &str, config: &str) -> Option<(K
         }
         _ => "`sudo homelab-agent retry` tries now",
     };
-    let message = format!(
-        "the build of {} failed {} time(s) ({}); next try in {}\nhint: {hint}",
-        short(head),
-        r.count,
-        kind.as_str(),
-        humantime::format_duration(Duration::from_secs(left.as_secs()))
+    let message = crate::failure::with_hint_line(
+        format!(
+            "the build of {} failed {} time(s) ({}); next try in {}",
+            short(head),
+            r.count,
+            kind.as_str(),
+            humantime::format_duration(Duration::from_secs(left.as_secs()))
+        ),
+        format!("{hint}"),
     );
     Some((kind, message))
 }
@@ -107,12 +110,10 @@ impl Agent {
     /// A failure before anything was built or touched that says nothing about the commit
     /// (network, this machine, the configuration): news, not history.
     pub(super) fn not_tried(&self, head: Option<&str>, phase: Phase, f: Failure) -> Exit {
-        // The kind's general hint, unless the error already says what to do.
-        match f.message.contains("\nhint:") {
-            true => log::error!(message_id = message_id::FAILED; "{f}"),
-            false => log::error!(message_id = message_id::FAILED; "{f}\nhint: {}", f.kind.hint()),
-        }
-        self.note_poll(Outcome::Failed, head, Some(&f.message), Some(phase));
+        // The failure's own hint, else its kind's: a journal field (HINT=) and its own line.
+        let hint = f.hint_or_kind();
+        log::error!(message_id = message_id::FAILED, hint = hint; "{}", crate::failure::with_hint_line(&f.message, hint));
+        self.note_poll(Outcome::Failed, head, Some(&f.to_string()), Some(phase));
         Exit::Failed(f.kind)
     }
 
@@ -173,10 +174,12 @@ impl Agent {
             // say so. The commit is not marked bad and not handled: after the backoff
             // (`homelab_agent_next_build_timestamp_seconds`) the next run builds it again.
             // One record per backoff, never one per poll.
-            match message.contains("\nhint:") {
-                true => log::error!(message_id = message_id::FAILED; "{message}"),
+            // The message has the failure's own hint (on its line); else the kind's is added.
+            let hint = f.hint_or_kind();
+            match f.hint.is_some() {
+                true => log::error!(message_id = message_id::FAILED, hint = hint; "{message}"),
                 false => {
-                    log::error!(message_id = message_id::FAILED; "{message}\nhint: {}", f.kind.hint())
+                    log::error!(message_id = message_id::FAILED, hint = hint; "{}", crate::failure::with_hint_line(&message, hint))
                 }
             }
             let mut run = self.run_record(Outcome::Failed, fetched, started);
@@ -184,7 +187,7 @@ impl Agent {
             run.error = Some(message);
             return self.close(state, run, Exit::Failed(f.kind));
         }
-        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{message}");
+        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED, hint = f.hint_or_kind(); "{message}");
         let mut run = self.run_record(Outcome::Failed, fetched, started);
         run.phase = Some(Phase::Build);
         run.error = Some(message.clone());
@@ -350,7 +353,8 @@ pub(super) fn record_failure(
     run.outcome = Outcome::Failed;
     run.phase = Some(failed.phase);
     run.checks = failed.checks;
-    let mut error = failed.failure.message.clone();
+    // The failure's words and its own hint (recorded apart by the state).
+    let mut error = failed.failure.to_string();
     let exit = match back {
         Back::Restored(restored) => {
             run.rolled_back = Some(restored.is_some());
@@ -377,10 +381,13 @@ pub(super) fn record_failure(
                     "the boot default is unchanged"
                 }
             };
-            error = format!(
-                "{}\nthen the rollback to {} failed too: {rollback}\nhint: {boot} (a reboot returns to it); the next run retries the rollback",
-                failed.failure,
-                target.display()
+            error = crate::failure::with_hint_line(
+                format!(
+                    "{}\nthen the rollback to {} failed too: {rollback}",
+                    failed.failure,
+                    target.display()
+                ),
+                format!("{boot} (a reboot returns to it); the next run retries the rollback"),
             );
             state.rollback_pending = Some(RollbackPending {
                 system: target.display().to_string(),

@@ -93,7 +93,7 @@ impl Agent {
                 state.mark_bad_system(
                     commit,
                     Phase::Activate,
-                    &format!("its activation was interrupted {count} times: the agent was stopped or killed while {} was being activated or checked\nhint: does this configuration stop, restart or kill homelab-agent.service? then fix it and push; `sudo homelab-agent retry` tries this commit again", intent.system),
+                    &crate::failure::with_hint_line(format!("its activation was interrupted {count} times: the agent was stopped or killed while {} was being activated or checked", intent.system), "does this configuration stop, restart or kill homelab-agent.service? then fix it and push; `sudo homelab-agent retry` tries this commit again"),
                     Some(&intent.system),
                 );
                 state.last_handled = Some(commit.clone());
@@ -301,7 +301,7 @@ impl Agent {
         } else {
             f.kind
         };
-        self.note_poll(Outcome::Failed, None, Some(&f.message), None);
+        self.note_poll(Outcome::Failed, None, Some(&f.to_string()), None);
         Exit::Failed(kind)
     }
 }

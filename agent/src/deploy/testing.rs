@@ -134,20 +134,22 @@ impl Agent {
                         Ok((_, wait)) => wait,
                         Err(exit) => return exit,
                     };
-                    let message = format!(
-                        "{}\n(not built again for {})",
-                        f.message,
-                        humantime::format_duration(wait)
-                    );
+                    let f = f.map_message(|m| {
+                        format!(
+                            "{m}\n(not built again for {})",
+                            humantime::format_duration(wait)
+                        )
+                    });
                     // No commit in the last poll: there, a commit is main's head.
-                    return self.not_tried(None, Phase::Build, Failure::new(f.kind, message));
+                    return self.not_tried(None, Phase::Build, f);
                 }
                 let mut run = self.run_record(Outcome::Failed, fetched, started);
                 run.phase = Some(Phase::Build);
                 run.error = Some(f.message.clone());
-                state.mark_bad(&fetched.commit, Phase::Build, &f.message);
+                run.hint = f.hint.clone();
+                state.mark_bad(&fetched.commit, Phase::Build, &f.to_string());
                 self.set_testing(state, branch, fetched, Outcome::Failed, None);
-                log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{f}");
+                log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED, hint = f.hint_or_kind(); "{f}");
                 return self.close(state, run, Exit::Failed(f.kind));
             }
         };
@@ -185,7 +187,7 @@ impl Agent {
                 let (test, phase) = (format!("{commit} ({branch})"), failed.phase);
                 let (f, exit) = record_failure(state, &mut run, failed, back, Some(&test));
                 if f.kind.blames_commit() {
-                    state.mark_bad_system(&fetched.commit, phase, &f.message, Some(&shown));
+                    state.mark_bad_system(&fetched.commit, phase, &f.to_string(), Some(&shown));
                 }
                 self.set_testing(state, branch, fetched, Outcome::Failed, Some(&shown));
                 exit
@@ -240,7 +242,7 @@ impl Agent {
 
 /// Names the testing branch in a failure's message (its kind is kept).
 fn on_branch(branch: &str, f: Failure) -> Failure {
-    Failure::new(f.kind, format!("testing branch {branch}: {}", f.message))
+    f.map_message(|m| format!("testing branch {branch}: {m}"))
 }
 
 /// The tested system, if it is still what runs (a reboot or a deployment replaces it).

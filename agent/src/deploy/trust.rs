@@ -126,11 +126,9 @@ impl Agent {
             }
             Err(Verdict::Refused(r)) => r,
         };
-        let error = format!(
-            "{}\nexpected: {}\nhint: {}",
-            refusal.message,
-            refusal.expected,
-            hint(refusal.reason)
+        let error = crate::failure::with_hint_line(
+            format!("{}\nexpected: {}", refusal.message, refusal.expected),
+            format!("{}", hint(refusal.reason)),
         );
         log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{error}");
         let mut run = Run::new(Outcome::Failed);

@@ -32,8 +32,8 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use super::{caches, flake_ref, sigs, BuildError, BuildRequest};
-use crate::process::{Cmd, CmdError, Finished};
 use crate::failure::{Failure, Kind};
+use crate::process::{Cmd, CmdError, Finished};
 
 /// The most lines of a dry run read (a whole NixOS closure is a few thousand paths).
 const MAX_PLAN_LINES: usize = 50_000;
@@ -137,7 +137,8 @@ impl BuildPlan {
             true => Kind::Environment,
             false => Kind::Transient,
         };
-        let refuse = |message: String, hint: String| Some(Failure::new(kind, message).with_hint(hint));
+        let refuse =
+            |message: String, hint: String| Some(Failure::new(kind, message).with_hint(hint));
         if self.unread_lines > 0 {
             return refuse(
                 format!(
@@ -588,9 +589,7 @@ pub async fn gate(
     req: &BuildRequest<'_>,
     state_dir: &std::path::Path,
 ) -> Result<BuildPlan, crate::failure::Failure> {
-    let plan = preview(req)
-        .await
-        .map_err(Failure::from)?;
+    let plan = preview(req).await.map_err(Failure::from)?;
     let limit = req.settings.max_local_builds;
     let refusal = limit.and_then(|l| plan.over_limit(l));
     let commit = &req.commit[..req.commit.len().min(8)];

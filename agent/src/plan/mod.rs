@@ -310,7 +310,12 @@ mod tests {
         for bad in ["abc", "xyz123", &"a".repeat(41), "--upload-pack=x", ""] {
             let e = check_commit_id(bad).unwrap_err();
             assert!(e.message.ends_with("is not a commit id"), "{bad}: {e}");
-            assert!(e.hint.as_deref().is_some_and(|h| h.starts_with("give 4 to 40")), "{e}");
+            assert!(
+                e.hint
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with("give 4 to 40")),
+                "{e}"
+            );
             assert_eq!(e.code, crate::exit::USAGE);
         }
         assert_eq!(shown("fix\x1b[31m red"), "fix\\u{1b}[31m red");

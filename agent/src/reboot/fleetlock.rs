@@ -94,9 +94,9 @@ pub fn legacy_lock_id(settings: &FleetLockSettings, machine_id_file: &Path) -> O
 /// `/etc/machine-id`: 32 hex digits.
 pub fn machine_id(file: &Path) -> Result<[u8; 16], String> {
     let bad = || {
-        format!(
-            "{} holds no machine id\nhint: set [reboot] id, or create one (`systemd-machine-id-setup`)",
-            file.display()
+        crate::failure::with_hint_line(
+            format!("{} holds no machine id", file.display()),
+            "set [reboot] id, or create one (`systemd-machine-id-setup`)",
         )
     };
     // The state's bounded reader: a FIFO or a device there never blocks the agent; a
@@ -105,21 +105,21 @@ pub fn machine_id(file: &Path) -> Result<[u8; 16], String> {
     let bytes = match read_regular(file, 4096, Links::Follow, "a machine id has") {
         Ok(Found::File(bytes)) => bytes,
         Ok(Found::Missing) => {
-            return Err(format!(
-                "reading {}: it does not exist\nhint: set [reboot] id",
-                file.display()
+            return Err(crate::failure::with_hint_line(
+                format!("reading {}: it does not exist", file.display()),
+                "set [reboot] id",
             ))
         }
         Ok(Found::Wrong(why)) => {
-            return Err(format!(
-                "reading {}: {why}\nhint: set [reboot] id",
-                file.display()
+            return Err(crate::failure::with_hint_line(
+                format!("reading {}: {why}", file.display()),
+                "set [reboot] id",
             ))
         }
         Err(e) => {
-            return Err(format!(
-                "reading {}: {e}\nhint: set [reboot] id",
-                file.display()
+            return Err(crate::failure::with_hint_line(
+                format!("reading {}: {e}", file.display()),
+                "set [reboot] id",
             ))
         }
     };
@@ -314,7 +314,10 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let e = lock_id(&s, &fifo).unwrap_err();
         assert!(
-            e.contains("a FIFO, not a regular file\nhint: set [reboot] id"),
+            e.contains(&crate::failure::with_hint_line(
+                "a FIFO, not a regular file",
+                "set [reboot] id"
+            )),
             "{e}"
         );
         let named = FleetLockSettings {

@@ -119,8 +119,9 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
     let mut record = match record::load(&p.state_dir) {
         Ok(r) => r,
         Err(problem) => {
-            return Verdict::Failed(format!(
-                "{problem}\nhint: move it aside; the next boot starts a fresh record"
+            return Verdict::Failed(crate::failure::with_hint_line(
+                format!("{problem}"),
+                "move it aside; the next boot starts a fresh record",
             ))
         }
     };
@@ -217,7 +218,13 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
         // Told before the reboot stops this unit (the queue is sent once).
         crate::announce::send_queued(settings).await;
         if let Err(e) = doors.effects.rebooter.reboot(&reason).await {
-            log::error!("rebooting into the boot default: {e}\nhint: it is the last verified generation: reboot by hand");
+            log::error!(
+                "{}",
+                crate::failure::with_hint_line(
+                    format!("rebooting into the boot default: {e}"),
+                    "it is the last verified generation: reboot by hand"
+                )
+            );
             return Verdict::FellBack { rebooting: false };
         }
     }
@@ -295,9 +302,7 @@ async fn check(
     let Some(previous) =
         last_verified_generation(settings, record).filter(|g| g.system.to_string_lossy() != booted)
     else {
-        boot.detail = format!(
-            "health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back\nhint: look at the machine (journalctl -b); `sudo homelab-agent rollback` goes back to the previous generation"
-        );
+        boot.detail = crate::failure::with_hint_line(format!("health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back"), "look at the machine (journalctl -b); `sudo homelab-agent rollback` goes back to the previous generation");
         log::error!(message_id = message_id::FELL_BACK; "{}", boot.detail);
         return Verdict::Failed(boot.detail.clone());
     };
@@ -448,9 +453,7 @@ async fn trial_boot(
         Ok(n) => n,
         Err(e) => {
             boot.verified = Some(true);
-            boot.detail = format!(
-                "the trial boot passed its health checks, but making it the boot default failed: {e}\nhint: the boot default is still the last verified generation; the next deployment tries again"
-            );
+            boot.detail = crate::failure::with_hint_line(format!("the trial boot passed its health checks, but making it the boot default failed: {e}"), "the boot default is still the last verified generation; the next deployment tries again");
             log::error!("{}", boot.detail);
             return Verdict::Failed(boot.detail.clone());
         }
@@ -516,7 +519,7 @@ async fn fallback_boot(
             "booted {booted}, which failed its checks before and was given up; the boot default is generation {}: not touching anything",
             default.number
         );
-        log::error!(message_id = message_id::FELL_BACK; "{}\nhint: the bootloader did not boot the default: the machine needs a look", boot.detail);
+        log::error!(message_id = message_id::FELL_BACK; "{}", crate::failure::with_hint_line(format!("{}", boot.detail), "the bootloader did not boot the default: the machine needs a look"));
         return Verdict::LoopBroken;
     }
     if let Some(r) = record

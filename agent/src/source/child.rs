@@ -82,9 +82,7 @@ pub enum Answer {
         hint: Option<String>,
     },
     /// The trust check passed ([`crate::trust::Checked`]).
-    Trusted {
-        signer: Option<String>,
-    },
+    Trusted { signer: Option<String> },
     /// The trust check refused the head ([`crate::trust::Refusal`]).
     Refused {
         reason: Reason,

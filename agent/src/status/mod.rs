@@ -50,7 +50,7 @@ pub struct Facts {
     pub reboot_required: Option<bool>,
     pub profile: Option<system::profile::Generation>,
     /// Map mode only: this machine's identity (or why it cannot be read).
-    pub machine: Option<Result<crate::pivot::identity::Machine, String>>,
+    pub machine: Option<Result<crate::pivot::identity::Machine, Failure>>,
     /// The reboot record and what the policy needs (agent/src/reboot/view.rs).
     pub reboot: crate::reboot::view::Facts,
     /// The last build plan (`nix/plan.rs`): what was or would be compiled here.

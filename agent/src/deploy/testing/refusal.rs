@@ -60,9 +60,9 @@ impl Agent {
             }
             Err(Verdict::Refused(r)) => r,
         };
-        let error = format!(
-            "{}\nexpected: {}\nhint: sign the commit with an allowed key; nothing was built or activated",
-            refusal.message, refusal.expected
+        let error = crate::failure::with_hint_line(
+            format!("{}\nexpected: {}", refusal.message, refusal.expected),
+            "sign the commit with an allowed key; nothing was built or activated",
         );
         log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "testing branch {branch}: {error}");
         let mut run = Run::new(Outcome::Failed);
