@@ -57,7 +57,10 @@ where
 /// problem is this machine's, 71, and says to use sudo).
 fn take_lock(settings: &Settings) -> Result<lock::RunLock, u8> {
     lock::acquire(&settings.paths.runtime_dir).map_err(|e: LockError| {
-        eprintln!("error: {e}");
+        match e.hint() {
+            Some(hint) => eprintln!("error: {}", crate::failure::with_hint_line(&e, hint)),
+            None => eprintln!("error: {e}"),
+        }
         e.exit_code()
     })
 }

@@ -320,6 +320,39 @@ mod failure_tests {
         // A word "hint:" inside a line is not a hint line.
         assert_eq!(split_stored_hint("the hint: none").1, None);
     }
+
+    /// The hint is a field (issue 22): no message of the agent's source carries one as
+    /// text. Only this file lays a hint out as a line ([`with_hint_line`]) and reads the
+    /// old joined records ([`split_stored_hint`]).
+    #[test]
+    fn no_message_in_the_source_carries_its_hint_as_text() {
+        let needle = ["\\", "nhint:"].concat();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = Vec::new();
+        let mut stack = vec![root];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && !path.ends_with("src/failure.rs")
+                {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for (n, line) in text.lines().enumerate() {
+                        if line.contains(&needle) {
+                            found.push(format!("{}:{}", path.display(), n + 1));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "hints written into messages:\n{}",
+            found.join("\n")
+        );
+    }
 }
 
 #[cfg(test)]

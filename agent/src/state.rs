@@ -431,7 +431,7 @@ impl State {
     }
 
     /// Every record's hint in its own field. A version before hints were kept apart
-    /// stored them at the end of the error text (`error\nhint: ...`); this splits such a
+    /// stored them at the end of the error text (a last line `hint: ...`); this splits such a
     /// text when it is read, and any text a writer still joined when it is recorded.
     pub fn hints_apart(&mut self) {
         for run in &mut self.history {

@@ -56,8 +56,9 @@ pub async fn run(index: usize, hook: &Hook, event: &Event) {
             cmd.program_name(),
             event.outcome
         ),
-        Err(e) => log::warn!(
-            "notify.commands[{index}] failed: {e}\nhint: the run is recorded all the same; fix or remove the hook in [notify]"
-        ),
+        Err(e) => {
+            let hint = "the run is recorded all the same; fix or remove the hook in [notify]";
+            log::warn!(hint = hint; "{}", crate::failure::with_hint_line(format!("notify.commands[{index}] failed: {e}"), hint))
+        }
     }
 }

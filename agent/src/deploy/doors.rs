@@ -361,7 +361,7 @@ impl Machine for std::rc::Rc<Real> {
             self.switcher
                 .run(system, action, activation)
                 .await
-                .map_err(|e| Failure::new(e.kind(), e.to_string()))
+                .map_err(Failure::from)
         })
     }
 
@@ -370,7 +370,7 @@ impl Machine for std::rc::Rc<Real> {
             self.switcher
                 .settle_leftover(activation)
                 .await
-                .map_err(|e| Failure::new(e.kind(), e.to_string()))
+                .map_err(Failure::from)
         })
     }
 }

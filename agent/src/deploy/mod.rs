@@ -102,12 +102,16 @@ impl Agent {
         };
         if let Some(pin) = &state.pinned {
             // Pinned by the operator: the head is news, never deployed, never history.
-            log::info!(
-                "pinned to {} since {} (by `sudo homelab-agent rollback`); branch head {} not deployed\nhint: `sudo homelab-agent resume` follows the branch again",
-                pin.system,
-                pin.since,
-                short(&head)
-            );
+            let hint = "`sudo homelab-agent resume` follows the branch again";
+            log::info!(hint = hint; "{}", crate::failure::with_hint_line(
+                format!(
+                    "pinned to {} since {} (by `sudo homelab-agent rollback`); branch head {} not deployed",
+                    pin.system,
+                    pin.since,
+                    short(&head)
+                ),
+                hint
+            ));
             self.note_poll(Outcome::Pinned, Some(&head), None, None);
             return Ok(Exit::Ok);
         }

@@ -199,7 +199,9 @@ fn a_machine_with_no_identity_is_told_to_write_the_host_file() {
         f.message
     );
     assert!(
-        f.hint.as_deref().is_some_and(|h| h.contains("homelab-host on the boot partition")),
+        f.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("homelab-host on the boot partition")),
         "{f:?}"
     );
 }

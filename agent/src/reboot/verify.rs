@@ -292,9 +292,10 @@ async fn check(
         boot.detail = format!(
             "health checks failed again after a fallback reboot ({why}): not rebooting again"
         );
+        let hint = "the machine needs a look: `homelab-agent status`, `journalctl -b`";
         log::error!(
-            message_id = message_id::FELL_BACK, system = booted.as_str();
-            "{}\nhint: the machine needs a look: `homelab-agent status`, `journalctl -b`", boot.detail
+            message_id = message_id::FELL_BACK, system = booted.as_str(), hint = hint;
+            "{}", crate::failure::with_hint_line(&boot.detail, hint)
         );
         return Verdict::LoopBroken;
     }

@@ -297,7 +297,9 @@ fn missing_tools_and_config_are_refused_with_what_to_do() {
         assert_eq!(e.kind, Kind::Environment);
         assert!(
             e.message.contains("no-fw_printenv not found")
-                && e.hint.as_deref().is_some_and(|h| h.contains("libubootenv-tool")),
+                && e.hint
+                    .as_deref()
+                    .is_some_and(|h| h.contains("libubootenv-tool")),
             "{e}"
         );
 
