@@ -40,6 +40,8 @@ pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
             opt(event.from_generation.map(|g| g.to_string())),
         ),
         ("HOMELAB_AGENT_MESSAGE", event.message.clone()),
+        // What to do about a failure (its own hint), empty when it has none.
+        ("HOMELAB_AGENT_HINT", opt(event.hint.clone())),
     ]
 }
 
