@@ -181,6 +181,18 @@ pub enum Step {
     RollingBack,
 }
 
+impl Step {
+    /// In words, after "while": "the agent was stopped while rolling back".
+    pub fn as_words(self) -> &'static str {
+        match self {
+            Step::Activating => "activating",
+            Step::Checking => "checking",
+            Step::Committing => "committing",
+            Step::RollingBack => "rolling back",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Intent {
     pub kind: IntentKind,
@@ -478,6 +490,22 @@ mod damage_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// User words for every step (issue 22): never the Debug name ("rollingback").
+    #[test]
+    fn every_step_has_words() {
+        let all = [
+            Step::Activating,
+            Step::Checking,
+            Step::Committing,
+            Step::RollingBack,
+        ];
+        let words: Vec<&str> = all.iter().map(|s| s.as_words()).collect();
+        assert_eq!(
+            words,
+            ["activating", "checking", "committing", "rolling back"]
+        );
+    }
 
     #[test]
     fn round_trip_and_history_is_bounded() {

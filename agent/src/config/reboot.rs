@@ -175,7 +175,7 @@ impl std::fmt::Display for Window {
         } else {
             self.days
                 .iter()
-                .map(|d| format!("{d:?}")[..3].to_lowercase())
+                .map(|d| day_name(*d))
                 .collect::<Vec<_>>()
                 .join(",")
         };
@@ -456,6 +456,19 @@ fn window(raw: RawWindow) -> Result<Window, KeyProblem> {
     })
 }
 
+/// A weekday as the `days` key spells it ("mon" ... "sun").
+fn day_name(day: Weekday) -> &'static str {
+    match day {
+        Weekday::Monday => "mon",
+        Weekday::Tuesday => "tue",
+        Weekday::Wednesday => "wed",
+        Weekday::Thursday => "thu",
+        Weekday::Friday => "fri",
+        Weekday::Saturday => "sat",
+        Weekday::Sunday => "sun",
+    }
+}
+
 /// Every day of the week, Monday first (a window without `days`).
 pub const ALL_DAYS: [Weekday; 7] = [
     Weekday::Monday,
@@ -716,5 +729,16 @@ mod tests {
         let e = toml::from_str::<RawReboot>("bootloader = \"uboot\"\n[uboot]\nfw_env = \"x\"")
             .unwrap_err();
         assert!(e.to_string().contains("unknown field `fw_env`"), "{e}");
+    }
+
+    /// User words for the weekday enum (issue 22): each day as `days` spells it, read back
+    /// as the same day, never its Debug name.
+    #[test]
+    fn every_day_is_shown_as_the_days_key_spells_it() {
+        let names: Vec<&str> = ALL_DAYS.iter().map(|d| day_name(*d)).collect();
+        assert_eq!(names, ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]);
+        for d in ALL_DAYS {
+            assert_eq!(weekday(day_name(d)).ok(), Some(d));
+        }
     }
 }

@@ -78,8 +78,8 @@ impl Agent {
     async fn resolve_intent(&self, state: &mut State) -> Option<Exit> {
         let intent = state.intent.clone()?;
         log::warn!(
-            "a previous run was interrupted while {:?} {}; resolving it first",
-            intent.step,
+            "a previous run was interrupted while {} {}; resolving it first",
+            intent.step.as_words(),
             intent.system
         );
         // 1. Count first: whatever fails below, the loop breaker has moved.
@@ -137,7 +137,7 @@ impl Agent {
         run.commit = intent.commit.clone();
         run.subject = intent.subject.clone();
         run.system = Some(intent.system.clone());
-        let step = format!("{:?}", intent.step).to_lowercase();
+        let step = intent.step.as_words();
         let exit = match result {
             Err(f) => {
                 log::error!(message_id = message_id::ROLLBACK_FAILED; "recovering from the interrupted run failed: {f}");

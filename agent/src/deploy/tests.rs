@@ -626,6 +626,19 @@ async fn a_kill_at_any_step_ends_on_the_profiles_system() {
                     || point == "build c1",
                 "{point}: interruption not recorded"
             );
+            // Said in words (issue 22): "while rolling back", never an enum's Debug name.
+            if point == "test /sys/s0" {
+                let error = state
+                    .history
+                    .iter()
+                    .find(|r| r.outcome == Outcome::Interrupted)
+                    .and_then(|r| r.error.clone())
+                    .unwrap_or_default();
+                assert!(
+                    error.contains("stopped while rolling back"),
+                    "{point}: {error}"
+                );
+            }
             if !healthy {
                 assert_eq!(exit, Exit::Failed(Kind::Commit), "{point}");
                 assert!(state.bad("c1").is_some(), "{point}");
