@@ -139,7 +139,7 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
     let dir = &settings.paths.state_dir;
     let (mut record, problem) = match record::load(dir) {
         Ok(r) => (r, None),
-        Err(p) => (Record::default(), Some(p)),
+        Err(p) => (Record::default(), Some(p.to_string())),
     };
     let readable = problem.is_none();
     // An unreadable state never leads to a reboot: it is a problem like an unreadable record.

@@ -120,7 +120,7 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
         Ok(r) => r,
         Err(problem) => {
             return Verdict::Failed(crate::failure::with_hint_line(
-                format!("{problem}"),
+                problem.message,
                 "move it aside; the next boot starts a fresh record",
             ))
         }
