@@ -152,10 +152,7 @@ fn require_tools() -> anyhow::Result<()> {
         if Command::new(tool).arg("--version").output().is_err() {
             anyhow::bail!(
                 "{}",
-                crate::failure::with_hint_line(
-                    format!("`{tool}` not found on PATH"),
-                    format!("{HINT}")
-                )
+                crate::failure::with_hint_line(format!("`{tool}` not found on PATH"), HINT)
             );
         }
     }

@@ -43,7 +43,7 @@ pub(super) fn backoff_left(state: &State, head: &str, config: &str) -> Option<(K
             kind.as_str(),
             humantime::format_duration(Duration::from_secs(left.as_secs()))
         ),
-        format!("{hint}"),
+        hint,
     );
     Some((kind, message))
 }

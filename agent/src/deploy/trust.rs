@@ -128,7 +128,7 @@ impl Agent {
         };
         let error = crate::failure::with_hint_line(
             format!("{}\nexpected: {}", refusal.message, refusal.expected),
-            format!("{}", hint(refusal.reason)),
+            hint(refusal.reason),
         );
         log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{error}");
         let mut run = Run::new(Outcome::Failed);

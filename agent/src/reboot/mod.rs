@@ -239,7 +239,10 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
     if readable && record != before {
         if let Err(e) = record::save(dir, &record) {
             log::error!(
-                "{}",
+                hint = format!(
+                        "check free space and permissions of {}; the next run tries again",
+                        dir.display()
+                    ); "{}",
                 crate::failure::with_hint_line(
                     format!("saving {}: {e}", record::path(dir).display()),
                     format!(
@@ -282,7 +285,7 @@ async fn tend_trial(record: &mut Record, facts: &policy::Facts, effects: &Effect
                 record.trial = None;
             }
             Err(f) => log::error!(
-                "{}",
+                hint = "the next run tries again"; "{}",
                 crate::failure::with_hint_line(
                     format!(
                         "disarming the trial of {} through {}: {f}",
@@ -367,7 +370,10 @@ async fn reboot(
         // for this system refused: no reboot, and the slot taken for it is given back.
         release(&mut record, effects).await;
         log::error!(
-            "{}",
+            hint = format!(
+                    "check free space and permissions of {}; the next run tries again",
+                    dir.display()
+                ); "{}",
             crate::failure::with_hint_line(
                 format!("not rebooting: saving {}: {e}", record::path(dir).display()),
                 format!(
@@ -415,7 +421,7 @@ async fn reboot(
         Err(e) => {
             // Not queued: no reboot happened, so it is not one for this system yet.
             log::error!(
-                "{}",
+                hint = "the next run tries again; or reboot by hand (`systemctl reboot`)"; "{}",
                 crate::failure::with_hint_line(
                     format!("rebooting into {generation}: {e}"),
                     "the next run tries again; or reboot by hand (`systemctl reboot`)"
@@ -460,7 +466,7 @@ async fn not_rebooted(
         // The record on disk still says this system was rebooted for: the policy would
         // never reboot for it again (and the record is sealed: no hand edit).
         log::error!(
-            "{}", crate::failure::with_hint_line(format!("saving {}: {se}", record::path(dir).display()), format!("it claims a reboot into {generation} that never happened: reboot by hand (`systemctl reboot`); the boot is then verified as usual")));
+            hint = format!("it claims a reboot into {generation} that never happened: reboot by hand (`systemctl reboot`); the boot is then verified as usual"); "{}", crate::failure::with_hint_line(format!("saving {}: {se}", record::path(dir).display()), format!("it claims a reboot into {generation} that never happened: reboot by hand (`systemctl reboot`); the boot is then verified as usual")));
     }
     Acted::Waiting(waiting)
 }

@@ -219,7 +219,7 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
         crate::announce::send_queued(settings).await;
         if let Err(e) = doors.effects.rebooter.reboot(&reason).await {
             log::error!(
-                "{}",
+                hint = "it is the last verified generation: reboot by hand"; "{}",
                 crate::failure::with_hint_line(
                     format!("rebooting into the boot default: {e}"),
                     "it is the last verified generation: reboot by hand"
@@ -520,7 +520,7 @@ async fn fallback_boot(
             "booted {booted}, which failed its checks before and was given up; the boot default is generation {}: not touching anything",
             default.number
         );
-        log::error!(message_id = message_id::FELL_BACK; "{}", crate::failure::with_hint_line(format!("{}", boot.detail), "the bootloader did not boot the default: the machine needs a look"));
+        log::error!(message_id = message_id::FELL_BACK, hint = "the bootloader did not boot the default: the machine needs a look"; "{}", crate::failure::with_hint_line(&boot.detail, "the bootloader did not boot the default: the machine needs a look"));
         return Verdict::LoopBroken;
     }
     if let Some(r) = record
