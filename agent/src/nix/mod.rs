@@ -288,7 +288,7 @@ async fn host_names(req: &BuildRequest<'_>) -> Result<Vec<String>, String> {
 }
 
 /// The `out` path from `nix build --json`: `[{"drvPath": …, "outputs": {"out": …}}]`.
-pub fn parse_build_json(stdout: &str) -> Result<PathBuf, String> {
+fn parse_build_json(stdout: &str) -> Result<PathBuf, String> {
     let value: serde_json::Value = serde_json::from_str(stdout.trim())
         .map_err(|e| format!("cannot parse `nix build --json` output: {e}"))?;
     value

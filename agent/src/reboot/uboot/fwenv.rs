@@ -153,7 +153,7 @@ pub fn parse_dump(out: &str) -> BTreeMap<String, String> {
 
 /// The lines of a `fw_setenv -s` script (libubootenv: `name=value`, at most 1023 bytes
 /// a line: a longer one would be cut and its rest taken as another line).
-pub fn script(vars: &[(&str, &str)]) -> Result<String, String> {
+pub(super) fn script(vars: &[(&str, &str)]) -> Result<String, String> {
     let mut out = String::new();
     for (k, v) in vars {
         let line = format!("{k}={v}");
