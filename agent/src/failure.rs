@@ -189,6 +189,20 @@ pub fn split_stored_hint(text: &str) -> (String, Option<String>) {
     (message.join("\n"), Some(hints.join("; ")))
 }
 
+/// A value that is not what it must be (a name, a duration, a number, a URL): what is
+/// wrong, in words. The caller says where the value came from (a config key, a flag, a
+/// line of a file); a run it stops ends with a [`Failure`] of its own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// Its words, for a caller that adds where the value came from.
+impl From<Invalid> for String {
+    fn from(e: Invalid) -> String {
+        e.0
+    }
+}
+
 /// The kind of a local I/O error (state, cache, gcroots): by its OS error code.
 pub fn io_kind(e: &std::io::Error) -> Kind {
     use nix::errno::Errno;
@@ -350,6 +364,50 @@ mod failure_tests {
         assert!(
             found.is_empty(),
             "hints written into messages:\n{}",
+            found.join("\n")
+        );
+    }
+}
+
+#[cfg(test)]
+mod boundary_tests {
+    /// No error crosses a module boundary as a bare String (issue 22): a public function
+    /// fails with a typed error, a [`super::Failure`] or an [`super::Invalid`]. Helpers
+    /// private to their module (or shared with its siblings only) may keep words.
+    #[test]
+    fn no_public_function_fails_with_a_string() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = Vec::new();
+        let mut stack = vec![root];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    let public = [
+                        "pub fn ",
+                        "pub async fn ",
+                        "pub(crate) fn ",
+                        "pub(crate) async fn ",
+                    ]
+                    .iter()
+                    .any(|p| line.trim_start().starts_with(p));
+                    if public && line.contains("Result<") && line.contains(", String>") {
+                        found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "public functions failing with a String:\n{}",
             found.join("\n")
         );
     }

@@ -319,7 +319,7 @@ fn limit(text: &str) -> Result<usize, String> {
 }
 
 /// `pause --for`: a positive duration (see [`homelab_agent::pause::parse_for`]).
-fn pause_for(text: &str) -> Result<std::time::Duration, String> {
+fn pause_for(text: &str) -> Result<std::time::Duration, homelab_agent::failure::Invalid> {
     homelab_agent::pause::parse_for(text)
 }
 

@@ -149,7 +149,7 @@ impl PathInfo {
 /// The paths a cache has, from `nix path-info --json`: an array of `{path, …}` (2.8 to
 /// 2.18) or an object keyed by path (2.19+); paths it lacks (`"valid": false`, null) are
 /// left out.
-pub fn path_infos(json: &str) -> Result<Vec<PathInfo>, String> {
+pub(super) fn path_infos(json: &str) -> Result<Vec<PathInfo>, String> {
     let value: serde_json::Value =
         serde_json::from_str(json.trim()).map_err(|e| format!("`nix path-info --json`: {e}"))?;
     let entries: Vec<(String, &serde_json::Value)> = match &value {

@@ -207,7 +207,9 @@ fn decode(bytes: &[u8]) -> Result<Record, String> {
                 .map_err(|e| format!("does not match the reboot record format ({e})"));
         }
     }
-    format::decode::<Sealed<Record>>(bytes, &RULES).map(|sealed| sealed.record)
+    format::decode::<Sealed<Record>>(bytes, &RULES)
+        .map(|sealed| sealed.record)
+        .map_err(String::from)
 }
 
 pub fn save(state_dir: &Path, record: &Record) -> std::io::Result<()> {

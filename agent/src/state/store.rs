@@ -224,7 +224,7 @@ impl Store {
             Ok(Found::Wrong(why)) => Ok(Read::Damaged(why)),
             Ok(Found::File(bytes)) => Ok(match format::decode(&bytes, rules) {
                 Ok(value) => Read::Good(value),
-                Err(why) => Read::Damaged(why),
+                Err(why) => Read::Damaged(why.into()),
             }),
             Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
         }
