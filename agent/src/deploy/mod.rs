@@ -23,7 +23,6 @@
 //! boot default); only a failure of the commit itself marks it bad.
 
 mod activate;
-pub mod doors;
 mod guard;
 mod paused;
 mod record;
@@ -41,8 +40,8 @@ use crate::failure::Kind;
 use crate::notify;
 use crate::state::{IntentKind, Outcome, Phase, Pinned, Run, State, Store};
 
+pub use crate::doors::Doors;
 use activate::{Back, Ending, Plan};
-pub use doors::Doors;
 pub use recover::MAX_INTERRUPTIONS;
 pub use testing::live as testing_live;
 

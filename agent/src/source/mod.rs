@@ -20,7 +20,7 @@ pub mod known_hosts;
 pub mod origin;
 pub mod tls;
 pub mod tls_stream;
-pub mod url;
+pub use crate::model::url;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
