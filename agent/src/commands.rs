@@ -578,6 +578,7 @@ pub fn config_check(config: Option<&Path>, json: bool, files: bool) -> u8 {
                     "key": e.key,
                     "line": e.line,
                     "message": e.message,
+                    "hint": e.hint,
                 })
             })
             .collect();

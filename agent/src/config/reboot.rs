@@ -219,10 +219,10 @@ pub const TRIAL_DEADLINE: DurationKey = DurationKey {
 };
 
 /// A key path and what is wrong with it.
-pub(super) type KeyProblem = (String, String);
+pub(super) type KeyProblem = super::validate::KeyError;
 
 fn problem(key: &str, message: impl Into<String>) -> KeyProblem {
-    (key.to_string(), message.into())
+    super::validate::err(key, message)
 }
 
 fn duration(key: &str, text: &str, spec: &DurationKey) -> Result<Duration, KeyProblem> {
@@ -439,11 +439,9 @@ fn window(raw: RawWindow) -> Result<Window, KeyProblem> {
         name => TimeZone::get(name).map_err(|e| {
             problem(
                 "reboot.window.timezone",
-                crate::failure::with_hint_line(
-                    format!("unknown time zone {name:?}: {e}"),
-                    "an IANA name such as \"Europe/Berlin\", or \"UTC\", or \"local\"",
-                ),
+                format!("unknown time zone {name:?}: {e}"),
             )
+            .with_hint("an IANA name such as \"Europe/Berlin\", or \"UTC\", or \"local\"")
         })?,
     };
     Ok(Window {
@@ -662,7 +660,9 @@ mod tests {
             ),
         ];
         for (text, key, words) in cases {
-            let (k, m) = validate(raw(text)).expect_err(text);
+            let KeyProblem {
+                key: k, message: m, ..
+            } = validate(raw(text)).expect_err(text);
             assert_eq!(&k, key, "{text}: {m}");
             assert!(m.contains(words), "{text}: {m}");
         }
@@ -735,7 +735,9 @@ mod tests {
                     assert!(e.to_string().contains(says), "{text}: {e}");
                 }
                 Ok(r) => {
-                    let (k, m) = validate(r).unwrap_err();
+                    let KeyProblem {
+                        key: k, message: m, ..
+                    } = validate(r).unwrap_err();
                     assert_eq!(&k, key, "{text}: {m}");
                     assert!(m.contains(says), "{text}: {m}");
                 }
