@@ -349,11 +349,21 @@ mod tests {
         let err = parse_str(&text).unwrap_err();
         // The hint is a field (issue 22), shown as the last line, after the line number.
         assert!(!err.message.contains("hint"), "{}", err.message);
-        assert!(err.hint.as_deref().is_some_and(|h| h.starts_with("add checks")), "{err:?}");
+        assert!(
+            err.hint
+                .as_deref()
+                .is_some_and(|h| h.starts_with("add checks")),
+            "{err:?}"
+        );
         let e = err.to_string();
         assert!(e.contains("reboot.policy"), "{e}");
         assert!(e.contains("needs at least one [[health.checks]]"), "{e}");
-        assert!(e.lines().last().is_some_and(|l| l.starts_with("hint: add checks")), "{e}");
+        assert!(
+            e.lines()
+                .last()
+                .is_some_and(|l| l.starts_with("hint: add checks")),
+            "{e}"
+        );
         let with_check =
             format!("{text}[[health.checks]]\ntype = \"tcp\"\naddress = \"127.0.0.1:22\"\n");
         assert!(parse_str(&with_check).is_ok());
