@@ -54,7 +54,10 @@ where
 /// problem is this machine's, 71, and says to use sudo).
 fn take_lock(settings: &Settings) -> Result<lock::RunLock, u8> {
     lock::acquire(&settings.paths.runtime_dir).map_err(|e: LockError| {
-        eprintln!("error: {e}");
+        match e.hint() {
+            Some(hint) => eprintln!("error: {}", crate::failure::with_hint_line(&e, hint)),
+            None => eprintln!("error: {e}"),
+        }
         e.exit_code()
     })
 }
@@ -73,7 +76,10 @@ fn report_state(e: &anyhow::Error) -> u8 {
         .filter_map(|c| c.downcast_ref::<std::io::Error>())
         .any(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
     if denied {
-        eprintln!("error: {e:#}\nhint: needs root: run with sudo");
+        eprintln!(
+            "{}",
+            crate::failure::with_hint_line(format!("error: {e:#}"), "needs root: run with sudo")
+        );
         return exit::ENVIRONMENT;
     }
     report(e)
@@ -117,9 +123,15 @@ pub async fn run(config: Option<&Path>, once: bool) -> u8 {
         Ok(copy) => copy,
         Err(e) => {
             eprintln!(
-                "error: copying {} into {} for the git child: {e}\nhint: the runtime directory must be writable by root ([paths] runtime_dir)",
-                file.display(),
-                settings.paths.runtime_dir.display()
+                "{}",
+                crate::failure::with_hint_line(
+                    format!(
+                        "error: copying {} into {} for the git child: {e}",
+                        file.display(),
+                        settings.paths.runtime_dir.display()
+                    ),
+                    "the runtime directory must be writable by root ([paths] runtime_dir)"
+                )
             );
             return exit::ENVIRONMENT;
         }
@@ -439,7 +451,16 @@ pub fn pause(config: Option<&Path>, duration: Option<Duration>, reason: Option<&
         Err(LockError::Held { holder, .. }) => {
             let runtime = &settings.paths.runtime_dir;
             if let Err(e) = crate::pause::request(runtime, &asked) {
-                eprintln!("error: asking the run under way to pause ({}): {e}\nhint: needs root: run with sudo", runtime.display());
+                eprintln!(
+                    "{}",
+                    crate::failure::with_hint_line(
+                        format!(
+                            "error: asking the run under way to pause ({}): {e}",
+                            runtime.display()
+                        ),
+                        "needs root: run with sudo"
+                    )
+                );
                 return exit::ENVIRONMENT;
             }
             eprintln!(
@@ -456,9 +477,7 @@ pub fn pause(config: Option<&Path>, duration: Option<Duration>, reason: Option<&
                     }
                     Err(LockError::Held { .. }) => {
                         println!(
-                            "the run still holds the lock after {}s (an activation is never interrupted): the pause is recorded when the next run starts\nhint: `homelab-agent status` shows what the run does",
-                            PAUSE_WAIT.as_secs()
-                        );
+                            "{}", crate::failure::with_hint_line(format!("the run still holds the lock after {}s (an activation is never interrupted): the pause is recorded when the next run starts", PAUSE_WAIT.as_secs()), "`homelab-agent status` shows what the run does"));
                         return exit::OK;
                     }
                     Err(e) => {
@@ -493,8 +512,14 @@ pub fn pause(config: Option<&Path>, duration: Option<Duration>, reason: Option<&
         println!("replaced the pause {}", crate::pause::describe(&old));
     }
     println!(
-        "paused {}; runs poll but deploy nothing\nhint: `sudo homelab-agent resume` ends it",
-        crate::pause::describe(&paused)
+        "{}",
+        crate::failure::with_hint_line(
+            format!(
+                "paused {}; runs poll but deploy nothing",
+                crate::pause::describe(&paused)
+            ),
+            "`sudo homelab-agent resume` ends it"
+        )
     );
     exit::OK
 }
@@ -562,6 +587,7 @@ pub fn config_check(config: Option<&Path>, json: bool, files: bool) -> u8 {
                     "key": e.key,
                     "line": e.line,
                     "message": e.message,
+                    "hint": e.hint,
                 })
             })
             .collect();
@@ -673,15 +699,21 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
         }
         crate::reboot::verify::Verdict::Nothing(why) => println!("nothing to verify: {why}"),
         crate::reboot::verify::Verdict::Verified => println!("boot verified: health checks passed"),
-        crate::reboot::verify::Verdict::FellBack { rebooting } => eprintln!(
+        crate::reboot::verify::Verdict::FellBack { rebooting } => {
+            eprintln!(
             "error: boot verification failed: the last verified generation is the boot default{}",
             if *rebooting { "; rebooting into it" } else { "; the reboot failed: reboot by hand" }
-        ),
+        )
+        }
         crate::reboot::verify::Verdict::FallbackBoot => {
             println!("fallback boot recorded: `homelab-agent status` shows why")
         }
         crate::reboot::verify::Verdict::LoopBroken => eprintln!(
-            "error: boot verification failed again after a fallback: not rebooting again\nhint: the machine needs a look: `homelab-agent status`, `journalctl -b`"
+            "{}",
+            crate::failure::with_hint_line(
+                "error: boot verification failed again after a fallback: not rebooting again",
+                "the machine needs a look: `homelab-agent status`, `journalctl -b`"
+            )
         ),
         crate::reboot::verify::Verdict::Failed(why) => eprintln!("error: {why}"),
     }
@@ -742,11 +774,8 @@ pub async fn publish(request: &crate::publish::Request, json: bool) -> u8 {
             exit::OK
         }
         Err(e) => {
-            eprintln!(
-                "error: {}\nhint: {}",
-                crate::text::escape_controls(&e.to_string(), true),
-                e.hint()
-            );
+            let error = crate::text::escape_controls(&e.to_string(), true).into_owned();
+            eprintln!("error: {}", crate::failure::with_hint_line(error, e.hint()));
             e.kind().exit_code()
         }
     }

@@ -100,10 +100,7 @@ async fn demo(keep: bool) -> anyhow::Result<u8> {
     if !tally.wrong.is_empty() {
         let _ = sandbox.keep();
         anyhow::bail!(
-            "the demo did not go as it should: {}; the sandbox is kept at {}\nhint: the steps' output above says why (`nix` unusable for this user? run as root, or with a nix-daemon: sudo apt-get install nix-setup-systemd)",
-            tally.wrong.join(", "),
-            root.display()
-        );
+            "{}", crate::failure::with_hint_line(format!("the demo did not go as it should: {}; the sandbox is kept at {}", tally.wrong.join(", "), root.display()), "the steps' output above says why (`nix` unusable for this user? run as root, or with a nix-daemon: sudo apt-get install nix-setup-systemd)"));
     }
     if keep {
         let kept = sandbox.keep();
@@ -153,16 +150,17 @@ fn require_tools() -> anyhow::Result<()> {
          as root, or prints the one command to run), or `sudo tests/setup`";
     for tool in ["nix", "nix-env", "git"] {
         if Command::new(tool).arg("--version").output().is_err() {
-            anyhow::bail!("`{tool}` not found on PATH\nhint: {HINT}");
+            anyhow::bail!(
+                "{}",
+                crate::failure::with_hint_line(format!("`{tool}` not found on PATH"), HINT)
+            );
         }
     }
     // Not root: nix builds through the daemon, which must be there.
     let socket = Path::new("/nix/var/nix/daemon-socket/socket");
     if !nix::unistd::Uid::effective().is_root() && !socket.exists() {
         anyhow::bail!(
-            "nix cannot build for this user: not root, and no nix-daemon ({} is missing)\nhint: run the demo as root, or start a nix-daemon: sudo apt-get install nix-setup-systemd",
-            socket.display()
-        );
+            "{}", crate::failure::with_hint_line(format!("nix cannot build for this user: not root, and no nix-daemon ({} is missing)", socket.display()), "run the demo as root, or start a nix-daemon: sudo apt-get install nix-setup-systemd"));
     }
     Ok(())
 }

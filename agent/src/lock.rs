@@ -11,16 +11,29 @@ pub const FILE: &str = "lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another homelab-agent run holds {} (pid {})\nhint: wait for it to finish; `homelab-agent status` shows what it is doing", path.display(), holder.map_or("unknown".to_string(), |p| p.to_string()))]
+    #[error("another homelab-agent run holds {} (pid {})", path.display(), holder.map_or("unknown".to_string(), |p| p.to_string()))]
     Held { path: PathBuf, holder: Option<u32> },
     /// Not root (or not the agent's user): the message says to use sudo, not an errno.
-    #[error("cannot open lock file {}: permission denied\nhint: needs root: run with sudo", path.display())]
+    #[error("cannot open lock file {}: permission denied", path.display())]
     Permission { path: PathBuf },
     #[error("cannot open lock file {}: {source}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl LockError {
+    /// What to do about it (shown on its own line after the message).
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            LockError::Held { .. } => {
+                Some("wait for it to finish; `homelab-agent status` shows what it is doing")
+            }
+            LockError::Permission { .. } => Some("needs root: run with sudo"),
+            LockError::Io { .. } => None,
+        }
+    }
 }
 
 /// Held for as long as it lives.
@@ -158,8 +171,9 @@ mod tests {
         let e = LockError::Permission {
             path: PathBuf::from("/run/homelab-agent/lock"),
         };
-        assert!(e.to_string().contains("run with sudo"), "{e}");
+        assert!(e.hint().is_some_and(|h| h.contains("run with sudo")), "{e}");
         assert!(!e.to_string().contains("os error"), "{e}");
+        assert!(!e.to_string().contains("hint:"), "{e}");
         assert_ne!(e.exit_code(), crate::exit::LOCKED);
     }
 }

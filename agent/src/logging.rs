@@ -47,8 +47,9 @@ pub fn level(value: Option<&str>) -> (LevelFilter, Option<String>) {
         Some(other) => {
             return (
                 LevelFilter::Info,
-                Some(format!(
-                    "HOMELAB_AGENT_LOG={other:?} is not a log level; using info\nhint: one of error, warn, info, debug, trace"
+                Some(crate::failure::with_hint_line(
+                    format!("HOMELAB_AGENT_LOG={other:?} is not a log level; using info"),
+                    "one of error, warn, info, debug, trace",
                 )),
             )
         }

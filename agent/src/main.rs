@@ -371,12 +371,12 @@ fn limit(text: &str) -> Result<usize, String> {
 }
 
 /// `pause --for`: a positive duration (see [`homelab_agent::pause::parse_for`]).
-fn pause_for(text: &str) -> Result<std::time::Duration, String> {
+fn pause_for(text: &str) -> Result<std::time::Duration, homelab_agent::failure::Invalid> {
     homelab_agent::pause::parse_for(text)
 }
 
 /// `publish --timeout`: held to `[build] timeout`'s range (1 s to 7 days).
-fn publish_timeout(text: &str) -> Result<std::time::Duration, String> {
+fn publish_timeout(text: &str) -> Result<std::time::Duration, homelab_agent::failure::Invalid> {
     homelab_agent::publish::parse_timeout(text)
 }
 
@@ -385,8 +385,9 @@ fn unit_name(s: &str) -> Result<String, String> {
     if homelab_agent::config::valid_unit_name(s) {
         Ok(s.to_string())
     } else {
-        Err(format!(
-            "{s:?} is not a systemd unit name\nhint: e.g. homelab-agent.service"
+        Err(homelab_agent::failure::with_hint_line(
+            format!("{s:?} is not a systemd unit name"),
+            "e.g. homelab-agent.service",
         ))
     }
 }

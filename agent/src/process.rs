@@ -371,12 +371,16 @@ impl Cmd {
             biased;
             done = &mut output => done,
             _ = tokio::time::sleep(grace) => {
-                log::warn!(
-                    "{program} exited, but processes it left running still held its output open \
-                     after {}: stopping them\nhint: a command that starts something in the background \
-                     should redirect its output (`cmd >/dev/null 2>&1 &`)",
-                    humantime::format_duration(grace)
-                );
+                let hint = "a command that starts something in the background \
+                            should redirect its output (`cmd >/dev/null 2>&1 &`)";
+                log::warn!(hint = hint; "{}", crate::failure::with_hint_line(
+                    format!(
+                        "{program} exited, but processes it left running still held its output open \
+                         after {}: stopping them",
+                        humantime::format_duration(grace)
+                    ),
+                    hint
+                ));
                 if let Some(pid) = pid {
                     kill_leftovers(pid, &pipes).await;
                 }

@@ -125,6 +125,9 @@ pub struct LastPoll {
     pub outcome: String,
     pub commit: Option<String>,
     pub error: Option<String>,
+    /// What to do about `error` (absent: its kind's hint applies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     pub phase: Option<String>,
     /// When the daemon loop polls next (RFC 3339), if running as a loop.
     pub next_poll: Option<String>,
@@ -132,11 +135,18 @@ pub struct LastPoll {
 
 /// Bounded, regular files only (a FIFO or a link to a device there must not hang or
 /// flood `status`); anything unreadable is simply no last poll.
+/// A poll written by a version that joined the hint to the error is read with the two
+/// apart.
 pub fn read(dir: &Path) -> Option<LastPoll> {
-    match crate::state::read_bounded(&dir.join(FILE), 64 << 10) {
-        Ok(crate::state::Found::File(bytes)) => serde_json::from_slice(&bytes).ok(),
-        _ => None,
+    let mut poll: LastPoll = match crate::state::read_bounded(&dir.join(FILE), 64 << 10) {
+        Ok(crate::state::Found::File(bytes)) => serde_json::from_slice(&bytes).ok()?,
+        _ => return None,
+    };
+    if let (Some(error), None) = (&poll.error, &poll.hint) {
+        let (message, hint) = crate::failure::split_stored_hint(error);
+        (poll.error, poll.hint) = (Some(message), hint);
     }
+    Some(poll)
 }
 
 pub fn write(dir: &Path, poll: &LastPoll) {
@@ -159,6 +169,22 @@ pub fn set_next_poll(dir: &Path, at: std::time::SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A last poll from before hints were kept apart (issue 22) is read with its hint
+    /// apart; one written now keeps them apart.
+    #[test]
+    fn an_old_last_poll_is_read_with_its_hint_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let joined = ["cannot reach h: refused", "\n", "hint: check the network"].concat();
+        let old = serde_json::json!({"at": "t", "outcome": "failed", "error": joined});
+        std::fs::write(dir.path().join(FILE), old.to_string()).unwrap();
+        let poll = read(dir.path()).unwrap();
+        assert_eq!(poll.error.as_deref(), Some("cannot reach h: refused"));
+        assert_eq!(poll.hint.as_deref(), Some("check the network"));
+        write(dir.path(), &poll);
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(text.contains("\"hint\":\"check the network\""), "{text}");
+    }
 
     #[test]
     fn a_fifo_or_device_link_is_no_last_poll_and_never_blocks() {

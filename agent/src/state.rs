@@ -87,8 +87,12 @@ pub struct Refused {
     /// When (RFC 3339).
     pub at: String,
     pub reason: crate::model::trust::Reason,
-    /// What is wrong, with its hint.
+    /// What is wrong.
     pub error: String,
+    /// What to do about it (absent in files written before hints were kept apart: see
+    /// [`State::hints_apart`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     /// What would have been accepted (signers file or keyring and who is in it, or the
     /// floor commit).
     pub expected: String,
@@ -186,6 +190,18 @@ pub enum Step {
     RollingBack,
 }
 
+impl Step {
+    /// In words, after "while": "the agent was stopped while rolling back".
+    pub fn as_words(self) -> &'static str {
+        match self {
+            Step::Activating => "activating",
+            Step::Checking => "checking",
+            Step::Committing => "committing",
+            Step::RollingBack => "rolling back",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Intent {
     pub kind: IntentKind,
@@ -207,6 +223,9 @@ pub struct RollbackPending {
     pub system: String,
     pub reason: String,
     pub since: String,
+    /// What to do about it, apart from `reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,6 +234,9 @@ pub struct BadCommit {
     pub at: String,
     pub phase: Phase,
     pub error: String,
+    /// What to do about it, apart from `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     /// The system it built, if it got that far: a live system that is one of these was
     /// never verified, and reconciling restores the profile's generation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -322,6 +344,9 @@ pub struct Run {
     pub phase: Option<Phase>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What to do about `error` (the failure's own hint; absent: its kind's applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -348,6 +373,7 @@ impl Run {
             subject: None,
             phase: None,
             error: None,
+            hint: None,
             rolled_back: None,
             system: None,
             generation: None,
@@ -359,13 +385,34 @@ impl Run {
     }
 }
 
+impl Run {
+    /// The error and its hint apart (see [`State::hints_apart`]).
+    pub fn hint_apart(&mut self) {
+        if let Some(error) = &mut self.error {
+            apart(error, &mut self.hint);
+        }
+    }
+}
+
+/// Moves the hint lines out of `text` into `hint` (joined after any hint already there).
+fn apart(text: &mut String, hint: &mut Option<String>) {
+    if let (message, Some(found)) = crate::failure::split_stored_hint(text) {
+        *text = message;
+        *hint = Some(match hint.take() {
+            Some(h) => format!("{h}; {found}"),
+            None => found,
+        });
+    }
+}
+
 /// Now, RFC 3339 in UTC, to the second.
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 impl State {
-    pub fn push_run(&mut self, run: Run) {
+    pub fn push_run(&mut self, mut run: Run) {
+        run.hint_apart();
         self.history.insert(0, run);
         self.history.truncate(HISTORY_LIMIT);
     }
@@ -394,10 +441,35 @@ impl State {
                 at: now(),
                 phase,
                 error: error.chars().take(2000).collect(),
+                hint: None,
                 system: system.map(str::to_string),
             },
         );
         self.bad_commits.truncate(BAD_LIMIT);
+        if let Some(b) = self.bad_commits.first_mut() {
+            apart(&mut b.error, &mut b.hint);
+        }
+    }
+
+    /// Every record's hint in its own field. A version before hints were kept apart
+    /// stored them at the end of the error text (a last line `hint: ...`); this splits such a
+    /// text when it is read, and any text a writer still joined when it is recorded.
+    pub fn hints_apart(&mut self) {
+        for run in &mut self.history {
+            run.hint_apart();
+        }
+        for b in &mut self.bad_commits {
+            apart(&mut b.error, &mut b.hint);
+        }
+        for r in [&mut self.refused, &mut self.testing_refused]
+            .into_iter()
+            .flatten()
+        {
+            apart(&mut r.error, &mut r.hint);
+        }
+        if let Some(p) = &mut self.rollback_pending {
+            apart(&mut p.reason, &mut p.hint);
+        }
     }
 
     /// Counts an interruption of `commit`'s deployment and returns how many there were.
@@ -427,6 +499,22 @@ mod damage_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// User words for every step (issue 22): never the Debug name ("rollingback").
+    #[test]
+    fn every_step_has_words() {
+        let all = [
+            Step::Activating,
+            Step::Checking,
+            Step::Committing,
+            Step::RollingBack,
+        ];
+        let words: Vec<&str> = all.iter().map(|s| s.as_words()).collect();
+        assert_eq!(
+            words,
+            ["activating", "checking", "committing", "rolling back"]
+        );
+    }
 
     #[test]
     fn round_trip_and_history_is_bounded() {

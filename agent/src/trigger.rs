@@ -34,14 +34,17 @@ pub async fn run(settings: &Settings, unit: &str) -> u8 {
         }
         Err(e @ CmdError::NotFound { .. }) => {
             eprintln!(
-                "error: cannot start {unit}: {e}\nhint: set [paths] systemctl to the systemctl of this machine"
+                "{}",
+                crate::failure::with_hint_line(
+                    format!("error: cannot start {unit}: {e}"),
+                    "set [paths] systemctl to the systemctl of this machine"
+                )
             );
             exit::ENVIRONMENT
         }
         Err(e) => {
             eprintln!(
-                "error: cannot start {unit}: {e}\nhint: is the unit installed (services.homelab-agent.enable) and is this root? the next timer run polls anyway"
-            );
+                "{}", crate::failure::with_hint_line(format!("error: cannot start {unit}: {e}"), "is the unit installed (services.homelab-agent.enable) and is this root? the next timer run polls anyway"));
             exit::FAILED
         }
     }

@@ -40,6 +40,8 @@ pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
             opt(event.from_generation.map(|g| g.to_string())),
         ),
         ("HOMELAB_AGENT_MESSAGE", event.message.clone()),
+        // What to do about a failure (its own hint), empty when it has none.
+        ("HOMELAB_AGENT_HINT", opt(event.hint.clone())),
     ]
 }
 
@@ -56,8 +58,9 @@ pub async fn run(index: usize, hook: &Hook, event: &Event) {
             cmd.program_name(),
             event.outcome
         ),
-        Err(e) => log::warn!(
-            "notify.commands[{index}] failed: {e}\nhint: the run is recorded all the same; fix or remove the hook in [notify]"
-        ),
+        Err(e) => {
+            let hint = "the run is recorded all the same; fix or remove the hook in [notify]";
+            log::warn!(hint = hint; "{}", crate::failure::with_hint_line(format!("notify.commands[{index}] failed: {e}"), hint))
+        }
     }
 }

@@ -42,6 +42,9 @@ pub struct Event {
     /// Whether a failed deployment was rolled back (absent when nothing was activated).
     pub rolled_back: Option<bool>,
     pub error: Option<String>,
+    /// What to do about `error` (added, issue 22): the failure's own hint, or null (then
+    /// its kind's general hint applies). Never part of `error`.
+    pub hint: Option<String>,
     pub duration_ms: u64,
     /// An operator's rollback: the commit and generation it rolled back from (added; null
     /// otherwise, or when unknown). `commit` and `generation` are what runs now.
@@ -53,6 +56,10 @@ pub struct Event {
 
 impl Event {
     pub fn of(run: &Run, host: &str, state: &State) -> Event {
+        // The hint apart from the error, whoever wrote the run.
+        let mut apart = run.clone();
+        apart.hint_apart();
+        let run = &apart;
         let needs_attention =
             state.rollback_pending.is_some() || run.outcome == Outcome::Interrupted;
         let mut event = Event {
@@ -69,6 +76,7 @@ impl Event {
             phase: run.phase.map(|p| p.as_str()),
             rolled_back: run.rolled_back,
             error: run.error.clone(),
+            hint: run.hint.clone(),
             duration_ms: run.duration_ms,
             from_commit: None,
             from_generation: None,

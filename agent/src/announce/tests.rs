@@ -33,6 +33,7 @@ fn a_failed_rollback_needs_attention() {
             system: "/nix/store/x".into(),
             reason: "r".into(),
             since: "t".into(),
+            hint: None,
         }),
         ..State::default()
     };
@@ -64,6 +65,7 @@ fn the_json_document_is_versioned_and_complete() {
         "phase",
         "rolled_back",
         "error",
+        "hint",
         "duration_ms",
         "from_commit",
         "from_generation",
@@ -168,4 +170,33 @@ fn an_interruption_names_the_commit_it_was_deploying() {
         e.message,
         "pi1: a run was interrupted while deploying 0123456789ab (bump nixpkgs); rolled back"
     );
+}
+
+/// The hint is its own key and variable (issue 22), never part of `error`, whichever way
+/// the run carried it (a field, or joined to the error by a writer).
+#[test]
+fn a_failures_hint_is_its_own_key_and_variable() {
+    let joined = ["build failed: x", "\n", "hint: fix the flake and push"].concat();
+    for (error, hint) in [
+        (joined.as_str(), None),
+        ("build failed: x", Some("fix the flake and push")),
+    ] {
+        let mut r = run(Outcome::Failed);
+        r.phase = Some(Phase::Build);
+        r.error = Some(error.into());
+        r.hint = hint.map(str::to_string);
+        let e = Event::of(&r, "pi1", &State::default());
+        assert_eq!(e.error.as_deref(), Some("build failed: x"));
+        assert_eq!(e.hint.as_deref(), Some("fix the flake and push"));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["hint"], "fix the flake and push");
+        let env = super::hook::environment(&e);
+        let var = env
+            .iter()
+            .find(|(k, _)| *k == "HOMELAB_AGENT_HINT")
+            .unwrap();
+        assert_eq!(var.1, "fix the flake and push");
+    }
+    let e = Event::of(&run(Outcome::Deployed), "pi1", &State::default());
+    assert!(serde_json::to_value(&e).unwrap()["hint"].is_null());
 }

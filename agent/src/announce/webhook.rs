@@ -16,12 +16,15 @@ pub async fn deliver(index: usize, hook: &Webhook, event: &Event) {
         Ok(status) if status.is_success() => {
             log::info!("{who} told: {}", event.outcome)
         }
-        Ok(status) => log::warn!(
-            "{who} answered HTTP {status}\nhint: the run is recorded all the same; check the receiver's URL and credentials"
-        ),
-        Err(e) => log::warn!(
-            "{who} not reached: {e}\nhint: the run is recorded all the same; the receiver is down, slow or misconfigured"
-        ),
+        Ok(status) => {
+            let hint = "the run is recorded all the same; check the receiver's URL and credentials";
+            log::warn!(hint = hint; "{}", crate::failure::with_hint_line(format!("{who} answered HTTP {status}"), hint))
+        }
+        Err(e) => {
+            let hint =
+                "the run is recorded all the same; the receiver is down, slow or misconfigured";
+            log::warn!(hint = hint; "{}", crate::failure::with_hint_line(format!("{who} not reached: {e}"), hint))
+        }
     }
 }
 

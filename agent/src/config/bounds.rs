@@ -7,6 +7,7 @@
 //! lower ends allow the test suite's fake system (a 2 s activation timeout), and the
 //! README "Configuration" section lists them.
 
+use crate::failure::Invalid;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -132,7 +133,12 @@ pub fn parse(key: &DurationKey, text: &str) -> Result<Duration, DurationError> {
 }
 
 /// [`parse`] with the message a config key's error carries (the caller adds the key).
-pub fn parse_duration(key: &DurationKey, text: &str) -> Result<Duration, String> {
+pub fn parse_duration(key: &DurationKey, text: &str) -> Result<Duration, Invalid> {
+    parse_duration_words(key, text).map_err(Invalid)
+}
+
+/// [`parse_duration`], its problem in words.
+fn parse_duration_words(key: &DurationKey, text: &str) -> Result<Duration, String> {
     let show = |d: Duration| humantime::format_duration(d).to_string();
     parse(key, text).map_err(|e| match e {
         DurationError::Invalid(e) => {
@@ -159,18 +165,18 @@ pub fn parse_duration(key: &DurationKey, text: &str) -> Result<Duration, String>
 }
 
 /// Whether `value` is inside `range`.
-pub fn check_number<T>(range: &RangeInclusive<T>, value: T) -> Result<(), String>
+pub fn check_number<T>(range: &RangeInclusive<T>, value: T) -> Result<(), Invalid>
 where
     T: PartialOrd + std::fmt::Display + Copy,
 {
     if range.contains(&value) {
         Ok(())
     } else {
-        Err(format!(
+        Err(Invalid(format!(
             "{value} is out of range: must be {} to {}",
             range.start(),
             range.end()
-        ))
+        )))
     }
 }
 
@@ -181,7 +187,7 @@ mod tests {
     #[test]
     fn durations_outside_their_range_are_refused() {
         assert_eq!(
-            parse_duration(&ACTIVATION_TIMEOUT, "0s").unwrap_err(),
+            parse_duration(&ACTIVATION_TIMEOUT, "0s").unwrap_err().0,
             "\"0s\" is too short: must be at least 1s"
         );
         assert_eq!(
@@ -189,7 +195,7 @@ mod tests {
             Duration::ZERO
         );
         assert_eq!(
-            parse_duration(&HEALTH_SETTLE, "2h").unwrap_err(),
+            parse_duration(&HEALTH_SETTLE, "2h").unwrap_err().0,
             "\"2h\" is too long: must be at most 1h"
         );
         assert!(parse_duration(&RUN_INTERVAL, "9s").is_err());
@@ -198,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_bad_duration_says_what_a_good_one_looks_like() {
-        let m = parse_duration(&RUN_INTERVAL, "soon").unwrap_err();
+        let m = parse_duration(&RUN_INTERVAL, "soon").unwrap_err().0;
         assert!(m.starts_with("invalid duration \"soon\": "), "{m}");
         assert!(m.ends_with("(examples: \"30s\", \"5m\", \"2h\")"), "{m}");
         assert!(matches!(
@@ -238,6 +244,7 @@ mod tests {
         assert!(check_number(&CONSECUTIVE, 1).is_ok());
         assert!(check_number(&HTTP_STATUS, 600)
             .unwrap_err()
+            .0
             .contains("100 to 599"));
     }
 }

@@ -53,18 +53,27 @@ pub fn check(s: &Settings, text: &str) -> Vec<ConfigError> {
     wanted
         .into_iter()
         .filter_map(|(key, path)| {
-            problem(path).map(|message| ConfigError {
+            problem(path).map(|(message, hint)| ConfigError {
                 file: s.file.clone(),
                 line: locate::line_of(text, &key),
                 key,
                 message,
+                hint,
             })
         })
         .collect()
 }
 
-/// What is wrong with `path` as a file the agent reads, if anything.
-fn problem(path: &Path) -> Option<String> {
+/// What is wrong with `path` as a file the agent reads, if anything, and what to do
+/// when more than "fix the path" can be said.
+fn problem(path: &Path) -> Option<(String, Option<String>)> {
+    problem_words(path)
+        .map(|message| (message, None))
+        .or_else(|| unreadable(path))
+}
+
+/// Not there, not a file, or an error looking.
+fn problem_words(path: &Path) -> Option<String> {
     let shown = path.display();
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -76,6 +85,12 @@ fn problem(path: &Path) -> Option<String> {
     if !meta.is_file() {
         return Some(format!("{shown} is not a regular file"));
     }
+    None
+}
+
+/// A file there that this user may not open: run as root.
+fn unreadable(path: &Path) -> Option<(String, Option<String>)> {
+    let shown = path.display();
     // O_NONBLOCK: never wait on a FIFO put there instead.
     let opened = OpenOptions::new()
         .read(true)
@@ -83,11 +98,14 @@ fn problem(path: &Path) -> Option<String> {
         .open(path);
     match opened {
         Ok(_) => None,
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
-            "{shown} is not readable by this user (uid {})\nhint: the agent runs as root: `sudo homelab-agent config check`",
-            nix::unistd::getuid()
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some((
+            format!(
+                "{shown} is not readable by this user (uid {})",
+                nix::unistd::getuid()
+            ),
+            Some("the agent runs as root: `sudo homelab-agent config check`".into()),
         )),
-        Err(e) => Some(format!("{shown}: {e}")),
+        Err(e) => Some((format!("{shown}: {e}"), None)),
     }
 }
 

@@ -9,6 +9,7 @@ pub(super) fn validate(raw: &RawHost) -> Result<Option<String>, KeyError> {
         return Ok(None);
     };
     let err = |message: String| KeyError {
+        hint: None,
         key: "host.map".into(),
         message,
     };

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::validate::err;
+
 /// `[metrics]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,23 +21,21 @@ pub struct MetricsSettings {
     pub textfile_dir: Option<PathBuf>,
 }
 
-/// Checks `[metrics]`; the error is (key, message).
-pub(super) fn validate(raw: RawMetrics) -> Result<MetricsSettings, (String, String)> {
+/// Checks `[metrics]`.
+pub(super) fn validate(raw: RawMetrics) -> Result<MetricsSettings, super::validate::KeyError> {
     if let Some(dir) = &raw.textfile_dir {
         if !dir.is_absolute() {
-            return Err((
-                "metrics.textfile_dir".into(),
-                format!(
-                    "{} is not an absolute path\nhint: give node_exporter's --collector.textfile.directory, e.g. \"/var/lib/prometheus-node-exporter/textfile\"",
-                    dir.display()
-                ),
-            ));
+            return Err(err(
+                "metrics.textfile_dir",
+                format!("{} is not an absolute path", dir.display()),
+            )
+            .with_hint("give node_exporter's --collector.textfile.directory, e.g. \"/var/lib/prometheus-node-exporter/textfile\""));
         }
         if dir == Path::new("/") {
-            return Err((
-                "metrics.textfile_dir".into(),
-                "\"/\" is not a textfile directory\nhint: give node_exporter's --collector.textfile.directory".into(),
-            ));
+            return Err(
+                err("metrics.textfile_dir", "\"/\" is not a textfile directory")
+                    .with_hint("give node_exporter's --collector.textfile.directory"),
+            );
         }
     }
     Ok(MetricsSettings {

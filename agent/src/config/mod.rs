@@ -41,12 +41,14 @@ pub const ENV_VAR: &str = "HOMELAB_AGENT_CONFIG";
 /// A config error: which file, which key (a path such as `health.checks[0].timeout`),
 /// what is wrong with it, and on which line.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {key}: {message}{}", file.display(), line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+#[error("{}: {key}: {message}{}{}", file.display(), line.map(|l| format!(" (line {l})")).unwrap_or_default(), hint.as_ref().map(|h| crate::failure::with_hint_line("", h)).unwrap_or_default())]
 pub struct ConfigError {
     pub file: PathBuf,
     pub key: String,
     pub message: String,
     pub line: Option<usize>,
+    /// What to do, when more than "fix the key" can be said: shown on its own line.
+    pub hint: Option<String>,
 }
 
 /// The validated settings every other module works from.
@@ -207,10 +209,11 @@ pub fn load(file: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
         file: file.to_path_buf(),
         key: "(file)".into(),
-        message: format!(
-            "cannot read: {e}\nhint: pass --config PATH or set {ENV_VAR}; `homelab-agent config check` validates a file"
-        ),
+        message: format!("cannot read: {e}"),
         line: None,
+        hint: Some(format!(
+            "pass --config PATH or set {ENV_VAR}; `homelab-agent config check` validates a file"
+        )),
     })?;
     parse(file, &text)
 }
@@ -227,6 +230,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Settings, ConfigError> {
                 None => message,
             },
             line: e.span().map(|s| locate::line_at(text, s.start)),
+            hint: None,
         }
     })?;
     let mut settings = Validator { file }.settings(raw).map_err(|e| ConfigError {
@@ -234,6 +238,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Settings, ConfigError> {
         line: locate::line_of(text, &e.key),
         key: e.key,
         message: e.message,
+        hint: e.hint,
     })?;
     settings.digest = {
         use sha1::{Digest, Sha1};
@@ -341,10 +346,24 @@ mod tests {
     #[test]
     fn when_required_without_health_checks_is_refused_with_a_hint() {
         let text = format!("{MINIMAL}[reboot]\npolicy = \"when-required\"\n");
-        let e = parse_str(&text).unwrap_err().to_string();
+        let err = parse_str(&text).unwrap_err();
+        // The hint is a field (issue 22), shown as the last line, after the line number.
+        assert!(!err.message.contains("hint"), "{}", err.message);
+        assert!(
+            err.hint
+                .as_deref()
+                .is_some_and(|h| h.starts_with("add checks")),
+            "{err:?}"
+        );
+        let e = err.to_string();
         assert!(e.contains("reboot.policy"), "{e}");
         assert!(e.contains("needs at least one [[health.checks]]"), "{e}");
-        assert!(e.contains("hint: add checks"), "{e}");
+        assert!(
+            e.lines()
+                .last()
+                .is_some_and(|l| l.starts_with("hint: add checks")),
+            "{e}"
+        );
         let with_check =
             format!("{text}[[health.checks]]\ntype = \"tcp\"\naddress = \"127.0.0.1:22\"\n");
         assert!(parse_str(&with_check).is_ok());

@@ -1,6 +1,8 @@
 //! Allow-lists for the names that reach git refspecs, flake attribute paths and argument
 //! vectors: far narrower than what git or nix accept.
 
+use crate::failure::Invalid;
+
 /// `nixosConfigurations."<host>".config.system.build.toplevel`, the attribute quoted so a
 /// dotted name can never be read as a path.
 pub fn default_attribute(host: &str) -> String {
@@ -9,7 +11,12 @@ pub fn default_attribute(host: &str) -> String {
 
 /// Branch names end up in git refspecs and argument vectors: a strict allow-list, far
 /// narrower than what git accepts (git accepts `x&rev=…` and `--upload-pack=…`).
-pub fn validate_branch(branch: &str) -> Result<(), String> {
+pub fn validate_branch(branch: &str) -> Result<(), Invalid> {
+    validate_branch_words(branch).map_err(Invalid)
+}
+
+/// [`validate_branch`], its problem in words.
+fn validate_branch_words(branch: &str) -> Result<(), String> {
     let ok_chars = branch
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'));
@@ -31,7 +38,12 @@ pub fn validate_branch(branch: &str) -> Result<(), String> {
 }
 
 /// Host names end up in a flake attribute path: letters, digits, '-' and '_' only.
-pub fn validate_host(host: &str) -> Result<(), String> {
+pub fn validate_host(host: &str) -> Result<(), Invalid> {
+    validate_host_words(host).map_err(Invalid)
+}
+
+/// [`validate_host`], its problem in words.
+fn validate_host_words(host: &str) -> Result<(), String> {
     let mut chars = host.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -47,7 +59,12 @@ pub fn validate_host(host: &str) -> Result<(), String> {
     }
 }
 
-pub fn validate_attribute(attr: &str) -> Result<(), String> {
+pub fn validate_attribute(attr: &str) -> Result<(), Invalid> {
+    validate_attribute_words(attr).map_err(Invalid)
+}
+
+/// [`validate_attribute`], its problem in words.
+fn validate_attribute_words(attr: &str) -> Result<(), String> {
     if attr.is_empty()
         || attr
             .chars()

@@ -174,7 +174,7 @@ impl std::fmt::Display for Window {
         } else {
             self.days
                 .iter()
-                .map(|d| format!("{d:?}")[..3].to_lowercase())
+                .map(|d| day_name(*d))
                 .collect::<Vec<_>>()
                 .join(",")
         };
@@ -219,10 +219,10 @@ pub const TRIAL_DEADLINE: DurationKey = DurationKey {
 };
 
 /// A key path and what is wrong with it.
-pub(super) type KeyProblem = (String, String);
+pub(super) type KeyProblem = super::validate::KeyError;
 
 fn problem(key: &str, message: impl Into<String>) -> KeyProblem {
-    (key.to_string(), message.into())
+    super::validate::err(key, message)
 }
 
 fn duration(key: &str, text: &str, spec: &DurationKey) -> Result<Duration, KeyProblem> {
@@ -439,8 +439,9 @@ fn window(raw: RawWindow) -> Result<Window, KeyProblem> {
         name => TimeZone::get(name).map_err(|e| {
             problem(
                 "reboot.window.timezone",
-                format!("unknown time zone {name:?}: {e}\nhint: an IANA name such as \"Europe/Berlin\", or \"UTC\", or \"local\""),
+                format!("unknown time zone {name:?}: {e}"),
             )
+            .with_hint("an IANA name such as \"Europe/Berlin\", or \"UTC\", or \"local\"")
         })?,
     };
     Ok(Window {
@@ -450,6 +451,19 @@ fn window(raw: RawWindow) -> Result<Window, KeyProblem> {
         timezone_name,
         timezone,
     })
+}
+
+/// A weekday as the `days` key spells it ("mon" ... "sun").
+fn day_name(day: Weekday) -> &'static str {
+    match day {
+        Weekday::Monday => "mon",
+        Weekday::Tuesday => "tue",
+        Weekday::Wednesday => "wed",
+        Weekday::Thursday => "thu",
+        Weekday::Friday => "fri",
+        Weekday::Saturday => "sat",
+        Weekday::Sunday => "sun",
+    }
 }
 
 /// Every day of the week, Monday first (a window without `days`).
@@ -646,7 +660,9 @@ mod tests {
             ),
         ];
         for (text, key, words) in cases {
-            let (k, m) = validate(raw(text)).expect_err(text);
+            let KeyProblem {
+                key: k, message: m, ..
+            } = validate(raw(text)).expect_err(text);
             assert_eq!(&k, key, "{text}: {m}");
             assert!(m.contains(words), "{text}: {m}");
         }
@@ -719,7 +735,9 @@ mod tests {
                     assert!(e.to_string().contains(says), "{text}: {e}");
                 }
                 Ok(r) => {
-                    let (k, m) = validate(r).unwrap_err();
+                    let KeyProblem {
+                        key: k, message: m, ..
+                    } = validate(r).unwrap_err();
                     assert_eq!(&k, key, "{text}: {m}");
                     assert!(m.contains(says), "{text}: {m}");
                 }
@@ -728,5 +746,16 @@ mod tests {
         let e = toml::from_str::<RawReboot>("bootloader = \"uboot\"\n[uboot]\nfw_env = \"x\"")
             .unwrap_err();
         assert!(e.to_string().contains("unknown field `fw_env`"), "{e}");
+    }
+
+    /// User words for the weekday enum (issue 22): each day as `days` spells it, read back
+    /// as the same day, never its Debug name.
+    #[test]
+    fn every_day_is_shown_as_the_days_key_spells_it() {
+        let names: Vec<&str> = ALL_DAYS.iter().map(|d| day_name(*d)).collect();
+        assert_eq!(names, ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]);
+        for d in ALL_DAYS {
+            assert_eq!(weekday(day_name(d)).ok(), Some(d));
+        }
     }
 }

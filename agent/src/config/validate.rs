@@ -13,16 +13,27 @@ use super::raw::{RawBuild, RawCheck, RawConfig, RawHealth, RawPaths, RawSource};
 use super::*;
 use crate::model::url::RemoteUrl;
 
-/// An error about one key: its path and what is wrong.
+/// An error about one key: its path, what is wrong, and what to do when more than "fix
+/// the key" can be said.
+#[derive(Debug)]
 pub(super) struct KeyError {
     pub key: String,
     pub message: String,
+    pub hint: Option<String>,
 }
 
 pub(super) fn err(key: &str, message: impl Into<String>) -> KeyError {
     KeyError {
         key: key.to_string(),
         message: message.into(),
+        hint: None,
+    }
+}
+
+impl KeyError {
+    pub(super) fn with_hint(mut self, hint: impl Into<String>) -> KeyError {
+        self.hint = Some(hint.into());
+        self
     }
 }
 
@@ -81,15 +92,15 @@ impl Validator<'_> {
             None => default_attribute(&host),
         };
         let checks_configured = !raw.health.checks.is_empty();
-        let reboot = super::reboot::validate(raw.reboot)
-            .map_err(|(key, message)| KeyError { key, message })?;
+        let reboot = super::reboot::validate(raw.reboot)?;
         // verify-boot is the health checks on the new kernel: without any, every trial
         // boot would "verify" and become the boot default unchecked (issue 19).
         if reboot.policy == super::RebootPolicy::WhenRequired && !checks_configured {
             return Err(err(
                 "reboot.policy",
-                "\"when-required\" needs at least one [[health.checks]]: they decide whether a reboot into a new kernel is kept\nhint: add checks that prove this machine works (e.g. type = \"systemd\" with your services, type = \"remote\"), or set policy = \"never\"",
-            ));
+                "\"when-required\" needs at least one [[health.checks]]: they decide whether a reboot into a new kernel is kept",
+            )
+            .with_hint("add checks that prove this machine works (e.g. type = \"systemd\" with your services, type = \"remote\"), or set policy = \"never\""));
         }
         Ok(Settings {
             file: self.file.to_path_buf(),
@@ -124,7 +135,7 @@ impl Validator<'_> {
                     &bounds::RUN_JITTER,
                 )?,
             },
-            metrics: super::metrics::validate(raw.metrics).map_err(|(k, m)| err(&k, m))?,
+            metrics: super::metrics::validate(raw.metrics)?,
             retention_keep: match raw.retention.keep {
                 Some(0) => {
                     return Err(err(

@@ -31,12 +31,15 @@ pub(super) fn backoff_left(state: &State, head: &str, config: &str) -> Option<(K
         }
         _ => "`sudo homelab-agent retry` tries now",
     };
-    let message = format!(
-        "the build of {} failed {} time(s) ({}); next try in {}\nhint: {hint}",
-        short(head),
-        r.count,
-        kind.as_str(),
-        humantime::format_duration(Duration::from_secs(left.as_secs()))
+    let message = crate::failure::with_hint_line(
+        format!(
+            "the build of {} failed {} time(s) ({}); next try in {}",
+            short(head),
+            r.count,
+            kind.as_str(),
+            humantime::format_duration(Duration::from_secs(left.as_secs()))
+        ),
+        hint,
     );
     Some((kind, message))
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::failure::Kind;
+use crate::failure::{Failure, Kind};
 use crate::ledger::Took;
 use crate::logging::message_id;
 use crate::source::Fetched;
@@ -33,8 +33,9 @@ impl Agent {
         if lost.is_empty() {
             return None;
         }
-        let message = refusal(&fetched.commit, host, &lost);
-        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{message}");
+        let f = refusal(&fetched.commit, host, &lost);
+        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED, hint = f.hint_or_kind(); "{f}");
+        let message = f.to_string();
         self.doors.builder.release();
         let mut run = self.run_record(Outcome::Failed, fetched, started, took);
         run.phase = Some(Phase::Activate);
@@ -50,16 +51,12 @@ impl Agent {
 
 /// "commit abc12345 would remove homelab-agent from pi1: it would never update again;
 /// ... not activated" with the key that overrides it.
-fn refusal(commit: &str, host: &str, lost: &[Lost]) -> String {
+fn refusal(commit: &str, host: &str, lost: &[Lost]) -> Failure {
     let what: Vec<String> = lost
         .iter()
         .map(|l| format!("{} {host}: {}", l.what(), l.consequence()))
         .collect();
-    format!(
-        "commit {} would {}; not activated\nhint: keep services.homelab-agent and services.openssh enabled in {host}'s configuration; to deploy it anyway (a machine being retired), set [activation] require_agent_and_ssh = false (NixOS: services.homelab-agent.settings.activation.require_agent_and_ssh = false)",
-        short(commit),
-        what.join(", and would ")
-    )
+    Failure::new(Kind::Commit, format!("commit {} would {}; not activated", short(commit), what.join(", and would "))).with_hint(format!("keep services.homelab-agent and services.openssh enabled in {host}'s configuration; to deploy it anyway (a machine being retired), set [activation] require_agent_and_ssh = false (NixOS: services.homelab-agent.settings.activation.require_agent_and_ssh = false)"))
 }
 
 #[cfg(test)]
@@ -70,9 +67,11 @@ mod tests {
     fn the_refusal_says_what_would_be_lost_where_and_how_to_override() {
         let m = refusal("0123456789abcdef", "pi1", &[Lost::Agent, Lost::Ssh]);
         assert!(
-            m.starts_with("commit 01234567 would remove homelab-agent from pi1: it would never update again, and would disable sshd on pi1: nobody could log in to fix it; not activated\nhint: "),
+            m.message == "commit 01234567 would remove homelab-agent from pi1: it would never update again, and would disable sshd on pi1: nobody could log in to fix it; not activated",
             "{m}"
         );
-        assert!(m.contains("require_agent_and_ssh = false"), "{m}");
+        let hint = m.hint.as_deref().unwrap_or_default();
+        assert!(hint.contains("require_agent_and_ssh = false"), "{hint}");
+        assert_eq!(m.kind, Kind::Commit);
     }
 }

@@ -114,12 +114,16 @@ impl Agent {
         };
         if let Some(pin) = &state.pinned {
             // Pinned by the operator: the head is news, never deployed, never history.
-            log::info!(
-                "pinned to {} since {} (by `sudo homelab-agent rollback`); branch head {} not deployed\nhint: `sudo homelab-agent resume` follows the branch again",
-                pin.system,
-                pin.since,
-                short(&head)
-            );
+            let hint = "`sudo homelab-agent resume` follows the branch again";
+            log::info!(hint = hint; "{}", crate::failure::with_hint_line(
+                format!(
+                    "pinned to {} since {} (by `sudo homelab-agent rollback`); branch head {} not deployed",
+                    pin.system,
+                    pin.since,
+                    short(&head)
+                ),
+                hint
+            ));
             self.note_poll(Outcome::Pinned, Some(&head), None, None);
             return Ok(Exit::Ok);
         }
@@ -164,11 +168,14 @@ impl Agent {
             return Some(exit);
         }
         if let Some(bad) = state.bad(head) {
-            let error = format!(
-                "commit {} failed in {} at {}: not retried until the branch moves\nhint: push a fix, or run `sudo homelab-agent retry`",
-                short(head),
-                bad.phase.as_str(),
-                bad.at
+            let error = crate::failure::with_hint_line(
+                format!(
+                    "commit {} failed in {} at {}: not retried until the branch moves",
+                    short(head),
+                    bad.phase.as_str(),
+                    bad.at
+                ),
+                "push a fix, or run `sudo homelab-agent retry`",
             );
             log::info!("{}", error.lines().next().unwrap_or_default());
             self.note_poll(Outcome::Skipped, Some(head), Some(&error), None);

@@ -23,11 +23,11 @@ impl Agent {
             }
             return None;
         }
-        log::info!(
-            "paused {}; branch head {} not deployed\nhint: `sudo homelab-agent resume` ends the pause",
-            crate::pause::describe(paused),
-            short(head)
-        );
+        let hint = "`sudo homelab-agent resume` ends the pause";
+        log::info!(hint = hint; "{}", crate::failure::with_hint_line(
+            format!("paused {}; branch head {} not deployed", crate::pause::describe(paused), short(head)),
+            hint
+        ));
         self.note_poll(Outcome::Paused, Some(head), None, None);
         Some(Exit::Ok)
     }
@@ -37,11 +37,15 @@ impl Agent {
     /// asked for.
     pub(super) fn pause_requested(&self, state: &mut State, head: &str) -> Option<Exit> {
         let asked = crate::pause::take_request(&self.settings.paths.runtime_dir)?;
-        log::info!(
-            "paused {} (asked for while this run held the lock); branch head {} not deployed\nhint: `sudo homelab-agent resume` ends the pause",
-            crate::pause::describe(&asked),
-            short(head)
-        );
+        let hint = "`sudo homelab-agent resume` ends the pause";
+        log::info!(hint = hint; "{}", crate::failure::with_hint_line(
+            format!(
+                "paused {} (asked for while this run held the lock); branch head {} not deployed",
+                crate::pause::describe(&asked),
+                short(head)
+            ),
+            hint
+        ));
         state.paused = Some(asked);
         if let Err(f) = self.save(state) {
             return Some(self.stop_run(f));

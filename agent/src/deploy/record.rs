@@ -57,11 +57,14 @@ impl Agent {
         error: Option<&str>,
         phase: Option<Phase>,
     ) {
+        // The hint apart, whoever joined it to the error.
+        let (error, hint) = error.map(crate::failure::split_stored_hint).unzip();
         let poll = LastPoll {
             at: state::now(),
             outcome: outcome.as_str().into(),
             commit: commit.map(str::to_string),
-            error: error.map(str::to_string),
+            error,
+            hint: hint.flatten(),
             phase: phase.map(|p| p.as_str().to_string()),
             next_poll: None,
         };
@@ -71,12 +74,10 @@ impl Agent {
     /// A failure before anything was built or touched that says nothing about the commit
     /// (network, this machine, the configuration): news, not history.
     pub(super) fn not_tried(&self, head: Option<&str>, phase: Phase, f: Failure) -> Exit {
-        // The kind's general hint, unless the error already says what to do.
-        match f.message.contains("\nhint:") {
-            true => log::error!(message_id = message_id::FAILED; "{f}"),
-            false => log::error!(message_id = message_id::FAILED; "{f}\nhint: {}", f.kind.hint()),
-        }
-        self.note_poll(Outcome::Failed, head, Some(&f.message), Some(phase));
+        // The failure's own hint, else its kind's: a journal field (HINT=) and its own line.
+        let hint = f.hint_or_kind();
+        log::error!(message_id = message_id::FAILED, hint = hint; "{}", crate::failure::with_hint_line(&f.message, hint));
+        self.note_poll(Outcome::Failed, head, Some(&f.to_string()), Some(phase));
         Exit::Failed(f.kind)
     }
 
@@ -109,10 +110,12 @@ impl Agent {
             // say so. The commit is not marked bad and not handled: after the backoff
             // (`homelab_agent_next_build_timestamp_seconds`) the next run builds it again.
             // One record per backoff, never one per poll.
-            match message.contains("\nhint:") {
-                true => log::error!(message_id = message_id::FAILED; "{message}"),
+            // The message has the failure's own hint (on its line); else the kind's is added.
+            let hint = f.hint_or_kind();
+            match f.hint.is_some() {
+                true => log::error!(message_id = message_id::FAILED, hint = hint; "{message}"),
                 false => {
-                    log::error!(message_id = message_id::FAILED; "{message}\nhint: {}", f.kind.hint())
+                    log::error!(message_id = message_id::FAILED, hint = hint; "{}", crate::failure::with_hint_line(&message, hint))
                 }
             }
             let mut run = self.run_record(Outcome::Failed, fetched, started, took);
@@ -120,7 +123,7 @@ impl Agent {
             run.error = Some(message);
             return self.close(state, run, Exit::Failed(f.kind));
         }
-        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{message}");
+        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED, hint = f.hint_or_kind(); "{message}");
         let mut run = self.run_record(Outcome::Failed, fetched, started, took);
         run.phase = Some(Phase::Build);
         run.error = Some(message.clone());
@@ -282,8 +285,7 @@ impl Agent {
             }
             Back::RollbackFailed { rollback, target } => {
                 run.rolled_back = Some(false);
-                self.ledger
-                    .rollback_pending(state, target, &rollback.message);
+                self.ledger.rollback_pending(state, target, rollback);
                 Exit::RollbackFailed
             }
         }
@@ -301,7 +303,8 @@ impl Agent {
         test: Option<&str>,
     ) -> (Failure, Exit) {
         let exit = self.failed_activation(state, run, &failed, &back);
-        let mut error = failed.failure.message.clone();
+        // The failure's words and its own hint (recorded apart by the state).
+        let mut error = failed.failure.to_string();
         match back {
             Back::Restored(restored) => match (&restored, test) {
                 (Some(p), None) => {
@@ -323,10 +326,13 @@ impl Agent {
                         "the boot default is unchanged"
                     }
                 };
-                error = format!(
-                    "{}\nthen the rollback to {} failed too: {rollback}\nhint: {boot} (a reboot returns to it); the next run retries the rollback",
-                    failed.failure,
-                    target.display()
+                error = crate::failure::with_hint_line(
+                    format!(
+                        "{}\nthen the rollback to {} failed too: {rollback}",
+                        failed.failure,
+                        target.display()
+                    ),
+                    format!("{boot} (a reboot returns to it); the next run retries the rollback"),
                 );
             }
         }
@@ -390,16 +396,27 @@ impl Agent {
                 Exit::Ok
             }
             Ending::Failed { failed, back } => {
-                let why = failed.failure.to_string();
-                let error = match &back {
-                    Back::Restored(_) => format!(
-                        "rollback to generation {} failed: {why}; staying on generation {}",
-                        to.number, from.number
+                // The words in one sentence, the hint on its own line after it.
+                let why = &failed.failure.message;
+                let (error, hint) = match &back {
+                    Back::Restored(_) => (
+                        format!(
+                            "rollback to generation {} failed: {why}; staying on generation {}",
+                            to.number, from.number
+                        ),
+                        failed.failure.hint.clone(),
                     ),
-                    Back::RollbackFailed { rollback, .. } => format!(
-                        "rollback to generation {} failed: {why}; then returning to generation {} failed too: {rollback}",
-                        to.number, from.number
+                    Back::RollbackFailed { rollback, .. } => (
+                        format!(
+                            "rollback to generation {} failed: {why}; then returning to generation {} failed too: {}",
+                            to.number, from.number, rollback.message
+                        ),
+                        rollback.hint.clone().or_else(|| failed.failure.hint.clone()),
                     ),
+                };
+                let error = match hint {
+                    Some(hint) => crate::failure::with_hint_line(error, hint),
+                    None => error,
                 };
                 let exit = self.failed_activation(state, &mut run, &failed, &back);
                 run.error = Some(error);

@@ -78,8 +78,8 @@ impl Agent {
     async fn resolve_intent(&self, state: &mut State) -> Option<Exit> {
         let intent = state.intent.clone()?;
         log::warn!(
-            "a previous run was interrupted while {:?} {}; resolving it first",
-            intent.step,
+            "a previous run was interrupted while {} {}; resolving it first",
+            intent.step.as_words(),
             intent.system
         );
         // 1. Count first: whatever fails below, the loop breaker has moved.
@@ -122,11 +122,11 @@ impl Agent {
         run.commit = intent.commit.clone();
         run.subject = intent.subject.clone();
         run.system = Some(intent.system.clone());
-        let step = format!("{:?}", intent.step).to_lowercase();
+        let step = intent.step.as_words();
         let exit = match result {
             Err(f) => {
                 log::error!(message_id = message_id::ROLLBACK_FAILED; "recovering from the interrupted run failed: {f}");
-                self.ledger.rollback_pending(state, &target, &f.message);
+                self.ledger.rollback_pending(state, &target, &f);
                 run.rolled_back = Some(false);
                 run.error = Some(format!(
                     "the agent was stopped while {step}; bringing the machine back to {} failed: {f}",
@@ -192,7 +192,7 @@ impl Agent {
                 state,
                 commit,
                 Phase::Activate,
-                &format!("its activation was interrupted {count} times: the agent was stopped or killed while {} was being activated or checked\nhint: does this configuration stop, restart or kill homelab-agent.service? then fix it and push; `sudo homelab-agent retry` tries this commit again", intent.system),
+                &crate::failure::with_hint_line(format!("its activation was interrupted {count} times: the agent was stopped or killed while {} was being activated or checked", intent.system), "does this configuration stop, restart or kill homelab-agent.service? then fix it and push; `sudo homelab-agent retry` tries this commit again"),
                 Some(&intent.system),
             );
             state.last_handled = Some(commit.clone());
@@ -289,8 +289,7 @@ impl Agent {
             Err(f) => format!("found {shown} live without having passed its checks; restoring generation {} failed: {f}", profile.number),
         });
         if let Err(f) = &result {
-            self.ledger
-                .rollback_pending(state, &profile.system, &f.message);
+            self.ledger.rollback_pending(state, &profile.system, &f);
         }
         if let Err(f) = self.finish(state, run) {
             return Some(self.stop_run(f));
@@ -307,7 +306,7 @@ impl Agent {
         } else {
             f.kind
         };
-        self.note_poll(Outcome::Failed, None, Some(&f.message), None);
+        self.note_poll(Outcome::Failed, None, Some(&f.to_string()), None);
         Exit::Failed(kind)
     }
 }

@@ -147,21 +147,23 @@ impl Agent {
                 Ok((_, wait)) => wait,
                 Err(exit) => return exit,
             };
-            let message = format!(
-                "{}\n(not built again for {})",
-                f.message,
-                humantime::format_duration(wait)
-            );
+            let f = f.map_message(|m| {
+                format!(
+                    "{m}\n(not built again for {})",
+                    humantime::format_duration(wait)
+                )
+            });
             // No commit in the last poll: there, a commit is main's head.
-            return self.not_tried(None, Phase::Build, Failure::new(f.kind, message));
+            return self.not_tried(None, Phase::Build, f);
         }
         let mut run = self.run_record(Outcome::Failed, fetched, started, took);
         run.phase = Some(Phase::Build);
         run.error = Some(f.message.clone());
+        run.hint = f.hint.clone();
         self.ledger
-            .mark_bad(state, &fetched.commit, Phase::Build, &f.message, None);
+            .mark_bad(state, &fetched.commit, Phase::Build, &f.to_string(), None);
         self.set_testing(state, branch, fetched, Outcome::Failed, None);
-        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{f}");
+        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED, hint = f.hint_or_kind(); "{f}");
         self.close(state, run, Exit::Failed(f.kind))
     }
 
@@ -217,8 +219,13 @@ impl Agent {
                 let (test, phase) = (format!("{commit} ({branch})"), failed.phase);
                 let (f, exit) = self.record_failure(state, &mut run, failed, back, Some(&test));
                 if f.kind.blames_commit() {
-                    self.ledger
-                        .mark_bad(state, &fetched.commit, phase, &f.message, Some(&shown));
+                    self.ledger.mark_bad(
+                        state,
+                        &fetched.commit,
+                        phase,
+                        &f.to_string(),
+                        Some(&shown),
+                    );
                 }
                 self.set_testing(state, branch, fetched, Outcome::Failed, Some(&shown));
                 exit
@@ -273,5 +280,5 @@ impl Agent {
 
 /// Names the testing branch in a failure's message (its kind is kept).
 fn on_branch(branch: &str, f: Failure) -> Failure {
-    Failure::new(f.kind, format!("testing branch {branch}: {}", f.message))
+    f.map_message(|m| format!("testing branch {branch}: {m}"))
 }

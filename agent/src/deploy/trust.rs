@@ -126,23 +126,21 @@ impl Agent {
             }
             Err(Verdict::Refused(r)) => r,
         };
-        let error = format!(
-            "{}\nexpected: {}\nhint: {}",
-            refusal.message,
-            refusal.expected,
-            hint(refusal.reason)
-        );
-        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{error}");
+        let error = format!("{}\nexpected: {}", refusal.message, refusal.expected);
+        let hint = hint(refusal.reason);
+        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED, hint = hint; "{}", crate::failure::with_hint_line(&error, hint));
         let mut run = Run::new(Outcome::Failed);
         run.commit = Some(fetched.commit.clone());
         run.subject = Some(fetched.subject.clone());
         run.phase = Some(Phase::Verify);
         run.error = Some(error.clone());
+        run.hint = Some(hint.to_string());
         state.refused = Some(Refused {
             commit: fetched.commit.clone(),
             at: state::now(),
             reason: refusal.reason,
             error,
+            hint: Some(hint.to_string()),
             expected: refusal.expected,
             policy: self.trust_policy(&floors),
         });

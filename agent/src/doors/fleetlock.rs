@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::FleetLockSettings;
+use crate::failure::{Failure, Kind};
 
 /// One request's deadline: a lock server that hangs is one that is down.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,7 +75,7 @@ pub const APP_ID: [u8; 16] = [
 /// This machine's lock id: the configured one, else the app-specific id derived from the
 /// machine id ([`app_specific`]), as Zincati sends: the raw machine id stays on the
 /// machine (machine-id(5): "should be considered confidential").
-pub fn lock_id(settings: &FleetLockSettings, machine_id_file: &Path) -> Result<String, String> {
+pub fn lock_id(settings: &FleetLockSettings, machine_id_file: &Path) -> Result<String, Failure> {
     if let Some(id) = &settings.id {
         return Ok(id.clone());
     }
@@ -92,36 +93,28 @@ pub fn legacy_lock_id(settings: &FleetLockSettings, machine_id_file: &Path) -> O
 }
 
 /// `/etc/machine-id`: 32 hex digits.
-pub fn machine_id(file: &Path) -> Result<[u8; 16], String> {
+/// Not there or not an id: the configuration's to fix (`[reboot] id`); unreadable: this
+/// machine's.
+pub fn machine_id(file: &Path) -> Result<[u8; 16], Failure> {
     let bad = || {
-        format!(
-            "{} holds no machine id\nhint: set [reboot] id, or create one (`systemd-machine-id-setup`)",
-            file.display()
+        Failure::new(
+            Kind::Configuration,
+            format!("{} holds no machine id", file.display()),
         )
+        .with_hint("set [reboot] id, or create one (`systemd-machine-id-setup`)")
+    };
+    let unread = |kind, why: String| {
+        Failure::new(kind, format!("reading {}: {why}", file.display()))
+            .with_hint("set [reboot] id")
     };
     // The state's bounded reader: a FIFO or a device there never blocks the agent; a
     // symlink is followed (some systems link it to /var/lib/dbus/machine-id).
     use crate::state::{read_regular, Found, Links};
     let bytes = match read_regular(file, 4096, Links::Follow, "a machine id has") {
         Ok(Found::File(bytes)) => bytes,
-        Ok(Found::Missing) => {
-            return Err(format!(
-                "reading {}: it does not exist\nhint: set [reboot] id",
-                file.display()
-            ))
-        }
-        Ok(Found::Wrong(why)) => {
-            return Err(format!(
-                "reading {}: {why}\nhint: set [reboot] id",
-                file.display()
-            ))
-        }
-        Err(e) => {
-            return Err(format!(
-                "reading {}: {e}\nhint: set [reboot] id",
-                file.display()
-            ))
-        }
+        Ok(Found::Missing) => return Err(unread(Kind::Configuration, "it does not exist".into())),
+        Ok(Found::Wrong(why)) => return Err(unread(Kind::Configuration, why)),
+        Err(e) => return Err(unread(crate::failure::io_kind(&e), e.to_string())),
     };
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let text = text.trim();
@@ -163,14 +156,19 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: &str, group: &str, id: &str) -> Result<Client, String> {
+    pub fn new(base: &str, group: &str, id: &str) -> Result<Client, Failure> {
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             // A redirect could send the lock request somewhere unintended: the header is
             // the protocol's guard against exactly that; not following is ours.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| format!("building the FleetLock HTTP client: {e}"))?;
+            .map_err(|e| {
+                Failure::new(
+                    Kind::Environment,
+                    format!("building the FleetLock HTTP client: {e}"),
+                )
+            })?;
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             group: group.to_string(),
@@ -285,9 +283,10 @@ mod tests {
         };
         let e = lock_id(&s, &file).unwrap_err();
         assert!(
-            e.contains("does not exist") && e.contains("hint: set [reboot] id"),
+            e.message.contains("does not exist") && e.hint.as_deref() == Some("set [reboot] id"),
             "{e}"
         );
+        assert_eq!(e.kind, Kind::Configuration);
         std::fs::write(&file, "3d1219c7c4c5404aaa1f6d2a48adfda4\n").unwrap();
         // What `systemd-id128 machine-id --app-specific=8b3d6c4cef3c4cfbac50b7ac2c89617e`
         // printed on a machine with this machine id (systemd 252).
@@ -307,14 +306,15 @@ mod tests {
         ] {
             std::fs::write(&file, bad).unwrap();
             let e = lock_id(&s, &file).unwrap_err();
-            assert!(e.contains("holds no machine id"), "{bad:?}: {e}");
+            assert!(e.message.contains("holds no machine id"), "{bad:?}: {e}");
         }
         // A FIFO there: refused at once, never a blocked open.
         let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let e = lock_id(&s, &fifo).unwrap_err();
         assert!(
-            e.contains("a FIFO, not a regular file\nhint: set [reboot] id"),
+            e.message.ends_with("a FIFO, not a regular file")
+                && e.hint.as_deref() == Some("set [reboot] id"),
             "{e}"
         );
         let named = FleetLockSettings {

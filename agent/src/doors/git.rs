@@ -175,8 +175,9 @@ impl<C: Calls> Git<C> {
     }
 }
 
+/// Kind, words, hint and the error itself (source/error.rs).
 fn failure(e: SourceError) -> Failure {
-    Failure::new(e.kind(), e.to_string())
+    e.into()
 }
 
 impl<C: Calls> Source for Git<C> {

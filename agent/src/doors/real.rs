@@ -125,9 +125,7 @@ impl Builder for Rc<Real> {
             // [build] max_local_builds).
             let built = async {
                 nix::plan::gate(&request, &self.settings.paths.state_dir).await?;
-                nix::build(&request)
-                    .await
-                    .map_err(|e| Failure::new(e.kind(), e.to_string()))
+                nix::build(&request).await.map_err(Failure::from)
             }
             .await;
             watcher.abort();
@@ -138,10 +136,11 @@ impl Builder for Rc<Real> {
                 return Err(Failure::new(
                     Kind::Commit,
                     format!(
-                        "{} has no bin/switch-to-configuration: not a NixOS system\nhint: check [host] attribute; it must name a system.build.toplevel",
+                        "{} has no bin/switch-to-configuration: not a NixOS system",
                         system.display()
                     ),
-                ));
+                )
+                .with_hint("check [host] attribute; it must name a system.build.toplevel"));
             }
             Ok(system)
         })
@@ -201,7 +200,7 @@ impl Machine for Rc<Real> {
             self.switcher
                 .run(system, action, activation)
                 .await
-                .map_err(|e| Failure::new(e.kind(), e.to_string()))
+                .map_err(Failure::from)
         })
     }
 
@@ -210,7 +209,7 @@ impl Machine for Rc<Real> {
             self.switcher
                 .settle_leftover(activation)
                 .await
-                .map_err(|e| Failure::new(e.kind(), e.to_string()))
+                .map_err(Failure::from)
         })
     }
 }

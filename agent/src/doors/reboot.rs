@@ -14,7 +14,7 @@ use super::trial::TrialBoot;
 /// What the reboot side acts through.
 pub struct Effects {
     /// `None` without `[reboot] fleetlock_url`; an error when the lock id is unknown.
-    pub slot: Option<Result<Box<dyn Slot>, String>>,
+    pub slot: Option<Result<Box<dyn Slot>, crate::failure::Failure>>,
     /// The id an agent that did not record its slot's id took it with (the raw machine id).
     pub legacy_slot_id: Option<String>,
     pub rebooter: Box<dyn Rebooter>,

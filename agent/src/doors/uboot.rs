@@ -58,50 +58,25 @@ impl UBoot {
     fn check_config(&self) -> Result<(), Failure> {
         let path = &self.settings.fw_env_config;
         let text = read_small(path, MAX_CONFIG).map_err(|e| {
-            Failure::new(
-                Kind::Environment,
-                format!(
-                    "reading libubootenv's configuration {}: {e}\nhint: enable services.homelab-agent.reboot.uboot (it writes /etc/fw_env.config), or write one line `DEVICE OFFSET SIZE` naming U-Boot's environment (on a Pi: /boot/firmware/uboot.env 0x0 0x4000)",
-                    path.display()
-                ),
-            )
+            Failure::new(Kind::Environment, format!("reading libubootenv's configuration {}: {e}", path.display())).with_hint("enable services.homelab-agent.reboot.uboot (it writes /etc/fw_env.config), or write one line `DEVICE OFFSET SIZE` naming U-Boot's environment (on a Pi: /boot/firmware/uboot.env 0x0 0x4000)")
         })?;
         let named = text
             .lines()
             .map(str::trim)
             .any(|l| !l.is_empty() && !l.starts_with('#'));
         if !named {
-            return Err(Failure::new(
-                Kind::Environment,
-                format!(
-                    "libubootenv's configuration {} names no environment\nhint: write one line `DEVICE OFFSET SIZE` (on a Pi: /boot/firmware/uboot.env 0x0 0x4000)",
-                    path.display()
-                ),
-            ));
+            return Err(Failure::new(Kind::Environment, format!("libubootenv's configuration {} names no environment", path.display())).with_hint("write one line `DEVICE OFFSET SIZE` (on a Pi: /boot/firmware/uboot.env 0x0 0x4000)"));
         }
         // libubootenv refuses a configuration naming a missing file ("Configuration file
         // wrong or corrupted"): say what it really is.
         if let Some((device, _)) = first_device(&text) {
             if !device.exists() {
-                return Err(Failure::new(
-                    Kind::Environment,
-                    format!(
-                        "U-Boot's environment {} (named by {}) does not exist: U-Boot has never saved its environment there\nhint: run `homelab-agent bootloader setup --initial-env FILE` (U-Boot's `make u-boot-initial-env` output), or `saveenv` once at the U-Boot prompt",
-                        device.display(),
-                        path.display()
-                    ),
-                ));
+                return Err(Failure::new(Kind::Environment, format!("U-Boot's environment {} (named by {}) does not exist: U-Boot has never saved its environment there", device.display(), path.display())).with_hint("run `homelab-agent bootloader setup --initial-env FILE` (U-Boot's `make u-boot-initial-env` output), or `saveenv` once at the U-Boot prompt"));
             }
         }
         for tool in [&self.settings.fw_printenv, &self.settings.fw_setenv] {
             if find_program(tool).is_none() {
-                return Err(Failure::new(
-                    Kind::Environment,
-                    format!(
-                        "{} not found\nhint: install libubootenv's tools (Debian: libubootenv-tool; NixOS: services.homelab-agent.reboot.uboot.enable puts them on the agent's path)",
-                        tool.display()
-                    ),
-                ));
+                return Err(Failure::new(Kind::Environment, format!("{} not found", tool.display())).with_hint("install libubootenv's tools (Debian: libubootenv-tool; NixOS: services.homelab-agent.reboot.uboot.enable puts them on the agent's path)"));
             }
         }
         Ok(())
@@ -121,13 +96,7 @@ impl UBoot {
         provisioned(&vars, &self.settings.fw_env_config)?;
         let conf = self.settings.boot_dir.join("extlinux/extlinux.conf");
         if !conf.is_file() {
-            return Err(Failure::new(
-                Kind::Environment,
-                format!(
-                    "no {}: the trial is written beside NixOS's extlinux.conf\nhint: set the boot directory to where boot.loader.generic-extlinux-compatible writes (/boot)",
-                    conf.display()
-                ),
-            ));
+            return Err(Failure::new(Kind::Environment, format!("no {}: the trial is written beside NixOS's extlinux.conf", conf.display())).with_hint("set the boot directory to where boot.loader.generic-extlinux-compatible writes (/boot)"));
         }
         Ok(())
     }
@@ -160,13 +129,7 @@ impl UBoot {
             .write(&self.tools.setenv_cmd(FLAG, Some("1")))
             .await?;
         if !self.flag_set().await? {
-            return Err(Failure::new(
-                Kind::Environment,
-                format!(
-                    "fw_setenv {FLAG} 1 succeeded but {} does not show it\nhint: check that fw_env.config names the environment U-Boot reads (`homelab-agent bootloader show`)",
-                    self.settings.fw_printenv.display()
-                ),
-            ));
+            return Err(Failure::new(Kind::Environment, format!("fw_setenv {FLAG} 1 succeeded but {} does not show it", self.settings.fw_printenv.display())).with_hint("check that fw_env.config names the environment U-Boot reads (`homelab-agent bootloader show`)"));
         }
         log::info!(
             "armed a one-shot trial of {} ({})",
@@ -226,17 +189,11 @@ impl UBoot {
         };
         let original = match base.get("bootcmd").map(String::as_str) {
             Some(BOOTCMD) => base.get(DEFAULT_VAR).cloned().ok_or_else(|| {
-                Failure::new(
-                    Kind::Environment,
-                    format!("bootcmd is `{BOOTCMD}` but {DEFAULT_VAR} is missing: U-Boot's own boot command is lost\nhint: `fw_setenv bootcmd 'run distro_bootcmd'` (U-Boot's default on a Pi), then run setup again"),
-                )
+                Failure::new(Kind::Environment, format!("bootcmd is `{BOOTCMD}` but {DEFAULT_VAR} is missing: U-Boot's own boot command is lost")).with_hint("`fw_setenv bootcmd 'run distro_bootcmd'` (U-Boot's default on a Pi), then run setup again")
             })?,
             Some(cmd) if !cmd.trim().is_empty() => cmd.to_string(),
             _ => {
-                return Err(Failure::new(
-                    Kind::Environment,
-                    "the U-Boot environment has no bootcmd: nothing boots the default to fall back to\nhint: give --initial-env with U-Boot's default environment for this board",
-                ))
+                return Err(Failure::new(Kind::Environment, "the U-Boot environment has no bootcmd: nothing boots the default to fall back to").with_hint("give --initial-env with U-Boot's default environment for this board"))
             }
         };
         let command = sysboot.boot_command();
@@ -259,8 +216,9 @@ impl UBoot {
         if vars.get(BOOT_VAR) != Some(&command) {
             return Err(Failure::new(
                 Kind::Environment,
-                format!("{BOOT_VAR} did not read back as written\nhint: check that fw_env.config names the environment U-Boot reads"),
-            ));
+                format!("{BOOT_VAR} did not read back as written"),
+            )
+            .with_hint("check that fw_env.config names the environment U-Boot reads"));
         }
         Ok(format!(
             "{}: bootcmd={BOOTCMD}; {BOOT_VAR}={command}; {DEFAULT_VAR}={}{}",
@@ -284,10 +242,11 @@ impl UBoot {
             return Err(Failure::new(
                 Kind::Environment,
                 format!(
-                    "{}: no line `DEVICE OFFSET SIZE` with numbers libubootenv reads\nhint: write e.g. `/boot/firmware/uboot.env 0x0 0x4000`",
+                    "{}: no line `DEVICE OFFSET SIZE` with numbers libubootenv reads",
                     self.settings.fw_env_config.display()
                 ),
-            ));
+            )
+            .with_hint("write e.g. `/boot/firmware/uboot.env 0x0 0x4000`"));
         };
         if device.exists() || !device.parent().is_some_and(Path::is_dir) || end > 16 << 20 {
             return Ok(());
@@ -403,15 +362,7 @@ fn provisioned(vars: &BTreeMap<String, String>, config: &Path) -> Result<(), Fai
     if ok {
         return Ok(());
     }
-    Err(Failure::new(
-        Kind::Environment,
-        format!(
-            "the U-Boot environment named by {} is not provisioned for one-shot trials (bootcmd={:?}, {BOOT_VAR} {})\nhint: run `homelab-agent bootloader setup` once (the NixOS module's homelab-agent-uboot-setup unit does)",
-            config.display(),
-            vars.get("bootcmd").map_or("", String::as_str),
-            if vars.contains_key(BOOT_VAR) { "set" } else { "unset" }
-        ),
-    ))
+    Err(Failure::new(Kind::Environment, format!("the U-Boot environment named by {} is not provisioned for one-shot trials (bootcmd={:?}, {BOOT_VAR} {})", config.display(), vars.get("bootcmd").map_or("", String::as_str), if vars.contains_key(BOOT_VAR) { "set" } else { "unset" })).with_hint("run `homelab-agent bootloader setup` once (the NixOS module's homelab-agent-uboot-setup unit does)"))
 }
 
 /// `name=value` lines of U-Boot's `make u-boot-initial-env`; it must boot something.
@@ -419,15 +370,20 @@ fn read_initial_env(file: &Path) -> Result<BTreeMap<String, String>, Failure> {
     let text = read_small(file, MAX_INITIAL_ENV).map_err(|e| {
         Failure::new(
             Kind::Configuration,
-            format!("reading the initial environment {}: {e}\nhint: give U-Boot's `make u-boot-initial-env` output for this board's U-Boot", file.display()),
+            format!("reading the initial environment {}: {e}", file.display()),
         )
+        .with_hint("give U-Boot's `make u-boot-initial-env` output for this board's U-Boot")
     })?;
     let vars = fwenv::parse_dump(&text);
     if vars.get("bootcmd").is_none_or(|v| v.trim().is_empty()) {
         return Err(Failure::new(
             Kind::Configuration,
-            format!("the initial environment {} has no bootcmd: it is not U-Boot's default environment\nhint: give U-Boot's `make u-boot-initial-env` output for this board's U-Boot", file.display()),
-        ));
+            format!(
+                "the initial environment {} has no bootcmd: it is not U-Boot's default environment",
+                file.display()
+            ),
+        )
+        .with_hint("give U-Boot's `make u-boot-initial-env` output for this board's U-Boot"));
     }
     Ok(vars)
 }

@@ -153,11 +153,12 @@ impl Ledger {
 
     /// The way back to `system` failed (`reason`): the next run retries it. The one place
     /// a [`RollbackPending`] is made.
-    pub fn rollback_pending(&self, state: &mut State, system: &Path, reason: &str) {
+    pub fn rollback_pending(&self, state: &mut State, system: &Path, why: &Failure) {
         state.rollback_pending = Some(RollbackPending {
             system: system.display().to_string(),
-            reason: reason.to_string(),
+            reason: why.message.clone(),
             since: state::now(),
+            hint: why.hint.clone(),
         });
     }
 

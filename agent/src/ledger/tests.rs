@@ -97,11 +97,13 @@ fn deployments_pending_rollbacks_and_bad_commits_are_made_here() {
         (Some("c2"), Some("newer"), "/sys/a", Some(7))
     );
     assert!(!d.at.is_empty());
-    ledger.rollback_pending(&mut state, Path::new("/sys/b"), "switch test failed");
+    let why = crate::failure::Failure::new(crate::failure::Kind::Environment, "switch test failed")
+        .with_hint("reboot into it");
+    ledger.rollback_pending(&mut state, Path::new("/sys/b"), &why);
     let p = state.rollback_pending.clone().unwrap();
     assert_eq!(
-        (p.system.as_str(), p.reason.as_str()),
-        ("/sys/b", "switch test failed")
+        (p.system.as_str(), p.reason.as_str(), p.hint.as_deref()),
+        ("/sys/b", "switch test failed", Some("reboot into it"))
     );
     ledger.mark_bad(&mut state, "c3", Phase::Boot, "no", Some("/sys/c"));
     let bad = state.bad("c3").unwrap();

@@ -93,10 +93,12 @@ pub fn refresh(settings: &Settings, after: After) {
         .create(dir)
         .and_then(|()| write_if_changed(dir, text.as_bytes()));
     if let Err(e) = written {
-        log::warn!(
-            "cannot write the metrics file {}: {e}\nhint: check [metrics] textfile_dir: the agent (root) must be able to create and write it",
-            dir.join(FILE).display()
-        );
+        let hint =
+            "check [metrics] textfile_dir: the agent (root) must be able to create and write it";
+        log::warn!(hint = hint; "{}", crate::failure::with_hint_line(
+            format!("cannot write the metrics file {}: {e}", dir.join(FILE).display()),
+            hint
+        ));
     }
 }
 

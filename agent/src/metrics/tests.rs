@@ -125,6 +125,8 @@ fn a_failed_rolled_back_bad_head_and_a_pause_are_shown() {
     run.commit = Some(bad.clone());
     run.phase = Some(Phase::Health);
     run.rolled_back = Some(true);
+    run.error = Some("health check failed".into());
+    run.hint = Some("push a fix, a distinct hint".into());
     state.push_run(run);
     state.mark_bad(&bad, Phase::Health, "unhealthy");
     state.last_handled = Some(bad.clone());
@@ -146,8 +148,10 @@ fn a_failed_rolled_back_bad_head_and_a_pause_are_shown() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
-    // The reason is for people (status), never a label: free text is no series.
+    // The reason and the hint are for people (status), never a label: free text is no
+    // series; labels stay kinds (issue 22).
     assert!(!text.contains("quoted"), "{text}");
+    assert!(!text.contains("distinct hint"), "{text}");
     assert!(!text.contains("homelab_agent_paused_until"), "{text}");
 }
 

@@ -4,6 +4,7 @@
 //! the URL handed to git carries none, and [`RemoteUrl::redacted`] is the only form that
 //! is ever logged, stored or printed.
 
+use crate::failure::Invalid;
 use std::fmt;
 
 #[derive(Clone, PartialEq, Eq)]
@@ -51,7 +52,12 @@ impl RemoteUrl {
     /// Parses `https://`, `http://`, `ssh://`, `git://`, `file://`, scp-style
     /// `user@host:path`, or an absolute path. Anything else (`ext::`, `fd::`, a host
     /// starting with `-`, control characters) is refused.
-    pub fn parse(text: &str) -> Result<RemoteUrl, String> {
+    pub fn parse(text: &str) -> Result<RemoteUrl, Invalid> {
+        RemoteUrl::parse_words(text).map_err(Invalid)
+    }
+
+    /// [`RemoteUrl::parse`], its problem in words.
+    fn parse_words(text: &str) -> Result<RemoteUrl, String> {
         if text.is_empty() {
             return Err("empty URL".into());
         }
@@ -427,7 +433,7 @@ mod tests {
             ("file://relative", "absolute path"),
         ];
         for (text, needle) in cases {
-            let err = RemoteUrl::parse(text).expect_err(text);
+            let err = RemoteUrl::parse(text).expect_err(text).0;
             assert!(err.contains(needle), "{text}: {err}");
         }
     }

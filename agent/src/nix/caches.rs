@@ -56,7 +56,7 @@ fn setting<'a>(config: &'a serde_json::Value, name: &str) -> Option<&'a serde_js
 }
 
 /// The settings from `nix show-config --json`.
-pub fn parse_config(json: &str) -> Result<NixTrust, String> {
+pub(super) fn parse_config(json: &str) -> Result<NixTrust, String> {
     let config: serde_json::Value =
         serde_json::from_str(json.trim()).map_err(|e| format!("`nix show-config --json`: {e}"))?;
     let list = |name: &str| -> Vec<String> {
@@ -146,7 +146,7 @@ pub fn base_url(url: &str) -> String {
 /// answers for them when the paths are asked about. An https cache is checked with the
 /// certificate authorities nix uses (`ca_file`: its `ssl-cert-file`). Bounded:
 /// [`REACH_TIMEOUT`] in all.
-pub async fn reach(url: &str, ca_file: Option<&str>) -> Result<(), String> {
+pub(super) async fn reach(url: &str, ca_file: Option<&str>) -> Result<(), String> {
     let base = url.split_once('?').map_or(url, |(b, _)| b);
     let reached = if base.starts_with("http://") || base.starts_with("https://") {
         tokio::time::timeout(REACH_TIMEOUT, http_cache_info(base, ca_file)).await

@@ -29,32 +29,32 @@ pub const MIN_FREE_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("evaluation failed:\n{0}\nhint: fix the Nix error in your flake and push")]
+    #[error("evaluation failed:\n{0}")]
     Eval(String),
-    #[error("{}", host_missing(attribute, host, message))]
+    #[error("the flake has no {attribute}:\n{message}")]
     HostMissing {
         attribute: String,
         host: String,
         message: String,
     },
-    #[error("build failed:\n{0}\nhint: fix the failing derivation in the flake and push; this commit is marked bad and not built again (`nix log <drv>` shows a builder's whole log; if it failed for a passing reason, such as a download, `sudo homelab-agent retry` builds it again)")]
+    #[error("build failed:\n{0}")]
     Failed(String),
-    #[error("build timed out after {} (limit: [build] timeout); nix and its builders were stopped\nhint: the commit is not blamed and the build is retried after a backoff; if it is just long, raise [build] timeout, or build it elsewhere and push the outputs to a binary cache this machine uses", humantime::format_duration(*after))]
+    #[error("build timed out after {} (limit: [build] timeout); nix and its builders were stopped", humantime::format_duration(*after))]
     TimedOut { after: Duration },
-    #[error("out of disk space while building:\n{0}\nhint: free space, e.g. `nix-collect-garbage --delete-older-than 30d`; the commit is not blamed")]
+    #[error("out of disk space while building:\n{0}")]
     DiskFull(String),
     /// The kernel's OOM killer stopped nix or one of its builders (counted in the agent's
     /// memory cgroup: [`crate::oom_kills`]), whatever nix then reported.
-    #[error("out of memory while building: the kernel killed {kills} process{es} of this service (nix or a builder) for memory\n{excerpt}\nhint: this machine needs more memory for this build: add swap or zram (NixOS: zramSwap.enable = true), build on a bigger machine (a remote builder, or a binary cache this machine substitutes from), or raise services.homelab-agent.resources.memoryMax; the commit is not blamed", es = if *kills == 1 { "" } else { "es" })]
+    #[error("out of memory while building: the kernel killed {kills} process{es} of this service (nix or a builder) for memory\n{excerpt}", es = if *kills == 1 { "" } else { "es" })]
     OutOfMemory { kills: u64, excerpt: String },
-    #[error("{0}\nhint: install Nix (Debian/Ubuntu: apt-get install nix-bin) or put it on PATH; the commit is not blamed")]
+    #[error("{0}")]
     NixMissing(String),
     /// This machine: nix could not start, was killed, or hit an OS error (read-only or
     /// unwritable store, permissions).
-    #[error("nix could not build on this machine: {0}\nhint: fix this machine (the error says what); the commit is not blamed")]
+    #[error("nix could not build on this machine: {0}")]
     Machine(String, #[source] Option<std::io::Error>),
     /// A configured path that cannot go into a flake URL.
-    #[error("{0}\nhint: choose another [paths] state_dir")]
+    #[error("{0}")]
     BadPath(String),
 }
 
@@ -76,19 +76,31 @@ impl BuildError {
         }
     }
 
+    /// What to do about it: a field of the failure ([`crate::failure::Failure::hint`]),
+    /// never part of the message.
+    pub fn hint(&self) -> String {
+        match self {
+            BuildError::Eval(_) => "fix the Nix error in your flake and push".into(),
+            BuildError::HostMissing { host, .. } if host.is_empty() => {
+                "check [host] attribute".into()
+            }
+            BuildError::HostMissing { host, .. } => {
+                format!("check [host] name (\"{host}\"), or add this host to nixosConfigurations")
+            }
+            BuildError::Failed(_) => "fix the failing derivation in the flake and push; this commit is marked bad and not built again (`nix log <drv>` shows a builder's whole log; if it failed for a passing reason, such as a download, `sudo homelab-agent retry` builds it again)".into(),
+            BuildError::TimedOut { .. } => "the commit is not blamed and the build is retried after a backoff; if it is just long, raise [build] timeout, or build it elsewhere and push the outputs to a binary cache this machine uses".into(),
+            BuildError::DiskFull(_) => "free space, e.g. `nix-collect-garbage --delete-older-than 30d`; the commit is not blamed".into(),
+            BuildError::OutOfMemory { .. } => "this machine needs more memory for this build: add swap or zram (NixOS: zramSwap.enable = true), build on a bigger machine (a remote builder, or a binary cache this machine substitutes from), or raise services.homelab-agent.resources.memoryMax; the commit is not blamed".into(),
+            BuildError::NixMissing(_) => "install Nix (Debian/Ubuntu: apt-get install nix-bin) or put it on PATH; the commit is not blamed".into(),
+            BuildError::Machine(..) => "fix this machine (the error says what); the commit is not blamed".into(),
+            BuildError::BadPath(_) => "choose another [paths] state_dir".into(),
+        }
+    }
+
     /// Failures that say nothing about the commit: retried rather than remembered as bad.
     pub fn is_transient(&self) -> bool {
         self.kind() == Kind::Transient
     }
-}
-
-fn host_missing(attribute: &str, host: &str, message: &str) -> String {
-    let hint = if host.is_empty() {
-        "hint: check [host] attribute".to_string()
-    } else {
-        format!("hint: check [host] name (\"{host}\"), or add this host to nixosConfigurations")
-    };
-    format!("the flake has no {attribute}:\n{message}\n{hint}")
 }
 
 /// What the filesystems under the store and the GC root say, by `statvfs`.
@@ -155,6 +167,15 @@ pub fn from_text(stderr: &str, excerpt: String) -> BuildError {
     }
 }
 
+/// A build error as the cycle sees it: kind, words, hint, and the error kept.
+impl From<BuildError> for crate::failure::Failure {
+    fn from(e: BuildError) -> crate::failure::Failure {
+        crate::failure::Failure::new(e.kind(), e.to_string())
+            .with_hint(e.hint())
+            .with_source(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +187,7 @@ mod tests {
             (
                 BuildError::Failed("x".into()),
                 Kind::Commit,
-                "build failed:\nx\nhint: fix the failing derivation",
+                "hint: fix the failing derivation",
             ),
             (
                 BuildError::HostMissing {
@@ -217,15 +238,16 @@ mod tests {
                     excerpt: "x".into(),
                 },
                 Kind::Environment,
-                "the kernel killed 2 processes of this service (nix or a builder) for memory\nx\nhint: this machine needs more memory for this build: add swap or zram",
+                "hint: this machine needs more memory for this build: add swap or zram",
             ),
         ];
         for (e, kind, needle) in cases {
             assert_eq!(e.kind(), kind, "{e}");
-            assert!(e.to_string().contains(needle), "{e}");
-            assert!(!e.to_string().contains("check the network"));
-            // Each says what to do.
-            assert!(e.to_string().contains("\nhint: "), "{e}");
+            // The hint is apart from the message, and shown on its own line.
+            assert!(!e.to_string().contains("hint:"), "{e}");
+            let shown = crate::failure::Failure::from(e).to_string();
+            assert!(shown.contains(needle), "{shown}");
+            assert!(!shown.contains("check the network"));
         }
     }
 

@@ -25,29 +25,47 @@ pub fn metadata_args(cache: &Path, commit: &str) -> Vec<String> {
     ]
 }
 
+/// Why nix could not say which lock a commit resolves to.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// nix did not run, or did not finish in time.
+    #[error(transparent)]
+    Run(#[from] CmdError),
+    #[error("nix flake metadata failed ({status}):\n{stderr}")]
+    Failed {
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("nix flake metadata printed more than the agent reads")]
+    TooLong,
+    #[error("unexpected output from nix flake metadata: {0}")]
+    Output(String),
+    #[error("nix flake metadata printed no \"locks\"")]
+    NoLocks,
+}
+
 /// The lock nix resolves for `commit` (`locks` of its JSON), or why it could not say.
-pub async fn resolved_lock(cache: &Path, commit: &str) -> Result<serde_json::Value, String> {
+pub async fn resolved_lock(cache: &Path, commit: &str) -> Result<serde_json::Value, MetadataError> {
     let done = Cmd::new("nix")
         .args(metadata_args(cache, commit))
         .timeout(METADATA_TIMEOUT)
         .capture_stdout()
         .run()
-        .await
-        .map_err(|e: CmdError| e.to_string())?;
+        .await?;
     if !done.status.success() {
-        return Err(format!(
-            "nix flake metadata failed ({}):\n{}",
-            done.status, done.stderr_tail
-        ));
+        return Err(MetadataError::Failed {
+            status: done.status,
+            stderr: done.stderr_tail,
+        });
     }
     if done.stdout_truncated {
-        return Err("nix flake metadata printed more than the agent reads".into());
+        return Err(MetadataError::TooLong);
     }
-    let mut v: serde_json::Value = serde_json::from_str(&done.stdout)
-        .map_err(|e| format!("unexpected output from nix flake metadata: {e}"))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&done.stdout).map_err(|e| MetadataError::Output(e.to_string()))?;
     v.get_mut("locks")
         .map(serde_json::Value::take)
-        .ok_or_else(|| "nix flake metadata printed no \"locks\"".to_string())
+        .ok_or(MetadataError::NoLocks)
 }
 
 #[cfg(test)]

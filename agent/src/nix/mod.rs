@@ -175,15 +175,11 @@ pub fn or_out_of_memory<T>(
     }
 }
 
-/// What nix said, from a classified failure, without the hint the classification added
-/// (the OOM's own hint replaces it); at most 20 lines.
+/// What nix said, from a classified failure (its hint is apart: the OOM's own replaces
+/// it); at most 20 lines.
 fn nix_words(e: &BuildError) -> String {
     let text = e.to_string();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with("hint:"))
-        .take(20)
-        .collect();
+    let lines: Vec<&str> = text.lines().take(20).collect();
     lines.join("\n")
 }
 
@@ -292,7 +288,7 @@ async fn host_names(req: &BuildRequest<'_>) -> Result<Vec<String>, String> {
 }
 
 /// The `out` path from `nix build --json`: `[{"drvPath": …, "outputs": {"out": …}}]`.
-pub fn parse_build_json(stdout: &str) -> Result<PathBuf, String> {
+fn parse_build_json(stdout: &str) -> Result<PathBuf, String> {
     let value: serde_json::Value = serde_json::from_str(stdout.trim())
         .map_err(|e| format!("cannot parse `nix build --json` output: {e}"))?;
     value

@@ -32,6 +32,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use super::{caches, flake_ref, sigs, BuildError, BuildRequest};
+use crate::failure::{Failure, Kind};
 use crate::process::{Cmd, CmdError, Finished};
 
 /// The most lines of a dry run read (a whole NixOS closure is a few thousand paths).
@@ -129,34 +130,48 @@ impl BuildPlan {
     /// An incomplete plan (see [`BuildPlan::unread_lines`]) is over any limit: the
     /// derivations to build are listed first, so they are what went unread, and a limit
     /// that could not be checked must not let a large build through as a small one.
-    pub fn over_limit(&self, limit: u32) -> Option<String> {
+    pub fn over_limit(&self, limit: u32) -> Option<Failure> {
+        // An unreachable cache is the network's (transient); any other refusal is this
+        // machine's setup. Neither is the commit's.
+        let kind = match self.unreachable.is_empty() {
+            true => Kind::Environment,
+            false => Kind::Transient,
+        };
+        let refuse =
+            |message: String, hint: String| Some(Failure::new(kind, message).with_hint(hint));
         if self.unread_lines > 0 {
-            return Some(format!(
-                "refusing to build: cannot tell how many derivations would be compiled on this machine \
-                 ([build] max_local_builds = {limit}): `nix build --dry-run` printed {} lines, more than \
-                 the {MAX_PLAN_LINES} read, and the first {} (where nix lists what it would build) were \
-                 not read; an unknown count is treated as over the limit\n\
-                 hint: run `nix build --dry-run` on the commit's toplevel here to see why it says so much \
+            return refuse(
+                format!(
+                    "refusing to build: cannot tell how many derivations would be compiled on this machine \
+                     ([build] max_local_builds = {limit}): `nix build --dry-run` printed {} lines, more than \
+                     the {MAX_PLAN_LINES} read, and the first {} (where nix lists what it would build) were \
+                     not read; an unknown count is treated as over the limit",
+                    self.unread_lines + MAX_PLAN_LINES,
+                    self.unread_lines,
+                ),
+                "run `nix build --dry-run` on the commit's toplevel here to see why it says so much \
                  (a very large build, or a flood of evaluation warnings); push the outputs to a binary \
                  cache this machine uses, or remove [build] max_local_builds to build without the check; \
-                 then `sudo homelab-agent retry` (else the next try is after the build backoff)",
-                self.unread_lines + MAX_PLAN_LINES,
-                self.unread_lines,
-            ));
+                 then `sudo homelab-agent retry` (else the next try is after the build backoff)"
+                    .into(),
+            );
         }
         if self.local_builds() <= limit as usize {
             let why = self.unchecked.as_ref()?;
-            return Some(format!(
-                "refusing to build: cannot tell how many derivations would be compiled on this machine \
-                 ([build] max_local_builds = {limit}): {} to build here, and whether the {} paths to fetch \
-                 are signed by a trusted key (nix builds those that are not here) could not be checked: \
-                 {why}; an unknown count is treated as over the limit\n\
-                 hint: check that each substituter answers (`nix path-info --store URL PATH`) and that \
+            return refuse(
+                format!(
+                    "refusing to build: cannot tell how many derivations would be compiled on this machine \
+                     ([build] max_local_builds = {limit}): {} to build here, and whether the {} paths to fetch \
+                     are signed by a trusted key (nix builds those that are not here) could not be checked: \
+                     {why}; an unknown count is treated as over the limit",
+                    self.build.len(),
+                    self.fetch.len(),
+                ),
+                "check that each substituter answers (`nix path-info --store URL PATH`) and that \
                  nix runs here; or remove [build] max_local_builds to build without the check; \
-                 `sudo homelab-agent retry` checks again at once (else the next try is after the build backoff)",
-                self.build.len(),
-                self.fetch.len(),
-            ));
+                 `sudo homelab-agent retry` checks again at once (else the next try is after the build backoff)"
+                    .into(),
+            );
         }
         let what = format!(
             "{} derivation{}",
@@ -165,31 +180,37 @@ impl BuildPlan {
         );
         if !self.unreachable.is_empty() {
             let [one] = &self.unreachable[..] else {
-                return Some(format!(
-                    "refusing to compile {what} on this machine ([build] max_local_builds = {limit}): \
-                     {} binary caches could not be reached: {}; without them, nix would build here: \
-                     {}\n\
-                     hint: check that the caches are up and reachable from this machine \
+                return refuse(
+                    format!(
+                        "refusing to compile {what} on this machine ([build] max_local_builds = {limit}): \
+                         {} binary caches could not be reached: {}; without them, nix would build here: \
+                         {}",
+                        self.unreachable.len(),
+                        self.unreachable_list(),
+                        names(&self.all_local(), 8),
+                    ),
+                    "check that the caches are up and reachable from this machine \
                      (`curl URL/nix-cache-info`), then `sudo homelab-agent retry` (else the next try is \
-                     after the build backoff); the commit is not blamed",
-                    self.unreachable.len(),
-                    self.unreachable_list(),
-                    names(&self.all_local(), 8),
-                ));
+                     after the build backoff); the commit is not blamed"
+                        .into(),
+                );
             };
-            return Some(format!(
-                "refusing to compile {what} on this machine ([build] max_local_builds = {limit}): \
-                 the binary cache {} could not be reached ({}); without it, nix would build here: \
-                 {}\n\
-                 hint: check that {} is up and reachable from this machine (`curl {}/nix-cache-info`), \
-                 then `sudo homelab-agent retry` (else the next try is after the build backoff); the commit \
-                 is not blamed",
-                one.url,
-                one.why,
-                names(&self.all_local(), 8),
-                one.url,
-                one.url,
-            ));
+            return refuse(
+                format!(
+                    "refusing to compile {what} on this machine ([build] max_local_builds = {limit}): \
+                     the binary cache {} could not be reached ({}); without it, nix would build here: \
+                     {}",
+                    one.url,
+                    one.why,
+                    names(&self.all_local(), 8),
+                ),
+                format!(
+                    "check that {} is up and reachable from this machine (`curl {}/nix-cache-info`), \
+                     then `sudo homelab-agent retry` (else the next try is after the build backoff); the commit \
+                     is not blamed",
+                    one.url, one.url,
+                ),
+            );
         }
         let cause = if self.untrusted.is_empty() {
             String::new()
@@ -206,13 +227,16 @@ impl BuildPlan {
                 names(&self.untrusted, 8)
             )
         };
-        Some(format!(
-            "refusing to compile {what} on this machine ([build] max_local_builds = {limit}): {}{cause}\n\
-             hint: push the outputs to a binary cache this machine uses (signed with a key in trusted-public-keys), \
+        refuse(
+            format!(
+                "refusing to compile {what} on this machine ([build] max_local_builds = {limit}): {}{cause}",
+                names(&self.build, 8),
+            ),
+            "push the outputs to a binary cache this machine uses (signed with a key in trusted-public-keys), \
              or raise [build] max_local_builds; then `sudo homelab-agent retry` checks again at once (else the \
-             next try is after the build backoff)",
-            names(&self.build, 8),
-        ))
+             next try is after the build backoff)"
+                .into(),
+        )
     }
 
     /// Everything that would be compiled here: the derivations, then the paths to fetch
@@ -565,10 +589,7 @@ pub async fn gate(
     req: &BuildRequest<'_>,
     state_dir: &std::path::Path,
 ) -> Result<BuildPlan, crate::failure::Failure> {
-    use crate::failure::{Failure, Kind};
-    let plan = preview(req)
-        .await
-        .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
+    let plan = preview(req).await.map_err(Failure::from)?;
     let limit = req.settings.max_local_builds;
     let refusal = limit.and_then(|l| plan.over_limit(l));
     let commit = &req.commit[..req.commit.len().min(8)];
@@ -599,14 +620,8 @@ pub async fn gate(
             log::warn!("recording the build plan in {}: {e}", state_dir.display());
         }
     }
-    // An unreachable cache is the network's (transient); any other refusal is this
-    // machine's setup. Neither is the commit's.
-    let kind = match plan.unreachable.is_empty() {
-        true => Kind::Environment,
-        false => Kind::Transient,
-    };
     match refusal {
-        Some(message) => Err(Failure::new(kind, message)),
+        Some(refused) => Err(refused),
         None => Ok(plan),
     }
 }
@@ -658,7 +673,7 @@ mod tests {
         };
         assert_eq!(plan.local_builds(), 2);
         assert_eq!(plan.over_limit(2), None);
-        let text = plan.over_limit(1).unwrap();
+        let text = plan.over_limit(1).unwrap().to_string();
         assert!(text.starts_with("refusing to compile 2 derivations on this machine ([build] max_local_builds = 1): nixos-system-pi1.drv"), "{text}");
         assert!(
             text.contains("not signed by a trusted key (none of their signatures verifies with a key in trusted-public-keys): bash-5.2"),
@@ -692,7 +707,7 @@ mod tests {
             None,
             "within the limit, nothing to refuse"
         );
-        let text = plan.over_limit(1).unwrap();
+        let text = plan.over_limit(1).unwrap().to_string();
         assert_eq!(
             text,
             "refusing to compile 2 derivations on this machine ([build] max_local_builds = 1): the binary \
@@ -703,13 +718,13 @@ mod tests {
              after the build backoff); the commit is not blamed"
         );
         plan.unreachable.push(cache(2));
-        let text = plan.over_limit(0).unwrap();
+        let text = plan.over_limit(0).unwrap().to_string();
         assert!(
             text.contains("): 2 binary caches could not be reached: http://127.0.0.1:1 (connection refused); http://127.0.0.1:2 (connection refused); without them, nix would build here: "),
             "{text}"
         );
         assert!(
-            text.contains("\nhint: check that the caches are up"),
+            text.contains("hint: check that the caches are up"),
             "{text}"
         );
     }
@@ -742,7 +757,8 @@ mod tests {
         for limit in [0, 3, 1000, u32::MAX] {
             let text = plan
                 .over_limit(limit)
-                .expect("an incomplete plan let through");
+                .expect("an incomplete plan let through")
+                .to_string();
             assert!(
                 text.starts_with("refusing to build: cannot tell how many derivations"),
                 "{text}"
@@ -752,7 +768,7 @@ mod tests {
                 "{text}"
             );
             assert!(text.contains("printed 50015 lines"), "{text}");
-            assert!(text.contains("\nhint: run `nix build --dry-run`"), "{text}");
+            assert!(text.contains("hint: run `nix build --dry-run`"), "{text}");
         }
         assert!(plan.summary().contains("incomplete"), "{}", plan.summary());
 
@@ -842,7 +858,8 @@ mod tests {
         for limit in [0, 5, u32::MAX] {
             let text = plan
                 .over_limit(limit)
-                .expect("an unchecked plan let through");
+                .expect("an unchecked plan let through")
+                .to_string();
             assert!(
                 text.starts_with(&format!(
                     "refusing to build: cannot tell how many derivations would be compiled on this machine \
@@ -852,7 +869,7 @@ mod tests {
             );
             assert!(text.contains("asking bogus://nowhere"), "{text}");
             assert!(
-                text.contains("\nhint: check that each substituter answers"),
+                text.contains("hint: check that each substituter answers"),
                 "{text}"
             );
         }

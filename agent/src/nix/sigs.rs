@@ -28,7 +28,7 @@ pub struct Keys(BTreeMap<String, VerifyingKey>);
 impl Keys {
     /// Adds a `trusted-public-keys` entry (`name:base64 of 32 bytes`); the first key of a
     /// name wins, as in nix. A malformed entry is an error saying which.
-    pub fn add_public(&mut self, entry: &str) -> Result<(), String> {
+    pub(super) fn add_public(&mut self, entry: &str) -> Result<(), String> {
         let (name, bytes) = split_key(entry)?;
         let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
             format!("trusted public key {name:?} is {} bytes, not 32", b.len())
@@ -41,7 +41,7 @@ impl Keys {
 
     /// Adds the public half of a `secret-key-files` key (`name:base64 of 64 bytes`, the
     /// seed then the public key): nix trusts its own signing keys too.
-    pub fn add_secret(&mut self, text: &str) -> Result<(), String> {
+    pub(super) fn add_secret(&mut self, text: &str) -> Result<(), String> {
         let (name, bytes) = split_key(text.trim())?;
         if bytes.len() != 64 {
             return Err(format!(
@@ -149,7 +149,7 @@ impl PathInfo {
 /// The paths a cache has, from `nix path-info --json`: an array of `{path, …}` (2.8 to
 /// 2.18) or an object keyed by path (2.19+); paths it lacks (`"valid": false`, null) are
 /// left out.
-pub fn path_infos(json: &str) -> Result<Vec<PathInfo>, String> {
+pub(super) fn path_infos(json: &str) -> Result<Vec<PathInfo>, String> {
     let value: serde_json::Value =
         serde_json::from_str(json.trim()).map_err(|e| format!("`nix path-info --json`: {e}"))?;
     let entries: Vec<(String, &serde_json::Value)> = match &value {

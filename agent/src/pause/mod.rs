@@ -8,6 +8,7 @@
 //! daemon wakes a second after the end for that; under the timer, the next tick). The pause lives in `state.json` (written atomically, like every state
 //! write), independent of a `rollback` pin: `resume` clears both and says which.
 
+use crate::failure::Invalid;
 use std::time::{Duration, SystemTime};
 
 use crate::config::bounds::{self, DurationError};
@@ -27,7 +28,12 @@ pub fn active(state: &State) -> Option<&Paused> {
 }
 
 /// `pause --for`: a positive duration up to [`MAX_FOR`], as `30m`, `2h`, `1d 12h`.
-pub fn parse_for(text: &str) -> Result<Duration, String> {
+pub fn parse_for(text: &str) -> Result<Duration, Invalid> {
+    parse_for_words(text).map_err(Invalid)
+}
+
+/// [`parse_for`], its problem in words.
+fn parse_for_words(text: &str) -> Result<Duration, String> {
     const HINT: &str = "give e.g. 30m, 2h or 1d; without --for the pause lasts until `resume`";
     bounds::parse(&bounds::PAUSE_FOR, text).map_err(|e| match e {
         DurationError::Invalid(e) => format!("not a duration ({e}): {HINT}"),

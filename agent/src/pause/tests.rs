@@ -13,15 +13,15 @@ fn for_accepts_durations_and_explains_bad_ones() {
         ("400d", "longer than"),
     ];
     for (text, expected) in cases {
-        let err = parse_for(text).expect_err(text);
+        let err = parse_for(text).expect_err(text).0;
         assert!(err.contains(expected), "{text}: {err}");
     }
     assert_eq!(
-        parse_for("0s").unwrap_err(),
+        parse_for("0s").unwrap_err().0,
         "a pause of 0s ends at once: give e.g. 30m, 2h or 1d; without --for the pause lasts until `resume`"
     );
     assert_eq!(
-        parse_for("367d").unwrap_err(),
+        parse_for("367d").unwrap_err().0,
         "longer than 366 days: pause without --for instead (until `resume`)"
     );
     assert_eq!(parse_for(" 366d ").unwrap(), MAX_FOR);

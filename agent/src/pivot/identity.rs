@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::map::{mac_address, serial_number, Identity};
 use crate::config::validate_host;
+use crate::failure::{Failure, Kind};
 
 pub use crate::config::IdentityPaths;
 
@@ -35,7 +36,7 @@ const MAX_CPUINFO: u64 = 1 << 20;
 /// Reads the identity. `Err` for a host file that exists and is wrong (the operator
 /// wrote it), and for anything at an identity path that is not a regular file (a FIFO
 /// there once hung the agent, holding the run lock): a message naming the path.
-pub fn read(paths: &IdentityPaths) -> Result<Machine, String> {
+pub fn read(paths: &IdentityPaths) -> Result<Machine, Failure> {
     let mut machine = Machine {
         named: host_file(&paths.host_file)?,
         ids: Vec::new(),
@@ -52,15 +53,12 @@ pub fn read(paths: &IdentityPaths) -> Result<Machine, String> {
 /// `path`'s text when it is a regular file (sysfs and procfs files are), `None` when it
 /// does not exist or cannot be read, `Err` for a FIFO, device, directory or a file over
 /// `max` (the state's bounded reader: non-blocking open, fstat first, capped read).
-fn read_small(path: &Path, max: u64) -> Result<Option<String>, String> {
+fn read_small(path: &Path, max: u64) -> Result<Option<String>, Failure> {
     use crate::state::{read_regular, Found, Links};
     match read_regular(path, max, Links::Follow, "read from an identity file") {
         Ok(Found::File(bytes)) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
         Ok(Found::Missing) => Ok(None),
-        Ok(Found::Wrong(why)) => Err(format!(
-            "reading this machine's identity from {}: {why}\nhint: it must be the kernel's file (or, for the host file, a small text file): remove what is there, or point [paths] at the right file",
-            path.display()
-        )),
+        Ok(Found::Wrong(why)) => Err(Failure::new(Kind::Configuration, format!("reading this machine's identity from {}: {why}", path.display())).with_hint("it must be the kernel's file (or, for the host file, a small text file): remove what is there, or point [paths] at the right file")),
         // Unreadable (permissions, I/O): as if absent; the map says what is missing.
         Err(e) => {
             log::debug!("cannot read {}: {e}", path.display());
@@ -69,7 +67,7 @@ fn read_small(path: &Path, max: u64) -> Result<Option<String>, String> {
     }
 }
 
-fn host_file(path: &Path) -> Result<Option<String>, String> {
+fn host_file(path: &Path) -> Result<Option<String>, Failure> {
     let Some(text) = read_small(path, MAX_FILE)? else {
         return Ok(None);
     };
@@ -79,22 +77,17 @@ fn host_file(path: &Path) -> Result<Option<String>, String> {
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'));
     match name {
-        None => Err(format!(
-            "{}: empty\nhint: write the machine's nixosConfigurations name in it (e.g. pi1), or delete it to use the machine map",
-            path.display()
-        )),
+        None => Err(Failure::new(Kind::Configuration, format!("{}: empty", path.display())).with_hint("write the machine's nixosConfigurations name in it (e.g. pi1), or delete it to use the machine map")),
         Some(name) => validate_host(name).map(|()| Some(name.to_string())).map_err(|m| {
-            format!(
-                "{}: {m}\nhint: write the machine's nixosConfigurations name in it (e.g. pi1)",
-                path.display()
-            )
+            Failure::new(Kind::Configuration, format!("{}: {m}", path.display()))
+                .with_hint("write the machine's nixosConfigurations name in it (e.g. pi1)")
         }),
     }
 }
 
 /// The serial number: the device tree's (NUL-terminated) first, then `/proc/cpuinfo`.
 /// An all-zero serial (what some boards report) identifies nothing.
-fn serial(paths: &IdentityPaths) -> Result<Option<String>, String> {
+fn serial(paths: &IdentityPaths) -> Result<Option<String>, Failure> {
     let from_tree = read_small(&paths.serial_number, MAX_FILE)?
         .and_then(|t| serial_number(t.trim_end_matches('\0')));
     let from_cpuinfo = match from_tree {
@@ -114,7 +107,7 @@ fn serial(paths: &IdentityPaths) -> Result<Option<String>, String> {
 /// MAC addresses of physical interfaces (those with a `device` link: `lo`, bridges,
 /// veths and other virtual ones have none), by interface name. Locally administered
 /// addresses (randomised, set by software) are skipped: they are not the hardware's.
-fn macs(net_class: &Path) -> Result<Vec<String>, String> {
+fn macs(net_class: &Path) -> Result<Vec<String>, Failure> {
     let Ok(entries) = std::fs::read_dir(net_class) else {
         return Ok(Vec::new());
     };
@@ -229,13 +222,14 @@ pub mod tests {
         m.write("homelab-host", "pi 2\n");
         let e = read(&m.paths()).unwrap_err();
         assert!(
-            e.contains("homelab-host: invalid host name \"pi 2\""),
+            e.message
+                .contains("homelab-host: invalid host name \"pi 2\""),
             "{e}"
         );
-        assert!(e.contains("\nhint: "), "{e}");
+        assert!(e.hint.is_some(), "{e}");
         m.write("homelab-host", "\n");
         let e = read(&m.paths()).unwrap_err();
-        assert!(e.contains("homelab-host: empty"), "{e}");
+        assert!(e.message.contains("homelab-host: empty"), "{e}");
     }
 
     /// A FIFO (no writer), a directory or an oversized file at any identity path: an
@@ -255,10 +249,12 @@ pub mod tests {
             nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
             let e = read(&m.paths()).unwrap_err();
             assert!(
-                e.starts_with(&format!(
-                    "reading this machine's identity from {}: a FIFO, not a regular file\nhint: ",
-                    path.display()
-                )),
+                e.message
+                    == format!(
+                        "reading this machine's identity from {}: a FIFO, not a regular file",
+                        path.display()
+                    )
+                    && e.hint.is_some(),
                 "{file}: {e}"
             );
         }
@@ -266,12 +262,14 @@ pub mod tests {
         std::fs::create_dir(m.dir.path().join("homelab-host")).unwrap();
         assert!(read(&m.paths())
             .unwrap_err()
+            .message
             .contains("a directory, not a regular file"));
         let m = FakeMachine::new();
         m.write("serial-number", &"1".repeat(MAX_FILE as usize + 1));
         let e = read(&m.paths()).unwrap_err();
         assert!(
-            e.contains("65537 bytes, more than the 65536 read from an identity file"),
+            e.message
+                .contains("65537 bytes, more than the 65536 read from an identity file"),
             "{e}"
         );
     }

@@ -28,7 +28,7 @@ pub enum Identity {
 
 impl Identity {
     /// Parses a map key or a value read from the machine; `Err` says why not.
-    pub fn parse(key: &str) -> Result<Identity, String> {
+    fn parse(key: &str) -> Result<Identity, String> {
         let lower = key.to_ascii_lowercase();
         if let Some(serial) = lower.strip_prefix("serial-") {
             return serial_number(serial).map(Identity::Serial).ok_or_else(|| {

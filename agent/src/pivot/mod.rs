@@ -65,8 +65,7 @@ pub async fn resolve<R: MapReader + ?Sized>(
             by: None,
         });
     };
-    let machine = identity::read(&settings.paths.identity)
-        .map_err(|m| Failure::new(Kind::Configuration, m))?;
+    let machine = identity::read(&settings.paths.identity)?;
     let target = |host: &str, by: String| Target {
         host: host.to_string(),
         attribute: default_attribute(host),
@@ -82,12 +81,15 @@ pub async fn resolve<R: MapReader + ?Sized>(
             Failure::new(
                 Kind::Configuration,
                 format!(
-                    "reading {map_file} at {}: line {}: {}\nhint: fix that line of {map_file} in the repository, commit and push",
+                    "reading {map_file} at {}: line {}: {}",
                     short(commit),
                     e.line,
                     e.message
                 ),
             )
+            .with_hint(format!(
+                "fix that line of {map_file} in the repository, commit and push"
+            ))
         })?;
         if let Some((id, host)) = parsed.find(&machine.ids) {
             return Ok(target(host, id.to_string()));
@@ -103,9 +105,12 @@ pub async fn resolve<R: MapReader + ?Sized>(
         );
         return Ok(target(&r.host, r.by.clone()));
     }
-    Err(Failure::new(
-        Kind::Configuration,
-        unmapped(settings, map_file, &machine, text.is_some(), commit),
+    Err(unmapped(
+        settings,
+        map_file,
+        &machine,
+        text.is_some(),
+        commit,
     ))
 }
 
@@ -116,17 +121,10 @@ fn unmapped(
     machine: &identity::Machine,
     map_exists: bool,
     commit: &str,
-) -> String {
+) -> Failure {
     let p = &settings.paths.identity;
     let Some(line) = suggestion(map_file, machine) else {
-        return format!(
-            "cannot identify this machine: no serial number ({} or {}), no physical network interface with a MAC address ({}), no host file ({})\nhint: write its nixosConfigurations name (e.g. pi1) to {} on the boot partition",
-            p.serial_number.display(),
-            p.cpuinfo.display(),
-            p.net_class.display(),
-            p.host_file.display(),
-            p.host_file.display()
-        );
+        return Failure::new(Kind::Configuration, format!("cannot identify this machine: no serial number ({} or {}), no physical network interface with a MAC address ({}), no host file ({})", p.serial_number.display(), p.cpuinfo.display(), p.net_class.display(), p.host_file.display())).with_hint(format!("write its nixosConfigurations name (e.g. pi1) to {} on the boot partition", p.host_file.display()));
     };
     let ids: Vec<String> = machine.ids.iter().map(|i| i.to_string()).collect();
     let found = match map_exists {
@@ -136,10 +134,16 @@ fn unmapped(
         ),
         false => format!("{map_file} does not exist at {}", short(commit)),
     };
-    format!(
-        "{found} ({}); it stays on the provisioning system and keeps polling\nhint: {line} (the machine's nixosConfigurations name), commit and push",
-        ids.join(", ")
+    Failure::new(
+        Kind::Configuration,
+        format!(
+            "{found} ({}); it stays on the provisioning system and keeps polling",
+            ids.join(", ")
+        ),
     )
+    .with_hint(format!(
+        "{line} (the machine's nixosConfigurations name), commit and push"
+    ))
 }
 
 /// The host this machine is: in map mode the one the map resolved (once there is one),

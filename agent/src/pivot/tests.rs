@@ -142,11 +142,10 @@ fn unknown_machine_is_told_the_line_to_add() {
         f.message
     );
     assert!(
-        f.message.contains(&format!(
-            "\nhint: add to machines.toml: serial-{SERIAL} = \"<host>\""
-        )),
-        "{}",
-        f.message
+        f.hint.as_deref().is_some_and(|h| h.starts_with(&format!(
+            "add to machines.toml: serial-{SERIAL} = \"<host>\""
+        ))),
+        "{f:?}"
     );
     let c = w.commit(&[("flake.nix", b"{}")]);
     let f = err(resolve(&w.map_mode(), None, &c));
@@ -193,7 +192,12 @@ fn bad_map_names_file_commit_and_line() {
         "{}",
         f.message
     );
-    assert!(f.message.contains("\nhint: fix that line"), "{}", f.message);
+    assert!(
+        f.hint
+            .as_deref()
+            .is_some_and(|h| h.starts_with("fix that line")),
+        "{f:?}"
+    );
 
     let big = vec![b'#'; map::MAX_BYTES + 1];
     let c = w.commit(&[("machines.toml", &big)]);
@@ -220,9 +224,10 @@ fn a_machine_with_no_identity_is_told_to_write_the_host_file() {
         f.message
     );
     assert!(
-        f.message.contains("homelab-host on the boot partition"),
-        "{}",
-        f.message
+        f.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("homelab-host on the boot partition")),
+        "{f:?}"
     );
 }
 
@@ -300,12 +305,12 @@ fn errors_quote_at_most_a_line_of_the_input() {
     // A host file within the identity reader's cap (64 KiB): its name quoted, capped.
     let m = FakeMachine::new();
     m.write("homelab-host", &"y".repeat(60_000));
-    let e = identity::read(&m.paths()).unwrap_err();
+    let e = identity::read(&m.paths()).unwrap_err().message;
     assert!(e.len() < cap + 300, "{} bytes", e.len());
     assert!(e.contains("invalid host name \"yyyy"), "{e}");
     // Over it: refused by its size, never read whole.
     m.write("homelab-host", &"y".repeat(1 << 20));
-    let e = identity::read(&m.paths()).unwrap_err();
+    let e = identity::read(&m.paths()).unwrap_err().message;
     assert!(e.len() < cap + 300, "{} bytes", e.len());
     assert!(e.contains("1048576 bytes, more than the 65536 read"), "{e}");
 }

@@ -76,7 +76,7 @@ pub fn split_name(path: &str) -> (String, String) {
 }
 
 /// Parses `nix path-info --json` of either shape (see the module doc).
-pub fn parse_path_info(json: &str) -> Result<Vec<PathInfo>, String> {
+fn parse_path_info(json: &str) -> Result<Vec<PathInfo>, String> {
     let value: Value = serde_json::from_str(json.trim())
         .map_err(|e| format!("cannot parse `nix path-info --json` output: {e}"))?;
     let size = |v: &Value| v.get("narSize").and_then(Value::as_u64).unwrap_or(0);
@@ -111,7 +111,7 @@ pub fn parse_path_info(json: &str) -> Result<Vec<PathInfo>, String> {
 }
 
 /// The closure of `system` (which must be in the store), from nix.
-pub async fn closure(system: &Path) -> Result<Vec<PathInfo>, String> {
+pub(super) async fn closure(system: &Path) -> Result<Vec<PathInfo>, String> {
     let done = Cmd::new("nix")
         .args([
             "--extra-experimental-features",

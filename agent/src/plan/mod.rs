@@ -74,6 +74,8 @@ pub struct BuildPlanView {
 pub struct PlanError {
     pub message: String,
     pub code: u8,
+    /// What to do about it, shown on its own line.
+    pub hint: Option<String>,
 }
 
 impl PlanError {
@@ -81,53 +83,68 @@ impl PlanError {
         PlanError {
             message: message.into(),
             code,
+            hint: None,
         }
     }
+    fn with_hint(mut self, hint: impl Into<String>) -> PlanError {
+        self.hint = Some(hint.into());
+        self
+    }
     fn failure(f: crate::failure::Failure) -> PlanError {
-        PlanError::new(f.kind.exit_code(), f.message)
+        PlanError {
+            code: f.kind.exit_code(),
+            message: f.message,
+            hint: f.hint,
+        }
     }
 }
 
+/// The message, then the hint on its own line.
 impl std::fmt::Display for PlanError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+        match &self.hint {
+            Some(hint) => f.write_str(&crate::failure::with_hint_line(&self.message, hint)),
+            None => f.write_str(&self.message),
+        }
     }
 }
 
 /// A commit id as given on the command line: 4 to 40 hex digits.
-pub fn check_commit_id(text: &str) -> Result<(), String> {
+pub fn check_commit_id(text: &str) -> Result<(), PlanError> {
     let ok = (4..=40).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit());
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{:?} is not a commit id\nhint: give 4 to 40 hex digits of a commit on the watched branch (`git log` shows them), or nothing for the branch head",
-            text.escape_default().to_string()
-        ))
+        Err(PlanError::new(
+            crate::exit::USAGE,
+            format!("{:?} is not a commit id", text.escape_default().to_string()),
+        )
+        .with_hint("give 4 to 40 hex digits of a commit on the watched branch (`git log` shows them), or nothing for the branch head"))
     }
 }
 
 /// Works out the plan (see the module doc). The caller holds the run lock.
 pub async fn plan(settings: &Settings, opts: &Options) -> Result<Plan, PlanError> {
     if let Some(c) = &opts.commit {
-        check_commit_id(c).map_err(|m| PlanError::new(crate::exit::USAGE, m))?;
+        check_commit_id(c)?;
     }
     let cache = settings.paths.state_dir.join("cache.git");
     let branch = settings.source.branch.clone();
     notify::status(&format!("planning: fetching {branch}"));
     let fetched = crate::source::fetch(&settings.source, cache.clone(), settings.source.timeout)
         .await
-        .map_err(|e| PlanError::new(e.kind().exit_code(), e.to_string()))?;
+        .map_err(|e| PlanError::failure(e.into()))?;
     let (commit, subject) = match &opts.commit {
         None => (fetched.commit.clone(), shown(&fetched.subject)),
         Some(c) => on_branch(&cache, c, &fetched.commit).map_err(|why| {
             PlanError::new(
                 crate::exit::FAILED,
                 format!(
-                    "commit {c} is not on branch {branch} of {}: {why}\nhint: `plan` looks only at the watched branch ([source] branch); `git log {branch}` lists its commits",
+                    "commit {c} is not on branch {branch} of {}: {why}",
                     settings.source.url.redacted()
                 ),
             )
+            .with_hint(format!("`plan` looks only at the watched branch ([source] branch); `git log {branch}` lists its commits"))
         })?,
     };
     let short = &commit[..commit.len().min(8)];
@@ -167,9 +184,9 @@ pub async fn plan(settings: &Settings, opts: &Options) -> Result<Plan, PlanError
         cancel: None,
     };
     let build_error = |e: nix::BuildError| {
-        PlanError::new(
-            e.kind().exit_code(),
-            format!("planning {short} for {}: {e}", target.host),
+        PlanError::failure(
+            crate::failure::Failure::from(e)
+                .map_message(|m| format!("planning {short} for {}: {m}", target.host)),
         )
     };
     notify::status(&format!("planning: evaluating {short} for {}", target.host));
@@ -295,7 +312,14 @@ mod tests {
         assert!(check_commit_id(&"a".repeat(40)).is_ok());
         for bad in ["abc", "xyz123", &"a".repeat(41), "--upload-pack=x", ""] {
             let e = check_commit_id(bad).unwrap_err();
-            assert!(e.contains("is not a commit id\nhint: "), "{bad}: {e}");
+            assert!(e.message.ends_with("is not a commit id"), "{bad}: {e}");
+            assert!(
+                e.hint
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with("give 4 to 40")),
+                "{e}"
+            );
+            assert_eq!(e.code, crate::exit::USAGE);
         }
         assert_eq!(shown("fix\x1b[31m red"), "fix\\u{1b}[31m red");
     }

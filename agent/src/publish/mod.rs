@@ -74,7 +74,7 @@ pub struct Published {
 }
 
 /// `--timeout`: held to `[build] timeout`'s range (1 s to 7 days), the same words.
-pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+pub fn parse_timeout(text: &str) -> Result<Duration, crate::failure::Invalid> {
     crate::config::bounds::parse_duration(&crate::config::bounds::BUILD_TIMEOUT, text)
 }
 

@@ -103,7 +103,10 @@ pub async fn watch(
     log::error!(message_id = crate::logging::message_id::FELL_BACK, system = system.as_str(); "{reason}");
     match rebooter.reboot(&reason).await {
         Ok(()) => Outcome::Rebooting(reason),
-        Err(e) => Outcome::RebootFailed(format!("{reason}: the reboot failed: {e}\nhint: reboot by hand: the boot default is the last verified generation")),
+        Err(e) => Outcome::RebootFailed(crate::failure::with_hint_line(
+            format!("{reason}: the reboot failed: {e}"),
+            "reboot by hand: the boot default is the last verified generation",
+        )),
     }
 }
 

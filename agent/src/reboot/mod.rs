@@ -127,7 +127,7 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
     let dir = &settings.paths.state_dir;
     let (mut record, problem) = match record::load(dir) {
         Ok(r) => (r, None),
-        Err(p) => (Record::default(), Some(p)),
+        Err(p) => (Record::default(), Some(p.to_string())),
     };
     let readable = problem.is_none();
     // An unreadable state never leads to a reboot: it is a problem like an unreadable record.
@@ -227,9 +227,17 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
     if readable && record != before {
         if let Err(e) = record::save(dir, &record) {
             log::error!(
-                "saving {}: {e}\nhint: check free space and permissions of {}; the next run tries again",
-                record::path(dir).display(),
-                dir.display()
+                hint = format!(
+                        "check free space and permissions of {}; the next run tries again",
+                        dir.display()
+                    ); "{}",
+                crate::failure::with_hint_line(
+                    format!("saving {}: {e}", record::path(dir).display()),
+                    format!(
+                        "check free space and permissions of {}; the next run tries again",
+                        dir.display()
+                    )
+                )
             );
         }
     }
@@ -265,9 +273,15 @@ async fn tend_trial(record: &mut Record, facts: &policy::Facts, effects: &Effect
                 record.trial = None;
             }
             Err(f) => log::error!(
-                "disarming the trial of {} through {}: {f}\nhint: the next run tries again",
-                t.system,
-                door.describe()
+                hint = "the next run tries again"; "{}",
+                crate::failure::with_hint_line(
+                    format!(
+                        "disarming the trial of {} through {}: {f}",
+                        t.system,
+                        door.describe()
+                    ),
+                    "the next run tries again"
+                )
             ),
         }
     }
@@ -344,9 +358,17 @@ async fn reboot(
         // for this system refused: no reboot, and the slot taken for it is given back.
         release(&mut record, effects).await;
         log::error!(
-            "not rebooting: saving {}: {e}\nhint: check free space and permissions of {}; the next run tries again",
-            record::path(dir).display(),
-            dir.display()
+            hint = format!(
+                    "check free space and permissions of {}; the next run tries again",
+                    dir.display()
+                ); "{}",
+            crate::failure::with_hint_line(
+                format!("not rebooting: saving {}: {e}", record::path(dir).display()),
+                format!(
+                    "check free space and permissions of {}; the next run tries again",
+                    dir.display()
+                )
+            )
         );
         return Acted::Waiting(Waiting {
             what: "attention".into(),
@@ -386,7 +408,13 @@ async fn reboot(
         Ok(()) => Acted::Rebooting,
         Err(e) => {
             // Not queued: no reboot happened, so it is not one for this system yet.
-            log::error!("rebooting into {generation}: {e}\nhint: the next run tries again; or reboot by hand (`systemctl reboot`)");
+            log::error!(
+                hint = "the next run tries again; or reboot by hand (`systemctl reboot`)"; "{}",
+                crate::failure::with_hint_line(
+                    format!("rebooting into {generation}: {e}"),
+                    "the next run tries again; or reboot by hand (`systemctl reboot`)"
+                )
+            );
             if let Some(door) = door {
                 if let Err(d) = door.disarm().await {
                     log::error!("disarming the trial after a failed reboot: {d}");
@@ -426,9 +454,7 @@ async fn not_rebooted(
         // The record on disk still says this system was rebooted for: the policy would
         // never reboot for it again (and the record is sealed: no hand edit).
         log::error!(
-            "saving {}: {se}\nhint: it claims a reboot into {generation} that never happened: reboot by hand (`systemctl reboot`); the boot is then verified as usual",
-            record::path(dir).display()
-        );
+            hint = format!("it claims a reboot into {generation} that never happened: reboot by hand (`systemctl reboot`); the boot is then verified as usual"); "{}", crate::failure::with_hint_line(format!("saving {}: {se}", record::path(dir).display()), format!("it claims a reboot into {generation} that never happened: reboot by hand (`systemctl reboot`); the boot is then verified as usual")));
     }
     Acted::Waiting(waiting)
 }
@@ -448,10 +474,7 @@ fn shared_id(settings: &Settings, record: &mut Record, id: &str) -> Option<Strin
     }
     let host = &settings.host;
     match &record.identity {
-        Some(i) if i.id == id && i.host != *host => Some(format!(
-            "this machine ({host}) has the machine id of {} (FleetLock id {id}): an SD card cloned from it? The two would share one reboot slot and could reboot at once: not taking it\nhint: give this machine its own id: `rm /etc/machine-id && systemd-machine-id-setup`, then reboot (or set [reboot] id)",
-            i.host
-        )),
+        Some(i) if i.id == id && i.host != *host => Some(crate::failure::with_hint_line(format!("this machine ({host}) has the machine id of {} (FleetLock id {id}): an SD card cloned from it? The two would share one reboot slot and could reboot at once: not taking it", i.host), "give this machine its own id: `rm /etc/machine-id && systemd-machine-id-setup`, then reboot (or set [reboot] id)")),
         Some(i) if i.id == id => None,
         _ => {
             record.identity = Some(record::Identity {
@@ -473,7 +496,7 @@ fn needs_trial(facts: &policy::Facts) -> bool {
 async fn trial_problem(effects: &Effects) -> Option<String> {
     let Some(door) = &effects.trial else {
         return Some(
-            "[reboot] bootloader = \"uboot\" but this build has no U-Boot trial door: not rebooting\nhint: upgrade the agent, or set bootloader = \"none\" (a deployment that needs a reboot then stays live and pending)".into(),
+            crate::failure::with_hint_line("[reboot] bootloader = \"uboot\" but this build has no U-Boot trial door: not rebooting", "upgrade the agent, or set bootloader = \"none\" (a deployment that needs a reboot then stays live and pending)"),
         );
     };
     match door.ready().await {

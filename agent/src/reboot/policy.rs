@@ -126,33 +126,21 @@ pub fn decide(
         return Decision::Wait(pending(
             "attention",
             None,
-            format!(
-                "the machine booted {}, which was given up at {} ({}): not rebooting\nhint: the bootloader did not boot its default: look at the machine (journalctl -b); a reboot by hand boots the default",
-                booted.display(),
-                f.at,
-                f.reason.lines().next().unwrap_or_default()
-            ),
+            crate::failure::with_hint_line(format!("the machine booted {}, which was given up at {} ({}): not rebooting", booted.display(), f.at, f.reason.lines().next().unwrap_or_default()), "the bootloader did not boot its default: look at the machine (journalctl -b); a reboot by hand boots the default"),
         ));
     }
     if target.live && settings.bootloader == Bootloader::None {
         return Decision::Wait(pending(
             "trial",
             None,
-            format!(
-                "{system} is live but not the boot default: it needs a trial boot, and [reboot] bootloader = \"none\" has none; a reboot boots the last verified generation\nhint: on a U-Boot machine set [reboot] bootloader = \"uboot\" (docs/reboots.md); else make it the default by hand and reboot: verify-boot checks that boot"
-            ),
+            crate::failure::with_hint_line(format!("{system} is live but not the boot default: it needs a trial boot, and [reboot] bootloader = \"none\" has none; a reboot boots the last verified generation"), "on a U-Boot machine set [reboot] bootloader = \"uboot\" (docs/reboots.md); else make it the default by hand and reboot: verify-boot checks that boot"),
         ));
     }
     if let Some(r) = record.rebooted.as_ref().filter(|r| r.system == system) {
         return Decision::Wait(pending(
             "attention",
             None,
-            format!(
-                "already rebooted once for {} (at {}), and the machine booted {} instead: not rebooting again for it\nhint: look at the boot (journalctl -b -1); a new deployment or a reboot by hand clears this",
-                r.generation.map_or_else(|| r.system.clone(), |g| format!("generation {g}")),
-                r.at,
-                booted.display()
-            ),
+            crate::failure::with_hint_line(format!("already rebooted once for {} (at {}), and the machine booted {} instead: not rebooting again for it", r.generation.map_or_else(|| r.system.clone(), |g| format!("generation {g}")), r.at, booted.display()), "look at the boot (journalctl -b -1); a new deployment or a reboot by hand clears this"),
         ));
     }
     let not_before = add(since, settings.delay);

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::failure::{Failure, Kind};
 use crate::state::format::{self, Rules};
 use crate::state::{read_bounded, write_atomic, Found};
 
@@ -180,16 +181,21 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE)
 }
 
-/// The record, or why it cannot be read (then nothing reboots).
-pub fn load(state_dir: &Path) -> Result<Record, String> {
+/// The record, or why it cannot be read (then nothing reboots): this machine's problem.
+pub fn load(state_dir: &Path) -> Result<Record, Failure> {
     let file = path(state_dir);
+    let problem = |message: String| Failure::new(Kind::Environment, message);
     match read_bounded(&file, MAX_SIZE) {
         Ok(Found::Missing) => Ok(Record::default()),
         Ok(Found::File(bytes)) => {
-            decode(&bytes).map_err(|why| format!("{} is damaged: {why}", file.display()))
+            decode(&bytes).map_err(|why| problem(format!("{} is damaged: {why}", file.display())))
         }
-        Ok(Found::Wrong(why)) => Err(format!("{}: {why}", file.display())),
-        Err(e) => Err(format!("reading {}: {e}", file.display())),
+        Ok(Found::Wrong(why)) => Err(problem(format!("{}: {why}", file.display()))),
+        Err(e) => Err(Failure::new(
+            crate::failure::io_kind(&e),
+            format!("reading {}: {e}", file.display()),
+        )
+        .with_source(e)),
     }
 }
 
@@ -201,7 +207,9 @@ fn decode(bytes: &[u8]) -> Result<Record, String> {
                 .map_err(|e| format!("does not match the reboot record format ({e})"));
         }
     }
-    format::decode::<Sealed<Record>>(bytes, &RULES).map(|sealed| sealed.record)
+    format::decode::<Sealed<Record>>(bytes, &RULES)
+        .map(|sealed| sealed.record)
+        .map_err(String::from)
 }
 
 pub fn save(state_dir: &Path, record: &Record) -> std::io::Result<()> {
@@ -237,7 +245,7 @@ mod tests {
         assert_eq!(load(dir.path()).unwrap(), r);
         std::fs::write(path(dir.path()), b"{ not json").unwrap();
         let e = load(dir.path()).unwrap_err();
-        assert!(e.contains("damaged"), "{e}");
+        assert!(e.message.contains("damaged"), "{e}");
     }
 
     #[test]
@@ -255,10 +263,10 @@ mod tests {
         let flipped = text.replace("\"slot_held\": true", "\"slot_held\": false");
         std::fs::write(path(dir.path()), flipped).unwrap();
         let e = load(dir.path()).unwrap_err();
-        assert!(e.contains("checksum mismatch"), "{e}");
+        assert!(e.message.contains("checksum mismatch"), "{e}");
         std::fs::write(path(dir.path()), &good[..good.len() - 20]).unwrap();
         let e = load(dir.path()).unwrap_err();
-        assert!(e.contains("damaged"), "{e}");
+        assert!(e.message.contains("damaged"), "{e}");
         // A record from before sealing (no version, no checksum) still reads.
         std::fs::write(path(dir.path()), b"{\n  \"slot_held\": true\n}\n").unwrap();
         assert_eq!(load(dir.path()).unwrap(), r);

@@ -614,6 +614,7 @@ async fn an_unresolved_run_or_a_damaged_record_never_reboots() {
         system: "x".into(),
         reason: "y".into(),
         since: NOW.into(),
+        hint: None,
     });
     store.save(&st).unwrap();
     let acted = f.cycle(&b).await;

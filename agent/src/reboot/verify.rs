@@ -117,8 +117,9 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
     let mut record = match record::load(&p.state_dir) {
         Ok(r) => r,
         Err(problem) => {
-            return Verdict::Failed(format!(
-                "{problem}\nhint: move it aside; the next boot starts a fresh record"
+            return Verdict::Failed(crate::failure::with_hint_line(
+                problem.message,
+                "move it aside; the next boot starts a fresh record",
             ))
         }
     };
@@ -227,7 +228,13 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
     crate::announce::send_all(&settings.notify, ledger.take_events()).await;
     if let Verdict::FellBack { rebooting: true } = verdict {
         if let Err(e) = doors.effects.rebooter.reboot(&reason).await {
-            log::error!("rebooting into the boot default: {e}\nhint: it is the last verified generation: reboot by hand");
+            log::error!(
+                hint = "it is the last verified generation: reboot by hand"; "{}",
+                crate::failure::with_hint_line(
+                    format!("rebooting into the boot default: {e}"),
+                    "it is the last verified generation: reboot by hand"
+                )
+            );
             return Verdict::FellBack { rebooting: false };
         }
     }
@@ -297,9 +304,10 @@ async fn check(
         boot.detail = format!(
             "health checks failed again after a fallback reboot ({why}): not rebooting again"
         );
+        let hint = "the machine needs a look: `homelab-agent status`, `journalctl -b`";
         log::error!(
-            message_id = message_id::FELL_BACK, system = booted.as_str();
-            "{}\nhint: the machine needs a look: `homelab-agent status`, `journalctl -b`", boot.detail
+            message_id = message_id::FELL_BACK, system = booted.as_str(), hint = hint;
+            "{}", crate::failure::with_hint_line(&boot.detail, hint)
         );
         return Verdict::LoopBroken;
     }
@@ -307,9 +315,7 @@ async fn check(
     let Some(previous) = last_verified_generation(&*doors.effects.links, record)
         .filter(|g| g.system.to_string_lossy() != booted)
     else {
-        boot.detail = format!(
-            "health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back\nhint: look at the machine (journalctl -b); `sudo homelab-agent rollback` goes back to the previous generation"
-        );
+        boot.detail = crate::failure::with_hint_line(format!("health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back"), "look at the machine (journalctl -b); `sudo homelab-agent rollback` goes back to the previous generation");
         log::error!(message_id = message_id::FELL_BACK; "{}", boot.detail);
         return Verdict::Failed(boot.detail.clone());
     };
@@ -462,9 +468,7 @@ async fn trial_boot(
         Ok(n) => n,
         Err(e) => {
             boot.verified = Some(true);
-            boot.detail = format!(
-                "the trial boot passed its health checks, but making it the boot default failed: {e}\nhint: the boot default is still the last verified generation; the next deployment tries again"
-            );
+            boot.detail = crate::failure::with_hint_line(format!("the trial boot passed its health checks, but making it the boot default failed: {e}"), "the boot default is still the last verified generation; the next deployment tries again");
             log::error!("{}", boot.detail);
             return Verdict::Failed(boot.detail.clone());
         }
@@ -528,7 +532,7 @@ async fn fallback_boot(
             "booted {booted}, which failed its checks before and was given up; the boot default is generation {}: not touching anything",
             default.number
         );
-        log::error!(message_id = message_id::FELL_BACK; "{}\nhint: the bootloader did not boot the default: the machine needs a look", boot.detail);
+        log::error!(message_id = message_id::FELL_BACK, hint = "the bootloader did not boot the default: the machine needs a look"; "{}", crate::failure::with_hint_line(&boot.detail, "the bootloader did not boot the default: the machine needs a look"));
         return Verdict::LoopBroken;
     }
     if let Some(r) = record

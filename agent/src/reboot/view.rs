@@ -26,7 +26,7 @@ pub struct Facts {
 pub fn read(settings: &Settings, state: &State) -> Facts {
     let (record, problem) = match record::load(&settings.paths.state_dir) {
         Ok(r) => (r, None),
-        Err(p) => (Record::default(), Some(p)),
+        Err(p) => (Record::default(), Some(p.to_string())),
     };
     Facts {
         policy: super::facts(&SystemLinks::new(&settings.paths), state, problem.clone()),

@@ -36,10 +36,10 @@ pub fn read(cache: &Path, commit: &str, file: &str, max: usize) -> Result<Option
         Err(e) => return Err(env("looking up the file", e)),
     };
     if entry.kind() != Some(git2::ObjectType::Blob) || entry.filemode() == 0o120000 {
-        return Err(config(format!(
-            "{file} at {} is not a regular file\nhint: make {file} a plain file in the repository",
-            short(commit)
-        )));
+        return Err(
+            config(format!("{file} at {} is not a regular file", short(commit)))
+                .with_hint(format!("make {file} a plain file in the repository")),
+        );
     }
     let object = entry
         .to_object(&repo)
@@ -49,11 +49,12 @@ pub fn read(cache: &Path, commit: &str, file: &str, max: usize) -> Result<Option
         .ok_or_else(|| config(format!("{file} at {} is not a file", short(commit))))?;
     if blob.size() > max {
         return Err(config(format!(
-            "{file} at {} is {} bytes: at most {} are read\nhint: one `identity = \"host\"` line per machine is a few bytes each",
+            "{file} at {} is {} bytes: at most {} are read",
             short(commit),
             blob.size(),
             max
-        )));
+        ))
+        .with_hint("one `identity = \"host\"` line per machine is a few bytes each"));
     }
     String::from_utf8(blob.content().to_vec())
         .map(Some)

@@ -66,15 +66,14 @@ pub enum Answer {
     Failed {
         kind: Kind,
         message: String,
+        /// What to do (absent from a child of a version that joined it to the message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
     },
     /// A file of a commit in the cache (`read`); `None`: the commit has no such file.
-    File {
-        text: Option<String>,
-    },
+    File { text: Option<String> },
     /// The trust check passed ([`crate::trust::Checked`]).
-    Trusted {
-        signer: Option<String>,
-    },
+    Trusted { signer: Option<String> },
     /// The trust check refused the head ([`crate::trust::Refusal`]).
     Refused {
         reason: Reason,
@@ -88,6 +87,7 @@ impl From<SourceError> for Answer {
         Answer::Failed {
             kind: e.kind(),
             message: e.to_string(),
+            hint: e.hint(),
         }
     }
 }
@@ -171,9 +171,9 @@ pub async fn verify(
         })),
         Ok(other) => {
             let e = unexpected(settings, other);
-            Err(Verdict::Failed(Failure::new(e.kind(), e.to_string())))
+            Err(Verdict::Failed(e.into()))
         }
-        Err(e) => Err(Verdict::Failed(Failure::new(e.kind(), e.to_string()))),
+        Err(e) => Err(Verdict::Failed(e.into())),
     }
 }
 
@@ -202,8 +202,15 @@ pub async fn read_file(
     ];
     let relayed = |e: SourceError| match e {
         // The reader's own failure, kind and words as the child gave them.
-        SourceError::Relayed { kind, message } => Failure::new(kind, message),
-        e => Failure::new(e.kind(), e.to_string()),
+        SourceError::Relayed {
+            kind,
+            message,
+            hint,
+        } => Failure {
+            hint,
+            ..Failure::new(kind, message)
+        },
+        e => e.into(),
     };
     match call(config, settings, &args, READ_TIMEOUT).await {
         Ok(Answer::File { text }) => Ok(text),
@@ -214,7 +221,15 @@ pub async fn read_file(
 
 fn unexpected(settings: &SourceSettings, answer: Answer) -> SourceError {
     match answer {
-        Answer::Failed { kind, message } => SourceError::Relayed { kind, message },
+        Answer::Failed {
+            kind,
+            message,
+            hint,
+        } => SourceError::Relayed {
+            kind,
+            message,
+            hint,
+        },
         other => SourceError::Internal {
             url: settings.url.redacted().to_string(),
             message: format!("the git child process answered {other:?} (a bug: please report it)"),
@@ -346,6 +361,7 @@ pub async fn serve(
         Err(message) => Answer::Failed {
             kind: Kind::Configuration,
             message,
+            hint: None,
         },
         Ok(settings) => {
             let source = &settings.source;
@@ -370,6 +386,7 @@ pub async fn serve(
                     None => Answer::Failed {
                         kind: Kind::Environment,
                         message: "source-call verify: no --commit (a bug)".into(),
+                        hint: None,
                     },
                 },
                 ("read", Some(cache)) => match read {
@@ -379,6 +396,7 @@ pub async fn serve(
                             Err(f) => Answer::Failed {
                                 kind: f.kind,
                                 message: f.message,
+                                hint: f.hint,
                             },
                         }
                     }
@@ -386,11 +404,13 @@ pub async fn serve(
                         kind: Kind::Environment,
                         message: "source-call read: no --commit, --file or --max-bytes (a bug)"
                             .into(),
+                        hint: None,
                     },
                 },
                 _ => Answer::Failed {
                     kind: Kind::Environment,
                     message: format!("source-call: unknown call {what:?} (a bug)"),
+                    hint: None,
                 },
             }
         }
@@ -419,6 +439,7 @@ async fn trust(
             return Answer::Failed {
                 kind: Kind::Environment,
                 message: format!("source-call verify: bad --floors: {e} (a bug)"),
+                hint: None,
             }
         }
     };
@@ -434,6 +455,7 @@ async fn trust(
         Err(Verdict::Failed(f)) => Answer::Failed {
             kind: f.kind,
             message: f.message,
+            hint: f.hint,
         },
     }
 }
@@ -463,7 +485,8 @@ mod tests {
             },
             Answer::Failed {
                 kind: Kind::Configuration,
-                message: "authentication failed\nhint: check".into(),
+                message: "authentication failed".into(),
+                hint: Some("check".into()),
             },
             Answer::Trusted {
                 signer: Some("alice@example.org".into()),
@@ -519,7 +542,7 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("an answer that is not one"), "{text}");
         assert!(text.contains("Segmentation fault, or so"), "{text}");
-        assert!(text.contains("\nhint: "), "{text}");
+        assert!(e.hint().is_some_and(|h| h.contains("report it")), "{e:?}");
 
         let e = ask_sh("echo '{}'; echo '{}'", Duration::from_secs(5))
             .await
@@ -609,12 +632,23 @@ mod tests {
             url: "git://h/r".into(),
             branch: "main".into(),
         };
-        let (kind, text) = (e.kind(), e.to_string());
-        let Answer::Failed { kind: k, message } = Answer::from(e) else {
+        let (kind, text, hint) = (e.kind(), e.to_string(), e.hint());
+        let Answer::Failed {
+            kind: k,
+            message,
+            hint: h,
+        } = Answer::from(e)
+        else {
             panic!("not a failure")
         };
-        let relayed = SourceError::Relayed { kind: k, message };
+        let relayed = SourceError::Relayed {
+            kind: k,
+            message,
+            hint: h,
+        };
         assert_eq!(relayed.kind(), kind);
         assert_eq!(relayed.to_string(), text);
+        assert_eq!(relayed.hint(), hint);
+        assert!(hint.is_some_and(|h| h.contains("[source] branch")));
     }
 }

@@ -12,21 +12,21 @@ use crate::failure::{io_kind, Kind};
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The remote refused, reset or could not be reached (network, DNS, TLS).
-    #[error("cannot reach {url}: {message}\nhint: check the network and that the git server is up; the next run retries")]
+    #[error("cannot reach {url}: {message}")]
     Unreachable { url: String, message: String },
     /// The deadline (`[source] timeout`, or a check's timeout) passed.
-    #[error("{url}: timed out after {}\nhint: the server or network is slow or stuck ([source] timeout); the next run retries", humantime::format_duration(*after))]
+    #[error("{url}: timed out after {}", humantime::format_duration(*after))]
     TimedOut { url: String, after: Duration },
     /// The remote answered, but not with what git expects (a protocol error, an HTTP
     /// status other than 401, a truncated pack): not this machine's fault.
-    #[error("{url}: {what} failed: {message}\nhint: the server answered but the transfer failed; the next run retries")]
+    #[error("{url}: {what} failed: {message}")]
     Remote {
         url: String,
         what: &'static str,
         message: String,
     },
     /// The server refused our credentials, or we have none it accepts.
-    #[error("authentication to {url} failed: {message}\nhint: {hint}")]
+    #[error("authentication to {url} failed: {message}")]
     Auth {
         url: String,
         message: String,
@@ -36,7 +36,7 @@ pub enum SourceError {
     #[error("ssh host key of {url} rejected: {message}")]
     HostKey { url: String, message: String },
     /// The server's TLS certificate was refused; `kind` follows from why (source/tls.rs).
-    #[error("{url}: the TLS certificate of {host} {what}\nhint: {hint}")]
+    #[error("{url}: the TLS certificate of {host} {what}")]
     Certificate {
         url: String,
         host: String,
@@ -46,22 +46,20 @@ pub enum SourceError {
     },
     /// A redirect the agent refused: to another server that wants credentials, or from
     /// https to plain http (source/origin.rs).
-    #[error("{url}: {what}\nhint: {hint}")]
+    #[error("{url}: {what}")]
     Redirect {
         url: String,
         what: String,
         hint: &'static str,
     },
     /// `[source] ca_file` cannot be read or holds no certificate.
-    #[error("cannot use [source] ca_file {}: {message}\nhint: ca_file must be a readable PEM file of CA certificates", path.display())]
+    #[error("cannot use [source] ca_file {}: {message}", path.display())]
     CaFile { path: PathBuf, message: String },
-    #[error(
-        "branch '{branch}' not found on {url}\nhint: check [source] branch, or push the branch"
-    )]
+    #[error("branch '{branch}' not found on {url}")]
     BranchNotFound { url: String, branch: String },
     /// The branch points at something that is no commit and peels to none (a tag of a
     /// tree, a tree, a blob).
-    #[error("branch '{branch}' on {url} points at {object}, a {found}, not a commit\nhint: point the branch at a commit (e.g. `git push -f origin COMMIT:refs/heads/{branch}`)")]
+    #[error("branch '{branch}' on {url} points at {object}, a {found}, not a commit")]
     NotACommit {
         url: String,
         branch: String,
@@ -69,27 +67,27 @@ pub enum SourceError {
         found: String,
     },
     /// `[source] token_file` or `ssh_key_file` cannot be read (or the token file is empty).
-    #[error("cannot read [source] {key} {}: {source}\nhint: check [source] {key}", path.display())]
+    #[error("cannot read [source] {key} {}: {source}", path.display())]
     SecretFile {
         key: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
     /// A local repository (`file://` or a path) that is not there or is no repository.
-    #[error("the repository {} {problem}\nhint: check [source] url (it names a local path: {})", path.display(), path.display())]
+    #[error("the repository {} {problem}", path.display())]
     RepoMissing {
         path: PathBuf,
         problem: &'static str,
     },
     /// A local repository we may not read (permissions, I/O error).
-    #[error("cannot read the repository {}: {source}\nhint: fix this machine: the agent (root) must be able to read it", path.display())]
+    #[error("cannot read the repository {}: {source}", path.display())]
     RepoUnreadable {
         path: PathBuf,
         source: std::io::Error,
     },
     /// The agent's own cache (`<state_dir>/cache.git`) cannot be written: disk full,
     /// read-only, permissions. Nothing to do with the remote.
-    #[error("{doing} the git cache {}: {source}\nhint: fix this machine (free space, a writable state_dir); the commit is not blamed", path.display())]
+    #[error("{doing} the git cache {}: {source}", path.display())]
     Cache {
         path: PathBuf,
         doing: &'static str,
@@ -97,16 +95,20 @@ pub enum SourceError {
     },
     /// A previous fetch that missed its deadline still holds the cache (its libgit2 call
     /// is stuck in a socket read); it ends at libgit2's own socket timeout.
-    #[error("the git cache {} is still held by an earlier fetch that timed out\nhint: the next run retries", path.display())]
+    #[error("the git cache {} is still held by an earlier fetch that timed out", path.display())]
     CacheBusy { path: PathBuf },
     /// The git worker thread (or the daemon's git child process) could not be started,
     /// died, or answered nonsense: this machine or a bug, never the commit.
-    #[error("git ({url}): {message}\nhint: not the commit's fault (this machine's resources, or a bug in homelab-agent); the next run retries; if it repeats, report it with the agent's log (journalctl -u homelab-agent)")]
+    #[error("git ({url}): {message}")]
     Internal { url: String, message: String },
     /// What the daemon's git child process reported (source/child.rs): the child
-    /// classified it, its kind and words are passed on unchanged.
+    /// classified it, its kind, words and hint are passed on unchanged.
     #[error("{message}")]
-    Relayed { kind: Kind, message: String },
+    Relayed {
+        kind: Kind,
+        message: String,
+        hint: Option<String>,
+    },
 }
 
 impl SourceError {
@@ -147,9 +149,69 @@ impl SourceError {
         }
     }
 
+    /// What the operator can do about it: a field of the failure, never part of the
+    /// message. `None`: a host key refusal (its message says what to do) or a relayed
+    /// error that came without one (the kind's hint applies).
+    pub fn hint(&self) -> Option<String> {
+        let fixed = |h: &str| Some(h.to_string());
+        match self {
+            SourceError::Unreachable { .. } => {
+                fixed("check the network and that the git server is up; the next run retries")
+            }
+            SourceError::TimedOut { .. } => fixed(
+                "the server or network is slow or stuck ([source] timeout); the next run retries",
+            ),
+            SourceError::Remote { .. } => {
+                fixed("the server answered but the transfer failed; the next run retries")
+            }
+            SourceError::Auth { hint, .. }
+            | SourceError::Certificate { hint, .. }
+            | SourceError::Redirect { hint, .. } => fixed(hint),
+            // The refusal says what to do in its own words (source/git.rs).
+            SourceError::HostKey { .. } => None,
+            SourceError::CaFile { .. } => {
+                fixed("ca_file must be a readable PEM file of CA certificates")
+            }
+            SourceError::BranchNotFound { .. } => {
+                fixed("check [source] branch, or push the branch")
+            }
+            SourceError::NotACommit { branch, .. } => Some(format!(
+                "point the branch at a commit (e.g. `git push -f origin COMMIT:refs/heads/{branch}`)"
+            )),
+            SourceError::SecretFile { key, .. } => Some(format!("check [source] {key}")),
+            SourceError::RepoMissing { path, .. } => Some(format!(
+                "check [source] url (it names a local path: {})",
+                path.display()
+            )),
+            SourceError::RepoUnreadable { .. } => {
+                fixed("fix this machine: the agent (root) must be able to read it")
+            }
+            SourceError::Cache { .. } => fixed(
+                "fix this machine (free space, a writable state_dir); the commit is not blamed",
+            ),
+            SourceError::CacheBusy { .. } => fixed("the next run retries"),
+            SourceError::Internal { .. } => fixed(
+                "not the commit's fault (this machine's resources, or a bug in homelab-agent); the next run retries; if it repeats, report it with the agent's log (journalctl -u homelab-agent)",
+            ),
+            SourceError::Relayed { hint, .. } => hint.clone(),
+        }
+    }
+
     /// Worth retrying soon without anyone changing anything.
     pub fn is_transient(&self) -> bool {
         self.kind() == Kind::Transient
+    }
+}
+
+/// A source error as the cycle sees it: its kind, its words, its hint, and the error kept.
+impl From<SourceError> for crate::failure::Failure {
+    fn from(e: SourceError) -> crate::failure::Failure {
+        let failure = crate::failure::Failure::new(e.kind(), e.to_string());
+        let failure = match e.hint() {
+            Some(h) => failure.with_hint(h),
+            None => failure,
+        };
+        failure.with_source(e)
     }
 }
 
@@ -230,7 +292,7 @@ mod tests {
                     hint: "if the repository moved, set [source] url to its new https:// location",
                 },
                 Kind::Configuration,
-                "\nhint: if the repository moved",
+                "hint: if the repository moved",
                 "network",
             ),
             (
@@ -278,13 +340,17 @@ mod tests {
                     message: "the git thread died (a bug: please report it)".into(),
                 },
                 Kind::Environment,
-                "\nhint: not the commit's fault",
+                "hint: not the commit's fault",
                 "network",
             ),
         ];
         for (e, kind, has, lacks) in cases {
             assert_eq!(e.kind(), kind, "{e}");
-            let text = e.to_string();
+            assert!(!e.to_string().contains("hint:"), "{e}");
+            let text = match e.hint() {
+                Some(hint) => crate::failure::with_hint_line(&e, hint),
+                None => e.to_string(),
+            };
             assert!(text.contains(has), "{text:?} lacks {has:?}");
             assert!(
                 lacks.is_empty() || !text.contains(lacks),

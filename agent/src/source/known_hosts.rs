@@ -36,7 +36,12 @@ pub fn host_name(host: &str, port: Option<u16>) -> String {
 }
 
 /// Checks `key` (the raw SSH wire blob) of type `key_type` (e.g. `ssh-ed25519`) for `name`.
-pub fn check(file: &Path, name: &str, key_type: &str, key: &[u8]) -> Result<Verdict, String> {
+pub(super) fn check(
+    file: &Path,
+    name: &str,
+    key_type: &str,
+    key: &[u8],
+) -> Result<Verdict, String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read known_hosts file {}: {e}", file.display()))?;
     Ok(check_text(&text, name, key_type, key))

@@ -22,7 +22,7 @@ use crate::failure::Kind;
 /// Adds the certificates in `path` (PEM) to those trusted for https (source/tls_stream.rs),
 /// checked once per process. The system's trust store stays trusted too (OpenSSL adds,
 /// never replaces).
-pub fn trust_ca_file(path: &Path) -> Result<(), String> {
+pub(super) fn trust_ca_file(path: &Path) -> Result<(), String> {
     if super::tls_stream::ca_file().as_deref() == Some(path) {
         return Ok(());
     }

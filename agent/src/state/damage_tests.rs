@@ -32,7 +32,8 @@ fn realistic(store: &Store) -> State {
     failed.commit = Some(BAD.into());
     failed.subject = Some("next \"quoted\" ünïcode".into());
     failed.phase = Some(Phase::Health);
-    failed.error = Some("health check failed: marker: exit status 1\nhint: push a fix".into());
+    failed.error = Some("health check failed: marker: exit status 1".into());
+    failed.hint = Some("push a fix".into());
     failed.rolled_back = Some(true);
     failed.checks = vec![CheckResult {
         name: "marker".into(),
@@ -324,6 +325,89 @@ fn a_version_1_file_from_before_checksums_is_read_and_upgraded() {
     assert!(store.memory_path().exists());
     std::fs::write(store.path(), b"{}").unwrap();
     assert!(Store::new(dir.path()).load().unwrap().bad(BAD).is_some());
+}
+
+/// A text as a version before issue 22 stored it: the hint joined to the error.
+fn joined(error: &str, hint: &str) -> String {
+    [error, "\n", "hint: ", hint].concat()
+}
+
+/// A state file from before hints were kept apart: no `hint` keys, each hint at the end
+/// of its error text. It loads, and every hint is its own field.
+#[test]
+fn an_old_state_without_hint_fields_loads_with_its_hints_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let run = serde_json::json!({
+        "at": "2026-11-24T11:00:00Z", "outcome": "failed", "commit": BAD, "phase": "health",
+        "error": joined("health check failed: marker: exit status 1", "push a fix"),
+        "duration_ms": 5,
+    });
+    let plain = serde_json::json!({
+        "at": "2026-11-24T10:00:00Z", "outcome": "failed", "phase": "fetch",
+        "error": "fetching: connection refused", "duration_ms": 1,
+    });
+    let file = serde_json::json!({
+        "version": 2,
+        "history": [run, plain],
+        "bad_commits": [{"commit": BAD, "at": "2026-11-24T11:00:00Z", "phase": "health",
+                         "error": joined("health check failed", "push a fix")}],
+        "rollback_pending": {"system": "/nix/store/x", "since": "2026-11-24T11:00:00Z",
+                             "reason": joined("switch failed", "a reboot returns to it")},
+        "refused": {"commit": BAD, "at": "2026-11-24T11:00:00Z", "reason": "unsigned",
+                    "error": joined("commit is not signed", "sign it"), "expected": "k",
+                    "policy": "p"},
+    });
+    std::fs::write(store.path(), sealed(file)).unwrap();
+    let state = store.load().unwrap();
+    assert!(state.damage.is_none(), "{:?}", state.damage);
+    let r = &state.history[0];
+    assert_eq!(
+        r.error.as_deref(),
+        Some("health check failed: marker: exit status 1")
+    );
+    assert_eq!(r.hint.as_deref(), Some("push a fix"));
+    assert_eq!(
+        state.history[1].error.as_deref(),
+        Some("fetching: connection refused")
+    );
+    assert_eq!(state.history[1].hint, None);
+    let b = state.bad(BAD).unwrap();
+    assert_eq!(
+        (b.error.as_str(), b.hint.as_deref()),
+        ("health check failed", Some("push a fix"))
+    );
+    let p = state.rollback_pending.as_ref().unwrap();
+    assert_eq!(
+        (p.reason.as_str(), p.hint.as_deref()),
+        ("switch failed", Some("a reboot returns to it"))
+    );
+    let refused = state.refused.as_ref().unwrap();
+    assert_eq!(
+        (refused.error.as_str(), refused.hint.as_deref()),
+        ("commit is not signed", Some("sign it"))
+    );
+    // Saved again, the hint is a key of its own.
+    store.save(&state).unwrap();
+    let text = String::from_utf8(std::fs::read(store.path()).unwrap()).unwrap();
+    assert!(text.contains("\"hint\": \"push a fix\""), "{text}");
+    assert!(!text.contains(&joined("", "")), "{text}");
+}
+
+/// A writer that still joins a hint to its text is recorded with the hint apart.
+#[test]
+fn a_joined_hint_is_recorded_apart() {
+    let mut state = State::default();
+    let mut run = Run::new(Outcome::Failed);
+    run.error = Some(joined("building x: failed", "fix it"));
+    state.push_run(run);
+    assert_eq!(
+        state.history[0].error.as_deref(),
+        Some("building x: failed")
+    );
+    assert_eq!(state.history[0].hint.as_deref(), Some("fix it"));
+    state.mark_bad(BAD, Phase::Build, &joined("building x: failed", "fix it"));
+    assert_eq!(state.bad(BAD).unwrap().hint.as_deref(), Some("fix it"));
 }
 
 #[test]

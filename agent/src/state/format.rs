@@ -43,8 +43,16 @@ pub fn encode(value: &impl Serialize) -> serde_json::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Reads a record, or says what is wrong with it.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], rules: &Rules) -> Result<T, String> {
+/// Reads a record, or says what is wrong with it (the damage).
+pub fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    rules: &Rules,
+) -> Result<T, crate::failure::Invalid> {
+    decode_words(bytes, rules).map_err(crate::failure::Invalid)
+}
+
+/// [`decode`], its problem in words.
+fn decode_words<T: DeserializeOwned>(bytes: &[u8], rules: &Rules) -> Result<T, String> {
     let sealed = match seal_of(bytes) {
         Seal::Valid => true,
         Seal::Absent => false,
@@ -235,7 +243,7 @@ mod tests {
             (&flipped, "checksum mismatch"),
         ];
         for (bytes, want) in cases {
-            let got = decode::<Rec>(bytes, &RULES).unwrap_err();
+            let got = decode::<Rec>(bytes, &RULES).unwrap_err().0;
             assert!(
                 got.contains(want),
                 "{:?}: got {got:?}, want {want:?}",
@@ -258,7 +266,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            decode::<Rec>(&bytes, &RULES).unwrap_err(),
+            decode::<Rec>(&bytes, &RULES).unwrap_err().0,
             "unknown test version 1"
         );
     }

@@ -157,6 +157,12 @@ impl Store {
     /// when it changed.
     pub fn save(&self, state: &State) -> anyhow::Result<()> {
         self.ensure_dir()?;
+        // Every hint in its own field, whichever writer recorded it.
+        let state = &{
+            let mut apart = state.clone();
+            apart.hints_apart();
+            apart
+        };
         let memory = Memory::of(state);
         {
             let mut on_disk = self.on_disk();
@@ -199,6 +205,7 @@ impl Store {
         if let Some(m) = &memory {
             m.merge_into(&mut state);
         }
+        state.hints_apart();
         Ok(Assessed {
             lost: missing && memory.is_some(),
             state,
@@ -217,7 +224,7 @@ impl Store {
             Ok(Found::Wrong(why)) => Ok(Read::Damaged(why)),
             Ok(Found::File(bytes)) => Ok(match format::decode(&bytes, rules) {
                 Ok(value) => Read::Good(value),
-                Err(why) => Read::Damaged(why),
+                Err(why) => Read::Damaged(why.into()),
             }),
             Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
         }

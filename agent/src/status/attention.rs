@@ -173,8 +173,8 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
     if let Some(problem) = &f.state_problem {
         out.push(Attention {
             kind: AttentionKind::StateLost,
-            message: format!("state unknown: {}", first_line(problem)),
-            hint: hint_of(problem).unwrap_or_else(|| {
+            message: format!("state unknown: {}", first_line(&problem.message)),
+            hint: problem.hint.clone().unwrap_or_else(|| {
                 "what runs is read from the system links; history, bad commits and any pin are unknown until the next `run` starts over".into()
             }),
             since: None,
@@ -346,22 +346,4 @@ pub(super) fn summary(
 
 pub(super) fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
-}
-
-/// The `hint:` line(s) of an error text, joined.
-pub(super) fn hint_of(text: &str) -> Option<String> {
-    let hints: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.trim_start().strip_prefix("hint:"))
-        .map(str::trim)
-        .collect();
-    (!hints.is_empty()).then(|| hints.join("; "))
-}
-
-/// An error text without its `hint:` lines.
-pub(super) fn without_hint(text: &str) -> String {
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with("hint:"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }

@@ -285,13 +285,12 @@ pub fn write_history_human(
             took(r)
         )?;
         if let Some(e) = &r.error {
-            let (key, hint) = key_lines(e);
-            for line in key {
+            for line in key_lines(e) {
                 writeln!(out, "    {line}")?;
             }
-            if let Some(hint) = hint {
-                writeln!(out, "    hint: {hint}")?;
-            }
+        }
+        if let Some(hint) = &r.hint {
+            writeln!(out, "    hint: {hint}")?;
         }
     }
     Ok(())
@@ -321,17 +320,13 @@ const KEY_LINES: usize = 4;
 const KEY_LINE_CHARS: usize = 200;
 
 /// The lines of an error that say what went wrong: the first, then the lines nix marks
-/// `error:` (where the real cause is, under "evaluation failed:"), else the next ones;
-/// and the hint, apart.
-fn key_lines(error: &str) -> (Vec<String>, Option<String>) {
-    let hint = error
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix("hint:"))
-        .map(|h| h.trim().to_string());
+/// `error:` (where the real cause is, under "evaluation failed:"), else the next ones.
+/// (The hint is a field of the run: [`Run::hint`].)
+fn key_lines(error: &str) -> Vec<String> {
     let lines: Vec<&str> = error
         .lines()
         .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("hint:"))
+        .filter(|l| !l.trim().is_empty())
         .collect();
     let mut key: Vec<&str> = lines.first().copied().into_iter().collect();
     let marked: Vec<&str> = lines
@@ -349,7 +344,7 @@ fn key_lines(error: &str) -> (Vec<String>, Option<String>) {
         true => format!("{}…", l.chars().take(KEY_LINE_CHARS).collect::<String>()),
         false => l.trim().to_string(),
     };
-    (key.into_iter().map(cap).collect(), hint)
+    key.into_iter().map(cap).collect()
 }
 
 /// An RFC 3339 time as a local date and time with its offset, e.g. "2026-12-07 13:02:11 +01:00".

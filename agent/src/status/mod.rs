@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::Settings;
+use crate::failure::{Failure, Kind};
 use crate::lock::{self, Probe};
 use crate::runtime::{self, LastPoll, Progress};
 use crate::state::{self, BadCommit, Pinned, Run, State};
@@ -30,7 +31,7 @@ use crate::system;
 
 pub use human::{relative, write_history_human};
 
-use attention::{attention, head, hint_of, step_words, summary, without_hint};
+use attention::{attention, head, step_words, summary};
 
 /// Bumped when a key changes meaning; keys are only ever added (design.md).
 pub const SCHEMA_VERSION: u32 = 2;
@@ -40,7 +41,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 pub struct Facts {
     pub state: State,
     /// The state file could not be read or parsed: what it was.
-    pub state_problem: Option<String>,
+    pub state_problem: Option<Failure>,
     pub poll: Option<LastPoll>,
     pub progress: Option<Progress>,
     pub lock: Option<Probe>,
@@ -49,7 +50,7 @@ pub struct Facts {
     pub reboot_required: Option<bool>,
     pub profile: Option<system::profile::Generation>,
     /// Map mode only: this machine's identity (or why it cannot be read).
-    pub machine: Option<Result<crate::pivot::identity::Machine, String>>,
+    pub machine: Option<Result<crate::pivot::identity::Machine, Failure>>,
     /// The reboot record and what the policy needs (agent/src/reboot/view.rs).
     pub reboot: crate::reboot::view::Facts,
     /// The last build plan (`nix/plan.rs`): what was or would be compiled here.
@@ -70,7 +71,7 @@ impl Facts {
 
     /// All but the run's lock and progress, around the state (from [`load_state`]) the
     /// caller already has: for the lock holder, its work done (the metrics).
-    pub fn settled(settings: &Settings, state: State, state_problem: Option<String>) -> Facts {
+    pub fn settled(settings: &Settings, state: State, state_problem: Option<Failure>) -> Facts {
         let p = &settings.paths;
         Facts {
             poll: runtime::read(&p.runtime_dir),
@@ -321,18 +322,11 @@ impl Status {
         let bad_commit = head
             .as_ref()
             .filter(|h| h.status == HeadStatus::Bad)
-            .and_then(|h| state.bad(&h.commit).cloned())
-            .map(|mut b| {
-                b.error = without_hint(&b.error);
-                b
-            });
+            .and_then(|h| state.bad(&h.commit).cloned());
         let refused = head
             .as_ref()
             .and_then(|h| state.refused.as_ref().filter(|r| r.commit == h.commit))
-            .map(|r| state::Refused {
-                error: without_hint(&r.error),
-                ..r.clone()
-            });
+            .cloned();
         let attention = attention(&f, running.is_some());
         let mut last_run = last_run(state.history.first(), f.poll.as_ref());
         // A recorded failure of a commit no longer remembered as bad (`retry` forgot it):
@@ -458,8 +452,8 @@ fn last_run(run: Option<&Run>, poll: Option<&LastPoll>) -> LastRunView {
         outcome: Some(r.outcome.as_str().into()),
         commit: r.commit.clone(),
         phase: r.phase.map(|p| p.as_str().to_string()),
-        error: r.error.as_deref().map(without_hint),
-        hint: r.error.as_deref().and_then(hint_of),
+        error: r.error.clone(),
+        hint: r.hint.clone(),
         rolled_back: r.rolled_back,
         failed_check: r
             .checks
@@ -472,8 +466,8 @@ fn last_run(run: Option<&Run>, poll: Option<&LastPoll>) -> LastRunView {
         outcome: Some(p.outcome.clone()),
         commit: p.commit.clone(),
         phase: p.phase.clone(),
-        error: p.error.as_deref().map(without_hint),
-        hint: p.error.as_deref().and_then(hint_of),
+        error: p.error.clone(),
+        hint: p.hint.clone(),
         ..Default::default()
     };
     match (run, poll) {
@@ -498,11 +492,12 @@ pub fn history(state: &State, limit: usize) -> &[Run] {
 
 /// The keys of a run that the state file leaves out when empty: `history --json` gives
 /// them as null (an empty list for `checks`), as `status --json` does for `last_run`.
-const RUN_KEYS_OMITTED_WHEN_EMPTY: [&str; 9] = [
+const RUN_KEYS_OMITTED_WHEN_EMPTY: [&str; 10] = [
     "commit",
     "subject",
     "phase",
     "error",
+    "hint",
     "rolled_back",
     "system",
     "generation",
@@ -530,18 +525,18 @@ pub fn history_json(runs: &[Run]) -> Vec<serde_json::Value> {
 
 /// The state for `status` and `history`, read without changing anything; the problem, if
 /// it cannot be read (a permission problem says to use sudo).
-pub fn load_state(state_dir: &Path) -> (State, Option<String>) {
+pub fn load_state(state_dir: &Path) -> (State, Option<Failure>) {
     let store = state::Store::new(state_dir);
     match store.peek() {
         // Damaged: what is still known (the bad commits, from their own record) is
         // shown, but the state is unknown until the next run moves the file aside.
         Ok(s) => {
             let problem = s.damage.as_ref().filter(|d| d.pending).map(|d| {
-                format!(
-                    "the state in {} is damaged: {}\nhint: the next `run` moves it aside and starts over; bad commits are kept (bad-commits.json)",
-                    state_dir.display(),
-                    d.reason
+                Failure::new(
+                    Kind::Environment,
+                    format!("the state in {} is damaged: {}", state_dir.display(), d.reason),
                 )
+                .with_hint("the next `run` moves it aside and starts over; bad commits are kept (bad-commits.json)")
             });
             (s, problem)
         }
@@ -552,12 +547,13 @@ pub fn load_state(state_dir: &Path) -> (State, Option<String>) {
                 .filter_map(|c| c.downcast_ref::<io::Error>())
                 .any(|io| io.kind() == io::ErrorKind::PermissionDenied);
             let problem = if denied {
-                format!(
-                    "cannot read {}: permission denied\nhint: needs root: run with sudo",
-                    store.path().display()
+                Failure::new(
+                    Kind::Environment,
+                    format!("cannot read {}: permission denied", store.path().display()),
                 )
+                .with_hint("needs root: run with sudo")
             } else {
-                format!("{e:#}")
+                Failure::storage(&e)
             };
             (State::default(), Some(problem))
         }

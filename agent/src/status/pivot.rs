@@ -22,10 +22,13 @@ pub struct PivotView {
     pub add: Option<String>,
     /// The identity could not be read (a bad host file): what is wrong.
     pub problem: Option<String>,
+    /// What to do about `problem`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// The machine's identity, read for `status` in map mode only.
-pub fn read(settings: &Settings) -> Option<Result<Machine, String>> {
+pub fn read(settings: &Settings) -> Option<Result<Machine, crate::failure::Failure>> {
     settings
         .host_map
         .as_ref()
@@ -35,10 +38,10 @@ pub fn read(settings: &Settings) -> Option<Result<Machine, String>> {
 pub fn view(settings: &Settings, f: &Facts) -> Option<PivotView> {
     let map = settings.host_map.clone()?;
     let resolved = f.state.pivot.as_ref();
-    let (machine, problem) = match &f.machine {
-        Some(Ok(m)) => (m.clone(), None),
-        Some(Err(e)) => (Machine::default(), Some(e.clone())),
-        None => (Machine::default(), None),
+    let (machine, problem, hint) = match &f.machine {
+        Some(Ok(m)) => (m.clone(), None, None),
+        Some(Err(e)) => (Machine::default(), Some(e.message.clone()), e.hint.clone()),
+        None => (Machine::default(), None, None),
     };
     let add = match resolved {
         Some(_) => None,
@@ -50,6 +53,7 @@ pub fn view(settings: &Settings, f: &Facts) -> Option<PivotView> {
         identities: machine.ids.iter().map(|i| i.to_string()).collect(),
         add,
         problem,
+        hint,
         map,
     })
 }
@@ -93,6 +97,9 @@ impl PivotView {
         }
         if let Some(p) = &self.problem {
             writeln!(out, "            {}", p.replace('\n', "\n            "))?;
+        }
+        if let Some(h) = &self.hint {
+            writeln!(out, "            hint: {h}")?;
         }
         if let Some(add) = &self.add {
             writeln!(

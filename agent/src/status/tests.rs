@@ -82,19 +82,21 @@ fn bad_commit() -> Facts {
     run.commit = Some(C2.into());
     run.phase = Some(Phase::Health);
     run.rolled_back = Some(true);
-    run.error = Some("health check failed: http http://127.0.0.1:8080/health: got HTTP 500, expected 2xx\nhint: push a fix, or run `sudo homelab-agent retry` to try this commit again".into());
+    run.error = Some(
+        "health check failed: http http://127.0.0.1:8080/health: got HTTP 500, expected 2xx".into(),
+    );
+    run.hint =
+        Some("push a fix, or run `sudo homelab-agent retry` to try this commit again".into());
     run.checks = vec![CheckResult {
         name: "http http://127.0.0.1:8080/health".into(),
         verdict: Verdict::Unhealthy("got HTTP 500, expected 2xx".into()),
     }];
     f.state.push_run(run);
-    f.state.mark_bad_system(
-        C2,
-        Phase::Health,
-        "health check failed\nhint: push a fix, or run `sudo homelab-agent retry` to try this commit again",
-        Some(S2),
-    );
+    f.state
+        .mark_bad_system(C2, Phase::Health, "health check failed", Some(S2));
     f.state.bad_commits[0].at = "2026-11-24T11:00:00Z".into();
+    f.state.bad_commits[0].hint =
+        Some("push a fix, or run `sudo homelab-agent retry` to try this commit again".into());
     f.state.last_handled = Some(C2.into());
     f.poll = poll("2026-11-24T11:59:00Z", "skipped", C2);
     f
@@ -127,7 +129,8 @@ fn named() -> Vec<(&'static str, Facts)> {
         outcome: "failed".into(),
         commit: Some(C2.into()),
         phase: Some("fetch".into()),
-        error: Some("fetching from https://***@git.example.org/h.git: connection refused\nhint: nothing to do if it passes: the next run tries again".into()),
+        error: Some("fetching from https://***@git.example.org/h.git: connection refused".into()),
+        hint: Some("nothing to do if it passes: the next run tries again".into()),
         next_poll: None,
     });
 
@@ -161,13 +164,15 @@ fn named() -> Vec<(&'static str, Facts)> {
         system: S1.into(),
         reason: "switch-to-configuration test exited with 1".into(),
         since: "2026-11-24T11:00:00Z".into(),
+        hint: None,
     });
     rollback_failed.state.history[0].rolled_back = Some(false);
-    rollback_failed.state.history[0].error = Some(format!("health check failed: http http://127.0.0.1:8080/health: got HTTP 500, expected 2xx\nthen the rollback to {S1} failed too: switch-to-configuration test exited with 1\nhint: the boot default is still the previous generation (a reboot returns to it); the next run retries the rollback"));
+    rollback_failed.state.history[0].error = Some(format!("health check failed: http http://127.0.0.1:8080/health: got HTTP 500, expected 2xx\nthen the rollback to {S1} failed too: switch-to-configuration test exited with 1"));
+    rollback_failed.state.history[0].hint = Some("the boot default is still the previous generation (a reboot returns to it); the next run retries the rollback".into());
     rollback_failed.poll = None;
 
     let lost = Facts {
-        state_problem: Some("/var/lib/homelab-agent/state.json is unreadable (EOF while parsing an object at line 3 column 0); the next `run` moves it aside and starts over".into()),
+        state_problem: Some(crate::failure::Failure::new(crate::failure::Kind::Environment, "/var/lib/homelab-agent/state.json is unreadable (EOF while parsing an object at line 3 column 0); the next `run` moves it aside and starts over")),
         ..Facts {
             state: State::default(),
             poll: None,
@@ -645,6 +650,7 @@ fn history_json_gives_every_key_of_a_run_even_when_empty() {
         subject: Some("s".into()),
         phase: Some(Phase::Build),
         error: Some("e".into()),
+        hint: Some("h".into()),
         rolled_back: Some(false),
         system: Some("/nix/store/x".into()),
         generation: Some(1),
@@ -817,8 +823,9 @@ fn history_shows_the_error_that_matters_durations_and_absolute_times() {
     run.duration_ms = 192_400;
     run.build_ms = Some(190_100);
     run.error = Some(
-        "building 22222222 for pi1: evaluation failed:\n\n       … while evaluating the attribute 'config'\n\n       error: undefined variable 'grafna'\n\n       at /nix/store/x/hosts/pi1.nix:12:5:\nhint: fix the Nix error in your flake and push".into(),
+        "building 22222222 for pi1: evaluation failed:\n\n       … while evaluating the attribute 'config'\n\n       error: undefined variable 'grafna'\n\n       at /nix/store/x/hosts/pi1.nix:12:5:".into(),
     );
+    run.hint = Some("fix the Nix error in your flake and push".into());
     let mut out = Vec::new();
     crate::status::human::write_history_human(&[run.clone()], &mut out, now(), false).unwrap();
     let text = String::from_utf8(out).unwrap();

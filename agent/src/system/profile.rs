@@ -124,9 +124,9 @@ pub async fn set(profile: &Path, system: &Path) -> anyhow::Result<Generation> {
     match current(profile) {
         Some(g) if g.system == system => Ok(g),
         other => anyhow::bail!(
-            "profile {} points at {:?} after nix-env --set {}",
+            "profile {} points at {} after nix-env --set {}",
             profile.display(),
-            other.map(|g| g.system),
+            other.map_or("no system".to_string(), |g| g.system.display().to_string()),
             system.display()
         ),
     }

@@ -58,7 +58,7 @@ pub enum SwitchError {
         system: String,
         message: String,
     },
-    #[error("an activation left by an interrupted run ({tag}) is still running and could not be stopped: {message}\nhint: stop it by hand (`systemctl stop {UNIT}`, or kill the process tree of switch-to-configuration), then run again")]
+    #[error("an activation left by an interrupted run ({tag}) is still running and could not be stopped: {message}")]
     Leftover { tag: String, message: String },
 }
 
@@ -70,6 +70,26 @@ impl SwitchError {
             SwitchError::Failed { .. } | SwitchError::TimedOut { .. } => Kind::Commit,
             SwitchError::Other { .. } | SwitchError::Leftover { .. } => Kind::Environment,
         }
+    }
+
+    /// What to do about it, when more than the kind's hint can be said.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SwitchError::Leftover { .. } => Some(format!("stop it by hand (`systemctl stop {UNIT}`, or kill the process tree of switch-to-configuration), then run again")),
+            _ => None,
+        }
+    }
+}
+
+/// A switch error as the cycle sees it: kind, words, hint, and the error kept.
+impl From<SwitchError> for crate::failure::Failure {
+    fn from(e: SwitchError) -> crate::failure::Failure {
+        let f = crate::failure::Failure::new(e.kind(), e.to_string());
+        let f = match e.hint() {
+            Some(h) => f.with_hint(h),
+            None => f,
+        };
+        f.with_source(e)
     }
 }
 

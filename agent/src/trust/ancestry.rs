@@ -21,13 +21,16 @@ pub fn check(repo: &Repository, head: Oid, floors: &[Floor]) -> Result<(), Verdi
         return Ok(());
     }
     if repo.is_shallow() {
-        return Err(Verdict::Failed(Failure::new(
-            Kind::Environment,
-            format!(
-                "the git cache {} is shallow: the ancestry of the head cannot be checked\nhint: delete that directory; the next run fetches the whole history",
-                repo.path().display()
-            ),
-        )));
+        return Err(Verdict::Failed(
+            Failure::new(
+                Kind::Environment,
+                format!(
+                    "the git cache {} is shallow: the ancestry of the head cannot be checked",
+                    repo.path().display()
+                ),
+            )
+            .with_hint("delete that directory; the next run fetches the whole history"),
+        ));
     }
     for floor in floors {
         let Ok(floor_oid) = Oid::from_str(&floor.commit) else {
@@ -84,14 +87,17 @@ pub fn check(repo: &Repository, head: Oid, floors: &[Floor]) -> Result<(), Verdi
 }
 
 fn git_failure(floor: &str, e: git2::Error) -> Verdict {
-    Verdict::Failed(Failure::new(
-        Kind::Environment,
-        format!(
-            "checking the ancestry of the head against {}: {}\nhint: the git cache may be damaged; delete it and the next run fetches again",
-            short(floor),
-            e.message()
-        ),
-    ))
+    Verdict::Failed(
+        Failure::new(
+            Kind::Environment,
+            format!(
+                "checking the ancestry of the head against {}: {}",
+                short(floor),
+                e.message()
+            ),
+        )
+        .with_hint("the git cache may be damaged; delete it and the next run fetches again"),
+    )
 }
 
 #[cfg(test)]

@@ -32,14 +32,17 @@ pub fn check(repo: &Repository, oid: Oid) -> Result<serde_json::Value, Verdict> 
     let commit = oid.to_string();
     let refuse = |what: String| refusal(&commit, &what);
     let internal = |e: git2::Error| {
-        Verdict::Failed(Failure::new(
-            Kind::Environment,
-            format!(
-                "reading flake.lock of {} in the git cache: {}\nhint: the next run fetches again",
-                short(&commit),
-                e.message()
-            ),
-        ))
+        Verdict::Failed(
+            Failure::new(
+                Kind::Environment,
+                format!(
+                    "reading flake.lock of {} in the git cache: {}",
+                    short(&commit),
+                    e.message()
+                ),
+            )
+            .with_hint("the next run fetches again"),
+        )
     };
     let tree = repo
         .find_commit(oid)
@@ -64,16 +67,21 @@ pub fn check(repo: &Repository, oid: Oid) -> Result<serde_json::Value, Verdict> 
 
 /// The refusal of `commit` for `what` (configuration: nothing is blamed on the commit).
 fn refusal(commit: &str, what: &str) -> Verdict {
-    Verdict::Failed(Failure::new(
-        Kind::Configuration,
-        format!(
-            "commit {} {what}: with [source] verify on, every flake input must be locked by \
+    Verdict::Failed(
+        Failure::new(
+            Kind::Configuration,
+            format!(
+                "commit {} {what}: with [source] verify on, every flake input must be locked by \
              the signed commit (an unlocked input deploys whatever its repository holds, signed \
-             or not)\nhint: run `nix flake lock` (or `nix flake update`), commit flake.lock \
+             or not)",
+                short(commit)
+            ),
+        )
+        .with_hint(
+            "run `nix flake lock` (or `nix flake update`), commit flake.lock \
              signed, and push",
-            short(commit)
         ),
-    ))
+    )
 }
 
 /// The committed lock against the one nix resolves for the commit ([`resolved`]): every
@@ -121,14 +129,19 @@ pub async fn resolved(cache: &std::path::Path, commit: &str) -> Result<serde_jso
     crate::nix::metadata::resolved_lock(cache, commit)
         .await
         .map_err(|e| {
-            Verdict::Failed(Failure::new(
-                Kind::Transient,
-                format!(
-                    "checking that the inputs of {} are locked: {e}\nhint: the next run checks \
+            Verdict::Failed(
+                Failure::new(
+                    Kind::Transient,
+                    format!(
+                        "checking that the inputs of {} are locked: {e}",
+                        short(commit)
+                    ),
+                )
+                .with_hint(
+                    "the next run checks \
                      again; if flake.nix itself is broken, push a fix",
-                    short(commit)
                 ),
-            ))
+            )
         })
 }
 
@@ -268,7 +281,7 @@ mod tests {
         assert_eq!(f.kind, Kind::Configuration);
         assert!(f.message.contains("has no flake.lock"), "{}", f.message);
         assert!(
-            f.message.contains("hint: run `nix flake lock`"),
+            f.to_string().contains("hint: run `nix flake lock`"),
             "{}",
             f.message
         );

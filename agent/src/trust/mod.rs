@@ -76,14 +76,17 @@ pub async fn check(
     floors: &[Floor],
 ) -> Result<Checked, Verdict> {
     let repo = git2::Repository::open_bare(cache).map_err(|e| {
-        Verdict::Failed(Failure::new(
-            Kind::Environment,
-            format!(
-                "opening the git cache {} to verify {commit}: {}\nhint: the next run fetches again",
-                cache.display(),
-                e.message()
-            ),
-        ))
+        Verdict::Failed(
+            Failure::new(
+                Kind::Environment,
+                format!(
+                    "opening the git cache {} to verify {commit}: {}",
+                    cache.display(),
+                    e.message()
+                ),
+            )
+            .with_hint("the next run fetches again"),
+        )
     })?;
     let oid = git2::Oid::from_str(commit).map_err(|e| {
         Verdict::Failed(Failure::new(
@@ -132,29 +135,37 @@ pub(crate) fn key_file_failure(
             k => k,
         },
     };
-    Verdict::Failed(Failure::new(
-        kind,
-        format!(
-            "cannot read [{section}] {key} {}: {e}\nhint: check [{section}] {key}; {}",
-            path.display(),
+    Verdict::Failed(
+        Failure::new(
+            kind,
+            format!("cannot read [{section}] {key} {}: {e}", path.display()),
+        )
+        .with_hint(format!(
+            "check [{section}] {key}; {}",
             match section {
                 "source" => "no head is deployed until it can be read",
                 _ => "until it can be read, every head is built here",
             }
-        ),
-    ))
+        )),
+    )
 }
 
 /// A verification tool that could not run.
 pub(crate) fn tool_failure(tool: &str, package: &str, e: crate::process::CmdError) -> Verdict {
     use crate::process::CmdError;
-    let message = match e {
-        CmdError::NotFound { .. } => format!(
-            "{tool} not found: signatures cannot be verified\nhint: install {package} (the NixOS module puts it on the agent's PATH)"
+    Verdict::Failed(match e {
+        CmdError::NotFound { .. } => Failure::new(
+            Kind::Environment,
+            format!("{tool} not found: signatures cannot be verified"),
+        )
+        .with_hint(format!(
+            "install {package} (the NixOS module puts it on the agent's PATH)"
+        )),
+        other => Failure::new(
+            Kind::Environment,
+            format!("running {tool} to verify a signature: {other}"),
         ),
-        other => format!("running {tool} to verify a signature: {other}"),
-    };
-    Verdict::Failed(Failure::new(Kind::Environment, message))
+    })
 }
 
 /// A verifier ended by a signal (the OOM killer on a small Pi) says nothing about the
@@ -162,10 +173,7 @@ pub(crate) fn tool_failure(tool: &str, package: &str, e: crate::process::CmdErro
 pub(crate) fn killed(tool: &str, status: &std::process::ExitStatus) -> Result<(), Verdict> {
     use std::os::unix::process::ExitStatusExt;
     match status.signal() {
-        Some(sig) => Err(Verdict::Failed(Failure::new(
-            Kind::Environment,
-            format!("{tool} was killed by signal {sig} while verifying a signature (out of memory?)\nhint: free memory on this machine; the next run checks again"),
-        ))),
+        Some(sig) => Err(Verdict::Failed(Failure::new(Kind::Environment, format!("{tool} was killed by signal {sig} while verifying a signature (out of memory?)")).with_hint("free memory on this machine; the next run checks again"))),
         None => Ok(()),
     }
 }
@@ -219,7 +227,7 @@ mod killed_tests {
                     "{}",
                     f.message
                 );
-                assert!(f.message.contains("\nhint: "), "{}", f.message);
+                assert!(f.hint.is_some(), "{f:?}");
             }
             other => panic!("{other:?}"),
         }

@@ -152,10 +152,14 @@ fn a_daemon_poll_of_a_silent_server_ends_at_its_deadline() {
     let took = started.elapsed();
     let err = stop(daemon);
     let got = last_poll(&h);
+    // The hint is its own key (issue 22).
     assert!(
         got["error"]
             .as_str()
-            .is_some_and(|e| e.contains("timed out after 2s") && e.contains("[source] timeout")),
+            .is_some_and(|e| e.contains("timed out after 2s"))
+            && got["hint"]
+                .as_str()
+                .is_some_and(|h| h.contains("[source] timeout")),
         "{got}\n{err}"
     );
     assert!(
@@ -264,7 +268,10 @@ fn a_stuck_git_child_is_killed_at_its_deadline() {
     assert!(
         got["error"]
             .as_str()
-            .is_some_and(|e| e.contains("timed out after 1s") && e.contains("[source] timeout")),
+            .is_some_and(|e| e.contains("timed out after 1s"))
+            && got["hint"]
+                .as_str()
+                .is_some_and(|h| h.contains("[source] timeout")),
         "{got}\n{err}"
     );
     // 1 s, the child's grace (1 s) and start allowance (5 s), the kill's grace (3 s).

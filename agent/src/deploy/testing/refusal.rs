@@ -60,21 +60,21 @@ impl Agent {
             }
             Err(Verdict::Refused(r)) => r,
         };
-        let error = format!(
-            "{}\nexpected: {}\nhint: sign the commit with an allowed key; nothing was built or activated",
-            refusal.message, refusal.expected
-        );
-        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "testing branch {branch}: {error}");
+        let error = format!("{}\nexpected: {}", refusal.message, refusal.expected);
+        let hint = "sign the commit with an allowed key; nothing was built or activated";
+        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED, hint = hint; "testing branch {}", crate::failure::with_hint_line(format!("{branch}: {error}"), hint));
         let mut run = Run::new(Outcome::Failed);
         run.commit = Some(fetched.commit.clone());
         run.subject = Some(fetched.subject.clone());
         run.phase = Some(Phase::Verify);
         run.error = Some(format!("testing branch {branch}: {error}"));
+        run.hint = Some(hint.to_string());
         state.testing_refused = Some(Refused {
             commit: fetched.commit.clone(),
             at: state::now(),
             reason: refusal.reason,
             error,
+            hint: Some(hint.to_string()),
             expected: refusal.expected,
             policy: self.trust_policy(&[]),
         });

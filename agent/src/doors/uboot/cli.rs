@@ -10,7 +10,6 @@ use super::UBoot;
 use crate::config::UBootSettings;
 use crate::doors::trial::TrialBoot;
 use crate::exit;
-use crate::failure::Failure;
 
 const EXIT_CODES: &str = "Exit codes:\n  0   done\n  71  this machine: no fw_env.config or tools, a missing or damaged environment, the boot command not provisioned, the boot partition not writable\n  78  bad settings (--sysboot-*, --initial-env)";
 
@@ -136,9 +135,9 @@ pub async fn run(cmd: BootloaderCommand) -> u8 {
             println!("{}", text.trim_end());
             exit::OK
         }
-        Err(Failure { kind, message }) => {
-            eprintln!("error: {message}");
-            kind.exit_code()
+        Err(f) => {
+            eprintln!("error: {f}");
+            f.kind.exit_code()
         }
     }
 }

@@ -19,23 +19,17 @@ const MAX_PARAMS: u64 = 64 << 10;
 const MAX_DEPTH: usize = 6;
 
 pub fn io_failure(e: &io::Error, doing: &str, path: &Path) -> Failure {
-    Failure::new(
-        io_kind(e),
-        format!(
-            "{doing} {}: {e}\nhint: the boot partition must be mounted, writable, and have room for a kernel and initrd",
-            path.display()
-        ),
+    Failure::new(io_kind(e), format!("{doing} {}: {e}", path.display())).with_hint(
+        "the boot partition must be mounted, writable, and have room for a kernel and initrd",
     )
 }
 
 fn system_failure(system: &Path, what: &str) -> Failure {
     Failure::new(
         Kind::Environment,
-        format!(
-            "the system to try, {}, {what}\nhint: give a NixOS toplevel (kernel, initrd, init, kernel-params)",
-            system.display()
-        ),
+        format!("the system to try, {}, {what}", system.display()),
     )
+    .with_hint("give a NixOS toplevel (kernel, initrd, init, kernel-params)")
 }
 
 /// Copies `system`'s kernel, initrd and dtbs into `boot_dir/homelab-trial` (replacing
@@ -79,17 +73,7 @@ pub fn lay_out(boot_dir: &Path, system: &Path) -> Result<Entry, Failure> {
     let free = crate::free_space::available(boot_dir)
         .map_err(|e| io_failure(&io::Error::from(e), "checking the free space on", boot_dir))?;
     if free < need {
-        return Err(Failure::new(
-            Kind::Environment,
-            format!(
-                "not enough space on {} for this kernel: {} free, {} needed (its kernel, initrd and device trees, {}, once for the trial and once for its boot entry, and {} spare); nothing was written\nhint: free the boot partition: remove old generations (`sudo nix-env -p /nix/var/nix/profiles/system --delete-generations +3`, then `sudo /run/current-system/bin/switch-to-configuration boot`) or set [retention] keep; the deployment waits and the next run tries again",
-                boot_dir.display(),
-                mib(free),
-                mib(need),
-                mib(size),
-                mib(BOOT_MARGIN)
-            ),
-        ));
+        return Err(Failure::new(Kind::Environment, format!("not enough space on {} for this kernel: {} free, {} needed (its kernel, initrd and device trees, {}, once for the trial and once for its boot entry, and {} spare); nothing was written", boot_dir.display(), mib(free), mib(need), mib(size), mib(BOOT_MARGIN))).with_hint("free the boot partition: remove old generations (`sudo nix-env -p /nix/var/nix/profiles/system --delete-generations +3`, then `sudo /run/current-system/bin/switch-to-configuration boot`) or set [retention] keep; the deployment waits and the next run tries again"));
     }
 
     let fresh = boot_dir.join(format!(".{TRIAL_DIR}.tmp"));

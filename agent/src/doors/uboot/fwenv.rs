@@ -90,25 +90,10 @@ impl Tools {
         let cmd = self.printenv_cmd();
         let done = cmd.run().await.map_err(|e| self.tool_failure(&e))?;
         match done.status.code() {
-            Some(0) if done.stdout_truncated => Err(Failure::new(
-                Kind::Environment,
-                format!(
-                    "reading the U-Boot environment named by {}: more than {MAX_DUMP} bytes\nhint: check that fw_env.config names the environment (offset and size), not a whole disk",
-                    self.config.display()
-                ),
-            )),
+            Some(0) if done.stdout_truncated => Err(Failure::new(Kind::Environment, format!("reading the U-Boot environment named by {}: more than {MAX_DUMP} bytes", self.config.display())).with_hint("check that fw_env.config names the environment (offset and size), not a whole disk")),
             Some(0) => Ok(Env::Valid(parse_dump(&done.stdout))),
             Some(EXIT_NO_VALID_ENV) => Ok(Env::Invalid),
-            _ => Err(Failure::new(
-                Kind::Environment,
-                format!(
-                    "{} could not use {} ({}){}\nhint: check fw_env.config: `DEVICE OFFSET SIZE`, the device or file it names must exist",
-                    self.printenv.display(),
-                    self.config.display(),
-                    done.status,
-                    tail(&done.stderr_tail)
-                ),
-            )),
+            _ => Err(Failure::new(Kind::Environment, format!("{} could not use {} ({}){}", self.printenv.display(), self.config.display(), done.status, tail(&done.stderr_tail))).with_hint("check fw_env.config: `DEVICE OFFSET SIZE`, the device or file it names must exist")),
         }
     }
 
@@ -121,39 +106,32 @@ impl Tools {
             _ => Err(Failure::new(
                 Kind::Environment,
                 format!(
-                    "{} failed on {} ({}){}\nhint: check fw_env.config and that the environment's device is writable",
+                    "{} failed on {} ({}){}",
                     self.setenv.display(),
                     self.config.display(),
                     done.status,
                     tail(&done.stderr_tail)
                 ),
-            )),
+            )
+            .with_hint("check fw_env.config and that the environment's device is writable")),
         }
     }
 
     fn tool_failure(&self, e: &CmdError) -> Failure {
-        let hint = match e {
-            CmdError::NotFound { .. } => {
-                "\nhint: install libubootenv's tools (Debian: libubootenv-tool; NixOS: services.homelab-agent.reboot.uboot.enable puts them on the agent's path)"
-            }
-            _ => "",
-        };
-        Failure::new(
+        let failure = Failure::new(
             Kind::Environment,
-            format!("reading the U-Boot environment: {e}{hint}"),
-        )
+            format!("reading the U-Boot environment: {e}"),
+        );
+        match e {
+            CmdError::NotFound { .. } => failure.with_hint("install libubootenv's tools (Debian: libubootenv-tool; NixOS: services.homelab-agent.reboot.uboot.enable puts them on the agent's path)"),
+            _ => failure,
+        }
     }
 }
 
 /// The refusal for a missing or damaged environment.
 pub fn invalid_env(config: &Path) -> Failure {
-    Failure::new(
-        Kind::Environment,
-        format!(
-            "the U-Boot environment named by {} is missing or damaged (bad CRC): U-Boot boots with its built-in default, and writing it now would replace that default with a partial environment\nhint: run `homelab-agent bootloader setup` (with --initial-env, U-Boot's `make u-boot-initial-env` output for this board), or `saveenv` once at the U-Boot prompt",
-            config.display()
-        ),
-    )
+    Failure::new(Kind::Environment, format!("the U-Boot environment named by {} is missing or damaged (bad CRC): U-Boot boots with its built-in default, and writing it now would replace that default with a partial environment", config.display())).with_hint("run `homelab-agent bootloader setup` (with --initial-env, U-Boot's `make u-boot-initial-env` output for this board), or `saveenv` once at the U-Boot prompt")
 }
 
 fn tail(stderr: &str) -> String {
@@ -175,7 +153,7 @@ pub fn parse_dump(out: &str) -> BTreeMap<String, String> {
 
 /// The lines of a `fw_setenv -s` script (libubootenv: `name=value`, at most 1023 bytes
 /// a line: a longer one would be cut and its rest taken as another line).
-pub fn script(vars: &[(&str, &str)]) -> Result<String, String> {
+pub(super) fn script(vars: &[(&str, &str)]) -> Result<String, String> {
     let mut out = String::new();
     for (k, v) in vars {
         let line = format!("{k}={v}");

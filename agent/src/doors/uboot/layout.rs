@@ -98,7 +98,7 @@ pub struct Sysboot {
 
 impl Sysboot {
     /// Only characters that cannot end or bend a U-Boot command line.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), String> {
         let ok = |s: &str, extra: &str| {
             !s.is_empty()
                 && s.chars()

@@ -116,7 +116,7 @@ fn real_tools_provision_arm_and_disarm_a_trial() {
             "{e}"
         );
         assert!(
-            e.message
+            e.to_string()
                 .contains("hint: run `homelab-agent bootloader setup --initial-env"),
             "{e}"
         );
@@ -212,7 +212,7 @@ fn real_tools_never_replace_a_damaged_environment() {
         assert_eq!(e.kind, Kind::Environment);
         assert!(e.message.contains("missing or damaged (bad CRC)"), "{e}");
         assert!(
-            e.message
+            e.to_string()
                 .contains("hint: run `homelab-agent bootloader setup`"),
             "{e}"
         );
@@ -297,7 +297,9 @@ fn missing_tools_and_config_are_refused_with_what_to_do() {
         assert_eq!(e.kind, Kind::Environment);
         assert!(
             e.message.contains("no-fw_printenv not found")
-                && e.message.contains("libubootenv-tool"),
+                && e.hint
+                    .as_deref()
+                    .is_some_and(|h| h.contains("libubootenv-tool")),
             "{e}"
         );
 
@@ -308,7 +310,7 @@ fn missing_tools_and_config_are_refused_with_what_to_do() {
             "{e}"
         );
         assert!(
-            e.message
+            e.to_string()
                 .contains("hint: enable services.homelab-agent.reboot.uboot"),
             "{e}"
         );
@@ -351,7 +353,8 @@ fn a_system_without_a_kernel_is_refused() {
     std::fs::create_dir_all(&boot).unwrap();
     let e = files::lay_out(&boot, dir.path()).unwrap_err();
     assert!(
-        e.message.contains("has no kernel") && e.message.contains("hint: give a NixOS toplevel"),
+        e.message.contains("has no kernel")
+            && e.to_string().contains("hint: give a NixOS toplevel"),
         "{e}"
     );
     assert!(!boot.join(TRIAL_DIR).exists());
@@ -447,7 +450,10 @@ fn a_trial_that_would_fill_the_boot_partition_is_refused_before_writing() {
                 && e.message.contains("nothing was written"),
             "{e}"
         );
-        assert!(e.message.contains("hint: free the boot partition"), "{e}");
+        assert!(
+            e.to_string().contains("hint: free the boot partition"),
+            "{e}"
+        );
         assert!(!boot.join(TRIAL_DIR).exists(), "trial files written");
         assert!(!boot.join(TRIAL_CONF).exists(), "trial entry written");
         assert!(!m.door.armed().await.unwrap(), "the flag was set");
