@@ -10,8 +10,8 @@ mod host_map;
 mod locate;
 mod metrics;
 mod names;
-mod raw;
 pub mod prebuilt;
+mod raw;
 pub mod reboot;
 mod suggest;
 mod testing;
@@ -309,7 +309,9 @@ pub fn summary(s: &Settings) -> BTreeMap<&'static str, String> {
                 s.prebuilt.branch,
                 s.prebuilt.key.as_str(),
                 match &s.prebuilt.key {
-                    trust::Verify::Ssh { allowed_signers_file: f } => f.display().to_string(),
+                    trust::Verify::Ssh {
+                        allowed_signers_file: f,
+                    } => f.display().to_string(),
                     trust::Verify::Gpg { keyring: f } => f.display().to_string(),
                     trust::Verify::None => String::new(),
                 },

@@ -128,10 +128,7 @@ pub(super) fn key_file(p: &PrebuiltSettings) -> Option<(String, &std::path::Path
         Verify::None => None,
         Verify::Ssh {
             allowed_signers_file,
-        } => Some((
-            "prebuilt.allowed_signers_file".into(),
-            allowed_signers_file,
-        )),
+        } => Some(("prebuilt.allowed_signers_file".into(), allowed_signers_file)),
         Verify::Gpg { keyring } => Some(("prebuilt.keyring_file".into(), keyring)),
     }
 }
@@ -144,9 +141,7 @@ mod tests {
     use super::Verify;
     use crate::config::parse;
 
-    fn parse_prebuilt(
-        extra: &str,
-    ) -> Result<crate::config::Settings, crate::config::ConfigError> {
+    fn parse_prebuilt(extra: &str) -> Result<crate::config::Settings, crate::config::ConfigError> {
         let text = format!(
             "[source]\nurl = \"/r\"\ntesting_branch = \"testing/{{host}}\"\n[host]\nname = \"pi1\"\n{extra}\n"
         );
@@ -177,7 +172,10 @@ mod tests {
         );
         assert_eq!(s.prebuilt.wait, Duration::ZERO);
         // The fetch brings the manifest branch with the head.
-        assert_eq!(s.source.prebuilt_branch.as_deref(), Some("homelab-prebuilt"));
+        assert_eq!(
+            s.source.prebuilt_branch.as_deref(),
+            Some("homelab-prebuilt")
+        );
         let s = parse_prebuilt(
             "[prebuilt]\nenable = true\nkeyring_file = \"/etc/ci.gpg\"\nbranch = \"ci/prebuilt\"",
         )
@@ -190,8 +188,8 @@ mod tests {
         );
         assert_eq!(s.source.prebuilt_branch.as_deref(), Some("ci/prebuilt"));
         // Switched off, the keys may stay.
-        let s = parse_prebuilt("[prebuilt]\nenable = false\nkeyring_file = \"/etc/ci.gpg\"")
-            .unwrap();
+        let s =
+            parse_prebuilt("[prebuilt]\nenable = false\nkeyring_file = \"/etc/ci.gpg\"").unwrap();
         assert!(!s.prebuilt.enable);
         assert_eq!(s.source.prebuilt_branch, None);
     }
@@ -201,15 +199,51 @@ mod tests {
         let on = "[prebuilt]\nenable = true\n";
         let ssh = "allowed_signers_file = \"/etc/ci\"\n";
         let cases = [
-            (on.to_string(), "prebuilt.allowed_signers_file", "missing: enable = true needs the key that signs manifests"),
-            (format!("{on}{ssh}keyring_file = \"/k\""), "prebuilt.keyring_file", "not both"),
-            (format!("{on}allowed_signers_file = \"ci\""), "prebuilt.allowed_signers_file", "absolute"),
-            (format!("{on}{ssh}branch = \"main\""), "prebuilt.branch", "\"main\" is a branch the agent deploys"),
-            (format!("{on}{ssh}branch = \"testing/pi1\""), "prebuilt.branch", "is a branch the agent deploys"),
-            (format!("{on}{ssh}branch = \"x&rev=1\""), "prebuilt.branch", "invalid branch name"),
-            (format!("{on}{ssh}wait = \"soon\""), "prebuilt.wait", "invalid duration \"soon\""),
-            (format!("{on}{ssh}wait = \"8days\""), "prebuilt.wait", "is too long: must be at most 7days"),
-            (format!("{on}{ssh}sign = true"), "prebuilt.sign", "unknown field"),
+            (
+                on.to_string(),
+                "prebuilt.allowed_signers_file",
+                "missing: enable = true needs the key that signs manifests",
+            ),
+            (
+                format!("{on}{ssh}keyring_file = \"/k\""),
+                "prebuilt.keyring_file",
+                "not both",
+            ),
+            (
+                format!("{on}allowed_signers_file = \"ci\""),
+                "prebuilt.allowed_signers_file",
+                "absolute",
+            ),
+            (
+                format!("{on}{ssh}branch = \"main\""),
+                "prebuilt.branch",
+                "\"main\" is a branch the agent deploys",
+            ),
+            (
+                format!("{on}{ssh}branch = \"testing/pi1\""),
+                "prebuilt.branch",
+                "is a branch the agent deploys",
+            ),
+            (
+                format!("{on}{ssh}branch = \"x&rev=1\""),
+                "prebuilt.branch",
+                "invalid branch name",
+            ),
+            (
+                format!("{on}{ssh}wait = \"soon\""),
+                "prebuilt.wait",
+                "invalid duration \"soon\"",
+            ),
+            (
+                format!("{on}{ssh}wait = \"8days\""),
+                "prebuilt.wait",
+                "is too long: must be at most 7days",
+            ),
+            (
+                format!("{on}{ssh}sign = true"),
+                "prebuilt.sign",
+                "unknown field",
+            ),
         ];
         for (extra, key, needle) in &cases {
             let e = parse_prebuilt(extra).expect_err(extra);
@@ -222,7 +256,11 @@ mod tests {
         );
         let e = parse(Path::new("/etc/t.toml"), &text).unwrap_err();
         assert_eq!(e.key, "prebuilt.enable", "{e}");
-        assert!(e.to_string().contains("[host] attribute is not the host's toplevel"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("[host] attribute is not the host's toplevel"),
+            "{e}"
+        );
         // The default attribute written out is fine.
         let text = format!(
             "[source]\nurl = \"/r\"\n[host]\nname = \"pi1\"\nattribute = 'nixosConfigurations.\"pi1\".config.system.build.toplevel'\n{on}{ssh}"

@@ -74,6 +74,12 @@ pub trait Builder {
     ) -> Fut<'a, Result<PathBuf, Failure>>;
     /// Drops the candidate's GC root once the run is recorded.
     fn release(&self);
+    /// Whether the build of `commit` should wait (a prebuilt manifest that may still
+    /// come, `[prebuilt] wait`): `Some(what to say)` to wait. The default: never.
+    fn hold(&self, commit: &str) -> Option<String> {
+        let _ = commit;
+        None
+    }
 }
 
 /// The machine: its live system, its profile, and `switch-to-configuration`.
@@ -120,6 +126,19 @@ pub struct Doors {
 impl Doors {
     pub fn real(settings: &Settings) -> Doors {
         let real = std::rc::Rc::new(Real::new(settings.clone()));
+        if settings.prebuilt.enable {
+            // Fetches bring the manifest; builds try it first (deploy/prebuilt.rs).
+            let prebuilt = std::rc::Rc::new(super::prebuilt::Prebuilt::new(
+                settings.clone(),
+                real.clone(),
+            ));
+            return Doors {
+                source: Box::new(prebuilt.clone()),
+                builder: Box::new(prebuilt),
+                machine: Box::new(real.clone()),
+                health: Box::new(real),
+            };
+        }
         Doors {
             source: Box::new(real.clone()),
             builder: Box::new(real.clone()),
@@ -146,7 +165,7 @@ impl Real {
         self.settings.paths.state_dir.join("cache.git")
     }
 
-    fn candidate_root(&self) -> PathBuf {
+    pub(super) fn candidate_root(&self) -> PathBuf {
         self.settings.paths.state_dir.join("gcroots/candidate")
     }
 

@@ -18,6 +18,7 @@
 //! | `target.rs`   | which host is built: the configured one, or the map's (pivot)       |
 //! | `paused.rs`   | the stop for an operator's `pause` (polls, deploys nothing)         |
 //! | `guard.rs`    | the orphan guard: never activate a system without the agent or sshd |
+//! | `prebuilt.rs` | the prebuilt door: a signed manifest's system fetched, else built   |
 //!
 //! Only a system that passed its health checks ever becomes a profile generation (the
 //! boot default); only a failure of the commit itself marks it bad.
@@ -26,6 +27,7 @@ mod activate;
 pub mod doors;
 mod guard;
 mod paused;
+mod prebuilt;
 mod record;
 mod recover;
 mod target;
@@ -141,6 +143,12 @@ impl Agent {
             Ok(target) => target,
             Err(exit) => return Ok(exit),
         };
+        // `[prebuilt] wait`: the head's manifest may still come (news, nothing built).
+        if let Some(why) = self.doors.builder.hold(&fetched.commit) {
+            log::info!("{why}");
+            self.note_poll(Outcome::Waiting, Some(&fetched.commit), Some(&why), None);
+            return Ok(Exit::Ok);
+        }
         let started = Instant::now();
         let (commit, host) = (short(&fetched.commit), &target.host);
         notify::status(&format!("building {commit} for {host}"));

@@ -73,6 +73,9 @@ pub enum Answer {
         commit: String,
         subject: String,
         time: i64,
+        /// The commit's prebuilt manifest files; absent when `[prebuilt]` is off.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prebuilt: Option<super::prebuilt::PrebuiltFiles>,
     },
     Failed {
         kind: Kind,
@@ -129,10 +132,12 @@ pub async fn fetch(
             commit,
             subject,
             time,
+            prebuilt,
         } => Ok(Fetched {
             commit,
             subject,
             time,
+            prebuilt,
         }),
         other => Err(unexpected(settings, other)),
     }
@@ -334,6 +339,7 @@ pub async fn serve(
                         commit: f.commit,
                         subject: f.subject,
                         time: f.time,
+                        prebuilt: f.prebuilt,
                     },
                     Err(e) => e.into(),
                 },
@@ -416,6 +422,20 @@ mod tests {
                 commit: "b".repeat(40),
                 subject: "pi: \"quoted\"\nsecond line".into(),
                 time: 1_700_000_000,
+                prebuilt: None,
+            },
+            Answer::Fetched {
+                commit: "b".repeat(40),
+                subject: "s".into(),
+                time: 1,
+                prebuilt: Some(crate::source::prebuilt::PrebuiltFiles {
+                    commit: "b".repeat(40),
+                    branch_tip: Some("d".repeat(40)),
+                    manifest: Some("{\"format\": 1}\n".into()),
+                    ssh_signature: Some("-----BEGIN SSH SIGNATURE-----\n".into()),
+                    gpg_signature: None,
+                    problem: Some("prebuilt/x.json.asc: not a file".into()),
+                }),
             },
             Answer::Failed {
                 kind: Kind::Configuration,

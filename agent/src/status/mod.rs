@@ -498,7 +498,7 @@ pub fn history(state: &State, limit: usize) -> &[Run] {
 
 /// The keys of a run that the state file leaves out when empty: `history --json` gives
 /// them as null (an empty list for `checks`), as `status --json` does for `last_run`.
-const RUN_KEYS_OMITTED_WHEN_EMPTY: [&str; 9] = [
+const RUN_KEYS_OMITTED_WHEN_EMPTY: [&str; 10] = [
     "commit",
     "subject",
     "phase",
@@ -508,6 +508,7 @@ const RUN_KEYS_OMITTED_WHEN_EMPTY: [&str; 9] = [
     "generation",
     "build_ms",
     "health_ms",
+    "obtained",
 ];
 
 /// `history --json`: every run with every key.

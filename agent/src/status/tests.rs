@@ -652,6 +652,13 @@ fn history_json_gives_every_key_of_a_run_even_when_empty() {
         duration_ms: 1,
         build_ms: Some(1),
         health_ms: Some(1),
+        obtained: Some(crate::state::obtained::Obtained {
+            how: crate::state::obtained::How::BuiltHere,
+            fetch_ms: None,
+            signer: None,
+            fallback: Some(crate::state::obtained::Fallback::Missing),
+            why: None,
+        }),
     };
     let every: Vec<String> = {
         let v = serde_json::to_value(&full).unwrap();
