@@ -17,6 +17,7 @@ mod orphans;
 mod pause;
 mod pivot;
 mod plan;
+mod prebuilt;
 mod progress;
 mod push_trigger;
 mod reboots;
