@@ -23,7 +23,7 @@ use super::doors::{Builder, Fut, Source};
 /// Realises a store path from the substituters, rooted at the given path, within the
 /// given time ([`crate::prebuilt::realise::realise`]; a fake in tests).
 pub type Realise =
-    Box<dyn Fn(StorePath, PathBuf, Duration) -> Fut<'static, Result<PathBuf, String>>>;
+    Box<dyn Fn(StorePath, PathBuf, Duration, PathBuf) -> Fut<'static, Result<PathBuf, String>>>;
 
 pub struct Prebuilt {
     settings: Settings,
@@ -37,10 +37,10 @@ pub struct Prebuilt {
 impl Prebuilt {
     /// In front of the real doors.
     pub fn new(settings: Settings, real: Rc<super::doors::Real>) -> Prebuilt {
-        let realise: Realise = Box::new(|system, root, timeout| {
-            Box::pin(
-                async move { crate::prebuilt::realise::realise(&system, &root, timeout).await },
-            )
+        let realise: Realise = Box::new(|system, root, timeout, runtime| {
+            Box::pin(async move {
+                crate::prebuilt::realise::realise(&system, &root, timeout, &runtime).await
+            })
         });
         Prebuilt::with(settings, Box::new(real.clone()), Box::new(real), realise)
     }
@@ -104,7 +104,9 @@ impl Prebuilt {
             crate::trust::short(commit)
         ));
         log::info!(commit = commit; "fetching {system} for {host} (prebuilt, manifest signed by {signer})");
-        let realised = (self.realise)(system, self.root(), self.settings.build.timeout).await;
+        let runtime = self.settings.paths.runtime_dir.clone();
+        let realised =
+            (self.realise)(system, self.root(), self.settings.build.timeout, runtime).await;
         realised
             .map(|path| (path, signer))
             .map_err(|why| (Fallback::NotFetched, why))
@@ -168,6 +170,17 @@ impl Builder for Rc<Prebuilt> {
                 }
                 Err(not) => not,
             };
+            // A `pause` stopped the fetch: the pause, not a reason to build here (the
+            // cycle records it: deploy/paused.rs).
+            if crate::pause::requested(&self.settings.paths.runtime_dir) {
+                return Err(Failure::new(
+                    crate::failure::Kind::Transient,
+                    format!(
+                        "fetching the prebuilt system of {} was stopped by a pause",
+                        crate::trust::short(commit)
+                    ),
+                ));
+            }
             log::warn!(
                 commit = commit;
                 "building {} here: {why} (prebuilt: {})",

@@ -82,7 +82,7 @@ impl Setup {
         realised: Result<(), String>,
     ) -> Rc<Prebuilt> {
         let calls = self.calls.clone();
-        let realise: Realise = Box::new(move |system, root, _| {
+        let realise: Realise = Box::new(move |system, root, _, _| {
             calls.borrow_mut().push(format!(
                 "realise {system} at {}",
                 root.file_name().unwrap().to_string_lossy()
@@ -270,7 +270,7 @@ async fn a_native_build_failure_after_a_fallback_is_still_the_builds() {
         fn release(&self) {}
     }
     let settings = s.settings("allowed_signers_file = \"/etc/ci\"\nwait = \"0s\"");
-    let realise: Realise = Box::new(|_, _, _| Box::pin(async { Ok(PathBuf::new()) }));
+    let realise: Realise = Box::new(|_, _, _, _| Box::pin(async { Ok(PathBuf::new()) }));
     let door = Rc::new(Prebuilt::with(
         settings,
         Box::new(FakeSource { files: None }),
@@ -281,4 +281,42 @@ async fn a_native_build_failure_after_a_fallback_is_still_the_builds() {
     let e = door.build(COMMIT, ATTRIBUTE).await.unwrap_err();
     assert_eq!(e.kind, Kind::Commit);
     assert_eq!(obtained().fallback, Some(Fallback::Missing));
+}
+
+/// A `pause` during the fetch stops it, and is not a reason to build here: the door
+/// returns an error the cycle reads as the pause.
+#[tokio::test]
+async fn a_pause_during_the_fetch_builds_nothing() {
+    if !have_ssh_keygen() {
+        return;
+    }
+    let s = Setup::new();
+    let ci = ssh_key(s.dir.path(), "ci");
+    let allowed = allowed_signers(s.dir.path(), &ci, "ci@example");
+    let settings = s.settings(&format!("allowed_signers_file = \"{}\"", allowed.display()));
+    let runtime = settings.paths.runtime_dir.clone();
+    let calls = s.calls.clone();
+    let realise: Realise = Box::new(move |_, _, _, runtime: PathBuf| {
+        calls.borrow_mut().push("realise".into());
+        // The operator's `pause` arrives while nix fetches; nix is stopped.
+        std::fs::create_dir_all(&runtime).unwrap();
+        std::fs::write(runtime.join(crate::pause::REQUEST_FILE), "{}").unwrap();
+        Box::pin(async { Err("nix-store was stopped on request".to_string()) })
+    });
+    let door = Rc::new(Prebuilt::with(
+        settings,
+        Box::new(FakeSource {
+            files: Some(signed(&ci, COMMIT, "pi1")),
+        }),
+        Box::new(FakeBuilder {
+            calls: s.calls.clone(),
+        }),
+        realise,
+    ));
+    door.fetch().await.unwrap();
+    let e = door.build(COMMIT, ATTRIBUTE).await.unwrap_err();
+    assert_eq!(e.kind, Kind::Transient);
+    assert!(e.message.contains("stopped by a pause"), "{}", e.message);
+    assert_eq!(s.calls(), ["realise"], "nothing built here");
+    assert!(crate::pause::requested(&runtime));
 }

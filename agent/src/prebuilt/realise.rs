@@ -23,22 +23,38 @@ pub fn args(system: &StorePath, root: &Path) -> Vec<String> {
 }
 
 /// Realises `system`, rooted at `root`; the error says why in words (a fallback reason,
-/// never a verdict on the commit).
+/// never a verdict on the commit). A `pause` asked for meanwhile stops it, with all it
+/// started (as it stops a build: the caller then sees the request).
 pub async fn realise(
     system: &StorePath,
     root: &Path,
     timeout: Duration,
+    runtime_dir: &Path,
 ) -> Result<PathBuf, String> {
     if let Some(dir) = root.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
+    let (cancel, cancelled) = tokio::sync::watch::channel(false);
+    let runtime_dir = runtime_dir.to_path_buf();
+    let watcher = tokio::spawn(async move {
+        loop {
+            if crate::pause::requested(&runtime_dir) {
+                let _ = cancel.send(true);
+                // Keep the sender: a dropped one reads as a stop too.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
     let done = Cmd::new("nix-store")
         .args(args(system, root))
         .timeout(timeout)
         .capture_stdout()
         .max_stdout(64 * 1024)
+        .cancel_on(cancelled)
         .run_ok()
         .await;
+    watcher.abort();
     match done {
         Ok(_) => {}
         Err(CmdError::Failed { stderr_tail, .. }) => {
