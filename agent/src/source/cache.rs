@@ -351,6 +351,64 @@ mod tests {
         assert!(fsck.status.success(), "git fsck: {fsck:?}");
     }
 
+    /// The prebuilt manifest branch (issue 24) is kept like the head: its ref survives the
+    /// pruning and its objects the repack, so the next fetch sends only what is new.
+    #[test]
+    fn the_manifest_branch_survives_pruning_and_repacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["commit", "-q", "--allow-empty", "-m", "m"]);
+        git(&work, &["checkout", "-q", "--orphan", "homelab-prebuilt"]);
+        std::fs::write(work.join("manifest"), "m\n").unwrap();
+        git(&work, &["add", "manifest"]);
+        git(&work, &["commit", "-q", "-m", "p"]);
+        let cache = dir.path().join("cache.git");
+        let url = format!("file://{}", work.display());
+        let mut repacked = false;
+        for i in 0..(MAX_PACKS + 3) {
+            std::fs::write(work.join("manifest"), format!("{i}\n")).unwrap();
+            git(&work, &["commit", "-q", "-am", &format!("p{i}")]);
+            let repo = open(&cache).unwrap();
+            let mut remote = repo.remote_anonymous(&url).unwrap();
+            remote
+                .fetch(
+                    &[
+                        &format!("+refs/heads/main:{CANDIDATE_REF}"),
+                        &format!("+refs/heads/homelab-prebuilt:{PREBUILT_REF}"),
+                    ],
+                    None,
+                    None,
+                )
+                .unwrap();
+            drop(remote);
+            repacked |= prune(&repo).unwrap().repacked;
+        }
+        assert!(repacked, "never repacked");
+        let repo = open(&cache).unwrap();
+        let tip = repo.refname_to_id(PREBUILT_REF).unwrap();
+        let blob = repo
+            .find_commit(tip)
+            .unwrap()
+            .tree()
+            .unwrap()
+            .get_name("manifest")
+            .unwrap()
+            .id();
+        assert_eq!(
+            repo.find_blob(blob).unwrap().content(),
+            format!("{}\n", MAX_PACKS + 2).as_bytes()
+        );
+        let fsck = Command::new("git")
+            .arg("--git-dir")
+            .arg(&cache)
+            .args(["fsck", "--strict", "--no-dangling"])
+            .output()
+            .unwrap();
+        assert!(fsck.status.success(), "git fsck: {fsck:?}");
+    }
+
     #[test]
     fn the_cache_is_root_only_in_a_readable_state_dir() {
         use std::os::unix::fs::PermissionsExt;

@@ -106,3 +106,114 @@ fn blob_text(repo: &Repository, entry: &git2::TreeEntry, max: usize) -> Result<S
     String::from_utf8(blob.content().to_vec())
         .map_err(|e| format!("not UTF-8 text (at byte {})", e.utf8_error().valid_up_to()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: &str = "3f2a9c1e0b8d7a6f5e4d3c2b1a0f9e8d7c6b5a49";
+
+    /// A bare repository whose [`PREBUILT_REF`] holds `prebuilt/` with `files` (name,
+    /// bytes; `None`: a directory).
+    fn repo_with(files: &[(String, Option<Vec<u8>>)]) -> (tempfile::TempDir, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        build(&repo, files);
+        (dir, repo)
+    }
+
+    fn build(repo: &Repository, files: &[(String, Option<Vec<u8>>)]) {
+        let mut sub = repo.treebuilder(None).unwrap();
+        for (name, bytes) in files {
+            match bytes {
+                Some(b) => {
+                    let blob = repo.blob(b).unwrap();
+                    sub.insert(name, blob, 0o100644).unwrap();
+                }
+                None => {
+                    let mut inner = repo.treebuilder(None).unwrap();
+                    inner
+                        .insert("x", repo.blob(b"x").unwrap(), 0o100644)
+                        .unwrap();
+                    sub.insert(name, inner.write().unwrap(), 0o040000).unwrap();
+                }
+            }
+        }
+        let sub = sub.write().unwrap();
+        let mut root = repo.treebuilder(None).unwrap();
+        root.insert(DIR, sub, 0o040000).unwrap();
+        let tree = repo.find_tree(root.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("ci", "ci@example.org").unwrap();
+        repo.commit(Some(PREBUILT_REF), &sig, &sig, "manifests", &tree, &[])
+            .unwrap();
+    }
+
+    #[test]
+    fn the_commits_files_are_read_with_caps() {
+        let (_d, repo) = repo_with(&[
+            (format!("{C}.json"), Some(b"{\"format\": 1}\n".to_vec())),
+            (
+                format!("{C}.json.sig"),
+                Some(b"-----BEGIN SSH SIGNATURE-----\n".to_vec()),
+            ),
+            ("other.json".into(), Some(b"{}".to_vec())),
+        ]);
+        let f = read(&repo, C);
+        assert_eq!(f.commit, C);
+        assert!(f.branch_tip.is_some());
+        assert_eq!(f.manifest.as_deref(), Some("{\"format\": 1}\n"));
+        assert_eq!(
+            f.ssh_signature.as_deref(),
+            Some("-----BEGIN SSH SIGNATURE-----\n")
+        );
+        assert_eq!(f.gpg_signature, None);
+        assert_eq!(f.problem, None);
+        // Another commit: the branch is there, its files are not.
+        let other = read(&repo, &"0".repeat(40));
+        assert!(other.branch_tip.is_some() && other.manifest.is_none() && other.problem.is_none());
+    }
+
+    #[test]
+    fn files_too_large_binary_or_not_files_are_problems_not_content() {
+        let (_d, repo) = repo_with(&[
+            (
+                format!("{C}.json"),
+                Some(vec![b' '; MAX_MANIFEST_BYTES + 1]),
+            ),
+            (format!("{C}.json.sig"), Some(vec![0xff, 0xfe])),
+            (format!("{C}.json.asc"), None),
+        ]);
+        let f = read(&repo, C);
+        assert_eq!(f.manifest, None);
+        assert_eq!(f.ssh_signature, None);
+        assert_eq!(f.gpg_signature, None);
+        // The first problem is kept, naming the file.
+        assert_eq!(
+            f.problem.as_deref(),
+            Some(format!("prebuilt/{C}.json: 262145 bytes, more than the 262144 allowed").as_str())
+        );
+        let (_d, repo) = repo_with(&[(format!("{C}.json.sig"), Some(vec![b'a', 0xff]))]);
+        assert_eq!(
+            read(&repo, C).problem.as_deref(),
+            Some(format!("prebuilt/{C}.json.sig: not UTF-8 text (at byte 1)").as_str())
+        );
+        let (_d, repo) = repo_with(&[(format!("{C}.json.asc"), None)]);
+        assert_eq!(
+            read(&repo, C).problem.as_deref(),
+            Some(format!("prebuilt/{C}.json.asc: not a file").as_str())
+        );
+    }
+
+    #[test]
+    fn no_branch_is_nothing_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        assert_eq!(
+            read(&repo, C),
+            PrebuiltFiles {
+                commit: C.into(),
+                ..PrebuiltFiles::default()
+            }
+        );
+    }
+}
