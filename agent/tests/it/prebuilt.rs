@@ -65,8 +65,14 @@ impl Setup {
     /// pi1 at `content`, committed; the remote served by git daemon; prebuilt on with
     /// `prebuilt_extra` in the table (the key is added).
     fn new(content: &str, prebuilt_extra: &str) -> Setup {
+        Setup::prepared(content, prebuilt_extra, |_| {})
+    }
+
+    /// As [`Setup::new`], with `prepare` applied to the harness before the first commit.
+    fn prepared(content: &str, prebuilt_extra: &str, prepare: impl FnOnce(&mut Harness)) -> Setup {
         let mut h = Harness::new();
         h.host("pi1").content = content.into();
+        prepare(&mut h);
         h.commit("first");
         let srv = h.path("srv");
         std::fs::create_dir_all(&srv).unwrap();
@@ -145,6 +151,39 @@ impl Setup {
                 self.cache_secret.display()
             ),
         )
+    }
+
+    /// As [`Setup::build_and_cache`], for `host`.
+    fn build_and_cache_host(&self, host: &str) -> String {
+        let flake = format!(
+            "git+file://{}#nixosConfigurations.\"{host}\".config.system.build.toplevel",
+            self.h.repo.display()
+        );
+        let link = self.h.path("published-host");
+        let json = crate::substitute::nix(&[
+            "build",
+            "--json",
+            "--no-write-lock-file",
+            "--out-link",
+            link.to_str().unwrap(),
+            &flake,
+        ]);
+        let built: Value = serde_json::from_str(&json).unwrap();
+        let out = built[0]["outputs"]["out"].as_str().unwrap().to_string();
+        let url = format!(
+            "file://{}?secret-key={}",
+            self.cache.display(),
+            self.cache_secret.display()
+        );
+        crate::substitute::nix(&["copy", "--to", &url, &out]);
+        std::fs::remove_file(&link).unwrap();
+        let del = Command::new("nix-store")
+            .args(["--delete", &out])
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .output()
+            .unwrap();
+        assert!(del.status.success(), "deleting {out}: {del:?}");
+        out
     }
 
     /// Puts files on the manifest branch and pushes it.
@@ -689,5 +728,59 @@ fn the_daemon_gets_the_manifest_through_its_git_child() {
         "{stderr}"
     );
     assert_eq!(obtained(&s.h)["how"], "prebuilt", "{stderr}");
+    assert_eq!(s.nix_log().len(), 1, "{:?}", s.nix_log());
+}
+
+/// Map mode (the generic image): the host the map resolves is the one looked up in the
+/// manifest, and its system (not pi1's) is fetched.
+#[test]
+fn map_mode_fetches_the_mapped_hosts_system() {
+    if !tools() {
+        return;
+    }
+    let mut s = Setup::prepared("v1", "wait = \"0s\"", |h| {
+        let id = h.path("identity");
+        std::fs::create_dir_all(&id).unwrap();
+        std::fs::write(id.join("serial-number"), "10000000abcdef01\0").unwrap();
+        h.host_table = "map = \"machines.toml\"".into();
+        h.paths_extra = format!(
+            "serial_number = \"{d}/serial-number\"\ncpuinfo = \"{d}/cpuinfo\"\nnet_class = \"{d}/net\"\nhost_file = \"{d}/homelab-host\"",
+            d = id.display()
+        );
+        h.host("pi2").content = "v1".into();
+        std::fs::write(
+            h.repo.join("machines.toml"),
+            "serial-10000000abcdef01 = \"pi2\"\n",
+        )
+        .unwrap();
+    });
+    // A manifest without pi2: built here, and the reason names the mapped host.
+    let head = git_out(&s.h.repo, &["rev-parse", "HEAD"]);
+    let pi1 = s.build_and_cache_host("pi1");
+    s.publish(&s.ci, &head, &head, &[("pi1", &pi1)]);
+    let run = s.h.run_once();
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let o = obtained(&s.h);
+    assert_eq!(o["fallback"], "no-host", "{o}");
+    assert!(
+        o["why"]
+            .as_str()
+            .unwrap()
+            .contains("no system for host \"pi2\" (it lists: pi1)"),
+        "{o}"
+    );
+    assert!(crate::support::base(&s.h.current_system().unwrap()).contains("pi2"));
+
+    s.h.host("pi2").content = "v2".into();
+    let c2 = s.h.commit("pi2 v2");
+    push(&s.h.repo, &s.bare);
+    let pi1 = s.build_and_cache_host("pi1");
+    let pi2 = s.build_and_cache_host("pi2");
+    s.publish(&s.ci, &c2, &c2, &[("pi1", &pi1), ("pi2", &pi2)]);
+    s.clear_nix_log();
+    let run = s.h.run_once();
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(s.h.current_system().unwrap(), PathBuf::from(&pi2));
+    assert_eq!(obtained(&s.h)["how"], "prebuilt");
     assert_eq!(s.nix_log().len(), 1, "{:?}", s.nix_log());
 }
