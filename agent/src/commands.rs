@@ -599,7 +599,7 @@ pub async fn trial_deadline(config: Option<&Path>) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let rebooter = crate::reboot::doors::Systemctl {
+    let rebooter = crate::doors::reboot::Systemctl {
         program: settings.paths.systemctl.clone(),
     };
     let outcome =
@@ -646,7 +646,7 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
         }
     };
     let doors = crate::deploy::Doors::real(&settings);
-    let effects = crate::reboot::doors::Effects::real(&settings);
+    let effects = crate::doors::reboot::Effects::real(&settings);
     let boot = crate::reboot::verify::BootDoors {
         machine: doors.machine.as_ref(),
         health: doors.health.as_ref(),

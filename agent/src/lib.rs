@@ -4,6 +4,7 @@
 //!
 //! | module          | owns                                                              |
 //! |-----------------|-------------------------------------------------------------------|
+//! | [`model`]       | the shared vocabulary at the bottom (checks, pause, pivot, trust, URL) |
 //! | [`config`]      | the TOML file → validated [`config::Settings`]                    |
 //! | [`source`]      | the git remote: cheap poll, fetch into a bare cache, ssh and TLS trust |
 //! | [`nix`]         | `nix build` of this host's toplevel, and its plan (built vs fetched) |
@@ -12,6 +13,7 @@
 //! | [`trust`]       | signed heads and no silent downgrade, before anything is built    |
 //! | [`prebuilt`]    | signed manifests of systems built elsewhere, fetched not evaluated |
 //! | [`health`]      | health checks and the wait-until-healthy policy                   |
+//! | [`doors`]       | every side effect behind a trait, and the real implementations    |
 //! | [`deploy`]      | **the deploy cycle**, rollback, crash recovery, the testing branch |
 //! | [`reboot`]      | reboot policy, FleetLock, boot verification and fallback          |
 //! | [`failure`]     | the failure taxonomy: transient, environment, configuration, commit |
@@ -34,6 +36,7 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod deploy;
+pub mod doors;
 pub mod failure;
 pub mod fake_system;
 pub mod free_space;
@@ -42,6 +45,7 @@ pub mod http_body;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod nix;
 pub mod notify;
 pub mod oom_kills;

@@ -243,7 +243,7 @@ Exit codes:\n  0   planned\n  1   the commit is not on the branch, would be refu
     /// the environment (docs/reboots-uboot.md)
     Bootloader {
         #[command(subcommand)]
-        command: homelab_agent::reboot::uboot::cli::BootloaderCommand,
+        command: homelab_agent::doors::uboot::cli::BootloaderCommand,
     },
     /// Configuration commands
     Config {
@@ -447,7 +447,7 @@ fn main() -> ExitCode {
                 config,
             } => commands::pause(pick(config).as_deref(), duration, reason.as_deref()),
             Command::Bootloader { command } => {
-                homelab_agent::reboot::uboot::cli::run(command).await
+                homelab_agent::doors::uboot::cli::run(command).await
             }
             Command::Config {
                 command:

@@ -2,8 +2,8 @@
 //! manifest for, fetched from the binary cache, instead of evaluating here. Off unless
 //! `enable = true`; then the key that signs manifests is required (a key of its own:
 //! `allowed_signers_file` for ssh, `keyring_file` for gpg, as `[source]` chooses), and
-//! the manifest branch must be another branch than the deployed ones. Used by
-//! [`crate::prebuilt`].
+//! the manifest branch must be another branch than the deployed ones. Used by the
+//! prebuilt module and its door.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +13,9 @@ use serde::Deserialize;
 use super::bounds::{self, DurationKey};
 use super::trust::Verify;
 use super::validate::{absolute, err, KeyError};
+
+/// The branch manifests live on, unless `[prebuilt] branch` says otherwise.
+pub const DEFAULT_BRANCH: &str = "homelab-prebuilt";
 
 /// `[prebuilt]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -50,7 +53,7 @@ impl Default for PrebuiltSettings {
     fn default() -> Self {
         PrebuiltSettings {
             enable: false,
-            branch: crate::prebuilt::manifest::DEFAULT_BRANCH.to_string(),
+            branch: DEFAULT_BRANCH.to_string(),
             key: Verify::None,
             wait: Duration::from_secs(30 * 60),
         }
@@ -65,9 +68,7 @@ pub(super) fn validate(
     branches: &[&str],
     custom_attribute: bool,
 ) -> Result<PrebuiltSettings, KeyError> {
-    let branch = raw
-        .branch
-        .unwrap_or_else(|| crate::prebuilt::manifest::DEFAULT_BRANCH.to_string());
+    let branch = raw.branch.unwrap_or_else(|| DEFAULT_BRANCH.to_string());
     super::names::validate_branch(&branch).map_err(|m| err("prebuilt.branch", m))?;
     if branches.contains(&branch.as_str()) {
         return Err(err(

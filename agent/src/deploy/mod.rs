@@ -18,16 +18,13 @@
 //! | `target.rs`   | which host is built: the configured one, or the map's (pivot)       |
 //! | `paused.rs`   | the stop for an operator's `pause` (polls, deploys nothing)         |
 //! | `guard.rs`    | the orphan guard: never activate a system without the agent or sshd |
-//! | `prebuilt.rs` | the prebuilt door: a signed manifest's system fetched, else built   |
 //!
 //! Only a system that passed its health checks ever becomes a profile generation (the
 //! boot default); only a failure of the commit itself marks it bad.
 
 mod activate;
-pub mod doors;
 mod guard;
 mod paused;
-mod prebuilt;
 mod record;
 mod recover;
 mod target;
@@ -43,8 +40,8 @@ use crate::failure::Kind;
 use crate::notify;
 use crate::state::{IntentKind, Outcome, Phase, Pinned, Run, State, Store};
 
+pub use crate::doors::Doors;
 use activate::{Back, Ending, Plan};
-pub use doors::Doors;
 pub use recover::MAX_INTERRUPTIONS;
 pub use testing::live as testing_live;
 

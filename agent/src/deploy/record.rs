@@ -329,7 +329,7 @@ impl Agent {
         run.subject = Some(fetched.subject.clone());
         run.duration_ms = started.elapsed().as_millis() as u64;
         (run.build_ms, run.health_ms) = crate::metrics::phases::take();
-        run.obtained = crate::metrics::phases::take_obtained();
+        run.obtained = crate::state::obtained::take();
         run
     }
 }

@@ -14,8 +14,8 @@ use std::rc::Rc;
 
 use tokio::sync::Notify;
 
-use super::doors::{Builder, Doors, Fut, Health, Machine, Source};
 use super::{Agent, Exit};
+use crate::doors::{Builder, Doors, Fut, Health, Machine, Source};
 use crate::failure::{Failure, Kind};
 use crate::health::{CheckResult, Report, Verdict};
 use crate::source::Fetched;

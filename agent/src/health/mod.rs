@@ -8,44 +8,11 @@
 
 mod checks;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::config::{Check, HealthSettings, Settings};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "verdict", content = "detail", rename_all = "kebab-case")]
-pub enum Verdict {
-    Healthy(String),
-    Unhealthy(String),
-    CannotRun(String),
-}
-
-impl Verdict {
-    pub fn is_healthy(&self) -> bool {
-        matches!(self, Verdict::Healthy(_))
-    }
-    pub fn detail(&self) -> &str {
-        match self {
-            Verdict::Healthy(d) | Verdict::Unhealthy(d) | Verdict::CannotRun(d) => d,
-        }
-    }
-    pub fn label(&self) -> &'static str {
-        match self {
-            Verdict::Healthy(_) => "healthy",
-            Verdict::Unhealthy(_) => "UNHEALTHY",
-            Verdict::CannotRun(_) => "COULD NOT RUN",
-        }
-    }
-}
-
-/// One check's result in a round.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckResult {
-    pub name: String,
-    #[serde(flatten)]
-    pub verdict: Verdict,
-}
+pub use crate::model::check::{CheckResult, Verdict};
 
 /// The outcome of [`wait_until_healthy`].
 #[derive(Debug, Clone)]

@@ -7,19 +7,6 @@ use std::time::Duration;
 
 thread_local! {
     static TOOK: Cell<(Option<u64>, Option<u64>)> = const { Cell::new((None, None)) };
-    static OBTAINED: std::cell::RefCell<Option<Obtained>> = const { std::cell::RefCell::new(None) };
-}
-
-use crate::state::obtained::Obtained;
-
-/// How the system of the run being recorded was obtained (`[prebuilt]`).
-pub fn obtained(o: Obtained) {
-    OBTAINED.with(|c| *c.borrow_mut() = Some(o));
-}
-
-/// What [`obtained`] noted since it was last taken. Clears it.
-pub fn take_obtained() -> Option<Obtained> {
-    OBTAINED.with(|c| c.borrow_mut().take())
 }
 
 fn millis(d: Duration) -> Option<u64> {

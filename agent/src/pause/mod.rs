@@ -10,45 +10,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::bounds::{self, DurationError};
 use crate::state::{State, Store};
 
 /// The longest `--for` accepted: beyond that, pause without `--for` (until `resume`).
 pub const MAX_FOR: Duration = bounds::PAUSE_FOR.max;
 
-/// The operator's pause, as kept in `state.json` under `paused`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Paused {
-    /// When it began (RFC 3339).
-    pub since: String,
-    /// When it ends by itself (RFC 3339); none: until `resume`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
-    /// Why, as the operator gave it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-impl Paused {
-    /// When it ends by itself, if it does.
-    pub fn until_time(&self) -> Option<SystemTime> {
-        self.until
-            .as_deref()
-            .and_then(|u| humantime::parse_rfc3339(u).ok())
-    }
-
-    /// In force at `now`: no expiry, or an expiry still ahead.
-    pub fn active_at(&self, now: SystemTime) -> bool {
-        match (&self.until, self.until_time()) {
-            (None, _) => true,
-            (Some(_), Some(until)) => now < until,
-            // An unreadable expiry: keep the pause (never deploy by accident); `resume` ends it.
-            (Some(_), None) => true,
-        }
-    }
-}
+pub use crate::model::pause::Paused;
 
 /// The pause in force now, if any (an expired one is none).
 pub fn active(state: &State) -> Option<&Paused> {

@@ -20,8 +20,6 @@ pub mod map;
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::{default_attribute, Settings};
 use crate::failure::{Failure, Kind};
 
@@ -34,15 +32,7 @@ pub struct Target {
     pub by: Option<String>,
 }
 
-/// The host a generic machine resolved to, kept in the state (`state.pivot`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resolved {
-    pub host: String,
-    pub by: String,
-    /// The commit whose map (or host file) named it.
-    pub commit: String,
-    pub at: String,
-}
+pub use crate::model::pivot::Resolved;
 
 /// The host to build for `commit`. Outside map mode: the configured host. In map mode:
 /// the boot partition's host file, else the map's entry for this machine, else the host

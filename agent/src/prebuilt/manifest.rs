@@ -35,7 +35,7 @@ use crate::trust::{Reason, Refusal, Verdict};
 /// The format this agent reads and `publish` writes.
 pub const FORMAT: u64 = 1;
 /// The branch manifests live on, unless `[prebuilt] branch` says otherwise.
-pub const DEFAULT_BRANCH: &str = "homelab-prebuilt";
+pub use crate::config::prebuilt::DEFAULT_BRANCH;
 /// The ssh signature namespace (`ssh-keygen -Y sign -n homelab-prebuilt`): a commit
 /// signature (namespace `git`) can never pass for a manifest's, nor the reverse.
 pub const NAMESPACE: &str = "homelab-prebuilt";

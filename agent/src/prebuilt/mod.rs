@@ -15,7 +15,7 @@
 //! | `realise.rs`  | `nix-store --realise` of the system from the substituters          |
 //! | `wait.rs`     | `[prebuilt] wait`: since when a head waits for its manifest       |
 //!
-//! The door that puts this in front of the native build is deploy/prebuilt.rs.
+//! The door that puts this in front of the native build is doors/prebuilt.rs.
 
 pub mod check;
 pub mod manifest;

@@ -20,8 +20,8 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::system::{self, profile};
 
-use super::doors::Rebooter;
 use super::record;
+use crate::doors::reboot::Rebooter;
 
 /// How often the watch looks whether the boot verified meanwhile.
 const LOOK_EVERY: Duration = Duration::from_secs(10);
@@ -114,7 +114,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::deploy::doors::Fut;
+    use crate::doors::Fut;
     use crate::reboot::record::{Record, Trial};
 
     struct Machine {

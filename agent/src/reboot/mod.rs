@@ -23,21 +23,12 @@
 //! | `window.rs`    | window math in the window's time zone                             |
 //! | `verify.rs`    | `verify-boot`: verification, promotion, fallback, loop breaker    |
 //! | `deadline.rs`  | `trial-deadline`: a trial boot not verified in time is rebooted   |
-//! | `trial.rs`     | the bootloader's one-shot trial door ([`trial::TrialBoot`])       |
-//! | `model_door.rs`| a *test model* of that door (flag + trial file), for the harnesses |
 //! | `record.rs`    | `reboot.json`: pending, rebooted-for, last boot, last fallback    |
-//! | `fleetlock.rs` | the FleetLock client (pre-reboot / steady-state)                  |
-//! | `doors.rs`     | the side effects behind traits (slot, reboot) and the real ones   |
 //! | `view.rs`      | the `reboot` object of `status --json` and its human line         |
 
 pub mod deadline;
-pub mod doors;
-pub mod fleetlock;
-pub mod model_door;
 pub mod policy;
 pub mod record;
-pub mod trial;
-pub mod uboot;
 pub mod verify;
 pub mod view;
 pub mod window;
@@ -49,7 +40,7 @@ use crate::logging::message_id;
 use crate::state::State;
 use crate::system;
 
-use doors::Effects;
+use crate::doors::reboot::Effects;
 use policy::{rfc3339, Decision};
 use record::{Rebooted, Record, Waiting};
 

@@ -9,13 +9,13 @@ use std::rc::Rc;
 
 use jiff::Timestamp;
 
-use super::doors::{Effects, Rebooter, Slot};
-use super::fleetlock::LockError;
-use super::trial::TrialBoot;
 use super::verify::{verify_boot, BootDoors, Verdict};
 use super::{after_cycle_with, record, Acted};
 use crate::config::Settings;
-use crate::deploy::doors::{Fut, Health, Machine};
+use crate::doors::fleetlock::LockError;
+use crate::doors::reboot::{Effects, Rebooter, Slot};
+use crate::doors::trial::TrialBoot;
+use crate::doors::{Fut, Health, Machine};
 use crate::failure::{Failure, Kind};
 use crate::health::{CheckResult, Report, Verdict as Check};
 use crate::state::{Deployed, Outcome, Phase, State, Store};
@@ -1031,8 +1031,8 @@ async fn a_cloned_machine_id_is_detected_and_takes_no_slot() {
     let toml = format!("{WHEN_REQUIRED}\nfleetlock_url = \"{url}\"");
     let effects = |b: &TempMachine, f: &mut Fakes| {
         let fl = b.settings.reboot.fleetlock.clone().unwrap();
-        let id = super::fleetlock::lock_id(&fl, &machine_id).unwrap();
-        let client = super::fleetlock::Client::new(&fl.url, &fl.group, &id).unwrap();
+        let id = crate::doors::fleetlock::lock_id(&fl, &machine_id).unwrap();
+        let client = crate::doors::fleetlock::Client::new(&fl.url, &fl.group, &id).unwrap();
         f.effects.slot = Some(Ok(Box::new(client) as Box<dyn Slot>));
     };
     let pi1 = kernel_deploy_on("pi1", &toml);

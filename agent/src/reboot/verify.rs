@@ -31,14 +31,14 @@ use std::path::Path;
 use jiff::Timestamp;
 
 use crate::config::Settings;
-use crate::deploy::doors::{Health, Machine};
+use crate::doors::{Health, Machine};
 use crate::logging::message_id;
 use crate::state::{self, Deployed, Outcome, Phase, Run, State, Store};
 use crate::system::{self, profile, switch::Action};
 
-use super::doors::Effects;
 use super::policy::rfc3339;
 use super::record::{self, Boot, Fallback, Record};
+use crate::doors::reboot::Effects;
 
 /// The marker: verify-boot already ran in this boot.
 pub const MARKER: &str = "boot-verified";

@@ -21,7 +21,7 @@ pub mod origin;
 pub mod prebuilt;
 pub mod tls;
 pub mod tls_stream;
-pub mod url;
+pub use crate::model::url;
 
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
 //! The prebuilt manifest branch in the agent's cache (issue 24): fetched with the head
 //! (one fetch, two refspecs) into [`PREBUILT_REF`], and the fetched commit's manifest and
 //! signature files read from it, each with a size cap, before anything else sees them.
-//! What they mean is [`crate::prebuilt`]'s business; here they are bytes at paths.
+//! What they mean is the prebuilt module's business; here they are bytes at paths.
 
 use std::path::Path;
 

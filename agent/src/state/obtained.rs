@@ -113,3 +113,19 @@ pub struct Obtained {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
 }
+
+thread_local! {
+    static NOTED: std::cell::RefCell<Option<Obtained>> = const { std::cell::RefCell::new(None) };
+}
+
+/// How the system of the run being recorded was obtained: noted by the door that obtained
+/// it, taken by the run record. Per thread, as the build timings (the agent runs one cycle
+/// at a time on one thread, and parallel unit tests never mix).
+pub fn note(o: Obtained) {
+    NOTED.with(|c| *c.borrow_mut() = Some(o));
+}
+
+/// What [`note`] noted since it was last taken. Clears it.
+pub fn take() -> Option<Obtained> {
+    NOTED.with(|c| c.borrow_mut().take())
+}

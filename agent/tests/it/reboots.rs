@@ -479,7 +479,7 @@ fn outside_the_window_no_reboot_and_status_says_until_when() {
 /// The agent's client against the test server: the protocol, both ways.
 #[test]
 fn the_client_and_the_test_server_speak_the_protocol() {
-    use homelab_agent::reboot::fleetlock::{Client, LockError};
+    use homelab_agent::doors::fleetlock::{Client, LockError};
     if !require("python3") {
         return;
     }

@@ -18,7 +18,7 @@ use crate::prebuilt::manifest::StorePath;
 use crate::source::{self, prebuilt::PrebuiltFiles, Fetched};
 use crate::state::obtained::{Fallback, How, Obtained};
 
-use super::doors::{Builder, Fut, Source};
+use super::{Builder, Fut, Source};
 
 /// Realises a store path from the substituters, rooted at the given path, within the
 /// given time ([`crate::prebuilt::realise::realise`]; a fake in tests).
@@ -36,7 +36,7 @@ pub struct Prebuilt {
 
 impl Prebuilt {
     /// In front of the real doors.
-    pub fn new(settings: Settings, real: Rc<super::doors::Real>) -> Prebuilt {
+    pub fn new(settings: Settings, real: Rc<super::Real>) -> Prebuilt {
         let realise: Realise = Box::new(|system, root, timeout, runtime| {
             Box::pin(async move {
                 crate::prebuilt::realise::realise(&system, &root, timeout, &runtime).await
@@ -159,7 +159,7 @@ impl Builder for Rc<Prebuilt> {
             let fetch_ms = millis(started.elapsed());
             let (fallback, why) = match tried {
                 Ok((system, signer)) => {
-                    crate::metrics::phases::obtained(Obtained {
+                    crate::state::obtained::note(Obtained {
                         how: How::Prebuilt,
                         fetch_ms,
                         signer: Some(signer),
@@ -188,7 +188,7 @@ impl Builder for Rc<Prebuilt> {
                 fallback.as_str()
             );
             let built = self.builder.build(commit, attribute).await;
-            crate::metrics::phases::obtained(Obtained {
+            crate::state::obtained::note(Obtained {
                 how: How::BuiltHere,
                 fetch_ms,
                 signer: None,

@@ -1,13 +1,10 @@
-//! The doors: every side effect of the deploy cycle goes through one of these traits, so
-//! the cycle can run against fakes (unit tests, `deploy::tests`) and against the real
-//! git, nix, profile and `switch-to-configuration` (the [`Real`] implementations here).
+//! The real doors of the deploy cycle: git2, `nix build`, `nix-env -p`,
+//! `switch-to-configuration`, the health checks.
 //!
 //! Every door answers with a classified [`Failure`]: the cycle decides what to do from
 //! its [`Kind`](crate::failure::Kind), never from its words.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::time::Duration;
 
 use crate::config::Settings;
@@ -17,103 +14,7 @@ use crate::nix::{self, BuildRequest};
 use crate::source::{self, Fetched};
 use crate::system::{self, profile, profile::Generation, switch::Action, switch::Switcher};
 
-/// A future borrowed from its door (the agent runs on one thread: no `Send` needed).
-pub type Fut<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
-
-/// The user's repository.
-pub trait Source {
-    /// The branch head on the remote: one round trip, nothing written.
-    fn head(&self) -> Fut<'_, Result<String, Failure>>;
-    /// The branch head and, in the same round trip, the testing branch's when one is
-    /// watched ([`source::Heads`]): the poll. The default (test doors) lists no testing
-    /// branch, so the cycle asks [`Source::testing_head`] for it.
-    fn heads(&self) -> Fut<'_, Result<source::Heads, Failure>> {
-        Box::pin(async move {
-            Ok(source::Heads {
-                main: self.head().await?,
-                testing: None,
-            })
-        })
-    }
-    /// Fetches the branch into the agent's cache; what was fetched is what gets built.
-    fn fetch(&self) -> Fut<'_, Result<Fetched, Failure>>;
-    /// The trust checks on a fetched commit (signature, descent from `floors`); see
-    /// agent/src/trust. The default (test doors) trusts everything.
-    fn verify<'a>(
-        &'a self,
-        commit: &'a str,
-        floors: &'a [crate::trust::Floor],
-    ) -> Fut<'a, Result<crate::trust::Checked, crate::trust::Verdict>> {
-        let _ = (commit, floors);
-        Box::pin(async { Ok(crate::trust::Checked::default()) })
-    }
-    /// The head of the testing branch (`[source] testing_branch`), `None` when none is
-    /// watched or the remote has no such branch: a second round trip, only when
-    /// [`Source::heads`] did not list it.
-    fn testing_head(&self) -> Fut<'_, Result<Option<String>, Failure>> {
-        Box::pin(async { Ok(None) })
-    }
-    /// Fetches the testing branch into the agent's cache, like [`Source::fetch`].
-    fn fetch_testing(&self) -> Fut<'_, Result<Fetched, Failure>> {
-        Box::pin(async {
-            Err(Failure::new(
-                Kind::Configuration,
-                "no [source] testing_branch is configured",
-            ))
-        })
-    }
-}
-
-/// `nix build` of a host's toplevel (the flake `attribute`), rooted against garbage
-/// collection.
-pub trait Builder {
-    fn build<'a>(
-        &'a self,
-        commit: &'a str,
-        attribute: &'a str,
-    ) -> Fut<'a, Result<PathBuf, Failure>>;
-    /// Drops the candidate's GC root once the run is recorded.
-    fn release(&self);
-    /// Whether the build of `commit` should wait (a prebuilt manifest that may still
-    /// come, `[prebuilt] wait`): `Some(what to say)` to wait. The default: never.
-    fn hold(&self, commit: &str) -> Option<String> {
-        let _ = commit;
-        None
-    }
-}
-
-/// The machine: its live system, its profile, and `switch-to-configuration`.
-pub trait Machine {
-    /// What runs now (`/run/current-system`), resolved. A readlink, no process.
-    fn current_system(&self) -> Option<PathBuf>;
-    /// The profile's current generation (the boot default). Readlinks, no process.
-    fn profile(&self) -> Option<Generation>;
-    /// The newest generation before the current one (what an operator rollback targets).
-    fn previous_generation(&self) -> Option<Generation>;
-    /// What a candidate system would lose of the agent and sshd (the orphan guard,
-    /// system/reach.rs): read from the toplevel's files (existence only, no process).
-    fn lost(&self, system: &Path) -> Vec<system::reach::Lost> {
-        system::reach::lost(system)
-    }
-    /// Makes `system` the profile's current generation; returns its number.
-    fn set_profile<'a>(&'a self, system: &'a Path) -> Fut<'a, Result<u32, Failure>>;
-    /// `system/bin/switch-to-configuration action`, tagged with `activation` so that a
-    /// later run can find it if this one is killed while it runs.
-    fn switch<'a>(
-        &'a self,
-        system: &'a Path,
-        action: Action,
-        activation: &'a str,
-    ) -> Fut<'a, Result<(), Failure>>;
-    /// An activation tagged `activation` that may have outlived a killed run: waits for it
-    /// to end (up to a grace period), then stops it. Returns once none is running.
-    fn settle_activation<'a>(&'a self, activation: &'a str) -> Fut<'a, Result<(), Failure>>;
-}
-
-/// The health checks, against whatever system is live now.
-pub trait Health {
-    fn wait_until_healthy(&self) -> Fut<'_, health::Report>;
-}
+use super::{Builder, Fut, Health, Machine, Source};
 
 /// All four, as the cycle holds them.
 pub struct Doors {
@@ -127,7 +28,7 @@ impl Doors {
     pub fn real(settings: &Settings) -> Doors {
         let real = std::rc::Rc::new(Real::new(settings.clone()));
         if settings.prebuilt.enable {
-            // Fetches bring the manifest; builds try it first (deploy/prebuilt.rs).
+            // Fetches bring the manifest; builds try it first (doors/prebuilt.rs).
             let prebuilt = std::rc::Rc::new(super::prebuilt::Prebuilt::new(
                 settings.clone(),
                 real.clone(),
@@ -165,7 +66,7 @@ impl Real {
         self.settings.paths.state_dir.join("cache.git")
     }
 
-    pub(super) fn candidate_root(&self) -> PathBuf {
+    fn candidate_root(&self) -> PathBuf {
         self.settings.paths.state_dir.join("gcroots/candidate")
     }
 

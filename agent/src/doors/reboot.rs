@@ -7,12 +7,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Bootloader, Settings};
-use crate::deploy::doors::Fut;
+use crate::config::{Bootloader, Settings, UBootSettings};
+use crate::doors::Fut;
 use crate::process::Cmd;
 
 use super::fleetlock::{self, Client, LockError};
-use super::trial::{TrialBoot, UBootSettings};
+use super::trial::TrialBoot;
 
 /// A FleetLock reboot slot for this machine.
 pub trait Slot {
@@ -47,7 +47,7 @@ pub fn trial_door(bootloader: Bootloader, settings: UBootSettings) -> Option<Box
     match bootloader {
         Bootloader::None => None,
         Bootloader::Uboot => Some(Box::new(super::uboot::UBoot::new(settings))),
-        Bootloader::TestModel => Some(Box::new(super::model_door::TestModelDoor::new(
+        Bootloader::TestModel => Some(Box::new(super::trial_model::TestModelDoor::new(
             &settings.boot_dir,
         ))),
     }

@@ -125,7 +125,7 @@ fn signed(key: &Path, commit: &str, host: &str) -> PrebuiltFiles {
 }
 
 fn obtained() -> Obtained {
-    crate::metrics::phases::take_obtained().expect("the door notes how the system was obtained")
+    crate::state::obtained::take().expect("the door notes how the system was obtained")
 }
 
 #[tokio::test]
