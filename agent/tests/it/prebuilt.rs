@@ -784,3 +784,144 @@ fn map_mode_fetches_the_mapped_hosts_system() {
     assert_eq!(obtained(&s.h)["how"], "prebuilt");
     assert_eq!(s.nix_log().len(), 1, "{:?}", s.nix_log());
 }
+
+/// What one measured run cost: the agent and every process it waited for.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    wall: f64,
+    cpu: f64,
+    /// The largest resident set of the agent or any of its children, in MiB.
+    peak_mib: f64,
+}
+
+/// Runs the agent's `run --once` under a python3 wrapper that reports
+/// `getrusage(RUSAGE_CHILDREN)` (its own children only: a fresh high-water mark per run).
+fn measured_run(h: &Harness) -> Cost {
+    const PY: &str = "import json,resource,subprocess,sys,time\n\
+        t=time.monotonic(); rc=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL).returncode\n\
+        w=time.monotonic()-t; r=resource.getrusage(resource.RUSAGE_CHILDREN)\n\
+        print(json.dumps({'rc':rc,'wall':w,'cpu':r.ru_utime+r.ru_stime,'maxrss_kib':r.ru_maxrss}))";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", PY, crate::support::BIN, "--config"])
+        .arg(h.config_path())
+        .args(["run", "--once"])
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .env_remove("NOTIFY_SOCKET")
+        .env("HOMELAB_AGENT_LOG", "info");
+    for (k, v) in &h.env {
+        cmd.env(k, v);
+    }
+    // A Pi never evaluated this commit: nix's evaluation cache (filled by the
+    // "workstation" build on this same machine) must not answer for it.
+    let config = h
+        .env
+        .iter()
+        .find(|(k, _)| k == "NIX_CONFIG")
+        .map(|(_, v)| v.clone());
+    cmd.env(
+        "NIX_CONFIG",
+        format!(
+            "{}eval-cache = false\n",
+            config.unwrap_or(NIX_CONFIG.into())
+        ),
+    );
+    let out = cmd.output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(v["rc"], 0, "{v}");
+    Cost {
+        wall: v["wall"].as_f64().unwrap(),
+        cpu: v["cpu"].as_f64().unwrap(),
+        peak_mib: v["maxrss_kib"].as_f64().unwrap() / 1024.0,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The benchmark of docs/performance.md (not a timed test: `cargo test --test it
+/// prebuilt::benchmark -- --ignored --nocapture`). Each pair deploys one commit twice on
+/// the same machine: prebuilt (fetched from the signed file cache), then, with the state
+/// and the live system put back, natively (evaluated and built here). The fixture's
+/// evaluation holds `HOMELAB_BENCH_EVAL_STRINGS` strings (default 2,000,000: about 1 s and
+/// 450 MB with Nix 2.8). Prints medians of the pairs.
+#[test]
+#[ignore = "a benchmark: run it on purpose"]
+fn benchmark_prebuilt_against_native() {
+    if !tools() || !crate::support::require("python3") {
+        return;
+    }
+    let strings: u64 = std::env::var("HOMELAB_BENCH_EVAL_STRINGS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000);
+    let pairs: usize = std::env::var("HOMELAB_BENCH_PAIRS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let mut s = Setup::prepared("b0", "wait = \"0s\"", |h| {
+        h.host("pi1").build = format!("eval-cost:{strings}");
+    });
+    let prebuilt_extra = s.h.extra.clone();
+    let native_extra = prebuilt_extra.replace("enable = true", "enable = false");
+    let (mut p, mut n) = (Vec::new(), Vec::new());
+    let mut obtain = (Vec::new(), Vec::new());
+    for i in 1..=pairs {
+        let commit = s.commit(&format!("b{i}"), &format!("bench {i}"));
+        let system = s.build_and_cache();
+        s.publish(&s.ci, &commit, &commit, &[("pi1", &system)]);
+        let before = std::fs::read_link(s.h.current_system_link()).ok();
+
+        s.h.extra = prebuilt_extra.clone();
+        p.push(measured_run(&s.h));
+        let o = obtained(&s.h);
+        assert_eq!(o["how"], "prebuilt", "{o}");
+        obtain.0.push(o["fetch_ms"].as_f64().unwrap() / 1000.0);
+        assert_eq!(s.h.current_system().unwrap(), PathBuf::from(&system));
+
+        // The same commit again, natively: the state and the live system as before.
+        let _ = std::fs::remove_dir_all(s.h.path("state"));
+        let _ = std::fs::remove_dir_all(s.h.path("runtime"));
+        let link = s.h.current_system_link();
+        let _ = std::fs::remove_file(&link);
+        if let Some(b) = &before {
+            std::os::unix::fs::symlink(b, &link).unwrap();
+        }
+        s.h.extra = native_extra.clone();
+        n.push(measured_run(&s.h));
+        let run = &s.h.history()[0];
+        assert_eq!(run["outcome"], "deployed", "{run}");
+        assert!(run["obtained"].is_null(), "{run}");
+        obtain.1.push(run["build_ms"].as_f64().unwrap() / 1000.0);
+    }
+    let show = |name: &str, c: &[Cost], obtain: &[f64]| {
+        println!(
+            "{name:<9} wall {:6.2} s  cpu {:6.2} s  peak {:7.1} MiB  obtaining the system {:6.2} s",
+            median(c.iter().map(|c| c.wall).collect()),
+            median(c.iter().map(|c| c.cpu).collect()),
+            median(c.iter().map(|c| c.peak_mib).collect()),
+            median(obtain.to_vec()),
+        );
+    };
+    println!("medians of {pairs} pairs, evaluation holding {strings} strings:");
+    show("prebuilt", &p, &obtain.0);
+    show("native", &n, &obtain.1);
+    for (i, (a, b)) in p.iter().zip(&n).enumerate() {
+        println!(
+            "pair {}: prebuilt {:.2} s {:.2} cpu {:.1} MiB | native {:.2} s {:.2} cpu {:.1} MiB",
+            i + 1,
+            a.wall,
+            a.cpu,
+            a.peak_mib,
+            b.wall,
+            b.cpu,
+            b.peak_mib
+        );
+    }
+}
