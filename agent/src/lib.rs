@@ -17,11 +17,13 @@
 //! | [`deploy`]      | **the deploy cycle**, rollback, crash recovery, the testing branch |
 //! | [`reboot`]      | reboot policy, FleetLock, boot verification and fallback          |
 //! | [`failure`]     | the failure taxonomy: transient, environment, configuration, commit |
+//! | [`ledger`]      | the one writer of runs, deployments, pending rollbacks, bad commits |
 //! | [`state`]       | the durable state file: intent, history, bad commits              |
 //! | [`runtime`]     | volatile facts (last poll) kept off the SD card                   |
 //! | [`metrics`]     | Prometheus textfile metrics, written only when a value changed    |
 //! | [`pause`]       | the operator's maintenance pause (`pause`, `resume`)              |
 //! | [`plan`]        | `plan [COMMIT]`: what a commit would do here, without touching it |
+//! | [`publish`]     | `publish`: a workstation's prebuilt systems and their signed manifest |
 //! | [`status`]      | `status` / `history` view model and rendering                     |
 //! | [`commands`]    | one function per CLI command, returning an exit code              |
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
@@ -42,6 +44,7 @@ pub mod fake_system;
 pub mod free_space;
 pub mod health;
 pub mod http_body;
+pub mod ledger;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
@@ -54,6 +57,7 @@ pub mod pivot;
 pub mod plan;
 pub mod prebuilt;
 pub mod process;
+pub mod publish;
 pub mod reboot;
 pub mod runtime;
 pub mod source;

@@ -61,7 +61,7 @@ pub struct Cmd {
 }
 
 /// Reads a command's stderr lines as they come (nix's `--log-format internal-json`:
-/// [`crate::nix::progress`]) and says what text each stands for.
+/// `nix::progress`) and says what text each stands for.
 #[derive(Clone)]
 pub struct LineFilter(pub Arc<LineFn>);
 

@@ -24,7 +24,7 @@ pub struct Progress {
 }
 
 /// nix's progress while it builds, counted from `--log-format internal-json`
-/// ([`crate::nix::progress`]): written here at most once a second, never to the SD card.
+/// (`nix::progress`): written here at most once a second, never to the SD card.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BuildProgress {

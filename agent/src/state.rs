@@ -114,6 +114,15 @@ pub struct Testing {
     pub at: String,
 }
 
+impl Testing {
+    /// The tested system, if it is still what runs (a reboot or a deployment replaces it).
+    pub fn live(&self, current: Option<&std::path::Path>) -> bool {
+        self.outcome == Outcome::Tested
+            && self.system.as_deref().map(std::path::Path::new) == current
+            && current.is_some()
+    }
+}
+
 /// A damaged or lost state record, as a load found it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Damage {
@@ -327,7 +336,7 @@ pub struct Run {
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub checks: Vec<CheckResult>,
     pub duration_ms: u64,
-    /// How long the build took, when this run built (`metrics::phases`).
+    /// How long the build took, when this run built (`crate::ledger::Took`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_ms: Option<u64>,
     /// How long the health checks took (settle included), when they ran.

@@ -6,14 +6,18 @@
 //! | file             | door                                                           |
 //! |------------------|----------------------------------------------------------------|
 //! | `source.rs`      | [`Source`]: the user's repository                              |
+//! | `git.rs`         | the real [`Source`]s: git in this process, or in a child       |
 //! | `builder.rs`     | [`Builder`]: `nix build` of a host's toplevel                  |
 //! | `machine.rs`     | [`Machine`]: the live system, the profile, the switch          |
 //! | `health.rs`      | [`Health`]: the health checks                                  |
-//! | `real.rs`        | [`Real`]: the four above, for real; [`Doors`]: the bundle       |
+//! | `real.rs`        | [`Real`]: builder, machine, health; [`Doors`]: the bundle       |
 //! | `prebuilt.rs`    | [`prebuilt::Prebuilt`]: Source and Builder in front of the real |
 //! |                  | ones: a signed manifest's system fetched, else built (issue 24) |
-//! | `reboot.rs`      | [`reboot::Slot`], [`reboot::Rebooter`] and the reboot bundle    |
-//! | `fleetlock.rs`   | the FleetLock client (the real [`reboot::Slot`])               |
+//! | `reboot.rs`      | [`reboot::Effects`]: the reboot side's bundle                  |
+//! | `slot.rs`        | [`slot::Slot`]: a FleetLock reboot slot                        |
+//! | `fleetlock.rs`   | the FleetLock client (the real [`slot::Slot`])                 |
+//! | `rebooter.rs`    | [`rebooter::Rebooter`]: `systemctl reboot`                     |
+//! | `links.rs`       | [`links::Links`]: booted and running system, profile           |
 //! | `trial.rs`       | [`trial::TrialBoot`]: the bootloader's one-shot trial          |
 //! | `uboot.rs`       | U-Boot's trial (the real [`trial::TrialBoot`]) and its CLI     |
 //! | `trial_model.rs` | a *test model* of the trial door (flag + trial file)           |
@@ -26,11 +30,15 @@ use std::pin::Pin;
 
 mod builder;
 pub mod fleetlock;
+pub mod git;
 mod health;
+pub mod links;
 mod machine;
 pub mod prebuilt;
 mod real;
 pub mod reboot;
+pub mod rebooter;
+pub mod slot;
 mod source;
 pub mod trial;
 pub mod trial_model;

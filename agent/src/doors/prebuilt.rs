@@ -35,14 +35,14 @@ pub struct Prebuilt {
 }
 
 impl Prebuilt {
-    /// In front of the real doors.
-    pub fn new(settings: Settings, real: Rc<super::Real>) -> Prebuilt {
+    /// In front of the real doors (`source`: git in this process or in a child).
+    pub fn new(settings: Settings, source: Box<dyn Source>, builder: Box<dyn Builder>) -> Prebuilt {
         let realise: Realise = Box::new(|system, root, timeout, runtime| {
             Box::pin(async move {
                 crate::prebuilt::realise::realise(&system, &root, timeout, &runtime).await
             })
         });
-        Prebuilt::with(settings, Box::new(real.clone()), Box::new(real), realise)
+        Prebuilt::with(settings, source, builder, realise)
     }
 
     pub fn with(
@@ -140,6 +140,15 @@ impl Source for Rc<Prebuilt> {
 
     fn testing_head(&self) -> Fut<'_, Result<Option<String>, Failure>> {
         self.source.testing_head()
+    }
+
+    fn read_file<'a>(
+        &'a self,
+        commit: &'a str,
+        file: &'a str,
+        max: usize,
+    ) -> Fut<'a, Result<Option<String>, Failure>> {
+        self.source.read_file(commit, file, max)
     }
 
     fn fetch_testing(&self) -> Fut<'_, Result<Fetched, Failure>> {

@@ -26,6 +26,14 @@ impl Source for FakeSource {
     fn head(&self) -> Fut<'_, Result<String, Failure>> {
         Box::pin(async { Ok(COMMIT.to_string()) })
     }
+    fn read_file<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: usize,
+    ) -> Fut<'a, Result<Option<String>, Failure>> {
+        Box::pin(async { Ok(None) })
+    }
     fn fetch(&self) -> Fut<'_, Result<Fetched, Failure>> {
         let files = self.files.clone();
         Box::pin(async move {

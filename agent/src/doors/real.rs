@@ -1,19 +1,20 @@
-//! The real doors of the deploy cycle: git2, `nix build`, `nix-env -p`,
-//! `switch-to-configuration`, the health checks.
+//! The real doors of the deploy cycle: `nix build`, `nix-env -p`,
+//! `switch-to-configuration`, the health checks; the Source door's two (git in this
+//! process or in a child) are in git.rs, chosen here.
 //!
 //! Every door answers with a classified [`Failure`]: the cycle decides what to do from
 //! its [`Kind`](crate::failure::Kind), never from its words.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::rc::Rc;
 
 use crate::config::Settings;
 use crate::failure::{Failure, Kind};
-use crate::health;
+use crate::health::{self, RemoteHead};
 use crate::nix::{self, BuildRequest};
-use crate::source::{self, Fetched};
 use crate::system::{self, profile, profile::Generation, switch::Action, switch::Switcher};
 
+use super::git::{Child, InProcess};
 use super::{Builder, Fut, Health, Machine, Source};
 
 /// All four, as the cycle holds them.
@@ -25,13 +26,30 @@ pub struct Doors {
 }
 
 impl Doors {
+    /// The real doors, with git calls in this process (`run --once`, `verify-boot`).
     pub fn real(settings: &Settings) -> Doors {
-        let real = std::rc::Rc::new(Real::new(settings.clone()));
+        Doors::with_git(settings, InProcess::new(settings), InProcess::new(settings))
+    }
+
+    /// The real doors of the daemon: its git calls in child processes reading `config`
+    /// (the configuration it started with, copied: source/child.rs).
+    pub fn daemon(settings: &Settings, config: &Path) -> Doors {
+        let child = || Child::new(settings, config.to_path_buf());
+        Doors::with_git(settings, child(), child())
+    }
+
+    fn with_git(
+        settings: &Settings,
+        source: impl Source + 'static,
+        remote: impl RemoteHead + 'static,
+    ) -> Doors {
+        let real = Rc::new(Real::new(settings.clone(), Rc::new(remote)));
         if settings.prebuilt.enable {
             // Fetches bring the manifest; builds try it first (doors/prebuilt.rs).
-            let prebuilt = std::rc::Rc::new(super::prebuilt::Prebuilt::new(
+            let prebuilt = Rc::new(super::prebuilt::Prebuilt::new(
                 settings.clone(),
-                real.clone(),
+                Box::new(source),
+                Box::new(real.clone()),
             ));
             return Doors {
                 source: Box::new(prebuilt.clone()),
@@ -41,7 +59,7 @@ impl Doors {
             };
         }
         Doors {
-            source: Box::new(real.clone()),
+            source: Box::new(source),
             builder: Box::new(real.clone()),
             machine: Box::new(real.clone()),
             health: Box::new(real),
@@ -53,13 +71,19 @@ impl Doors {
 pub struct Real {
     settings: Settings,
     switcher: Switcher,
+    /// How the `remote` health check reaches the remote: as the Source door does.
+    remote: Rc<dyn RemoteHead>,
 }
 
 impl Real {
-    pub fn new(settings: Settings) -> Real {
+    pub fn new(settings: Settings, remote: Rc<dyn RemoteHead>) -> Real {
         let p = &settings.paths;
         let switcher = Switcher::new(&settings.activation, &p.systemd_run, &p.systemctl);
-        Real { settings, switcher }
+        Real {
+            settings,
+            switcher,
+            remote,
+        }
     }
 
     fn cache_repo(&self) -> PathBuf {
@@ -69,100 +93,9 @@ impl Real {
     fn candidate_root(&self) -> PathBuf {
         self.settings.paths.state_dir.join("gcroots/candidate")
     }
-
-    fn git_deadline(&self) -> Duration {
-        self.settings.source.timeout
-    }
 }
 
-fn source_failure(e: source::SourceError) -> Failure {
-    Failure::new(e.kind(), e.to_string())
-}
-
-impl Source for std::rc::Rc<Real> {
-    fn head(&self) -> Fut<'_, Result<String, Failure>> {
-        Box::pin(async move {
-            source::remote_head(&self.settings.source, self.git_deadline())
-                .await
-                .map_err(source_failure)
-        })
-    }
-
-    fn heads(&self) -> Fut<'_, Result<source::Heads, Failure>> {
-        Box::pin(async move {
-            source::remote_heads(&self.settings.source, self.git_deadline())
-                .await
-                .map_err(source_failure)
-        })
-    }
-
-    fn fetch(&self) -> Fut<'_, Result<Fetched, Failure>> {
-        Box::pin(async move {
-            source::fetch(
-                &self.settings.source,
-                self.cache_repo(),
-                self.git_deadline(),
-            )
-            .await
-            .map_err(source_failure)
-        })
-    }
-
-    fn verify<'a>(
-        &'a self,
-        commit: &'a str,
-        floors: &'a [crate::trust::Floor],
-    ) -> Fut<'a, Result<crate::trust::Checked, crate::trust::Verdict>> {
-        Box::pin(async move {
-            let cache = self.cache_repo();
-            if source::child::enabled() {
-                // The daemon: libgit2 only in a child (source/child.rs).
-                return source::child::verify(&self.settings.source, &cache, commit, floors).await;
-            }
-            crate::trust::check(&self.settings.source.trust, &cache, commit, floors).await
-        })
-    }
-
-    fn testing_head(&self) -> Fut<'_, Result<Option<String>, Failure>> {
-        Box::pin(async move {
-            let Some(settings) = self.testing_settings() else {
-                return Ok(None);
-            };
-            match source::remote_head(&settings, self.git_deadline()).await {
-                Ok(head) => Ok(Some(head)),
-                // No testing branch on the remote: nothing on test, which is normal.
-                Err(source::SourceError::BranchNotFound { .. }) => Ok(None),
-                Err(e) => Err(source_failure(e)),
-            }
-        })
-    }
-
-    fn fetch_testing(&self) -> Fut<'_, Result<Fetched, Failure>> {
-        Box::pin(async move {
-            let Some(settings) = self.testing_settings() else {
-                return Err(Failure::new(
-                    Kind::Configuration,
-                    "no [source] testing_branch is configured",
-                ));
-            };
-            source::fetch(&settings, self.cache_repo(), self.git_deadline())
-                .await
-                .map_err(source_failure)
-        })
-    }
-}
-
-impl Real {
-    /// The source settings with the testing branch in place of the main one.
-    fn testing_settings(&self) -> Option<crate::config::SourceSettings> {
-        let branch = self.settings.source.testing_branch.clone()?;
-        let mut s = self.settings.source.clone();
-        s.branch = branch;
-        Some(s)
-    }
-}
-
-impl Builder for std::rc::Rc<Real> {
+impl Builder for Rc<Real> {
     fn build<'a>(
         &'a self,
         commit: &'a str,
@@ -233,7 +166,7 @@ impl Builder for std::rc::Rc<Real> {
     }
 }
 
-impl Machine for std::rc::Rc<Real> {
+impl Machine for Rc<Real> {
     fn current_system(&self) -> Option<PathBuf> {
         system::resolve(&self.settings.paths.current_system)
     }
@@ -296,11 +229,12 @@ impl Machine for std::rc::Rc<Real> {
     }
 }
 
-impl Health for std::rc::Rc<Real> {
+impl Health for Rc<Real> {
     fn wait_until_healthy(&self) -> Fut<'_, health::Report> {
         Box::pin(async move {
             let context = health::Context {
                 settings: &self.settings,
+                remote: self.remote.as_ref(),
             };
             health::wait_until_healthy(&self.settings.health, &context).await
         })

@@ -1,5 +1,5 @@
-//! The Source door: the user's repository (the real one: [`super::Real`] over
-//! agent/src/source).
+//! The Source door: the user's repository (the real ones, git in this process or in
+//! the daemon's git child: `git.rs`, over agent/src/source).
 
 use crate::failure::{Failure, Kind};
 use crate::source::{self, Fetched};
@@ -39,6 +39,14 @@ pub trait Source {
     fn testing_head(&self) -> Fut<'_, Result<Option<String>, Failure>> {
         Box::pin(async { Ok(None) })
     }
+    /// `file` at a fetched `commit`, read from the agent's cache, at most `max` bytes;
+    /// `None` when the commit has no such file (map mode's map: pivot/).
+    fn read_file<'a>(
+        &'a self,
+        commit: &'a str,
+        file: &'a str,
+        max: usize,
+    ) -> Fut<'a, Result<Option<String>, Failure>>;
     /// Fetches the testing branch into the agent's cache, like [`Source::fetch`].
     fn fetch_testing(&self) -> Fut<'_, Result<Fetched, Failure>> {
         Box::pin(async {
@@ -47,5 +55,17 @@ pub trait Source {
                 "no [source] testing_branch is configured",
             ))
         })
+    }
+}
+
+/// Map mode reads its map through the Source door.
+impl<T: Source + ?Sized> crate::pivot::MapReader for T {
+    fn read_file<'a>(
+        &'a self,
+        commit: &'a str,
+        file: &'a str,
+        max: usize,
+    ) -> Fut<'a, Result<Option<String>, Failure>> {
+        Source::read_file(self, commit, file, max)
     }
 }

@@ -203,15 +203,9 @@ async fn systemd_check(
 
 async fn remote_check(ctx: &Context<'_>, timeout: Duration) -> Verdict {
     let source = &ctx.settings.source;
-    match crate::source::remote_head(source, timeout).await {
+    match ctx.remote.head(timeout).await {
         Ok(_) => Verdict::Healthy(format!("{} reachable", source.url.redacted())),
-        Err(e) => Verdict::Unhealthy(
-            e.to_string()
-                .lines()
-                .next()
-                .unwrap_or("unreachable")
-                .to_string(),
-        ),
+        Err(e) => Verdict::Unhealthy(e.lines().next().unwrap_or("unreachable").to_string()),
     }
 }
 

@@ -8,9 +8,13 @@
 
 mod checks;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
 use tokio::time::Instant;
 
-use crate::config::{Check, HealthSettings, Settings};
+use crate::config::{Check, HealthSettings, Settings, SourceSettings};
 
 pub use crate::model::check::{CheckResult, Verdict};
 
@@ -43,6 +47,31 @@ impl Report {
 /// Everything a check needs from outside itself.
 pub struct Context<'a> {
     pub settings: &'a Settings,
+    /// How the `remote` check asks for the branch head: the way the Source door does
+    /// (doors/git.rs: in the daemon, in its git child), or [`InProcess`].
+    pub remote: &'a dyn RemoteHead,
+}
+
+/// The watched branch's head on the remote, within `timeout`; `Err`: what went wrong.
+pub trait RemoteHead {
+    fn head(&self, timeout: Duration)
+        -> Pin<Box<dyn Future<Output = Result<String, String>> + '_>>;
+}
+
+/// The head asked in this process (the `check` command).
+pub struct InProcess<'a>(pub &'a SourceSettings);
+
+impl RemoteHead for InProcess<'_> {
+    fn head(
+        &self,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + '_>> {
+        Box::pin(async move {
+            crate::source::remote_head(self.0, timeout)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Runs every check once, one after the other (each bounded by its own timeout).

@@ -5,12 +5,14 @@
 //! | file          | owns                                                                |
 //! |---------------|---------------------------------------------------------------------|
 //! | `check.rs`    | a health check's [`check::Verdict`] and [`check::CheckResult`]      |
+//! | `commit.rs`   | commit ids as shown ([`commit::short`]), the cache's candidate ref   |
 //! | `pause.rs`    | the operator's pause as stored ([`pause::Paused`])                  |
 //! | `pivot.rs`    | the host a generic machine resolved to ([`pivot::Resolved`])        |
 //! | `trust.rs`    | why a head was refused ([`trust::Reason`])                          |
 //! | `url.rs`      | the remote's URL, parsed and checked ([`url::RemoteUrl`])           |
 
 pub mod check;
+pub mod commit;
 pub mod pause;
 pub mod pivot;
 pub mod trust;

@@ -12,6 +12,7 @@
 //! itself at libgit2's socket timeouts (15 s connect, 60 s read), so with polls at least
 //! 10 s apart only a handful can exist at once.
 
+pub mod blob;
 pub mod cache;
 pub mod child;
 pub mod error;
@@ -54,9 +55,6 @@ pub async fn remote_heads(
     settings: &SourceSettings,
     deadline: Duration,
 ) -> Result<Heads, SourceError> {
-    if child::enabled() {
-        return child::remote_heads(settings, deadline).await;
-    }
     let settings = settings.clone();
     detached(settings.url.redacted().to_string(), deadline, move || {
         let testing = settings.testing_branch.as_deref();
@@ -71,9 +69,6 @@ pub async fn fetch(
     cache: PathBuf,
     deadline: Duration,
 ) -> Result<Fetched, SourceError> {
-    if child::enabled() {
-        return child::fetch(settings, &cache, deadline).await;
-    }
     let settings = settings.clone();
     detached(settings.url.redacted().to_string(), deadline, move || {
         let _writer = match CACHE_WRITER.try_lock() {

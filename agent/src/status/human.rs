@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
 use super::{AttentionKind, HeadStatus, Label, Status};
-use crate::deploy::short;
+use crate::model::commit::short;
 use crate::state::Run;
 use crate::text::Escaping;
 

@@ -438,7 +438,7 @@ fn a_failed_boot_verification_is_notified_before_the_fallback_reboot() {
         ))),
         "{doc}"
     );
-    // Told once: verify-boot's own send after the reboot request finds the queue empty.
+    // Told once: verify-boot sends the events of what it recorded, once, before the reboot.
     assert_eq!(std::fs::read_to_string(&told).unwrap(), "failed\n");
 }
 
