@@ -55,6 +55,7 @@ fn main() {
     // The machine's first commit, deployed natively: the state a Pi is in before a push.
     let fake = live.join("fake");
     std::fs::create_dir_all(fake.join("run")).unwrap();
+    std::fs::create_dir_all(live.join("profiles")).unwrap();
     let mut host = Host::new("pi1");
     host.content = "first".into();
     commit(&repo, &fake, &host, "first");

@@ -12,6 +12,7 @@
 mod file;
 pub mod format;
 mod memory;
+pub mod obtained;
 mod store;
 
 pub use file::{
@@ -280,6 +281,9 @@ pub enum Outcome {
     Pinned,
     /// A poll while paused (`homelab-agent pause`): news only, never history.
     Paused,
+    /// A poll that waits for the head's prebuilt manifest (`[prebuilt] wait`): news
+    /// only, never history.
+    Waiting,
     /// A testing-branch commit activated with `test` only and healthy: live until the
     /// next reboot or main deployment, never the boot default.
     Tested,
@@ -297,6 +301,7 @@ impl Outcome {
             Outcome::RolledBack => "rolled-back",
             Outcome::Pinned => "pinned",
             Outcome::Paused => "paused",
+            Outcome::Waiting => "waiting",
             Outcome::Tested => "tested",
         }
     }
@@ -362,6 +367,9 @@ pub struct Run {
     /// How long the health checks took (settle included), when they ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_ms: Option<u64>,
+    /// With `[prebuilt]` on: how the system was obtained (prebuilt or built here, why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obtained: Option<obtained::Obtained>,
 }
 
 impl Run {
@@ -381,6 +389,7 @@ impl Run {
             duration_ms: 0,
             build_ms: None,
             health_ms: None,
+            obtained: None,
         }
     }
 }

@@ -84,6 +84,7 @@ in
     ./options.nix
     ./push.nix
     ./trust.nix
+    ./prebuilt.nix
     ./fetch-and-build.nix
     ./host-map.nix
     ./reboot.nix

@@ -231,6 +231,21 @@ let
       allowDowngrade = true;
     };
   });
+  # prebuilt.nix: signed manifests of systems built elsewhere (issue 24).
+  withPrebuilt = agent (base {
+    prebuilt = {
+      enable = true;
+      allowedSigners = "ci@example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample";
+      wait = "2h";
+    };
+  });
+  withPrebuiltGpg = agent (base {
+    prebuilt = {
+      enable = true;
+      keyringFile = "/etc/homelab-agent/ci.gpg";
+      branch = "ci/prebuilt";
+    };
+  });
   # tls-subst: a private CA, a local-build limit, the per-host testing branch (fetch-and-build.nix).
   withTrust = agent (base {
     repository = {
@@ -987,6 +1002,21 @@ let
     (expect "trust: gpg puts gpgv on the unit's PATH" (lib.any (p: p.name or "" == "gnupg") withGpg.unit.path) true)
     (expectAssertion "trust: ssh without signers is refused" (base { trust.verify = "ssh"; }) "no signer is allowed")
     (expectAssertion "trust: gpg without a keyring is refused" (base { trust.verify = "gpg"; }) "no keyring is set")
+    (expect "prebuilt: nothing by default" (minimal.toml ? prebuilt) false)
+    (expect "prebuilt: ssh signers render enable, the signers file and wait" (
+      with withPrebuilt.toml.prebuilt; [ enable (lib.hasSuffix "homelab-agent-prebuilt-signers" allowed_signers_file) wait (withPrebuilt.toml.prebuilt ? branch) ]
+    ) [ true true "2h" false ])
+    (expect "prebuilt: a gpg keyring renders the keyring and the branch, and gpgv is on PATH" (
+      with withPrebuiltGpg.toml.prebuilt; [ keyring_file branch (lib.any (p: p.name or "" == "gnupg") withPrebuiltGpg.unit.path) ]
+    ) [ "/etc/homelab-agent/ci.gpg" "ci/prebuilt" true ])
+    (expectAssertion "prebuilt: enabled without a signer is refused" (base { prebuilt.enable = true; }) "no one may sign manifests")
+    (expectAssertion "prebuilt: two kinds of signer are refused" (base {
+      prebuilt = {
+        enable = true;
+        allowedSignersFile = "/etc/ci";
+        keyringFile = "/etc/ci.gpg";
+      };
+    }) "set one of allowedSigners")
     (expect "version: stamp file" (versionStamp { rev = "0123abc"; }) "0123abc\n")
     (expect "version: no stamp file without a revision" (versionStamp { }) null)
 
@@ -1069,6 +1099,8 @@ let
     reboot = rebooting.toml;
     with-metrics = withMetrics.toml;
     with-trust = withTrust.toml;
+    with-prebuilt = withPrebuilt.toml;
+    with-prebuilt-gpg = withPrebuiltGpg.toml;
     provisioning = provisioned.environment.etc."homelab-agent/config.toml".source.value;
   });
 
@@ -1103,6 +1135,14 @@ let
         relative-metrics-dir = {
           settings.metrics.textfile_dir = "metrics";
           key = "metrics.textfile_dir";
+        };
+        prebuilt-deployed-branch = {
+          settings.prebuilt = {
+            enable = true;
+            allowed_signers_file = "/etc/ci";
+            branch = "main";
+          };
+          key = "prebuilt.branch";
         };
         unknown-key = {
           settings.source.mirror = "https://example.org/x.git";

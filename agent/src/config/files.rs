@@ -28,6 +28,7 @@ pub fn check(s: &Settings, text: &str) -> Vec<ConfigError> {
         wanted.push(("source.known_hosts_file".into(), &s.source.known_hosts_file));
     }
     wanted.extend(super::trust::key_file(&s.source.trust));
+    wanted.extend(super::prebuilt::key_file(&s.prebuilt));
     for (i, c) in s.health.checks.iter().enumerate() {
         if let CheckKind::Command { command } = &c.kind {
             if let Some(program) = command.first().map(Path::new).filter(|p| p.is_absolute()) {

@@ -10,6 +10,7 @@ mod host_map;
 mod locate;
 mod metrics;
 mod names;
+pub mod prebuilt;
 mod raw;
 pub mod reboot;
 mod suggest;
@@ -78,6 +79,8 @@ pub struct Settings {
     /// `[retention] keep`: at most this many profile generations are kept (the newest;
     /// the booted and the default one always). `None`: all (nix.gc decides).
     pub retention_keep: Option<u32>,
+    /// `[prebuilt]` (config/prebuilt.rs): systems built elsewhere, off by default.
+    pub prebuilt: prebuilt::PrebuiltSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +99,9 @@ pub struct SourceSettings {
     /// The per-host testing branch (`{host}` already replaced), if watched: its commits
     /// are activated with `switch-to-configuration test` only (deploy/testing.rs).
     pub testing_branch: Option<String>,
+    /// `[prebuilt] branch` when `[prebuilt]` is enabled: fetched with the head, so its
+    /// manifest comes in the same fetch (the prebuilt module).
+    pub prebuilt_branch: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -289,6 +295,12 @@ pub fn summary_json(s: &Settings) -> serde_json::Value {
             "policy": s.reboot.policy.as_str(),
             "summary": reboot::summary(&s.reboot),
         },
+        "prebuilt": {
+            "enable": s.prebuilt.enable,
+            "branch": s.prebuilt.branch,
+            "verify": s.prebuilt.key.as_str(),
+            "wait_seconds": s.prebuilt.wait.as_secs(),
+        },
     })
 }
 
@@ -305,6 +317,24 @@ pub fn summary(s: &Settings) -> BTreeMap<&'static str, String> {
         ("health checks", s.health.checks.len().to_string()),
         ("reboot", reboot::summary(&s.reboot)),
     ]);
+    if s.prebuilt.enable {
+        summary.insert(
+            "prebuilt",
+            format!(
+                "manifests on branch {} signed by {} ({}), waited for up to {}",
+                s.prebuilt.branch,
+                s.prebuilt.key.as_str(),
+                match &s.prebuilt.key {
+                    trust::Verify::Ssh {
+                        allowed_signers_file: f,
+                    } => f.display().to_string(),
+                    trust::Verify::Gpg { keyring: f } => f.display().to_string(),
+                    trust::Verify::None => String::new(),
+                },
+                humantime::format_duration(s.prebuilt.wait)
+            ),
+        );
+    }
     if let Some(map) = &s.host_map {
         // Map mode: `host` is only this machine's own name until the map names it.
         summary.insert(

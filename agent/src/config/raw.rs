@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
     pub(super) reboot: super::reboot::RawReboot,
     pub(super) metrics: super::metrics::RawMetrics,
     pub(super) retention: RawRetention,
+    pub(super) prebuilt: super::prebuilt::RawPrebuilt,
 }
 
 #[derive(Debug, Default, Deserialize)]

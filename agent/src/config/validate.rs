@@ -91,6 +91,15 @@ impl Validator<'_> {
             }
             None => default_attribute(&host),
         };
+        let deployed: Vec<&str> = std::iter::once(source.branch.as_str())
+            .chain(source.testing_branch.as_deref())
+            .collect();
+        let prebuilt = super::prebuilt::validate(
+            raw.prebuilt,
+            &deployed,
+            attribute != default_attribute(&host),
+        )?;
+        source.prebuilt_branch = prebuilt.enable.then(|| prebuilt.branch.clone());
         let checks_configured = !raw.health.checks.is_empty();
         let reboot = super::reboot::validate(raw.reboot)?;
         // verify-boot is the health checks on the new kernel: without any, every trial
@@ -145,6 +154,7 @@ impl Validator<'_> {
                 }
                 keep => keep,
             },
+            prebuilt,
         })
     }
 
@@ -209,6 +219,7 @@ impl Validator<'_> {
             )?,
             ca_file: raw.ca_file,
             testing_branch: raw.testing_branch,
+            prebuilt_branch: None, // set with [prebuilt]
         })
     }
 

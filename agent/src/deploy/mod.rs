@@ -157,6 +157,12 @@ impl Agent {
             Ok(target) => target,
             Err(exit) => return Ok(exit),
         };
+        // `[prebuilt] wait`: the head's manifest may still come (news, nothing built).
+        if let Some(why) = self.doors.builder.hold(&fetched.commit) {
+            log::info!("{why}");
+            self.note_poll(Outcome::Waiting, Some(&fetched.commit), Some(&why), None);
+            return Ok(Exit::Ok);
+        }
         Ok(self
             .deliver(&mut state, Track::Main, &fetched, &target)
             .await)

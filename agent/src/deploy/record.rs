@@ -261,6 +261,7 @@ impl Agent {
         run.subject = Some(fetched.subject.clone());
         run.duration_ms = started.elapsed().as_millis() as u64;
         took.on(&mut run);
+        run.obtained = crate::state::obtained::take();
         run
     }
 

@@ -168,6 +168,7 @@ fn fetched<'a>(commit: String) -> Fut<'a, Result<Fetched, Failure>> {
             subject: format!("subject of {commit}"),
             time: 0,
             commit,
+            prebuilt: None,
         })
     })
 }

@@ -65,6 +65,9 @@ impl Agent {
                 log::info!(commit = fetched.commit.as_str(); "building {commit} ({}) from {branch} for a test activation", fetched.subject)
             }
         }
+        // How this build's system is obtained is noted by the door (prebuilt or built
+        // here): nothing left from an earlier cycle may pass for it.
+        let _ = crate::state::obtained::take();
         let built = self
             .doors
             .builder

@@ -17,4 +17,10 @@ pub trait Builder {
     ) -> Fut<'a, Result<PathBuf, Failure>>;
     /// Drops the candidate's GC root once the run is recorded.
     fn release(&self);
+    /// Whether the build of `commit` should wait (a prebuilt manifest that may still
+    /// come, `[prebuilt] wait`): `Some(what to say)` to wait. The default: never.
+    fn hold(&self, commit: &str) -> Option<String> {
+        let _ = commit;
+        None
+    }
 }

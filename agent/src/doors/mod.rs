@@ -11,6 +11,8 @@
 //! | `machine.rs`     | [`Machine`]: the live system, the profile, the switch          |
 //! | `health.rs`      | [`Health`]: the health checks                                  |
 //! | `real.rs`        | [`Real`]: builder, machine, health; [`Doors`]: the bundle       |
+//! | `prebuilt.rs`    | [`prebuilt::Prebuilt`]: Source and Builder in front of the real |
+//! |                  | ones: a signed manifest's system fetched, else built (issue 24) |
 //! | `reboot.rs`      | [`reboot::Effects`]: the reboot side's bundle                  |
 //! | `slot.rs`        | [`slot::Slot`]: a FleetLock reboot slot                        |
 //! | `fleetlock.rs`   | the FleetLock client (the real [`slot::Slot`])                 |
@@ -32,6 +34,7 @@ pub mod git;
 mod health;
 pub mod links;
 mod machine;
+pub mod prebuilt;
 mod real;
 pub mod reboot;
 pub mod rebooter;

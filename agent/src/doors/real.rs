@@ -44,6 +44,20 @@ impl Doors {
         remote: impl RemoteHead + 'static,
     ) -> Doors {
         let real = Rc::new(Real::new(settings.clone(), Rc::new(remote)));
+        if settings.prebuilt.enable {
+            // Fetches bring the manifest; builds try it first (doors/prebuilt.rs).
+            let prebuilt = Rc::new(super::prebuilt::Prebuilt::new(
+                settings.clone(),
+                Box::new(source),
+                Box::new(real.clone()),
+            ));
+            return Doors {
+                source: Box::new(prebuilt.clone()),
+                builder: Box::new(prebuilt),
+                machine: Box::new(real.clone()),
+                health: Box::new(real),
+            };
+        }
         Doors {
             source: Box::new(source),
             builder: Box::new(real.clone()),

@@ -257,6 +257,29 @@ pub fn render(s: &Snapshot) -> String {
             "How long the last recorded run's health checks took, settle included.",
             millis(run.health_ms),
         );
+        // `[prebuilt]` (issue 24): how its system was obtained, and why not prebuilt.
+        if let Some(o) = &run.obtained {
+            use crate::state::obtained::{Fallback, How};
+            out.family(
+                "homelab_agent_last_run_obtained",
+                "gauge",
+                "How the last recorded run's system was obtained: 1 for prebuilt (fetched from a cache) or built-here.",
+                &one_hot("how", How::ALL.map(|h| (h, h.as_str())), |h| o.how == h),
+            );
+            out.family(
+                "homelab_agent_last_run_prebuilt_fallback",
+                "gauge",
+                "Why the last recorded run built its system here with [prebuilt] on: 1 for the reason (all 0 when prebuilt).",
+                &one_hot("reason", Fallback::ALL.map(|f| (f, f.as_str())), |f| {
+                    o.fallback == Some(f)
+                }),
+            );
+            out.gauge(
+                "homelab_agent_last_run_fetch_duration_seconds",
+                "How long the last recorded run spent on the prebuilt path (manifest check and fetch from the cache).",
+                millis(o.fetch_ms),
+            );
+        }
         out.gauge(
             "homelab_agent_last_run_rolled_back",
             "1 when the last recorded run failed and the previous system was restored.",

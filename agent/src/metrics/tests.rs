@@ -105,6 +105,49 @@ fn a_deployment_is_shown_with_units_in_seconds() {
     }
 }
 
+/// Issue 24: with `[prebuilt]`, how the last run's system was obtained, why it was built
+/// here, and how long the prebuilt path took; without it, none of these families.
+#[test]
+fn how_the_system_was_obtained_is_exported_with_prebuilt_on() {
+    use crate::state::obtained::{Fallback, How, Obtained};
+    let text = text_of(deployed_state(), &Record::default());
+    assert!(!text.contains("homelab_agent_last_run_obtained"), "{text}");
+    let mut state = deployed_state();
+    state.history[0].obtained = Some(Obtained {
+        how: How::BuiltHere,
+        fetch_ms: Some(2_500),
+        signer: None,
+        fallback: Some(Fallback::NotFetched),
+        why: Some("lost".into()),
+    });
+    let text = text_of(state.clone(), &Record::default());
+    for expected in [
+        "homelab_agent_last_run_obtained{how=\"built-here\"} 1\n",
+        "homelab_agent_last_run_obtained{how=\"prebuilt\"} 0\n",
+        "homelab_agent_last_run_prebuilt_fallback{reason=\"not-fetched\"} 1\n",
+        "homelab_agent_last_run_prebuilt_fallback{reason=\"missing\"} 0\n",
+        "homelab_agent_last_run_fetch_duration_seconds 2.500\n",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    state.history[0].obtained = Some(Obtained {
+        how: How::Prebuilt,
+        fetch_ms: Some(800),
+        signer: Some("ci".into()),
+        fallback: None,
+        why: None,
+    });
+    let text = text_of(state, &Record::default());
+    assert!(
+        text.contains("homelab_agent_last_run_obtained{how=\"prebuilt\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("homelab_agent_last_run_prebuilt_fallback{reason=\"not-fetched\"} 1"),
+        "{text}"
+    );
+}
+
 #[test]
 fn the_same_facts_render_the_same_bytes() {
     let record = Record {

@@ -35,17 +35,16 @@ use crate::trust::{Reason, Refusal, Verdict};
 /// The format this agent reads and `publish` writes.
 pub const FORMAT: u64 = 1;
 /// The branch manifests live on, unless `[prebuilt] branch` says otherwise.
-pub const DEFAULT_BRANCH: &str = "homelab-prebuilt";
+pub use crate::config::prebuilt::DEFAULT_BRANCH;
 /// The ssh signature namespace (`ssh-keygen -Y sign -n homelab-prebuilt`): a commit
 /// signature (namespace `git`) can never pass for a manifest's, nor the reverse.
 pub const NAMESPACE: &str = "homelab-prebuilt";
-/// The directory on the branch.
-pub const DIR: &str = "prebuilt";
-/// The most a manifest file may weigh (a thousand hosts fit in a tenth of it).
-pub const MAX_BYTES: usize = 256 * 1024;
-/// The most a signature file may weigh (an ssh signature is under 1 KiB, an OpenPGP one a
-/// few KiB).
-pub const MAX_SIGNATURE_BYTES: usize = 64 * 1024;
+/// The directory on the branch, the size caps and the file paths: where the fetch reads
+/// them (crate::source::prebuilt).
+pub use crate::source::prebuilt::{
+    gpg_signature_path, manifest_path as path, ssh_signature_path, DIR,
+    MAX_MANIFEST_BYTES as MAX_BYTES, MAX_SIGNATURE_BYTES,
+};
 /// The most hosts one manifest may name.
 pub const MAX_HOSTS: usize = 1000;
 /// The longest store path name nix accepts (after the hash and its dash).
@@ -53,21 +52,6 @@ const MAX_NAME: usize = 211;
 /// Nix's base32 alphabet (no e, o, u, t).
 const BASE32: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
 const STORE_DIR: &str = "/nix/store/";
-
-/// `prebuilt/<commit>.json`, the manifest's path on the branch.
-pub fn path(commit: &str) -> String {
-    format!("{DIR}/{commit}.json")
-}
-
-/// `prebuilt/<commit>.json.sig`, its ssh signature.
-pub fn ssh_signature_path(commit: &str) -> String {
-    format!("{DIR}/{commit}.json.sig")
-}
-
-/// `prebuilt/<commit>.json.asc`, its OpenPGP signature.
-pub fn gpg_signature_path(commit: &str) -> String {
-    format!("{DIR}/{commit}.json.asc")
-}
 
 /// A store path whose shape was checked: `/nix/store/<32 nix-base32>-<name>`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -1,8 +1,7 @@
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::*;
+use crate::prebuilt::testing::{have_ssh_keygen, ssh_key, ssh_sign};
 
 const COMMIT: &str = "3f2a9c1e0b8d7a6f5e4d3c2b1a0f9e8d7c6b5a49";
 const OTHER: &str = "0000000000000000000000000000000000000001";
@@ -212,47 +211,6 @@ fn paths_on_the_branch() {
         gpg_signature_path(COMMIT),
         format!("prebuilt/{COMMIT}.json.asc")
     );
-}
-
-/// Whether ssh-keygen can be run (HOMELAB_TEST_REQUIRE_ALL makes its absence a failure).
-fn have_ssh_keygen() -> bool {
-    let have = Command::new("ssh-keygen").arg("-?").output().is_ok();
-    if !have {
-        assert!(
-            std::env::var_os("HOMELAB_TEST_REQUIRE_ALL").is_none(),
-            "ssh-keygen is required (HOMELAB_TEST_REQUIRE_ALL; tests/setup installs openssh-client)"
-        );
-        eprintln!("SKIP: ssh-keygen not found");
-    }
-    have
-}
-
-fn ssh_key(dir: &Path, name: &str) -> PathBuf {
-    let key = dir.join(name);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    key
-}
-
-fn ssh_sign(key: &Path, namespace: &str, bytes: &[u8]) -> Vec<u8> {
-    let dir = key.parent().unwrap();
-    let file = dir.join("manifest.json");
-    std::fs::write(&file, bytes).unwrap();
-    let out = Command::new("ssh-keygen")
-        .args(["-Y", "sign", "-n", namespace, "-f"])
-        .arg(key)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let sig = dir.join("manifest.json.sig");
-    let bytes = std::fs::read(&sig).unwrap();
-    std::fs::remove_file(sig).unwrap();
-    bytes
 }
 
 fn refusal(r: Result<String, Verdict>) -> Refusal {

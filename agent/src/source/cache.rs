@@ -1,9 +1,10 @@
 //! The agent's own bare git cache (`<state_dir>/cache.git`): opened or (re)created,
 //! checked for a writable disk with typed OS errors, and kept bounded.
 //!
-//! Bound: after every fetch only [`CANDIDATE_REF`] is kept; when the cache holds more
+//! Bound: after every fetch only [`CANDIDATE_REF`] is kept (and [`PREBUILT_REF`], the
+//! prebuilt manifest branch, when fetched); when the cache holds more
 //! than [`MAX_PACKS`] pack files or [`MAX_LOOSE`] loose objects, everything reachable from
-//! that ref is written into one new pack and every other pack and loose object is
+//! those refs is written into one new pack and every other pack and loose object is
 //! deleted. So the cache holds at most the branch's history plus [`MAX_PACKS`] small
 //! packs, however many commits it has seen (each fetch adds about one pack).
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use git2::{Oid, Repository};
 
 use super::git::CANDIDATE_REF;
+use super::prebuilt::PREBUILT_REF;
 
 /// More pack files than this triggers a repack.
 pub const MAX_PACKS: usize = 32;
@@ -132,7 +134,7 @@ pub fn prune(repo: &Repository) -> Result<Pruned, git2::Error> {
     let names: Vec<String> = repo
         .references()?
         .filter_map(|r| r.ok()?.name().map(str::to_string))
-        .filter(|n| n != CANDIDATE_REF)
+        .filter(|n| n != CANDIDATE_REF && n != PREBUILT_REF)
         .collect();
     for name in names {
         if let Ok(mut r) = repo.find_reference(&name) {
@@ -143,8 +145,9 @@ pub fn prune(repo: &Repository) -> Result<Pruned, git2::Error> {
     let objects = repo.path().join("objects");
     let (packs, loose) = count_objects(&objects);
     if packs > MAX_PACKS || loose > MAX_LOOSE {
-        let head = repo.refname_to_id(CANDIDATE_REF)?;
-        repack(repo, head, &objects)?;
+        let mut tips = vec![repo.refname_to_id(CANDIDATE_REF)?];
+        tips.extend(repo.refname_to_id(PREBUILT_REF).ok());
+        repack(repo, &tips, &objects)?;
         pruned.repacked = true;
     }
     Ok(pruned)
@@ -183,9 +186,11 @@ fn loose_dirs(objects: &Path) -> Vec<PathBuf> {
 
 /// Everything reachable from `head` into one new pack, then every other pack and loose
 /// object deleted.
-fn repack(repo: &Repository, head: Oid, objects: &Path) -> Result<(), git2::Error> {
+fn repack(repo: &Repository, tips: &[Oid], objects: &Path) -> Result<(), git2::Error> {
     let mut walk = repo.revwalk()?;
-    walk.push(head)?;
+    for tip in tips {
+        walk.push(*tip)?;
+    }
     let mut builder = repo.packbuilder()?;
     builder.insert_walk(&mut walk)?;
     let pack_dir = objects.join("pack");
@@ -337,6 +342,64 @@ mod tests {
         }
         assert_eq!(n, commits, "history lost by the repack");
         // git itself (what nix uses to read the cache) finds the repacked cache sound.
+        let fsck = Command::new("git")
+            .arg("--git-dir")
+            .arg(&cache)
+            .args(["fsck", "--strict", "--no-dangling"])
+            .output()
+            .unwrap();
+        assert!(fsck.status.success(), "git fsck: {fsck:?}");
+    }
+
+    /// The prebuilt manifest branch (issue 24) is kept like the head: its ref survives the
+    /// pruning and its objects the repack, so the next fetch sends only what is new.
+    #[test]
+    fn the_manifest_branch_survives_pruning_and_repacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["commit", "-q", "--allow-empty", "-m", "m"]);
+        git(&work, &["checkout", "-q", "--orphan", "homelab-prebuilt"]);
+        std::fs::write(work.join("manifest"), "m\n").unwrap();
+        git(&work, &["add", "manifest"]);
+        git(&work, &["commit", "-q", "-m", "p"]);
+        let cache = dir.path().join("cache.git");
+        let url = format!("file://{}", work.display());
+        let mut repacked = false;
+        for i in 0..(MAX_PACKS + 3) {
+            std::fs::write(work.join("manifest"), format!("{i}\n")).unwrap();
+            git(&work, &["commit", "-q", "-am", &format!("p{i}")]);
+            let repo = open(&cache).unwrap();
+            let mut remote = repo.remote_anonymous(&url).unwrap();
+            remote
+                .fetch(
+                    &[
+                        &format!("+refs/heads/main:{CANDIDATE_REF}"),
+                        &format!("+refs/heads/homelab-prebuilt:{PREBUILT_REF}"),
+                    ],
+                    None,
+                    None,
+                )
+                .unwrap();
+            drop(remote);
+            repacked |= prune(&repo).unwrap().repacked;
+        }
+        assert!(repacked, "never repacked");
+        let repo = open(&cache).unwrap();
+        let tip = repo.refname_to_id(PREBUILT_REF).unwrap();
+        let blob = repo
+            .find_commit(tip)
+            .unwrap()
+            .tree()
+            .unwrap()
+            .get_name("manifest")
+            .unwrap()
+            .id();
+        assert_eq!(
+            repo.find_blob(blob).unwrap().content(),
+            format!("{}\n", MAX_PACKS + 2).as_bytes()
+        );
         let fsck = Command::new("git")
             .arg("--git-dir")
             .arg(&cache)

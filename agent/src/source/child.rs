@@ -62,6 +62,9 @@ pub enum Answer {
         commit: String,
         subject: String,
         time: i64,
+        /// The commit's prebuilt manifest files; absent when `[prebuilt]` is off.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prebuilt: Option<super::prebuilt::PrebuiltFiles>,
     },
     Failed {
         kind: Kind,
@@ -125,10 +128,12 @@ pub async fn fetch(
             commit,
             subject,
             time,
+            prebuilt,
         } => Ok(Fetched {
             commit,
             subject,
             time,
+            prebuilt,
         }),
         other => Err(unexpected(settings, other)),
     }
@@ -378,6 +383,7 @@ pub async fn serve(
                         commit: f.commit,
                         subject: f.subject,
                         time: f.time,
+                        prebuilt: f.prebuilt,
                     },
                     Err(e) => e.into(),
                 },
@@ -482,6 +488,20 @@ mod tests {
                 commit: "b".repeat(40),
                 subject: "pi: \"quoted\"\nsecond line".into(),
                 time: 1_700_000_000,
+                prebuilt: None,
+            },
+            Answer::Fetched {
+                commit: "b".repeat(40),
+                subject: "s".into(),
+                time: 1,
+                prebuilt: Some(crate::source::prebuilt::PrebuiltFiles {
+                    commit: "b".repeat(40),
+                    branch_tip: Some("d".repeat(40)),
+                    manifest: Some("{\"format\": 1}\n".into()),
+                    ssh_signature: Some("-----BEGIN SSH SIGNATURE-----\n".into()),
+                    gpg_signature: None,
+                    problem: Some("prebuilt/x.json.asc: not a file".into()),
+                }),
             },
             Answer::Failed {
                 kind: Kind::Configuration,

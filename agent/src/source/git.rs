@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::SourceError;
 use super::origin::{self, Origin, Refusal};
+use super::prebuilt::PREBUILT_REF;
 use super::url::Scheme;
 use super::{cache, known_hosts, tls};
 use crate::config::SourceSettings;
@@ -30,6 +31,9 @@ pub struct Fetched {
     pub subject: String,
     /// Commit time, seconds since the epoch.
     pub time: i64,
+    /// With `[prebuilt]` on: the commit's manifest files from the manifest branch,
+    /// fetched in the same fetch ([`super::prebuilt`]).
+    pub prebuilt: Option<super::prebuilt::PrebuiltFiles>,
 }
 
 /// The remote's branch heads from one listing of its refs (the cheap poll).
@@ -242,14 +246,35 @@ impl<'a> Remote<'a> {
         let mut options = FetchOptions::new();
         options.remote_callbacks(self.callbacks(&tries, started));
         options.download_tags(AutotagOption::None);
-        let refspec = format!("+refs/heads/{}:{CANDIDATE_REF}", self.settings.branch);
-        if let Err(e) = remote.fetch(&[&refspec], Some(&mut options), None) {
+        let mut refspecs = vec![format!(
+            "+refs/heads/{}:{CANDIDATE_REF}",
+            self.settings.branch
+        )];
+        if let Some(branch) = &self.settings.prebuilt_branch {
+            // The manifest branch in the same fetch; a remote without it is no error.
+            refspecs.push(format!("+refs/heads/{branch}:{PREBUILT_REF}"));
+        }
+        if let Err(e) = remote.fetch(&refspecs, Some(&mut options), None) {
             // The OS error code of the failing call, read before anything else can
             // overwrite it: ENOSPC or EROFS from writing the pack means this machine.
             let errno = std::io::Error::last_os_error();
             return Err(self.classify_fetch(e, errno, cache_path, started));
         }
+        // A manifest branch deleted on the remote is gone here too: what is found is what
+        // the remote has now.
+        let prebuilt_listed = self.settings.prebuilt_branch.as_ref().map(|branch| {
+            let wanted = format!("refs/heads/{branch}");
+            remote
+                .list()
+                .map(|heads| heads.iter().any(|h| h.name() == wanted))
+                .unwrap_or(true)
+        });
         drop(remote);
+        if prebuilt_listed == Some(false) {
+            if let Ok(mut r) = repo.find_reference(PREBUILT_REF) {
+                let _ = r.delete();
+            }
+        }
         let oid = repo
             .refname_to_id(CANDIDATE_REF)
             .map_err(|_| SourceError::BranchNotFound {
@@ -262,6 +287,11 @@ impl<'a> Remote<'a> {
             commit: oid.to_string(),
             subject: commit.summary().unwrap_or("").chars().take(200).collect(),
             time: commit.time().seconds(),
+            prebuilt: self
+                .settings
+                .prebuilt_branch
+                .as_ref()
+                .map(|_| super::prebuilt::read(&repo, &oid.to_string())),
         };
         drop(commit);
         // Pruning never fails a fetch: the commit is there; the next fetch tries again.

@@ -19,6 +19,7 @@ pub mod error;
 pub mod git;
 pub mod known_hosts;
 pub mod origin;
+pub mod prebuilt;
 pub mod tls;
 pub mod tls_stream;
 pub use crate::model::url;

@@ -187,6 +187,9 @@ impl Status {
                 .map(|a| format!(" ({a})"))
                 .unwrap_or_default();
         writeln!(out, "last run:   {outcome}{commit}{phase}{back}{when}")?;
+        if let Some(o) = &r.obtained {
+            writeln!(out, "  obtained: {}", obtained(o))?;
+        }
         if let Some(check) = &r.failed_check {
             writeln!(out, "  failing check: {check}")?;
         }
@@ -284,6 +287,9 @@ pub fn write_history_human(
             r.subject.as_deref().unwrap_or(""),
             took(r)
         )?;
+        if let Some(o) = r.obtained.as_ref().filter(|o| o.fallback.is_some()) {
+            writeln!(out, "    {}", obtained(o))?;
+        }
         if let Some(e) = &r.error {
             for line in key_lines(e) {
                 writeln!(out, "    {line}")?;
@@ -296,22 +302,64 @@ pub fn write_history_human(
     Ok(())
 }
 
+/// How a run's system was obtained: "prebuilt (fetched in 3s, manifest signed by ci@x)",
+/// "built here (prebuilt: missing: branch … has no …)".
+pub(super) fn obtained(o: &crate::state::obtained::Obtained) -> String {
+    use crate::state::obtained::How;
+    let fetch = o.fetch_ms.map(span_ms);
+    match o.how {
+        How::Prebuilt => {
+            let mut parts = Vec::new();
+            if let Some(f) = fetch {
+                parts.push(format!("fetched in {f}"));
+            }
+            if let Some(s) = &o.signer {
+                parts.push(format!("manifest signed by {s}"));
+            }
+            format!("{} ({})", o.how.words(), parts.join(", "))
+        }
+        How::BuiltHere => match (o.fallback, &o.why) {
+            (Some(f), Some(why)) => format!(
+                "{} (prebuilt: {}: {})",
+                o.how.words(),
+                f.as_str(),
+                why.lines().next().unwrap_or_default()
+            ),
+            (Some(f), None) => format!("{} (prebuilt: {})", o.how.words(), f.as_str()),
+            _ => o.how.words().to_string(),
+        },
+    }
+}
+
+fn span_ms(ms: u64) -> String {
+    let secs = ms.div_ceil(1000);
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
 /// How long a run took, with its build and checks: " in 3m 12s (build 2m 50s, checks 12s)".
 fn took(r: &Run) -> String {
-    let span = |ms: u64| {
-        let secs = ms.div_ceil(1000);
-        humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
-    };
     if r.duration_ms == 0 {
         return String::new();
     }
-    let parts: Vec<String> = [("build", r.build_ms), ("checks", r.health_ms)]
+    // A prebuilt system was fetched, not built.
+    let prebuilt = r
+        .obtained
+        .as_ref()
+        .is_some_and(|o| o.how == crate::state::obtained::How::Prebuilt);
+    let build = match prebuilt {
+        true => (
+            "prebuilt, fetched",
+            r.obtained.as_ref().and_then(|o| o.fetch_ms),
+        ),
+        false => ("build", r.build_ms),
+    };
+    let parts: Vec<String> = [build, ("checks", r.health_ms)]
         .into_iter()
-        .filter_map(|(what, ms)| ms.map(|ms| format!("{what} {}", span(ms))))
+        .filter_map(|(what, ms)| ms.map(|ms| format!("{what} {}", span_ms(ms))))
         .collect();
     match parts.is_empty() {
-        true => format!(" in {}", span(r.duration_ms)),
-        false => format!(" in {} ({})", span(r.duration_ms), parts.join(", ")),
+        true => format!(" in {}", span_ms(r.duration_ms)),
+        false => format!(" in {} ({})", span_ms(r.duration_ms), parts.join(", ")),
     }
 }
 

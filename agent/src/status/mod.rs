@@ -260,6 +260,9 @@ pub struct LastRunView {
     pub hint: Option<String>,
     pub rolled_back: Option<bool>,
     pub failed_check: Option<String>,
+    /// With `[prebuilt]` on: how the run's system was obtained (prebuilt, or built here
+    /// and why), and how long fetching took.
+    pub obtained: Option<crate::state::obtained::Obtained>,
 }
 
 /// `running.phase` of a run that holds the lock and has not reported a phase yet.
@@ -460,6 +463,7 @@ fn last_run(run: Option<&Run>, poll: Option<&LastPoll>) -> LastRunView {
             .iter()
             .find(|c| !c.verdict.is_healthy())
             .map(|c| format!("{}: {}", c.name, c.verdict.detail())),
+        obtained: r.obtained.clone(),
     };
     let from_poll = |p: &LastPoll| LastRunView {
         at: Some(p.at.clone()),
@@ -503,6 +507,7 @@ const RUN_KEYS_OMITTED_WHEN_EMPTY: [&str; 10] = [
     "generation",
     "build_ms",
     "health_ms",
+    "obtained",
 ];
 
 /// `history --json`: every run with every key.

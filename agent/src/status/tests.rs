@@ -102,7 +102,19 @@ fn bad_commit() -> Facts {
     f
 }
 
+/// Deployed C1 from a prebuilt manifest (issue 24), or built here after a fallback.
+fn obtained(o: crate::state::obtained::Obtained) -> Facts {
+    let mut f = deployed();
+    f.state.history[0].obtained = Some(o);
+    f.state.history[0].duration_ms = 14_000;
+    f.state.history[0].build_ms = Some(9_000);
+    f.state.history[0].health_ms = Some(5_000);
+    f.poll = poll("2026-11-24T10:00:00Z", "deployed", C1);
+    f
+}
+
 fn named() -> Vec<(&'static str, Facts)> {
+    use crate::state::obtained::{Fallback, How, Obtained};
     let never = Facts {
         lock: Some(Probe::Free),
         current_system: Some("/nix/store/zzz-nixos-system-installer".into()),
@@ -211,6 +223,26 @@ fn named() -> Vec<(&'static str, Facts)> {
         ("drift", drift),
         ("state-recovered", recovered),
         ("paused", paused),
+        (
+            "prebuilt",
+            obtained(Obtained {
+                how: How::Prebuilt,
+                fetch_ms: Some(8_200),
+                signer: Some("ci@example.org".into()),
+                fallback: None,
+                why: None,
+            }),
+        ),
+        (
+            "built-here",
+            obtained(Obtained {
+                how: How::BuiltHere,
+                fetch_ms: Some(0),
+                signer: None,
+                fallback: Some(Fallback::Late),
+                why: Some("branch \"homelab-prebuilt\" has no prebuilt/1111.json, and [prebuilt] wait (30m) has run out".into()),
+            }),
+        ),
     ]
 }
 
@@ -658,6 +690,13 @@ fn history_json_gives_every_key_of_a_run_even_when_empty() {
         duration_ms: 1,
         build_ms: Some(1),
         health_ms: Some(1),
+        obtained: Some(crate::state::obtained::Obtained {
+            how: crate::state::obtained::How::BuiltHere,
+            fetch_ms: None,
+            signer: None,
+            fallback: Some(crate::state::obtained::Fallback::Missing),
+            why: None,
+        }),
     };
     let every: Vec<String> = {
         let v = serde_json::to_value(&full).unwrap();
@@ -858,4 +897,53 @@ fn history_shows_the_error_that_matters_durations_and_absolute_times() {
         first.trim_start().starts_with("2026-11-2") && first.contains(':'),
         "{first}"
     );
+}
+
+/// Issue 24: a prebuilt run says it was fetched (and how long that took) where a build
+/// says "build"; a fallback says why on its own line; `status --json` gives `obtained`.
+#[test]
+fn history_and_status_say_how_each_system_was_obtained() {
+    use crate::state::obtained::{Fallback, How, Obtained};
+    let mut prebuilt = Run::new(Outcome::Deployed);
+    prebuilt.at = "2026-11-24T11:00:00Z".into();
+    prebuilt.commit = Some(C2.into());
+    prebuilt.subject = Some("bump".into());
+    prebuilt.duration_ms = 14_000;
+    prebuilt.build_ms = Some(9_000);
+    prebuilt.health_ms = Some(5_000);
+    prebuilt.obtained = Some(Obtained {
+        how: How::Prebuilt,
+        fetch_ms: Some(8_200),
+        signer: Some("ci@example.org".into()),
+        fallback: None,
+        why: None,
+    });
+    let mut native = prebuilt.clone();
+    native.obtained = Some(Obtained {
+        how: How::BuiltHere,
+        fetch_ms: Some(0),
+        signer: None,
+        fallback: Some(Fallback::Unsigned),
+        why: Some("the prebuilt manifest of 22222222 is not signed".into()),
+    });
+    let mut out = Vec::new();
+    crate::status::human::write_history_human(&[prebuilt.clone(), native], &mut out, now(), false)
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("deployed    22222222 bump in 14s (prebuilt, fetched 9s, checks 5s)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deployed    22222222 bump in 14s (build 9s, checks 5s)\n    built here (prebuilt: unsigned: the prebuilt manifest of 22222222 is not signed)\n"),
+        "{text}"
+    );
+    let mut f = deployed();
+    f.state.push_run(prebuilt);
+    f.poll = None;
+    let v = json(f);
+    assert_eq!(v["last_run"]["obtained"]["how"], "prebuilt", "{v:#}");
+    assert_eq!(v["last_run"]["obtained"]["fetch_ms"], 8200, "{v:#}");
+    // Without [prebuilt], null.
+    assert!(json(deployed())["last_run"]["obtained"].is_null());
 }

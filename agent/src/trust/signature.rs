@@ -31,7 +31,7 @@ pub struct Extracted {
 pub enum Subject {
     /// A commit, signed by git (`[source] verify`).
     Commit,
-    /// A prebuilt manifest of the commit (`[prebuilt]`, crate::prebuilt::manifest).
+    /// A prebuilt manifest of the commit (`[prebuilt]`, prebuilt/manifest.rs).
     Manifest,
 }
 

@@ -18,6 +18,7 @@ mod orphans;
 mod pause;
 mod pivot;
 mod plan;
+mod prebuilt;
 mod progress;
 mod publish;
 mod push_trigger;

@@ -27,7 +27,7 @@ fn tools() -> bool {
 }
 
 /// `promtool check metrics` accepts the file with no lint problem at all.
-fn promtool_check(file: &Path, what: &str) -> String {
+pub(crate) fn promtool_check(file: &Path, what: &str) -> String {
     let text = std::fs::read_to_string(file)
         .unwrap_or_else(|e| panic!("{what}: no metrics file {}: {e}", file.display()));
     let mut child = Command::new("promtool")

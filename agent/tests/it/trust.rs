@@ -22,7 +22,7 @@ pub(crate) fn ssh_tools() -> bool {
     tool("ssh-keygen", &["-?"])
 }
 
-fn gpg_tools() -> bool {
+pub(crate) fn gpg_tools() -> bool {
     tool("gpg", &["--version"]) && tool("gpgv", &["--version"])
 }
 
@@ -42,7 +42,7 @@ pub(crate) enum Sign<'a> {
 }
 
 /// Writes the flake for the harness's hosts and commits it, signed as asked.
-fn commit(h: &Harness, message: &str, sign: Sign) -> String {
+pub(crate) fn commit(h: &Harness, message: &str, sign: Sign) -> String {
     homelab_agent::fake_system::write(&h.repo, &h.fake, &h.hosts).unwrap();
     git(&h.repo, &["add", "-A"]);
     let mut cmd = Command::new("git");

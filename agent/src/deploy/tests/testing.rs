@@ -201,6 +201,7 @@ async fn a_healthy_test_plan_ends_tested_without_a_generation() {
         commit: "t1".into(),
         subject: "try".into(),
         time: 0,
+        prebuilt: None,
     };
     let system = sys("t1");
     let plan = agent.plan(crate::state::IntentKind::Test, &fetched, &system);
