@@ -109,8 +109,9 @@ pub(super) fn validate(
     if enable && custom_attribute {
         return Err(err(
             "prebuilt.enable",
-            "[host] attribute is not the host's toplevel: manifests name the system of each nixosConfigurations host, not other attributes\nhint: remove [host] attribute, or leave [prebuilt] off",
-        ));
+            "[host] attribute is not the host's toplevel: manifests name the system of each nixosConfigurations host, not other attributes",
+        )
+        .with_hint("remove [host] attribute, or leave [prebuilt] off"));
     }
     Ok(PrebuiltSettings {
         enable,

@@ -59,32 +59,32 @@ const STORE_DIR: &str = "/nix/store/";
 pub struct StorePath(String);
 
 impl StorePath {
-    pub fn parse(text: &str) -> Result<StorePath, String> {
+    pub fn parse(text: &str) -> Result<StorePath, Invalid> {
         let shown = crate::text::quote(text);
         let Some(rest) = text.strip_prefix(STORE_DIR) else {
-            return Err(format!("{shown} is not in /nix/store/"));
+            return Err(Invalid(format!("{shown} is not in /nix/store/")));
         };
         let (hash, name) = match rest.split_once('-') {
             Some(pair) => pair,
             None => (rest, ""),
         };
         if hash.len() != 32 || !hash.bytes().all(|b| BASE32.contains(&b)) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "{shown} is not a store path: the hash must be 32 characters of nix base32 (0-9 and a-z without e, o, u, t)"
-            ));
+            )));
         }
         let name_ok = name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b));
         if name.is_empty() || name.len() > MAX_NAME {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "{shown} is not a store path: the name after the hash must be 1 to {MAX_NAME} characters"
-            ));
+            )));
         }
         if !name_ok || name.starts_with('.') || name.contains("..") {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "{shown} is not a store path: the name may contain only letters, digits and + - . _ ? =, must not start with '.' nor contain '..' or '/'"
-            ));
+            )));
         }
         Ok(StorePath(text.to_string()))
     }
@@ -303,7 +303,7 @@ fn unsupported(format: &serde_json::Value) -> Invalid {
         other => crate::text::quote(&other.to_string()),
     };
     Invalid(format!(
-        "format {shown} is not one this agent reads (it reads format {FORMAT})\nhint: update the agent, or publish with the same version as the agents"
+        "format {shown} is not one this agent reads (it reads format {FORMAT}): update the agent, or publish with the same version as the agents"
     ))
 }
 
@@ -373,10 +373,13 @@ pub async fn verify(
     };
     let (sig, wanted) = match (key, signature) {
         (Verify::None, _) => {
-            return Err(Verdict::Failed(Failure::new(
-                Kind::Configuration,
-                "[prebuilt] has no key to verify manifests with\nhint: set [prebuilt] allowed_signers_file or keyring_file".to_string(),
-            )))
+            return Err(Verdict::Failed(
+                Failure::new(
+                    Kind::Configuration,
+                    "[prebuilt] has no key to verify manifests with",
+                )
+                .with_hint("set [prebuilt] allowed_signers_file or keyring_file"),
+            ))
         }
         (_, None) => {
             return Err(refused(

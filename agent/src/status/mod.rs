@@ -496,7 +496,7 @@ pub fn history(state: &State, limit: usize) -> &[Run] {
 
 /// The keys of a run that the state file leaves out when empty: `history --json` gives
 /// them as null (an empty list for `checks`), as `status --json` does for `last_run`.
-const RUN_KEYS_OMITTED_WHEN_EMPTY: [&str; 10] = [
+const RUN_KEYS_OMITTED_WHEN_EMPTY: [&str; 11] = [
     "commit",
     "subject",
     "phase",
