@@ -289,7 +289,7 @@ impl Agent {
             Err(f) => format!("found {shown} live without having passed its checks; restoring generation {} failed: {f}", profile.number),
         });
         if let Err(f) = &result {
-            self.ledger.rollback_pending(state, &profile.system, &f);
+            self.ledger.rollback_pending(state, &profile.system, f);
         }
         if let Err(f) = self.finish(state, run) {
             return Some(self.stop_run(f));
