@@ -341,6 +341,8 @@ fn unit_name(s: &str) -> Result<String, String> {
 /// as a unit whose output is the journal's socket (verify-boot, the trial deadline, the
 /// U-Boot setup) keep it ignored: a closed socket is an error they handle, never their
 /// death (a trial deadline killed by a restarted journald would never reboot the trial).
+// Unsafe: signal(2) to restore SIGPIPE's default for commands that only print.
+#[allow(unsafe_code)]
 fn quiet_on_closed_pipe(command: &Command) {
     let prints_only = !matches!(
         command,

@@ -281,6 +281,8 @@ impl Cmd {
             .kill_on_drop(true);
         if self.ignore_stop_signals {
             // SAFETY: signal(2) with SIG_IGN is async-signal-safe and allocates nothing.
+            // Unsafe: `pre_exec` runs code between fork and exec.
+            #[allow(unsafe_code)]
             unsafe {
                 command.pre_exec(|| {
                     use nix::sys::signal::{signal, SigHandler};
