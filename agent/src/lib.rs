@@ -26,14 +26,16 @@
 //! | [`http_body`]   | every HTTP body read from the network, with a size cap            |
 //! | [`free_space`]  | read-only or full filesystem, by `statvfs` (cache and build)      |
 //! | [`oom_kills`]   | the kernel's OOM kills in the agent's memory cgroup (build)       |
-//! | [`demo`], [`fake_system`] | the sandboxed walkthrough and the fake NixOS it uses    |
+//! | `demo`, `fake_system` | the sandboxed walkthrough and the fake NixOS it uses (the `demo` feature) |
 
 pub mod announce;
 pub mod commands;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod deploy;
 pub mod failure;
+#[cfg(feature = "demo")]
 pub mod fake_system;
 pub mod free_space;
 pub mod health;

@@ -252,6 +252,8 @@ Exit codes:\n  0   planned\n  1   the commit is not on the branch, would be refu
     },
     /// A sandboxed walkthrough: a local repo, a sample flake, real deploys (uses no config
     /// file: it writes its own in the sandbox)
+    // Hidden where it is not built (the NixOS package): it only says how to get it.
+    #[cfg_attr(not(feature = "demo"), command(hide = true))]
     Demo {
         /// Keep the sandbox directory afterwards
         #[arg(long)]
@@ -464,7 +466,7 @@ fn main() -> ExitCode {
                     eprintln!("error: `demo` uses no config file (it writes its own in its sandbox); drop --config");
                     2 // a bad command line, as clap exits
                 }
-                None => homelab_agent::demo::run(keep).await,
+                None => commands::demo(keep).await,
             },
             Command::SourceCall {
                 what,
