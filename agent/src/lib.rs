@@ -23,6 +23,7 @@
 //! | [`commands`]    | one function per CLI command, returning an exit code              |
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
 //! | [`text`]        | outside text as shown: control characters escaped, quotes capped  |
+//! | [`time`]        | stored times (RFC 3339 to the second) and durations, read and shown |
 //! | [`http_body`]   | every HTTP body read from the network, with a size cap            |
 //! | [`free_space`]  | read-only or full filesystem, by `statvfs` (cache and build)      |
 //! | [`oom_kills`]   | the kernel's OOM kills in the agent's memory cgroup (build)       |
@@ -57,6 +58,7 @@ pub mod state;
 pub mod status;
 pub mod system;
 pub mod text;
+pub mod time;
 pub mod trigger;
 pub mod trust;
 

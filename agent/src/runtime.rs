@@ -152,7 +152,7 @@ pub fn write(dir: &Path, poll: &LastPoll) {
 
 pub fn set_next_poll(dir: &Path, at: std::time::SystemTime) {
     let mut poll = read(dir).unwrap_or_default();
-    poll.next_poll = Some(humantime::format_rfc3339_seconds(at).to_string());
+    poll.next_poll = Some(crate::time::Timestamp::text_of(at));
     write(dir, &poll);
 }
 

@@ -352,7 +352,7 @@ impl Run {
 
 /// Now, RFC 3339 in UTC, to the second.
 pub fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    crate::time::Timestamp::now().to_string()
 }
 
 impl State {

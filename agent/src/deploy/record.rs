@@ -22,7 +22,7 @@ pub(super) fn backoff_left(state: &State, head: &str, config: &str) -> Option<(K
     if r.config.as_deref().is_some_and(|then| then != config) {
         return None;
     }
-    let until = humantime::parse_rfc3339(r.not_before.as_deref()?).ok()?;
+    let until = crate::time::Timestamp::system_of(r.not_before.as_deref()?)?;
     let left = until.duration_since(SystemTime::now()).ok()?;
     // A clock that jumped back must not stretch the wait past its longest.
     if left > MAX_BACKOFF {
@@ -40,7 +40,7 @@ pub(super) fn backoff_left(state: &State, head: &str, config: &str) -> Option<(K
         short(head),
         r.count,
         kind.as_str(),
-        humantime::format_duration(Duration::from_secs(left.as_secs()))
+        crate::time::format_duration(Duration::from_secs(left.as_secs()))
     );
     Some((kind, message))
 }
@@ -131,9 +131,7 @@ impl Agent {
             commit: commit.to_string(),
             count,
             kind: Some(kind),
-            not_before: Some(
-                humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string(),
-            ),
+            not_before: Some(crate::time::Timestamp::text_of(SystemTime::now() + wait)),
             config: (kind == Kind::Configuration).then(|| self.settings.digest.clone()),
         });
         match self.save(state) {
@@ -162,7 +160,7 @@ impl Agent {
             };
             let message = format!(
                 "{message}\n(failed {count} time{s} without blaming the commit; not built again for {})",
-                humantime::format_duration(wait),
+                crate::time::format_duration(wait),
                 s = if count == 1 { "" } else { "s" }
             );
             // Not the commit's fault, but a failed run all the same (nix missing, a build

@@ -137,7 +137,7 @@ impl Agent {
                     let message = format!(
                         "{}\n(not built again for {})",
                         f.message,
-                        humantime::format_duration(wait)
+                        crate::time::format_duration(wait)
                     );
                     // No commit in the last poll: there, a commit is main's head.
                     return self.not_tried(None, Phase::Build, Failure::new(f.kind, message));

@@ -129,7 +129,7 @@ fn flag(on: bool) -> f64 {
 
 /// Seconds since the epoch of an RFC 3339 time as the agent writes them.
 fn seconds(at: Option<&str>) -> Option<f64> {
-    let t = humantime::parse_rfc3339(at?).ok()?;
+    let t = crate::time::Timestamp::system_of(at?)?;
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as f64)
 }
 

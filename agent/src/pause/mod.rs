@@ -36,7 +36,7 @@ impl Paused {
     pub fn until_time(&self) -> Option<SystemTime> {
         self.until
             .as_deref()
-            .and_then(|u| humantime::parse_rfc3339(u).ok())
+            .and_then(crate::time::Timestamp::system_of)
     }
 
     /// In force at `now`: no expiry, or an expiry still ahead.
@@ -65,7 +65,7 @@ pub fn parse_for(text: &str) -> Result<Duration, String> {
         DurationError::Invalid(e) => format!("not a duration ({e}): {HINT}"),
         DurationError::TooShort => format!("a pause of 0s ends at once: {HINT}"),
         DurationError::TooLong => format!(
-            // "366 days", not humantime's "1year 18h".
+            // "366 days", not format_duration's "1year 18h".
             "longer than {} days: pause without --for instead (until `resume`)",
             MAX_FOR.as_secs() / 86_400
         ),
@@ -98,8 +98,8 @@ pub fn pause(
 pub fn new_pause(duration: Option<Duration>, reason: Option<&str>) -> Paused {
     let now = SystemTime::now();
     Paused {
-        since: humantime::format_rfc3339_seconds(now).to_string(),
-        until: duration.map(|d| humantime::format_rfc3339_seconds(now + d).to_string()),
+        since: crate::time::Timestamp::text_of(now),
+        until: duration.map(|d| crate::time::Timestamp::text_of(now + d)),
         reason: clean_reason(reason),
     }
 }

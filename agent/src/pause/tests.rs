@@ -21,6 +21,10 @@ fn for_accepts_durations_and_explains_bad_ones() {
         "a pause of 0s ends at once: give e.g. 30m, 2h or 1d; without --for the pause lasts until `resume`"
     );
     assert_eq!(
+        parse_for("soon").unwrap_err(),
+        "not a duration (expected a number and a unit): give e.g. 30m, 2h or 1d; without --for the pause lasts until `resume`"
+    );
+    assert_eq!(
         parse_for("367d").unwrap_err(),
         "longer than 366 days: pause without --for instead (until `resume`)"
     );
@@ -30,7 +34,7 @@ fn for_accepts_durations_and_explains_bad_ones() {
 #[test]
 fn expiry_ends_a_pause_and_none_lasts() {
     let now = SystemTime::now();
-    let at = |t: SystemTime| Some(humantime::format_rfc3339_seconds(t).to_string());
+    let at = |t: SystemTime| Some(crate::time::Timestamp::text_of(t));
     let mut p = Paused {
         since: "2026-01-01T00:00:00Z".into(),
         until: None,
