@@ -91,6 +91,14 @@ impl From<jiff::Timestamp> for Timestamp {
     }
 }
 
+/// Tests write times as text: `"2026-11-24T12:00:00Z".into()`.
+#[cfg(test)]
+impl From<&str> for Timestamp {
+    fn from(text: &str) -> Timestamp {
+        Timestamp::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
 impl std::str::FromStr for Timestamp {
     type Err = TimestampError;
     fn from_str(text: &str) -> Result<Timestamp, TimestampError> {

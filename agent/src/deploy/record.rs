@@ -22,7 +22,7 @@ pub(super) fn backoff_left(state: &State, head: &str, config: &str) -> Option<(K
     if r.config.as_deref().is_some_and(|then| then != config) {
         return None;
     }
-    let until = crate::time::Timestamp::system_of(r.not_before.as_deref()?)?;
+    let until = r.not_before?.to_system();
     let left = until.duration_since(SystemTime::now()).ok()?;
     // A clock that jumped back must not stretch the wait past its longest.
     if left > MAX_BACKOFF {
@@ -91,7 +91,7 @@ impl Agent {
         phase: Option<Phase>,
     ) {
         let poll = LastPoll {
-            at: state::now(),
+            at: state::now().to_string(),
             outcome: outcome.as_str().into(),
             commit: commit.map(str::to_string),
             error: error.map(str::to_string),
@@ -131,7 +131,7 @@ impl Agent {
             commit: commit.to_string(),
             count,
             kind: Some(kind),
-            not_before: Some(crate::time::Timestamp::text_of(SystemTime::now() + wait)),
+            not_before: Some(state::now().plus(wait)),
             config: (kind == Kind::Configuration).then(|| self.settings.digest.clone()),
         });
         match self.save(state) {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::bounds::{self, DurationError};
 use crate::state::{State, Store};
+use crate::time::Timestamp;
 
 /// The longest `--for` accepted: beyond that, pause without `--for` (until `resume`).
 pub const MAX_FOR: Duration = bounds::PAUSE_FOR.max;
@@ -21,11 +22,11 @@ pub const MAX_FOR: Duration = bounds::PAUSE_FOR.max;
 /// The operator's pause, as kept in `state.json` under `paused`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Paused {
-    /// When it began (RFC 3339).
-    pub since: String,
-    /// When it ends by itself (RFC 3339); none: until `resume`.
+    /// When it began.
+    pub since: Timestamp,
+    /// When it ends by itself; none: until `resume`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
+    pub until: Option<Timestamp>,
     /// Why, as the operator gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -34,19 +35,12 @@ pub struct Paused {
 impl Paused {
     /// When it ends by itself, if it does.
     pub fn until_time(&self) -> Option<SystemTime> {
-        self.until
-            .as_deref()
-            .and_then(crate::time::Timestamp::system_of)
+        self.until.map(Timestamp::to_system)
     }
 
     /// In force at `now`: no expiry, or an expiry still ahead.
     pub fn active_at(&self, now: SystemTime) -> bool {
-        match (&self.until, self.until_time()) {
-            (None, _) => true,
-            (Some(_), Some(until)) => now < until,
-            // An unreadable expiry: keep the pause (never deploy by accident); `resume` ends it.
-            (Some(_), None) => true,
-        }
+        self.until_time().is_none_or(|until| now < until)
     }
 }
 
@@ -98,8 +92,8 @@ pub fn pause(
 pub fn new_pause(duration: Option<Duration>, reason: Option<&str>) -> Paused {
     let now = SystemTime::now();
     Paused {
-        since: crate::time::Timestamp::text_of(now),
-        until: duration.map(|d| crate::time::Timestamp::text_of(now + d)),
+        since: Timestamp::from_system(now),
+        until: duration.map(|d| Timestamp::from_system(now).plus(d)),
         reason: clean_reason(reason),
     }
 }

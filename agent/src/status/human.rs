@@ -117,7 +117,7 @@ impl Status {
         }
         self.write_last_run(out, now, &mut hints)?;
         if let Some(b) = &self.bad_commit {
-            let when = relative(&b.at, now)
+            let when = relative(&b.at.to_string(), now)
                 .map(|a| format!(" ({a})"))
                 .unwrap_or_default();
             writeln!(
@@ -273,8 +273,8 @@ pub fn write_history_human(
             ""
         };
         let when = match absolute {
-            true => local_time(&r.at).unwrap_or_else(|| r.at.clone()),
-            false => relative(&r.at, now).unwrap_or_else(|| r.at.clone()),
+            true => local_time(&r.at.to_string()).unwrap_or_else(|| r.at.to_string()),
+            false => relative(&r.at.to_string(), now).unwrap_or_else(|| r.at.to_string()),
         };
         let width = if absolute { 25 } else { 12 };
         writeln!(
