@@ -29,7 +29,7 @@ impl Agent {
                     host: target.host.clone(),
                     by: by.clone(),
                     commit: fetched.commit.clone(),
-                    at: state::now().to_string(),
+                    at: state::now(),
                 });
             }
         }

@@ -41,7 +41,7 @@ pub struct Resolved {
     pub by: String,
     /// The commit whose map (or host file) named it.
     pub commit: String,
-    pub at: String,
+    pub at: crate::time::Timestamp,
 }
 
 /// The host to build for `commit`. Outside map mode: the configured host. In map mode:
