@@ -82,23 +82,6 @@ fn report_state(e: &anyhow::Error) -> u8 {
     report(e)
 }
 
-/// `homelab-agent demo`: the walkthrough, or, in a build without the `demo` feature (the
-/// NixOS package), what to run instead.
-pub async fn demo(keep: bool) -> u8 {
-    #[cfg(feature = "demo")]
-    return crate::demo::run(keep).await;
-    #[cfg(not(feature = "demo"))]
-    {
-        let _ = keep;
-        eprintln!("{DEMO_NOT_BUILT}");
-        exit::USAGE
-    }
-}
-
-/// What `homelab-agent demo` says in a build without the demo.
-pub const DEMO_NOT_BUILT: &str = "error: this homelab-agent was built without the demo (the `demo` cargo feature, which the NixOS package leaves out: its fake NixOS has no place on a managed machine)
-hint: run the demo from a checkout of homelab-agent on a Debian/Ubuntu machine: tests/demo (or cargo run --features demo -- demo)";
-
 /// One cycle under the lock.
 pub async fn cycle(settings: &Settings) -> u8 {
     let agent = Agent::new(settings.clone());

@@ -366,6 +366,24 @@ fn quiet_on_closed_pipe(command: &Command) {
     }
 }
 
+/// `homelab-agent demo`: the walkthrough (the `demo` feature).
+#[cfg(feature = "demo")]
+async fn demo(keep: bool) -> u8 {
+    homelab_agent::demo::run(keep).await
+}
+
+/// `homelab-agent demo` in a build without the `demo` feature (the NixOS package): what
+/// to run instead (tests/package-build checks it).
+#[cfg(not(feature = "demo"))]
+async fn demo(_keep: bool) -> u8 {
+    eprintln!("{DEMO_NOT_BUILT}");
+    homelab_agent::exit::USAGE
+}
+
+#[cfg(not(feature = "demo"))]
+const DEMO_NOT_BUILT: &str = "error: this homelab-agent was built without the demo (the `demo` cargo feature, which the NixOS package leaves out: its fake NixOS has no place on a managed machine)
+hint: run the demo from a checkout of homelab-agent on a Debian/Ubuntu machine: tests/demo (or cargo run --features demo -- demo)";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     quiet_on_closed_pipe(&cli.command);
@@ -466,7 +484,7 @@ fn main() -> ExitCode {
                     eprintln!("error: `demo` uses no config file (it writes its own in its sandbox); drop --config");
                     2 // a bad command line, as clap exits
                 }
-                None => commands::demo(keep).await,
+                None => demo(keep).await,
             },
             Command::SourceCall {
                 what,
