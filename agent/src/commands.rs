@@ -44,13 +44,10 @@ where
     };
     // From here on the phase sent as STATUS= is also what `status` shows.
     crate::notify::progress_to(&settings.paths.runtime_dir);
-    let code = match f().await {
+    match f().await {
         Ok(exit) => exit_code(exit),
         Err(e) => report(&e),
-    };
-    // After the run is saved; bounded by the receivers' timeouts.
-    crate::announce::send_queued(settings).await;
-    code
+    }
 }
 
 /// The run lock, or the exit code: 4 only when another run holds it (a permission
@@ -82,15 +79,20 @@ fn report_state(e: &anyhow::Error) -> u8 {
     report(e)
 }
 
-/// One cycle under the lock.
+/// One cycle under the lock, with git calls in this process.
 pub async fn cycle(settings: &Settings) -> u8 {
-    let agent = Agent::new(settings.clone());
+    cycle_with(settings, crate::deploy::Doors::real(settings)).await
+}
+
+/// One cycle under the lock, through `doors`.
+async fn cycle_with(settings: &Settings, doors: crate::deploy::Doors) -> u8 {
+    let agent = Agent::with_doors(settings.clone(), doors);
     locked(settings, || async {
         let exit = agent.run_once().await;
+        // What the run recorded, told after it is saved and before a reboot can stop this
+        // unit; bounded by the receivers' timeouts.
+        crate::announce::send_all(&settings.notify, agent.take_events()).await;
         if exit.is_ok() {
-            // Told before a reboot can stop this unit (send_queued empties the queue, so
-            // locked()'s own send after the run finds nothing left).
-            crate::announce::send_queued(settings).await;
             // Everything is recorded; under the same lock, the reboot policy (reboot/).
             crate::reboot::after_cycle(settings).await;
         }
@@ -111,8 +113,8 @@ pub async fn run(config: Option<&Path>, once: bool) -> u8 {
     // Its git calls in child processes: libgit2 and OpenSSL are never resident between
     // polls (source/child.rs). They read the configuration the daemon started with.
     let file = config::resolve_path(config);
-    match crate::source::child::snapshot(&file, &settings.paths.runtime_dir) {
-        Ok(copy) => crate::source::child::enable(copy),
+    let copy = match crate::source::child::snapshot(&file, &settings.paths.runtime_dir) {
+        Ok(copy) => copy,
         Err(e) => {
             eprintln!(
                 "error: copying {} into {} for the git child: {e}\nhint: the runtime directory must be writable by root ([paths] runtime_dir)",
@@ -121,8 +123,8 @@ pub async fn run(config: Option<&Path>, once: bool) -> u8 {
             );
             return exit::ENVIRONMENT;
         }
-    }
-    daemon(&settings).await
+    };
+    daemon(&settings, &copy).await
 }
 
 /// `source-call` (hidden): one git call for the daemon (source/child.rs).
@@ -131,6 +133,7 @@ pub async fn source_call(
     what: &str,
     cache: Option<std::path::PathBuf>,
     verify: Option<(String, String)>,
+    read: Option<(String, String, usize)>,
     branch: Option<String>,
     timeout_ms: u64,
 ) -> u8 {
@@ -145,13 +148,13 @@ pub async fn source_call(
             Ok(s)
         });
     let deadline = Duration::from_millis(timeout_ms);
-    crate::source::child::serve(settings, what, cache, verify, deadline).await
+    crate::source::child::serve(settings, what, cache, verify, read, deadline).await
 }
 
 /// `run` without `--once`: cycles at `[run] interval` plus a random jitter, until
 /// SIGTERM or SIGINT (never in the middle of a cycle's bookkeeping: between cycles).
 /// SIGUSR1 polls at once (`homelab-agent trigger`'s signal for a daemon).
-async fn daemon(settings: &Settings) -> u8 {
+async fn daemon(settings: &Settings, child_config: &Path) -> u8 {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut now)) = (
         signal(SignalKind::terminate()),
@@ -162,12 +165,16 @@ async fn daemon(settings: &Settings) -> u8 {
         return exit::FAILED;
     };
     loop {
-        let code = cycle(settings).await;
+        let code = cycle_with(
+            settings,
+            crate::doors::Doors::daemon(settings, child_config),
+        )
+        .await;
         let wait = settings.run.interval + jitter(settings.run.jitter);
         crate::runtime::set_next_poll(&settings.paths.runtime_dir, SystemTime::now() + wait);
         crate::notify::status(&format!(
             "idle (last cycle exit {code}); next poll in {}",
-            crate::time::format_duration(Duration::from_secs(wait.as_secs()))
+            crate::duration::format_duration(Duration::from_secs(wait.as_secs()))
         ));
         // Until the next poll, but a pause that ends by itself (or a `resume`) meanwhile
         // starts a cycle a second after: the pause is dropped and the metrics stop saying
@@ -316,6 +323,7 @@ pub async fn check(config: Option<&Path>, json: bool) -> u8 {
             &settings.health.checks,
             &health::Context {
                 settings: &settings,
+                remote: &health::InProcess(&settings.source),
             },
         )
         .await
@@ -362,6 +370,7 @@ pub async fn rollback(config: Option<&Path>) -> u8 {
     locked(&settings, || async {
         let exit = agent.rollback().await;
         crate::metrics::refresh(&settings, crate::metrics::After::Command);
+        crate::announce::send_all(&settings.notify, agent.take_events()).await;
         exit
     })
     .await
@@ -599,12 +608,12 @@ pub async fn trial_deadline(config: Option<&Path>) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let rebooter = crate::reboot::doors::Systemctl {
+    let rebooter = crate::doors::reboot::Systemctl {
         program: settings.paths.systemctl.clone(),
     };
-    let outcome =
-        crate::reboot::deadline::watch(&settings, &rebooter, &crate::reboot::deadline::since())
-            .await;
+    let links = crate::doors::links::SystemLinks::new(&settings.paths);
+    let since = crate::reboot::deadline::since();
+    let outcome = crate::reboot::deadline::watch(&settings, &links, &rebooter, &since).await;
     match &outcome {
         crate::reboot::deadline::Outcome::NotATrial(why) => println!("nothing to watch: {why}"),
         crate::reboot::deadline::Outcome::Decided => println!("the trial boot was decided in time"),
@@ -623,7 +632,8 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if let Some(why) = crate::reboot::verify::started_by_activation(&settings) {
+    let links = crate::doors::links::SystemLinks::new(&settings.paths);
+    if let Some(why) = crate::reboot::verify::started_by_activation(&links) {
         // Started by `switch-to-configuration test` during a deployment (issue 20): the
         // deployment's run holds the lock and waits for this unit; nothing to verify.
         println!("nothing to verify: {why}");
@@ -646,7 +656,7 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
         }
     };
     let doors = crate::deploy::Doors::real(&settings);
-    let effects = crate::reboot::doors::Effects::real(&settings);
+    let effects = crate::doors::reboot::Effects::real(&settings);
     let boot = crate::reboot::verify::BootDoors {
         machine: doors.machine.as_ref(),
         health: doors.health.as_ref(),
@@ -654,10 +664,9 @@ pub async fn verify_boot(config: Option<&Path>) -> u8 {
     };
     let verdict =
         crate::reboot::verify::verify_boot(&settings, &boot, jiff::Timestamp::now()).await;
-    // A failed or fallen-back boot is a recorded run like any other: metrics and
-    // notifications (send_queued does nothing when nothing was queued).
+    // A failed or fallen-back boot is a recorded run like any other: metrics (its
+    // notifications were sent by verify_boot).
     crate::metrics::refresh(&settings, crate::metrics::After::Command);
-    crate::announce::send_queued(&settings).await;
     match &verdict {
         crate::reboot::verify::Verdict::AlreadyDone => {
             println!("already ran in this boot; `homelab-agent status` shows what it found")
@@ -714,6 +723,31 @@ pub async fn plan(
         Err(e) => {
             eprintln!("error: writing the plan: {e}");
             exit::FAILED
+        }
+    }
+}
+
+/// `publish`: build, copy, sign and publish one commit's systems (docs/prebuilt.md).
+pub async fn publish(request: &crate::publish::Request, json: bool) -> u8 {
+    match crate::publish::publish(request).await {
+        Ok(published) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&published).unwrap_or_default()
+                );
+            } else {
+                print!("{}", crate::publish::summary(&published));
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!(
+                "error: {}\nhint: {}",
+                crate::text::escape_controls(&e.to_string(), true),
+                e.hint()
+            );
+            e.kind().exit_code()
         }
     }
 }

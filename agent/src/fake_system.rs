@@ -17,7 +17,9 @@ pub const STC: &str = include_str!("../fixtures/fake-system/switch-to-configurat
 /// `stop-unit:UNIT`, `kill-unit:UNIT`); `build` is `ok`, `eval-throw`, `build-exit:N` or
 /// `build-sleep:S`. The `kill-agent-*` modes SIGKILL the agent that started the
 /// activation, found whether it runs the switch directly or through `systemd-run`.
-/// `eval-oom` and `build-oom` want gigabytes, in the evaluator or in the builder.
+/// `eval-oom` and `build-oom` want gigabytes, in the evaluator or in the builder;
+/// `eval-cost:N` makes the evaluation build and force N strings (a known cost: the
+/// prebuilt benchmark).
 #[derive(Debug, Clone)]
 pub struct Host {
     pub name: String,

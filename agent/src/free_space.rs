@@ -1,7 +1,7 @@
 //! Whether a filesystem can take a write, by `statvfs`: read-only, or less free space
-//! than the caller needs. Used before the git cache is written ([`crate::source::cache`])
-//! and to tell a build that failed for lack of disk ([`crate::nix::failure`]). The answer
-//! is an OS error code, so [`crate::failure::io_kind`] classifies it like any other.
+//! than the caller needs. Used before the git cache is written (`source::cache`)
+//! and to tell a build that failed for lack of disk (`nix::failure`). The answer
+//! is an OS error code, so `failure::io_kind` classifies it like any other.
 
 use std::path::Path;
 

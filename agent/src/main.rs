@@ -243,7 +243,7 @@ Exit codes:\n  0   planned\n  1   the commit is not on the branch, would be refu
     /// the environment (docs/reboots-uboot.md)
     Bootloader {
         #[command(subcommand)]
-        command: homelab_agent::reboot::uboot::cli::BootloaderCommand,
+        command: homelab_agent::doors::uboot::cli::BootloaderCommand,
     },
     /// Configuration commands
     Config {
@@ -259,6 +259,52 @@ Exit codes:\n  0   planned\n  1   the commit is not on the branch, would be refu
         #[arg(long)]
         keep: bool,
     },
+    /// On a workstation or in CI: build the hosts' systems for a commit, copy them to a
+    /// binary cache and publish a signed manifest on the repository's `homelab-prebuilt`
+    /// branch, so small machines fetch instead of evaluating (docs/prebuilt.md)
+    #[command(
+        group(clap::ArgGroup::new("signer").required(true).args(["ssh_key", "gpg_key"])),
+        after_help = "Examples:\n  homelab-agent publish --to 'file:///srv/nix-cache?secret-key=/etc/nix/cache.sec' --ssh-key ~/.ssh/id_ed25519\n  homelab-agent publish --host pi1 --host pi2 --to ssh://cache-host --gpg-key ci@example.org --remote origin\n\n\
+Exit codes:\n  0   published (and pushed, unless --no-push)\n  1   the commit failed to evaluate or build: nothing was copied or published\n  2   bad command line\n  71  a tool is missing (nix, git, ssh-keygen or gpg)\n  75  the copy, the fetch or the push failed (the network, the cache, the remote): run it again\n  78  the repository, revision, host or key cannot be used"
+    )]
+    Publish {
+        /// The binary cache: any store URL nix accepts (file:///srv/cache?secret-key=FILE,
+        /// s3://bucket, ssh://host); the agents list it in their substituters
+        #[arg(long, value_name = "STORE_URL")]
+        to: String,
+        /// Sign the manifest with this ssh key (a private key, or a public key whose
+        /// private half is in ssh-agent); agents check it with [prebuilt] allowed_signers_file
+        #[arg(long, value_name = "FILE")]
+        ssh_key: Option<PathBuf>,
+        /// Sign the manifest with this gpg key (id, fingerprint or e-mail); agents check it
+        /// with [prebuilt] keyring_file
+        #[arg(long, value_name = "KEY")]
+        gpg_key: Option<String>,
+        /// The repository (a work tree or a bare repository)
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        repo: PathBuf,
+        /// The revision to publish (its work tree's changes are never included)
+        #[arg(long, value_name = "REV", default_value = "HEAD")]
+        commit: String,
+        /// A host to build (repeat for more) [default: every nixosConfigurations entry]
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// The branch that holds the manifests (the agents' [prebuilt] branch)
+        #[arg(long, value_name = "NAME", default_value = homelab_agent::publish::DEFAULT_BRANCH)]
+        branch: String,
+        /// The remote (name or URL) the branch is pushed to
+        #[arg(long, value_name = "REMOTE", default_value = "origin")]
+        remote: String,
+        /// Only commit the manifest to the local branch; push it yourself
+        #[arg(long)]
+        no_push: bool,
+        /// Deadline of the evaluation and build, and again of the copy (e.g. 2h)
+        #[arg(long, value_name = "DURATION", default_value = "4h", value_parser = publish_timeout)]
+        timeout: std::time::Duration,
+        /// Machine-readable output: {"commit", "hosts", "cache", "branch", "branch_commit", "pushed_to"}
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout
     Completions {
         /// The shell to complete for
@@ -270,17 +316,23 @@ Exit codes:\n  0   planned\n  1   the commit is not on the branch, would be refu
     /// as JSON on stdout (source/child.rs)
     #[command(hide = true)]
     SourceCall {
-        /// The call: head, fetch or verify
+        /// The call: head, fetch, verify or read
         what: String,
-        /// The agent's git cache (fetch, verify)
+        /// The agent's git cache (fetch, verify, read)
         #[arg(long)]
         cache: Option<PathBuf>,
         /// The call's deadline, in milliseconds
         #[arg(long)]
         timeout_ms: u64,
-        /// The commit to verify
+        /// The commit to verify or read from
         #[arg(long)]
         commit: Option<String>,
+        /// The file to read, its path in the commit (read)
+        #[arg(long)]
+        file: Option<String>,
+        /// The most bytes of it to read (read)
+        #[arg(long)]
+        max_bytes: Option<usize>,
         /// The downgrade floors, as JSON pairs [commit, where from] (verify)
         #[arg(long)]
         floors: Option<String>,
@@ -325,6 +377,11 @@ fn pause_for(text: &str) -> Result<std::time::Duration, String> {
     homelab_agent::pause::parse_for(text)
 }
 
+/// `publish --timeout`: held to `[build] timeout`'s range (1 s to 7 days).
+fn publish_timeout(text: &str) -> Result<std::time::Duration, String> {
+    homelab_agent::publish::parse_timeout(text)
+}
+
 /// `trigger --unit`: a systemd unit name, never an option for systemctl.
 fn unit_name(s: &str) -> Result<String, String> {
     if homelab_agent::config::valid_unit_name(s) {
@@ -356,6 +413,7 @@ fn quiet_on_closed_pipe(command: &Command) {
             | Command::TrialDeadline { .. }
             | Command::Bootloader { .. }
             | Command::Plan { .. }
+            | Command::Publish { .. }
             | Command::SourceCall { .. }
     );
     if prints_only {
@@ -469,7 +527,7 @@ fn main() -> ExitCode {
                 config,
             } => commands::pause(pick(config).as_deref(), duration, reason.as_deref()),
             Command::Bootloader { command } => {
-                homelab_agent::reboot::uboot::cli::run(command).await
+                homelab_agent::doors::uboot::cli::run(command).await
             }
             Command::Config {
                 command:
@@ -479,6 +537,42 @@ fn main() -> ExitCode {
                         config,
                     },
             } => commands::config_check(pick(config).as_deref(), json, !no_file_checks),
+            Command::Publish {
+                to,
+                ssh_key,
+                gpg_key,
+                repo,
+                commit,
+                hosts,
+                branch,
+                remote,
+                no_push,
+                timeout,
+                json,
+            } => match top {
+                Some(_) => {
+                    eprintln!("error: `publish` runs on a workstation or in CI and uses no config file; drop --config");
+                    2
+                }
+                None => {
+                    let signer = match (ssh_key, gpg_key) {
+                        (Some(key), _) => homelab_agent::publish::Signer::Ssh { key },
+                        (None, Some(key_id)) => homelab_agent::publish::Signer::Gpg { key_id },
+                        (None, None) => unreachable!("clap requires one"),
+                    };
+                    let request = homelab_agent::publish::Request {
+                        repo,
+                        commit: Some(commit),
+                        hosts,
+                        to,
+                        signer,
+                        branch,
+                        remote: (!no_push).then_some(remote),
+                        timeout,
+                    };
+                    commands::publish(&request, json).await
+                }
+            },
             Command::Demo { keep } => match top {
                 Some(_) => {
                     eprintln!("error: `demo` uses no config file (it writes its own in its sandbox); drop --config");
@@ -491,16 +585,23 @@ fn main() -> ExitCode {
                 cache,
                 timeout_ms,
                 commit,
+                file,
+                max_bytes,
                 floors,
                 branch,
                 config,
             } => {
+                let read = match (commit.clone(), file, max_bytes) {
+                    (Some(c), Some(p), Some(m)) => Some((c, p, m)),
+                    _ => None,
+                };
                 let verify = commit.zip(floors);
                 commands::source_call(
                     pick(config).as_deref(),
                     &what,
                     cache,
                     verify,
+                    read,
                     branch,
                     timeout_ms,
                 )

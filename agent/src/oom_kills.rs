@@ -2,7 +2,7 @@
 //! this process's memory cgroup (the agent's systemd service, whose `MemoryMax` the NixOS
 //! module sets), read before and after. A count, not words in a message: a builder killed
 //! for memory makes nix report an ordinary build failure, which must not blame the
-//! commit ([`crate::nix::failure`]).
+//! commit (`nix::failure`).
 //!
 //! cgroup v2: `oom_kill` in `memory.events` of the `0::/path` line's directory; cgroup v1:
 //! `oom_kill` in `memory.oom_control` of the `memory` controller's directory (kernel 4.13

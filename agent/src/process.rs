@@ -61,7 +61,7 @@ pub struct Cmd {
 }
 
 /// Reads a command's stderr lines as they come (nix's `--log-format internal-json`:
-/// [`crate::nix::progress`]) and says what text each stands for.
+/// `nix::progress`) and says what text each stands for.
 #[derive(Clone)]
 pub struct LineFilter(pub Arc<LineFn>);
 
@@ -97,7 +97,7 @@ pub enum CmdError {
         program: String,
         source: std::io::Error,
     },
-    #[error("{program} timed out after {}; it and its children were stopped{}", crate::time::format_duration(*after), indent(stderr_tail))]
+    #[error("{program} timed out after {}; it and its children were stopped{}", crate::duration::format_duration(*after), indent(stderr_tail))]
     TimedOut {
         program: String,
         after: Duration,
@@ -377,7 +377,7 @@ impl Cmd {
                     "{program} exited, but processes it left running still held its output open \
                      after {}: stopping them\nhint: a command that starts something in the background \
                      should redirect its output (`cmd >/dev/null 2>&1 &`)",
-                    crate::time::format_duration(grace)
+                    crate::duration::format_duration(grace)
                 );
                 if let Some(pid) = pid {
                     kill_leftovers(pid, &pipes).await;

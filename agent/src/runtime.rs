@@ -24,7 +24,7 @@ pub struct Progress {
 }
 
 /// nix's progress while it builds, counted from `--log-format internal-json`
-/// ([`crate::nix::progress`]): written here at most once a second, never to the SD card.
+/// (`nix::progress`): written here at most once a second, never to the SD card.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BuildProgress {
@@ -152,7 +152,7 @@ pub fn write(dir: &Path, poll: &LastPoll) {
 
 pub fn set_next_poll(dir: &Path, at: std::time::SystemTime) {
     let mut poll = read(dir).unwrap_or_default();
-    poll.next_poll = Some(crate::time::Timestamp::text_of(at));
+    poll.next_poll = Some(crate::model::time::Timestamp::text_of(at));
     write(dir, &poll);
 }
 

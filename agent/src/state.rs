@@ -22,8 +22,8 @@ pub use store::Store;
 
 use serde::{Deserialize, Serialize};
 
-use crate::health::CheckResult;
-pub use crate::time::Timestamp;
+use crate::model::check::CheckResult;
+pub use crate::model::time::Timestamp;
 
 pub const FILE: &str = "state.json";
 /// 2: sealed with a checksum line (1 had none and is still read).
@@ -67,11 +67,11 @@ pub struct State {
     pub refused: Option<Refused>,
     /// Map mode (the generic image): the host this machine resolved to, and how.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pivot: Option<crate::pivot::Resolved>,
+    pub pivot: Option<crate::model::pivot::Resolved>,
     /// Set by an operator's `pause`: `run` polls but does not deploy until `resume` or
-    /// the pause's expiry (`crate::pause`).
+    /// the pause's expiry (`pause`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub paused: Option<crate::pause::Paused>,
+    pub paused: Option<crate::model::pause::Paused>,
     /// The testing branch's last commit handled (deploy/testing.rs): what is on test.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub testing: Option<Testing>,
@@ -87,7 +87,7 @@ pub struct Refused {
     pub commit: String,
     /// When.
     pub at: Timestamp,
-    pub reason: crate::trust::Reason,
+    pub reason: crate::model::trust::Reason,
     /// What is wrong, with its hint.
     pub error: String,
     /// What would have been accepted (signers file or keyring and who is in it, or the
@@ -112,6 +112,15 @@ pub struct Testing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
     pub at: Timestamp,
+}
+
+impl Testing {
+    /// The tested system, if it is still what runs (a reboot or a deployment replaces it).
+    pub fn live(&self, current: Option<&std::path::Path>) -> bool {
+        self.outcome == Outcome::Tested
+            && self.system.as_deref().map(std::path::Path::new) == current
+            && current.is_some()
+    }
 }
 
 /// A damaged or lost state record, as a load found it.
@@ -323,7 +332,7 @@ pub struct Run {
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub checks: Vec<CheckResult>,
     pub duration_ms: u64,
-    /// How long the build took, when this run built (`crate::metrics::phases`).
+    /// How long the build took, when this run built (`crate::ledger::Took`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_ms: Option<u64>,
     /// How long the health checks took (settle included), when they ran.

@@ -412,7 +412,7 @@ group_kill_points_2() { kill_points after_health before_profile_set after_profil
 # OOM-style SIGKILL of the main process alone, a marker logged first).
 kill_external() {
   boot run || return
-  local how=$1 phase prev v c wait_for mode build
+  local how=$1 phase prev v c wait_for mode build before after want
   prev=$(deploy_first v0)
   for phase in building activating checking; do
     mode=ok build=ok
@@ -422,6 +422,7 @@ kill_external() {
     checking) g "echo 3 > $FAKE/slow"; wait_for='^checking health' ;;
     esac
     c=$(g cursor)
+    before=$(interrupted_entries)
     v=$(g "commit $how-$phase $mode $build")
     g "systemctl start --no-block $SERVICE; wait_status '$wait_for' || exit
       if [ $how = oom ]; then pid=\$(prop '' MainPID)
@@ -430,9 +431,19 @@ kill_external() {
       wait_killed; rm -f $FAKE/slow; wait_restarts '$c' 1 && settle 90" >/dev/null 2>&1
     after_kill "kill: $how while $phase, restarted by systemd -> deployed$([[ $phase == activating ]] && echo ' (B1: the killed run'"'"'s switch unit is still running)')" \
       "$v" "$prev" deployed "$c"
+    # One kill, one event: one `interrupted` entry when an activation was under way, none
+    # for a build (nothing had been touched).
+    after=$(interrupted_entries) want=1
+    [[ $phase == building ]] && want=0
+    [[ $((after - before)) == "$want" ]]
+    check "kill: $how while $phase: $want interrupted history entr$([[ $want == 1 ]] && echo y || echo ies) for the one kill" $? \
+      "interrupted entries before: $before, after: $after"
     prev=$(g current)
   done
 }
+
+# How many `interrupted` runs history holds.
+interrupted_entries() { g 'agent history --json' | q "len([r for r in d if r['outcome'] == 'interrupted'])"; }
 group_kill_systemctl() { kill_external systemctl-kill; }
 group_kill_oom() {
   kill_external oom || return
@@ -486,14 +497,20 @@ b1() {
   out=$(g "systemctl stop homelab-agent.timer; settle 30; echo \"switches to v2: \$(grep '\"action\":\"test\"' $FAKE/stc.log | grep -vc '\"out\":\"$prev\"')\"
     echo \"live: \$(current)\"; agent status | grep -e '^bad' -e '^last' -e 'ATTENTION' -e 'error'")
   st=$(status_json)
-  local j alerts
+  local j alerts hist entries
   j=$(journal_after "$c")
   alerts=$(q --lines "len([e for e in d if e.get('MESSAGE_ID') == '$ID_ROLLBACK_FAILED'])" <<<"$j")
+  # One history entry per event (issue 22): one `interrupted` entry per switch to v2, the
+  # last one saying it gave v2 up.
+  hist=$(g 'agent history --json')
+  entries=$(q "len([r for r in d if r['outcome'] == 'interrupted' and r.get('commit') == '$v2'])" <<<"$hist")
   ((settled)) && [[ $switches -le 2 ]] && has "switches to v2: $switches" "$out" &&
     has "live: $prev" "$out" && [[ $alerts == 0 ]] &&
-    q 'any(w in d["bad_commit"]["error"] for w in ("interrupt", "stop", "restart", "kill"))' <<<"$st" | grep -qx true
-  check "B1: the activation runs 'systemctl $verb $SERVICE': at most 2 switches, remembered bad with the reason, previous system live, no ROLLBACK FAILED" $? \
-    "$(printf '%s\n' "settled: $settled, switches to v2: $switches, ROLLBACK_FAILED alerts: $alerts" "$out" "status: $st" "journal:" \
+    q 'any(w in d["bad_commit"]["error"] for w in ("interrupt", "stop", "restart", "kill"))' <<<"$st" | grep -qx true &&
+    [[ $entries == "$switches" ]] &&
+    q "'remembered as bad' in [r for r in d if r['outcome'] == 'interrupted'][0]['error']" <<<"$hist" | grep -qx true
+  check "B1: the activation runs 'systemctl $verb $SERVICE': at most 2 switches, one interrupted entry per switch, remembered bad with the reason, previous system live, no ROLLBACK FAILED" $? \
+    "$(printf '%s\n' "settled: $settled, switches to v2: $switches, interrupted entries for v2: $entries, ROLLBACK_FAILED alerts: $alerts" "$out" "status: $st" "history: $(q "[(r['outcome'], (r.get('error') or '')[:160]) for r in d[:4]]" <<<"$hist")" "journal:" \
       "$(q --lines "'\n'.join(e.get('SYSLOG_IDENTIFIER', '') + ': ' + e['MESSAGE'] for e in d if e.get('SYSLOG_IDENTIFIER') in ('systemd', 'homelab-agent') and 'homelab-agent' in e.get('UNIT', e.get('_SYSTEMD_UNIT', '')))" <<<"$j" | tail -n 40)")"
 }
 group_b1_restart() { b1 restart; }

@@ -1,8 +1,8 @@
 //! Telling people about a recorded run: `[[notify.webhooks]]` (ntfy or JSON posts) and
 //! `[[notify.commands]]` (hook commands with the outcome in their environment).
 //!
-//! The run is saved first: [`queue`] only keeps the event (called where a run is
-//! recorded), and [`send_queued`] delivers it after the cycle, every receiver at once,
+//! The run is saved first: the ledger (`crate::ledger`) keeps the event of each run it
+//! recorded, and the caller hands them to [`send_all`] after the cycle, every receiver at once,
 //! each under its own short timeout. A receiver that is down, slow or failing is logged
 //! as a warning and changes nothing else: not the exit code, not the state. A poll that
 //! records nothing (up to date, skipped, a network failure) notifies nobody.
@@ -12,13 +12,11 @@
 mod hook;
 mod webhook;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::announce::{NotifySettings, EVENTS};
-use crate::config::Settings;
 use crate::state::{Outcome, Run, State};
 
 /// The version of the JSON document (docs/contract-extensions.md); only keys are added.
@@ -164,27 +162,12 @@ fn short12(c: &str) -> &str {
     &c[..c.len().min(12)]
 }
 
-static QUEUED: Mutex<Vec<Event>> = Mutex::new(Vec::new());
-
-/// Keeps the event of a run being recorded, for [`send_queued`]; nothing when no
-/// receiver is configured.
-pub fn queue(settings: &Settings, run: &Run, state: &State) {
-    if settings.notify.is_empty() {
-        return;
-    }
-    let event = Event::of(run, crate::pivot::host(settings, state), state);
-    if !event.notifiable() {
-        return;
-    }
-    QUEUED.lock().unwrap_or_else(|p| p.into_inner()).push(event);
-}
-
-/// Delivers what [`queue`] kept. Returns when every receiver answered or timed out:
-/// never later than the longest configured timeout (plus a moment to stop a command).
-pub async fn send_queued(settings: &Settings) {
-    let events = std::mem::take(&mut *QUEUED.lock().unwrap_or_else(|p| p.into_inner()));
+/// Delivers the events a run recorded (`Ledger::take_events`), one after the other.
+/// Returns when every receiver answered or timed out: never later than the longest
+/// configured timeout (plus a moment to stop a command) per event.
+pub async fn send_all(notify: &NotifySettings, events: Vec<Event>) {
     for event in events {
-        send(&settings.notify, &event).await;
+        send(notify, &event).await;
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::bounds::DurationKey;
 use super::validate::{err, KeyError, Validator};
 
-/// The outcomes a receiver can ask for: the recorded outcomes of [`crate::state::Outcome`]
+/// The outcomes a receiver can ask for: the recorded outcomes of `state::Outcome`
 /// plus `needs-attention` (a run whose rollback failed, or that was interrupted).
 pub const EVENTS: &[&str] = &[
     "deployed",

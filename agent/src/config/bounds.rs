@@ -110,7 +110,7 @@ pub const MAX_ARG_LEN: usize = 4096;
 #[derive(Debug)]
 pub enum DurationError {
     /// Not a duration at all (why, in words).
-    Invalid(crate::time::DurationTextError),
+    Invalid(crate::duration::DurationTextError),
     /// Below the key's `min`.
     TooShort,
     /// Above the key's `max`.
@@ -118,12 +118,12 @@ pub enum DurationError {
 }
 
 /// The one duration parser: `text` (`30s`, `5m`, `1d 12h`; surrounding blanks ignored)
-/// read with jiff's friendly format ([`crate::time::parse_duration`]), then held to the key's range. Callers with their own wording
+/// read with jiff's friendly format ([`crate::duration::parse_duration`]), then held to the key's range. Callers with their own wording
 /// (`pause --for`) branch on the [`DurationError`]; config keys use [`parse_duration`].
 pub fn parse(key: &DurationKey, text: &str) -> Result<Duration, DurationError> {
-    let d = crate::time::parse_duration(text.trim()).map_err(|e| match e {
+    let d = crate::duration::parse_duration(text.trim()).map_err(|e| match e {
         // Past any range (`100000000y`): the key's "too long", with its limit.
-        crate::time::DurationTextError::TooLong => DurationError::TooLong,
+        crate::duration::DurationTextError::TooLong => DurationError::TooLong,
         e => DurationError::Invalid(e),
     })?;
     if d < key.min {
@@ -137,7 +137,7 @@ pub fn parse(key: &DurationKey, text: &str) -> Result<Duration, DurationError> {
 
 /// [`parse`] with the message a config key's error carries (the caller adds the key).
 pub fn parse_duration(key: &DurationKey, text: &str) -> Result<Duration, String> {
-    let show = |d: Duration| crate::time::format_duration(d).to_string();
+    let show = |d: Duration| crate::duration::format_duration(d).to_string();
     parse(key, text).map_err(|e| match e {
         DurationError::Invalid(e) => {
             format!(

@@ -24,7 +24,7 @@ pub fn check(s: &Settings, text: &str) -> Vec<ConfigError> {
     if let Some(c) = &s.source.ca_file {
         wanted.push(("source.ca_file".into(), c));
     }
-    if s.source.url.scheme() == crate::source::url::Scheme::Ssh {
+    if s.source.url.scheme() == crate::model::url::Scheme::Ssh {
         wanted.push(("source.known_hosts_file".into(), &s.source.known_hosts_file));
     }
     wanted.extend(super::trust::key_file(&s.source.trust));

@@ -1,5 +1,5 @@
 //! `[host] map`: map mode, for the generic image. The value is a path inside the
-//! repository (read from the fetched commit by [`crate::pivot`]), so it must stay inside it.
+//! repository (read from the fetched commit by `pivot`), so it must stay inside it.
 
 use super::raw::RawHost;
 use super::validate::KeyError;

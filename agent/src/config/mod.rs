@@ -23,12 +23,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::source::url::RemoteUrl;
+use crate::model::url::RemoteUrl;
 pub use bounds::DurationKey;
 pub use metrics::MetricsSettings;
 pub use names::{default_attribute, valid_unit_name, validate_branch, validate_host};
 use raw::RawConfig;
-pub use reboot::{Bootloader, FleetLockSettings, RebootPolicy, RebootSettings, Window};
+pub use reboot::{
+    Bootloader, FleetLockSettings, RebootPolicy, RebootSettings, UBootSettings, Window,
+};
 use validate::Validator;
 
 /// Where the config is read from when `--config` is not given.
@@ -59,7 +61,7 @@ pub struct Settings {
     /// The flake attribute that is built, e.g. `nixosConfigurations."pi1".config.system.build.toplevel`.
     pub attribute: String,
     /// Map mode (`[host] map`): the machine map's path in the repository; the host is
-    /// found per run by [`crate::pivot`].
+    /// found per run by `pivot`.
     pub host_map: Option<String>,
     pub paths: Paths,
     pub build: BuildSettings,
@@ -103,7 +105,16 @@ pub struct Paths {
     pub runtime_dir: PathBuf,
     pub systemctl: PathBuf,
     pub systemd_run: PathBuf,
-    pub identity: crate::pivot::identity::IdentityPaths,
+    pub identity: IdentityPaths,
+}
+
+/// Where the identity is read from (`[paths]` in the config; read by `pivot::identity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityPaths {
+    pub serial_number: PathBuf,
+    pub cpuinfo: PathBuf,
+    pub net_class: PathBuf,
+    pub host_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]

@@ -69,7 +69,7 @@ pub(super) struct RawPaths {
     pub(super) runtime_dir: Option<PathBuf>,
     pub(super) systemctl: Option<PathBuf>,
     pub(super) systemd_run: Option<PathBuf>,
-    // Where map mode reads this machine's identity (see `crate::pivot::identity`).
+    // Where map mode reads this machine's identity (see `pivot::identity`).
     pub(super) serial_number: Option<PathBuf>,
     pub(super) cpuinfo: Option<PathBuf>,
     pub(super) net_class: Option<PathBuf>,

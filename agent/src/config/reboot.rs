@@ -25,13 +25,12 @@
 //! timezone = "Europe/Berlin"   # default: the machine's own (/etc/localtime; none: UTC)
 //! ```
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jiff::civil::{Time, Weekday};
 use jiff::tz::TimeZone;
 use serde::Deserialize;
-
-use crate::reboot::trial::UBootSettings;
 
 use super::bounds::{self, DurationKey};
 
@@ -71,7 +70,7 @@ pub enum Bootloader {
     Uboot,
     /// A model for the project's own tests, never a machine's bootloader: a flag file and
     /// a trial file in `[reboot.uboot] boot_dir` that the test harnesses' model bootloader
-    /// reads (`reboot/model_door.rs`).
+    /// reads (`doors/trial_model.rs`).
     TestModel,
 }
 
@@ -346,7 +345,7 @@ pub fn summary(s: &RebootSettings) -> String {
     line.push_str(&format!(
         ", bootloader {} (trial deadline {})",
         s.bootloader.as_str(),
-        crate::time::format_duration(s.trial_deadline)
+        crate::duration::format_duration(s.trial_deadline)
     ));
     line
 }
@@ -521,6 +520,22 @@ fn time_of_day(key: &str, text: Option<&str>) -> Result<Time, KeyProblem> {
             ),
         )
     })
+}
+
+/// Where U-Boot's trial lives (`[reboot.uboot]`; the NixOS module fills it in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UBootSettings {
+    /// libubootenv's configuration naming the environment (on a Pi: `uboot.env` on the
+    /// firmware partition).
+    pub fw_env_config: PathBuf,
+    /// `fw_printenv` and `fw_setenv` (libubootenv-tool).
+    pub fw_printenv: PathBuf,
+    pub fw_setenv: PathBuf,
+    /// The directory holding `extlinux/extlinux.conf` (NixOS: `/boot`): the trial entry is
+    /// written beside it.
+    pub boot_dir: PathBuf,
+    /// `panic=N` on the trial's kernel command line: a panic resets the board after N s.
+    pub panic_seconds: u32,
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `[source] verify` with its key files, and `[source] allow_downgrade`: who may sign a
 //! head that gets deployed, and whether the branch may go backwards. Checked here, used
-//! by [`crate::trust`].
+//! by `trust`.
 
 use std::path::{Path, PathBuf};
 

@@ -11,7 +11,7 @@ use super::names::{
 };
 use super::raw::{RawBuild, RawCheck, RawConfig, RawHealth, RawPaths, RawSource};
 use super::*;
-use crate::source::url::RemoteUrl;
+use crate::model::url::RemoteUrl;
 
 /// An error about one key: its path and what is wrong.
 pub(super) struct KeyError {
@@ -166,7 +166,7 @@ impl Validator<'_> {
                 "refusing to send a token over plain http:// to a non-loopback host (it would travel in clear); use https://",
             ));
         }
-        if raw.ca_file.is_some() && url.scheme() != crate::source::url::Scheme::Https {
+        if raw.ca_file.is_some() && url.scheme() != crate::model::url::Scheme::Https {
             return Err(err(
                 "source.ca_file",
                 "a certificate authority is only used with https:// URLs",
@@ -230,7 +230,7 @@ impl Validator<'_> {
             runtime_dir: abs("paths.runtime_dir", raw.runtime_dir, "/run/homelab-agent")?,
             systemctl: program("paths.systemctl", raw.systemctl, "systemctl")?,
             systemd_run: program("paths.systemd_run", raw.systemd_run, "systemd-run")?,
-            identity: crate::pivot::identity::IdentityPaths {
+            identity: super::IdentityPaths {
                 serial_number: abs(
                     "paths.serial_number",
                     raw.serial_number,

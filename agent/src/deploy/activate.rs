@@ -68,6 +68,14 @@ pub enum Ending {
     Failed { failed: StepFailure, back: Back },
 }
 
+/// How the protocol ended, and how long its health checks took (none when they did not
+/// run): what the run that records it needs.
+#[derive(Debug)]
+pub struct Activated {
+    pub ending: Ending,
+    pub health_ms: Option<u64>,
+}
+
 /// The way back after a failed activation.
 #[derive(Debug)]
 pub enum Back {
@@ -115,7 +123,7 @@ impl Agent {
         &self,
         state: &mut State,
         plan: Plan<'_>,
-    ) -> Result<Ending, Failure> {
+    ) -> Result<Activated, Failure> {
         let mut intent = Intent {
             kind: plan.kind,
             step: Step::Activating,
@@ -136,11 +144,12 @@ impl Agent {
         crate::metrics::refresh(&self.settings, crate::metrics::After::Activating);
         crate::failpoint("after_intent");
 
+        let mut health_ms = None;
         let failed = match self
-            .test_check_commit(state, &mut intent, plan.target)
+            .test_check_commit(state, &mut intent, plan.target, &mut health_ms)
             .await
         {
-            Ok(healthy) => return Ok(healthy),
+            Ok(ending) => return Ok(Activated { ending, health_ms }),
             Err(failed) => failed,
         };
         log::error!(
@@ -148,9 +157,12 @@ impl Agent {
             "activating {}: {}", plan.target.display(), failed.failure
         );
         let Some(previous) = plan.previous else {
-            return Ok(Ending::Failed {
-                failed,
-                back: Back::Restored(None),
+            return Ok(Activated {
+                ending: Ending::Failed {
+                    failed,
+                    back: Back::Restored(None),
+                },
+                health_ms,
             });
         };
         intent.step = Step::RollingBack;
@@ -164,16 +176,21 @@ impl Agent {
                 target: previous,
             },
         };
-        Ok(Ending::Failed { failed, back })
+        Ok(Activated {
+            ending: Ending::Failed { failed, back },
+            health_ms,
+        })
     }
 
     /// `switch-to-configuration test`, health checks, commit (not for a test plan); each
-    /// step noted in the intent before it starts.
+    /// step noted in the intent before it starts. How long the checks took goes into
+    /// `health_ms`, whichever way it ends.
     async fn test_check_commit(
         &self,
         state: &mut State,
         intent: &mut Intent,
         target: &Path,
+        health_ms: &mut Option<u64>,
     ) -> Result<Ending, StepFailure> {
         let what = intent
             .commit
@@ -200,7 +217,7 @@ impl Agent {
         notify::status(&format!("checking health of {what}"));
         let checking = std::time::Instant::now();
         let report = self.doors.health.wait_until_healthy().await;
-        crate::metrics::phases::health_took(checking.elapsed());
+        *health_ms = crate::ledger::Took::new(None, Some(checking.elapsed())).health_ms;
         crate::failpoint("after_health");
         if !report.healthy {
             let message = format!(

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::failure::Kind;
+use crate::ledger::Took;
 use crate::logging::message_id;
 use crate::source::Fetched;
 use crate::state::{Outcome, Phase, State};
@@ -23,6 +24,7 @@ impl Agent {
         system: &Path,
         host: &str,
         started: Instant,
+        took: Took,
     ) -> Option<Exit> {
         if !self.settings.activation.require_agent_and_ssh {
             return None;
@@ -34,12 +36,13 @@ impl Agent {
         let message = refusal(&fetched.commit, host, &lost);
         log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{message}");
         self.doors.builder.release();
-        let mut run = self.run_record(Outcome::Failed, fetched, started);
+        let mut run = self.run_record(Outcome::Failed, fetched, started, took);
         run.phase = Some(Phase::Activate);
         run.rolled_back = Some(false);
         run.system = Some(system.display().to_string());
         run.error = Some(message.clone());
-        state.mark_bad(&fetched.commit, Phase::Activate, &message);
+        self.ledger
+            .mark_bad(state, &fetched.commit, Phase::Activate, &message, None);
         state.last_handled = Some(fetched.commit.clone());
         Some(self.close(state, run, Exit::Failed(Kind::Commit)))
     }

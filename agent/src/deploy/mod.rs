@@ -1,10 +1,11 @@
 //! The deploy cycle, top to bottom:
 //!
 //! ```text
-//! recover what a killed run left, reconcile → poll → (bad? handled?) → fetch → build
-//!      → same system? unchanged
+//! recover what a killed run left, reconcile → poll → (bad? handled?) → fetch
+//!      → the track's steps (track.rs): build → same system? unchanged
 //!      → activation protocol (activate.rs): intent → switch test → health → commit | roll back
-//!      → record (record.rs)
+//!      → record (record.rs, through the ledger)
+//! main idle → the testing branch's head → the same steps on the testing track (testing.rs)
 //! ```
 //!
 //! | file          | owns                                                                |
@@ -12,7 +13,9 @@
 //! | `mod.rs`      | the cycle and the operator commands (`rollback`, `retry`)           |
 //! | `activate.rs` | the one activation protocol: deploy, rollback and recovery use it   |
 //! | `recover.rs`  | an interrupted run's leftovers; reconciling live system and profile |
-//! | `testing.rs`  | the per-host testing branch: test activations that never commit    |
+//! | `track.rs`    | a fetched commit's steps, the same on main's and the testing track |
+//! | `testing.rs`  | what differs on the testing branch: its head, its records         |
+//! | `backoff.rs`  | the wait before building again a commit whose build failed blamelessly |
 //! | `record.rs`   | history, last poll, bad commits: one `finish()` for every outcome   |
 //! | `doors.rs`    | the side effects behind traits: source, builder, machine, health    |
 //! | `target.rs`   | which host is built: the configured one, or the map's (pivot)       |
@@ -23,7 +26,7 @@
 //! boot default); only a failure of the commit itself marks it bad.
 
 mod activate;
-pub mod doors;
+mod backoff;
 mod guard;
 mod paused;
 mod record;
@@ -32,19 +35,22 @@ mod target;
 mod testing;
 #[cfg(test)]
 mod tests;
+mod track;
 mod trust;
 
 use std::time::Instant;
 
+use crate::announce::Event;
 use crate::config::Settings;
 use crate::failure::Kind;
+use crate::ledger::Ledger;
 use crate::notify;
-use crate::state::{IntentKind, Outcome, Phase, Pinned, Run, State, Store};
+use crate::state::{IntentKind, Outcome, Phase, Pinned, State};
 
-use activate::{Back, Ending, Plan};
-pub use doors::Doors;
+pub use crate::doors::Doors;
+use activate::Plan;
 pub use recover::MAX_INTERRUPTIONS;
-pub use testing::live as testing_live;
+use track::Track;
 
 /// How a run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +75,8 @@ impl Exit {
 
 pub struct Agent {
     pub settings: Settings,
-    store: Store,
+    /// Every record this agent writes goes through it (`crate::ledger`).
+    ledger: Ledger,
     doors: Doors,
 }
 
@@ -80,17 +87,22 @@ impl Agent {
     }
 
     pub fn with_doors(settings: Settings, doors: Doors) -> Agent {
-        let store = Store::new(&settings.paths.state_dir);
+        let ledger = Ledger::new(&settings);
         Agent {
             settings,
-            store,
+            ledger,
             doors,
         }
     }
 
+    /// The events of the runs recorded since the last call, for `announce::send_all`.
+    pub fn take_events(&self) -> Vec<Event> {
+        self.ledger.take_events()
+    }
+
     /// One poll-and-deploy cycle (what the timer runs). The caller holds the lock.
     pub async fn run_once(&self) -> anyhow::Result<Exit> {
-        let mut state = self.store.load()?;
+        let mut state = self.ledger.load()?;
         if let Some(exit) = self.recover(&mut state).await {
             return Ok(exit);
         }
@@ -137,43 +149,13 @@ impl Agent {
             return Ok(exit);
         }
 
-        let target = match self.target(&mut state, &fetched) {
+        let target = match self.target(&mut state, &fetched).await {
             Ok(target) => target,
             Err(exit) => return Ok(exit),
         };
-        let started = Instant::now();
-        let (commit, host) = (short(&fetched.commit), &target.host);
-        notify::status(&format!("building {commit} for {host}"));
-        log::info!(commit = fetched.commit.as_str(); "building {commit} ({}) for {host}", fetched.subject);
-        let built = self
-            .doors
-            .builder
-            .build(&fetched.commit, &target.attribute)
-            .await;
-        crate::metrics::phases::build_took(started.elapsed());
-        let system = match built {
-            Ok(system) => system,
-            // A `pause` asked for during the build stopped it: the pause, not a failure.
-            Err(_) if crate::pause::requested(&self.settings.paths.runtime_dir) => {
-                self.doors.builder.release();
-                let exit = self.pause_requested(&mut state, &fetched.commit);
-                return Ok(exit.unwrap_or(Exit::Ok));
-            }
-            Err(f) => return Ok(self.build_failed(&mut state, &fetched, host, f, started)),
-        };
-        if self.doors.machine.current_system().as_deref() == Some(system.as_path()) {
-            return Ok(self.record_unchanged(&mut state, &fetched, &system, started));
-        }
-        if let Some(exit) = self.refuse_orphan(&mut state, &fetched, &system, host, started) {
-            return Ok(exit);
-        }
-
-        let plan = self.plan(IntentKind::Deploy, &fetched, &system);
-        let ending = match self.activate(&mut state, plan).await {
-            Ok(ending) => ending,
-            Err(f) => return Ok(self.stop_run(f)),
-        };
-        Ok(self.record_deploy(&mut state, &fetched, &system, ending, started))
+        Ok(self
+            .deliver(&mut state, Track::Main, &fetched, &target)
+            .await)
     }
 
     /// A head that is known bad or already handled needs no fetch, no nix, no disk write.
@@ -205,7 +187,7 @@ impl Agent {
     /// `homelab-agent rollback`: the previous profile generation, through the same
     /// protocol (intent, test, health, commit), recorded in history.
     pub async fn rollback(&self) -> anyhow::Result<Exit> {
-        let mut state = self.store.load()?;
+        let mut state = self.ledger.load()?;
         if let Some(exit) = self.recover(&mut state).await {
             return Ok(exit);
         }
@@ -231,13 +213,6 @@ impl Agent {
             target.number,
             target.system.display()
         );
-        let shown = target.system.display().to_string();
-        let from_commit = state.deployed.as_ref().and_then(|d| d.commit.clone());
-        let commit = state
-            .history
-            .iter()
-            .find(|r| r.system.as_deref() == Some(&shown) && r.outcome == Outcome::Deployed)
-            .and_then(|r| r.commit.clone());
         let plan = Plan {
             kind: IntentKind::Rollback,
             commit: None,
@@ -246,101 +221,38 @@ impl Agent {
             previous: Some(current.system.clone()),
             previous_generation: Some(current.number),
         };
-        let ending = match self.activate(&mut state, plan).await {
-            Ok(ending) => ending,
+        // What the pin says it came from, read before the activation changes anything.
+        let from_commit = state.deployed.as_ref().and_then(|d| d.commit.clone());
+        let activated = match self.activate(&mut state, plan).await {
+            Ok(activated) => activated,
             Err(f) => return Ok(self.stop_run(f)),
         };
-
-        let mut run = Run::new(Outcome::RolledBack);
-        run.commit = commit.clone();
-        run.system = Some(shown.clone());
-        let exit = match ending {
-            Ending::Committed { generation, checks } => {
-                run.generation = Some(generation);
-                run.checks = checks;
-                state.deployed = Some(crate::state::Deployed {
-                    commit,
-                    subject: None,
-                    system: shown.clone(),
-                    generation: Some(generation),
-                    at: crate::state::now(),
-                });
-                state.pinned = Some(Pinned {
-                    since: crate::state::now(),
-                    system: shown.clone(),
-                    generation: Some(generation),
-                    from_system: current.system.display().to_string(),
-                    from_commit,
-                    from_generation: Some(current.number),
-                });
-                log::info!(message_id = crate::logging::message_id::ROLLED_BACK; "rolled back to {shown} as generation {generation}");
-                Exit::Ok
-            }
-            Ending::Failed {
-                failed,
-                back: Back::Restored(_),
-            } => {
-                run.outcome = Outcome::Failed;
-                run.phase = Some(failed.phase);
-                run.checks = failed.checks;
-                run.error = Some(format!(
-                    "rollback to generation {} failed: {}; staying on generation {}",
-                    target.number, failed.failure, current.number
-                ));
-                // The target is an older generation: its failure blames no new commit.
-                Exit::Failed(Kind::Commit)
-            }
-            Ending::Failed {
-                failed,
-                back:
-                    Back::RollbackFailed {
-                        rollback,
-                        target: back,
-                    },
-            } => {
-                run.outcome = Outcome::Failed;
-                run.phase = Some(failed.phase);
-                run.error = Some(format!(
-                    "rollback to generation {} failed: {}; then returning to generation {} failed too: {rollback}",
-                    target.number, failed.failure, current.number
-                ));
-                state.rollback_pending = Some(crate::state::RollbackPending {
-                    system: back.display().to_string(),
-                    reason: rollback.message.clone(),
-                    since: crate::state::now(),
-                });
-                Exit::RollbackFailed
-            }
-            Ending::Tested { checks } | Ending::Live { checks } => {
-                let error = "the rollback was activated but not committed".to_string();
-                record::wrong_ending(&mut run, checks, error)
-            }
+        let back = record::Rollback {
+            from: &current,
+            from_commit,
+            to: &target,
+            started,
         };
-        run.duration_ms = started.elapsed().as_millis() as u64;
-        state.intent = None;
-        Ok(match self.finish(&mut state, run) {
-            Ok(()) => exit,
-            Err(f) => self.stop_run(f),
-        })
+        Ok(self.record_rollback(&mut state, back, activated))
     }
 
     /// `homelab-agent resume`: unpin after a `rollback`; the next run follows the branch
     /// head again (and may redeploy the commit that was rolled back from). `None` when the
     /// machine was not pinned.
     pub fn resume(&self) -> anyhow::Result<Option<Pinned>> {
-        let mut state = self.store.load()?;
+        let mut state = self.ledger.load()?;
         let Some(pin) = state.pinned.take() else {
             return Ok(None);
         };
         // The head seen while pinned was never tried: the next run looks at it afresh.
         state.last_handled = None;
-        self.store.save(&state)?;
+        self.ledger.write(&state)?;
         Ok(Some(pin))
     }
 
     /// `homelab-agent retry`: forget that the current head failed, so the next run tries it.
     pub fn retry(&self) -> anyhow::Result<Vec<String>> {
-        let mut state = self.store.load()?;
+        let mut state = self.ledger.load()?;
         let forgotten: Vec<String> = state.bad_commits.iter().map(|b| b.commit.clone()).collect();
         state.bad_commits.clear();
         state.interruptions.clear();
@@ -354,12 +266,9 @@ impl Agent {
         {
             state.last_handled = None;
         }
-        self.store.save(&state)?;
+        self.ledger.write(&state)?;
         Ok(forgotten)
     }
 }
 
-/// The first 8 characters of a commit id, for messages.
-pub fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(8)]
-}
+pub use crate::model::commit::short;

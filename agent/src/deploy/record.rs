@@ -1,53 +1,25 @@
 //! Recording what a run did: one [`Agent::finish`] for every outcome that is history
-//! (one durable write), and [`Agent::note_poll`] for what is only news (the runtime
-//! directory, a tmpfs: a poll that learns nothing never writes to the SD card).
+//! (one durable write, through the ledger: `crate::ledger`), and [`Agent::note_poll`] for
+//! what is only news (the runtime directory, a tmpfs: a poll that learns nothing never
+//! writes to the SD card).
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use crate::failure::{Failure, Kind};
+use crate::ledger::Took;
 use crate::logging::message_id;
 use crate::runtime::{self, LastPoll};
 use crate::source::Fetched;
-use crate::state::{self, Deployed, Outcome, Phase, Retry, RollbackPending, Run, State};
+use crate::state::{self, Outcome, Phase, Pinned, Run, State};
+use crate::system::profile::Generation;
 
-use super::activate::{Back, Ending, StepFailure};
+use super::activate::{Activated, Back, Ending, StepFailure};
 use super::{short, Agent, Exit};
-
-/// A build of `head` still waiting out its backoff: the kind of the failure that started
-/// the wait, and what to say (main's cycle and the testing branch say the same).
-pub(super) fn backoff_left(state: &State, head: &str, config: &str) -> Option<(Kind, String)> {
-    let r = state.retries.as_ref().filter(|r| r.commit == head)?;
-    // A configuration failure waits only while the configuration is the same.
-    if r.config.as_deref().is_some_and(|then| then != config) {
-        return None;
-    }
-    let until = r.not_before?.to_system();
-    let left = until.duration_since(SystemTime::now()).ok()?;
-    // A clock that jumped back must not stretch the wait past its longest.
-    if left > MAX_BACKOFF {
-        return None;
-    }
-    let kind = r.kind.unwrap_or(Kind::Transient);
-    let hint = match kind {
-        Kind::Configuration => {
-            "a changed configuration ends the wait; `sudo homelab-agent retry` tries now"
-        }
-        _ => "`sudo homelab-agent retry` tries now",
-    };
-    let message = format!(
-        "the build of {} failed {} time(s) ({}); next try in {}\nhint: {hint}",
-        short(head),
-        r.count,
-        kind.as_str(),
-        crate::time::format_duration(Duration::from_secs(left.as_secs()))
-    );
-    Some((kind, message))
-}
 
 impl Agent {
     pub(super) fn save(&self, state: &State) -> Result<(), Failure> {
-        self.store.save(state).map_err(|e| Failure::storage(&e))
+        self.ledger.save(state)
     }
 
     /// Adds `run` to history, makes it what `status` shows, and saves: the one write
@@ -66,12 +38,7 @@ impl Agent {
         poll_commit: Option<&str>,
     ) -> Result<(), Failure> {
         self.note_poll(run.outcome, poll_commit, run.error.as_deref(), run.phase);
-        // Told only once it is saved: never a "deployed" the state file does not have.
-        let told = run.clone();
-        state.push_run(run);
-        self.save(state)?;
-        crate::announce::queue(&self.settings, &told, state);
-        Ok(())
+        self.ledger.record(state, run)
     }
 
     /// [`Agent::finish`], then `exit`; a failed write stops the run.
@@ -113,33 +80,6 @@ impl Agent {
         Exit::Failed(f.kind)
     }
 
-    /// A build that failed without it being the commit's fault. A build is the costliest
-    /// thing a Pi does: the same commit waits longer after each such failure (`retry`
-    /// ends the wait). Saved at once; returns the count and the wait, or how the run ended.
-    pub(super) fn back_off(
-        &self,
-        state: &mut State,
-        commit: &str,
-        kind: Kind,
-    ) -> Result<(u32, std::time::Duration), Exit> {
-        let count = match &state.retries {
-            Some(r) if r.commit == commit => r.count + 1,
-            _ => 1,
-        };
-        let wait = backoff(count);
-        state.retries = Some(Retry {
-            commit: commit.to_string(),
-            count,
-            kind: Some(kind),
-            not_before: Some(state::now().plus(wait)),
-            config: (kind == Kind::Configuration).then(|| self.settings.digest.clone()),
-        });
-        match self.save(state) {
-            Ok(()) => Ok((count, wait)),
-            Err(e) => Err(self.stop_run(e)),
-        }
-    }
-
     /// The build of `host` failed (in map mode the mapped host, not this machine's
     /// name). Only a failure of the commit itself marks it bad; any other is retried by
     /// the next run.
@@ -150,6 +90,7 @@ impl Agent {
         host: &str,
         f: Failure,
         started: Instant,
+        took: Took,
     ) -> Exit {
         self.doors.builder.release();
         let message = format!("building {} for {host}: {f}", short(&fetched.commit));
@@ -160,7 +101,7 @@ impl Agent {
             };
             let message = format!(
                 "{message}\n(failed {count} time{s} without blaming the commit; not built again for {})",
-                crate::time::format_duration(wait),
+                crate::duration::format_duration(wait),
                 s = if count == 1 { "" } else { "s" }
             );
             // Not the commit's fault, but a failed run all the same (nix missing, a build
@@ -174,32 +115,19 @@ impl Agent {
                     log::error!(message_id = message_id::FAILED; "{message}\nhint: {}", f.kind.hint())
                 }
             }
-            let mut run = self.run_record(Outcome::Failed, fetched, started);
+            let mut run = self.run_record(Outcome::Failed, fetched, started, took);
             run.phase = Some(Phase::Build);
             run.error = Some(message);
             return self.close(state, run, Exit::Failed(f.kind));
         }
         log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{message}");
-        let mut run = self.run_record(Outcome::Failed, fetched, started);
+        let mut run = self.run_record(Outcome::Failed, fetched, started, took);
         run.phase = Some(Phase::Build);
         run.error = Some(message.clone());
-        state.mark_bad(&fetched.commit, Phase::Build, &message);
+        self.ledger
+            .mark_bad(state, &fetched.commit, Phase::Build, &message, None);
         state.last_handled = Some(fetched.commit.clone());
         self.close(state, run, Exit::Failed(Kind::Commit))
-    }
-
-    /// A build of `head` is still waiting out its backoff: news only, and the same kind
-    /// of failure as the one that started the wait (so systemd still shows it).
-    pub(super) fn waiting(&self, state: &State, head: &str) -> Option<Exit> {
-        let (kind, message) = backoff_left(state, head, &self.settings.digest)?;
-        log::info!("{}", message.lines().next().unwrap_or_default());
-        self.note_poll(
-            Outcome::Failed,
-            Some(head),
-            Some(&message),
-            Some(Phase::Build),
-        );
-        Some(Exit::Failed(kind))
     }
 
     pub(super) fn record_unchanged(
@@ -208,6 +136,7 @@ impl Agent {
         fetched: &Fetched,
         system: &Path,
         started: Instant,
+        took: Took,
     ) -> Exit {
         log::info!(
             "{} builds the running system {}: nothing to switch",
@@ -215,19 +144,13 @@ impl Agent {
             system.display()
         );
         self.doors.builder.release();
-        let mut run = self.run_record(Outcome::Unchanged, fetched, started);
+        let mut run = self.run_record(Outcome::Unchanged, fetched, started, took);
         run.system = Some(system.display().to_string());
         state.last_handled = Some(fetched.commit.clone());
         state.retries = None;
-        if let Some(d) = state
-            .deployed
-            .as_mut()
-            .filter(|d| Path::new(&d.system) == system)
-        {
-            // The running system is also what this newer commit describes.
-            d.commit = Some(fetched.commit.clone());
-            d.subject = Some(fetched.subject.clone());
-        }
+        // The running system is also what this newer commit describes.
+        self.ledger
+            .same_system(state, system, &fetched.commit, &fetched.subject);
         self.close(state, run, Exit::Ok)
     }
 
@@ -239,10 +162,11 @@ impl Agent {
         system: &Path,
         ending: Ending,
         started: Instant,
+        took: Took,
     ) -> Exit {
         self.doors.builder.release();
         let shown = system.display().to_string();
-        let mut run = self.run_record(Outcome::Deployed, fetched, started);
+        let mut run = self.run_record(Outcome::Deployed, fetched, started, took);
         run.system = Some(shown.clone());
         state.intent = None;
         state.last_handled = Some(fetched.commit.clone());
@@ -252,13 +176,13 @@ impl Agent {
             Ending::Committed { generation, checks } => {
                 run.generation = Some(generation);
                 run.checks = checks;
-                state.deployed = Some(Deployed {
-                    commit: Some(fetched.commit.clone()),
-                    subject: Some(fetched.subject.clone()),
-                    system: shown.clone(),
-                    generation: Some(generation),
-                    at: state::now(),
-                });
+                self.ledger.deployed(
+                    state,
+                    Some(fetched.commit.clone()),
+                    Some(fetched.subject.clone()),
+                    &shown,
+                    Some(generation),
+                );
                 log::info!(
                     commit = fetched.commit.as_str(), system = shown.as_str(),
                     generation = generation, message_id = message_id::DEPLOYED;
@@ -269,13 +193,13 @@ impl Agent {
             Ending::Live { checks } => {
                 run.checks = checks;
                 // No generation: the profile and the boot default did not move.
-                state.deployed = Some(Deployed {
-                    commit: Some(fetched.commit.clone()),
-                    subject: Some(fetched.subject.clone()),
-                    system: shown.clone(),
-                    generation: None,
-                    at: state::now(),
-                });
+                self.ledger.deployed(
+                    state,
+                    Some(fetched.commit.clone()),
+                    Some(fetched.subject.clone()),
+                    &shown,
+                    None,
+                );
                 log::info!(
                     commit = fetched.commit.as_str(), system = shown.as_str(),
                     message_id = message_id::DEPLOYED;
@@ -284,7 +208,7 @@ impl Agent {
                 Exit::Ok
             }
             Ending::Failed { failed, back } => {
-                let (f, exit) = record_failure(state, &mut run, failed, back, None);
+                let (f, exit) = self.record_failure(state, &mut run, failed, back, None);
                 failure = Some(f);
                 exit
             }
@@ -314,42 +238,72 @@ impl Agent {
         system: &str,
     ) {
         if failure.kind.blames_commit() {
-            state.mark_bad_system(&fetched.commit, phase, error, Some(system));
+            self.ledger
+                .mark_bad(state, &fetched.commit, phase, error, Some(system));
         } else {
             state.last_handled = None;
         }
     }
 
-    /// A run of `fetched`, with the build and health timings noted since the last build.
-    pub(super) fn run_record(&self, outcome: Outcome, fetched: &Fetched, started: Instant) -> Run {
+    /// A run of `fetched`, with its build and health timings.
+    pub(super) fn run_record(
+        &self,
+        outcome: Outcome,
+        fetched: &Fetched,
+        started: Instant,
+        took: Took,
+    ) -> Run {
         let mut run = Run::new(outcome);
         run.commit = Some(fetched.commit.clone());
         run.subject = Some(fetched.subject.clone());
         run.duration_ms = started.elapsed().as_millis() as u64;
-        (run.build_ms, run.health_ms) = crate::metrics::phases::take();
+        took.on(&mut run);
         run
     }
-}
 
-/// A failed activation, recorded the same way for a deployment and for a test (`test`
-/// names it: "abc12345 (testing/pi1)"): the run's outcome, phase, checks, whether it was
-/// rolled back, and its error; a failed way back is pending for the next run. Returns
-/// the activation's failure (whether it blames the commit is the caller's) and the exit.
-pub(super) fn record_failure(
-    state: &mut State,
-    run: &mut Run,
-    failed: StepFailure,
-    back: Back,
-    test: Option<&str>,
-) -> (Failure, Exit) {
-    run.outcome = Outcome::Failed;
-    run.phase = Some(failed.phase);
-    run.checks = failed.checks;
-    let mut error = failed.failure.message.clone();
-    let exit = match back {
-        Back::Restored(restored) => {
-            run.rolled_back = Some(restored.is_some());
-            match (&restored, test) {
+    /// What every failed activation records the same way (a deployment, a test, an
+    /// operator's rollback): the outcome, the phase, the checks, whether the way back
+    /// worked, and a way back that failed is pending for the next run. The error's words
+    /// are the caller's. Returns the exit.
+    pub(super) fn failed_activation(
+        &self,
+        state: &mut State,
+        run: &mut Run,
+        failed: &StepFailure,
+        back: &Back,
+    ) -> Exit {
+        run.outcome = Outcome::Failed;
+        run.phase = Some(failed.phase);
+        run.checks = failed.checks.clone();
+        match back {
+            Back::Restored(restored) => {
+                run.rolled_back = Some(restored.is_some());
+                Exit::Failed(failed.failure.kind)
+            }
+            Back::RollbackFailed { rollback, target } => {
+                run.rolled_back = Some(false);
+                self.ledger
+                    .rollback_pending(state, target, &rollback.message);
+                Exit::RollbackFailed
+            }
+        }
+    }
+
+    /// A failed activation of a deployment or of a test (`test` names it: "abc12345
+    /// (testing/pi1)"): [`Agent::failed_activation`], logged, and its error. Returns the
+    /// activation's failure (whether it blames the commit is the caller's) and the exit.
+    pub(super) fn record_failure(
+        &self,
+        state: &mut State,
+        run: &mut Run,
+        failed: StepFailure,
+        back: Back,
+        test: Option<&str>,
+    ) -> (Failure, Exit) {
+        let exit = self.failed_activation(state, run, &failed, &back);
+        let mut error = failed.failure.message.clone();
+        match back {
+            Back::Restored(restored) => match (&restored, test) {
                 (Some(p), None) => {
                     log::warn!(message_id = message_id::ROLLED_BACK; "rolled back to {}", p.display())
                 }
@@ -357,36 +311,113 @@ pub(super) fn record_failure(
                     log::warn!(message_id = message_id::ROLLED_BACK; "test of {test} failed; rolled back to {}", p.display())
                 }
                 (None, _) => error.push_str("\n(no previous system to roll back to)"),
+            },
+            Back::RollbackFailed { rollback, target } => {
+                let boot = match test {
+                    None => {
+                        log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED: {rollback}");
+                        "the boot default is still the previous generation"
+                    }
+                    Some(test) => {
+                        log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED after the test of {test}: {rollback}");
+                        "the boot default is unchanged"
+                    }
+                };
+                error = format!(
+                    "{}\nthen the rollback to {} failed too: {rollback}\nhint: {boot} (a reboot returns to it); the next run retries the rollback",
+                    failed.failure,
+                    target.display()
+                );
             }
-            Exit::Failed(failed.failure.kind)
         }
-        Back::RollbackFailed { rollback, target } => {
-            run.rolled_back = Some(false);
-            let boot = match test {
-                None => {
-                    log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED: {rollback}");
-                    "the boot default is still the previous generation"
-                }
-                Some(test) => {
-                    log::error!(message_id = message_id::ROLLBACK_FAILED; "ROLLBACK FAILED after the test of {test}: {rollback}");
-                    "the boot default is unchanged"
-                }
-            };
-            error = format!(
-                "{}\nthen the rollback to {} failed too: {rollback}\nhint: {boot} (a reboot returns to it); the next run retries the rollback",
-                failed.failure,
-                target.display()
-            );
-            state.rollback_pending = Some(RollbackPending {
-                system: target.display().to_string(),
-                reason: rollback.message.clone(),
-                since: state::now(),
-            });
-            Exit::RollbackFailed
+        run.error = Some(error);
+        (failed.failure, exit)
+    }
+}
+
+/// An operator's rollback from one generation to an older one, for its record.
+pub(super) struct Rollback<'a> {
+    pub from: &'a Generation,
+    pub from_commit: Option<String>,
+    pub to: &'a Generation,
+    pub started: Instant,
+}
+
+impl Agent {
+    /// Records how an operator's rollback ended: committed (and pinned there), or failed
+    /// like any activation, in the rollback's words.
+    pub(super) fn record_rollback(
+        &self,
+        state: &mut State,
+        rollback: Rollback<'_>,
+        activated: Activated,
+    ) -> Exit {
+        let Rollback {
+            from,
+            from_commit,
+            to,
+            started,
+        } = rollback;
+        let shown = to.system.display().to_string();
+        let commit = state
+            .history
+            .iter()
+            .find(|r| r.system.as_deref() == Some(&shown) && r.outcome == Outcome::Deployed)
+            .and_then(|r| r.commit.clone());
+        let mut run = Run::new(Outcome::RolledBack);
+        run.commit = commit.clone();
+        run.system = Some(shown.clone());
+        Took {
+            build_ms: None,
+            health_ms: activated.health_ms,
         }
-    };
-    run.error = Some(error);
-    (failed.failure, exit)
+        .on(&mut run);
+        let exit = match activated.ending {
+            Ending::Committed { generation, checks } => {
+                run.generation = Some(generation);
+                run.checks = checks;
+                self.ledger
+                    .deployed(state, commit, None, &shown, Some(generation));
+                state.pinned = Some(Pinned {
+                    since: state::now(),
+                    system: shown.clone(),
+                    generation: Some(generation),
+                    from_system: from.system.display().to_string(),
+                    from_commit,
+                    from_generation: Some(from.number),
+                });
+                log::info!(message_id = message_id::ROLLED_BACK; "rolled back to {shown} as generation {generation}");
+                Exit::Ok
+            }
+            Ending::Failed { failed, back } => {
+                let why = failed.failure.to_string();
+                let error = match &back {
+                    Back::Restored(_) => format!(
+                        "rollback to generation {} failed: {why}; staying on generation {}",
+                        to.number, from.number
+                    ),
+                    Back::RollbackFailed { rollback, .. } => format!(
+                        "rollback to generation {} failed: {why}; then returning to generation {} failed too: {rollback}",
+                        to.number, from.number
+                    ),
+                };
+                let exit = self.failed_activation(state, &mut run, &failed, &back);
+                run.error = Some(error);
+                match exit {
+                    // The target is an older generation: its failure blames no new commit.
+                    Exit::Failed(_) => Exit::Failed(Kind::Commit),
+                    other => other,
+                }
+            }
+            Ending::Tested { checks } | Ending::Live { checks } => {
+                let error = "the rollback was activated but not committed".to_string();
+                wrong_ending(&mut run, checks, error)
+            }
+        };
+        run.duration_ms = started.elapsed().as_millis() as u64;
+        state.intent = None;
+        self.close(state, run, exit)
+    }
 }
 
 /// An ending its plan cannot have: a test plan never commits, any other always does
@@ -400,14 +431,4 @@ pub(super) fn wrong_ending(
     run.checks = checks;
     run.error = Some(format!("{error} (a bug: please report it)"));
     Exit::Failed(Kind::Environment)
-}
-
-/// The longest a build waits after failures that blame nothing.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
-
-/// 10 minutes after the first failure, doubling, at most [`MAX_BACKOFF`].
-pub fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_secs(600);
-    base.saturating_mul(1 << failures.saturating_sub(1).min(10))
-        .min(MAX_BACKOFF)
 }

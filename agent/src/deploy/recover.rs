@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::failure::{Failure, Kind};
 use crate::logging::message_id;
-use crate::state::{IntentKind, Outcome, Phase, RollbackPending, Run, State, Step};
+use crate::state::{Intent, IntentKind, Outcome, Phase, Run, State, Step};
 
 use super::{Agent, Exit};
 
@@ -83,25 +83,10 @@ impl Agent {
             intent.system
         );
         // 1. Count first: whatever fails below, the loop breaker has moved.
-        // A test activation is undone like a deployment that had not committed (it
-        // never reaches Committing).
-        let undoing_new = matches!(intent.kind, IntentKind::Deploy | IntentKind::Test)
-            && matches!(intent.step, Step::Activating | Step::Checking);
-        if let (true, Some(commit)) = (undoing_new, &intent.commit) {
-            let count = state.count_interruption(commit);
-            if count >= MAX_INTERRUPTIONS {
-                state.mark_bad_system(
-                    commit,
-                    Phase::Activate,
-                    &format!("its activation was interrupted {count} times: the agent was stopped or killed while {} was being activated or checked\nhint: does this configuration stop, restart or kill homelab-agent.service? then fix it and push; `sudo homelab-agent retry` tries this commit again", intent.system),
-                    Some(&intent.system),
-                );
-                state.last_handled = Some(commit.clone());
-            }
-            if let Err(f) = self.save(state) {
-                return Some(self.stop_run(f));
-            }
-        }
+        let given_up = match self.count_interruption(state, &intent) {
+            Ok(given_up) => given_up,
+            Err(exit) => return Some(exit),
+        };
         // 2. Never two activations at once.
         if !intent.activation.is_empty() {
             if let Err(f) = self
@@ -141,11 +126,7 @@ impl Agent {
         let exit = match result {
             Err(f) => {
                 log::error!(message_id = message_id::ROLLBACK_FAILED; "recovering from the interrupted run failed: {f}");
-                state.rollback_pending = Some(RollbackPending {
-                    system: target.display().to_string(),
-                    reason: f.message.clone(),
-                    since: crate::state::now(),
-                });
+                self.ledger.rollback_pending(state, &target, &f.message);
                 run.rolled_back = Some(false);
                 run.error = Some(format!(
                     "the agent was stopped while {step}; bringing the machine back to {} failed: {f}",
@@ -160,13 +141,13 @@ impl Agent {
                         .into(),
                 );
                 if intent.kind == IntentKind::Deploy {
-                    state.deployed = Some(crate::state::Deployed {
-                        commit: intent.commit.clone(),
-                        subject: intent.subject.clone(),
-                        system: intent.system.clone(),
-                        generation: run.generation,
-                        at: crate::state::now(),
-                    });
+                    self.ledger.deployed(
+                        state,
+                        intent.commit.clone(),
+                        intent.subject.clone(),
+                        &intent.system,
+                        run.generation,
+                    );
                     state.last_handled = intent.commit.clone();
                 }
                 None
@@ -180,11 +161,46 @@ impl Agent {
                 None
             }
         };
+        if let (Some(count), Some(error)) = (given_up, run.error.as_mut()) {
+            // One entry per interrupted activation: the one that gave the commit up says
+            // so, and is not mistaken for a repeat of the one before.
+            error.push_str(&format!(
+                "; its activation was interrupted {count} times: remembered as bad, not activated again until the branch moves"
+            ));
+        }
         state.intent = None;
         if let Err(f) = self.finish(state, run) {
             return Some(self.stop_run(f));
         }
         exit
+    }
+
+    /// Counts the interruption of a new system's activation (and saves it); the count
+    /// when it made the commit bad (the loop breaker), `Err` when the save failed. A test
+    /// activation is undone like a deployment that had not committed (it never reaches
+    /// Committing).
+    fn count_interruption(&self, state: &mut State, intent: &Intent) -> Result<Option<u32>, Exit> {
+        let undoing_new = matches!(intent.kind, IntentKind::Deploy | IntentKind::Test)
+            && matches!(intent.step, Step::Activating | Step::Checking);
+        let (true, Some(commit)) = (undoing_new, &intent.commit) else {
+            return Ok(None);
+        };
+        let count = state.count_interruption(commit);
+        let given_up = count >= MAX_INTERRUPTIONS;
+        if given_up {
+            self.ledger.mark_bad(
+                state,
+                commit,
+                Phase::Activate,
+                &format!("its activation was interrupted {count} times: the agent was stopped or killed while {} was being activated or checked\nhint: does this configuration stop, restart or kill homelab-agent.service? then fix it and push; `sudo homelab-agent retry` tries this commit again", intent.system),
+                Some(&intent.system),
+            );
+            state.last_handled = Some(commit.clone());
+        }
+        match self.save(state) {
+            Ok(()) => Ok(given_up.then_some(count)),
+            Err(f) => Err(self.stop_run(f)),
+        }
     }
 
     /// Health had passed and the profile moved: the boot entry may still be missing.
@@ -227,13 +243,8 @@ impl Agent {
                     .iter()
                     .find(|r| r.system.as_deref() == Some(&back) && r.outcome == Outcome::Deployed)
                     .and_then(|r| r.commit.clone());
-                state.deployed = Some(crate::state::Deployed {
-                    commit,
-                    subject: None,
-                    system: back,
-                    generation: Some(profile.number),
-                    at: crate::state::now(),
-                });
+                self.ledger
+                    .deployed(state, commit, None, &back, Some(profile.number));
                 return self.save(state).err().map(|f| self.stop_run(f));
             }
             return None;
@@ -278,11 +289,8 @@ impl Agent {
             Err(f) => format!("found {shown} live without having passed its checks; restoring generation {} failed: {f}", profile.number),
         });
         if let Err(f) = &result {
-            state.rollback_pending = Some(RollbackPending {
-                system: profile.system.display().to_string(),
-                reason: f.message.clone(),
-                since: crate::state::now(),
-            });
+            self.ledger
+                .rollback_pending(state, &profile.system, &f.message);
         }
         if let Err(f) = self.finish(state, run) {
             return Some(self.stop_run(f));

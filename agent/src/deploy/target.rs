@@ -11,8 +11,15 @@ use super::{short, Agent, Exit};
 impl Agent {
     /// The target of this run, or how the run ended: a machine the map does not know is
     /// a configuration matter (news only, nothing marked bad, the next run looks again).
-    pub(super) fn target(&self, state: &mut State, fetched: &Fetched) -> Result<Target, Exit> {
-        let target = pivot::resolve(&self.settings, state.pivot.as_ref(), &fetched.commit)
+    pub(super) async fn target(
+        &self,
+        state: &mut State,
+        fetched: &Fetched,
+    ) -> Result<Target, Exit> {
+        let remembered = state.pivot.as_ref();
+        let source = self.doors.source.as_ref();
+        let target = pivot::resolve(&self.settings, remembered, &fetched.commit, source)
+            .await
             .map_err(|f| self.not_tried(Some(&fetched.commit), Phase::Verify, f))?;
         if let Some(by) = &target.by {
             let known = state

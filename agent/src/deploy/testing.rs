@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! main idle (up to date, or its head known bad) → testing head → (bad? handled?) → fetch
-//!      → build → same system? unchanged → activation protocol, test plan → record
+//!      → the cycle's steps on the testing track (track.rs): build → same system?
+//!        unchanged → activation protocol, test plan → record (here)
 //! ```
 //!
 //! Main always comes first: a run that has a main commit to deploy does only that, and
@@ -19,13 +20,15 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::failure::Failure;
+use crate::ledger::Took;
 use crate::logging::message_id;
 use crate::notify;
 use crate::source::{Fetched, TestingHead};
-use crate::state::{self, IntentKind, Outcome, Phase, State, Testing};
+use crate::state::{self, Outcome, Phase, State, Testing};
 
 use super::activate::Ending;
-use super::record::{record_failure, wrong_ending};
+use super::record::wrong_ending;
+use super::track::Track;
 use super::{short, Agent, Exit};
 
 /// Whether `system` (what runs) is the testing branch's healthy, test-activated system.
@@ -33,7 +36,7 @@ pub(super) fn on_test(state: &State, system: &str) -> bool {
     state
         .testing
         .as_ref()
-        .is_some_and(|t| live(t, Some(Path::new(system))))
+        .is_some_and(|t| t.live(Some(Path::new(system))))
 }
 
 impl Agent {
@@ -104,71 +107,100 @@ impl Agent {
         }
     }
 
-    /// Builds and test-activates one commit of the testing branch.
+    /// Builds and test-activates one commit of the testing branch: the cycle's steps on
+    /// its testing track (track.rs).
     async fn test(&self, state: &mut State, branch: &str, fetched: &Fetched) -> Exit {
-        let started = Instant::now();
-        let commit = short(&fetched.commit);
-        notify::status(&format!("building {commit} ({branch})"));
-        log::info!(commit = fetched.commit.as_str(); "building {commit} ({}) from {branch} for a test activation", fetched.subject);
         // Resolved, never remembered: only main's commits decide which host this
         // machine follows (target.rs).
-        let target =
-            match crate::pivot::resolve(&self.settings, state.pivot.as_ref(), &fetched.commit) {
-                Ok(target) => target,
-                Err(f) => return self.not_tried(None, Phase::Verify, on_branch(branch, f)),
-            };
-        let system = match self
-            .doors
-            .builder
-            .build(&fetched.commit, &target.attribute)
-            .await
+        let source = self.doors.source.as_ref();
+        let target = match crate::pivot::resolve(
+            &self.settings,
+            state.pivot.as_ref(),
+            &fetched.commit,
+            source,
+        )
+        .await
         {
-            Ok(system) => system,
-            Err(f) => {
-                self.doors.builder.release();
-                let f = on_branch(branch, f);
-                if !f.kind.blames_commit() {
-                    // Not the commit's fault: the same backoff as main's builds (one
-                    // slot: main is never waiting when the testing branch gets a turn).
-                    let wait = match self.back_off(state, &fetched.commit, f.kind) {
-                        Ok((_, wait)) => wait,
-                        Err(exit) => return exit,
-                    };
-                    let message = format!(
-                        "{}\n(not built again for {})",
-                        f.message,
-                        crate::time::format_duration(wait)
-                    );
-                    // No commit in the last poll: there, a commit is main's head.
-                    return self.not_tried(None, Phase::Build, Failure::new(f.kind, message));
-                }
-                let mut run = self.run_record(Outcome::Failed, fetched, started);
-                run.phase = Some(Phase::Build);
-                run.error = Some(f.message.clone());
-                state.mark_bad(&fetched.commit, Phase::Build, &f.message);
-                self.set_testing(state, branch, fetched, Outcome::Failed, None);
-                log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{f}");
-                return self.close(state, run, Exit::Failed(f.kind));
-            }
+            Ok(target) => target,
+            Err(f) => return self.not_tried(None, Phase::Verify, on_branch(branch, f)),
         };
-        let shown = system.display().to_string();
-        if self.doors.machine.current_system().as_deref() == Some(system.as_path()) {
-            log::info!("{commit} ({branch}) builds the running system {shown}: nothing to test");
-            self.doors.builder.release();
-            let mut run = self.run_record(Outcome::Unchanged, fetched, started);
-            run.system = Some(shown.clone());
-            self.set_testing(state, branch, fetched, Outcome::Unchanged, Some(&shown));
-            return self.close(state, run, Exit::Ok);
+        self.deliver(state, Track::Testing { branch }, fetched, &target)
+            .await
+    }
+
+    /// The build failed: the commit's fault marks it bad (recorded); any other waits out
+    /// the same backoff as main's builds, as news.
+    pub(super) fn test_build_failed(
+        &self,
+        state: &mut State,
+        branch: &str,
+        fetched: &Fetched,
+        f: Failure,
+        started: Instant,
+        took: Took,
+    ) -> Exit {
+        self.doors.builder.release();
+        let f = on_branch(branch, f);
+        if !f.kind.blames_commit() {
+            // One backoff slot: main is never waiting when the testing branch gets a turn.
+            let wait = match self.back_off(state, &fetched.commit, f.kind) {
+                Ok((_, wait)) => wait,
+                Err(exit) => return exit,
+            };
+            let message = format!(
+                "{}\n(not built again for {})",
+                f.message,
+                crate::duration::format_duration(wait)
+            );
+            // No commit in the last poll: there, a commit is main's head.
+            return self.not_tried(None, Phase::Build, Failure::new(f.kind, message));
         }
-        // A failed test goes back to the boot default, as any failed deployment.
-        let plan = self.plan(IntentKind::Test, fetched, &system);
-        let ending = match self.activate(state, plan).await {
-            Ok(ending) => ending,
-            Err(f) => return self.stop_run(f),
-        };
+        let mut run = self.run_record(Outcome::Failed, fetched, started, took);
+        run.phase = Some(Phase::Build);
+        run.error = Some(f.message.clone());
+        self.ledger
+            .mark_bad(state, &fetched.commit, Phase::Build, &f.message, None);
+        self.set_testing(state, branch, fetched, Outcome::Failed, None);
+        log::error!(commit = fetched.commit.as_str(), message_id = message_id::FAILED; "{f}");
+        self.close(state, run, Exit::Failed(f.kind))
+    }
+
+    /// The testing commit builds what already runs: nothing to test.
+    pub(super) fn record_test_unchanged(
+        &self,
+        state: &mut State,
+        branch: &str,
+        fetched: &Fetched,
+        system: &Path,
+        started: Instant,
+        took: Took,
+    ) -> Exit {
+        let shown = system.display().to_string();
+        let commit = short(&fetched.commit);
+        log::info!("{commit} ({branch}) builds the running system {shown}: nothing to test");
+        self.doors.builder.release();
+        let mut run = self.run_record(Outcome::Unchanged, fetched, started, took);
+        run.system = Some(shown.clone());
+        self.set_testing(state, branch, fetched, Outcome::Unchanged, Some(&shown));
+        self.close(state, run, Exit::Ok)
+    }
+
+    /// Records how a test activation ended.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record_test(
+        &self,
+        state: &mut State,
+        branch: &str,
+        fetched: &Fetched,
+        system: &Path,
+        ending: Ending,
+        started: Instant,
+        took: Took,
+    ) -> Exit {
+        let (shown, commit) = (system.display().to_string(), short(&fetched.commit));
         self.doors.builder.release();
         state.intent = None;
-        let mut run = self.run_record(Outcome::Tested, fetched, started);
+        let mut run = self.run_record(Outcome::Tested, fetched, started, took);
         run.system = Some(shown.clone());
         let exit = match ending {
             Ending::Tested { checks } => {
@@ -183,9 +215,10 @@ impl Agent {
             }
             Ending::Failed { failed, back } => {
                 let (test, phase) = (format!("{commit} ({branch})"), failed.phase);
-                let (f, exit) = record_failure(state, &mut run, failed, back, Some(&test));
+                let (f, exit) = self.record_failure(state, &mut run, failed, back, Some(&test));
                 if f.kind.blames_commit() {
-                    state.mark_bad_system(&fetched.commit, phase, &f.message, Some(&shown));
+                    self.ledger
+                        .mark_bad(state, &fetched.commit, phase, &f.message, Some(&shown));
                 }
                 self.set_testing(state, branch, fetched, Outcome::Failed, Some(&shown));
                 exit
@@ -205,7 +238,7 @@ impl Agent {
 
     /// The testing head is waiting out a build backoff: said, and the same exit.
     fn testing_waits(&self, state: &State, branch: &str, head: &str) -> Option<Exit> {
-        let (kind, message) = super::record::backoff_left(state, head, &self.settings.digest)?;
+        let (kind, message) = super::backoff::backoff_left(state, head, &self.settings.digest)?;
         let message = format!("testing branch {branch}: {message}");
         log::info!("{}", message.lines().next().unwrap_or_default());
         self.note_poll(Outcome::Failed, None, Some(&message), Some(Phase::Build));
@@ -241,11 +274,4 @@ impl Agent {
 /// Names the testing branch in a failure's message (its kind is kept).
 fn on_branch(branch: &str, f: Failure) -> Failure {
     Failure::new(f.kind, format!("testing branch {branch}: {}", f.message))
-}
-
-/// The tested system, if it is still what runs (a reboot or a deployment replaces it).
-pub fn live(testing: &Testing, current: Option<&Path>) -> bool {
-    testing.outcome == Outcome::Tested
-        && testing.system.as_deref().map(Path::new) == current
-        && current.is_some()
 }

@@ -14,12 +14,12 @@ use std::rc::Rc;
 
 use tokio::sync::Notify;
 
-use super::doors::{Builder, Doors, Fut, Health, Machine, Source};
 use super::{Agent, Exit};
+use crate::doors::{Builder, Doors, Fut, Health, Machine, Source};
 use crate::failure::{Failure, Kind};
 use crate::health::{CheckResult, Report, Verdict};
 use crate::source::Fetched;
-use crate::state::{Outcome, Step, Store};
+use crate::state::{Outcome, Phase, Step, Store};
 use crate::system::profile::Generation;
 use crate::system::switch::Action;
 
@@ -61,6 +61,8 @@ struct World {
     losing: Vec<(PathBuf, Vec<crate::system::reach::Lost>)>,
     /// The downgrade floors each trust check was given, in order.
     floors: Vec<Vec<crate::trust::Floor>>,
+    /// The agent's cache, where map mode's files are read from (a real bare repository).
+    cache: PathBuf,
 }
 
 struct Fake {
@@ -92,6 +94,16 @@ fn dead<'a, T: 'a>() -> Fut<'a, T> {
 }
 
 impl Source for F {
+    fn read_file<'a>(
+        &'a self,
+        commit: &'a str,
+        file: &'a str,
+        max: usize,
+    ) -> Fut<'a, Result<Option<String>, Failure>> {
+        self.call(format!("read {file}"));
+        let cache = self.world.borrow().cache.clone();
+        Box::pin(async move { crate::source::blob::read(&cache, commit, file, max) })
+    }
     fn head(&self) -> Fut<'_, Result<String, Failure>> {
         self.call("head".into());
         let w = self.world.borrow();
@@ -311,7 +323,9 @@ fn sys(name: &str) -> PathBuf {
 
 impl Bench {
     fn new() -> Bench {
+        let dir = tempfile::tempdir().unwrap();
         let world = World {
+            cache: dir.path().join("state/cache.git"),
             current: Some(sys("s0")),
             generations: vec![sys("s0")],
             profile: Some(1),
@@ -322,7 +336,7 @@ impl Bench {
                 world: RefCell::new(world),
                 died: Notify::new(),
             }),
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             source_extra: String::new(),
         }
     }
@@ -543,7 +557,7 @@ async fn only_a_failure_of_the_commit_marks_it_bad() {
 
 #[test]
 fn the_backoff_doubles_up_to_six_hours() {
-    use super::record::backoff;
+    use super::backoff::backoff;
     let minutes: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs() / 60).collect();
     assert_eq!(minutes, [10, 20, 40, 80, 160, 320, 360, 360]);
     assert_eq!(backoff(u32::MAX).as_secs(), 6 * 3600);
@@ -668,6 +682,24 @@ async fn a_configuration_that_kills_the_agent_is_activated_at_most_twice() {
     assert!(bad.error.contains("interrupted 2 times"), "{}", bad.error);
     assert!(bad.error.contains("hint:"), "{}", bad.error);
     assert_eq!(ends.last(), Some(&Some(Exit::Ok)), "{ends:?}");
+    // One history entry per interrupted activation (issue 22): two activations, two
+    // entries, and the second says that it gave the commit up.
+    let interrupted: Vec<_> = state
+        .history
+        .iter()
+        .filter(|r| r.outcome == Outcome::Interrupted)
+        .collect();
+    assert_eq!(interrupted.len(), activations, "{:#?}", state.history);
+    let (newest, first) = (
+        interrupted[0].error.clone().unwrap_or_default(),
+        interrupted[1].error.clone().unwrap_or_default(),
+    );
+    assert!(
+        newest.contains("interrupted 2 times: remembered as bad"),
+        "{newest}"
+    );
+    assert!(!first.contains("remembered as bad"), "{first}");
+    assert_ne!(newest, first, "two entries that read as one event");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -737,6 +769,74 @@ async fn an_unhealthy_operator_rollback_returns_to_where_it_was() {
     assert_eq!(exit, Exit::Failed(Kind::Commit));
     b.assert_consistent();
     assert_eq!(b.w().current, Some(sys("s1")));
+}
+
+/// What a run produced comes back as values (issue 22): its timings in its record, its
+/// events from the agent that recorded it, once.
+#[tokio::test(flavor = "current_thread")]
+async fn a_run_hands_back_its_timings_and_events() {
+    let b = Bench::new();
+    b.push("c1", Ok(sys("s1")));
+    let agent = b.agent_with(
+        "name = \"pi1\"\n[[notify.commands]]\ncommand = [\"/bin/true\"]",
+        "",
+    );
+    assert_eq!(agent.run_once().await.unwrap(), Exit::Ok);
+    let run = b.state().history[0].clone();
+    assert_eq!(run.outcome, Outcome::Deployed);
+    assert!(run.build_ms.is_some() && run.health_ms.is_some(), "{run:?}");
+    let events = agent.take_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].outcome, events[0].commit.as_deref()),
+        ("deployed", Some("c1"))
+    );
+    assert!(agent.take_events().is_empty());
+    // A run that builds nothing new records no stale timings.
+    b.push("c2", Ok(sys("s1")));
+    assert_eq!(agent.run_once().await.unwrap(), Exit::Ok);
+    let run = b.state().history[0].clone();
+    assert_eq!(run.outcome, Outcome::Unchanged);
+    assert!(run.build_ms.is_some() && run.health_ms.is_none(), "{run:?}");
+    // An operator's rollback, too.
+    assert_eq!(agent.rollback().await.unwrap(), Exit::Ok);
+    let run = b.state().history[0].clone();
+    assert!(run.build_ms.is_none() && run.health_ms.is_some(), "{run:?}");
+    let outcomes: Vec<_> = agent.take_events().iter().map(|e| e.outcome).collect();
+    assert_eq!(outcomes, ["unchanged", "rolled-back"]);
+}
+
+/// The same fields whichever path records a failed activation (issue 22): an operator
+/// rollback whose way back fails too keeps its checks and says it did not get back.
+#[tokio::test(flavor = "current_thread")]
+async fn an_operator_rollback_whose_way_back_fails_records_its_checks_and_rolled_back() {
+    let b = Bench::new();
+    b.push("c1", Ok(sys("s1")));
+    b.run().await;
+    b.w().unhealthy.insert(sys("s0"));
+    b.w().failing_switches.insert((sys("s1"), "test"));
+    let exit = b.agent().rollback().await.unwrap();
+    assert_eq!(exit, Exit::RollbackFailed);
+    let state = b.state();
+    let run = &state.history[0];
+    assert_eq!(run.outcome, Outcome::Failed);
+    assert_eq!(run.phase, Some(Phase::Health));
+    assert_eq!(run.rolled_back, Some(false), "{run:?}");
+    assert!(
+        !run.checks.is_empty(),
+        "the checks that failed are not recorded: {run:?}"
+    );
+    assert!(
+        run.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("returning to generation 2 failed too"),
+        "{run:?}"
+    );
+    assert_eq!(
+        state.rollback_pending.map(|p| p.system).as_deref(),
+        Some("/sys/s1")
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -51,7 +51,7 @@ async fn command_check(argv: &[String], timeout: Duration) -> Verdict {
         Ok(done) => Verdict::Unhealthy(format!("{}{}", done.status, last_line(&done.stderr_tail))),
         Err(CmdError::TimedOut { after, .. }) => Verdict::Unhealthy(format!(
             "no answer within {}",
-            crate::time::format_duration(after)
+            crate::duration::format_duration(after)
         )),
         Err(e) => Verdict::CannotRun(e.to_string()),
     }
@@ -63,7 +63,7 @@ async fn tcp_check(address: &str, timeout: Duration) -> Verdict {
         Ok(Err(e)) => Verdict::Unhealthy(format!("cannot connect to {address}: {e}")),
         Err(_) => Verdict::Unhealthy(format!(
             "no connection to {address} within {}",
-            crate::time::format_duration(timeout)
+            crate::duration::format_duration(timeout)
         )),
     }
 }
@@ -90,7 +90,7 @@ async fn http_check(
         Err(e) if e.is_timeout() => {
             return Verdict::Unhealthy(format!(
                 "no answer within {}",
-                crate::time::format_duration(timeout)
+                crate::duration::format_duration(timeout)
             ))
         }
         Err(e) => return Verdict::Unhealthy(format!("request failed: {}", error_chain(&e))),
@@ -203,15 +203,9 @@ async fn systemd_check(
 
 async fn remote_check(ctx: &Context<'_>, timeout: Duration) -> Verdict {
     let source = &ctx.settings.source;
-    match crate::source::remote_head(source, timeout).await {
+    match ctx.remote.head(timeout).await {
         Ok(_) => Verdict::Healthy(format!("{} reachable", source.url.redacted())),
-        Err(e) => Verdict::Unhealthy(
-            e.to_string()
-                .lines()
-                .next()
-                .unwrap_or("unreachable")
-                .to_string(),
-        ),
+        Err(e) => Verdict::Unhealthy(e.lines().next().unwrap_or("unreachable").to_string()),
     }
 }
 

@@ -8,44 +8,15 @@
 
 mod checks;
 
-use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
 use tokio::time::Instant;
 
-use crate::config::{Check, HealthSettings, Settings};
+use crate::config::{Check, HealthSettings, Settings, SourceSettings};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "verdict", content = "detail", rename_all = "kebab-case")]
-pub enum Verdict {
-    Healthy(String),
-    Unhealthy(String),
-    CannotRun(String),
-}
-
-impl Verdict {
-    pub fn is_healthy(&self) -> bool {
-        matches!(self, Verdict::Healthy(_))
-    }
-    pub fn detail(&self) -> &str {
-        match self {
-            Verdict::Healthy(d) | Verdict::Unhealthy(d) | Verdict::CannotRun(d) => d,
-        }
-    }
-    pub fn label(&self) -> &'static str {
-        match self {
-            Verdict::Healthy(_) => "healthy",
-            Verdict::Unhealthy(_) => "UNHEALTHY",
-            Verdict::CannotRun(_) => "COULD NOT RUN",
-        }
-    }
-}
-
-/// One check's result in a round.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckResult {
-    pub name: String,
-    #[serde(flatten)]
-    pub verdict: Verdict,
-}
+pub use crate::model::check::{CheckResult, Verdict};
 
 /// The outcome of [`wait_until_healthy`].
 #[derive(Debug, Clone)]
@@ -76,6 +47,31 @@ impl Report {
 /// Everything a check needs from outside itself.
 pub struct Context<'a> {
     pub settings: &'a Settings,
+    /// How the `remote` check asks for the branch head: the way the Source door does
+    /// (doors/git.rs: in the daemon, in its git child), or [`InProcess`].
+    pub remote: &'a dyn RemoteHead,
+}
+
+/// The watched branch's head on the remote, within `timeout`; `Err`: what went wrong.
+pub trait RemoteHead {
+    fn head(&self, timeout: Duration)
+        -> Pin<Box<dyn Future<Output = Result<String, String>> + '_>>;
+}
+
+/// The head asked in this process (the `check` command).
+pub struct InProcess<'a>(pub &'a SourceSettings);
+
+impl RemoteHead for InProcess<'_> {
+    fn head(
+        &self,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + '_>> {
+        Box::pin(async move {
+            crate::source::remote_head(self.0, timeout)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Runs every check once, one after the other (each bounded by its own timeout).

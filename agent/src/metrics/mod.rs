@@ -13,9 +13,7 @@
 //! | `mod.rs`     | when to refresh, and the atomic compare-and-write             |
 //! | `render.rs`  | the exposition text                                           |
 //! | `record.rs`  | poll failures, head and reboot-required "since" times         |
-//! | `phases.rs`  | build and health durations of the run being recorded          |
 
-pub mod phases;
 mod record;
 mod render;
 #[cfg(test)]

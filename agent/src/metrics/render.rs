@@ -129,12 +129,12 @@ fn flag(on: bool) -> f64 {
 
 /// Seconds since the epoch of an RFC 3339 time as the agent writes them.
 fn seconds(at: Option<&str>) -> Option<f64> {
-    let t = crate::time::Timestamp::system_of(at?)?;
+    let t = crate::model::time::Timestamp::system_of(at?)?;
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as f64)
 }
 
 /// Seconds since the epoch of a stored time.
-fn stamp(at: Option<crate::time::Timestamp>) -> Option<f64> {
+fn stamp(at: Option<crate::model::time::Timestamp>) -> Option<f64> {
     Some(at?.as_jiff().as_second() as f64)
 }
 

@@ -39,7 +39,7 @@ pub enum BuildError {
     },
     #[error("build failed:\n{0}\nhint: fix the failing derivation in the flake and push; this commit is marked bad and not built again (`nix log <drv>` shows a builder's whole log; if it failed for a passing reason, such as a download, `sudo homelab-agent retry` builds it again)")]
     Failed(String),
-    #[error("build timed out after {} (limit: [build] timeout); nix and its builders were stopped\nhint: the commit is not blamed and the build is retried after a backoff; if it is just long, raise [build] timeout, or build it elsewhere and push the outputs to a binary cache this machine uses", crate::time::format_duration(*after))]
+    #[error("build timed out after {} (limit: [build] timeout); nix and its builders were stopped\nhint: the commit is not blamed and the build is retried after a backoff; if it is just long, raise [build] timeout, or build it elsewhere and push the outputs to a binary cache this machine uses", crate::duration::format_duration(*after))]
     TimedOut { after: Duration },
     #[error("out of disk space while building:\n{0}\nhint: free space, e.g. `nix-collect-garbage --delete-older-than 30d`; the commit is not blamed")]
     DiskFull(String),

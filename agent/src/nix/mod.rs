@@ -21,8 +21,8 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 use crate::config::BuildSettings;
+use crate::model::commit::CANDIDATE_REF;
 use crate::process::{Cmd, CmdError, LineFilter};
-use crate::source::git::CANDIDATE_REF;
 pub use failure::BuildError;
 
 /// Where the store is (its filesystem is checked after a failed build).

@@ -10,39 +10,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::bounds::{self, DurationError};
+use crate::model::time::Timestamp;
 use crate::state::{State, Store};
-use crate::time::Timestamp;
 
 /// The longest `--for` accepted: beyond that, pause without `--for` (until `resume`).
 pub const MAX_FOR: Duration = bounds::PAUSE_FOR.max;
 
-/// The operator's pause, as kept in `state.json` under `paused`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Paused {
-    /// When it began.
-    pub since: Timestamp,
-    /// When it ends by itself; none: until `resume`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<Timestamp>,
-    /// Why, as the operator gave it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-impl Paused {
-    /// When it ends by itself, if it does.
-    pub fn until_time(&self) -> Option<SystemTime> {
-        self.until.map(Timestamp::to_system)
-    }
-
-    /// In force at `now`: no expiry, or an expiry still ahead.
-    pub fn active_at(&self, now: SystemTime) -> bool {
-        self.until_time().is_none_or(|until| now < until)
-    }
-}
+pub use crate::model::pause::Paused;
 
 /// The pause in force now, if any (an expired one is none).
 pub fn active(state: &State) -> Option<&Paused> {

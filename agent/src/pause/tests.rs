@@ -34,7 +34,7 @@ fn for_accepts_durations_and_explains_bad_ones() {
 #[test]
 fn expiry_ends_a_pause_and_none_lasts() {
     let now = SystemTime::now();
-    let at = |t: SystemTime| Some(crate::time::Timestamp::from_system(t));
+    let at = |t: SystemTime| Some(crate::model::time::Timestamp::from_system(t));
     let mut p = Paused {
         since: "2026-01-01T00:00:00Z".into(),
         until: None,

@@ -4,19 +4,12 @@
 //! physical network interfaces, and a host file written on the boot partition when
 //! flashing, which names the host directly.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::map::{mac_address, serial_number, Identity};
 use crate::config::validate_host;
 
-/// Where the identity is read from (`[paths]` in the config).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityPaths {
-    pub serial_number: PathBuf,
-    pub cpuinfo: PathBuf,
-    pub net_class: PathBuf,
-    pub host_file: PathBuf,
-}
+pub use crate::config::IdentityPaths;
 
 /// What the machine says about itself.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

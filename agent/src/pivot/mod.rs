@@ -18,9 +18,8 @@
 pub mod identity;
 pub mod map;
 
-use std::path::Path;
-
-use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
 
 use crate::config::{default_attribute, Settings};
 use crate::failure::{Failure, Kind};
@@ -34,23 +33,30 @@ pub struct Target {
     pub by: Option<String>,
 }
 
-/// The host a generic machine resolved to, kept in the state (`state.pivot`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resolved {
-    pub host: String,
-    pub by: String,
-    /// The commit whose map (or host file) named it.
-    pub commit: String,
-    pub at: crate::time::Timestamp,
+pub use crate::model::pivot::Resolved;
+
+/// Reads a file of a fetched commit: the map. The Source door is one (doors/git.rs: in
+/// the daemon, through its git child), so map mode reads the repository the way
+/// everything else does.
+pub trait MapReader {
+    /// `file` at `commit`, at most `max` bytes; `None` when the commit has no such file.
+    fn read_file<'a>(
+        &'a self,
+        commit: &'a str,
+        file: &'a str,
+        max: usize,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<String>, Failure>> + 'a>>;
 }
 
 /// The host to build for `commit`. Outside map mode: the configured host. In map mode:
-/// the boot partition's host file, else the map's entry for this machine, else the host
-/// resolved before (a machine keeps following the host it pivoted to).
-pub fn resolve(
+/// the boot partition's host file, else the map's entry for this machine (read through
+/// `reader`), else the host resolved before (a machine keeps following the host it
+/// pivoted to).
+pub async fn resolve<R: MapReader + ?Sized>(
     settings: &Settings,
     remembered: Option<&Resolved>,
     commit: &str,
+    reader: &R,
 ) -> Result<Target, Failure> {
     let Some(map_file) = &settings.host_map else {
         return Ok(Target {
@@ -70,8 +76,7 @@ pub fn resolve(
         let by = format!("host file {}", settings.paths.identity.host_file.display());
         return Ok(target(host, by));
     }
-    let cache = settings.paths.state_dir.join("cache.git");
-    let text = read_blob(&cache, commit, map_file)?;
+    let text = reader.read_file(commit, map_file, map::MAX_BYTES).await?;
     if let Some(text) = &text {
         let parsed = map::parse(text).map_err(|e| {
             Failure::new(
@@ -151,56 +156,6 @@ pub fn host<'a>(settings: &'a Settings, state: &'a crate::state::State) -> &'a s
 pub fn suggestion(map_file: &str, machine: &identity::Machine) -> Option<String> {
     let id = machine.preferred()?;
     Some(format!("add to {map_file}: {id} = \"<host>\""))
-}
-
-/// The map file at `commit` in the agent's cache; `None` when the commit has no such file.
-fn read_blob(cache: &Path, commit: &str, file: &str) -> Result<Option<String>, Failure> {
-    let env = |what: &str, e: git2::Error| {
-        Failure::new(
-            Kind::Environment,
-            format!(
-                "reading {file} at {} from {}: {what}: {}",
-                short(commit),
-                cache.display(),
-                e.message()
-            ),
-        )
-    };
-    let config = |m: String| Failure::new(Kind::Configuration, m);
-    let repo = git2::Repository::open_bare(cache).map_err(|e| env("opening the cache", e))?;
-    let oid = git2::Oid::from_str(commit).map_err(|e| env("parsing the commit id", e))?;
-    let tree = repo
-        .find_commit(oid)
-        .and_then(|c| c.tree())
-        .map_err(|e| env("finding the commit", e))?;
-    let entry = match tree.get_path(Path::new(file)) {
-        Ok(entry) => entry,
-        Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
-        Err(e) => return Err(env("looking up the file", e)),
-    };
-    if entry.kind() != Some(git2::ObjectType::Blob) || entry.filemode() == 0o120000 {
-        return Err(config(format!(
-            "{file} at {} is not a regular file\nhint: make {file} a plain file in the repository",
-            short(commit)
-        )));
-    }
-    let object = entry
-        .to_object(&repo)
-        .map_err(|e| env("reading the file", e))?;
-    let blob = object
-        .as_blob()
-        .ok_or_else(|| config(format!("{file} at {} is not a file", short(commit))))?;
-    if blob.size() > map::MAX_BYTES {
-        return Err(config(format!(
-            "{file} at {} is {} bytes: at most {} are read\nhint: one `identity = \"host\"` line per machine is a few bytes each",
-            short(commit),
-            blob.size(),
-            map::MAX_BYTES
-        )));
-    }
-    String::from_utf8(blob.content().to_vec())
-        .map(Some)
-        .map_err(|_| config(format!("{file} at {} is not UTF-8 text", short(commit))))
 }
 
 fn short(commit: &str) -> &str {

@@ -53,6 +53,31 @@ impl World {
     }
 }
 
+/// [`super::resolve`], its map read from the cache in this process (as the Source door's
+/// in-process implementation reads it: source/blob.rs).
+fn resolve(
+    settings: &Settings,
+    remembered: Option<&Resolved>,
+    commit: &str,
+) -> Result<Target, Failure> {
+    struct Cache(std::path::PathBuf);
+    impl MapReader for Cache {
+        fn read_file<'a>(
+            &'a self,
+            commit: &'a str,
+            file: &'a str,
+            max: usize,
+        ) -> Pin<Box<dyn Future<Output = Result<Option<String>, Failure>> + 'a>> {
+            Box::pin(async move { crate::source::blob::read(&self.0, commit, file, max) })
+        }
+    }
+    let cache = Cache(settings.paths.state_dir.join("cache.git"));
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(super::resolve(settings, remembered, commit, &cache))
+}
+
 const SERIAL: &str = "10000000abcdef01";
 
 fn err(r: Result<Target, Failure>) -> Failure {

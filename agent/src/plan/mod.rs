@@ -146,7 +146,10 @@ pub async fn plan(settings: &Settings, opts: &Options) -> Result<Plan, PlanError
         Err(crate::trust::Verdict::Failed(f)) => return Err(PlanError::failure(f)),
     }
     let (state, _) = crate::status::load_state(&settings.paths.state_dir);
-    let target = crate::pivot::resolve(settings, state.pivot.as_ref(), &commit)
+    // The map through the Source door, in this process (plan runs no daemon).
+    let source = crate::doors::git::InProcess::new(settings);
+    let target = crate::pivot::resolve(settings, state.pivot.as_ref(), &commit, &source)
+        .await
         .map_err(PlanError::failure)?;
     let out_link = out_link(settings);
     std::fs::create_dir_all(&settings.paths.runtime_dir).map_err(|e| {

@@ -18,10 +18,9 @@
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::system::{self, profile};
 
-use super::doors::Rebooter;
 use super::record;
+use crate::doors::reboot::{Links, Rebooter};
 
 /// How often the watch looks whether the boot verified meanwhile.
 const LOOK_EVERY: Duration = Duration::from_secs(10);
@@ -54,14 +53,14 @@ impl Outcome {
 }
 
 /// `Some(system)` while this boot is a trial not yet decided by `verify-boot`.
-pub fn undecided_trial(settings: &Settings) -> Option<String> {
+pub fn undecided_trial(settings: &Settings, links: &dyn Links) -> Option<String> {
     let p = &settings.paths;
-    let booted = system::resolve(&p.booted_system)?;
+    let booted = links.booted()?;
     let shown = booted.display().to_string();
     match record::load(&p.state_dir) {
         Ok(r) => r.trial.filter(|t| t.system == shown).map(|t| t.system),
         Err(problem) => {
-            let default = profile::current(&p.profile).map(|g| g.system);
+            let default = links.default_generation().map(|g| g.system);
             (default.as_deref() != Some(booted.as_path())).then(|| {
                 log::warn!("{problem}: the booted {shown} is not the boot default, so it is watched as a trial");
                 shown
@@ -74,19 +73,20 @@ pub fn undecided_trial(settings: &Settings) -> Option<String> {
 /// since the watch started ([`since`] for the real one).
 pub async fn watch(
     settings: &Settings,
+    links: &dyn Links,
     rebooter: &dyn Rebooter,
     elapsed: &dyn Fn() -> Duration,
 ) -> Outcome {
-    let Some(system) = undecided_trial(settings) else {
+    let Some(system) = undecided_trial(settings, links) else {
         return Outcome::NotATrial("not a trial boot, or one verify-boot already decided".into());
     };
     let deadline = settings.reboot.trial_deadline;
     log::info!(
         "trial boot of {system}: rebooting into the boot default unless verified within {}",
-        crate::time::format_duration(deadline)
+        crate::duration::format_duration(deadline)
     );
     loop {
-        if undecided_trial(settings).is_none() {
+        if undecided_trial(settings, links).is_none() {
             return Outcome::Decided;
         }
         let now = elapsed();
@@ -98,7 +98,7 @@ pub async fn watch(
     // Short: systemctl's --message keeps 200 characters (doors.rs).
     let reason = format!(
         "homelab-agent: trial boot of {system} not verified within {} ([reboot] trial_deadline)",
-        crate::time::format_duration(deadline)
+        crate::duration::format_duration(deadline)
     );
     log::error!(message_id = crate::logging::message_id::FELL_BACK, system = system.as_str(); "{reason}");
     match rebooter.reboot(&reason).await {
@@ -114,7 +114,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::deploy::doors::Fut;
+    use crate::doors::Fut;
     use crate::reboot::record::{Record, Trial};
 
     struct Machine {
@@ -140,6 +140,11 @@ mod tests {
             );
             let settings = crate::config::parse(Path::new("/t.toml"), &text).unwrap();
             Machine { dir, settings }
+        }
+
+        /// The real links door, over this temp dir's links.
+        fn links(&self) -> crate::doors::links::SystemLinks {
+            crate::doors::links::SystemLinks::new(&self.settings.paths)
         }
 
         fn sys(&self, name: &str) -> PathBuf {
@@ -177,7 +182,7 @@ mod tests {
         let m = Machine::new("b");
         m.trial_of("b");
         let r = Reboots::default();
-        let out = watch(&m.settings, &r, &PAST).await;
+        let out = watch(&m.settings, &m.links(), &r, &PAST).await;
         assert!(
             matches!(&out, Outcome::Rebooting(why) if why.contains("not verified within 15m")),
             "{out:?}"
@@ -195,7 +200,7 @@ mod tests {
                 m.trial_of(t);
             }
             let r = Reboots::default();
-            let out = watch(&m.settings, &r, &PAST).await;
+            let out = watch(&m.settings, &m.links(), &r, &PAST).await;
             assert!(
                 matches!(out, Outcome::NotATrial(_)),
                 "{booted} {trial:?}: {out:?}"
@@ -215,7 +220,7 @@ mod tests {
             }
             Duration::from_secs(15 * 60 - 1)
         };
-        let out = watch(&m.settings, &r, &uptime).await;
+        let out = watch(&m.settings, &m.links(), &r, &uptime).await;
         assert_eq!(out, Outcome::Decided);
         assert!(r.0.borrow().is_empty());
     }
@@ -227,7 +232,7 @@ mod tests {
         std::fs::write(record::path(&m.settings.paths.state_dir), "{ damaged").unwrap();
         let r = Reboots::default();
         assert!(matches!(
-            watch(&m.settings, &r, &PAST).await,
+            watch(&m.settings, &m.links(), &r, &PAST).await,
             Outcome::Rebooting(_)
         ));
         // The default, with the same damage: left alone.
@@ -235,7 +240,7 @@ mod tests {
         std::fs::create_dir_all(&m.settings.paths.state_dir).unwrap();
         std::fs::write(record::path(&m.settings.paths.state_dir), "{ damaged").unwrap();
         assert!(matches!(
-            watch(&m.settings, &r, &PAST).await,
+            watch(&m.settings, &m.links(), &r, &PAST).await,
             Outcome::NotATrial(_)
         ));
         assert_eq!(r.0.borrow().len(), 1);

@@ -23,21 +23,12 @@
 //! | `window.rs`    | window math in the window's time zone                             |
 //! | `verify.rs`    | `verify-boot`: verification, promotion, fallback, loop breaker    |
 //! | `deadline.rs`  | `trial-deadline`: a trial boot not verified in time is rebooted   |
-//! | `trial.rs`     | the bootloader's one-shot trial door ([`trial::TrialBoot`])       |
-//! | `model_door.rs`| a *test model* of that door (flag + trial file), for the harnesses |
 //! | `record.rs`    | `reboot.json`: pending, rebooted-for, last boot, last fallback    |
-//! | `fleetlock.rs` | the FleetLock client (pre-reboot / steady-state)                  |
-//! | `doors.rs`     | the side effects behind traits (slot, reboot) and the real ones   |
 //! | `view.rs`      | the `reboot` object of `status --json` and its human line         |
 
 pub mod deadline;
-pub mod doors;
-pub mod fleetlock;
-pub mod model_door;
 pub mod policy;
 pub mod record;
-pub mod trial;
-pub mod uboot;
 pub mod verify;
 pub mod view;
 pub mod window;
@@ -47,9 +38,8 @@ use jiff::Timestamp;
 use crate::config::{RebootPolicy, Settings};
 use crate::logging::message_id;
 use crate::state::State;
-use crate::system;
 
-use doors::Effects;
+use crate::doors::reboot::{Effects, Links};
 use policy::{rfc3339, Decision};
 use record::{Rebooted, Record, Waiting};
 
@@ -75,15 +65,14 @@ pub async fn after_cycle(settings: &Settings) -> Acted {
     after_cycle_with(settings, &effects, Timestamp::now()).await
 }
 
-/// The facts [`policy::decide`] needs, read from the machine, and from `state` (the
-/// caller's: read once).
-pub fn facts(settings: &Settings, state: &State, record_problem: Option<String>) -> policy::Facts {
-    let p = &settings.paths;
-    let booted = system::resolve(&p.booted_system);
-    let target = target(settings, state);
+/// The facts [`policy::decide`] needs, read from the machine's `links`, and from `state`
+/// (the caller's: read once).
+pub fn facts(links: &dyn Links, state: &State, record_problem: Option<String>) -> policy::Facts {
+    let booted = links.booted();
+    let target = target(links, state);
     let kernel_changed = target
         .as_ref()
-        .and_then(|t| system::reboot_required(&p.booted_system, &t.system));
+        .and_then(|t| links.reboot_required(&t.system));
     let unresolved = if state.rollback_pending.is_some() {
         Some("a rollback failed (status needs attention)".to_string())
     } else if let Some(p) = crate::pause::active(state) {
@@ -106,10 +95,9 @@ pub fn facts(settings: &Settings, state: &State, record_problem: Option<String>)
 
 /// What a reboot would be for: the agent's deployment that is live and not the boot
 /// default (it waits for its trial boot), else the profile's default generation.
-pub fn target(settings: &Settings, state: &State) -> Option<policy::Target> {
-    let p = &settings.paths;
-    let default = system::profile::current(&p.profile);
-    let current = system::resolve(&p.current_system);
+pub fn target(links: &dyn Links, state: &State) -> Option<policy::Target> {
+    let default = links.default_generation();
+    let current = links.current();
     let live = current.filter(|c| {
         default.as_ref().is_none_or(|d| d.system != *c)
             && state
@@ -155,7 +143,7 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
             }),
         ),
     };
-    let facts = facts(settings, &state, problem);
+    let facts = facts(&*effects.links, &state, problem);
     let before = record.clone();
     if readable {
         tend_trial(&mut record, &facts, effects).await;

@@ -9,13 +9,13 @@ use std::rc::Rc;
 
 use jiff::Timestamp;
 
-use super::doors::{Effects, Rebooter, Slot};
-use super::fleetlock::LockError;
-use super::trial::TrialBoot;
 use super::verify::{verify_boot, BootDoors, Verdict};
 use super::{after_cycle_with, record, Acted};
 use crate::config::Settings;
-use crate::deploy::doors::{Fut, Health, Machine};
+use crate::doors::fleetlock::LockError;
+use crate::doors::reboot::{Effects, Rebooter, Slot};
+use crate::doors::trial::TrialBoot;
+use crate::doors::{Fut, Health, Machine};
 use crate::failure::{Failure, Kind};
 use crate::health::{CheckResult, Report, Verdict as Check};
 use crate::state::{Deployed, Outcome, Phase, State, Store};
@@ -116,7 +116,7 @@ impl TempMachine {
         let mut st: State = store.load().unwrap();
         st.deployed = Some(Deployed {
             commit: Some(commit.into()),
-            subject: None,
+            subject: Some(format!("{name}: a kernel update")),
             system: self.sys(name).display().to_string(),
             generation,
             at: crate::state::now(),
@@ -124,6 +124,7 @@ impl TempMachine {
         st.push_run({
             let mut r = crate::state::Run::new(Outcome::Deployed);
             r.commit = Some(commit.into());
+            r.subject = Some(format!("{name}: a kernel update"));
             r.system = Some(self.sys(name).display().to_string());
             r
         });
@@ -308,6 +309,7 @@ impl Fakes {
                 legacy_slot_id: None,
                 rebooter: Box::new(FakeRebooter(calls.clone())),
                 trial: Some(Box::new(FakeTrial(calls.clone()))),
+                links: Box::new(crate::doors::links::SystemLinks::new(&b.settings.paths)),
             },
             machine: FakeMachine {
                 calls: calls.clone(),
@@ -731,6 +733,14 @@ async fn a_trial_that_fails_its_checks_reboots_into_the_untouched_default() {
     let st = b.store().load().unwrap();
     assert_eq!(st.bad("c0ffee").expect("marked bad").phase, Phase::Health);
     assert_eq!(st.history[0].outcome, Outcome::Failed);
+    // The same fields as the deployment's own record (issue 22): its commit and subject.
+    assert_eq!(st.history[0].commit.as_deref(), Some("c0ffee"));
+    assert_eq!(
+        st.history[0].subject.as_deref(),
+        Some("b: a kernel update"),
+        "{:?}",
+        st.history[0]
+    );
     assert!(st.history[0]
         .error
         .as_deref()
@@ -835,9 +845,19 @@ async fn verify_boot_started_by_an_activation_in_the_same_boot_does_nothing() {
         .exists());
     assert!(b.store().load().unwrap().bad_commits.is_empty());
     assert_eq!(b.default_system(), b.sys("b"));
-    assert!(super::verify::started_by_activation(&b.settings).is_some());
+    assert!(
+        super::verify::started_by_activation(&crate::doors::links::SystemLinks::new(
+            &b.settings.paths
+        ))
+        .is_some()
+    );
     b.live("a");
-    assert!(super::verify::started_by_activation(&b.settings).is_none());
+    assert!(
+        super::verify::started_by_activation(&crate::doors::links::SystemLinks::new(
+            &b.settings.paths
+        ))
+        .is_none()
+    );
 }
 
 /// A person made `b` the default (or an older agent did) and rebooted: that boot is
@@ -1031,8 +1051,8 @@ async fn a_cloned_machine_id_is_detected_and_takes_no_slot() {
     let toml = format!("{WHEN_REQUIRED}\nfleetlock_url = \"{url}\"");
     let effects = |b: &TempMachine, f: &mut Fakes| {
         let fl = b.settings.reboot.fleetlock.clone().unwrap();
-        let id = super::fleetlock::lock_id(&fl, &machine_id).unwrap();
-        let client = super::fleetlock::Client::new(&fl.url, &fl.group, &id).unwrap();
+        let id = crate::doors::fleetlock::lock_id(&fl, &machine_id).unwrap();
+        let client = crate::doors::fleetlock::Client::new(&fl.url, &fl.group, &id).unwrap();
         f.effects.slot = Some(Ok(Box::new(client) as Box<dyn Slot>));
     };
     let pi1 = kernel_deploy_on("pi1", &toml);
@@ -1133,4 +1153,68 @@ async fn a_slot_taken_with_an_older_id_is_released_with_it() {
         let r = b.record();
         assert!(!r.slot_held && r.slot_id.is_none());
     }
+}
+
+/// A Links door that answers from memory: the reboot side reads the machine's links only
+/// through it.
+struct FakeLinks {
+    booted: &'static str,
+    current: &'static str,
+    default: (u32, &'static str),
+    kernel_changed: Option<bool>,
+}
+
+impl crate::doors::links::Links for FakeLinks {
+    fn booted(&self) -> Option<PathBuf> {
+        Some(PathBuf::from(self.booted))
+    }
+    fn current(&self) -> Option<PathBuf> {
+        Some(PathBuf::from(self.current))
+    }
+    fn default_generation(&self) -> Option<Generation> {
+        self.generations().pop()
+    }
+    fn generations(&self) -> Vec<Generation> {
+        vec![Generation {
+            number: self.default.0,
+            system: PathBuf::from(self.default.1),
+        }]
+    }
+    fn reboot_required(&self, system: &Path) -> Option<bool> {
+        (system != Path::new(self.booted)).then_some(self.kernel_changed?)
+    }
+}
+
+#[test]
+fn the_reboot_facts_come_through_the_links_door() {
+    let links = FakeLinks {
+        booted: "/nix/store/a",
+        current: "/nix/store/b",
+        default: (4, "/nix/store/a"),
+        kernel_changed: Some(true),
+    };
+    let state = State {
+        deployed: Some(Deployed {
+            commit: Some("c".repeat(40)),
+            subject: None,
+            system: "/nix/store/b".into(),
+            generation: None,
+            at: "2026-11-25T02:00:00Z".into(),
+        }),
+        ..Default::default()
+    };
+    let facts = super::facts(&links, &state, None);
+    assert_eq!(facts.booted.as_deref(), Some(Path::new("/nix/store/a")));
+    let target = facts.target.unwrap();
+    assert_eq!(target.system, Path::new("/nix/store/b"));
+    assert!(target.live, "the live deployment, not yet the boot default");
+    assert_eq!(facts.kernel_changed, Some(true));
+    // Not the agent's deployment: the profile's default is the target.
+    let facts = super::facts(&links, &State::default(), None);
+    let target = facts.target.unwrap();
+    assert_eq!((target.generation, target.live), (Some(4), false));
+    assert_eq!(
+        super::verify::started_by_activation(&links).unwrap(),
+        "/nix/store/b runs, not the booted /nix/store/a: started by an activation in this boot, not by a boot; a boot is verified at its start"
+    );
 }

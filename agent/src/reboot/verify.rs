@@ -31,14 +31,15 @@ use std::path::Path;
 use jiff::Timestamp;
 
 use crate::config::Settings;
-use crate::deploy::doors::{Health, Machine};
+use crate::doors::{Health, Machine};
+use crate::ledger::Ledger;
 use crate::logging::message_id;
-use crate::state::{self, Deployed, Outcome, Phase, Run, State, Store};
-use crate::system::{self, profile, switch::Action};
+use crate::state::{Outcome, Phase, Run};
+use crate::system::{profile, switch::Action};
 
-use super::doors::Effects;
 use super::policy::rfc3339;
 use super::record::{self, Boot, Fallback, Record};
+use crate::doors::reboot::{Effects, Links};
 
 /// The marker: verify-boot already ran in this boot.
 pub const MARKER: &str = "boot-verified";
@@ -89,12 +90,8 @@ pub struct BootDoors<'a> {
 /// (the running system is not the booted one), so `switch-to-configuration` started the
 /// unit, and there is nothing to verify (issue 20). Checked before the run lock: the run
 /// that holds it is the one whose activation started us.
-pub fn started_by_activation(settings: &Settings) -> Option<String> {
-    let p = &settings.paths;
-    let (Some(booted), Some(current)) = (
-        system::resolve(&p.booted_system),
-        system::resolve(&p.current_system),
-    ) else {
+pub fn started_by_activation(links: &dyn Links) -> Option<String> {
+    let (Some(booted), Some(current)) = (links.booted(), links.current()) else {
         return None;
     };
     (booted != current).then(|| {
@@ -112,7 +109,8 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
     if marker.exists() {
         return Verdict::AlreadyDone;
     }
-    if let Some(why) = started_by_activation(settings) {
+    let links = &*doors.effects.links;
+    if let Some(why) = started_by_activation(links) {
         // No marker: the boot's own verification (if it has not run yet) still runs.
         return Verdict::Nothing(why);
     }
@@ -124,13 +122,13 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
             ))
         }
     };
-    let Some(booted) = system::resolve(&p.booted_system) else {
+    let Some(booted) = links.booted() else {
         mark(&marker);
         return Verdict::Nothing(format!("{} does not exist", p.booted_system.display()));
     };
     let shown = booted.display().to_string();
     let default = doors.machine.profile();
-    let generation = generation_of(&p.profile, &booted);
+    let generation = generation_of(links, &booted);
     log::info!(
         message_id = message_id::BOOTED, system = shown.as_str();
         "booted {shown} (generation {})", generation.map_or("?".into(), |g| g.to_string())
@@ -169,8 +167,10 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
     }
     let trial = record.trial.clone().filter(|t| t.system == shown);
     let last_verified = record.last_verified().map(str::to_string);
+    // What this boot records in the state goes through it; its events are sent below.
+    let ledger = Ledger::new(settings);
     let verdict = if trial.is_some() {
-        trial_boot(settings, doors, &mut record, &mut boot, now).await
+        trial_boot(settings, &ledger, doors, &mut record, &mut boot, now).await
     } else {
         match default.as_ref().filter(|d| d.system != booted) {
             Some(default)
@@ -187,7 +187,16 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
                 Verdict::Nothing(boot.detail.clone())
             }
             Some(default) => {
-                fallback_boot(settings, doors, &mut record, &mut boot, default, now).await
+                fallback_boot(
+                    settings,
+                    &ledger,
+                    doors,
+                    &mut record,
+                    &mut boot,
+                    default,
+                    now,
+                )
+                .await
             }
             None if last_verified.as_deref() == Some(&shown) => {
                 boot.verified = Some(true);
@@ -195,7 +204,7 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
                 Verdict::Nothing(boot.detail.clone())
             }
             // The boot default never verified on this machine: whoever rebooted, verify.
-            None => check(settings, doors, &mut record, &mut boot, now).await,
+            None => check(settings, &ledger, doors, &mut record, &mut boot, now).await,
         }
     };
     // A slot this machine may hold from before the boot is released (UnlockIfHeld is
@@ -213,9 +222,10 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
         log::error!("saving {}: {e}", record::path(&p.state_dir).display());
     }
     mark(&marker);
+    // A failed or fallen-back boot is a recorded run like any other: told, before a
+    // reboot stops this unit.
+    crate::announce::send_all(&settings.notify, ledger.take_events()).await;
     if let Verdict::FellBack { rebooting: true } = verdict {
-        // Told before the reboot stops this unit (the queue is sent once).
-        crate::announce::send_queued(settings).await;
         if let Err(e) = doors.effects.rebooter.reboot(&reason).await {
             log::error!("rebooting into the boot default: {e}\nhint: it is the last verified generation: reboot by hand");
             return Verdict::FellBack { rebooting: false };
@@ -234,8 +244,9 @@ fn mark(marker: &Path) {
 }
 
 /// The newest generation of the profile whose system is `system`.
-fn generation_of(profile: &Path, system: &Path) -> Option<u32> {
-    profile::list(profile)
+fn generation_of(links: &dyn Links, system: &Path) -> Option<u32> {
+    links
+        .generations()
         .into_iter()
         .rev()
         .find(|g| g.system == system)
@@ -245,6 +256,7 @@ fn generation_of(profile: &Path, system: &Path) -> Option<u32> {
 /// After the agent's reboot: the health checks decide.
 async fn check(
     settings: &Settings,
+    ledger: &Ledger,
     doors: &BootDoors<'_>,
     record: &mut Record,
     boot: &mut Boot,
@@ -292,8 +304,8 @@ async fn check(
         return Verdict::LoopBroken;
     }
     // Only ever to the last generation that booted and verified here.
-    let Some(previous) =
-        last_verified_generation(settings, record).filter(|g| g.system.to_string_lossy() != booted)
+    let Some(previous) = last_verified_generation(&*doors.effects.links, record)
+        .filter(|g| g.system.to_string_lossy() != booted)
     else {
         boot.detail = format!(
             "health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back\nhint: look at the machine (journalctl -b); `sudo homelab-agent rollback` goes back to the previous generation"
@@ -344,7 +356,7 @@ async fn check(
     });
     run.checks = report.results.clone();
     run.rolled_back = Some(true);
-    record_failure(settings, &booted, &previous.system, run, &error);
+    record_failure(settings, ledger, &booted, &previous.system, run, &error);
     boot.detail = error.clone();
     log::error!(
         message_id = message_id::FELL_BACK, system = booted.as_str();
@@ -354,9 +366,10 @@ async fn check(
 }
 
 /// The profile's newest generation of the last verified system, if it is still there.
-fn last_verified_generation(settings: &Settings, record: &Record) -> Option<profile::Generation> {
+fn last_verified_generation(links: &dyn Links, record: &Record) -> Option<profile::Generation> {
     let system = record.last_verified()?;
-    profile::list(&settings.paths.profile)
+    links
+        .generations()
         .into_iter()
         .rev()
         .find(|g| g.system == Path::new(system))
@@ -365,13 +378,14 @@ fn last_verified_generation(settings: &Settings, record: &Record) -> Option<prof
 /// The trial boot the agent armed: the checks decide whether it becomes the default.
 async fn trial_boot(
     settings: &Settings,
+    ledger: &Ledger,
     doors: &BootDoors<'_>,
     record: &mut Record,
     boot: &mut Boot,
     now: Timestamp,
 ) -> Verdict {
     let booted = boot.system.clone();
-    let deployed = Store::new(&settings.paths.state_dir)
+    let deployed = ledger
         .peek()
         .ok()
         .and_then(|s| s.deployed)
@@ -400,7 +414,7 @@ async fn trial_boot(
         // The boot default never moved: it is the last verified generation, and the
         // reboot boots it. Made sure of when the record names another one.
         let default = doors.machine.profile();
-        let back = last_verified_generation(settings, record).or(default.clone());
+        let back = last_verified_generation(&*doors.effects.links, record).or(default.clone());
         let Some(back) = back else {
             boot.detail = format!("the trial boot failed its health checks ({why}) and there is no boot default to go back to");
             return Verdict::Failed(boot.detail.clone());
@@ -435,7 +449,7 @@ async fn trial_boot(
         run.phase = Some(Phase::Health);
         run.checks = report.results.clone();
         run.rolled_back = Some(true);
-        record_failure(settings, &booted, &back.system, run, &error);
+        record_failure(settings, ledger, &booted, &back.system, run, &error);
         boot.detail = error.clone();
         log::error!(
             message_id = message_id::FELL_BACK, system = booted.as_str();
@@ -468,13 +482,10 @@ async fn trial_boot(
         generation: Some(number),
         at: rfc3339(now),
     });
-    let store = Store::new(&settings.paths.state_dir);
-    match store.load() {
+    match ledger.load() {
         Ok(mut st) => {
-            if let Some(d) = st.deployed.as_mut().filter(|d| d.system == booted) {
-                d.generation = Some(number);
-            }
-            if let Err(e) = store.save(&st) {
+            ledger.promoted(&mut st, &booted, number);
+            if let Err(e) = ledger.save(&st) {
                 log::error!("recording generation {number} in the state: {e:#}");
             }
         }
@@ -498,6 +509,7 @@ async fn disarm(doors: &BootDoors<'_>) {
 /// The booted system is not the profile's default.
 async fn fallback_boot(
     settings: &Settings,
+    ledger: &Ledger,
     doors: &BootDoors<'_>,
     record: &mut Record,
     boot: &mut Boot,
@@ -526,8 +538,7 @@ async fn fallback_boot(
     {
         r.verified = Some(false);
     }
-    let store = Store::new(&settings.paths.state_dir);
-    let ours = store
+    let ours = ledger
         .peek()
         .ok()
         .and_then(|s| s.deployed)
@@ -559,7 +570,14 @@ async fn fallback_boot(
         log::error!(message_id = message_id::FELL_BACK; "{error}; making the booted system the boot default failed: {e}");
         run.rolled_back = Some(false);
     }
-    record_failure(settings, &default_shown, Path::new(&booted), run, &error);
+    record_failure(
+        settings,
+        ledger,
+        &default_shown,
+        Path::new(&booted),
+        run,
+        &error,
+    );
     log::error!(message_id = message_id::FELL_BACK, system = default_shown.as_str(); "{error}");
     Verdict::FallbackBoot
 }
@@ -581,56 +599,20 @@ async fn make_default(
     Ok(number)
 }
 
-/// History gets the failed deployment; its commit is marked bad; `deployed` is what now
-/// boots.
+/// The failed boot through the ledger ([`Ledger::failed_boot`]); `now_default` is what
+/// boots now, as the profile's generation when it is one.
 fn record_failure(
     settings: &Settings,
+    ledger: &Ledger,
     failed: &str,
     now_default: &Path,
-    mut run: Run,
+    run: Run,
     error: &str,
 ) {
-    let store = Store::new(&settings.paths.state_dir);
-    let mut st: State = match store.load() {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("recording the failed boot in the state: {e:#}");
-            return;
-        }
-    };
-    let commit_of = |st: &State, system: &str| -> Option<String> {
-        st.deployed
-            .as_ref()
-            .filter(|d| d.system == system)
-            .and_then(|d| d.commit.clone())
-            .or_else(|| {
-                st.history
-                    .iter()
-                    .find(|r| r.system.as_deref() == Some(system) && r.outcome == Outcome::Deployed)
-                    .and_then(|r| r.commit.clone())
-            })
-    };
-    let commit = commit_of(&st, failed);
-    let back = now_default.display().to_string();
-    run.commit = commit.clone();
-    run.system = Some(failed.to_string());
-    run.error = Some(error.to_string());
-    if let Some(c) = &commit {
-        st.mark_bad_system(c, run.phase.unwrap_or(Phase::Boot), error, Some(failed));
-    }
-    let back_commit = commit_of(&st, &back);
-    st.deployed = Some(Deployed {
-        commit: back_commit,
-        subject: None,
-        system: back.clone(),
-        generation: profile::current(&settings.paths.profile)
-            .filter(|g| g.system == now_default)
-            .map(|g| g.number),
-        at: state::now(),
-    });
-    crate::announce::queue(settings, &run, &st);
-    st.push_run(run);
-    if let Err(e) = store.save(&st) {
+    let generation = profile::current(&settings.paths.profile)
+        .filter(|g| g.system == now_default)
+        .map(|g| g.number);
+    if let Err(e) = ledger.failed_boot(failed, now_default, generation, run, error) {
         log::error!("recording the failed boot in the state: {e:#}");
     }
 }

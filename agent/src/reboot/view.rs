@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::config::{RebootPolicy, Settings};
+use crate::doors::links::SystemLinks;
 use crate::state::State;
 
 use super::policy::{self, Decision};
@@ -28,7 +29,7 @@ pub fn read(settings: &Settings, state: &State) -> Facts {
         Err(p) => (Record::default(), Some(p)),
     };
     Facts {
-        policy: super::facts(settings, state, problem.clone()),
+        policy: super::facts(&SystemLinks::new(&settings.paths), state, problem.clone()),
         record,
         problem,
     }

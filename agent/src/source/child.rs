@@ -11,13 +11,16 @@
 //! the answer as one JSON object and exits. What the call cost is given back to the
 //! system when the child exits.
 //!
+//! The daemon's doors are composed with the child Source (`doors/git.rs`: `Child`,
+//! built by `Doors::daemon`); `run --once` and the other commands with the in-process
+//! one. Nothing global says which.
+//!
 //! A child that outlives its deadline is killed (not abandoned, as a thread must be).
 //! Its failure keeps the kind and the words the child gave it
 //! ([`SourceError::Relayed`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -28,17 +31,8 @@ use crate::failure::{Failure, Kind};
 use crate::process::{Cmd, CmdError};
 use crate::trust::{Checked, Floor, Reason, Refusal, Verdict};
 
-/// The daemon's configuration file: set, git calls go to a child process.
-static CONFIG: OnceLock<PathBuf> = OnceLock::new();
-
 /// Time for the child to start and load the configuration, on top of its deadline.
 const START: Duration = Duration::from_secs(5);
-
-/// From now on this process makes its remote git calls in child processes that read
-/// `config_file` (the daemon's). Called once, by the daemon, before its first cycle.
-pub fn enable(config_file: PathBuf) {
-    let _ = CONFIG.set(config_file);
-}
 
 /// A copy of the daemon's configuration file, for its children, in the runtime directory
 /// (a tmpfs): the daemon is not restarted when the file changes (the module sets
@@ -51,11 +45,6 @@ pub fn snapshot(config_file: &Path, runtime_dir: &Path) -> std::io::Result<PathB
     let copy = runtime_dir.join("daemon-config.toml");
     crate::state::write_atomic(&copy, &text)?;
     Ok(copy)
-}
-
-/// Whether git calls go to a child process (the daemon).
-pub fn enabled() -> bool {
-    CONFIG.get().is_some()
 }
 
 /// One call's answer, as the child prints it on stdout.
@@ -78,6 +67,10 @@ pub enum Answer {
         kind: Kind,
         message: String,
     },
+    /// A file of a commit in the cache (`read`); `None`: the commit has no such file.
+    File {
+        text: Option<String>,
+    },
     /// The trust check passed ([`crate::trust::Checked`]).
     Trusted {
         signer: Option<String>,
@@ -99,12 +92,14 @@ impl From<SourceError> for Answer {
     }
 }
 
-/// The remote heads from one listing ([`super::remote_heads`]), asked by a child process.
+/// The remote heads from one listing ([`super::remote_heads`]), asked by a child process
+/// that reads `config` (the daemon's, copied by [`snapshot`]).
 pub async fn remote_heads(
+    config: &Path,
     settings: &SourceSettings,
     deadline: Duration,
 ) -> Result<Heads, SourceError> {
-    match call(settings, &["head".into()], deadline).await? {
+    match call(config, settings, &["head".into()], deadline).await? {
         Answer::Head { commit, testing } => Ok(Heads {
             main: commit,
             testing,
@@ -115,6 +110,7 @@ pub async fn remote_heads(
 
 /// The fetch into `cache`, made by a child process.
 pub async fn fetch(
+    config: &Path,
     settings: &SourceSettings,
     cache: &Path,
     deadline: Duration,
@@ -124,7 +120,7 @@ pub async fn fetch(
         "--cache".into(),
         cache.as_os_str().to_owned(),
     ];
-    match call(settings, &args, deadline).await? {
+    match call(config, settings, &args, deadline).await? {
         Answer::Fetched {
             commit,
             subject,
@@ -141,6 +137,7 @@ pub async fn fetch(
 /// The trust check of `commit` in `cache` ([`crate::trust::check`]), made by a child
 /// process: it reads the cache with libgit2.
 pub async fn verify(
+    config: &Path,
     settings: &SourceSettings,
     cache: &Path,
     commit: &str,
@@ -160,7 +157,7 @@ pub async fn verify(
         serde_json::to_string(&floors).unwrap_or_default().into(),
     ];
     // The signature tools and the inputs' resolution have their own timeout each.
-    let answer = call(settings, &args, crate::trust::CHECK_TIMEOUT).await;
+    let answer = call(config, settings, &args, crate::trust::CHECK_TIMEOUT).await;
     match answer {
         Ok(Answer::Trusted { signer }) => Ok(Checked { signer }),
         Ok(Answer::Refused {
@@ -180,6 +177,41 @@ pub async fn verify(
     }
 }
 
+/// How long a child may take to read a file from the cache (local disk, no network).
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `file` at `commit` in `cache` ([`super::blob::read`]), read by a child process.
+pub async fn read_file(
+    config: &Path,
+    settings: &SourceSettings,
+    cache: &Path,
+    commit: &str,
+    file: &str,
+    max: usize,
+) -> Result<Option<String>, Failure> {
+    let args = [
+        "read".into(),
+        "--cache".into(),
+        cache.as_os_str().to_owned(),
+        "--commit".into(),
+        commit.into(),
+        "--file".into(),
+        file.into(),
+        "--max-bytes".into(),
+        max.to_string().into(),
+    ];
+    let relayed = |e: SourceError| match e {
+        // The reader's own failure, kind and words as the child gave them.
+        SourceError::Relayed { kind, message } => Failure::new(kind, message),
+        e => Failure::new(e.kind(), e.to_string()),
+    };
+    match call(config, settings, &args, READ_TIMEOUT).await {
+        Ok(Answer::File { text }) => Ok(text),
+        Ok(other) => Err(relayed(unexpected(settings, other))),
+        Err(e) => Err(relayed(e)),
+    }
+}
+
 fn unexpected(settings: &SourceSettings, answer: Answer) -> SourceError {
     match answer {
         Answer::Failed { kind, message } => SourceError::Relayed { kind, message },
@@ -196,17 +228,12 @@ fn unexpected(settings: &SourceSettings, answer: Answer) -> SourceError {
 const MAX_ANSWER: u64 = 1 << 20;
 
 async fn call(
+    config: &Path,
     settings: &SourceSettings,
     args: &[OsString],
     deadline: Duration,
 ) -> Result<Answer, SourceError> {
     let url = settings.url.redacted().to_string();
-    let Some(config) = CONFIG.get() else {
-        return Err(SourceError::Internal {
-            url,
-            message: "git child process not enabled (a bug)".into(),
-        });
-    };
     // This very executable, even if its file was replaced since the daemon started.
     let command = Cmd::new("/proc/self/exe")
         .arg("--config")
@@ -309,6 +336,7 @@ pub async fn serve(
     what: &str,
     cache: Option<PathBuf>,
     verify: Option<(String, String)>,
+    read: Option<(String, String, usize)>,
     deadline: Duration,
 ) -> u8 {
     use nix::sys::signal::{signal, SigHandler, Signal};
@@ -344,6 +372,22 @@ pub async fn serve(
                     None => Answer::Failed {
                         kind: Kind::Environment,
                         message: "source-call verify: no --commit (a bug)".into(),
+                    },
+                },
+                ("read", Some(cache)) => match read {
+                    Some((commit, file, max)) => {
+                        match super::blob::read(&cache, &commit, &file, max) {
+                            Ok(text) => Answer::File { text },
+                            Err(f) => Answer::Failed {
+                                kind: f.kind,
+                                message: f.message,
+                            },
+                        }
+                    }
+                    None => Answer::Failed {
+                        kind: Kind::Environment,
+                        message: "source-call read: no --commit, --file or --max-bytes (a bug)"
+                            .into(),
                     },
                 },
                 _ => Answer::Failed {

@@ -15,7 +15,7 @@ pub enum SourceError {
     #[error("cannot reach {url}: {message}\nhint: check the network and that the git server is up; the next run retries")]
     Unreachable { url: String, message: String },
     /// The deadline (`[source] timeout`, or a check's timeout) passed.
-    #[error("{url}: timed out after {}\nhint: the server or network is slow or stuck ([source] timeout); the next run retries", crate::time::format_duration(*after))]
+    #[error("{url}: timed out after {}\nhint: the server or network is slow or stuck ([source] timeout); the next run retries", crate::duration::format_duration(*after))]
     TimedOut { url: String, after: Duration },
     /// The remote answered, but not with what git expects (a protocol error, an HTTP
     /// status other than 401, a truncated pack): not this machine's fault.

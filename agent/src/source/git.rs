@@ -21,7 +21,7 @@ use crate::config::SourceSettings;
 
 /// The ref in the cache repository that holds the fetched head. Nix builds from
 /// `?ref=<this>&rev=<sha>`: nothing from the user's branch name reaches the flake URL.
-pub const CANDIDATE_REF: &str = "refs/heads/homelab-agent/candidate";
+pub use crate::model::commit::CANDIDATE_REF;
 
 /// What a fetch brought: the commit that will be built.
 #[derive(Debug, Clone)]

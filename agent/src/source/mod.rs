@@ -12,6 +12,7 @@
 //! itself at libgit2's socket timeouts (15 s connect, 60 s read), so with polls at least
 //! 10 s apart only a handful can exist at once.
 
+pub mod blob;
 pub mod cache;
 pub mod child;
 pub mod error;
@@ -20,7 +21,7 @@ pub mod known_hosts;
 pub mod origin;
 pub mod tls;
 pub mod tls_stream;
-pub mod url;
+pub use crate::model::url;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -53,9 +54,6 @@ pub async fn remote_heads(
     settings: &SourceSettings,
     deadline: Duration,
 ) -> Result<Heads, SourceError> {
-    if child::enabled() {
-        return child::remote_heads(settings, deadline).await;
-    }
     let settings = settings.clone();
     detached(settings.url.redacted().to_string(), deadline, move || {
         let testing = settings.testing_branch.as_deref();
@@ -70,9 +68,6 @@ pub async fn fetch(
     cache: PathBuf,
     deadline: Duration,
 ) -> Result<Fetched, SourceError> {
-    if child::enabled() {
-        return child::fetch(settings, &cache, deadline).await;
-    }
     let settings = settings.clone();
     detached(settings.url.redacted().to_string(), deadline, move || {
         let _writer = match CACHE_WRITER.try_lock() {

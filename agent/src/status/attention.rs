@@ -94,7 +94,7 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
     let on_test = state
         .testing
         .as_ref()
-        .is_some_and(|t| crate::deploy::testing_live(t, f.current_system.as_deref()));
+        .is_some_and(|t| t.live(f.current_system.as_deref()));
     // A deployment that needs a reboot runs live, outside the profile, until its trial
     // boot verifies it (it has no generation yet): the agent's own doing, not drift.
     let live_pending_trial = state.deployed.as_ref().is_some_and(|d| {
@@ -162,7 +162,7 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
                 p.system.display(),
                 d.commit
                     .as_deref()
-                    .map(|c| format!("{} as ", crate::deploy::short(c)))
+                    .map(|c| format!("{} as ", crate::model::commit::short(c)))
                     .unwrap_or_default(),
                 d.system
             ),
@@ -214,8 +214,8 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
     }
     if let Some(p) = &state.pinned {
         let from = match (&p.from_commit, p.from_generation) {
-            (Some(c), Some(g)) => format!("{} (generation {g})", crate::deploy::short(c)),
-            (Some(c), None) => crate::deploy::short(c).to_string(),
+            (Some(c), Some(g)) => format!("{} (generation {g})", crate::model::commit::short(c)),
+            (Some(c), None) => crate::model::commit::short(c).to_string(),
             (None, Some(g)) => format!("generation {g}"),
             (None, None) => p.from_system.clone(),
         };
@@ -287,14 +287,14 @@ pub(super) fn summary(
             Some(h) if h.status == HeadStatus::Bad => (
                 format!(
                     "branch head {} failed here and is not retried until the branch moves",
-                    crate::deploy::short(&h.commit)
+                    crate::model::commit::short(&h.commit)
                 ),
                 Some(crate::failure::Kind::Commit.hint().into()),
             ),
             Some(h) if h.status == HeadStatus::Refused => (
                 format!(
                     "branch head {} was refused (not built): {}",
-                    crate::deploy::short(&h.commit),
+                    crate::model::commit::short(&h.commit),
                     last.error
                         .as_deref()
                         .map(first_line)
@@ -320,19 +320,19 @@ pub(super) fn summary(
                 (
                     format!(
                         "paused: branch head {} is not deployed until the pause ends",
-                        crate::deploy::short(&h.commit)
+                        crate::model::commit::short(&h.commit)
                     ),
                     Some("`sudo homelab-agent resume` ends the pause".into()),
                 )
             }
             Some(h) if h.status == HeadStatus::Deployed => (
-                format!("up to date at {}", crate::deploy::short(&h.commit)),
+                format!("up to date at {}", crate::model::commit::short(&h.commit)),
                 None,
             ),
             Some(h) => (
                 format!(
                     "branch head {} not deployed yet: the next run tries it",
-                    crate::deploy::short(&h.commit)
+                    crate::model::commit::short(&h.commit)
                 ),
                 None,
             ),

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
 use super::{AttentionKind, HeadStatus, Label, Status};
-use crate::deploy::short;
+use crate::model::commit::short;
 use crate::state::Run;
 use crate::text::Escaping;
 
@@ -227,7 +227,7 @@ fn aside(word: &str, at: Option<&str>, now: SystemTime) -> String {
 
 /// "3m ago" or "in 4m", from an RFC 3339 time; `None` if it does not parse.
 pub fn relative(at: &str, now: SystemTime) -> Option<String> {
-    let t = crate::time::Timestamp::system_of(at)?;
+    let t = crate::model::time::Timestamp::system_of(at)?;
     Some(match now.duration_since(t) {
         Ok(ago) => format!("{} ago", span(ago)),
         Err(e) => format!("in {}", span(e.duration())),
@@ -301,7 +301,7 @@ pub fn write_history_human(
 fn took(r: &Run) -> String {
     let span = |ms: u64| {
         let secs = ms.div_ceil(1000);
-        crate::time::format_duration(std::time::Duration::from_secs(secs)).to_string()
+        crate::duration::format_duration(std::time::Duration::from_secs(secs)).to_string()
     };
     if r.duration_ms == 0 {
         return String::new();

@@ -430,7 +430,7 @@ impl Status {
                 outcome: t.outcome.as_str().into(),
                 system: t.system.clone(),
                 at: t.at.to_string(),
-                live: crate::deploy::testing_live(t, f.current_system.as_deref()),
+                live: t.live(f.current_system.as_deref()),
             }),
         }
     }

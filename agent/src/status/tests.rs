@@ -16,7 +16,7 @@ const S1: &str = "/nix/store/aaa-nixos-system-pi1";
 const S2: &str = "/nix/store/bbb-nixos-system-pi1";
 
 fn now() -> SystemTime {
-    crate::time::Timestamp::parse("2026-11-24T12:00:00Z")
+    crate::model::time::Timestamp::parse("2026-11-24T12:00:00Z")
         .unwrap()
         .to_system()
 }
@@ -406,7 +406,10 @@ fn json_fields_carry_no_hints_and_rfc3339_times() {
             &v["head"]["seen_at"],
         ] {
             if let Some(t) = t.as_str() {
-                assert!(crate::time::Timestamp::parse(t).is_ok(), "{name}: {t}");
+                assert!(
+                    crate::model::time::Timestamp::parse(t).is_ok(),
+                    "{name}: {t}"
+                );
             }
         }
     }

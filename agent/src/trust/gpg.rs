@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use super::signature::{expected, Extracted};
-use super::{key_file_failure, run_verifier, short, Reason, Refusal, Verdict};
+use super::{key_file_failure, run_verifier, Reason, Refusal, Verdict};
 use crate::config::trust::Verify;
 use crate::process::Cmd;
 
@@ -84,7 +84,8 @@ pub fn parse_status(stdout: &str, rc: Option<i32>) -> Status {
 
 /// Verifies; returns the signing key's fingerprint.
 pub async fn verify(keyring: &Path, x: &Extracted) -> Result<String, Verdict> {
-    std::fs::File::open(keyring).map_err(|e| key_file_failure("keyring_file", keyring, &e))?;
+    std::fs::File::open(keyring)
+        .map_err(|e| key_file_failure(x.subject.section(), "keyring_file", keyring, &e))?;
     let home = x.signature.parent().unwrap_or(Path::new("/nonexistent"));
     let done = run_verifier(
         Cmd::new("gpgv")
@@ -104,35 +105,36 @@ pub async fn verify(keyring: &Path, x: &Extracted) -> Result<String, Verdict> {
     let verify = Verify::Gpg {
         keyring: keyring.to_path_buf(),
     };
-    let c = short(&x.commit);
+    let c = x.subject.describe(&x.commit);
+    let thing = x.subject.thing();
     let (reason, message) = match parse_status(&done.stdout, done.status.code()) {
         Status::Good(fpr) => return Ok(fpr),
         Status::Expired(k) => (
             Reason::ExpiredKey,
-            format!("commit {c} is signed by key {k}, which has expired: refused"),
+            format!("{c} is signed by key {k}, which has expired: refused"),
         ),
         Status::SignatureExpired(k) => (
             Reason::ExpiredKey,
-            format!("commit {c} carries an expired signature by key {k}: refused"),
+            format!("{c} carries an expired signature by key {k}: refused"),
         ),
         Status::Revoked(k) => (
             Reason::RevokedKey,
-            format!("commit {c} is signed by key {k}, which has been revoked: refused"),
+            format!("{c} is signed by key {k}, which has been revoked: refused"),
         ),
         Status::Bad(k) => (
             Reason::BadSignature,
-            format!("the signature of commit {c} by key {k} does not verify (the commit was altered): refused"),
+            format!("the signature of {c} by key {k} does not verify (the {thing} was altered): refused"),
         ),
         Status::UnknownKey(k) => (
             Reason::UntrustedKey,
             format!(
-                "commit {c} is signed by key {k}, which is not in {}: refused",
+                "{c} is signed by key {k}, which is not in {}: refused",
                 keyring.display()
             ),
         ),
         Status::Unusable(why) => (
             Reason::BadSignature,
-            format!("the signature of commit {c} cannot be verified ({why}): refused"),
+            format!("the signature of {c} cannot be verified ({why}): refused"),
         ),
     };
     Err(Verdict::Refused(Refusal {

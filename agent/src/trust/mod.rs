@@ -24,8 +24,6 @@ pub mod stamp;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::trust::{TrustSettings, Verify};
 use crate::failure::{Failure, Kind};
 pub use ancestry::Floor;
@@ -39,38 +37,7 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(
     TOOL_TIMEOUT.as_secs() * 3 + crate::nix::metadata::METADATA_TIMEOUT.as_secs(),
 );
 
-/// Why a head was refused (status `refused.reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reason {
-    /// The tip commit carries no signature.
-    Unsigned,
-    /// Signed, but by no allowed key (or in the other format).
-    UntrustedKey,
-    /// An allowed key's signature that does not verify (altered commit, wrong namespace,
-    /// outside the key's validity window).
-    BadSignature,
-    /// Signed by an allowed OpenPGP key that has expired, or by an ssh key outside its
-    /// `valid-after`/`valid-before` window in the allowed-signers file.
-    ExpiredKey,
-    /// Signed by an allowed OpenPGP key that has been revoked.
-    RevokedKey,
-    /// The head does not descend from the deployed commit (reset or force-push).
-    Downgrade,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Unsigned => "unsigned",
-            Reason::UntrustedKey => "untrusted-key",
-            Reason::BadSignature => "bad-signature",
-            Reason::ExpiredKey => "expired-key",
-            Reason::RevokedKey => "revoked-key",
-            Reason::Downgrade => "downgrade",
-        }
-    }
-}
+pub use crate::model::trust::Reason;
 
 /// A head refused for what it is: never built, never retried under the same policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +119,12 @@ pub async fn check(
 
 /// A key file named by the config that cannot be read: missing is the configuration's
 /// fault, anything else this machine's.
-pub(crate) fn key_file_failure(key: &str, path: &Path, e: &std::io::Error) -> Verdict {
+pub(crate) fn key_file_failure(
+    section: &str,
+    key: &str,
+    path: &Path,
+    e: &std::io::Error,
+) -> Verdict {
     let kind = match e.kind() {
         std::io::ErrorKind::NotFound => Kind::Configuration,
         _ => match crate::failure::io_kind(e) {
@@ -163,8 +135,12 @@ pub(crate) fn key_file_failure(key: &str, path: &Path, e: &std::io::Error) -> Ve
     Verdict::Failed(Failure::new(
         kind,
         format!(
-            "cannot read [source] {key} {}: {e}\nhint: check [source] {key}; no head is deployed until it can be read",
-            path.display()
+            "cannot read [{section}] {key} {}: {e}\nhint: check [{section}] {key}; {}",
+            path.display(),
+            match section {
+                "source" => "no head is deployed until it can be read",
+                _ => "until it can be read, every head is built here",
+            }
         ),
     ))
 }

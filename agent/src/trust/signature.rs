@@ -15,12 +15,58 @@ pub const SSH_ARMOR: &str = "-----BEGIN SSH SIGNATURE-----";
 /// The armour line of an OpenPGP signature.
 pub const PGP_ARMOR: &str = "-----BEGIN PGP SIGNATURE-----";
 
-/// A commit's signature and payload on disk; the directory goes when this is dropped.
+/// A signature and its payload on disk; the directory goes when this is dropped.
 pub struct Extracted {
     _dir: tempfile::TempDir,
     pub commit: String,
+    /// What was signed: a commit, or a prebuilt manifest of the commit.
+    pub subject: Subject,
     pub signature: PathBuf,
     pub payload: PathBuf,
+}
+
+/// What a signature is over: the namespace it must be made in, the config section whose
+/// keys verify it, and the words for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// A commit, signed by git (`[source] verify`).
+    Commit,
+    /// A prebuilt manifest of the commit (`[prebuilt]`, crate::prebuilt::manifest).
+    Manifest,
+}
+
+impl Subject {
+    /// The ssh signature namespace (`ssh-keygen -Y sign -n`).
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Subject::Commit => "git",
+            Subject::Manifest => "homelab-prebuilt",
+        }
+    }
+
+    /// The config section naming the key files.
+    pub fn section(self) -> &'static str {
+        match self {
+            Subject::Commit => "source",
+            Subject::Manifest => "prebuilt",
+        }
+    }
+
+    /// The thing, in a word: what "was altered" when a signature does not verify.
+    pub fn thing(self) -> &'static str {
+        match self {
+            Subject::Commit => "commit",
+            Subject::Manifest => "manifest",
+        }
+    }
+
+    /// "commit 3f2a9c1e" or "the prebuilt manifest of 3f2a9c1e".
+    pub fn describe(self, commit: &str) -> String {
+        match self {
+            Subject::Commit => format!("commit {}", short(commit)),
+            Subject::Manifest => format!("the prebuilt manifest of {}", short(commit)),
+        }
+    }
 }
 
 /// Extracts the signature of `oid`; a commit without one is refused here, and one in
@@ -73,17 +119,29 @@ pub fn extract(repo: &Repository, oid: Oid, verify: &Verify) -> Result<Extracted
             expected: expected(verify),
         }));
     }
+    to_files(&commit, Subject::Commit, &signature, &payload)
+}
+
+/// Writes a signature and its payload to a private temporary directory for the
+/// verification tool.
+pub fn to_files(
+    commit: &str,
+    subject: Subject,
+    signature: &[u8],
+    payload: &[u8],
+) -> Result<Extracted, Verdict> {
     let write = || -> std::io::Result<Extracted> {
         let dir = tempfile::Builder::new()
             .prefix("homelab-agent-verify-")
             .tempdir()?;
-        let sig_path = dir.path().join("commit.sig");
-        let payload_path = dir.path().join("commit.payload");
-        std::fs::write(&sig_path, &*signature)?;
-        std::fs::write(&payload_path, &*payload)?;
+        let sig_path = dir.path().join("signed.sig");
+        let payload_path = dir.path().join("signed.payload");
+        std::fs::write(&sig_path, signature)?;
+        std::fs::write(&payload_path, payload)?;
         Ok(Extracted {
             _dir: dir,
-            commit: commit.clone(),
+            commit: commit.to_string(),
+            subject,
             signature: sig_path,
             payload: payload_path,
         })
@@ -93,7 +151,7 @@ pub fn extract(repo: &Repository, oid: Oid, verify: &Verify) -> Result<Extracted
             crate::failure::io_kind(&e),
             format!(
                 "writing the signature of {} to a temporary directory: {e}",
-                short(&commit)
+                subject.describe(commit)
             ),
         ))
     })

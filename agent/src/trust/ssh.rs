@@ -1,23 +1,20 @@
 //! ssh signatures with OpenSSH's own verifier: `ssh-keygen -Y find-principals` finds who
 //! in the allowed-signers file owns the signing key, `ssh-keygen -Y verify -n git` checks
-//! the signature over the payload (and the key's `valid-after`/`valid-before` options).
+//! the signature over the payload (`-n homelab-prebuilt` for a prebuilt manifest) (and the key's `valid-after`/`valid-before` options).
 //! ssh-keygen exits 0 on success and 255 on every failure, so the verdict is by exit
 //! code, and the key file is looked at first so a missing file is not "untrusted".
 
 use std::path::Path;
 
 use super::signature::{expected, Extracted};
-use super::{key_file_failure, run_verifier, short, Reason, Refusal, Verdict};
+use super::{key_file_failure, run_verifier, Reason, Refusal, Verdict};
 use crate::config::trust::Verify;
 use crate::process::Cmd;
-
-/// The namespace git signs commits in.
-const NAMESPACE: &str = "git";
 
 /// Verifies; returns the principal that signed.
 pub async fn verify(allowed: &Path, x: &Extracted) -> Result<String, Verdict> {
     std::fs::File::open(allowed)
-        .map_err(|e| key_file_failure("allowed_signers_file", allowed, &e))?;
+        .map_err(|e| key_file_failure(x.subject.section(), "allowed_signers_file", allowed, &e))?;
     let verify = Verify::Ssh {
         allowed_signers_file: allowed.to_path_buf(),
     };
@@ -46,8 +43,8 @@ pub async fn verify(allowed: &Path, x: &Extracted) -> Result<String, Verdict> {
             return Err(Verdict::Refused(Refusal {
                 reason: Reason::UntrustedKey,
                 message: format!(
-                    "commit {} is signed by a key that no entry of {} allows (not listed, or outside its valid-after/valid-before window): refused",
-                    short(&x.commit),
+                    "{} is signed by a key that no entry of {} allows (not listed, or outside its valid-after/valid-before window): refused",
+                    x.subject.describe(&x.commit),
                     allowed.display()
                 ),
                 expected: expected(&verify),
@@ -60,7 +57,7 @@ pub async fn verify(allowed: &Path, x: &Extracted) -> Result<String, Verdict> {
             .arg(allowed)
             .arg("-I")
             .arg(&principal)
-            .args(["-n", NAMESPACE, "-s"])
+            .args(["-n", x.subject.namespace(), "-s"])
             .arg(&x.signature)
             .stdin_file(&x.payload),
         "ssh-keygen",
@@ -71,8 +68,10 @@ pub async fn verify(allowed: &Path, x: &Extracted) -> Result<String, Verdict> {
         return Err(Verdict::Refused(Refusal {
             reason: Reason::BadSignature,
             message: format!(
-                "the signature of commit {} by {principal} does not verify: refused (the commit was altered, the signature is not a git signature, or the key is outside its valid-after/valid-before window)",
-                short(&x.commit)
+                "the signature of {} by {principal} does not verify: refused (the {} was altered, the signature is not a {} signature, or the key is outside its valid-after/valid-before window)",
+                x.subject.describe(&x.commit),
+                x.subject.thing(),
+                x.subject.namespace()
             ),
             expected: expected(&verify),
         }));
@@ -123,9 +122,9 @@ async fn outside_window(
     Ok(Some(Refusal {
         reason: Reason::ExpiredKey,
         message: format!(
-            "commit {} is signed by the key of {principal}, which {} allows only {}: the key \
+            "{} is signed by the key of {principal}, which {} allows only {}: the key \
              has expired or is not valid yet: refused",
-            short(&x.commit),
+            x.subject.describe(&x.commit),
             allowed.display(),
             window.shown
         ),

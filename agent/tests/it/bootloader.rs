@@ -1,5 +1,5 @@
 //! `homelab-agent bootloader`: the real binary's exit codes and messages on bad input (the
-//! U-Boot door itself is tested in agent/src/reboot/uboot/tests.rs, and against the real
+//! U-Boot door itself is tested in agent/src/doors/uboot/tests.rs, and against the real
 //! U-Boot in tests/qemu/run).
 
 use std::process::Command;

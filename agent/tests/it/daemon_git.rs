@@ -329,3 +329,75 @@ fn a_daemon_tests_the_testing_branch_head_not_mains() {
         "a test became a generation: {s}"
     );
 }
+
+/// Map mode reads `machines.toml` through the Source door: in the daemon, its git child
+/// (`source-call read`). The answer is the file's text, none for a file the commit does
+/// not have, and a file over the limit is the repository's configuration error, with the
+/// words `run --once` gives; a call missing its arguments says which.
+#[test]
+fn the_git_child_reads_a_file_of_a_commit_in_the_cache() {
+    let h = Harness::new();
+    let cache = h.path("state/cache.git");
+    let repo = git2::Repository::init_bare(&cache).unwrap();
+    let mut tree = repo.treebuilder(None).unwrap();
+    let map = "serial-10000000abcdef01 = \"pi2\"\n";
+    tree.insert(
+        "machines.toml",
+        repo.blob(map.as_bytes()).unwrap(),
+        0o100644,
+    )
+    .unwrap();
+    let tree = repo.find_tree(tree.write().unwrap()).unwrap();
+    let sig = git2::Signature::now("t", "t@example.org").unwrap();
+    let commit = repo
+        .commit(None, &sig, &sig, "map", &tree, &[])
+        .unwrap()
+        .to_string();
+    let cache = cache.display().to_string();
+    let call = |extra: &[&str]| {
+        let mut args = vec![
+            "source-call",
+            "read",
+            "--cache",
+            &cache,
+            "--commit",
+            &commit,
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--timeout-ms", "10000"]);
+        let run = h.agent(&args);
+        run.expect(0);
+        serde_json::from_str::<serde_json::Value>(run.stdout().trim()).unwrap()
+    };
+    let read = |file: &str, max: &str| call(&["--file", file, "--max-bytes", max]);
+    assert_eq!(
+        read("machines.toml", "65536"),
+        serde_json::json!({"answer": "file", "text": map})
+    );
+    assert_eq!(
+        read("other.toml", "65536"),
+        serde_json::json!({"answer": "file", "text": null})
+    );
+    let big = read("machines.toml", "4");
+    assert_eq!(big["answer"], "failed", "{big}");
+    assert_eq!(big["kind"], "configuration", "{big}");
+    assert!(
+        big["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!(
+                "machines.toml at {} is {} bytes: at most 4 are read\nhint: ",
+                &commit[..8],
+                map.len()
+            ))),
+        "{big}"
+    );
+    let missing = call(&["--file", "machines.toml"]);
+    assert_eq!(
+        missing,
+        serde_json::json!({
+            "answer": "failed",
+            "kind": "environment",
+            "message": "source-call read: no --commit, --file or --max-bytes (a bug)"
+        })
+    );
+}

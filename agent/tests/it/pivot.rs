@@ -293,3 +293,22 @@ fn a_fifo_at_an_identity_path_never_hangs_and_is_named() {
         assert!(problem.contains(&said), "{file}: {s}");
     }
 }
+
+/// The daemon reads the map through its git child (the Source door it is composed with):
+/// an unknown machine is told the line to add, as under `run --once`.
+#[test]
+fn a_daemon_reads_the_map_through_its_git_child() {
+    let mut h = generic("10000000cafe0001", MAP);
+    let c1 = h.commit("two pis");
+    let daemon = crate::daemon_git::start_daemon(&mut h);
+    crate::daemon_git::cycle_after(&h.path("runtime/last-poll.json"), None);
+    let err = crate::daemon_git::stop(daemon);
+    assert!(err.contains(&format!(
+        "machines.toml at {} has no line for this machine (serial-10000000cafe0001, mac-dc-a6-32-01-02-03)",
+        &c1[..8]
+    )), "{err}");
+    let s = h.status();
+    assert_eq!(s["last_run"]["phase"], "verify", "{s}");
+    assert_eq!(s["bad_commit"], serde_json::Value::Null, "{s}");
+    assert_eq!(h.nix_builds(), 0, "{err}");
+}

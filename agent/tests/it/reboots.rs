@@ -438,7 +438,7 @@ fn a_failed_boot_verification_is_notified_before_the_fallback_reboot() {
         ))),
         "{doc}"
     );
-    // Told once: verify-boot's own send after the reboot request finds the queue empty.
+    // Told once: verify-boot sends the events of what it recorded, once, before the reboot.
     assert_eq!(std::fs::read_to_string(&told).unwrap(), "failed\n");
 }
 
@@ -479,7 +479,7 @@ fn outside_the_window_no_reboot_and_status_says_until_when() {
 /// The agent's client against the test server: the protocol, both ways.
 #[test]
 fn the_client_and_the_test_server_speak_the_protocol() {
-    use homelab_agent::reboot::fleetlock::{Client, LockError};
+    use homelab_agent::doors::fleetlock::{Client, LockError};
     if !require("python3") {
         return;
     }

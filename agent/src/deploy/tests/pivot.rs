@@ -82,8 +82,10 @@ async fn an_unknown_machine_builds_nothing_and_blames_nothing() {
             Some(Exit::Failed(Kind::Configuration))
         );
     }
-    // Polled and fetched each time (the head is looked at again), never built.
-    assert_eq!(b.w().calls, ["head", "fetch", "head", "fetch"]);
+    // Polled and fetched each time (the head is looked at again), the map read through
+    // the Source door, never built.
+    let read = "read machines.toml";
+    assert_eq!(b.w().calls, ["head", "fetch", read, "head", "fetch", read]);
     assert!(b.w().attributes.is_empty());
     let state = b.state();
     assert!(

@@ -204,8 +204,12 @@ async fn a_healthy_test_plan_ends_tested_without_a_generation() {
     };
     let system = sys("t1");
     let plan = agent.plan(crate::state::IntentKind::Test, &fetched, &system);
-    let ending = agent.activate(&mut state, plan).await.unwrap();
-    match ending {
+    let activated = agent.activate(&mut state, plan).await.unwrap();
+    assert!(
+        activated.health_ms.is_some(),
+        "the checks ran: {activated:?}"
+    );
+    match activated.ending {
         super::super::activate::Ending::Tested { checks } => assert_eq!(checks.len(), 1),
         other => panic!("a healthy test ended {other:?}"),
     }
@@ -311,4 +315,16 @@ async fn without_state_a_live_system_that_is_not_the_boot_default_is_no_floor() 
             .any(|f| f.commit == main_rev && f.from.starts_with("the running system's")),
         "{floors:?}"
     );
+}
+
+/// The testing track records what main's does (issue 22): its build and health timings.
+#[tokio::test(flavor = "current_thread")]
+async fn a_test_records_its_build_and_health_timings_as_a_deployment_does() {
+    let b = testing_bench().await;
+    push_testing(&b, "t1", Ok(sys("t1")));
+    assert_eq!(b.run().await, Some(Exit::Ok));
+    let run = b.state().history[0].clone();
+    assert_eq!(run.outcome, Outcome::Tested);
+    assert!(run.build_ms.is_some(), "{run:?}");
+    assert!(run.health_ms.is_some(), "{run:?}");
 }

@@ -9,9 +9,9 @@
 //! generation (profile + `switch-to-configuration boot`) only once `verify-boot` passed in
 //! the trial boot.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::deploy::doors::Fut;
+use crate::doors::Fut;
 use crate::failure::Failure;
 
 /// A bootloader's one-shot "boot this once" mechanism.
@@ -31,18 +31,4 @@ pub trait TrialBoot {
     fn disarm(&self) -> Fut<'_, Result<(), Failure>>;
 }
 
-/// Where U-Boot's trial lives (`[reboot.uboot]`; the NixOS module fills it in).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UBootSettings {
-    /// libubootenv's configuration naming the environment (on a Pi: `uboot.env` on the
-    /// firmware partition).
-    pub fw_env_config: PathBuf,
-    /// `fw_printenv` and `fw_setenv` (libubootenv-tool).
-    pub fw_printenv: PathBuf,
-    pub fw_setenv: PathBuf,
-    /// The directory holding `extlinux/extlinux.conf` (NixOS: `/boot`): the trial entry is
-    /// written beside it.
-    pub boot_dir: PathBuf,
-    /// `panic=N` on the trial's kernel command line: a panic resets the board after N s.
-    pub panic_seconds: u32,
-}
+pub use crate::config::UBootSettings;

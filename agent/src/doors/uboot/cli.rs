@@ -7,9 +7,10 @@ use clap::{Args, Subcommand};
 
 use super::layout::Sysboot;
 use super::UBoot;
+use crate::config::UBootSettings;
+use crate::doors::trial::TrialBoot;
 use crate::exit;
 use crate::failure::Failure;
-use crate::reboot::trial::{TrialBoot, UBootSettings};
 
 const EXIT_CODES: &str = "Exit codes:\n  0   done\n  71  this machine: no fw_env.config or tools, a missing or damaged environment, the boot command not provisioned, the boot partition not writable\n  78  bad settings (--sysboot-*, --initial-env)";
 

@@ -22,9 +22,10 @@ pub mod layout;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::deploy::doors::Fut;
+use crate::config::UBootSettings;
+use crate::doors::trial::TrialBoot;
+use crate::doors::Fut;
 use crate::failure::{Failure, Kind};
-use crate::reboot::trial::{TrialBoot, UBootSettings};
 
 use fwenv::{Env, Tools};
 use layout::{Sysboot, BOOTCMD, BOOT_VAR, DEFAULT_VAR, FLAG, SAVE_VAR, TRIAL_CONF};

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::deploy::doors::Fut;
+use crate::doors::Fut;
 use crate::failure::{Failure, Kind};
 
 use super::trial::TrialBoot;
