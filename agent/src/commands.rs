@@ -186,7 +186,7 @@ async fn daemon(settings: &Settings, child_config: &Path) -> u8 {
         crate::runtime::set_next_poll(&settings.paths.runtime_dir, SystemTime::now() + wait);
         crate::notify::status(&format!(
             "idle (last cycle exit {code}); next poll in {}",
-            humantime::format_duration(Duration::from_secs(wait.as_secs()))
+            crate::duration::format_duration(Duration::from_secs(wait.as_secs()))
         ));
         // Until the next poll, but a pause that ends by itself (or a `resume`) meanwhile
         // starts a cycle a second after: the pause is dropped and the metrics stop saying

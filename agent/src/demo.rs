@@ -179,6 +179,8 @@ fn nix_settings(root_user: bool) -> String {
     extra
 }
 
+// Unsafe: `std::env::set_var` (the sandbox's NIX_CONFIG for the demo's nix children).
+#[allow(unsafe_code)]
 fn prepare_nix_env() {
     let extra = nix_settings(nix::unistd::Uid::effective().is_root());
     let current = std::env::var("NIX_CONFIG").unwrap_or_default();

@@ -27,19 +27,23 @@
 //! | [`status`]      | `status` / `history` view model and rendering                     |
 //! | [`commands`]    | one function per CLI command, returning an exit code              |
 //! | [`lock`], [`process`], [`logging`], [`notify`] | plumbing                              |
+//! | [`duration`]    | durations as people write and read them (`5m`, `1h 30m`)         |
 //! | [`text`]        | outside text as shown: control characters escaped, quotes capped  |
 //! | [`http_body`]   | every HTTP body read from the network, with a size cap            |
 //! | [`free_space`]  | read-only or full filesystem, by `statvfs` (cache and build)      |
 //! | [`oom_kills`]   | the kernel's OOM kills in the agent's memory cgroup (build)       |
-//! | [`demo`], [`fake_system`] | the sandboxed walkthrough and the fake NixOS it uses    |
+//! | `demo`, `fake_system` | the sandboxed walkthrough and the fake NixOS it uses (the `demo` feature) |
 
 pub mod announce;
 pub mod commands;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod deploy;
 pub mod doors;
+pub mod duration;
 pub mod failure;
+#[cfg(feature = "demo")]
 pub mod fake_system;
 pub mod free_space;
 pub mod health;

@@ -252,6 +252,8 @@ Exit codes:\n  0   planned\n  1   the commit is not on the branch, would be refu
     },
     /// A sandboxed walkthrough: a local repo, a sample flake, real deploys (uses no config
     /// file: it writes its own in the sandbox)
+    // Hidden where it is not built (the NixOS package): it only says how to get it.
+    #[cfg_attr(not(feature = "demo"), command(hide = true))]
     Demo {
         /// Keep the sandbox directory afterwards
         #[arg(long)]
@@ -399,6 +401,8 @@ fn unit_name(s: &str) -> Result<String, String> {
 /// as a unit whose output is the journal's socket (verify-boot, the trial deadline, the
 /// U-Boot setup) keep it ignored: a closed socket is an error they handle, never their
 /// death (a trial deadline killed by a restarted journald would never reboot the trial).
+// Unsafe: signal(2) to restore SIGPIPE's default for commands that only print.
+#[allow(unsafe_code)]
 fn quiet_on_closed_pipe(command: &Command) {
     let prints_only = !matches!(
         command,
@@ -420,6 +424,24 @@ fn quiet_on_closed_pipe(command: &Command) {
         let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
     }
 }
+
+/// `homelab-agent demo`: the walkthrough (the `demo` feature).
+#[cfg(feature = "demo")]
+async fn demo(keep: bool) -> u8 {
+    homelab_agent::demo::run(keep).await
+}
+
+/// `homelab-agent demo` in a build without the `demo` feature (the NixOS package): what
+/// to run instead (tests/package-build checks it).
+#[cfg(not(feature = "demo"))]
+async fn demo(_keep: bool) -> u8 {
+    eprintln!("{DEMO_NOT_BUILT}");
+    homelab_agent::exit::USAGE
+}
+
+#[cfg(not(feature = "demo"))]
+const DEMO_NOT_BUILT: &str = "error: this homelab-agent was built without the demo (the `demo` cargo feature, which the NixOS package leaves out: its fake NixOS has no place on a managed machine)
+hint: run the demo from a checkout of homelab-agent on a Debian/Ubuntu machine: tests/demo (or cargo run --features demo -- demo)";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -557,7 +579,7 @@ fn main() -> ExitCode {
                     eprintln!("error: `demo` uses no config file (it writes its own in its sandbox); drop --config");
                     2 // a bad command line, as clap exits
                 }
-                None => homelab_agent::demo::run(keep).await,
+                None => demo(keep).await,
             },
             Command::SourceCall {
                 what,

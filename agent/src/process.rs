@@ -97,7 +97,7 @@ pub enum CmdError {
         program: String,
         source: std::io::Error,
     },
-    #[error("{program} timed out after {}; it and its children were stopped{}", humantime::format_duration(*after), indent(stderr_tail))]
+    #[error("{program} timed out after {}; it and its children were stopped{}", crate::duration::format_duration(*after), indent(stderr_tail))]
     TimedOut {
         program: String,
         after: Duration,
@@ -281,6 +281,8 @@ impl Cmd {
             .kill_on_drop(true);
         if self.ignore_stop_signals {
             // SAFETY: signal(2) with SIG_IGN is async-signal-safe and allocates nothing.
+            // Unsafe: `pre_exec` runs code between fork and exec.
+            #[allow(unsafe_code)]
             unsafe {
                 command.pre_exec(|| {
                     use nix::sys::signal::{signal, SigHandler};
@@ -377,7 +379,7 @@ impl Cmd {
                     format!(
                         "{program} exited, but processes it left running still held its output open \
                          after {}: stopping them",
-                        humantime::format_duration(grace)
+                        crate::duration::format_duration(grace)
                     ),
                     hint
                 ));

@@ -85,7 +85,7 @@ pub fn read_progress(dir: &Path) -> Option<Progress> {
 pub fn write_progress(dir: &Path, phase: &str) {
     let progress = Progress {
         phase: phase.to_string(),
-        since: crate::state::now(),
+        since: crate::state::now().to_string(),
         pid: std::process::id(),
         build: None,
     };
@@ -100,7 +100,7 @@ pub fn write_build_progress(dir: &Path, build: &BuildProgress) {
         .filter(|p| p.pid == me)
         .unwrap_or_else(|| Progress {
             phase: "building".into(),
-            since: crate::state::now(),
+            since: crate::state::now().to_string(),
             pid: me,
             build: None,
         });
@@ -162,7 +162,7 @@ pub fn write(dir: &Path, poll: &LastPoll) {
 
 pub fn set_next_poll(dir: &Path, at: std::time::SystemTime) {
     let mut poll = read(dir).unwrap_or_default();
-    poll.next_poll = Some(humantime::format_rfc3339_seconds(at).to_string());
+    poll.next_poll = Some(crate::model::time::Timestamp::text_of(at));
     write(dir, &poll);
 }
 

@@ -24,6 +24,7 @@ pub use store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::model::check::CheckResult;
+pub use crate::model::time::Timestamp;
 
 pub const FILE: &str = "state.json";
 /// 2: sealed with a checksum line (1 had none and is still read).
@@ -85,8 +86,8 @@ pub struct State {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Refused {
     pub commit: String,
-    /// When (RFC 3339).
-    pub at: String,
+    /// When.
+    pub at: Timestamp,
     pub reason: crate::model::trust::Reason,
     /// What is wrong.
     pub error: String,
@@ -115,7 +116,7 @@ pub struct Testing {
     /// The system that was test-activated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
-    pub at: String,
+    pub at: Timestamp,
 }
 
 impl Testing {
@@ -130,8 +131,8 @@ impl Testing {
 /// A damaged or lost state record, as a load found it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Damage {
-    /// When it was found (RFC 3339).
-    pub at: String,
+    /// When it was found.
+    pub at: Timestamp,
     /// What was wrong, per file (`state.json: checksum mismatch (...)`).
     pub reason: String,
     /// Where the damaged `state.json` was moved (not deleted; the newest few copies are
@@ -147,8 +148,8 @@ pub struct Damage {
 /// The machine held on a system by the operator (`rollback`), until `resume`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pinned {
-    /// When (RFC 3339).
-    pub since: String,
+    /// When.
+    pub since: Timestamp,
     /// The system it is held on, and its generation.
     pub system: String,
     pub generation: Option<u32>,
@@ -164,7 +165,7 @@ pub struct Deployed {
     pub subject: Option<String>,
     pub system: String,
     pub generation: Option<u32>,
-    pub at: String,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,7 +213,7 @@ pub struct Intent {
     pub system: String,
     pub previous_system: String,
     pub previous_generation: Option<u32>,
-    pub started_at: String,
+    pub started_at: Timestamp,
     /// The tag every `switch-to-configuration` of this intent carries (its environment,
     /// its transient unit): how the next run finds an activation that outlived us.
     #[serde(default)]
@@ -223,7 +224,7 @@ pub struct Intent {
 pub struct RollbackPending {
     pub system: String,
     pub reason: String,
-    pub since: String,
+    pub since: Timestamp,
     /// What to do about it, apart from `reason`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
@@ -232,7 +233,7 @@ pub struct RollbackPending {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BadCommit {
     pub commit: String,
-    pub at: String,
+    pub at: Timestamp,
     pub phase: Phase,
     pub error: String,
     /// What to do about it, apart from `error`.
@@ -257,9 +258,9 @@ pub struct Retry {
     /// The kind of the last failure (not the commit's: those mark it bad instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<crate::failure::Kind>,
-    /// Not built again before this time (RFC 3339): a backoff that doubles per failure.
+    /// Not built again before this time: a backoff that doubles per failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<String>,
+    pub not_before: Option<Timestamp>,
     /// For a configuration failure: the configuration's digest then. Another one now (the
     /// operator fixed it) ends the wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -339,7 +340,7 @@ impl Phase {
 /// One run, as history and `status` show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
-    pub at: String,
+    pub at: Timestamp,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
@@ -414,9 +415,9 @@ fn apart(text: &mut String, hint: &mut Option<String>) {
     }
 }
 
-/// Now, RFC 3339 in UTC, to the second.
-pub fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+/// Now, to the second (stored as RFC 3339 in UTC).
+pub fn now() -> Timestamp {
+    Timestamp::now()
 }
 
 impl State {
@@ -504,6 +505,8 @@ impl State {
 
 #[cfg(test)]
 mod damage_tests;
+#[cfg(test)]
+mod old_file_tests;
 
 #[cfg(test)]
 mod tests {

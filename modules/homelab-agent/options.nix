@@ -12,7 +12,7 @@
 let
   inherit (lib) mkOption types literalExpression;
 
-  # A span that both the agent (humantime) and systemd (systemd.time(7)) read the same way:
+  # A span that both the agent (agent/src/time.rs) and systemd (systemd.time(7)) read the same way:
   # "90s", "5min", "2h 30min". Months and years are left out ("M" and "m" differ in case only).
   duration =
     types.strMatching "[0-9]+ ?(ns|nsec|us|usec|ms|msec|s|sec|second|seconds|m|min|minute|minutes|h|hr|hour|hours|d|day|days|w|week|weeks)( ?[0-9]+ ?(ns|nsec|us|usec|ms|msec|s|sec|second|seconds|m|min|minute|minutes|h|hr|hour|hours|d|day|days|w|week|weeks))*"

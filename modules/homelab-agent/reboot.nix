@@ -13,7 +13,7 @@ let
   cfg = config.services.homelab-agent;
   r = cfg.reboot;
 
-  # As in ./options.nix: a span both the agent (humantime) and systemd read the same way.
+  # As in ./options.nix: a span both the agent (agent/src/time.rs) and systemd read the same way.
   duration =
     types.strMatching "[0-9]+ ?(ns|nsec|us|usec|ms|msec|s|sec|second|seconds|m|min|minute|minutes|h|hr|hour|hours|d|day|days|w|week|weeks)( ?[0-9]+ ?(ns|nsec|us|usec|ms|msec|s|sec|second|seconds|m|min|minute|minutes|h|hr|hour|hours|d|day|days|w|week|weeks))*"
     // {

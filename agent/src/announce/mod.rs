@@ -68,7 +68,7 @@ impl Event {
             outcome: run.outcome.as_str(),
             needs_attention,
             host: host.to_string(),
-            at: run.at.clone(),
+            at: run.at.to_string(),
             commit: run.commit.clone(),
             subject: run.subject.clone(),
             generation: run.generation,

@@ -32,7 +32,7 @@ fn a_failed_rollback_needs_attention() {
         rollback_pending: Some(RollbackPending {
             system: "/nix/store/x".into(),
             reason: "r".into(),
-            since: "t".into(),
+            since: "2026-11-24T12:00:00Z".into(),
             hint: None,
         }),
         ..State::default()
@@ -128,7 +128,7 @@ fn an_operator_rollback_says_from_what_to_what() {
     r.generation = Some(4);
     let state = State {
         pinned: Some(crate::state::Pinned {
-            since: "t".into(),
+            since: "2026-11-24T12:00:00Z".into(),
             system: "/nix/store/old".into(),
             generation: Some(4),
             from_system: "/nix/store/new".into(),

@@ -59,7 +59,7 @@ async fn post(hook: &Webhook, event: &Event) -> Result<reqwest::StatusCode, Stri
         .map_err(|e| match e.is_timeout() {
             true => format!(
                 "no answer within {}",
-                humantime::format_duration(hook.timeout)
+                crate::duration::format_duration(hook.timeout)
             ),
             false => chain(&e.without_url()),
         })?;

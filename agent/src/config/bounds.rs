@@ -110,8 +110,8 @@ pub const MAX_ARG_LEN: usize = 4096;
 /// Why a duration was refused.
 #[derive(Debug)]
 pub enum DurationError {
-    /// Not a duration at all (humantime's reason).
-    Invalid(humantime::DurationError),
+    /// Not a duration at all (why, in words).
+    Invalid(crate::duration::DurationTextError),
     /// Below the key's `min`.
     TooShort,
     /// Above the key's `max`.
@@ -119,10 +119,14 @@ pub enum DurationError {
 }
 
 /// The one duration parser: `text` (`30s`, `5m`, `1d 12h`; surrounding blanks ignored)
-/// read with humantime, then held to the key's range. Callers with their own wording
+/// read with jiff's friendly format ([`crate::duration::parse_duration`]), then held to the key's range. Callers with their own wording
 /// (`pause --for`) branch on the [`DurationError`]; config keys use [`parse_duration`].
 pub fn parse(key: &DurationKey, text: &str) -> Result<Duration, DurationError> {
-    let d = humantime::parse_duration(text.trim()).map_err(DurationError::Invalid)?;
+    let d = crate::duration::parse_duration(text.trim()).map_err(|e| match e {
+        // Past any range (`100000000y`): the key's "too long", with its limit.
+        crate::duration::DurationTextError::TooLong => DurationError::TooLong,
+        e => DurationError::Invalid(e),
+    })?;
     if d < key.min {
         return Err(DurationError::TooShort);
     }
@@ -139,7 +143,7 @@ pub fn parse_duration(key: &DurationKey, text: &str) -> Result<Duration, Invalid
 
 /// [`parse_duration`], its problem in words.
 fn parse_duration_words(key: &DurationKey, text: &str) -> Result<Duration, String> {
-    let show = |d: Duration| humantime::format_duration(d).to_string();
+    let show = |d: Duration| crate::duration::format_duration(d).to_string();
     parse(key, text).map_err(|e| match e {
         DurationError::Invalid(e) => {
             format!(
@@ -205,8 +209,25 @@ mod tests {
     #[test]
     fn a_bad_duration_says_what_a_good_one_looks_like() {
         let m = parse_duration(&RUN_INTERVAL, "soon").unwrap_err().0;
-        assert!(m.starts_with("invalid duration \"soon\": "), "{m}");
-        assert!(m.ends_with("(examples: \"30s\", \"5m\", \"2h\")"), "{m}");
+        assert_eq!(
+            m,
+            "invalid duration \"soon\": expected a number and a unit (examples: \"30s\", \"5m\", \"2h\")"
+        );
+        assert_eq!(
+            parse_duration(&RUN_INTERVAL, "-1h").unwrap_err().0,
+            "invalid duration \"-1h\": a duration cannot be negative (examples: \"30s\", \"5m\", \"2h\")"
+        );
+        // The old spellings, through the key's range.
+        assert_eq!(parse_duration(&RUN_INTERVAL, "1h30m").unwrap(), secs(5400));
+        assert_eq!(
+            parse_duration(&RUN_INTERVAL, "2days").unwrap(),
+            secs(2 * 86_400)
+        );
+        assert_eq!(parse_duration(&RUN_INTERVAL, " 5min ").unwrap(), secs(300));
+        assert_eq!(
+            parse_duration(&HEALTH_SETTLE, "100000000y").unwrap_err().0,
+            "\"100000000y\" is too long: must be at most 1h"
+        );
         assert!(matches!(
             parse(&RUN_INTERVAL, "-1h"),
             Err(DurationError::Invalid(_))

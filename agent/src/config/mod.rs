@@ -331,7 +331,7 @@ pub fn summary(s: &Settings) -> BTreeMap<&'static str, String> {
                     trust::Verify::Gpg { keyring: f } => f.display().to_string(),
                     trust::Verify::None => String::new(),
                 },
-                humantime::format_duration(s.prebuilt.wait)
+                crate::duration::format_duration(s.prebuilt.wait)
             ),
         );
     }

@@ -345,7 +345,7 @@ pub fn summary(s: &RebootSettings) -> String {
     line.push_str(&format!(
         ", bootloader {} (trial deadline {})",
         s.bootloader.as_str(),
-        humantime::format_duration(s.trial_deadline)
+        crate::duration::format_duration(s.trial_deadline)
     ));
     line
 }

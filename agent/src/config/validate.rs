@@ -44,7 +44,7 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    /// A duration key: parsed with humantime, then checked against its bounds.
+    /// A duration key: parsed as a duration (crate::time), then checked against its bounds.
     pub(super) fn duration(
         &self,
         key: &str,

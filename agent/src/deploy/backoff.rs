@@ -18,7 +18,7 @@ pub(super) fn backoff_left(state: &State, head: &str, config: &str) -> Option<(K
     if r.config.as_deref().is_some_and(|then| then != config) {
         return None;
     }
-    let until = humantime::parse_rfc3339(r.not_before.as_deref()?).ok()?;
+    let until = r.not_before?.to_system();
     let left = until.duration_since(SystemTime::now()).ok()?;
     // A clock that jumped back must not stretch the wait past its longest.
     if left > MAX_BACKOFF {
@@ -37,7 +37,7 @@ pub(super) fn backoff_left(state: &State, head: &str, config: &str) -> Option<(K
             short(head),
             r.count,
             kind.as_str(),
-            humantime::format_duration(Duration::from_secs(left.as_secs()))
+            crate::duration::format_duration(Duration::from_secs(left.as_secs()))
         ),
         hint,
     );
@@ -63,9 +63,7 @@ impl Agent {
             commit: commit.to_string(),
             count,
             kind: Some(kind),
-            not_before: Some(
-                humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string(),
-            ),
+            not_before: Some(crate::state::now().plus(wait)),
             config: (kind == Kind::Configuration).then(|| self.settings.digest.clone()),
         });
         match self.save(state) {

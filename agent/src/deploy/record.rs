@@ -60,7 +60,7 @@ impl Agent {
         // The hint apart, whoever joined it to the error.
         let (error, hint) = error.map(crate::failure::split_stored_hint).unzip();
         let poll = LastPoll {
-            at: state::now(),
+            at: state::now().to_string(),
             outcome: outcome.as_str().into(),
             commit: commit.map(str::to_string),
             error,
@@ -102,7 +102,7 @@ impl Agent {
             };
             let message = format!(
                 "{message}\n(failed {count} time{s} without blaming the commit; not built again for {})",
-                humantime::format_duration(wait),
+                crate::duration::format_duration(wait),
                 s = if count == 1 { "" } else { "s" }
             );
             // Not the commit's fault, but a failed run all the same (nix missing, a build

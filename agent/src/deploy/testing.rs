@@ -150,7 +150,7 @@ impl Agent {
             let f = f.map_message(|m| {
                 format!(
                     "{m}\n(not built again for {})",
-                    humantime::format_duration(wait)
+                    crate::duration::format_duration(wait)
                 )
             });
             // No commit in the last poll: there, a commit is main's head.

@@ -223,8 +223,8 @@ impl Builder for Rc<Prebuilt> {
             "waiting for the prebuilt manifest of {} on branch {:?}: built here in {} if it does not come ([prebuilt] wait = {})",
             crate::trust::short(commit),
             self.settings.prebuilt.branch,
-            humantime::format_duration(Duration::from_secs(left.as_secs().max(1))),
-            humantime::format_duration(wait)
+            crate::duration::format_duration(Duration::from_secs(left.as_secs().max(1))),
+            crate::duration::format_duration(wait)
         ))
     }
 }

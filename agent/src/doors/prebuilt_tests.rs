@@ -240,7 +240,8 @@ async fn a_missing_manifest_is_waited_for_then_late() {
         "{why}"
     );
     // Seen 11 minutes ago: the wait has run out.
-    let since = humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(660));
+    let since =
+        crate::model::time::Timestamp::text_of(SystemTime::now() - Duration::from_secs(660));
     std::fs::write(
         runtime.join(crate::prebuilt::wait::FILE),
         format!("{{\"commit\": \"{COMMIT}\", \"since\": \"{since}\"}}"),

@@ -51,7 +51,7 @@ async fn command_check(argv: &[String], timeout: Duration) -> Verdict {
         Ok(done) => Verdict::Unhealthy(format!("{}{}", done.status, last_line(&done.stderr_tail))),
         Err(CmdError::TimedOut { after, .. }) => Verdict::Unhealthy(format!(
             "no answer within {}",
-            humantime::format_duration(after)
+            crate::duration::format_duration(after)
         )),
         Err(e) => Verdict::CannotRun(e.to_string()),
     }
@@ -63,7 +63,7 @@ async fn tcp_check(address: &str, timeout: Duration) -> Verdict {
         Ok(Err(e)) => Verdict::Unhealthy(format!("cannot connect to {address}: {e}")),
         Err(_) => Verdict::Unhealthy(format!(
             "no connection to {address} within {}",
-            humantime::format_duration(timeout)
+            crate::duration::format_duration(timeout)
         )),
     }
 }
@@ -90,7 +90,7 @@ async fn http_check(
         Err(e) if e.is_timeout() => {
             return Verdict::Unhealthy(format!(
                 "no answer within {}",
-                humantime::format_duration(timeout)
+                crate::duration::format_duration(timeout)
             ))
         }
         Err(e) => return Verdict::Unhealthy(format!("request failed: {}", error_chain(&e))),

@@ -129,8 +129,13 @@ fn flag(on: bool) -> f64 {
 
 /// Seconds since the epoch of an RFC 3339 time as the agent writes them.
 fn seconds(at: Option<&str>) -> Option<f64> {
-    let t = humantime::parse_rfc3339(at?).ok()?;
+    let t = crate::model::time::Timestamp::system_of(at?)?;
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as f64)
+}
+
+/// Seconds since the epoch of a stored time.
+fn stamp(at: Option<crate::model::time::Timestamp>) -> Option<f64> {
+    Some(at?.as_jiff().as_second() as f64)
 }
 
 fn millis(ms: Option<u64>) -> Option<f64> {
@@ -240,7 +245,7 @@ pub fn render(s: &Snapshot) -> String {
         out.gauge(
             "homelab_agent_last_run_timestamp_seconds",
             "When the last recorded run ended.",
-            seconds(Some(&run.at)),
+            stamp(Some(run.at)),
         );
         out.gauge(
             "homelab_agent_last_run_duration_seconds",
@@ -292,7 +297,7 @@ pub fn render(s: &Snapshot) -> String {
     let started = state
         .intent
         .as_ref()
-        .and_then(|i| seconds(Some(&i.started_at)));
+        .and_then(|i| stamp(Some(i.started_at)));
     out.gauge(
         "homelab_agent_activation_started_timestamp_seconds",
         "When the activation in progress began (absent: none).",
@@ -312,7 +317,7 @@ pub fn render(s: &Snapshot) -> String {
             .history
             .iter()
             .find(|r| r.outcome == Outcome::Interrupted)
-            .and_then(|r| seconds(Some(&r.at))),
+            .and_then(|r| stamp(Some(r.at))),
     );
     // A build of the head that failed without blaming it, waiting out its backoff.
     let retry = state.retries.as_ref();
@@ -324,7 +329,7 @@ pub fn render(s: &Snapshot) -> String {
     out.gauge(
         "homelab_agent_next_build_timestamp_seconds",
         "When the backoff after such failures ends and the next run builds the head again.",
-        retry.and_then(|r| seconds(r.not_before.as_deref())),
+        retry.and_then(|r| stamp(r.not_before)),
     );
 
     out.gauge(
@@ -350,12 +355,12 @@ pub fn render(s: &Snapshot) -> String {
     out.gauge(
         "homelab_agent_paused_since_timestamp_seconds",
         "When the pause in force began.",
-        s.paused.and_then(|p| seconds(Some(&p.since))),
+        s.paused.and_then(|p| stamp(Some(p.since))),
     );
     out.gauge(
         "homelab_agent_paused_until_timestamp_seconds",
         "When the pause in force ends by itself (absent: until `resume`).",
-        s.paused.and_then(|p| seconds(p.until.as_deref())),
+        s.paused.and_then(|p| stamp(p.until)),
     );
     out.gauge(
         "homelab_agent_needs_attention",

@@ -8,6 +8,7 @@
 //! | `commit.rs`   | commit ids as shown ([`commit::short`]), the cache's candidate ref   |
 //! | `pause.rs`    | the operator's pause as stored ([`pause::Paused`])                  |
 //! | `pivot.rs`    | the host a generic machine resolved to ([`pivot::Resolved`])        |
+//! | `time.rs`     | stored times ([`time::Timestamp`]), RFC 3339 to the second          |
 //! | `trust.rs`    | why a head was refused ([`trust::Reason`])                          |
 //! | `url.rs`      | the remote's URL, parsed and checked ([`url::RemoteUrl`])           |
 
@@ -15,5 +16,6 @@ pub mod check;
 pub mod commit;
 pub mod pause;
 pub mod pivot;
+pub mod time;
 pub mod trust;
 pub mod url;

@@ -9,5 +9,5 @@ pub struct Resolved {
     pub by: String,
     /// The commit whose map (or host file) named it.
     pub commit: String,
-    pub at: String,
+    pub at: super::time::Timestamp,
 }

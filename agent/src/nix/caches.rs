@@ -165,7 +165,7 @@ pub(super) async fn reach(url: &str, ca_file: Option<&str>) -> Result<(), String
         Ok(r) => r,
         Err(_) => Err(format!(
             "no answer within {}",
-            humantime::format_duration(REACH_TIMEOUT)
+            crate::duration::format_duration(REACH_TIMEOUT)
         )),
     }
 }

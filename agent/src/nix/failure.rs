@@ -39,7 +39,7 @@ pub enum BuildError {
     },
     #[error("build failed:\n{0}")]
     Failed(String),
-    #[error("build timed out after {} (limit: [build] timeout); nix and its builders were stopped", humantime::format_duration(*after))]
+    #[error("build timed out after {} (limit: [build] timeout); nix and its builders were stopped", crate::duration::format_duration(*after))]
     TimedOut { after: Duration },
     #[error("out of disk space while building:\n{0}")]
     DiskFull(String),

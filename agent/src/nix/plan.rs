@@ -603,7 +603,7 @@ pub async fn gate(
     };
     let record = Record {
         commit: req.commit,
-        at: crate::state::now(),
+        at: crate::state::now().to_string(),
         build: plan.build.len(),
         fetch: plan.fetch.len(),
         untrusted: plan.untrusted.len(),

@@ -12,6 +12,7 @@ use crate::failure::Invalid;
 use std::time::{Duration, SystemTime};
 
 use crate::config::bounds::{self, DurationError};
+use crate::model::time::Timestamp;
 use crate::state::{State, Store};
 
 /// The longest `--for` accepted: beyond that, pause without `--for` (until `resume`).
@@ -39,7 +40,7 @@ fn parse_for_words(text: &str) -> Result<Duration, String> {
         DurationError::Invalid(e) => format!("not a duration ({e}): {HINT}"),
         DurationError::TooShort => format!("a pause of 0s ends at once: {HINT}"),
         DurationError::TooLong => format!(
-            // "366 days", not humantime's "1year 18h".
+            // "366 days", not format_duration's "1year 18h".
             "longer than {} days: pause without --for instead (until `resume`)",
             MAX_FOR.as_secs() / 86_400
         ),
@@ -72,8 +73,8 @@ pub fn pause(
 pub fn new_pause(duration: Option<Duration>, reason: Option<&str>) -> Paused {
     let now = SystemTime::now();
     Paused {
-        since: humantime::format_rfc3339_seconds(now).to_string(),
-        until: duration.map(|d| humantime::format_rfc3339_seconds(now + d).to_string()),
+        since: Timestamp::from_system(now),
+        until: duration.map(|d| Timestamp::from_system(now).plus(d)),
         reason: clean_reason(reason),
     }
 }

@@ -21,6 +21,10 @@ fn for_accepts_durations_and_explains_bad_ones() {
         "a pause of 0s ends at once: give e.g. 30m, 2h or 1d; without --for the pause lasts until `resume`"
     );
     assert_eq!(
+        parse_for("soon").unwrap_err().0,
+        "not a duration (expected a number and a unit): give e.g. 30m, 2h or 1d; without --for the pause lasts until `resume`"
+    );
+    assert_eq!(
         parse_for("367d").unwrap_err().0,
         "longer than 366 days: pause without --for instead (until `resume`)"
     );
@@ -30,7 +34,7 @@ fn for_accepts_durations_and_explains_bad_ones() {
 #[test]
 fn expiry_ends_a_pause_and_none_lasts() {
     let now = SystemTime::now();
-    let at = |t: SystemTime| Some(humantime::format_rfc3339_seconds(t).to_string());
+    let at = |t: SystemTime| Some(crate::model::time::Timestamp::from_system(t));
     let mut p = Paused {
         since: "2026-01-01T00:00:00Z".into(),
         until: None,
@@ -41,11 +45,12 @@ fn expiry_ends_a_pause_and_none_lasts() {
     assert!(p.active_at(now));
     p.until = at(now - Duration::from_secs(1));
     assert!(!p.active_at(now));
-    p.until = Some("garbage".into());
-    assert!(
-        p.active_at(now),
-        "an unreadable expiry must not end the pause"
-    );
+    // An unreadable expiry is no longer something a pause can hold: the state file's time
+    // fields are typed, so such a file does not load as a state at all.
+    assert!(serde_json::from_str::<Paused>(
+        r#"{"since": "2026-01-01T00:00:00Z", "until": "garbage"}"#
+    )
+    .is_err());
 }
 
 #[test]

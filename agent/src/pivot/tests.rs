@@ -166,7 +166,7 @@ fn a_resolved_machine_keeps_following_its_host() {
         host: "pi2".into(),
         by: format!("serial-{SERIAL}"),
         commit: "1234".into(),
-        at: "now".into(),
+        at: "2026-11-25T00:00:00Z".into(),
     };
     assert_eq!(
         resolve(&w.map_mode(), Some(&before), &c).unwrap().host,

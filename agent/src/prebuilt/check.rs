@@ -44,7 +44,7 @@ pub async fn decide(
             Fallback::Late,
             format!(
                 "{why}, and [prebuilt] wait ({}) has run out",
-                humantime::format_duration(settings.wait)
+                crate::duration::format_duration(settings.wait)
             ),
         ),
         false => fallback(Fallback::Missing, why),

@@ -7,13 +7,14 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::time::Timestamp;
+
 pub const FILE: &str = "prebuilt-wait.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Seen {
     commit: String,
-    /// RFC 3339.
-    since: String,
+    since: Timestamp,
 }
 
 /// When `commit` was first seen without its manifest (now, if it was not before; then
@@ -25,16 +26,15 @@ pub fn first_seen(runtime_dir: &Path, commit: &str, now: SystemTime) -> SystemTi
         _ => None,
     };
     if let Some(seen) = known.filter(|s| s.commit == commit) {
-        if let Ok(t) = humantime::parse_rfc3339(&seen.since) {
-            // A clock that jumped back must not stretch the wait.
-            if t <= now {
-                return t;
-            }
+        let t = seen.since.to_system();
+        // A clock that jumped back must not stretch the wait.
+        if t <= now {
+            return t;
         }
     }
     let seen = Seen {
         commit: commit.to_string(),
-        since: humantime::format_rfc3339_seconds(now).to_string(),
+        since: Timestamp::from_system(now),
     };
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(runtime_dir)?;
@@ -60,7 +60,7 @@ mod tests {
     #[test]
     fn the_wait_runs_from_when_the_head_was_first_seen() {
         let dir = tempfile::tempdir().unwrap();
-        let t0 = humantime::parse_rfc3339("2026-12-07T15:00:00Z").unwrap();
+        let t0 = Timestamp::system_of("2026-12-07T15:00:00Z").unwrap();
         let wait = Duration::from_secs(600);
         let a = "a".repeat(40);
         assert_eq!(left(dir.path(), &a, wait, t0), Some(wait));

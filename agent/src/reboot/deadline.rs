@@ -83,7 +83,7 @@ pub async fn watch(
     let deadline = settings.reboot.trial_deadline;
     log::info!(
         "trial boot of {system}: rebooting into the boot default unless verified within {}",
-        humantime::format_duration(deadline)
+        crate::duration::format_duration(deadline)
     );
     loop {
         if undecided_trial(settings, links).is_none() {
@@ -98,7 +98,7 @@ pub async fn watch(
     // Short: systemctl's --message keeps 200 characters (doors.rs).
     let reason = format!(
         "homelab-agent: trial boot of {system} not verified within {} ([reboot] trial_deadline)",
-        humantime::format_duration(deadline)
+        crate::duration::format_duration(deadline)
     );
     log::error!(message_id = crate::logging::message_id::FELL_BACK, system = system.as_str(); "{reason}");
     match rebooter.reboot(&reason).await {

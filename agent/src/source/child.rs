@@ -349,6 +349,8 @@ fn excerpt(text: &str) -> String {
 /// SIGTERM and SIGINT are ignored: a stop of the whole unit (or a Ctrl-C in a terminal)
 /// reaches the child too, and the daemon stops between cycles, so the child finishes its
 /// call (bounded by its deadline) instead of leaving the cache mid-fetch.
+// Unsafe: signal(2) to ignore SIGTERM/SIGINT (the parent ends the child, not the terminal).
+#[allow(unsafe_code)]
 pub async fn serve(
     settings: Result<crate::config::Settings, String>,
     what: &str,

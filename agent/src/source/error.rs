@@ -15,7 +15,7 @@ pub enum SourceError {
     #[error("cannot reach {url}: {message}")]
     Unreachable { url: String, message: String },
     /// The deadline (`[source] timeout`, or a check's timeout) passed.
-    #[error("{url}: timed out after {}", humantime::format_duration(*after))]
+    #[error("{url}: timed out after {}", crate::duration::format_duration(*after))]
     TimedOut { url: String, after: Duration },
     /// The remote answered, but not with what git expects (a protocol error, an HTTP
     /// status other than 401, a truncated pack): not this machine's fault.

@@ -54,6 +54,8 @@ pub struct TestingHead {
 }
 
 /// Sets libgit2's socket timeouts once: a black-hole server must not hang a run.
+// Unsafe: git2's global option setters are `unsafe fn` (libgit2 global state).
+#[allow(unsafe_code)]
 pub fn init_timeouts() {
     // SAFETY: called before any git operation, from one thread; only sets global options.
     unsafe {

@@ -20,19 +20,32 @@
 //! It is also the last point before bytes leave: a request carrying credentials to
 //! another server than `[source] url`'s is refused here, and response heads are looked at
 //! for a redirect to plain http (source/origin.rs).
+//!
+//! Every callback runs inside [`guarded`]: a panic never unwinds into C (that is
+//! undefined behaviour); it becomes libgit2's error code with the reason recorded. Every
+//! pointer libgit2 hands over is checked for null before use. The mirror of libgit2's
+//! structs is checked against the header libgit2-sys vendors (tests.rs), and
+//! agent/Cargo.toml pins libgit2-sys exactly, so the layout cannot drift unseen.
+
+// The crate denies unsafe code; this module is libgit2's stream interface (raw pointers
+// and `extern "C"` callbacks), which cannot be written without it.
+#![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
-use std::sync::{Mutex, Once};
+use std::net::TcpStream;
+use std::sync::Once;
 
 use libgit2_sys as raw;
-use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
+use openssl::ssl::SslStream;
 use openssl::x509::X509VerifyResult;
 
 use super::git::{CONNECT_TIMEOUT, IO_TIMEOUT};
 use super::origin;
+
+mod net;
+pub use net::{ca_file, trust_ca_file};
+use net::{connector, handshake_reason, handshake_timed_out, tcp_connect};
 
 // The bit-field `encrypted : 1, proxy_support : 1` below is laid out for little-endian
 // targets (x86_64, aarch64: what the agent is built for).
@@ -92,12 +105,6 @@ struct Stream {
 /// The most of a response head kept to look for its `Location`.
 const HEAD_CAP: usize = 16 * 1024;
 
-/// The `[source] ca_file` trusted beside the system's store, set before a connection.
-static CA_FILE: Mutex<Option<PathBuf>> = Mutex::new(None);
-/// The TLS context, made at the first connection and kept for the process, with the
-/// CA file it was made for.
-static CONNECTOR: Mutex<Option<(Option<PathBuf>, SslConnector)>> = Mutex::new(None);
-
 /// Initialises libgit2 with the agent's socket timeouts and registers this stream for
 /// `https://`. Cheap, once per process; no TLS is set up here.
 pub fn register() {
@@ -120,46 +127,17 @@ pub fn register() {
     });
 }
 
-/// Trusts `path` (PEM, checked by the caller) beside the system's store for `https://`.
-pub fn trust_ca_file(path: PathBuf) {
-    *CA_FILE.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
-}
-
-/// The CA file trusted beside the system's store, if any.
-pub fn ca_file() -> Option<PathBuf> {
-    CA_FILE.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-fn connector() -> Result<SslConnector, String> {
-    let ca_file = ca_file();
-    let mut made = CONNECTOR.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((for_file, connector)) = made.as_ref() {
-        if *for_file == ca_file {
-            return Ok(connector.clone());
-        }
-    }
-    // The builder starts from OpenSSL's default trust paths (and its configuration,
-    // e.g. Debian's minimum protocol and security level).
-    let mut builder = SslConnector::builder(SslMethod::tls_client())
-        .map_err(|e| format!("setting up TLS: {e}"))?;
-    if let Some(path) = &ca_file {
-        builder
-            .set_ca_file(path)
-            .map_err(|e| format!("reading [source] ca_file {}: {e}", path.display()))?;
-    }
-    // Verified after the handshake (see `connect`), so a refused certificate still
-    // reaches libgit2's certificate callback, as with libgit2's own stream.
-    builder.set_verify(SslVerifyMode::NONE);
-    let connector = builder.build();
-    *made = Some((ca_file, connector.clone()));
-    Ok(connector)
-}
-
 unsafe extern "C" fn stream_init(
     out: *mut *mut RawStream,
     host: *const c_char,
     port: *const c_char,
 ) -> c_int {
+    guarded(-1, || unsafe { init(out, host, port) })
+}
+
+/// # Safety
+/// `out` is null or writable; `host` and `port` are null or NUL-terminated.
+unsafe fn init(out: *mut *mut RawStream, host: *const c_char, port: *const c_char) -> c_int {
     if out.is_null() || host.is_null() || port.is_null() {
         return fail(
             raw::GIT_ERROR_INVALID as c_int,
@@ -206,18 +184,53 @@ unsafe extern "C" fn stream_init(
     0
 }
 
-/// The stream behind libgit2's pointer.
+/// The stream behind libgit2's pointer; `None` (with libgit2's error set) for null.
 ///
 /// # Safety
-/// `raw` must come from [`stream_init`] and not be freed yet.
-unsafe fn stream<'a>(raw: *mut RawStream) -> &'a mut Stream {
+/// `raw` must be null or come from [`stream_init`] and not be freed yet.
+unsafe fn stream<'a>(raw: *mut RawStream) -> Option<&'a mut Stream> {
+    if raw.is_null() {
+        fail(raw::GIT_ERROR_INVALID as c_int, "TLS stream: no stream");
+        return None;
+    }
     // SAFETY: `Stream` is `repr(C)` with `raw` first, so the pointers are the same.
-    unsafe { &mut *raw.cast::<Stream>() }
+    Some(unsafe { &mut *raw.cast::<Stream>() })
+}
+
+/// Runs a callback's body. A panic must not unwind into libgit2's C frames (undefined
+/// behaviour): it is logged, set as libgit2's error (so the fetch fails saying why) and
+/// the callback returns `failed`.
+fn guarded<T>(failed: T, body: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(done) => done,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("no message");
+            let message = format!(
+                "TLS stream: internal error (panic: {why}); this is a bug in homelab-agent, please report it"
+            );
+            log::error!("{message}");
+            // Caught again: a panic while recording must not unwind either.
+            let _ = std::panic::catch_unwind(|| fail(raw::GIT_ERROR_CALLBACK as c_int, &message));
+            failed
+        }
+    }
 }
 
 unsafe extern "C" fn stream_connect(raw: *mut RawStream) -> c_int {
+    guarded(-1, || unsafe { connect(raw) })
+}
+
+/// # Safety
+/// `raw` is null or the stream libgit2 got from [`stream_init`].
+unsafe fn connect(raw: *mut RawStream) -> c_int {
     // SAFETY: libgit2 calls with the stream it got from `stream_init`.
-    let s = unsafe { stream(raw) };
+    let Some(s) = (unsafe { stream(raw) }) else {
+        return -1;
+    };
     let tcp = match tcp_connect(&s.host, &s.port) {
         Ok(tcp) => tcp,
         Err(message) => return fail(raw::GIT_ERROR_NET as c_int, &message),
@@ -281,71 +294,26 @@ unsafe extern "C" fn stream_connect(raw: *mut RawStream) -> c_int {
     0
 }
 
-/// The socket's read or write timeout ended the handshake.
-fn handshake_timed_out(e: &openssl::ssl::HandshakeError<TcpStream>) -> bool {
-    use std::io::ErrorKind::{TimedOut, WouldBlock};
-    match e {
-        openssl::ssl::HandshakeError::Failure(mid)
-        | openssl::ssl::HandshakeError::WouldBlock(mid) => mid
-            .error()
-            .io_error()
-            .is_some_and(|io| matches!(io.kind(), TimedOut | WouldBlock)),
-        openssl::ssl::HandshakeError::SetupFailure(_) => false,
-    }
-}
-
-/// What went wrong in a handshake, in OpenSSL's reason words (e.g. "wrong version
-/// number": the server does not speak TLS on that port) or the socket's error.
-fn handshake_reason(e: &openssl::ssl::HandshakeError<TcpStream>) -> String {
-    use openssl::ssl::HandshakeError;
-    let HandshakeError::Failure(mid) = e else {
-        return e.to_string();
-    };
-    let error = mid.error();
-    if let Some(io) = error.io_error() {
-        return io.to_string();
-    }
-    let reasons: Vec<&str> = error
-        .ssl_error()
-        .map(|stack| stack.errors().iter().filter_map(|e| e.reason()).collect())
-        .unwrap_or_default();
-    if reasons.is_empty() {
-        "the connection closed during the handshake".to_string()
-    } else {
-        reasons.join("; ")
-    }
-}
-
-fn tcp_connect(host: &str, port: &str) -> Result<TcpStream, String> {
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("TLS stream: port {port:?} is not a number"))?;
-    let addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("failed to resolve address for {host}: {e}"))?;
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(tcp) => {
-                let _ = tcp.set_read_timeout(Some(IO_TIMEOUT));
-                let _ = tcp.set_write_timeout(Some(IO_TIMEOUT));
-                return Ok(tcp);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(match last {
-        Some(e) => format!("failed to connect to {host}:{port}: {e}"),
-        None => format!("failed to resolve address for {host}: no address"),
-    })
-}
-
 unsafe extern "C" fn stream_certificate(
     out: *mut *mut raw::git_cert,
     raw: *mut RawStream,
 ) -> c_int {
-    // SAFETY: as in `stream_connect`.
-    let s = unsafe { stream(raw) };
+    guarded(-1, || unsafe { certificate(out, raw) })
+}
+
+/// # Safety
+/// `out` is null or writable; `raw` as in [`connect`].
+unsafe fn certificate(out: *mut *mut raw::git_cert, raw: *mut RawStream) -> c_int {
+    if out.is_null() {
+        return fail(
+            raw::GIT_ERROR_INVALID as c_int,
+            "TLS stream: no certificate pointer",
+        );
+    }
+    // SAFETY: as in `connect`.
+    let Some(s) = (unsafe { stream(raw) }) else {
+        return -1;
+    };
     if s.der.is_empty() {
         return fail(
             raw::GIT_ERROR_SSL as c_int,
@@ -358,12 +326,26 @@ unsafe extern "C" fn stream_certificate(
 }
 
 unsafe extern "C" fn stream_read(raw: *mut RawStream, data: *mut c_void, len: usize) -> isize {
-    // SAFETY: as in `stream_connect`; `data` has room for `len` bytes.
-    let (s, buf) = unsafe {
+    guarded(-1, || unsafe { read(raw, data, len) })
+}
+
+/// # Safety
+/// `raw` as in [`connect`]; `data` is null or has room for `len` bytes.
+unsafe fn read(raw: *mut RawStream, data: *mut c_void, len: usize) -> isize {
+    if data.is_null() {
+        return fail(
+            raw::GIT_ERROR_INVALID as c_int,
+            "TLS stream: no buffer to read into",
+        ) as isize;
+    }
+    // SAFETY: as in `connect`; `data` (not null) has room for `len` bytes.
+    let (Some(s), buf) = (unsafe {
         (
             stream(raw),
             std::slice::from_raw_parts_mut(data.cast::<u8>(), len),
         )
+    }) else {
+        return -1;
     };
     let Some(tls) = s.tls.as_mut().filter(|_| s.verified) else {
         return fail(raw::GIT_ERROR_SSL as c_int, "TLS stream: not connected") as isize;
@@ -390,12 +372,26 @@ unsafe extern "C" fn stream_write(
     len: usize,
     _flags: c_int,
 ) -> isize {
-    // SAFETY: as in `stream_connect`; `data` holds `len` bytes.
-    let (s, buf) = unsafe {
+    guarded(-1, || unsafe { write(raw, data, len) })
+}
+
+/// # Safety
+/// `raw` as in [`connect`]; `data` is null or holds `len` bytes.
+unsafe fn write(raw: *mut RawStream, data: *const c_char, len: usize) -> isize {
+    if data.is_null() {
+        return fail(
+            raw::GIT_ERROR_INVALID as c_int,
+            "TLS stream: no buffer to write",
+        ) as isize;
+    }
+    // SAFETY: as in `connect`; `data` (not null) holds `len` bytes.
+    let (Some(s), buf) = (unsafe {
         (
             stream(raw),
             std::slice::from_raw_parts(data.cast::<u8>(), len),
         )
+    }) else {
+        return -1;
     };
     let Some(tls) = s.tls.as_mut().filter(|_| s.verified) else {
         return fail(raw::GIT_ERROR_SSL as c_int, "TLS stream: not connected") as isize;
@@ -434,19 +430,25 @@ fn io_failure(doing: &str, e: &std::io::Error) -> isize {
 }
 
 unsafe extern "C" fn stream_close(raw: *mut RawStream) -> c_int {
-    // SAFETY: as in `stream_connect`.
-    let s = unsafe { stream(raw) };
-    if let Some(mut tls) = s.tls.take() {
-        let _ = tls.shutdown();
-    }
-    0
+    guarded(-1, || {
+        // SAFETY: as in `connect`.
+        let Some(s) = (unsafe { stream(raw) }) else {
+            return -1;
+        };
+        if let Some(mut tls) = s.tls.take() {
+            let _ = tls.shutdown();
+        }
+        0
+    })
 }
 
 unsafe extern "C" fn stream_free(raw: *mut RawStream) {
-    if !raw.is_null() {
-        // SAFETY: made by `Box::into_raw` in `stream_init`; libgit2 frees it once.
-        drop(unsafe { Box::from_raw(raw.cast::<Stream>()) });
-    }
+    guarded((), || {
+        if !raw.is_null() {
+            // SAFETY: made by `Box::into_raw` in `stream_init`; libgit2 frees it once.
+            drop(unsafe { Box::from_raw(raw.cast::<Stream>()) });
+        }
+    })
 }
 
 /// Sets libgit2's error for this thread and returns -1.
@@ -462,37 +464,4 @@ fn fail_code(class: c_int, message: &str, code: c_int) -> c_int {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A server that accepts and never answers: the socket's timeout ends the handshake,
-    /// and it is told as a timeout (GIT_TIMEOUT), not as the OS's "Resource temporarily
-    /// unavailable".
-    #[test]
-    fn a_silent_server_ends_the_handshake_as_a_timeout() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _held = std::thread::spawn(move || {
-            let conn = listener.accept();
-            std::thread::sleep(std::time::Duration::from_secs(5));
-            drop(conn);
-        });
-        let tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(std::time::Duration::from_millis(200)))
-            .unwrap();
-        let connector = SslConnector::builder(SslMethod::tls_client())
-            .unwrap()
-            .build();
-        let e = connector.connect("localhost", tcp).unwrap_err();
-        assert!(handshake_timed_out(&e), "{e}");
-        // A server that closes at once is no timeout.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || drop(listener.accept()));
-        let tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        let e = connector.connect("localhost", tcp).unwrap_err();
-        assert!(!handshake_timed_out(&e), "{e}");
-    }
-}
+mod tests;

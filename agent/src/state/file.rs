@@ -171,11 +171,12 @@ pub fn move_aside(path: &Path) -> io::Result<PathBuf> {
     let mut aside;
     loop {
         // UTC to the nanosecond, fixed width: names sort by the time of the damage.
-        let stamp: String = humantime::format_rfc3339_nanos(std::time::SystemTime::now())
-            .to_string()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect();
+        let now = jiff::Timestamp::now();
+        let stamp = format!(
+            "{}{:09}Z",
+            now.strftime("%Y%m%dT%H%M%S"),
+            now.subsec_nanosecond()
+        );
         aside = dir.join(format!("{prefix}{stamp}"));
         if std::fs::symlink_metadata(&aside).is_err() {
             break;

@@ -52,8 +52,8 @@ impl Memory {
             }
         }
         if changed {
-            // RFC 3339 UTC to the second sorts as text; stable, so ties keep their order.
-            state.bad_commits.sort_by(|a, b| b.at.cmp(&a.at));
+            // Newest first; stable, so ties keep their order.
+            state.bad_commits.sort_by_key(|b| std::cmp::Reverse(b.at));
             state.bad_commits.truncate(BAD_LIMIT);
         }
         for i in &self.interruptions {

@@ -70,7 +70,7 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
                 first_line(&r.reason)
             ),
             hint: "the boot default is still the last good generation: a reboot returns to it; the next run retries the rollback".into(),
-            since: Some(r.since.clone()),
+            since: Some(r.since.to_string()),
         });
     }
     if let (Some(i), false) = (&state.intent, running) {
@@ -83,7 +83,7 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
             ),
             hint: "the next run resolves it first (`sudo homelab-agent run --once` to do it now)"
                 .into(),
-            since: Some(i.started_at.clone()),
+            since: Some(i.started_at.to_string()),
         });
     }
     let drifted = match (&f.current_system, &f.profile) {
@@ -200,7 +200,7 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
             } else {
                 "bad commits were kept (bad-commits.json); history before that is gone; what runs is read from the system links".into()
             },
-            since: Some(d.at.clone()),
+            since: Some(d.at.to_string()),
         });
     } else if let Some(aside) = &state.recovered_from {
         out.push(Attention {
@@ -229,7 +229,7 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
                 "pinned to {on} by `rollback` from {from}: new commits are not deployed"
             ),
             hint: "`sudo homelab-agent resume` follows the branch again".into(),
-            since: Some(p.since.clone()),
+            since: Some(p.since.to_string()),
         });
     }
     if let Some(p) = crate::pause::active(state) {
@@ -247,7 +247,7 @@ pub(super) fn attention(f: &Facts, running: bool) -> Vec<Attention> {
                 }
             ),
             hint: "`sudo homelab-agent resume` ends the pause".into(),
-            since: Some(p.since.clone()),
+            since: Some(p.since.to_string()),
         });
     }
     out

@@ -117,7 +117,7 @@ impl Status {
         }
         self.write_last_run(out, now, &mut hints)?;
         if let Some(b) = &self.bad_commit {
-            let when = relative(&b.at, now)
+            let when = relative(&b.at.to_string(), now)
                 .map(|a| format!(" ({a})"))
                 .unwrap_or_default();
             writeln!(
@@ -230,7 +230,7 @@ fn aside(word: &str, at: Option<&str>, now: SystemTime) -> String {
 
 /// "3m ago" or "in 4m", from an RFC 3339 time; `None` if it does not parse.
 pub fn relative(at: &str, now: SystemTime) -> Option<String> {
-    let t = humantime::parse_rfc3339_weak(at).ok()?;
+    let t = crate::model::time::Timestamp::system_of(at)?;
     Some(match now.duration_since(t) {
         Ok(ago) => format!("{} ago", span(ago)),
         Err(e) => format!("in {}", span(e.duration())),
@@ -276,8 +276,8 @@ pub fn write_history_human(
             ""
         };
         let when = match absolute {
-            true => local_time(&r.at).unwrap_or_else(|| r.at.clone()),
-            false => relative(&r.at, now).unwrap_or_else(|| r.at.clone()),
+            true => local_time(&r.at.to_string()).unwrap_or_else(|| r.at.to_string()),
+            false => relative(&r.at.to_string(), now).unwrap_or_else(|| r.at.to_string()),
         };
         let width = if absolute { 25 } else { 12 };
         writeln!(
@@ -333,7 +333,7 @@ pub(super) fn obtained(o: &crate::state::obtained::Obtained) -> String {
 
 fn span_ms(ms: u64) -> String {
     let secs = ms.div_ceil(1000);
-    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+    crate::duration::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }
 
 /// How long a run took, with its build and checks: " in 3m 12s (build 2m 50s, checks 12s)".

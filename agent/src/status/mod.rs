@@ -295,7 +295,7 @@ impl Status {
                 subject: d.subject.clone(),
                 system: Some(d.system.clone()),
                 generation: d.generation,
-                at: Some(d.at.clone()),
+                at: Some(d.at.to_string()),
             },
             None => DeployedView {
                 system: current.clone(),
@@ -335,7 +335,7 @@ impl Status {
         // A recorded failure of a commit no longer remembered as bad (`retry` forgot it):
         // its "run retry" hint is stale. Not so for a failure that blamed nothing and is
         // waiting out its backoff (`retries` names the commit): its hint still holds.
-        let recorded = state.history.first().map(|r| &r.at) == last_run.at.as_ref();
+        let recorded = state.history.first().map(|r| r.at.to_string()) == last_run.at;
         let backing_off = state.retries.as_ref().map(|r| &r.commit) == last_run.commit.as_ref();
         if recorded
             && !backing_off
@@ -401,8 +401,8 @@ impl Status {
             pinned: state.pinned.clone(),
             paused: crate::pause::active(state).map(|p| PausedView {
                 reason: p.reason.clone(),
-                since: p.since.clone(),
-                until: p.until.clone(),
+                since: p.since.to_string(),
+                until: p.until.map(|u| u.to_string()),
             }),
             current_system: current,
             booted_system: f.booted_system.as_ref().map(|b| b.display().to_string()),
@@ -426,7 +426,7 @@ impl Status {
                 subject: t.subject.clone(),
                 outcome: t.outcome.as_str().into(),
                 system: t.system.clone(),
-                at: t.at.clone(),
+                at: t.at.to_string(),
                 live: t.live(f.current_system.as_deref()),
             }),
         }
@@ -451,7 +451,7 @@ impl Status {
 /// The newer of the last recorded run and the last (volatile) poll.
 fn last_run(run: Option<&Run>, poll: Option<&LastPoll>) -> LastRunView {
     let from_run = |r: &Run| LastRunView {
-        at: Some(r.at.clone()),
+        at: Some(r.at.to_string()),
         outcome: Some(r.outcome.as_str().into()),
         commit: r.commit.clone(),
         phase: r.phase.map(|p| p.as_str().to_string()),
@@ -479,7 +479,8 @@ fn last_run(run: Option<&Run>, poll: Option<&LastPoll>) -> LastRunView {
         // recorded run (it has the checks and rollback) when both tell of the same thing.
         // RFC 3339 UTC strings of one format compare in time order.
         (Some(r), Some(p))
-            if p.at >= r.at && (p.outcome != r.outcome.as_str() || p.commit != r.commit) =>
+            if p.at >= r.at.to_string()
+                && (p.outcome != r.outcome.as_str() || p.commit != r.commit) =>
         {
             from_poll(p)
         }

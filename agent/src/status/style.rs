@@ -86,6 +86,7 @@ fn terminal_width() -> Option<usize> {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass and nothing else.
+    // Unsafe: ioctl(2) for the terminal's width (nix has no safe wrapper for it).
     #[allow(unsafe_code)]
     let ok = unsafe {
         nix::libc::ioctl(

@@ -16,7 +16,9 @@ const S1: &str = "/nix/store/aaa-nixos-system-pi1";
 const S2: &str = "/nix/store/bbb-nixos-system-pi1";
 
 fn now() -> SystemTime {
-    humantime::parse_rfc3339("2026-11-24T12:00:00Z").unwrap()
+    crate::model::time::Timestamp::parse("2026-11-24T12:00:00Z")
+        .unwrap()
+        .to_system()
 }
 
 fn settings() -> Settings {
@@ -441,7 +443,10 @@ fn json_fields_carry_no_hints_and_rfc3339_times() {
             &v["head"]["seen_at"],
         ] {
             if let Some(t) = t.as_str() {
-                assert!(humantime::parse_rfc3339(t).is_ok(), "{name}: {t}");
+                assert!(
+                    crate::model::time::Timestamp::parse(t).is_ok(),
+                    "{name}: {t}"
+                );
             }
         }
     }

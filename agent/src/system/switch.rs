@@ -46,7 +46,7 @@ pub enum SwitchError {
         code: i32,
         stderr: String,
     },
-    #[error("switch-to-configuration {action} of {system} timed out after {} and was stopped (limit: [activation] timeout)", humantime::format_duration(*after))]
+    #[error("switch-to-configuration {action} of {system} timed out after {} and was stopped (limit: [activation] timeout)", crate::duration::format_duration(*after))]
     TimedOut {
         action: &'static str,
         system: String,

@@ -1,6 +1,13 @@
 //! One integration-test binary: the real `homelab-agent` against real git and real nix.
 //! See support/mod.rs for the harness.
 
+// The harness writes the fake system (homelab_agent::fake_system), which only a build with
+// the `demo` feature has: say so rather than fail on a missing module.
+#[cfg(not(feature = "demo"))]
+compile_error!(
+    "the integration tests run on the fake system of the `demo` feature: cargo test --all-features (or --features demo)"
+);
+
 mod bootloader;
 mod cache_trust;
 mod cli;

@@ -41,6 +41,8 @@ impl Limited {
             .write(true)
             .open(self.dir.join("cgroup.procs"))
             .expect("cgroup.procs");
+        // Unsafe: `pre_exec` moves the child into the cgroup between fork and exec.
+        #[allow(unsafe_code)]
         // SAFETY: between fork and exec the child only calls write(2) on an fd opened
         // before the fork: async-signal-safe, no allocation.
         unsafe {

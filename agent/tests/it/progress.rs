@@ -39,7 +39,7 @@ fn status_shows_nix_progress_during_a_slow_build() {
     assert_eq!(p["derivations_total"], 1, "{s}");
     assert_eq!(p["derivations_built"], 0, "{s}");
     assert!(
-        humantime::parse_rfc3339(p["at"].as_str().unwrap()).is_ok(),
+        homelab_agent::model::time::Timestamp::parse(p["at"].as_str().unwrap()).is_ok(),
         "{s}"
     );
     let human = h.agent(&["status"]);

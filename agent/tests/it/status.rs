@@ -116,7 +116,7 @@ fn a_killed_run_is_interrupted_not_running() {
     assert!(s["running"].is_null());
     let since = s["attention"][0]["since"].as_str().unwrap();
     assert!(
-        humantime::parse_rfc3339(since).is_ok(),
+        homelab_agent::model::time::Timestamp::parse(since).is_ok(),
         "not RFC 3339: {since}"
     );
     h.run_once();
