@@ -7,9 +7,11 @@
 //! the system is deleted from the store, so the native run evaluates and builds it and
 //! the prebuilt run fetches it from the cache.
 //!
-//! Measured per run (the agent and every process it started and waited for, from
-//! getrusage(RUSAGE_CHILDREN)): wall time, CPU time (user + sys), and peak memory (the
-//! largest resident set of any one of those processes, ru_maxrss). Also: the nix calls
+//! Measured per run, by a fresh measuring process (this benchmark run again with
+//! `--measure`: it starts the agent, waits, and reports its own getrusage(RUSAGE_CHILDREN),
+//! which covers the agent and every process the agent started and waited for, and no
+//! earlier run): wall time, CPU time (user + sys), and peak memory (the largest resident
+//! set of any one of those processes, ru_maxrss). Also: the nix calls
 //! each run made (a shim logs their arguments): the prebuilt run must make no `nix
 //! build`/`nix eval` of the flake. A measurement, not a test: it asserts nothing about
 //! time. Medians of HOMELAB_BENCH_PAIRS pairs (default 5), order alternating.
@@ -35,6 +37,10 @@ struct Sample {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--measure") {
+        return measure(&args[2..]);
+    }
     let cost: u64 = env_or("HOMELAB_BENCH_EVAL_COST", 3_000_000);
     let pairs: usize = env_or("HOMELAB_BENCH_PAIRS", 5);
     let agent = std::env::var("HOMELAB_BENCH_AGENT")
@@ -131,9 +137,9 @@ fn main() {
             shim.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let before = children_rusage();
-        let started = Instant::now();
-        let status = Command::new(&agent)
+        let out = Command::new(std::env::current_exe().expect("the benchmark's own path"))
+            .arg("--measure")
+            .arg(&agent)
             .arg("--config")
             .arg(config)
             .args(["run", "--once"])
@@ -141,18 +147,21 @@ fn main() {
             .env("NIX_CONFIG", &nix_config)
             .env("HOMELAB_AGENT_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .expect("homelab-agent");
-        let wall = started.elapsed();
-        let after = children_rusage();
-        let sample = Sample {
-            wall,
-            cpu: cpu(&after).saturating_sub(cpu(&before)),
-            // ru_maxrss of RUSAGE_CHILDREN: the largest of any waited-for descendant.
-            max_rss_kib: after.ru_maxrss,
+            .output()
+            .expect("the measuring process");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |i: usize| -> i64 {
+            text.split_whitespace()
+                .nth(i)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("measure said {text:?}"))
         };
-        (sample, status.code().unwrap_or(-1))
+        let sample = Sample {
+            wall: Duration::from_micros(field(1) as u64),
+            cpu: Duration::from_micros(field(2) as u64),
+            max_rss_kib: field(3),
+        };
+        (sample, field(0) as i32)
     };
     let (_, code) = agent_run(&native_toml);
     assert_eq!(code, 0, "the first deploy failed");
@@ -264,12 +273,24 @@ fn report(name: &str, samples: &[Sample], evaluations: usize) {
     );
 }
 
-fn children_rusage() -> libc_rusage::Rusage {
-    libc_rusage::children()
-}
-
-fn cpu(r: &libc_rusage::Rusage) -> Duration {
-    r.user + r.system
+/// The measuring process: runs `args` (the agent and its arguments), waits, and prints
+/// "exit-code wall-µs cpu-µs maxrss-KiB" for it and everything it waited for.
+fn measure(args: &[String]) {
+    let started = Instant::now();
+    let status = Command::new(&args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .status()
+        .expect("homelab-agent");
+    let wall = started.elapsed();
+    let r = libc_rusage::children();
+    println!(
+        "{} {} {} {}",
+        status.code().unwrap_or(-1),
+        wall.as_micros(),
+        (r.user + r.system).as_micros(),
+        r.ru_maxrss
+    );
 }
 
 /// getrusage(RUSAGE_CHILDREN) through the nix crate.

@@ -784,3 +784,57 @@ fn map_mode_fetches_the_mapped_hosts_system() {
     assert_eq!(obtained(&s.h)["how"], "prebuilt");
     assert_eq!(s.nix_log().len(), 1, "{:?}", s.nix_log());
 }
+
+/// The whole path with the real workstation command: `homelab-agent publish` builds the
+/// commit, copies it into the signed cache and pushes the signed manifest; the system is
+/// then deleted from the store (the Pi never had it), and the agent deploys it with only
+/// the fetch.
+#[test]
+fn what_publish_pushes_is_deployed_without_evaluating_here() {
+    if !tools() {
+        return;
+    }
+    let mut s = Setup::new("v1", "wait = \"0s\"");
+    let head = s.commit("v2", "second");
+    let out = Command::new(crate::support::BIN)
+        .args(["publish", "--json", "--to"])
+        .arg(format!(
+            "file://{}?secret-key={}",
+            s.cache.display(),
+            s.cache_secret.display()
+        ))
+        .arg("--ssh-key")
+        .arg(&s.ci)
+        .arg("--repo")
+        .arg(&s.h.repo)
+        .arg("--remote")
+        .arg(&s.bare)
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "publish: {out:?}");
+    let published: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(published["commit"], head.as_str());
+    let system = published["hosts"]["pi1"].as_str().unwrap().to_string();
+    let del = Command::new("nix-store")
+        .args(["--delete", &system])
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .output()
+        .unwrap();
+    assert!(del.status.success(), "{del:?}");
+    s.clear_nix_log();
+
+    let run = s.h.run_once();
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(s.h.current_system().unwrap(), PathBuf::from(&system));
+    let log = s.nix_log();
+    assert_eq!(log.len(), 1, "only the fetch: {log:#?}");
+    assert!(
+        log[0].starts_with(&format!("nix-store --realise {system} ")),
+        "{log:#?}"
+    );
+    let o = obtained(&s.h);
+    assert_eq!(o["how"], "prebuilt", "{o}");
+    assert_eq!(o["signer"], "ci@example", "{o}");
+}
