@@ -102,10 +102,11 @@ fn main() {
         .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    // eval-cache off: a Pi never evaluated this commit, so nix's evaluation cache (filled
-    // by `publish` on this same machine) must not answer for the native run.
+    // Each run gets an empty nix cache directory (XDG_CACHE_HOME): a Pi never evaluated
+    // this commit, so nix's evaluation cache (filled by `publish` on this same machine)
+    // must not answer for the native run; within a run it works as on a Pi.
     let nix_config = format!(
-        "{NIX_CONFIG_BASE}eval-cache = false\nsubstituters = file://{}\ntrusted-public-keys = {}\n",
+        "{NIX_CONFIG_BASE}substituters = file://{}\ntrusted-public-keys = {}\n",
         cache.display(),
         cache_public.trim()
     );
@@ -137,6 +138,10 @@ fn main() {
             shim.display(),
             std::env::var("PATH").unwrap_or_default()
         );
+        let xdg = tempfile::Builder::new()
+            .prefix("xdg-cache-")
+            .tempdir_in(root)
+            .expect("a cache directory");
         let out = Command::new(std::env::current_exe().expect("the benchmark's own path"))
             .arg("--measure")
             .arg(&agent)
@@ -146,6 +151,7 @@ fn main() {
             .env("PATH", path)
             .env("NIX_CONFIG", &nix_config)
             .env("HOMELAB_AGENT_LOG", "warn")
+            .env("XDG_CACHE_HOME", xdg.path())
             .stdin(Stdio::null())
             .output()
             .expect("the measuring process");

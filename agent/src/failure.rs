@@ -341,32 +341,40 @@ mod failure_tests {
     #[test]
     fn no_message_in_the_source_carries_its_hint_as_text() {
         let needle = ["\\", "nhint:"].concat();
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut found = Vec::new();
-        let mut stack = vec![root];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else if path.extension().is_some_and(|e| e == "rs")
-                    && !path.ends_with("src/failure.rs")
-                {
-                    let text = std::fs::read_to_string(&path).unwrap();
-                    for (n, line) in text.lines().enumerate() {
-                        if line.contains(&needle) {
-                            found.push(format!("{}:{}", path.display(), n + 1));
-                        }
-                    }
-                }
-            }
-        }
+        let found: Vec<String> = super::source_lines()
+            .into_iter()
+            .filter(|(path, _, line)| !path.ends_with("src/failure.rs") && line.contains(&needle))
+            .map(|(path, n, _)| format!("{}:{n}", path.display()))
+            .collect();
         assert!(
             found.is_empty(),
             "hints written into messages:\n{}",
             found.join("\n")
         );
     }
+}
+
+/// Every line of the agent's source (agent/src), with its file and line number: for the
+/// tests that hold the source to a rule.
+#[cfg(test)]
+pub(crate) fn source_lines() -> Vec<(std::path::PathBuf, usize, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut lines = Vec::new();
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    lines.push((path.clone(), n + 1, line.to_string()));
+                }
+            }
+        }
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -376,35 +384,23 @@ mod boundary_tests {
     /// private to their module (or shared with its siblings only) may keep words.
     #[test]
     fn no_public_function_fails_with_a_string() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut found = Vec::new();
-        let mut stack = vec![root];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                if path.extension().is_none_or(|e| e != "rs") {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&path).unwrap();
-                for (n, line) in text.lines().enumerate() {
-                    let public = [
-                        "pub fn ",
-                        "pub async fn ",
-                        "pub(crate) fn ",
-                        "pub(crate) async fn ",
-                    ]
-                    .iter()
-                    .any(|p| line.trim_start().starts_with(p));
-                    if public && line.contains("Result<") && line.contains(", String>") {
-                        found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
-                    }
-                }
-            }
-        }
+        let public = |line: &str| {
+            [
+                "pub fn ",
+                "pub async fn ",
+                "pub(crate) fn ",
+                "pub(crate) async fn ",
+            ]
+            .iter()
+            .any(|p| line.trim_start().starts_with(p))
+        };
+        let found: Vec<String> = super::source_lines()
+            .into_iter()
+            .filter(|(_, _, line)| {
+                public(line) && line.contains("Result<") && line.contains(", String>")
+            })
+            .map(|(path, n, line)| format!("{}:{n}: {}", path.display(), line.trim()))
+            .collect();
         assert!(
             found.is_empty(),
             "public functions failing with a String:\n{}",
@@ -419,34 +415,19 @@ mod hint_tests {
     /// always given as `sudo homelab-agent …`, in every message of the agent's source.
     #[test]
     fn every_hint_that_names_a_root_command_says_sudo() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut bare = Vec::new();
-        let mut stack = vec![root];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                if path.extension().is_none_or(|e| e != "rs") {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&path).unwrap();
-                for (n, line) in text.lines().enumerate() {
-                    if line.trim_start().starts_with("//") || line.contains("1 when ") {
-                        continue;
+        for (path, n, line) in super::source_lines() {
+            if line.trim_start().starts_with("//") || line.contains("1 when ") {
+                continue;
+            }
+            for cmd in ["retry", "resume", "rollback", "pause", "run --once"] {
+                let named = format!("`homelab-agent {cmd}");
+                let mut rest = line.as_str();
+                while let Some(at) = rest.find(&named) {
+                    if !rest[..at].ends_with("sudo ") {
+                        bare.push(format!("{}:{n}: {}", path.display(), line.trim()));
                     }
-                    for cmd in ["retry", "resume", "rollback", "pause", "run --once"] {
-                        let named = format!("`homelab-agent {cmd}");
-                        let mut rest = line;
-                        while let Some(at) = rest.find(&named) {
-                            if !rest[..at].ends_with("sudo ") {
-                                bare.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
-                            }
-                            rest = &rest[at + named.len()..];
-                        }
-                    }
+                    rest = &rest[at + named.len()..];
                 }
             }
         }

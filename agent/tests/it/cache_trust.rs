@@ -13,7 +13,7 @@ use crate::support::{nix_available, require, Harness, NIX_CONFIG};
 
 /// A key pair made by `nix key generate-secret` / `convert-secret-to-public`:
 /// (secret file, public key text).
-fn nix_key(dir: &Path, file: &str, name: &str) -> (PathBuf, String) {
+pub(crate) fn nix_key(dir: &Path, file: &str, name: &str) -> (PathBuf, String) {
     std::fs::create_dir_all(dir).unwrap();
     let secret = nix(&["key", "generate-secret", "--key-name", name]);
     let sk = dir.join(file);

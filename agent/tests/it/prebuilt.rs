@@ -34,29 +34,6 @@ struct Setup {
     publisher: PathBuf,
 }
 
-/// A key pair made by `nix key generate-secret`: (secret file, public key).
-fn nix_key(dir: &Path) -> (PathBuf, String) {
-    let secret = crate::substitute::nix(&["key", "generate-secret", "--key-name", "ci-cache-1"]);
-    let sk = dir.join("cache.sk");
-    std::fs::write(&sk, secret).unwrap();
-    let out = Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command flakes",
-            "key",
-            "convert-secret-to-public",
-        ])
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .stdin(std::fs::File::open(&sk).unwrap())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    (
-        sk,
-        String::from_utf8(out.stdout).unwrap().trim().to_string(),
-    )
-}
-
 fn tools() -> bool {
     nix_available() && ssh_tools()
 }
@@ -81,7 +58,8 @@ impl Setup {
         h.url = daemon.url("homelab.git");
         let keys = h.path("keys");
         std::fs::create_dir_all(&keys).unwrap();
-        let (cache_secret, cache_public) = nix_key(&keys);
+        let (cache_secret, cache_public) =
+            crate::cache_trust::nix_key(&keys, "cache.sk", "ci-cache-1");
         let cache = h.path("cache");
         h.env = vec![(
             "NIX_CONFIG".into(),

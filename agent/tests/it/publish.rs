@@ -12,31 +12,6 @@ use serde_json::Value;
 use crate::support::servers::{bare_clone, ssh_keygen};
 use crate::support::{git_out, nix_available, require, Harness, Run, BIN, NIX_CONFIG};
 
-/// A nix binary-cache signing key: (secret file, public key text).
-fn cache_key(dir: &Path) -> (PathBuf, String) {
-    let secret = dir.join("cache.sec");
-    let out = Command::new("nix")
-        .args(["--extra-experimental-features", "nix-command"])
-        .args(["key", "generate-secret", "--key-name", "publish-test-1"])
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "nix key generate-secret: {out:?}");
-    std::fs::write(&secret, &out.stdout).unwrap();
-    let public = Command::new("nix")
-        .args(["--extra-experimental-features", "nix-command"])
-        .args(["key", "convert-secret-to-public"])
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .stdin(std::fs::File::open(&secret).unwrap())
-        .output()
-        .unwrap();
-    assert!(public.status.success(), "{public:?}");
-    (
-        secret,
-        String::from_utf8(public.stdout).unwrap().trim().to_string(),
-    )
-}
-
 fn publish(h: &Harness, args: &[&str]) -> Run {
     let started = std::time::Instant::now();
     let output = Command::new(BIN)
@@ -89,7 +64,7 @@ fn setup() -> Setup {
     std::fs::create_dir_all(&srv).unwrap();
     let bare = bare_clone(&h.repo, &srv, "homelab.git");
     let cache = h.path("cache");
-    let (secret, public) = cache_key(h.dir.path());
+    let (secret, public) = crate::cache_trust::nix_key(h.dir.path(), "cache.sec", "publish-test-1");
     let url = format!("file://{}?secret-key={}", cache.display(), secret.display());
     Setup {
         h,
