@@ -263,48 +263,10 @@ Exit codes:\n  0   planned\n  1   the commit is not on the branch, would be refu
     /// binary cache and publish a signed manifest on the repository's `homelab-prebuilt`
     /// branch, so small machines fetch instead of evaluating (docs/publish.md)
     #[command(
-        group(clap::ArgGroup::new("signer").required(true).args(["ssh_key", "gpg_key"])),
         after_help = "Examples:\n  homelab-agent publish --to 'file:///srv/nix-cache?secret-key=/etc/nix/cache.sec' --ssh-key ~/.ssh/id_ed25519\n  homelab-agent publish --host pi1 --host pi2 --to ssh://cache-host --gpg-key ci@example.org --remote origin\n\n\
 Exit codes:\n  0   published (and pushed, unless --no-push)\n  1   the commit failed to evaluate or build: nothing was copied or published\n  2   bad command line\n  71  a tool is missing (nix, git, ssh-keygen or gpg)\n  75  the copy, the fetch or the push failed (the network, the cache, the remote): run it again\n  78  the repository, revision, host or key cannot be used"
     )]
-    Publish {
-        /// The binary cache: any store URL nix accepts (file:///srv/cache?secret-key=FILE,
-        /// s3://bucket, ssh://host); the agents list it in their substituters
-        #[arg(long, value_name = "STORE_URL")]
-        to: String,
-        /// Sign the manifest with this ssh key (a private key, or a public key whose
-        /// private half is in ssh-agent); agents check it with [prebuilt] allowed_signers_file
-        #[arg(long, value_name = "FILE")]
-        ssh_key: Option<PathBuf>,
-        /// Sign the manifest with this gpg key (id, fingerprint or e-mail); agents check it
-        /// with [prebuilt] keyring_file
-        #[arg(long, value_name = "KEY")]
-        gpg_key: Option<String>,
-        /// The repository (a work tree or a bare repository)
-        #[arg(long, value_name = "DIR", default_value = ".")]
-        repo: PathBuf,
-        /// The revision to publish (its work tree's changes are never included)
-        #[arg(long, value_name = "REV", default_value = "HEAD")]
-        commit: String,
-        /// A host to build (repeat for more) [default: every nixosConfigurations entry]
-        #[arg(long = "host", value_name = "NAME")]
-        hosts: Vec<String>,
-        /// The branch that holds the manifests (the agents' [prebuilt] branch)
-        #[arg(long, value_name = "NAME", default_value = homelab_agent::publish::DEFAULT_BRANCH)]
-        branch: String,
-        /// The remote (name or URL) the branch is pushed to
-        #[arg(long, value_name = "REMOTE", default_value = "origin")]
-        remote: String,
-        /// Only commit the manifest to the local branch; push it yourself
-        #[arg(long)]
-        no_push: bool,
-        /// Deadline of the evaluation and build, and again of the copy (e.g. 2h)
-        #[arg(long, value_name = "DURATION", default_value = "4h", value_parser = publish_timeout)]
-        timeout: std::time::Duration,
-        /// Machine-readable output: {"commit", "hosts", "cache", "branch", "branch_commit", "pushed_to"}
-        #[arg(long)]
-        json: bool,
-    },
+    Publish(PublishArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout
     Completions {
         /// The shell to complete for
@@ -342,6 +304,48 @@ Exit codes:\n  0   published (and pushed, unless --no-push)\n  1   the commit fa
         #[command(flatten)]
         config: ConfigArg,
     },
+}
+
+/// `publish`'s flags.
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("signer").required(true).args(["ssh_key", "gpg_key"])))]
+struct PublishArgs {
+    /// The binary cache: any store URL nix accepts (file:///srv/cache?secret-key=FILE,
+    /// s3://bucket, ssh://host); the agents list it in their substituters
+    #[arg(long, value_name = "STORE_URL")]
+    to: String,
+    /// Sign the manifest with this ssh key (a private key, or a public key whose
+    /// private half is in ssh-agent); agents check it with [prebuilt] allowed_signers_file
+    #[arg(long, value_name = "FILE")]
+    ssh_key: Option<PathBuf>,
+    /// Sign the manifest with this gpg key (id, fingerprint or e-mail); agents check it
+    /// with [prebuilt] keyring_file
+    #[arg(long, value_name = "KEY")]
+    gpg_key: Option<String>,
+    /// The repository (a work tree or a bare repository)
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    repo: PathBuf,
+    /// The revision to publish (its work tree's changes are never included)
+    #[arg(long, value_name = "REV", default_value = "HEAD")]
+    commit: String,
+    /// A host to build (repeat for more) [default: every nixosConfigurations entry]
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
+    /// The branch that holds the manifests (the agents' [prebuilt] branch)
+    #[arg(long, value_name = "NAME", default_value = homelab_agent::publish::DEFAULT_BRANCH)]
+    branch: String,
+    /// The remote (name or URL) the branch is pushed to
+    #[arg(long, value_name = "REMOTE", default_value = "origin")]
+    remote: String,
+    /// Only commit the manifest to the local branch; push it yourself
+    #[arg(long)]
+    no_push: bool,
+    /// Deadline of the evaluation and build, and again of the copy (e.g. 2h)
+    #[arg(long, value_name = "DURATION", default_value = "4h", value_parser = publish_timeout)]
+    timeout: std::time::Duration,
+    /// Machine-readable output: {"commit", "hosts", "cache", "branch", "branch_commit", "pushed_to"}
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -443,6 +447,30 @@ async fn demo(_keep: bool) -> u8 {
 const DEMO_NOT_BUILT: &str = "error: this homelab-agent was built without the demo (the `demo` cargo feature, which the NixOS package leaves out: its fake NixOS has no place on a managed machine)
 hint: run the demo from a checkout of homelab-agent on a Debian/Ubuntu machine: tests/demo (or cargo run --features demo -- demo)";
 
+/// `publish`: on a workstation or in CI; it uses no config file.
+async fn publish(args: PublishArgs, config_given: bool) -> u8 {
+    if config_given {
+        eprintln!("error: `publish` runs on a workstation or in CI and uses no config file; drop --config");
+        return 2; // a bad command line, as clap exits
+    }
+    let signer = match (args.ssh_key, args.gpg_key) {
+        (Some(key), _) => homelab_agent::publish::Signer::Ssh { key },
+        (None, Some(key_id)) => homelab_agent::publish::Signer::Gpg { key_id },
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let request = homelab_agent::publish::Request {
+        repo: args.repo,
+        commit: Some(args.commit),
+        hosts: args.hosts,
+        to: args.to,
+        signer,
+        branch: args.branch,
+        remote: (!args.no_push).then_some(args.remote),
+        timeout: args.timeout,
+    };
+    commands::publish(&request, args.json).await
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     quiet_on_closed_pipe(&cli.command);
@@ -538,42 +566,7 @@ fn main() -> ExitCode {
                         config,
                     },
             } => commands::config_check(pick(config).as_deref(), json, !no_file_checks),
-            Command::Publish {
-                to,
-                ssh_key,
-                gpg_key,
-                repo,
-                commit,
-                hosts,
-                branch,
-                remote,
-                no_push,
-                timeout,
-                json,
-            } => match top {
-                Some(_) => {
-                    eprintln!("error: `publish` runs on a workstation or in CI and uses no config file; drop --config");
-                    2
-                }
-                None => {
-                    let signer = match (ssh_key, gpg_key) {
-                        (Some(key), _) => homelab_agent::publish::Signer::Ssh { key },
-                        (None, Some(key_id)) => homelab_agent::publish::Signer::Gpg { key_id },
-                        (None, None) => unreachable!("clap requires one"),
-                    };
-                    let request = homelab_agent::publish::Request {
-                        repo,
-                        commit: Some(commit),
-                        hosts,
-                        to,
-                        signer,
-                        branch,
-                        remote: (!no_push).then_some(remote),
-                        timeout,
-                    };
-                    commands::publish(&request, json).await
-                }
-            },
+            Command::Publish(args) => publish(args, top.is_some()).await,
             Command::Demo { keep } => match top {
                 Some(_) => {
                     eprintln!("error: `demo` uses no config file (it writes its own in its sandbox); drop --config");
