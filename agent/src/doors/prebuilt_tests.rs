@@ -45,6 +45,9 @@ impl Source for FakeSource {
             })
         })
     }
+    fn fetch_testing(&self) -> Fut<'_, Result<Fetched, Failure>> {
+        self.fetch()
+    }
 }
 
 struct FakeBuilder {
@@ -266,6 +269,37 @@ async fn a_missing_manifest_is_waited_for_then_late() {
     assert_eq!(door.hold(COMMIT), None);
     // Files fetched for this commit say nothing of another one, which waits.
     assert!(door.hold(&"b".repeat(40)).is_some());
+}
+
+/// The testing branch never waits for a manifest: with `wait` set, a missing one there
+/// is missing, not late; the next fetch of main is main's again.
+#[tokio::test]
+async fn a_testing_builds_missing_manifest_is_missing_not_late() {
+    let s = Setup::new();
+    let settings = s.settings("allowed_signers_file = \"/etc/ci\"\nwait = \"10m\"");
+    let door = s.door(settings, None, Ok(())).await;
+    door.fetch_testing().await.unwrap();
+    door.build(COMMIT, ATTRIBUTE).await.unwrap();
+    let o = obtained();
+    assert_eq!(o.fallback, Some(Fallback::Missing));
+    assert_eq!(
+        o.why.as_deref(),
+        Some("no prebuilt manifest was fetched for 3f2a9c1e")
+    );
+    // Main's build after its wait: late (the wait file says it ran out long ago).
+    door.fetch().await.unwrap();
+    let runtime = s.dir.path().join("run");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let since =
+        crate::model::time::Timestamp::text_of(SystemTime::now() - Duration::from_secs(660));
+    std::fs::write(
+        runtime.join(crate::prebuilt::wait::FILE),
+        format!("{{\"commit\": \"{COMMIT}\", \"since\": \"{since}\"}}"),
+    )
+    .unwrap();
+    assert_eq!(door.hold(COMMIT), None);
+    door.build(COMMIT, ATTRIBUTE).await.unwrap();
+    assert_eq!(obtained().fallback, Some(Fallback::Late));
 }
 
 #[tokio::test]
