@@ -122,7 +122,11 @@ impl Source for F {
                 branch: "testing/pi1".into(),
                 commit: w.testing_head.clone(),
             });
-            Ok(crate::source::Heads { main, testing })
+            Ok(crate::source::Heads {
+                main,
+                testing,
+                prebuilt: None,
+            })
         })
     }
     fn verify<'a>(

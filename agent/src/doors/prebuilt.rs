@@ -220,18 +220,42 @@ impl Builder for Rc<Prebuilt> {
 
     fn hold(&self, commit: &str) -> Option<String> {
         let wait = self.settings.prebuilt.wait;
-        if wait.is_zero() || check::present(self.found.borrow().as_ref(), commit) {
+        let found = self.found.borrow();
+        if wait.is_zero() || check::present(found.as_ref(), commit) {
             return None;
         }
         let runtime = &self.settings.paths.runtime_dir;
         let left = crate::prebuilt::wait::left(runtime, commit, wait, SystemTime::now())?;
-        Some(format!(
+        // What this fetch saw of the branch: the next poll fetches only if it moves.
+        let tip = found
+            .as_ref()
+            .filter(|f| f.commit == commit)
+            .and_then(|f| f.branch_tip.as_deref());
+        crate::prebuilt::wait::fetched(runtime, commit, tip);
+        Some(self.waiting(commit, left))
+    }
+
+    fn hold_unfetched(&self, head: &str, manifest_tip: Option<&str>) -> Option<String> {
+        let wait = self.settings.prebuilt.wait;
+        let runtime = &self.settings.paths.runtime_dir;
+        if wait.is_zero() || !crate::prebuilt::wait::unchanged(runtime, head, manifest_tip) {
+            return None;
+        }
+        let left = crate::prebuilt::wait::left(runtime, head, wait, SystemTime::now())?;
+        Some(self.waiting(head, left))
+    }
+}
+
+impl Prebuilt {
+    fn waiting(&self, commit: &str, left: Duration) -> String {
+        let wait = self.settings.prebuilt.wait;
+        format!(
             "waiting for the prebuilt manifest of {} on branch {:?}: built here in {} if it does not come ([prebuilt] wait = {})",
             crate::trust::short(commit),
             self.settings.prebuilt.branch,
             crate::duration::format_duration(Duration::from_secs(left.as_secs().max(1))),
             crate::duration::format_duration(wait)
-        ))
+        )
     }
 }
 
