@@ -1,6 +1,8 @@
 //! `[prebuilt] wait`: since when this machine knows a head whose manifest is not there
 //! yet. Kept in the runtime directory (a tmpfs: news, not history; a reboot starts the
-//! wait again, which only delays a native build by at most `wait`).
+//! wait again, which only delays a native build by at most `wait`). With it, the manifest
+//! branch's tip the last fetch saw, so that a poll whose listing shows the same head and
+//! tip keeps waiting without a fetch ([`unchanged`]).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
