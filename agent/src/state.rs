@@ -368,7 +368,8 @@ pub struct Run {
     /// How long the health checks took (settle included), when they ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_ms: Option<u64>,
-    /// With `[prebuilt]` on: how the system was obtained (prebuilt or built here, why).
+    /// How the system was obtained, for a run that built (prebuilt, or built here and,
+    /// with `[prebuilt]` on, why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub obtained: Option<obtained::Obtained>,
 }

@@ -108,8 +108,8 @@ impl Agent {
         }
         notify::status("polling");
         // One listing of the remote's refs: main's head, and the testing branch's.
-        let (head, testing) = match self.doors.source.heads().await {
-            Ok(heads) => (heads.main, heads.testing),
+        let (head, testing, manifest_tip) = match self.doors.source.heads().await {
+            Ok(heads) => (heads.main, heads.testing, heads.prebuilt),
             Err(f) => return Ok(self.not_tried(None, Phase::Fetch, f)),
         };
         if let Some(pin) = &state.pinned {
@@ -138,6 +138,17 @@ impl Agent {
             return Ok(self.after_main(&mut state, exit, testing).await);
         }
 
+        // `[prebuilt] wait`: a head already fetched and waiting, its manifest branch
+        // where that fetch saw it: a fetch would bring nothing new (one round trip).
+        if let Some(why) = self
+            .doors
+            .builder
+            .hold_unfetched(&head, manifest_tip.as_deref())
+        {
+            log::info!("{why}");
+            self.note_poll(Outcome::Waiting, Some(&head), Some(&why), None);
+            return Ok(Exit::Ok);
+        }
         notify::status(&format!("fetching {}", short(&head)));
         let fetched = match self.doors.source.fetch().await {
             Ok(f) => f,

@@ -122,7 +122,11 @@ impl Source for F {
                 branch: "testing/pi1".into(),
                 commit: w.testing_head.clone(),
             });
-            Ok(crate::source::Heads { main, testing })
+            Ok(crate::source::Heads {
+                main,
+                testing,
+                prebuilt: None,
+            })
         })
     }
     fn verify<'a>(
@@ -432,6 +436,28 @@ async fn deploys_a_healthy_commit_and_makes_it_the_boot_default() {
     let state = b.state();
     assert_eq!(state.deployed.unwrap().generation, Some(2));
     assert_eq!(state.history[0].outcome, Outcome::Deployed);
+    // Built here, `[prebuilt]` off: said all the same, with no fallback reason.
+    assert_eq!(
+        state.history[0].obtained,
+        Some(crate::state::obtained::built_here())
+    );
+}
+
+/// A build that failed was built here too; a run that built nothing says nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn every_native_build_is_recorded_as_built_here() {
+    let b = Bench::new();
+    b.push("c1", Err(commit_failure("evaluation failed")));
+    b.run().await;
+    let state = b.state();
+    assert_eq!(
+        state.history[0].obtained,
+        Some(crate::state::obtained::built_here())
+    );
+    // The same head again: skipped (known bad), nothing built, nothing obtained.
+    b.run().await;
+    let state = b.state();
+    assert_eq!(state.history.len(), 1, "{:?}", state.history);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -74,8 +74,13 @@ impl Agent {
             .build(&fetched.commit, &target.attribute)
             .await;
         let took = Took::new(Some(started.elapsed()), None);
+        // A build no door said more of was built here: status, history and metrics say how
+        // every deployment was obtained, `[prebuilt]` on or off (not for a pause, below).
         let system = match built {
-            Ok(system) => system,
+            Ok(system) => {
+                crate::state::obtained::or_built_here();
+                system
+            }
             // A `pause` asked for during main's build stopped it: the pause, not a failure.
             // (On the testing track the request waits for the next run, as before.)
             Err(_)
@@ -86,7 +91,10 @@ impl Agent {
                 let exit = self.pause_requested(state, &fetched.commit);
                 return exit.unwrap_or(Exit::Ok);
             }
-            Err(f) => return self.build_failed_on(state, track, fetched, host, f, started, took),
+            Err(f) => {
+                crate::state::obtained::or_built_here();
+                return self.build_failed_on(state, track, fetched, host, f, started, took);
+            }
         };
         if self.doors.machine.current_system().as_deref() == Some(system.as_path()) {
             return match track {

@@ -23,4 +23,12 @@ pub trait Builder {
         let _ = commit;
         None
     }
+    /// Before fetching `head`: whether the last fetch already found it waiting and the
+    /// listing shows the manifest branch where that fetch saw it (`manifest_tip`), so a
+    /// fetch would bring nothing new: `Some(what to say)` to keep waiting without one.
+    /// The default: fetch.
+    fn hold_unfetched(&self, head: &str, manifest_tip: Option<&str>) -> Option<String> {
+        let _ = (head, manifest_tip);
+        None
+    }
 }

@@ -6,7 +6,7 @@
 //! this door is asked for anything, so a manifest never makes the agent deploy a commit
 //! it would refuse.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,6 +32,9 @@ pub struct Prebuilt {
     realise: Realise,
     /// The manifest files the last fetch brought.
     found: RefCell<Option<PrebuiltFiles>>,
+    /// Whether the last fetch was the testing branch's (which never waits for a manifest,
+    /// so a missing one there is missing, never late).
+    testing: Cell<bool>,
 }
 
 impl Prebuilt {
@@ -57,12 +60,14 @@ impl Prebuilt {
             builder,
             realise,
             found: RefCell::new(None),
+            testing: Cell::new(false),
         }
     }
 
-    fn keep(&self, fetched: Result<Fetched, Failure>) -> Result<Fetched, Failure> {
+    fn keep(&self, fetched: Result<Fetched, Failure>, testing: bool) -> Result<Fetched, Failure> {
         if let Ok(f) = &fetched {
             *self.found.borrow_mut() = f.prebuilt.clone();
+            self.testing.set(testing);
         }
         fetched
     }
@@ -93,7 +98,8 @@ impl Prebuilt {
         };
         let files = self.found.borrow().clone();
         let p = &self.settings.prebuilt;
-        let late = !p.wait.is_zero();
+        // Only main's builds wait (`hold`): a testing build's missing manifest is missing.
+        let late = !p.wait.is_zero() && !self.testing.get();
         let decision = check::decide(p, files.as_ref(), commit, host, late).await;
         let (system, signer) = match decision {
             Decision::Use { system, signer } => (system, signer),
@@ -127,7 +133,7 @@ impl Source for Rc<Prebuilt> {
     }
 
     fn fetch(&self) -> Fut<'_, Result<Fetched, Failure>> {
-        Box::pin(async move { self.keep(self.source.fetch().await) })
+        Box::pin(async move { self.keep(self.source.fetch().await, false) })
     }
 
     fn verify<'a>(
@@ -152,7 +158,7 @@ impl Source for Rc<Prebuilt> {
     }
 
     fn fetch_testing(&self) -> Fut<'_, Result<Fetched, Failure>> {
-        Box::pin(async move { self.keep(self.source.fetch_testing().await) })
+        Box::pin(async move { self.keep(self.source.fetch_testing().await, true) })
     }
 }
 
@@ -214,18 +220,42 @@ impl Builder for Rc<Prebuilt> {
 
     fn hold(&self, commit: &str) -> Option<String> {
         let wait = self.settings.prebuilt.wait;
-        if wait.is_zero() || check::present(self.found.borrow().as_ref(), commit) {
+        let found = self.found.borrow();
+        if wait.is_zero() || check::present(found.as_ref(), commit) {
             return None;
         }
         let runtime = &self.settings.paths.runtime_dir;
         let left = crate::prebuilt::wait::left(runtime, commit, wait, SystemTime::now())?;
-        Some(format!(
+        // What this fetch saw of the branch: the next poll fetches only if it moves.
+        let tip = found
+            .as_ref()
+            .filter(|f| f.commit == commit)
+            .and_then(|f| f.branch_tip.as_deref());
+        crate::prebuilt::wait::fetched(runtime, commit, tip);
+        Some(self.waiting(commit, left))
+    }
+
+    fn hold_unfetched(&self, head: &str, manifest_tip: Option<&str>) -> Option<String> {
+        let wait = self.settings.prebuilt.wait;
+        let runtime = &self.settings.paths.runtime_dir;
+        if wait.is_zero() || !crate::prebuilt::wait::unchanged(runtime, head, manifest_tip) {
+            return None;
+        }
+        let left = crate::prebuilt::wait::left(runtime, head, wait, SystemTime::now())?;
+        Some(self.waiting(head, left))
+    }
+}
+
+impl Prebuilt {
+    fn waiting(&self, commit: &str, left: Duration) -> String {
+        let wait = self.settings.prebuilt.wait;
+        format!(
             "waiting for the prebuilt manifest of {} on branch {:?}: built here in {} if it does not come ([prebuilt] wait = {})",
             crate::trust::short(commit),
             self.settings.prebuilt.branch,
             crate::duration::format_duration(Duration::from_secs(left.as_secs().max(1))),
             crate::duration::format_duration(wait)
-        ))
+        )
     }
 }
 

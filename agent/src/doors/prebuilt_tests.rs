@@ -45,6 +45,9 @@ impl Source for FakeSource {
             })
         })
     }
+    fn fetch_testing(&self) -> Fut<'_, Result<Fetched, Failure>> {
+        self.fetch()
+    }
 }
 
 struct FakeBuilder {
@@ -266,6 +269,80 @@ async fn a_missing_manifest_is_waited_for_then_late() {
     assert_eq!(door.hold(COMMIT), None);
     // Files fetched for this commit say nothing of another one, which waits.
     assert!(door.hold(&"b".repeat(40)).is_some());
+}
+
+/// A head that waits: the next poll fetches only if the listing shows the manifest branch
+/// moved (or another head); else it keeps waiting without a fetch.
+#[tokio::test]
+async fn a_waiting_head_is_not_fetched_again_until_the_manifest_branch_moves() {
+    let s = Setup::new();
+    let settings = s.settings("allowed_signers_file = \"/etc/ci\"\nwait = \"10m\"");
+    let (t1, t2) = ("1".repeat(40), "2".repeat(40));
+    let files = PrebuiltFiles {
+        commit: COMMIT.into(),
+        branch_tip: Some(t1.clone()),
+        ..PrebuiltFiles::default()
+    };
+    let door = s.door(settings.clone(), Some(files), Ok(())).await;
+    // Not fetched-and-waiting yet: fetch.
+    assert_eq!(door.hold_unfetched(COMMIT, Some(&t1)), None);
+    door.hold(COMMIT).expect("waits");
+    let again = door.hold_unfetched(COMMIT, Some(&t1)).expect("no fetch");
+    assert!(
+        again.starts_with("waiting for the prebuilt manifest of 3f2a9c1e"),
+        "{again}"
+    );
+    // The branch moved, went away, or the head moved: fetch.
+    assert_eq!(door.hold_unfetched(COMMIT, Some(&t2)), None);
+    assert_eq!(door.hold_unfetched(COMMIT, None), None);
+    assert_eq!(door.hold_unfetched(&"b".repeat(40), Some(&t1)), None);
+    // A new door (the next run) reads the same from the runtime directory.
+    let next = s.door(settings.clone(), None, Ok(())).await;
+    assert!(next.hold_unfetched(COMMIT, Some(&t1)).is_some());
+    // The wait ran out: fetch (then build).
+    let since =
+        crate::model::time::Timestamp::text_of(SystemTime::now() - Duration::from_secs(660));
+    std::fs::write(
+        settings.paths.runtime_dir.join(crate::prebuilt::wait::FILE),
+        format!("{{\"commit\": \"{COMMIT}\", \"since\": \"{since}\", \"fetched_tip\": {{\"oid\": \"{t1}\"}}}}"),
+    )
+    .unwrap();
+    assert_eq!(next.hold_unfetched(COMMIT, Some(&t1)), None);
+    // Nothing to wait for with `wait = 0s`.
+    let zero = s.settings("allowed_signers_file = \"/etc/ci\"\nwait = \"0s\"");
+    let door = s.door(zero, None, Ok(())).await;
+    assert_eq!(door.hold_unfetched(COMMIT, Some(&t1)), None);
+}
+
+/// The testing branch never waits for a manifest: with `wait` set, a missing one there
+/// is missing, not late; the next fetch of main is main's again.
+#[tokio::test]
+async fn a_testing_builds_missing_manifest_is_missing_not_late() {
+    let s = Setup::new();
+    let settings = s.settings("allowed_signers_file = \"/etc/ci\"\nwait = \"10m\"");
+    let door = s.door(settings, None, Ok(())).await;
+    door.fetch_testing().await.unwrap();
+    door.build(COMMIT, ATTRIBUTE).await.unwrap();
+    let o = obtained();
+    assert_eq!(o.fallback, Some(Fallback::Missing));
+    assert_eq!(
+        o.why.as_deref(),
+        Some("no prebuilt manifest was fetched for 3f2a9c1e")
+    );
+    // Main's build after its wait: late (the wait file says it ran out long ago).
+    door.fetch().await.unwrap();
+    let runtime = s.dir.path().join("run");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let since =
+        crate::model::time::Timestamp::text_of(SystemTime::now() - Duration::from_secs(660));
+    std::fs::write(
+        runtime.join(crate::prebuilt::wait::FILE),
+        format!("{{\"commit\": \"{COMMIT}\", \"since\": \"{since}\"}}"),
+    )
+    .unwrap();
+    assert_eq!(door.hold(COMMIT), None);
+    door.build(COMMIT, ATTRIBUTE).await.unwrap();
+    assert_eq!(obtained().fallback, Some(Fallback::Late));
 }
 
 #[tokio::test]

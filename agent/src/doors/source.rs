@@ -18,6 +18,7 @@ pub trait Source {
             Ok(source::Heads {
                 main: self.head().await?,
                 testing: None,
+                prebuilt: None,
             })
         })
     }

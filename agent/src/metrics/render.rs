@@ -262,7 +262,8 @@ pub fn render(s: &Snapshot) -> String {
             "How long the last recorded run's health checks took, settle included.",
             millis(run.health_ms),
         );
-        // `[prebuilt]` (issue 24): how its system was obtained, and why not prebuilt.
+        // Issue 24: how its system was obtained (every build, `[prebuilt]` on or off), and
+        // why not prebuilt.
         if let Some(o) = &run.obtained {
             use crate::state::obtained::{Fallback, How};
             out.family(
@@ -274,7 +275,7 @@ pub fn render(s: &Snapshot) -> String {
             out.family(
                 "homelab_agent_last_run_prebuilt_fallback",
                 "gauge",
-                "Why the last recorded run built its system here with [prebuilt] on: 1 for the reason (all 0 when prebuilt).",
+                "Why the last recorded run built its system here with [prebuilt] on: 1 for the reason (all 0 when prebuilt, or [prebuilt] is off).",
                 &one_hot("reason", Fallback::ALL.map(|f| (f, f.as_str())), |f| {
                     o.fallback == Some(f)
                 }),

@@ -105,14 +105,31 @@ fn a_deployment_is_shown_with_units_in_seconds() {
     }
 }
 
-/// Issue 24: with `[prebuilt]`, how the last run's system was obtained, why it was built
-/// here, and how long the prebuilt path took; without it, none of these families.
+/// Issue 24: how the last run's system was obtained, why it was built here, and how long
+/// the prebuilt path took; a run that obtained nothing (a poll, an old record), none of
+/// these families; a build with `[prebuilt]` off is built here, with no reason.
 #[test]
-fn how_the_system_was_obtained_is_exported_with_prebuilt_on() {
+fn how_the_system_was_obtained_is_exported() {
     use crate::state::obtained::{Fallback, How, Obtained};
     let text = text_of(deployed_state(), &Record::default());
     assert!(!text.contains("homelab_agent_last_run_obtained"), "{text}");
     let mut state = deployed_state();
+    state.history[0].obtained = Some(crate::state::obtained::built_here());
+    let text = text_of(state.clone(), &Record::default());
+    assert!(
+        text.contains("homelab_agent_last_run_obtained{how=\"built-here\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("homelab_agent_last_run_prebuilt_fallback{"))
+            .all(|l| l.ends_with(" 0")),
+        "no reason: {text}"
+    );
+    assert!(
+        !text.contains("homelab_agent_last_run_fetch_duration_seconds "),
+        "no prebuilt path: {text}"
+    );
     state.history[0].obtained = Some(Obtained {
         how: How::BuiltHere,
         fetch_ms: Some(2_500),

@@ -1,6 +1,8 @@
 //! `[prebuilt] wait`: since when this machine knows a head whose manifest is not there
 //! yet. Kept in the runtime directory (a tmpfs: news, not history; a reboot starts the
-//! wait again, which only delays a native build by at most `wait`).
+//! wait again, which only delays a native build by at most `wait`). With it, the manifest
+//! branch's tip the last fetch saw, so that a poll whose listing shows the same head and
+//! tip keeps waiting without a fetch ([`unchanged`]).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -15,16 +17,39 @@ pub const FILE: &str = "prebuilt-wait.json";
 struct Seen {
     commit: String,
     since: Timestamp,
+    /// The manifest branch's tip the last fetch for `commit` found without its manifest
+    /// (`None` inside: the branch was not on the remote); absent until a fetch said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fetched_tip: Option<Tip>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Tip {
+    oid: Option<String>,
+}
+
+fn read(path: &Path) -> Option<Seen> {
+    match crate::state::read_bounded(path, 4096) {
+        Ok(crate::state::Found::File(bytes)) => serde_json::from_slice::<Seen>(&bytes).ok(),
+        _ => None,
+    }
+}
+
+fn write(runtime_dir: &Path, seen: &Seen) {
+    let path = runtime_dir.join(FILE);
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(runtime_dir)?;
+        crate::state::write_atomic(&path, &serde_json::to_vec(seen)?)
+    };
+    if let Err(e) = write() {
+        log::warn!("cannot write {}: {e}", path.display());
+    }
 }
 
 /// When `commit` was first seen without its manifest (now, if it was not before; then
 /// written down).
 pub fn first_seen(runtime_dir: &Path, commit: &str, now: SystemTime) -> SystemTime {
-    let path = runtime_dir.join(FILE);
-    let known = match crate::state::read_bounded(&path, 4096) {
-        Ok(crate::state::Found::File(bytes)) => serde_json::from_slice::<Seen>(&bytes).ok(),
-        _ => None,
-    };
+    let known = read(&runtime_dir.join(FILE));
     if let Some(seen) = known.filter(|s| s.commit == commit) {
         let t = seen.since.to_system();
         // A clock that jumped back must not stretch the wait.
@@ -35,15 +60,35 @@ pub fn first_seen(runtime_dir: &Path, commit: &str, now: SystemTime) -> SystemTi
     let seen = Seen {
         commit: commit.to_string(),
         since: Timestamp::from_system(now),
+        fetched_tip: None,
     };
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(runtime_dir)?;
-        crate::state::write_atomic(&path, &serde_json::to_vec(&seen)?)
-    };
-    if let Err(e) = write() {
-        log::warn!("cannot write {}: {e}", path.display());
-    }
+    write(runtime_dir, &seen);
     now
+}
+
+/// Notes that a fetch found `commit` still without its manifest, the manifest branch at
+/// `tip` (`None`: not on the remote). Written only when it changed.
+pub fn fetched(runtime_dir: &Path, commit: &str, tip: Option<&str>) {
+    let Some(mut seen) = read(&runtime_dir.join(FILE)).filter(|s| s.commit == commit) else {
+        return;
+    };
+    let tip = Tip {
+        oid: tip.map(str::to_string),
+    };
+    if seen.fetched_tip.as_ref() != Some(&tip) {
+        seen.fetched_tip = Some(tip);
+        write(runtime_dir, &seen);
+    }
+}
+
+/// Whether a fetch would find what the last one found for `commit`: a fetch found it
+/// without its manifest, and the listing shows the manifest branch at that same `tip`
+/// (`None`: still not on the remote). Reads only.
+pub fn unchanged(runtime_dir: &Path, commit: &str, tip: Option<&str>) -> bool {
+    read(&runtime_dir.join(FILE))
+        .filter(|s| s.commit == commit)
+        .and_then(|s| s.fetched_tip)
+        .is_some_and(|t| t.oid.as_deref() == tip)
 }
 
 /// How much of `wait` is left for `commit` at `now`; `None` when it has run out.
@@ -77,5 +122,36 @@ mod tests {
         assert_eq!(left(dir.path(), &b, Duration::ZERO, t0 + wait), None);
         // A clock set back restarts the wait rather than stretching it.
         assert_eq!(left(dir.path(), &b, wait, t0), Some(wait));
+    }
+
+    #[test]
+    fn a_fetch_without_the_manifest_is_remembered_with_the_branch_tip() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Timestamp::system_of("2026-12-07T15:00:00Z").unwrap();
+        let (a, b) = ("a".repeat(40), "b".repeat(40));
+        let (t1, t2) = ("1".repeat(40), "2".repeat(40));
+        // Nothing fetched yet: a fetch is due.
+        assert!(!unchanged(dir.path(), &a, Some(&t1)));
+        // Not seen yet: nothing is noted (the wait starts with `left`).
+        fetched(dir.path(), &a, Some(&t1));
+        assert!(!unchanged(dir.path(), &a, Some(&t1)));
+        left(dir.path(), &a, Duration::from_secs(600), t0);
+        fetched(dir.path(), &a, Some(&t1));
+        assert!(unchanged(dir.path(), &a, Some(&t1)));
+        // The branch moved, or went away: fetch.
+        assert!(!unchanged(dir.path(), &a, Some(&t2)));
+        assert!(!unchanged(dir.path(), &a, None));
+        // Another head: fetch.
+        assert!(!unchanged(dir.path(), &b, Some(&t1)));
+        // A branch that is not there, twice: no news.
+        fetched(dir.path(), &a, None);
+        assert!(unchanged(dir.path(), &a, None));
+        assert!(!unchanged(dir.path(), &a, Some(&t1)));
+        // The wait keeps its start.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(
+            left(dir.path(), &a, Duration::from_secs(600), later),
+            Some(Duration::from_secs(540))
+        );
     }
 }

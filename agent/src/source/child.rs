@@ -57,6 +57,10 @@ pub enum Answer {
         /// looked for none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         testing: Option<TestingHead>,
+        /// The prebuilt manifest branch's tip from the same listing; absent when not
+        /// looked for or not on the remote.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prebuilt: Option<String>,
     },
     Fetched {
         commit: String,
@@ -103,9 +107,14 @@ pub async fn remote_heads(
     deadline: Duration,
 ) -> Result<Heads, SourceError> {
     match call(config, settings, &["head".into()], deadline).await? {
-        Answer::Head { commit, testing } => Ok(Heads {
+        Answer::Head {
+            commit,
+            testing,
+            prebuilt,
+        } => Ok(Heads {
             main: commit,
             testing,
+            prebuilt,
         }),
         other => Err(unexpected(settings, other)),
     }
@@ -377,6 +386,7 @@ pub async fn serve(
                     Ok(h) => Answer::Head {
                         commit: h.main,
                         testing: h.testing,
+                        prebuilt: h.prebuilt,
                     },
                     Err(e) => e.into(),
                 },
@@ -478,6 +488,7 @@ mod tests {
             Answer::Head {
                 commit: "a".repeat(40),
                 testing: None,
+                prebuilt: None,
             },
             Answer::Head {
                 commit: "a".repeat(40),
@@ -485,6 +496,7 @@ mod tests {
                     branch: "testing/pi1".into(),
                     commit: Some("c".repeat(40)),
                 }),
+                prebuilt: Some("d".repeat(40)),
             },
             Answer::Fetched {
                 commit: "b".repeat(40),
@@ -549,7 +561,8 @@ mod tests {
             got,
             Answer::Head {
                 commit,
-                testing: None
+                testing: None,
+                prebuilt: None
             }
         );
     }
@@ -641,7 +654,10 @@ mod tests {
     #[test]
     fn a_head_answer_without_the_testing_field_still_reads() {
         let old = format!(r#"{{"answer":"head","commit":"{}"}}"#, "a".repeat(40));
-        let Answer::Head { commit, testing } = serde_json::from_str(&old).unwrap() else {
+        let Answer::Head {
+            commit, testing, ..
+        } = serde_json::from_str(&old).unwrap()
+        else {
             panic!("not a head answer")
         };
         assert_eq!(commit, "a".repeat(40));

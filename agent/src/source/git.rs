@@ -43,6 +43,10 @@ pub struct Heads {
     pub main: String,
     /// The testing branch looked for in the same listing; `None` when none was.
     pub testing: Option<TestingHead>,
+    /// With `[prebuilt]` on: the manifest branch's tip in the same listing (`None`: not
+    /// looked for, or not on the remote). A poll waiting for a manifest fetches only when
+    /// it moved (doors/prebuilt.rs).
+    pub prebuilt: Option<String>,
 }
 
 /// The testing branch (`[source] testing_branch`) as one listing found it.
@@ -204,7 +208,19 @@ impl<'a> Remote<'a> {
             branch: branch.to_string(),
             commit: find(branch),
         });
-        Ok(Heads { main, testing })
+        // The manifest branch as the fetch stores it: the ref's own oid, unpeeled.
+        let prebuilt = self.settings.prebuilt_branch.as_ref().and_then(|branch| {
+            let wanted = format!("refs/heads/{branch}");
+            listed
+                .iter()
+                .find(|h| h.name() == wanted)
+                .map(|h| h.oid().to_string())
+        });
+        Ok(Heads {
+            main,
+            testing,
+            prebuilt,
+        })
     }
 
     /// Fetches the watched branch into the bare cache repository at `cache`, returns the

@@ -1,5 +1,6 @@
 //! How a run's system was obtained (issue 24): fetched prebuilt from a binary cache, or
-//! built here; and when `[prebuilt]` is on but the system was built here, why. Kept with
+//! built here (every native build, `[prebuilt]` on or off); and when `[prebuilt]` is on
+//! but the system was built here, why. Kept with
 //! the run in history (`history[].obtained`), shown by `status`, exported as metrics.
 
 use serde::{Deserialize, Serialize};
@@ -123,6 +124,25 @@ thread_local! {
 /// at a time on one thread, and parallel unit tests never mix).
 pub fn note(o: Obtained) {
     NOTED.with(|c| *c.borrow_mut() = Some(o));
+}
+
+/// A system built here, nothing else said: what every native build is, `[prebuilt]` on
+/// or off (the prebuilt door notes its own, with why it fell back).
+pub fn built_here() -> Obtained {
+    Obtained {
+        how: How::BuiltHere,
+        fetch_ms: None,
+        signer: None,
+        fallback: None,
+        why: None,
+    }
+}
+
+/// Notes [`built_here`] unless a door noted how the system was obtained.
+pub fn or_built_here() {
+    NOTED.with(|c| {
+        c.borrow_mut().get_or_insert_with(built_here);
+    });
 }
 
 /// What [`note`] noted since it was last taken. Clears it.

@@ -63,6 +63,8 @@ fn deployed() -> Facts {
     run.at = "2026-11-24T10:00:00Z".into();
     run.commit = Some(C1.into());
     run.generation = Some(7);
+    // Every native build says so, `[prebuilt]` on or off.
+    run.obtained = Some(crate::state::obtained::built_here());
     state.push_run(run);
     Facts {
         state,
@@ -245,6 +247,8 @@ fn named() -> Vec<(&'static str, Facts)> {
                 why: Some("branch \"homelab-prebuilt\" has no prebuilt/1111.json, and [prebuilt] wait (30m) has run out".into()),
             }),
         ),
+        // `[prebuilt]` off: built here all the same, no reason.
+        ("built-here-no-prebuilt", obtained(crate::state::obtained::built_here())),
     ]
 }
 

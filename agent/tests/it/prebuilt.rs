@@ -54,7 +54,8 @@ impl Setup {
         let srv = h.path("srv");
         std::fs::create_dir_all(&srv).unwrap();
         let bare = bare_clone(&h.repo, &srv, "homelab.git");
-        let daemon = GitDaemon::start(&srv);
+        // Logged: one "Request upload-pack" line per listing or fetch.
+        let daemon = GitDaemon::start_logged(&srv, &h.path("git-daemon.log"));
         h.url = daemon.url("homelab.git");
         let keys = h.path("keys");
         std::fs::create_dir_all(&keys).unwrap();
@@ -213,6 +214,14 @@ impl Setup {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    /// How many listings and fetches the git daemon served so far.
+    fn git_requests(&self) -> usize {
+        std::fs::read_to_string(self.h.path("git-daemon.log"))
+            .unwrap_or_default()
+            .matches("Request upload-pack")
+            .count()
     }
 
     fn clear_nix_log(&self) {
@@ -460,6 +469,49 @@ fn a_late_manifest_is_waited_for_then_the_commit_is_built_here() {
             .ends_with("and [prebuilt] wait (2s) has run out"),
         "{o}"
     );
+}
+
+/// A poll that waits for a manifest is one round trip (the listing) while neither the
+/// head nor the manifest branch moved; it fetches when the branch moves.
+#[test]
+fn a_poll_waiting_for_a_manifest_fetches_only_when_the_manifest_branch_moves() {
+    if !tools() {
+        return;
+    }
+    let s = Setup::new("v1", "wait = \"10m\"");
+    let head = git_out(&s.h.repo, &["rev-parse", "HEAD"]);
+    // Something else on the manifest branch: it is there, without this head's manifest.
+    s.publish_files(&[("prebuilt/README".into(), b"manifests\n".to_vec())]);
+    let poll = |what: &str| {
+        let before = s.git_requests();
+        let run = s.h.run_once();
+        assert_eq!(run.code(), 0, "{what}: {}", run.stderr());
+        (s.h.status(), s.git_requests() - before)
+    };
+    let (status, requests) = poll("first");
+    assert_eq!(status["last_run"]["outcome"], "waiting", "{status}");
+    assert_eq!(requests, 2, "the listing and the fetch");
+    let wait_file = s.h.path("runtime").join("prebuilt-wait.json");
+    let noted = std::fs::read(&wait_file).expect("the wait is noted");
+
+    let (status, requests) = poll("nothing moved");
+    assert_eq!(status["last_run"]["outcome"], "waiting", "{status}");
+    let error = status["last_run"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("waiting for the prebuilt manifest of"),
+        "{status}"
+    );
+    assert_eq!(requests, 1, "only the listing: nothing new to fetch");
+    assert_eq!(std::fs::read(&wait_file).unwrap(), noted, "nothing written");
+    assert!(s.nix_log().is_empty(), "{:?}", s.nix_log());
+
+    // The manifest comes: the branch moved, so the poll fetches it and deploys.
+    let system = s.build_and_cache();
+    s.publish(&s.ci, &head, &head, &[("pi1", &system)]);
+    let (_, requests) = poll("manifest published");
+    assert_eq!(requests, 2, "the listing and the fetch");
+    assert_eq!(obtained(&s.h)["how"], "prebuilt");
+    assert_eq!(s.h.current_system().unwrap(), PathBuf::from(&system));
 }
 
 /// "A manifest may never make the agent deploy a commit it would refuse": a good

@@ -9,6 +9,26 @@ use std::time::{Duration, Instant};
 use crate::support::{base, nix_available, require, Harness, BIN};
 
 /// Item 1: a rollback pins; a newer commit is polled, not deployed; `resume` unpins.
+/// Issue 24: with `[prebuilt]` off, a deployment says it was built here all the same
+/// (status, status --json, history), with no fallback reason.
+#[test]
+fn a_native_build_says_built_here_without_prebuilt() {
+    if !nix_available() {
+        return;
+    }
+    let mut h = Harness::new();
+    h.bootstrap();
+    h.deploy("v2", "v2");
+    let s = h.status();
+    assert_eq!(s["last_run"]["outcome"], "deployed", "{s}");
+    let o = &s["last_run"]["obtained"];
+    assert_eq!(o["how"], "built-here", "{s}");
+    assert!(o.get("fallback").is_none() && o.get("why").is_none(), "{s}");
+    assert_eq!(h.history()[0]["obtained"]["how"], "built-here");
+    let human = h.agent(&["status"]).stdout();
+    assert!(human.contains("\n  obtained: built here\n"), "{human}");
+}
+
 #[test]
 fn rollback_pins_until_resume() {
     if !nix_available() {
