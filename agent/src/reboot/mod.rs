@@ -40,7 +40,7 @@ use crate::logging::message_id;
 use crate::state::State;
 
 use crate::doors::reboot::{Effects, Links};
-use policy::{rfc3339, Decision};
+use policy::Decision;
 use record::{Rebooted, Record, Waiting};
 
 pub use view::View;
@@ -341,7 +341,7 @@ async fn reboot(
         record.trial = Some(record::Trial {
             system: pending.system.clone(),
             generation: pending.generation,
-            at: rfc3339(now),
+            at: now.into(),
             door: door.describe(),
         });
     }
@@ -349,7 +349,7 @@ async fn reboot(
     record.rebooted = Some(Rebooted {
         system: pending.system.clone(),
         generation: pending.generation,
-        at: rfc3339(now),
+        at: now.into(),
         reason: reason.clone(),
         verified: None,
     });

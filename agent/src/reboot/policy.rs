@@ -84,15 +84,15 @@ pub fn decide(
         .pending
         .as_ref()
         .filter(|p| p.system == system)
-        .and_then(|p| p.since.parse::<Timestamp>().ok())
+        .map(|p| p.since.as_jiff())
         .unwrap_or(now);
     let pending = |what: &str, until: Option<Timestamp>, detail: String| Pending {
         system: system.clone(),
         generation: target.generation,
-        since: rfc3339(since),
+        since: since.into(),
         waiting: Some(Waiting {
             what: what.into(),
-            until: until.map(rfc3339),
+            until: until.map(Into::into),
             detail,
         }),
     };
@@ -219,11 +219,11 @@ mod tests {
         }
     }
 
-    fn waiting_for(d: &Decision) -> (&str, Option<&str>) {
+    fn waiting_for(d: &Decision) -> (&str, Option<String>) {
         match d {
             Decision::Wait(p) => {
                 let w = p.waiting.as_ref().unwrap();
-                (w.what.as_str(), w.until.as_deref())
+                (w.what.as_str(), w.until.map(|u| u.to_string()))
             }
             other => panic!("expected a wait: {other:?}"),
         }
@@ -271,7 +271,7 @@ mod tests {
             Decision::Reboot(p) => {
                 assert_eq!(p.system, "/nix/store/new-system");
                 assert_eq!(p.generation, Some(5));
-                assert_eq!(p.since, NOW);
+                assert_eq!(p.since, NOW.into());
             }
             other => panic!("{other:?}"),
         }
@@ -323,7 +323,7 @@ mod tests {
             ..when_required()
         };
         let d = decide(&s, &Record::default(), &facts(), ts(NOW));
-        assert_eq!(waiting_for(&d), ("delay", Some("2026-11-25T12:10:00Z")));
+        assert_eq!(waiting_for(&d), ("delay", Some("2026-11-25T12:10:00Z".into())));
         let Decision::Wait(p) = d else { unreachable!() };
         let record = Record {
             pending: Some(p),
@@ -357,7 +357,7 @@ mod tests {
         };
         // 12:00 UTC: the next 02:00 Berlin (CET, UTC+1) is 01:00 UTC tomorrow.
         let d = decide(&s, &Record::default(), &facts(), ts(NOW));
-        assert_eq!(waiting_for(&d), ("window", Some("2026-11-26T01:00:00Z")));
+        assert_eq!(waiting_for(&d), ("window", Some("2026-11-26T01:00:00Z".into())));
         assert!(matches!(
             decide(&s, &Record::default(), &facts(), ts("2026-11-26T01:30:00Z")),
             Decision::Reboot(_)
@@ -373,7 +373,7 @@ mod tests {
         };
         let d = decide(&s, &Record::default(), &facts(), ts(NOW));
         // Until the earlier of the window and the end of the wait.
-        assert_eq!(waiting_for(&d), ("window", Some("2026-11-25T13:00:00Z")));
+        assert_eq!(waiting_for(&d), ("window", Some("2026-11-25T13:00:00Z".into())));
         let Decision::Wait(p) = d else { unreachable!() };
         let record = Record {
             pending: Some(p),

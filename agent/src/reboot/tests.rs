@@ -660,8 +660,8 @@ async fn outside_the_window_it_waits_and_status_says_until_when() {
         panic!("{acted:?}")
     };
     assert_eq!(
-        (w.what.as_str(), w.until.as_deref()),
-        ("window", Some("2026-11-26T02:00:00Z"))
+        (w.what.as_str(), w.until),
+        ("window", Some("2026-11-26T02:00:00Z".into()))
     );
     assert!(f.take().is_empty());
     let view = b.view();

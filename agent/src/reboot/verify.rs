@@ -37,7 +37,6 @@ use crate::logging::message_id;
 use crate::state::{Outcome, Phase, Run};
 use crate::system::{profile, switch::Action};
 
-use super::policy::rfc3339;
 use super::record::{self, Boot, Fallback, Record};
 use crate::doors::reboot::{Effects, Links};
 
@@ -137,7 +136,7 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
     let mut boot = Boot {
         system: shown.clone(),
         generation,
-        at: rfc3339(now),
+        at: now.into(),
         verified: None,
         detail: "not a boot the agent rebooted into: nothing to verify".into(),
     };
@@ -157,7 +156,7 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
         );
         log::error!(message_id = message_id::FELL_BACK, system = t.system.as_str(); "{reason}");
         record.fallback = Some(Fallback {
-            at: rfc3339(now),
+            at: now.into(),
             from_system: t.system.clone(),
             from_generation: t.generation,
             to_system: Some(shown.clone()),
@@ -280,7 +279,7 @@ async fn check(
         record.verified = Some(record::Verified {
             system: booted.clone(),
             generation: boot.generation,
-            at: rfc3339(now),
+            at: now.into(),
         });
         log::info!(
             message_id = message_id::BOOT_VERIFIED, system = booted.as_str();
@@ -327,7 +326,7 @@ async fn check(
     );
     // Recorded before anything is touched: the loop breaker holds even if we are killed.
     record.fallback = Some(Fallback {
-        at: rfc3339(now),
+        at: now.into(),
         from_system: booted.clone(),
         from_generation: boot.generation,
         to_system: Some(previous.system.display().to_string()),
@@ -431,7 +430,7 @@ async fn trial_boot(
             back.system.display()
         );
         record.fallback = Some(Fallback {
-            at: rfc3339(now),
+            at: now.into(),
             from_system: booted.clone(),
             from_generation: None,
             to_system: Some(back.system.display().to_string()),
@@ -484,7 +483,7 @@ async fn trial_boot(
     record.verified = Some(record::Verified {
         system: booted.clone(),
         generation: Some(number),
-        at: rfc3339(now),
+        at: now.into(),
     });
     match ledger.load() {
         Ok(mut st) => {
@@ -552,7 +551,7 @@ async fn fallback_boot(
         default.number
     );
     record.fallback = Some(Fallback {
-        at: rfc3339(now),
+        at: now.into(),
         from_system: default_shown.clone(),
         from_generation: Some(default.number),
         to_system: Some(booted.clone()),

@@ -87,9 +87,9 @@ pub fn build(settings: &Settings, f: &Facts, now: Timestamp) -> View {
             Some(PendingView {
                 system: p.system,
                 generation: p.generation,
-                since: p.since,
+                since: p.since.to_string(),
                 waiting_for: waiting.as_ref().map(|w| w.what.clone()),
-                until: waiting.as_ref().and_then(|w| w.until.clone()),
+                until: waiting.as_ref().and_then(|w| w.until.map(|u| u.to_string())),
                 detail: waiting.map(|w| w.detail),
             })
         }
