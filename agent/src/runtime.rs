@@ -208,7 +208,10 @@ mod tests {
         assert_eq!(read_back.at, Some("2026-11-24T12:00:00Z".into()));
         assert_eq!(read_back.next_poll, Some("2026-11-24T12:05:00Z".into()));
         write(dir.path(), &read_back);
-        assert_eq!(std::fs::read_to_string(dir.path().join(FILE)).unwrap(), poll);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
+            poll
+        );
 
         let progress = concat!(
             r#"{"phase":"building","since":"2026-11-24T11:58:00Z","pid":7,"build":"#,

@@ -137,6 +137,30 @@ pub struct Waiting {
     pub until: Option<Timestamp>,
     /// One line for people: which lock, what the server said.
     pub detail: String,
+    /// What to do about it, when there is something (issue 22: apart from `detail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Waiting {
+    pub fn new(what: &str, detail: impl Into<String>, hint: Option<&str>) -> Waiting {
+        Waiting {
+            what: what.into(),
+            until: None,
+            detail: detail.into(),
+            hint: hint.map(str::to_string),
+        }
+    }
+
+    /// Waiting because `failure` happened while `doing`: its message after `doing`, its
+    /// hint kept apart.
+    pub fn failed(what: &str, doing: impl std::fmt::Display, failure: &Failure) -> Waiting {
+        Waiting::new(
+            what,
+            format!("{doing}: {}", failure.message),
+            failure.hint.as_deref(),
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +185,9 @@ pub struct Boot {
     /// they failed; `None`: not a boot the agent rebooted into (nothing to verify).
     pub verified: Option<bool>,
     pub detail: String,
+    /// What to do about it, when there is something (issue 22: apart from `detail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,7 +227,30 @@ pub fn load(state_dir: &Path) -> Result<Record, Failure> {
     }
 }
 
+/// A record written before hints were kept apart (issue 22) has them joined to a detail:
+/// read with the two apart.
+fn split_old_hints(mut record: Record) -> Record {
+    let details = [
+        record
+            .pending
+            .as_mut()
+            .and_then(|p| p.waiting.as_mut())
+            .map(|w| (&mut w.detail, &mut w.hint)),
+        record.boot.as_mut().map(|b| (&mut b.detail, &mut b.hint)),
+    ];
+    for (detail, hint) in details.into_iter().flatten() {
+        if hint.is_none() {
+            (*detail, *hint) = crate::failure::split_stored_hint(detail);
+        }
+    }
+    record
+}
+
 fn decode(bytes: &[u8]) -> Result<Record, String> {
+    decode_as_written(bytes).map(split_old_hints)
+}
+
+fn decode_as_written(bytes: &[u8]) -> Result<Record, String> {
     // Written before the record was sealed: a plain object without `version`.
     if let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(bytes) {
         if !object.contains_key("version") && !object.contains_key("checksum") {
@@ -267,6 +317,35 @@ mod tests {
         assert_eq!(std::fs::read_to_string(path(dir.path())).unwrap(), old);
     }
 
+    /// A record from before hints were kept apart (issue 22): a detail with a joined hint
+    /// loads with the hint in its own field.
+    #[test]
+    fn an_old_detail_with_a_joined_hint_loads_with_the_hint_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let joined = [
+            "health checks failed: not falling back",
+            "\n",
+            "hint: look at the machine",
+        ]
+        .concat();
+        let old = serde_json::json!({
+            "boot": {"system": "/nix/store/x", "generation": 4, "at": "2026-11-24T02:03:00Z",
+                     "verified": false, "detail": joined},
+            "pending": {"system": "/nix/store/y", "generation": 5, "since": "2026-11-24T02:00:00Z",
+                        "waiting": {"for": "trial", "detail": joined}},
+        });
+        std::fs::write(path(dir.path()), old.to_string()).unwrap();
+        let r = load(dir.path()).unwrap();
+        let boot = r.boot.unwrap();
+        assert_eq!(boot.detail, "health checks failed: not falling back");
+        assert_eq!(boot.hint.as_deref(), Some("look at the machine"));
+        let waiting = r.pending.unwrap().waiting.unwrap();
+        assert_eq!(
+            (waiting.detail.as_str(), waiting.hint.as_deref()),
+            (boot.detail.as_str(), Some("look at the machine"))
+        );
+    }
+
     /// A time that is not one is damage (the record is sealed, only the agent writes it),
     /// said as such, never a blank record.
     #[test]
@@ -275,7 +354,10 @@ mod tests {
         let text = r#"{"rebooted": {"system": "/nix/store/x", "generation": 4, "at": "soon", "reason": "k"}}"#;
         std::fs::write(path(dir.path()), text).unwrap();
         let e = load(dir.path()).unwrap_err();
-        assert!(e.message.contains("damaged") && e.message.contains("\"soon\" is not a time"), "{e}");
+        assert!(
+            e.message.contains("damaged") && e.message.contains("\"soon\" is not a time"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -139,6 +139,7 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
         at: now.into(),
         verified: None,
         detail: "not a boot the agent rebooted into: nothing to verify".into(),
+        hint: None,
     };
     if let Some(t) = record.trial.clone().filter(|t| t.system != shown) {
         // The trial was armed and this is not it: the trial boot was reset before it
@@ -314,9 +315,12 @@ async fn check(
     let Some(previous) = last_verified_generation(&*doors.effects.links, record)
         .filter(|g| g.system.to_string_lossy() != booted)
     else {
-        boot.detail = crate::failure::with_hint_line(format!("health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back"), "look at the machine (journalctl -b); `sudo homelab-agent rollback` goes back to the previous generation");
-        log::error!(message_id = message_id::FELL_BACK; "{}", boot.detail);
-        return Verdict::Failed(boot.detail.clone());
+        boot.detail = format!("health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back");
+        boot.hint = Some("look at the machine (journalctl -b); `sudo homelab-agent rollback` goes back to the previous generation".into());
+        let failed =
+            crate::failure::with_hint_line(&boot.detail, boot.hint.as_deref().unwrap_or_default());
+        log::error!(message_id = message_id::FELL_BACK; "{failed}");
+        return Verdict::Failed(failed);
     };
     let error = format!(
         "the boot of generation {} failed its health checks: {why}; generation {} ({}) is the boot default again",
@@ -467,9 +471,14 @@ async fn trial_boot(
         Ok(n) => n,
         Err(e) => {
             boot.verified = Some(true);
-            boot.detail = crate::failure::with_hint_line(format!("the trial boot passed its health checks, but making it the boot default failed: {e}"), "the boot default is still the last verified generation; the next deployment tries again");
-            log::error!("{}", boot.detail);
-            return Verdict::Failed(boot.detail.clone());
+            boot.detail = format!("the trial boot passed its health checks, but making it the boot default failed: {e}");
+            boot.hint = Some("the boot default is still the last verified generation; the next deployment tries again".into());
+            let failed = crate::failure::with_hint_line(
+                &boot.detail,
+                boot.hint.as_deref().unwrap_or_default(),
+            );
+            log::error!("{failed}");
+            return Verdict::Failed(failed);
         }
     };
     crate::failpoint("after_trial_promote");

@@ -408,7 +408,10 @@ impl Status {
             booted_system: f.booted_system.as_ref().map(|b| b.display().to_string()),
             reboot_required: f.reboot_required,
             profile_generation: f.profile.as_ref().map(|g| g.number),
-            next_poll: f.poll.as_ref().and_then(|p| p.next_poll.map(|t| t.to_string())),
+            next_poll: f
+                .poll
+                .as_ref()
+                .and_then(|p| p.next_poll.map(|t| t.to_string())),
             bad_commit,
             needs_attention: attention
                 .iter()
