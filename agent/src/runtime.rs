@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::time::{lenient, Timestamp};
+
 pub const FILE: &str = "last-poll.json";
 pub const PROGRESS_FILE: &str = "progress.json";
 
@@ -15,8 +17,9 @@ pub const PROGRESS_FILE: &str = "progress.json";
 #[serde(default)]
 pub struct Progress {
     pub phase: String,
-    /// When this phase began (RFC 3339).
-    pub since: String,
+    /// When this phase began (RFC 3339); none if unreadable.
+    #[serde(deserialize_with = "lenient")]
+    pub since: Option<Timestamp>,
     pub pid: u32,
     /// What nix reports while building (added; `running.progress` in `status`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -37,8 +40,9 @@ pub struct BuildProgress {
     /// The derivation being built now (its name, without hash), else the path being
     /// fetched.
     pub current: Option<String>,
-    /// When nix last reported (RFC 3339).
-    pub at: String,
+    /// When nix last reported (RFC 3339); none if unreadable.
+    #[serde(deserialize_with = "lenient")]
+    pub at: Option<Timestamp>,
 }
 
 impl BuildProgress {
@@ -85,7 +89,7 @@ pub fn read_progress(dir: &Path) -> Option<Progress> {
 pub fn write_progress(dir: &Path, phase: &str) {
     let progress = Progress {
         phase: phase.to_string(),
-        since: crate::state::now().to_string(),
+        since: Some(Timestamp::now()),
         pid: std::process::id(),
         build: None,
     };
@@ -100,7 +104,7 @@ pub fn write_build_progress(dir: &Path, build: &BuildProgress) {
         .filter(|p| p.pid == me)
         .unwrap_or_else(|| Progress {
             phase: "building".into(),
-            since: crate::state::now().to_string(),
+            since: Some(Timestamp::now()),
             pid: me,
             build: None,
         });
@@ -121,7 +125,9 @@ fn put_progress(dir: &Path, progress: &Progress) {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LastPoll {
-    pub at: String,
+    /// When the poll ended (RFC 3339); none if unreadable.
+    #[serde(deserialize_with = "lenient")]
+    pub at: Option<Timestamp>,
     pub outcome: String,
     pub commit: Option<String>,
     pub error: Option<String>,
@@ -130,7 +136,8 @@ pub struct LastPoll {
     pub hint: Option<String>,
     pub phase: Option<String>,
     /// When the daemon loop polls next (RFC 3339), if running as a loop.
-    pub next_poll: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub next_poll: Option<Timestamp>,
 }
 
 /// Bounded, regular files only (a FIFO or a link to a device there must not hang or
@@ -162,7 +169,7 @@ pub fn write(dir: &Path, poll: &LastPoll) {
 
 pub fn set_next_poll(dir: &Path, at: std::time::SystemTime) {
     let mut poll = read(dir).unwrap_or_default();
-    poll.next_poll = Some(crate::model::time::Timestamp::text_of(at));
+    poll.next_poll = Some(Timestamp::from_system(at));
     write(dir, &poll);
 }
 
@@ -184,6 +191,54 @@ mod tests {
         write(dir.path(), &poll);
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert!(text.contains("\"hint\":\"check the network\""), "{text}");
+    }
+
+    /// Files the string-timed version wrote (issue 22: times are [`Timestamp`] now) load
+    /// unchanged and are written back byte for byte.
+    #[test]
+    fn old_runtime_files_load_and_are_rewritten_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let poll = concat!(
+            r#"{"at":"2026-11-24T12:00:00Z","outcome":"failed","commit":"c1","#,
+            r#""error":"cannot reach h","hint":"check the network","phase":"fetch","#,
+            r#""next_poll":"2026-11-24T12:05:00Z"}"#
+        );
+        std::fs::write(dir.path().join(FILE), poll).unwrap();
+        let read_back = read(dir.path()).unwrap();
+        assert_eq!(read_back.at, Some("2026-11-24T12:00:00Z".into()));
+        assert_eq!(read_back.next_poll, Some("2026-11-24T12:05:00Z".into()));
+        write(dir.path(), &read_back);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
+            poll
+        );
+
+        let progress = concat!(
+            r#"{"phase":"building","since":"2026-11-24T11:58:00Z","pid":7,"build":"#,
+            r#"{"derivations_built":3,"derivations_total":17,"paths_fetched":1,"#,
+            r#""paths_total":2,"bytes_fetched":3,"bytes_total":4,"current":"linux","#,
+            r#""at":"2026-11-24T11:59:59Z"}}"#
+        );
+        std::fs::write(dir.path().join(PROGRESS_FILE), progress).unwrap();
+        let read_back = read_progress(dir.path()).unwrap();
+        assert_eq!(read_back.since, Some("2026-11-24T11:58:00Z".into()));
+        put_progress(dir.path(), &read_back);
+        let text = std::fs::read_to_string(dir.path().join(PROGRESS_FILE)).unwrap();
+        assert_eq!(text, progress);
+    }
+
+    /// A time that cannot be read (empty, as a poll with no time was written, or not a
+    /// time) is no time; the rest of the file still reads.
+    #[test]
+    fn an_unreadable_time_is_none_and_the_rest_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{"at":"","outcome":"up-to-date","next_poll":"soon"}"#;
+        std::fs::write(dir.path().join(FILE), old).unwrap();
+        let poll = read(dir.path()).unwrap();
+        assert_eq!((poll.at, poll.next_poll), (None, None));
+        assert_eq!(poll.outcome, "up-to-date");
+        std::fs::write(dir.path().join(FILE), r#"{"at":7,"outcome":"x"}"#).unwrap();
+        assert_eq!(read(dir.path()).unwrap().outcome, "x");
     }
 
     #[test]

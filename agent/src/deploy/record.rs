@@ -60,7 +60,7 @@ impl Agent {
         // The hint apart, whoever joined it to the error.
         let (error, hint) = error.map(crate::failure::split_stored_hint).unzip();
         let poll = LastPoll {
-            at: state::now().to_string(),
+            at: Some(state::now()),
             outcome: outcome.as_str().into(),
             commit: commit.map(str::to_string),
             error,

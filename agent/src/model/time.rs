@@ -115,6 +115,14 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// For volatile files (the runtime directory): an optional stored time where one that
+/// cannot be read (absent, `null`, empty, or not a time) is simply none, as such a file
+/// has always been read (`#[serde(default, deserialize_with = "lenient")]`).
+pub fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(value.as_str().and_then(|t| Timestamp::parse(t).ok()))
+}
+
 /// A stored time that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0} is not a time (RFC 3339, e.g. 2026-11-24T12:00:00Z)")]

@@ -216,7 +216,7 @@ impl Tracker {
             bytes_fetched,
             bytes_total,
             current: newest(act::BUILD).or_else(|| newest(act::SUBSTITUTE)),
-            at: crate::state::now().to_string(),
+            at: Some(crate::state::now()),
         }
     }
 }

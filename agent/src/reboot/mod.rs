@@ -40,7 +40,7 @@ use crate::logging::message_id;
 use crate::state::State;
 
 use crate::doors::reboot::{Effects, Links};
-use policy::{rfc3339, Decision};
+use policy::Decision;
 use record::{Rebooted, Record, Waiting};
 
 pub use view::View;
@@ -161,23 +161,17 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
             Acted::NotRequired
         }
         Decision::Wait(p) => {
-            let waiting = p.waiting.clone().unwrap_or_else(|| Waiting {
-                what: "unknown".into(),
-                until: None,
-                detail: String::new(),
-            });
+            let waiting = p
+                .waiting
+                .clone()
+                .unwrap_or_else(|| Waiting::new("unknown", String::new(), None));
             note_pending(&before, &p);
             record.pending = Some(p);
             Acted::Waiting(waiting)
         }
         Decision::Reboot(p) if trial_blocked.is_some() => {
-            let detail = trial_blocked.unwrap_or_default();
-            log::warn!("not rebooting: {detail}");
-            let waiting = Waiting {
-                what: "trial".into(),
-                until: None,
-                detail,
-            };
+            let waiting = trial_blocked.unwrap_or_else(|| Waiting::new("trial", "", None));
+            log::warn!(hint = waiting.hint.as_deref().unwrap_or_default(); "not rebooting: {}", waiting.detail);
             let mut p = p;
             p.waiting = Some(waiting.clone());
             note_pending(&before, &p);
@@ -186,32 +180,28 @@ pub async fn after_cycle_with(settings: &Settings, effects: &Effects, now: Times
         }
         Decision::Reboot(p) => {
             // The slot first: a server that is down or says no means wait.
-            let lock: Result<(), (&str, String)> = match &effects.slot {
+            let lock: Result<(), Waiting> = match &effects.slot {
                 None => Ok(()),
-                Some(Err(e)) => Err(("lock", format!("FleetLock slot: {e}"))),
+                Some(Err(e)) => Err(Waiting::failed("lock", "FleetLock slot", e)),
                 Some(Ok(slot)) => match shared_id(settings, &mut record, &slot.id()) {
-                    Some(clone) => Err(("attention", clone)),
+                    Some(clone) => Err(clone),
                     None => match slot.take().await {
                         Ok(()) => {
                             record.slot_held = true;
                             record.slot_id = Some(slot.id());
                             Ok(())
                         }
-                        Err(e) => Err((
+                        Err(e) => Err(Waiting::new(
                             "lock",
                             format!("waiting for the FleetLock slot of {}: {e}", slot.describe()),
+                            None,
                         )),
                     },
                 },
             };
             match lock {
-                Err((what, detail)) => {
+                Err(waiting) => {
                     let mut p = p;
-                    let waiting = Waiting {
-                        what: what.into(),
-                        until: None,
-                        detail,
-                    };
                     p.waiting = Some(waiting.clone());
                     note_pending(&before, &p);
                     record.pending = Some(p);
@@ -341,7 +331,7 @@ async fn reboot(
         record.trial = Some(record::Trial {
             system: pending.system.clone(),
             generation: pending.generation,
-            at: rfc3339(now),
+            at: now.into(),
             door: door.describe(),
         });
     }
@@ -349,7 +339,7 @@ async fn reboot(
     record.rebooted = Some(Rebooted {
         system: pending.system.clone(),
         generation: pending.generation,
-        at: rfc3339(now),
+        at: now.into(),
         reason: reason.clone(),
         verified: None,
     });
@@ -370,11 +360,11 @@ async fn reboot(
                 )
             )
         );
-        return Acted::Waiting(Waiting {
-            what: "attention".into(),
-            until: None,
-            detail: format!("cannot save {}: {e}", record::path(dir).display()),
-        });
+        return Acted::Waiting(Waiting::new(
+            "attention",
+            format!("cannot save {}: {e}", record::path(dir).display()),
+            None,
+        ));
     }
     if let Some(door) = door {
         crate::failpoint("before_trial_arm");
@@ -387,14 +377,11 @@ async fn reboot(
                 "not rebooting: arming the trial boot of {generation} through {}: {f}",
                 door.describe()
             );
-            let waiting = Waiting {
-                what: "trial".into(),
-                until: None,
-                detail: format!(
-                    "arming the trial boot through {} failed: {f}",
-                    door.describe()
-                ),
-            };
+            let waiting = Waiting::failed(
+                "trial",
+                format!("arming the trial boot through {} failed", door.describe()),
+                &f,
+            );
             return not_rebooted(settings, effects, record, pending, waiting).await;
         }
         crate::failpoint("after_trial_arm");
@@ -420,11 +407,7 @@ async fn reboot(
                     log::error!("disarming the trial after a failed reboot: {d}");
                 }
             }
-            let waiting = Waiting {
-                what: "reboot".into(),
-                until: None,
-                detail: format!("systemctl reboot failed: {e}"),
-            };
+            let waiting = Waiting::new("reboot", format!("systemctl reboot failed: {e}"), None);
             return not_rebooted(settings, effects, record, pending, waiting).await;
         }
     }
@@ -463,7 +446,7 @@ async fn not_rebooted(
 /// FleetLock id, so one slot: both could reboot at once. The record keeps which host first
 /// used the id derived from the machine id; another host with the same id (the record
 /// came along with the clone) is told, and takes no slot. `None`: fine (and recorded).
-fn shared_id(settings: &Settings, record: &mut Record, id: &str) -> Option<String> {
+fn shared_id(settings: &Settings, record: &mut Record, id: &str) -> Option<Waiting> {
     if settings
         .reboot
         .fleetlock
@@ -474,7 +457,7 @@ fn shared_id(settings: &Settings, record: &mut Record, id: &str) -> Option<Strin
     }
     let host = &settings.host;
     match &record.identity {
-        Some(i) if i.id == id && i.host != *host => Some(crate::failure::with_hint_line(format!("this machine ({host}) has the machine id of {} (FleetLock id {id}): an SD card cloned from it? The two would share one reboot slot and could reboot at once: not taking it", i.host), "give this machine its own id: `rm /etc/machine-id && systemd-machine-id-setup`, then reboot (or set [reboot] id)")),
+        Some(i) if i.id == id && i.host != *host => Some(Waiting::new("attention", format!("this machine ({host}) has the machine id of {} (FleetLock id {id}): an SD card cloned from it? The two would share one reboot slot and could reboot at once: not taking it", i.host), Some("give this machine its own id: `rm /etc/machine-id && systemd-machine-id-setup`, then reboot (or set [reboot] id)"))),
         Some(i) if i.id == id => None,
         _ => {
             record.identity = Some(record::Identity {
@@ -493,17 +476,18 @@ fn needs_trial(facts: &policy::Facts) -> bool {
 }
 
 /// Why no trial can be armed now (`None`: it can).
-async fn trial_problem(effects: &Effects) -> Option<String> {
+async fn trial_problem(effects: &Effects) -> Option<Waiting> {
     let Some(door) = &effects.trial else {
         return Some(
-            crate::failure::with_hint_line("[reboot] bootloader = \"uboot\" but this build has no U-Boot trial door: not rebooting", "upgrade the agent, or set bootloader = \"none\" (a deployment that needs a reboot then stays live and pending)"),
+            Waiting::new("trial", "[reboot] bootloader = \"uboot\" but this build has no U-Boot trial door: not rebooting", Some("upgrade the agent, or set bootloader = \"none\" (a deployment that needs a reboot then stays live and pending)")),
         );
     };
     match door.ready().await {
         Ok(()) => None,
-        Err(f) => Some(format!(
-            "the trial boot through {} cannot be armed: {f}",
-            door.describe()
+        Err(f) => Some(Waiting::failed(
+            "trial",
+            format!("the trial boot through {} cannot be armed", door.describe()),
+            &f,
         )),
     }
 }

@@ -84,23 +84,26 @@ pub fn decide(
         .pending
         .as_ref()
         .filter(|p| p.system == system)
-        .and_then(|p| p.since.parse::<Timestamp>().ok())
+        .map(|p| p.since.as_jiff())
         .unwrap_or(now);
-    let pending = |what: &str, until: Option<Timestamp>, detail: String| Pending {
-        system: system.clone(),
-        generation: target.generation,
-        since: rfc3339(since),
-        waiting: Some(Waiting {
-            what: what.into(),
-            until: until.map(rfc3339),
-            detail,
-        }),
-    };
+    let pending =
+        |what: &str, until: Option<Timestamp>, detail: String, hint: Option<&str>| Pending {
+            system: system.clone(),
+            generation: target.generation,
+            since: since.into(),
+            waiting: Some(Waiting {
+                what: what.into(),
+                until: until.map(Into::into),
+                detail,
+                hint: hint.map(str::to_string),
+            }),
+        };
     if settings.policy == RebootPolicy::Never {
         return Decision::Wait(pending(
             "policy",
             None,
             "[reboot] policy = \"never\": reboot by hand when convenient".into(),
+            None,
         ));
     }
     if let Some(problem) = &facts.record_problem {
@@ -108,6 +111,7 @@ pub fn decide(
             "attention",
             None,
             format!("not rebooting: {problem}"),
+            None,
         ));
     }
     if let Some(why) = &facts.unresolved {
@@ -115,6 +119,7 @@ pub fn decide(
             "attention",
             None,
             format!("not rebooting while {why}"),
+            None,
         ));
     }
     if let Some(f) = record
@@ -126,21 +131,24 @@ pub fn decide(
         return Decision::Wait(pending(
             "attention",
             None,
-            crate::failure::with_hint_line(format!("the machine booted {}, which was given up at {} ({}): not rebooting", booted.display(), f.at, f.reason.lines().next().unwrap_or_default()), "the bootloader did not boot its default: look at the machine (journalctl -b); a reboot by hand boots the default"),
+            format!("the machine booted {}, which was given up at {} ({}): not rebooting", booted.display(), f.at, f.reason.lines().next().unwrap_or_default()),
+            Some("the bootloader did not boot its default: look at the machine (journalctl -b); a reboot by hand boots the default"),
         ));
     }
     if target.live && settings.bootloader == Bootloader::None {
         return Decision::Wait(pending(
             "trial",
             None,
-            crate::failure::with_hint_line(format!("{system} is live but not the boot default: it needs a trial boot, and [reboot] bootloader = \"none\" has none; a reboot boots the last verified generation"), "on a U-Boot machine set [reboot] bootloader = \"uboot\" (docs/reboots.md); else make it the default by hand and reboot: verify-boot checks that boot"),
+            format!("{system} is live but not the boot default: it needs a trial boot, and [reboot] bootloader = \"none\" has none; a reboot boots the last verified generation"),
+            Some("on a U-Boot machine set [reboot] bootloader = \"uboot\" (docs/reboots.md); else make it the default by hand and reboot: verify-boot checks that boot"),
         ));
     }
     if let Some(r) = record.rebooted.as_ref().filter(|r| r.system == system) {
         return Decision::Wait(pending(
             "attention",
             None,
-            crate::failure::with_hint_line(format!("already rebooted once for {} (at {}), and the machine booted {} instead: not rebooting again for it", r.generation.map_or_else(|| r.system.clone(), |g| format!("generation {g}")), r.at, booted.display()), "look at the boot (journalctl -b -1); a new deployment or a reboot by hand clears this"),
+            format!("already rebooted once for {} (at {}), and the machine booted {} instead: not rebooting again for it", r.generation.map_or_else(|| r.system.clone(), |g| format!("generation {g}")), r.at, booted.display()),
+            Some("look at the boot (journalctl -b -1); a new deployment or a reboot by hand clears this"),
         ));
     }
     let not_before = add(since, settings.delay);
@@ -149,6 +157,7 @@ pub fn decide(
             "delay",
             Some(not_before),
             format!("[reboot] delay until {}", rfc3339(not_before)),
+            None,
         ));
     }
     if let Some(w) = &settings.window {
@@ -168,10 +177,11 @@ pub fn decide(
                     "the reboot window ({w}) opens at {}",
                     opens.map(rfc3339).unwrap_or_else(|| "(never)".into())
                 ),
+                None,
             ));
         }
     }
-    let mut p = pending("lock", None, "taking the FleetLock slot".into());
+    let mut p = pending("lock", None, "taking the FleetLock slot".into(), None);
     p.waiting = None;
     Decision::Reboot(p)
 }
@@ -219,11 +229,11 @@ mod tests {
         }
     }
 
-    fn waiting_for(d: &Decision) -> (&str, Option<&str>) {
+    fn waiting_for(d: &Decision) -> (&str, Option<String>) {
         match d {
             Decision::Wait(p) => {
                 let w = p.waiting.as_ref().unwrap();
-                (w.what.as_str(), w.until.as_deref())
+                (w.what.as_str(), w.until.map(|u| u.to_string()))
             }
             other => panic!("expected a wait: {other:?}"),
         }
@@ -271,7 +281,7 @@ mod tests {
             Decision::Reboot(p) => {
                 assert_eq!(p.system, "/nix/store/new-system");
                 assert_eq!(p.generation, Some(5));
-                assert_eq!(p.since, NOW);
+                assert_eq!(p.since, NOW.into());
             }
             other => panic!("{other:?}"),
         }
@@ -323,7 +333,10 @@ mod tests {
             ..when_required()
         };
         let d = decide(&s, &Record::default(), &facts(), ts(NOW));
-        assert_eq!(waiting_for(&d), ("delay", Some("2026-11-25T12:10:00Z")));
+        assert_eq!(
+            waiting_for(&d),
+            ("delay", Some("2026-11-25T12:10:00Z".into()))
+        );
         let Decision::Wait(p) = d else { unreachable!() };
         let record = Record {
             pending: Some(p),
@@ -357,7 +370,10 @@ mod tests {
         };
         // 12:00 UTC: the next 02:00 Berlin (CET, UTC+1) is 01:00 UTC tomorrow.
         let d = decide(&s, &Record::default(), &facts(), ts(NOW));
-        assert_eq!(waiting_for(&d), ("window", Some("2026-11-26T01:00:00Z")));
+        assert_eq!(
+            waiting_for(&d),
+            ("window", Some("2026-11-26T01:00:00Z".into()))
+        );
         assert!(matches!(
             decide(&s, &Record::default(), &facts(), ts("2026-11-26T01:30:00Z")),
             Decision::Reboot(_)
@@ -373,7 +389,10 @@ mod tests {
         };
         let d = decide(&s, &Record::default(), &facts(), ts(NOW));
         // Until the earlier of the window and the end of the wait.
-        assert_eq!(waiting_for(&d), ("window", Some("2026-11-25T13:00:00Z")));
+        assert_eq!(
+            waiting_for(&d),
+            ("window", Some("2026-11-25T13:00:00Z".into()))
+        );
         let Decision::Wait(p) = d else { unreachable!() };
         let record = Record {
             pending: Some(p),

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::failure::{Failure, Kind};
+use crate::model::time::Timestamp;
 use crate::state::format::{self, Rules};
 use crate::state::{read_bounded, write_atomic, Found};
 
@@ -77,8 +78,8 @@ pub struct Record {
 pub struct Trial {
     pub system: String,
     pub generation: Option<u32>,
-    /// When it was armed (RFC 3339).
-    pub at: String,
+    /// When it was armed.
+    pub at: Timestamp,
     /// The bootloader's door, as it describes itself.
     pub door: String,
 }
@@ -87,7 +88,7 @@ pub struct Trial {
 pub struct Verified {
     pub system: String,
     pub generation: Option<u32>,
-    pub at: String,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,8 +120,8 @@ pub struct Pending {
     /// The boot default that needs the reboot.
     pub system: String,
     pub generation: Option<u32>,
-    /// When it was first seen pending (RFC 3339): `delay` and `max_wait` count from here.
-    pub since: String,
+    /// When it was first seen pending: `delay` and `max_wait` count from here.
+    pub since: Timestamp,
     /// What it waits for, as the last decision found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,
@@ -131,18 +132,42 @@ pub struct Waiting {
     /// `delay`, `window`, `lock`, `policy` (never), `record` (unreadable), `attention`.
     #[serde(rename = "for")]
     pub what: String,
-    /// Until when, if known (RFC 3339).
+    /// Until when, if known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
+    pub until: Option<Timestamp>,
     /// One line for people: which lock, what the server said.
     pub detail: String,
+    /// What to do about it, when there is something (issue 22: apart from `detail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Waiting {
+    pub fn new(what: &str, detail: impl Into<String>, hint: Option<&str>) -> Waiting {
+        Waiting {
+            what: what.into(),
+            until: None,
+            detail: detail.into(),
+            hint: hint.map(str::to_string),
+        }
+    }
+
+    /// Waiting because `failure` happened while `doing`: its message after `doing`, its
+    /// hint kept apart.
+    pub fn failed(what: &str, doing: impl std::fmt::Display, failure: &Failure) -> Waiting {
+        Waiting::new(
+            what,
+            format!("{doing}: {}", failure.message),
+            failure.hint.as_deref(),
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rebooted {
     pub system: String,
     pub generation: Option<u32>,
-    pub at: String,
+    pub at: Timestamp,
     pub reason: String,
     /// The boot that followed was verified (health checks passed after the reboot).
     #[serde(default)]
@@ -154,17 +179,20 @@ pub struct Boot {
     /// `/run/booted-system` at that boot.
     pub system: String,
     pub generation: Option<u32>,
-    /// When `verify-boot` looked (RFC 3339).
-    pub at: String,
+    /// When `verify-boot` looked.
+    pub at: Timestamp,
     /// `Some(true)`: the checks passed after the agent's reboot into it; `Some(false)`:
     /// they failed; `None`: not a boot the agent rebooted into (nothing to verify).
     pub verified: Option<bool>,
     pub detail: String,
+    /// What to do about it, when there is something (issue 22: apart from `detail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fallback {
-    pub at: String,
+    pub at: Timestamp,
     /// The generation given up.
     pub from_system: String,
     pub from_generation: Option<u32>,
@@ -199,7 +227,30 @@ pub fn load(state_dir: &Path) -> Result<Record, Failure> {
     }
 }
 
+/// A record written before hints were kept apart (issue 22) has them joined to a detail:
+/// read with the two apart.
+fn split_old_hints(mut record: Record) -> Record {
+    let details = [
+        record
+            .pending
+            .as_mut()
+            .and_then(|p| p.waiting.as_mut())
+            .map(|w| (&mut w.detail, &mut w.hint)),
+        record.boot.as_mut().map(|b| (&mut b.detail, &mut b.hint)),
+    ];
+    for (detail, hint) in details.into_iter().flatten() {
+        if hint.is_none() {
+            (*detail, *hint) = crate::failure::split_stored_hint(detail);
+        }
+    }
+    record
+}
+
 fn decode(bytes: &[u8]) -> Result<Record, String> {
+    decode_as_written(bytes).map(split_old_hints)
+}
+
+fn decode_as_written(bytes: &[u8]) -> Result<Record, String> {
     // Written before the record was sealed: a plain object without `version`.
     if let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(bytes) {
         if !object.contains_key("version") && !object.contains_key("checksum") {
@@ -246,6 +297,67 @@ mod tests {
         std::fs::write(path(dir.path()), b"{ not json").unwrap();
         let e = load(dir.path()).unwrap_err();
         assert!(e.message.contains("damaged"), "{e}");
+    }
+
+    /// A record the string-timed agent wrote (before issue 22's [`Timestamp`]; the fixture
+    /// is what commit 8fd420f's `save` wrote for a record with every field): it loads, its
+    /// times read as times, and saving it again gives the same bytes.
+    #[test]
+    fn an_old_record_loads_and_is_written_back_in_the_same_text() {
+        let old = include_str!("fixtures/old-reboot.json");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(path(dir.path()), old).unwrap();
+        let r = load(dir.path()).unwrap();
+        let pending = r.pending.as_ref().unwrap();
+        assert_eq!(pending.since, "2026-11-25T12:00:00Z".into());
+        let until = pending.waiting.as_ref().unwrap().until;
+        assert_eq!(until, Some("2026-11-26T02:00:00Z".into()));
+        assert!(r.boot.as_ref().unwrap().at > r.rebooted.as_ref().unwrap().at);
+        save(dir.path(), &r).unwrap();
+        assert_eq!(std::fs::read_to_string(path(dir.path())).unwrap(), old);
+    }
+
+    /// A record from before hints were kept apart (issue 22): a detail with a joined hint
+    /// loads with the hint in its own field.
+    #[test]
+    fn an_old_detail_with_a_joined_hint_loads_with_the_hint_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let joined = [
+            "health checks failed: not falling back",
+            "\n",
+            "hint: look at the machine",
+        ]
+        .concat();
+        let old = serde_json::json!({
+            "boot": {"system": "/nix/store/x", "generation": 4, "at": "2026-11-24T02:03:00Z",
+                     "verified": false, "detail": joined},
+            "pending": {"system": "/nix/store/y", "generation": 5, "since": "2026-11-24T02:00:00Z",
+                        "waiting": {"for": "trial", "detail": joined}},
+        });
+        std::fs::write(path(dir.path()), old.to_string()).unwrap();
+        let r = load(dir.path()).unwrap();
+        let boot = r.boot.unwrap();
+        assert_eq!(boot.detail, "health checks failed: not falling back");
+        assert_eq!(boot.hint.as_deref(), Some("look at the machine"));
+        let waiting = r.pending.unwrap().waiting.unwrap();
+        assert_eq!(
+            (waiting.detail.as_str(), waiting.hint.as_deref()),
+            (boot.detail.as_str(), Some("look at the machine"))
+        );
+    }
+
+    /// A time that is not one is damage (the record is sealed, only the agent writes it),
+    /// said as such, never a blank record.
+    #[test]
+    fn a_time_that_is_not_one_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"{"rebooted": {"system": "/nix/store/x", "generation": 4, "at": "soon", "reason": "k"}}"#;
+        std::fs::write(path(dir.path()), text).unwrap();
+        let e = load(dir.path()).unwrap_err();
+        assert!(
+            e.message.contains("damaged") && e.message.contains("\"soon\" is not a time"),
+            "{e}"
+        );
     }
 
     #[test]

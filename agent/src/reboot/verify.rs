@@ -37,7 +37,6 @@ use crate::logging::message_id;
 use crate::state::{Outcome, Phase, Run};
 use crate::system::{profile, switch::Action};
 
-use super::policy::rfc3339;
 use super::record::{self, Boot, Fallback, Record};
 use crate::doors::reboot::{Effects, Links};
 
@@ -137,9 +136,10 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
     let mut boot = Boot {
         system: shown.clone(),
         generation,
-        at: rfc3339(now),
+        at: now.into(),
         verified: None,
         detail: "not a boot the agent rebooted into: nothing to verify".into(),
+        hint: None,
     };
     if let Some(t) = record.trial.clone().filter(|t| t.system != shown) {
         // The trial was armed and this is not it: the trial boot was reset before it
@@ -157,7 +157,7 @@ pub async fn verify_boot(settings: &Settings, doors: &BootDoors<'_>, now: Timest
         );
         log::error!(message_id = message_id::FELL_BACK, system = t.system.as_str(); "{reason}");
         record.fallback = Some(Fallback {
-            at: rfc3339(now),
+            at: now.into(),
             from_system: t.system.clone(),
             from_generation: t.generation,
             to_system: Some(shown.clone()),
@@ -280,7 +280,7 @@ async fn check(
         record.verified = Some(record::Verified {
             system: booted.clone(),
             generation: boot.generation,
-            at: rfc3339(now),
+            at: now.into(),
         });
         log::info!(
             message_id = message_id::BOOT_VERIFIED, system = booted.as_str();
@@ -315,9 +315,12 @@ async fn check(
     let Some(previous) = last_verified_generation(&*doors.effects.links, record)
         .filter(|g| g.system.to_string_lossy() != booted)
     else {
-        boot.detail = crate::failure::with_hint_line(format!("health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back"), "look at the machine (journalctl -b); `sudo homelab-agent rollback` goes back to the previous generation");
-        log::error!(message_id = message_id::FELL_BACK; "{}", boot.detail);
-        return Verdict::Failed(boot.detail.clone());
+        boot.detail = format!("health checks failed ({why}) and no other generation is recorded as booted and verified on this machine: not falling back");
+        boot.hint = Some("look at the machine (journalctl -b); `sudo homelab-agent rollback` goes back to the previous generation".into());
+        let failed =
+            crate::failure::with_hint_line(&boot.detail, boot.hint.as_deref().unwrap_or_default());
+        log::error!(message_id = message_id::FELL_BACK; "{failed}");
+        return Verdict::Failed(failed);
     };
     let error = format!(
         "the boot of generation {} failed its health checks: {why}; generation {} ({}) is the boot default again",
@@ -327,7 +330,7 @@ async fn check(
     );
     // Recorded before anything is touched: the loop breaker holds even if we are killed.
     record.fallback = Some(Fallback {
-        at: rfc3339(now),
+        at: now.into(),
         from_system: booted.clone(),
         from_generation: boot.generation,
         to_system: Some(previous.system.display().to_string()),
@@ -431,7 +434,7 @@ async fn trial_boot(
             back.system.display()
         );
         record.fallback = Some(Fallback {
-            at: rfc3339(now),
+            at: now.into(),
             from_system: booted.clone(),
             from_generation: None,
             to_system: Some(back.system.display().to_string()),
@@ -468,9 +471,14 @@ async fn trial_boot(
         Ok(n) => n,
         Err(e) => {
             boot.verified = Some(true);
-            boot.detail = crate::failure::with_hint_line(format!("the trial boot passed its health checks, but making it the boot default failed: {e}"), "the boot default is still the last verified generation; the next deployment tries again");
-            log::error!("{}", boot.detail);
-            return Verdict::Failed(boot.detail.clone());
+            boot.detail = format!("the trial boot passed its health checks, but making it the boot default failed: {e}");
+            boot.hint = Some("the boot default is still the last verified generation; the next deployment tries again".into());
+            let failed = crate::failure::with_hint_line(
+                &boot.detail,
+                boot.hint.as_deref().unwrap_or_default(),
+            );
+            log::error!("{failed}");
+            return Verdict::Failed(failed);
         }
     };
     crate::failpoint("after_trial_promote");
@@ -484,7 +492,7 @@ async fn trial_boot(
     record.verified = Some(record::Verified {
         system: booted.clone(),
         generation: Some(number),
-        at: rfc3339(now),
+        at: now.into(),
     });
     match ledger.load() {
         Ok(mut st) => {
@@ -552,7 +560,7 @@ async fn fallback_boot(
         default.number
     );
     record.fallback = Some(Fallback {
-        at: rfc3339(now),
+        at: now.into(),
         from_system: default_shown.clone(),
         from_generation: Some(default.number),
         to_system: Some(booted.clone()),

@@ -63,6 +63,9 @@ pub struct PendingView {
     /// Until when (RFC 3339), when known.
     pub until: Option<String>,
     pub detail: Option<String>,
+    /// What to do about it, when there is something (its own key, as everywhere in
+    /// `status`).
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -87,9 +90,12 @@ pub fn build(settings: &Settings, f: &Facts, now: Timestamp) -> View {
             Some(PendingView {
                 system: p.system,
                 generation: p.generation,
-                since: p.since,
+                since: p.since.to_string(),
                 waiting_for: waiting.as_ref().map(|w| w.what.clone()),
-                until: waiting.as_ref().and_then(|w| w.until.clone()),
+                until: waiting
+                    .as_ref()
+                    .and_then(|w| w.until.map(|u| u.to_string())),
+                hint: waiting.as_ref().and_then(|w| w.hint.clone()),
                 detail: waiting.map(|w| w.detail),
             })
         }
@@ -147,6 +153,9 @@ impl View {
                 .map(|u| format!(" (until {u})"))
                 .unwrap_or_default();
             writeln!(out, "reboot pending: into {into}: {why}{until}")?;
+            if let (Some(_), Some(h)) = (&p.waiting_for, &p.hint) {
+                writeln!(out, "  hint: {h}")?;
+            }
         }
         if let Some(r) = &self.rebooting {
             writeln!(out, "rebooting:  into {} since {}", r.system, r.at)?;
@@ -159,6 +168,9 @@ impl View {
             };
             let gen = b.generation.map_or("?".into(), |g| g.to_string());
             writeln!(out, "booted:     generation {gen} at {} ({verified})", b.at)?;
+            if let Some(h) = &b.hint {
+                writeln!(out, "  hint: {h}")?;
+            }
         }
         if let Some(f) = &self.fell_back {
             writeln!(out, "fell back:  {} ({})", first_line(&f.reason), f.at)?;

@@ -25,7 +25,7 @@ pub(super) fn head(state: &State, poll: Option<&LastPoll>) -> Option<HeadView> {
         .and_then(|p| p.commit.clone().map(|c| (c, &p.at)))
         .filter(|(c, _)| Some(c.as_str()) != testing)
     {
-        Some((c, at)) => (c, Some(at.clone())),
+        Some((c, at)) => (c, at.map(|t| t.to_string())),
         None => (state.last_handled.clone()?, None),
     };
     let deployed = state.deployed.as_ref().and_then(|d| d.commit.as_deref());

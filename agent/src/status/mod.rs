@@ -315,7 +315,7 @@ impl Status {
                     // The run writes its first phase just after taking the lock: until
                     // then it is starting (never a running run without a phase).
                     phase: Some(progress.map_or_else(|| STARTING.into(), |p| p.phase.clone())),
-                    since: progress.map(|p| p.since.clone()),
+                    since: progress.and_then(|p| p.since.map(|t| t.to_string())),
                     progress: progress.and_then(|p| p.build.clone()),
                 })
             }
@@ -408,7 +408,10 @@ impl Status {
             booted_system: f.booted_system.as_ref().map(|b| b.display().to_string()),
             reboot_required: f.reboot_required,
             profile_generation: f.profile.as_ref().map(|g| g.number),
-            next_poll: f.poll.as_ref().and_then(|p| p.next_poll.clone()),
+            next_poll: f
+                .poll
+                .as_ref()
+                .and_then(|p| p.next_poll.map(|t| t.to_string())),
             bad_commit,
             needs_attention: attention
                 .iter()
@@ -466,7 +469,7 @@ fn last_run(run: Option<&Run>, poll: Option<&LastPoll>) -> LastRunView {
         obtained: r.obtained.clone(),
     };
     let from_poll = |p: &LastPoll| LastRunView {
-        at: Some(p.at.clone()),
+        at: p.at.map(|t| t.to_string()),
         outcome: Some(p.outcome.clone()),
         commit: p.commit.clone(),
         phase: p.phase.clone(),
@@ -477,9 +480,8 @@ fn last_run(run: Option<&Run>, poll: Option<&LastPoll>) -> LastRunView {
     match (run, poll) {
         // The poll is written at the end of every run, so it is never older; prefer the
         // recorded run (it has the checks and rollback) when both tell of the same thing.
-        // RFC 3339 UTC strings of one format compare in time order.
         (Some(r), Some(p))
-            if p.at >= r.at.to_string()
+            if p.at.is_some_and(|at| at >= r.at)
                 && (p.outcome != r.outcome.as_str() || p.commit != r.commit) =>
         {
             from_poll(p)

@@ -38,7 +38,7 @@ fn gen(n: u32, system: &str) -> Option<Generation> {
 
 fn poll(at: &str, outcome: &str, commit: &str) -> Option<LastPoll> {
     Some(LastPoll {
-        at: at.into(),
+        at: Some(at.into()),
         outcome: outcome.into(),
         commit: Some(commit.into()),
         next_poll: Some("2026-11-24T12:04:00Z".into()),
@@ -133,7 +133,7 @@ fn named() -> Vec<(&'static str, Facts)> {
     running.poll = poll("2026-11-24T11:50:00Z", "up-to-date", C1);
     running.progress = Some(Progress {
         phase: "building 22222222 for pi1".into(),
-        since: "2026-11-24T11:58:00Z".into(),
+        since: Some("2026-11-24T11:58:00Z".into()),
         pid: 4242,
         build: None,
     });
@@ -141,7 +141,7 @@ fn named() -> Vec<(&'static str, Facts)> {
     // A transient failure: not the commit's fault, retried.
     let mut failed = deployed();
     failed.poll = Some(LastPoll {
-        at: "2026-11-24T11:59:30Z".into(),
+        at: Some("2026-11-24T11:59:30Z".into()),
         outcome: "failed".into(),
         commit: Some(C2.into()),
         phase: Some("fetch".into()),
@@ -492,7 +492,7 @@ fn running_and_interrupted_are_told_apart() {
     f.lock = Some(Probe::Held(Some(7)));
     f.progress = Some(Progress {
         phase: "checking health of 22222222".into(),
-        since: "2026-11-24T11:58:30Z".into(),
+        since: Some("2026-11-24T11:58:30Z".into()),
         pid: 7,
         build: None,
     });
@@ -515,7 +515,7 @@ fn a_run_before_its_first_phase_is_starting() {
     assert_eq!(v["in_progress"], "starting");
     f.progress = Some(Progress {
         phase: "building 22222222".into(),
-        since: "2026-11-24T11:58:30Z".into(),
+        since: Some("2026-11-24T11:58:30Z".into()),
         pid: 8,
         build: None,
     });
@@ -591,7 +591,7 @@ fn newer_poll_wins_over_recorded_run() {
     let mut run = Run::new(Outcome::Deployed);
     run.at = "2026-11-24T10:00:00Z".into();
     let newer = LastPoll {
-        at: "2026-11-24T10:05:00Z".into(),
+        at: Some("2026-11-24T10:05:00Z".into()),
         outcome: "up-to-date".into(),
         ..Default::default()
     };
@@ -600,7 +600,7 @@ fn newer_poll_wins_over_recorded_run() {
         Some("up-to-date")
     );
     let old = LastPoll {
-        at: "2026-11-24T09:00:00Z".into(),
+        at: Some("2026-11-24T09:00:00Z".into()),
         outcome: "up-to-date".into(),
         ..Default::default()
     };
@@ -768,7 +768,7 @@ fn a_build_in_progress_shows_nix_progress() {
     f.lock = Some(Probe::Held(Some(7)));
     f.progress = Some(Progress {
         phase: "building 22222222 for pi1".into(),
-        since: "2026-11-24T11:58:30Z".into(),
+        since: Some("2026-11-24T11:58:30Z".into()),
         pid: 7,
         build: None,
     });
@@ -784,7 +784,7 @@ fn a_build_in_progress_shows_nix_progress() {
         bytes_fetched: 45 << 20,
         bytes_total: 100 << 20,
         current: Some("linux-6.6".into()),
-        at: "2026-11-24T11:59:59Z".into(),
+        at: Some("2026-11-24T11:59:59Z".into()),
     });
     let v = json(f.clone());
     let p = &v["running"]["progress"];
