@@ -193,3 +193,50 @@ impl View {
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
 }
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    /// A reboot's hint is its own key in `status --json` and its own line in `status`
+    /// (issue 22), never inside the detail.
+    #[test]
+    fn a_pending_reboots_and_a_boots_hint_are_their_own_key_and_line() {
+        let view = View {
+            policy: "when-required",
+            pending: Some(PendingView {
+                system: "/nix/store/x-nixos-system-pi1".into(),
+                generation: None,
+                since: "2026-12-07T10:00:00Z".into(),
+                waiting_for: Some("attention".into()),
+                until: None,
+                detail: Some("live, and no trial mechanism".into()),
+                hint: Some("set [reboot] bootloader".into()),
+            }),
+            booted: Some(Boot {
+                system: "/nix/store/y-nixos-system-pi1".into(),
+                generation: Some(4),
+                at: "2026-12-07T10:05:00Z".into(),
+                verified: Some(false),
+                detail: "its checks failed".into(),
+                hint: Some("push a fix".into()),
+            }),
+            ..View::default()
+        };
+        let mut out = Vec::new();
+        view.write_human(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("reboot pending: into /nix/store/x-nixos-system-pi1 (live): live, and no trial mechanism\n  hint: set [reboot] bootloader\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(FAILED verification)\n  hint: push a fix\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["pending"]["hint"], "set [reboot] bootloader");
+        assert_eq!(json["pending"]["detail"], "live, and no trial mechanism");
+        assert_eq!(json["booted"]["hint"], "push a fix");
+    }
+}
