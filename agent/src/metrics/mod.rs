@@ -73,7 +73,7 @@ pub fn refresh(settings: &Settings, after: After) {
     record.observe(
         view.head.as_ref().map(|h| h.commit.as_str()),
         view.reboot_required == Some(true),
-        &crate::state::now().to_string(),
+        crate::state::now(),
     );
     if record != before {
         record.write(runtime_dir);

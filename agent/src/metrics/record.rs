@@ -7,6 +7,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::time::{lenient, Timestamp};
+
 pub const FILE: &str = "metrics.json";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,11 +18,14 @@ pub struct Record {
     pub poll_failures_total: u64,
     /// Polls that failed in a row (0 after one that reached the remote).
     pub poll_failures_consecutive: u64,
-    /// The branch head last seen, and when it was first seen (RFC 3339).
+    /// The branch head last seen, and when it was first seen. Times are read leniently,
+    /// as the runtime directory's other files: one that is not a time is none.
     pub head: Option<String>,
-    pub head_since: Option<String>,
-    /// When a reboot was first seen to be required (RFC 3339); none while it is not.
-    pub reboot_required_since: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub head_since: Option<Timestamp>,
+    /// When a reboot was first seen to be required; none while it is not.
+    #[serde(deserialize_with = "lenient")]
+    pub reboot_required_since: Option<Timestamp>,
 }
 
 impl Record {
@@ -54,15 +59,15 @@ impl Record {
     }
 
     /// The head now known (none: not yet seen) and whether a reboot is required, at `now`.
-    pub fn observe(&mut self, head: Option<&str>, reboot_required: bool, now: &str) {
+    pub fn observe(&mut self, head: Option<&str>, reboot_required: bool, now: Timestamp) {
         if let Some(head) = head {
             if self.head.as_deref() != Some(head) {
                 self.head = Some(head.to_string());
-                self.head_since = Some(now.to_string());
+                self.head_since = Some(now);
             }
         }
         match (reboot_required, &self.reboot_required_since) {
-            (true, None) => self.reboot_required_since = Some(now.to_string()),
+            (true, None) => self.reboot_required_since = Some(now),
             (false, Some(_)) => self.reboot_required_since = None,
             _ => {}
         }

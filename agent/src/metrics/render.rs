@@ -207,7 +207,7 @@ pub fn render(s: &Snapshot) -> String {
     );
     let since = head
         .filter(|h| s.record.head.as_deref() == Some(h.commit.as_str()))
-        .and_then(|_| seconds(s.record.head_since.as_deref()));
+        .and_then(|_| stamp(s.record.head_since));
     out.gauge(
         "homelab_agent_head_first_seen_timestamp_seconds",
         "When the agent first saw the current branch head (since boot).",
@@ -383,8 +383,7 @@ pub fn render(s: &Snapshot) -> String {
     out.gauge(
         "homelab_agent_reboot_required_since_timestamp_seconds",
         "When the agent first saw that a reboot is required (since boot).",
-        seconds(s.record.reboot_required_since.as_deref())
-            .filter(|_| view.reboot_required == Some(true)),
+        stamp(s.record.reboot_required_since).filter(|_| view.reboot_required == Some(true)),
     );
     // A reboot that is wanted and held back, and by what: `trial` when no one-shot trial
     // can be armed (docs/reboots.md), `attention` when a person must look.

@@ -228,16 +228,43 @@ fn the_record_counts_polls_and_keeps_since_times() {
     assert_eq!((r.poll_failures_total, r.poll_failures_consecutive), (2, 2));
     r.poll(false);
     assert_eq!((r.poll_failures_total, r.poll_failures_consecutive), (2, 0));
-    r.observe(Some("c1"), false, "T1");
-    r.observe(Some("c1"), true, "T2");
-    assert_eq!(r.head_since.as_deref(), Some("T1"));
-    assert_eq!(r.reboot_required_since.as_deref(), Some("T2"));
-    r.observe(Some("c2"), true, "T3");
-    assert_eq!(r.head_since.as_deref(), Some("T3"));
-    assert_eq!(r.reboot_required_since.as_deref(), Some("T2"));
-    r.observe(None, false, "T4");
+    let t = |s: &str| crate::model::time::Timestamp::from(s);
+    let (t1, t2, t3, t4) = (
+        t("2026-12-07T10:00:01Z"),
+        t("2026-12-07T10:00:02Z"),
+        t("2026-12-07T10:00:03Z"),
+        t("2026-12-07T10:00:04Z"),
+    );
+    r.observe(Some("c1"), false, t1);
+    r.observe(Some("c1"), true, t2);
+    assert_eq!(r.head_since, Some(t1));
+    assert_eq!(r.reboot_required_since, Some(t2));
+    r.observe(Some("c2"), true, t3);
+    assert_eq!(r.head_since, Some(t3));
+    assert_eq!(r.reboot_required_since, Some(t2));
+    r.observe(None, false, t4);
     assert_eq!(r.head.as_deref(), Some("c2"));
     assert!(r.reboot_required_since.is_none());
+}
+
+/// metrics.json as the string-timed agent wrote it loads with its times, is written back
+/// in the same text, and a time that is not one is none (the rest still loads).
+#[test]
+fn an_old_metrics_record_loads_and_is_written_back_in_the_same_text() {
+    let old = r#"{"poll_failures_total":3,"poll_failures_consecutive":1,"head":"c1","head_since":"2026-12-07T10:00:01Z","reboot_required_since":null}"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(super::record::FILE), old).unwrap();
+    let r = Record::read(dir.path());
+    assert_eq!(r.poll_failures_total, 3);
+    assert_eq!(
+        r.head_since,
+        Some(crate::model::time::Timestamp::from("2026-12-07T10:00:01Z"))
+    );
+    assert_eq!(serde_json::to_string(&r).unwrap(), old);
+    let bad = r#"{"poll_failures_total":2,"head":"c1","head_since":"yesterday"}"#;
+    std::fs::write(dir.path().join(super::record::FILE), bad).unwrap();
+    let r = Record::read(dir.path());
+    assert_eq!((r.poll_failures_total, r.head_since), (2, None));
 }
 
 #[test]
