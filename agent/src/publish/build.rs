@@ -175,6 +175,17 @@ pub async fn copy(to: &str, paths: &[&str], timeout: Duration) -> Result<(), Pub
         })
 }
 
+/// Whether a store URL carries a password in its user information (`scheme://user:pw@…`).
+pub fn has_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
 /// A store URL as shown: no user information, no query (`secret-key=` names a file;
 /// other stores take credentials there).
 pub fn shown_url(url: &str) -> String {
@@ -239,6 +250,10 @@ mod tests {
         );
         assert_eq!(shown_url("ssh://builder@pi-cache"), "ssh://pi-cache");
         assert_eq!(shown_url("/srv/local-store"), "/srv/local-store");
+        assert!(has_password("https://user:hunter2@cache.example.org/x"));
+        assert!(!has_password("ssh://builder@pi-cache"));
+        assert!(!has_password("file:///srv/cache?secret-key=/k"));
+        assert!(!has_password("s3://bucket?profile=a:b@c"));
     }
 
     #[tokio::test]

@@ -14,6 +14,12 @@ pub enum PublishError {
     /// A host name that cannot be a `nixosConfigurations` attribute here.
     #[error("{0:?} is not a host name (letters, digits, '-' and '_', at most 63)")]
     BadHost(String),
+    /// A password or token written into `--to` or `--remote`: it would be on git's or
+    /// nix's command line and in their messages.
+    #[error(
+        "{flag} has a password or token in its URL; it would reach command lines and logs: refused"
+    )]
+    SecretInUrl { flag: &'static str },
     /// A tool the publisher runs is missing or failed to start.
     #[error("{program} is needed to publish but {problem}")]
     Tool { program: String, problem: String },
@@ -53,7 +59,9 @@ impl PublishError {
     /// Whose fault it is: the exit code follows from it.
     pub fn kind(&self) -> Kind {
         match self {
-            PublishError::Revision { .. } | PublishError::BadHost(_) => Kind::Configuration,
+            PublishError::Revision { .. }
+            | PublishError::BadHost(_)
+            | PublishError::SecretInUrl { .. } => Kind::Configuration,
             PublishError::Tool { .. } | PublishError::Output { .. } => Kind::Environment,
             PublishError::Sign { .. } => Kind::Configuration,
             PublishError::Build { .. } => Kind::Commit,
@@ -69,6 +77,12 @@ impl PublishError {
         match self {
             PublishError::Revision { .. } => {
                 "give --repo a git repository and --commit a revision in it (default HEAD)".into()
+            }
+            PublishError::SecretInUrl { flag: "--remote" } => {
+                "give a remote name (`origin`) or a URL without the token: git's credential helper or ssh key supplies it".into()
+            }
+            PublishError::SecretInUrl { .. } => {
+                "give the cache URL without the password: nix reads credentials from netrc-file or the store's own settings".into()
             }
             PublishError::BadHost(_) => {
                 "give --host a name from the flake's nixosConfigurations (or none: all)".into()

@@ -81,6 +81,17 @@ pub fn parse_timeout(text: &str) -> Result<Duration, crate::failure::Invalid> {
 /// Publishes one commit's systems. Nothing is pushed unless every host built and was
 /// copied: a manifest never names a path the cache does not have.
 pub async fn publish(req: &Request) -> Result<Published, PublishError> {
+    if build::has_password(&req.to) {
+        return Err(PublishError::SecretInUrl { flag: "--to" });
+    }
+    let remote_secret = req.remote.as_deref().and_then(|r| {
+        crate::model::url::RemoteUrl::parse(r)
+            .ok()
+            .filter(|u| u.embedded_secret().is_some())
+    });
+    if remote_secret.is_some() {
+        return Err(PublishError::SecretInUrl { flag: "--remote" });
+    }
     let commit = branch::resolve(&req.repo, req.commit.as_deref())?;
     sign::check(&req.signer).await?;
     let flake = build::flake(&branch::directory(&req.repo)?, &commit);

@@ -399,6 +399,37 @@ fn bad_publish_arguments_say_what_to_give() {
         started.elapsed() < std::time::Duration::from_secs(5),
         "it built first"
     );
+    // A token in a URL would reach git's or nix's command line and messages: refused
+    // before anything runs, saying what to give instead.
+    let out = plain(&[
+        "publish",
+        "--to",
+        "file:///tmp/x",
+        "--ssh-key",
+        "/nonexistent/key",
+        "--remote",
+        "https://ci:ghp_secret123@github.com/me/homelab.git",
+    ]);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("ghp_secret123"), "the token was shown: {err}");
+    assert!(
+        err.contains("--remote has a password or token") && err.contains("credential helper"),
+        "{err}"
+    );
+    let out = plain(&[
+        "publish",
+        "--to",
+        "https://u:pw123@cache.example.org/",
+        "--ssh-key",
+        "/nonexistent/key",
+    ]);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("pw123") && err.contains("--to has a password"),
+        "{err}"
+    );
     // A timeout out of range.
     let out = plain(&["publish", "--to", "x", "--ssh-key", "k", "--timeout", "0s"]);
     assert_eq!(out.status.code(), Some(2));
