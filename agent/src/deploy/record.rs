@@ -261,7 +261,6 @@ impl Agent {
         run.subject = Some(fetched.subject.clone());
         run.duration_ms = started.elapsed().as_millis() as u64;
         took.on(&mut run);
-        run.obtained = crate::state::obtained::take();
         run
     }
 
@@ -375,8 +374,8 @@ impl Agent {
         run.commit = commit.clone();
         run.system = Some(shown.clone());
         Took {
-            build_ms: None,
             health_ms: activated.health_ms,
+            ..Took::default()
         }
         .on(&mut run);
         let exit = match activated.ending {

@@ -65,22 +65,24 @@ impl Agent {
                 log::info!(commit = fetched.commit.as_str(); "building {commit} ({}) from {branch} for a test activation", fetched.subject)
             }
         }
-        // How this build's system is obtained is noted by the door (prebuilt or built
-        // here): nothing left from an earlier cycle may pass for it.
-        let _ = crate::state::obtained::take();
         let built = self
             .doors
             .builder
             .build(&fetched.commit, &target.attribute)
             .await;
-        let took = Took::new(Some(started.elapsed()), None);
         // A build no door said more of was built here: status, history and metrics say how
         // every deployment was obtained, `[prebuilt]` on or off (not for a pause, below).
+        let took = Took {
+            obtained: Some(
+                self.doors
+                    .builder
+                    .obtained()
+                    .unwrap_or_else(crate::state::obtained::built_here),
+            ),
+            ..Took::new(Some(started.elapsed()), None)
+        };
         let system = match built {
-            Ok(system) => {
-                crate::state::obtained::or_built_here();
-                system
-            }
+            Ok(system) => system,
             // A `pause` asked for during main's build stopped it: the pause, not a failure.
             // (On the testing track the request waits for the next run, as before.)
             Err(_)
@@ -92,7 +94,6 @@ impl Agent {
                 return exit.unwrap_or(Exit::Ok);
             }
             Err(f) => {
-                crate::state::obtained::or_built_here();
                 return self.build_failed_on(state, track, fetched, host, f, started, took);
             }
         };
@@ -105,7 +106,9 @@ impl Agent {
             };
         }
         if track == Track::Main {
-            if let Some(exit) = self.refuse_orphan(state, fetched, &system, host, started, took) {
+            if let Some(exit) =
+                self.refuse_orphan(state, fetched, &system, host, started, took.clone())
+            {
                 return exit;
             }
         }

@@ -15,6 +15,12 @@ pub trait Builder {
         commit: &'a str,
         attribute: &'a str,
     ) -> Fut<'a, Result<PathBuf, Failure>>;
+    /// How the last build's system was obtained, when the door knows more than "built
+    /// here" (the prebuilt door: fetched, or built here and why). The default: nothing
+    /// more to say.
+    fn obtained(&self) -> Option<crate::state::obtained::Obtained> {
+        None
+    }
     /// Drops the candidate's GC root once the run is recorded.
     fn release(&self);
     /// Whether the build of `commit` should wait (a prebuilt manifest that may still

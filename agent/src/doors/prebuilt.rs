@@ -32,6 +32,8 @@ pub struct Prebuilt {
     realise: Realise,
     /// The manifest files the last fetch brought.
     found: RefCell<Option<PrebuiltFiles>>,
+    /// How the last build's system was obtained ([`Builder::obtained`]).
+    obtained: RefCell<Option<Obtained>>,
     /// Whether the last fetch was the testing branch's (which never waits for a manifest,
     /// so a missing one there is missing, never late).
     testing: Cell<bool>,
@@ -60,6 +62,7 @@ impl Prebuilt {
             builder,
             realise,
             found: RefCell::new(None),
+            obtained: RefCell::new(None),
             testing: Cell::new(false),
         }
     }
@@ -169,12 +172,13 @@ impl Builder for Rc<Prebuilt> {
         attribute: &'a str,
     ) -> Fut<'a, Result<PathBuf, Failure>> {
         Box::pin(async move {
+            *self.obtained.borrow_mut() = None;
             let started = Instant::now();
             let tried = self.try_prebuilt(commit, attribute).await;
             let fetch_ms = millis(started.elapsed());
             let (fallback, why) = match tried {
                 Ok((system, signer)) => {
-                    crate::state::obtained::note(Obtained {
+                    *self.obtained.borrow_mut() = Some(Obtained {
                         how: How::Prebuilt,
                         fetch_ms,
                         signer: Some(signer),
@@ -203,7 +207,7 @@ impl Builder for Rc<Prebuilt> {
                 fallback.as_str()
             );
             let built = self.builder.build(commit, attribute).await;
-            crate::state::obtained::note(Obtained {
+            *self.obtained.borrow_mut() = Some(Obtained {
                 how: How::BuiltHere,
                 fetch_ms,
                 signer: None,
@@ -212,6 +216,10 @@ impl Builder for Rc<Prebuilt> {
             });
             built
         })
+    }
+
+    fn obtained(&self) -> Option<Obtained> {
+        self.obtained.borrow().clone()
     }
 
     fn release(&self) {

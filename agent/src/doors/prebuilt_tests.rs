@@ -135,8 +135,9 @@ fn signed(key: &Path, commit: &str, host: &str) -> PrebuiltFiles {
     }
 }
 
-fn obtained() -> Obtained {
-    crate::state::obtained::take().expect("the door notes how the system was obtained")
+fn obtained(door: &impl Builder) -> Obtained {
+    door.obtained()
+        .expect("the door says how the system was obtained")
 }
 
 #[tokio::test]
@@ -155,7 +156,7 @@ async fn a_signed_manifest_for_this_commit_and_host_is_fetched_not_built() {
     let system = door.build(COMMIT, ATTRIBUTE).await.unwrap();
     assert_eq!(system, PathBuf::from(SYSTEM));
     assert_eq!(s.calls(), [format!("realise {SYSTEM} at candidate")]);
-    let o = obtained();
+    let o = obtained(&door);
     assert_eq!(o.how, How::Prebuilt);
     assert_eq!(o.signer.as_deref(), Some("ci@example"));
     assert_eq!(o.fallback, None);
@@ -202,7 +203,7 @@ async fn every_bad_manifest_falls_back_to_a_native_build_saying_why() {
         let system = door.build(COMMIT, ATTRIBUTE).await.unwrap();
         assert_eq!(system, PathBuf::from("/nix/store/built-here"), "{what}");
         assert_eq!(s.calls(), ["build 3f2a9c1e"], "{what}: nothing realised");
-        let o = obtained();
+        let o = obtained(&door);
         assert_eq!(o.how, How::BuiltHere, "{what}");
         assert_eq!(o.fallback, Some(reason), "{what}");
         let why = o.why.unwrap();
@@ -226,7 +227,7 @@ async fn every_bad_manifest_falls_back_to_a_native_build_saying_why() {
             "build 3f2a9c1e".to_string()
         ]
     );
-    let o = obtained();
+    let o = obtained(&door);
     assert_eq!(o.fallback, Some(Fallback::NotFetched));
     assert_eq!(o.why.as_deref(), Some("nix-store --realise failed"));
 }
@@ -252,7 +253,7 @@ async fn a_missing_manifest_is_waited_for_then_late() {
     .unwrap();
     assert_eq!(door.hold(COMMIT), None);
     door.build(COMMIT, ATTRIBUTE).await.unwrap();
-    let o = obtained();
+    let o = obtained(&door);
     assert_eq!(o.fallback, Some(Fallback::Late));
     assert!(o
         .why
@@ -323,7 +324,7 @@ async fn a_testing_builds_missing_manifest_is_missing_not_late() {
     let door = s.door(settings, None, Ok(())).await;
     door.fetch_testing().await.unwrap();
     door.build(COMMIT, ATTRIBUTE).await.unwrap();
-    let o = obtained();
+    let o = obtained(&door);
     assert_eq!(o.fallback, Some(Fallback::Missing));
     assert_eq!(
         o.why.as_deref(),
@@ -342,7 +343,7 @@ async fn a_testing_builds_missing_manifest_is_missing_not_late() {
     .unwrap();
     assert_eq!(door.hold(COMMIT), None);
     door.build(COMMIT, ATTRIBUTE).await.unwrap();
-    assert_eq!(obtained().fallback, Some(Fallback::Late));
+    assert_eq!(obtained(&door).fallback, Some(Fallback::Late));
 }
 
 #[tokio::test]
@@ -366,7 +367,7 @@ async fn a_native_build_failure_after_a_fallback_is_still_the_builds() {
     door.fetch().await.unwrap();
     let e = door.build(COMMIT, ATTRIBUTE).await.unwrap_err();
     assert_eq!(e.kind, Kind::Commit);
-    assert_eq!(obtained().fallback, Some(Fallback::Missing));
+    assert_eq!(obtained(&door).fallback, Some(Fallback::Missing));
 }
 
 /// A `pause` during the fetch stops it, and is not a reason to build here: the door

@@ -19,11 +19,13 @@ use crate::failure::Failure;
 use crate::state::{self, Deployed, Outcome, Phase, RollbackPending, Run, State, Store};
 
 /// How long the build and the health checks of a run took (milliseconds), when it built
-/// or checked: measured where they happen, handed to the run that records them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// or checked, and how its system was obtained: measured where they happen, handed to the
+/// run that records them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Took {
     pub build_ms: Option<u64>,
     pub health_ms: Option<u64>,
+    pub obtained: Option<crate::state::obtained::Obtained>,
 }
 
 impl Took {
@@ -32,12 +34,14 @@ impl Took {
         Took {
             build_ms: build.map(millis),
             health_ms: health.map(millis),
+            obtained: None,
         }
     }
 
     /// Sets them on `run`.
     pub fn on(self, run: &mut Run) {
-        (run.build_ms, run.health_ms) = (self.build_ms, self.health_ms);
+        (run.build_ms, run.health_ms, run.obtained) =
+            (self.build_ms, self.health_ms, self.obtained);
     }
 }
 

@@ -115,17 +115,6 @@ pub struct Obtained {
     pub why: Option<String>,
 }
 
-thread_local! {
-    static NOTED: std::cell::RefCell<Option<Obtained>> = const { std::cell::RefCell::new(None) };
-}
-
-/// How the system of the run being recorded was obtained: noted by the door that obtained
-/// it, taken by the run record. Per thread, as the build timings (the agent runs one cycle
-/// at a time on one thread, and parallel unit tests never mix).
-pub fn note(o: Obtained) {
-    NOTED.with(|c| *c.borrow_mut() = Some(o));
-}
-
 /// A system built here, nothing else said: what every native build is, `[prebuilt]` on
 /// or off (the prebuilt door notes its own, with why it fell back).
 pub fn built_here() -> Obtained {
@@ -136,16 +125,4 @@ pub fn built_here() -> Obtained {
         fallback: None,
         why: None,
     }
-}
-
-/// Notes [`built_here`] unless a door noted how the system was obtained.
-pub fn or_built_here() {
-    NOTED.with(|c| {
-        c.borrow_mut().get_or_insert_with(built_here);
-    });
-}
-
-/// What [`note`] noted since it was last taken. Clears it.
-pub fn take() -> Option<Obtained> {
-    NOTED.with(|c| c.borrow_mut().take())
 }
